@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# with-test-services.sh CMD [ARGS...]
+# Starts the services the tests and benchmarks need as local processes (no Docker engine needed),
+# runs CMD with their coordinates in the environment, and stops them whatever CMD's outcome.
+#   TEST_DATABASE_URL, TEST_PG_LOG_DIR, TEST_PG_SOCKET_DIR  a PostgreSQL 15 cluster (pgaudit, wal_level=logical)
+#   TEST_S3_ENDPOINT, TEST_S3_REGION, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY  Ceph radosgw with Object Lock
+# Set TEST_SERVICES=pg to start PostgreSQL only (quicker unit-level work).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ $# -ge 1 ] || { echo "usage: with-test-services.sh CMD [ARGS...]" >&2; exit 2; }
+want=${TEST_SERVICES:-pg,s3}
+
+# Under /tmp: the postgres OS user must be able to traverse every parent directory.
+dir=$(mktemp -d /tmp/pg-audit-shipper-test.XXXXXX)
+chmod 755 "$dir"
+cleanup() {
+  local rc=$?
+  [ -f "$dir/s3/ceph.conf" ] && bash "$here/test-services/s3.sh" stop "$dir/s3" --purge >/dev/null 2>&1 || true
+  bash "$here/test-services/pg.sh" stop "$dir/pg" --rm >/dev/null 2>&1 || true
+  rm -rf "$dir"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+echo "starting test PostgreSQL in $dir/pg" >&2
+PG_FAST=1 bash "$here/test-services/pg.sh" start "$dir/pg" >/dev/null
+set -a; . "$dir/pg/env"; set +a
+export TEST_DATABASE_URL=$DATABASE_URL TEST_PG_LOG_DIR=$PGAUDIT_LOG_DIR TEST_PG_SOCKET_DIR=$PG_SOCKET_DIR TEST_PG_PORT=$PG_PORT
+unset DATABASE_URL PGAUDIT_LOG_DIR
+
+if [[ ,$want, == *,s3,* ]] && [ -f "$here/test-services/s3.sh" ]; then
+  echo "starting test S3 (Ceph radosgw) in $dir/s3" >&2
+  s3env=$(bash "$here/test-services/s3.sh" start "$dir/s3")
+  while IFS='=' read -r k v; do [ -n "$k" ] && export "TEST_$k=$v"; done <<<"$s3env"
+fi
+
+"$@"

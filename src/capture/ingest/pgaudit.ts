@@ -1,0 +1,193 @@
+import { parseCsvLine } from './csv.js';
+import { splitConnectionFrom, type LogLine } from './csvlog.js';
+
+/** A row for audit_log built from the server log. */
+export interface LogAuditEvent {
+  occurredAt: string;
+  action: string;
+  outcome: 'success' | 'failure';
+  schemaName: string | null;
+  tableName: string | null;
+  sessionUserName: string;
+  appUserId: string | null;
+  appCustomerId: string | null;
+  applicationName: string | null;
+  clientAddr: string | null;
+  clientPort: number | null;
+  backendPid: number | null;
+  txid: number | null;
+  statement: string | null;
+  error: string | null;
+  logSessionId: string;
+  logLineNum: number;
+}
+
+/** app.user_id / app.customer_id as a session last SET them; LOCAL values live for one transaction. */
+export interface SessionContext {
+  user?: ContextValue;
+  customer?: ContextValue;
+}
+/** `session` is what SET gave; `local` (SET LOCAL) overrides it inside one virtual transaction only. */
+interface ContextValue { session: string | null; local?: { value: string | null; vxid: string } }
+
+export interface ProtectedTables {
+  /** "schema.table" */
+  qualified: Set<string>;
+  /** bare table name -> schemas it is protected in (error messages name only the table) */
+  byName: Map<string, string[]>;
+}
+
+export function protectedTables(rows: { schema_name: string; table_name: string }[]): ProtectedTables {
+  const qualified = new Set<string>();
+  const byName = new Map<string, string[]>();
+  const add = (s: string, t: string): void => {
+    qualified.add(`${s}.${t}`);
+    byName.set(t, [...(byName.get(t) ?? []), s]);
+  };
+  for (const r of rows) add(r.schema_name, r.table_name);
+  // Attempts on the trail itself are always recorded.
+  add('audit', 'audit_log');
+  return { qualified, byName };
+}
+
+export type Classified =
+  | { kind: 'event'; event: LogAuditEvent }
+  | { kind: 'context'; sessionId: string; context: SessionContext }
+  | { kind: 'ignored' }
+  | { kind: 'malformed'; reason: string };
+
+export interface ClassifyOptions {
+  database: string;
+  tables: ProtectedTables;
+  statementMaxLength: number;
+  /** current context of the line's session (mutated copies are returned, never this object) */
+  contextOf: (sessionId: string) => SessionContext | undefined;
+}
+
+const AUDIT_PREFIX = 'AUDIT: ';
+const SET_RE = /^\s*SET\s+(?:(SESSION|LOCAL)\s+)?app\.(user_id|customer_id)\s*(?:=|\bTO\b)\s*(.*?)\s*;?\s*$/is;
+const RESET_RE = /^\s*RESET\s+(ALL|app\.(user_id|customer_id))\s*;?\s*$/is;
+// 42501 messages name the relation without its schema: "permission denied for table customers",
+// 'new row violates row-level security policy for table "customers"'.
+const DENIED_TABLE_RE = /\bfor table "?([^"\s]+)"?/;
+
+export function classify(line: LogLine, opts: ClassifyOptions): Classified {
+  if (line.databaseName !== opts.database) return { kind: 'ignored' };
+  if (line.errorSeverity === 'LOG' && line.message.startsWith(AUDIT_PREFIX)) return classifyAudit(line, opts);
+  if (line.errorSeverity === 'ERROR') return classifyError(line, opts);
+  return { kind: 'ignored' };
+}
+
+function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
+  const f = parseCsvLine(line.message.slice(AUDIT_PREFIX.length));
+  if (!f || f.length < 8) return { kind: 'malformed', reason: 'AUDIT payload is not pgaudit CSV' };
+  const [auditType, , , auditClass, command, , objectName, statement] = f as [string, string, string, string, string, string, string, string];
+  if (auditType === 'SESSION' && auditClass === 'MISC' && (command === 'SET' || command === 'RESET')) {
+    const context = applySet(opts.contextOf(line.sessionId), statement, line.virtualTransactionId);
+    return context ? { kind: 'context', sessionId: line.sessionId, context } : { kind: 'ignored' };
+  }
+  // Object audit lines for reads; writes come from the row triggers, which know the row.
+  if (auditType !== 'OBJECT' || auditClass !== 'READ' || !opts.tables.qualified.has(objectName)) return { kind: 'ignored' };
+  const dot = objectName.indexOf('.');
+  return {
+    kind: 'event',
+    event: baseEvent(line, opts, {
+      action: command, outcome: 'success', schemaName: objectName.slice(0, dot), tableName: objectName.slice(dot + 1),
+      statement: truncate(statement, opts.statementMaxLength), error: null,
+    }),
+  };
+}
+
+function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
+  let schemaName: string | null = null;
+  let tableName: string | null = null;
+  if (line.message.startsWith('audit.audit_log is append-only')) {
+    schemaName = 'audit'; tableName = 'audit_log';
+  } else if (line.sqlStateCode === '42501' && line.message === 'permission denied for schema audit') {
+    // Roles without USAGE on the audit schema are stopped there, before the table is named.
+    schemaName = 'audit'; tableName = /\baudit_log\b/i.test(line.query) ? 'audit_log' : null;
+  } else if (line.sqlStateCode === '42501') {
+    const m = DENIED_TABLE_RE.exec(line.message);
+    const schemas = m ? opts.tables.byName.get(m[1]!) : undefined;
+    if (!m || !schemas) return { kind: 'ignored' };
+    tableName = m[1]!;
+    // Ambiguous when the same name is protected in several schemas: say so rather than guess.
+    schemaName = schemas.length === 1 ? schemas[0]! : null;
+  } else {
+    return { kind: 'ignored' };
+  }
+  const action = (line.commandTag || firstWord(line.query) || 'UNKNOWN').toUpperCase();
+  return {
+    kind: 'event',
+    event: baseEvent(line, opts, {
+      action, outcome: 'failure', schemaName, tableName,
+      statement: line.query ? truncate(line.query, opts.statementMaxLength) : null,
+      error: `${line.sqlStateCode}: ${line.message}`,
+    }),
+  };
+}
+
+function baseEvent(
+  line: LogLine, opts: ClassifyOptions,
+  rest: Pick<LogAuditEvent, 'action' | 'outcome' | 'schemaName' | 'tableName' | 'statement' | 'error'>,
+): LogAuditEvent {
+  const ctx = opts.contextOf(line.sessionId);
+  const { addr, port } = splitConnectionFrom(line.connectionFrom);
+  const txid = Number(line.transactionId);
+  return {
+    occurredAt: line.logTime,
+    ...rest,
+    sessionUserName: line.userName,
+    appUserId: effective(ctx?.user, line.virtualTransactionId),
+    appCustomerId: effective(ctx?.customer, line.virtualTransactionId),
+    applicationName: line.applicationName || null,
+    clientAddr: addr,
+    clientPort: port,
+    backendPid: line.processId,
+    txid: Number.isSafeInteger(txid) && txid > 0 ? txid : null,
+    logSessionId: line.sessionId,
+    logLineNum: line.sessionLineNum,
+  };
+}
+
+function effective(v: ContextValue | undefined, vxid: string): string | null {
+  if (!v) return null;
+  return v.local && v.local.vxid === vxid ? v.local.value : v.session;
+}
+
+/** The new context after a SET/RESET statement, or null when the statement is not about app.*. */
+export function applySet(current: SessionContext | undefined, statement: string, vxid: string): SessionContext | null {
+  const next: SessionContext = { ...current };
+  const set = SET_RE.exec(statement);
+  if (set) {
+    const key = set[2] === 'user_id' ? 'user' : 'customer';
+    const local = set[1]?.toUpperCase() === 'LOCAL';
+    const value = unquote(set[3]!);
+    const v = value === '' || /^DEFAULT$/i.test(value) ? null : value;
+    next[key] = local ? { session: current?.[key]?.session ?? null, local: { value: v, vxid } } : { session: v };
+    return next;
+  }
+  const reset = RESET_RE.exec(statement);
+  if (reset) {
+    if (reset[1]!.toUpperCase() === 'ALL') return {};
+    delete next[reset[2] === 'user_id' ? 'user' : 'customer'];
+    return next;
+  }
+  return null;
+}
+
+function unquote(v: string): string {
+  const m = /^'((?:[^']|'')*)'$/.exec(v);
+  if (m) return m[1]!.replaceAll("''", "'");
+  const d = /^"((?:[^"]|"")*)"$/.exec(v);
+  return d ? d[1]!.replaceAll('""', '"') : v;
+}
+
+function firstWord(s: string): string {
+  return /^\s*([A-Za-z]+)/.exec(s)?.[1] ?? '';
+}
+
+export function truncate(s: string, max: number): string {
+  if (s.length <= max) return s;
+  return `${s.slice(0, Math.max(0, max - 1))}…`;
+}

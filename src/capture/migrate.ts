@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type pg from 'pg';
+import { ServiceError } from '../errors.js';
+import { describePgError, inTransaction } from '../db.js';
+import { SQL_DIR } from '../paths.js';
+import type { Logger } from '../log.js';
+
+export interface Migration {
+  /** e.g. "migrations/001_audit_schema" */
+  id: string;
+  sql: string;
+  checksum: string;
+}
+
+export interface InitResult {
+  applied: string[];
+  alreadyApplied: string[];
+  warnings: string[];
+}
+
+async function loadSet(folder: 'migrations' | 'example'): Promise<Migration[]> {
+  const dir = path.join(SQL_DIR, folder);
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.sql')).sort();
+  return Promise.all(files.map(async (f) => {
+    const sql = await readFile(path.join(dir, f), 'utf8');
+    return { id: `${folder}/${f.replace(/\.sql$/, '')}`, sql, checksum: createHash('sha256').update(sql).digest('hex') };
+  }));
+}
+
+/** Preconditions the capture side cannot work without, checked before anything is written. */
+export async function checkServer(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query<{ name: string; setting: string }>(
+    `SELECT name, setting FROM pg_settings WHERE name IN ('shared_preload_libraries', 'wal_level', 'ssl', 'server_version_num')`);
+  const s = Object.fromEntries(rows.map((r) => [r.name, r.setting]));
+  if (!/(^|[,\s])pgaudit($|[,\s])/.test(s.shared_preload_libraries ?? '')) {
+    throw new ServiceError(
+      "pgaudit is not loaded on this server: install it (Debian: postgresql-15-pgaudit), add pgaudit to " +
+      "shared_preload_libraries in postgresql.conf and restart PostgreSQL");
+  }
+  if (Number(s.server_version_num) < 150000) {
+    throw new ServiceError(`PostgreSQL ${s.server_version_num} is too old: pg-audit-shipper needs 15 or later`);
+  }
+  const warnings: string[] = [];
+  if (s.wal_level !== 'logical') {
+    warnings.push(`wal_level is ${s.wal_level}: set wal_level = logical and restart, or \`ship\` cannot stream audit_log`);
+  }
+  if (s.ssl !== 'on') {
+    warnings.push('ssl is off: PHI and audit data cross the network in clear text; enable ssl and use hostssl-only pg_hba.conf rules');
+  }
+  return warnings;
+}
+
+/**
+ * Apply what is not applied yet, in one transaction, under an advisory lock so two `init`s
+ * cannot interleave. An applied migration whose file changed is an error: history is not rewritten.
+ */
+export async function init(client: pg.Client, opts: { example: boolean; log: Logger }): Promise<InitResult> {
+  const warnings = await checkServer(client);
+  for (const w of warnings) opts.log.warn(w);
+  const wanted = [...await loadSet('migrations'), ...(opts.example ? await loadSet('example') : [])];
+  try {
+    return await inTransaction(client, async () => {
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('pg-audit-shipper init'))`);
+      const known = new Map<string, string>();
+      const { rows: [reg] } = await client.query<{ t: string | null }>(`SELECT to_regclass('audit.schema_migrations')::text AS t`);
+      if (reg?.t) {
+        const { rows } = await client.query<{ id: string; checksum: string }>('SELECT id, checksum FROM audit.schema_migrations');
+        for (const r of rows) known.set(r.id, r.checksum);
+      }
+      const result: InitResult = { applied: [], alreadyApplied: [], warnings };
+      for (const m of wanted) {
+        const prior = known.get(m.id);
+        if (prior === m.checksum) { result.alreadyApplied.push(m.id); continue; }
+        if (prior) {
+          throw new ServiceError(`migration ${m.id} was applied with different content (checksum ${prior.slice(0, 12)}…): ` +
+            'applied migrations are never edited; add a new migration instead');
+        }
+        await client.query(m.sql);
+        await client.query(`CREATE TABLE IF NOT EXISTS audit.schema_migrations (
+            id text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+        await client.query('ALTER TABLE audit.schema_migrations OWNER TO audit_owner');
+        await client.query('INSERT INTO audit.schema_migrations (id, checksum) VALUES ($1, $2)', [m.id, m.checksum]);
+        opts.log.info({ migration: m.id }, 'applied');
+        result.applied.push(m.id);
+      }
+      return result;
+    });
+  } catch (err) {
+    if (err instanceof ServiceError) throw err;
+    throw new ServiceError(`init failed, nothing was changed: ${describePgError(err)}`);
+  }
+}

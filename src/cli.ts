@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { EXIT_CANNOT_RUN, exitCodeFor, oneLine } from './errors.js';
+import { registerCaptureCommands } from './commands/capture.js';
+import { registerDemoCommand } from './commands/demo.js';
+
+/**
+ * pg-audit-shipper: capture (sql) -> source -> seal -> sink -> verify -> query.
+ * Each subcommand lives in src/commands/; this file only assembles them and owns the exit status.
+ */
+export function buildProgram(): Command {
+  const program = new Command('pg-audit-shipper')
+    .description('A tamper-evident, retained audit trail for PostgreSQL databases holding PHI.\n\n' +
+      'Exit status: 0 success, 1 the command ran and found a problem, 2 it could not run.')
+    .version(process.env.npm_package_version ?? '0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerCaptureCommands(program);
+  registerDemoCommand(program);
+  for (const cmd of program.commands) cmd.exitOverride();
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return process.exitCode === undefined ? 0 : Number(process.exitCode);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0; usage errors were already printed.
+      return err.exitCode === 0 ? 0 : EXIT_CANNOT_RUN;
+    }
+    process.stderr.write(`pg-audit-shipper: error: ${oneLine(err)}\n`);
+    return exitCodeFor(err);
+  }
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});

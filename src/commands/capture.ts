@@ -1,0 +1,99 @@
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { postgresUrl, settingOption, validate } from '../config.js';
+import { connect } from '../db.js';
+import { createLogger } from '../log.js';
+import { init } from '../capture/migrate.js';
+import { protect, unprotect } from '../capture/protect.js';
+import { Ingester } from '../capture/ingest/ingester.js';
+import { keygen } from '../seal/keys.js';
+
+const dbSchema = z.object({ databaseUrl: postgresUrl });
+
+async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
+  const client = await connect(databaseUrl);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export function registerCaptureCommands(program: Command): void {
+  program.command('init')
+    .description('install or upgrade the audit schema (idempotent, one transaction)')
+    .addOption(settingOption('databaseUrl', 'url'))
+    .option('--example', 'also install the example PHI schema (customers: pgcrypto, row-level security, roles)')
+    .action(async (raw) => {
+      const cfg = validate(dbSchema.extend({ example: z.boolean().default(false) }), raw);
+      const log = createLogger();
+      const r = await withClient(cfg.databaseUrl, (c) => init(c, { example: cfg.example, log }));
+      for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
+      process.stdout.write(r.applied.length === 0
+        ? `schema up to date (${r.alreadyApplied.length} migrations already applied, nothing changed)\n`
+        : `applied ${r.applied.join(', ')}\n`);
+    });
+
+  program.command('protect')
+    .description('audit a table: row triggers for writes, pgaudit object logging for reads (idempotent)')
+    .argument('<table>', 'schema.table')
+    .addOption(settingOption('databaseUrl', 'url'))
+    .option('--key <column...>', 'column(s) recorded as the row identifier (default: the primary key)')
+    .action(async (table: string, raw) => {
+      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional() }), raw);
+      await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key));
+      process.stdout.write(`protected ${table}\n`);
+    });
+
+  program.command('unprotect')
+    .description('stop auditing a table (its past events stay in the trail)')
+    .argument('<table>', 'schema.table')
+    .addOption(settingOption('databaseUrl', 'url'))
+    .action(async (table: string, raw) => {
+      const cfg = validate(dbSchema, raw);
+      await withClient(cfg.databaseUrl, (c) => unprotect(c, table));
+      process.stdout.write(`unprotected ${table}\n`);
+    });
+
+  program.command('ingest')
+    .description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once")
+    .addOption(settingOption('databaseUrl', 'url'))
+    .addOption(settingOption('logDir', 'dir'))
+    .option('--follow', 'keep tailing the log directory until SIGINT/SIGTERM')
+    .addOption(new Option('--statement-max-length <chars>', 'longest statement text kept per event').default('2000')
+      .env('AUDIT_STATEMENT_MAX_LENGTH'))
+    .addOption(new Option('--poll-ms <ms>', 'how often --follow looks for new lines').default('500'))
+    .addOption(new Option('--chunk-bytes <bytes>', 'log bytes per transaction').default('1048576').hideHelp())
+    .action(async (raw) => {
+      const cfg = validate(dbSchema.extend({
+        logDir: z.string().min(1),
+        follow: z.boolean().default(false),
+        statementMaxLength: z.coerce.number().int().min(16).max(1_000_000),
+        pollMs: z.coerce.number().int().min(10).max(60_000),
+        chunkBytes: z.coerce.number().int().min(512).max(1 << 30),
+      }), raw);
+      const log = createLogger();
+      const stats = await withClient(cfg.databaseUrl, async (client) => {
+        const ingester = new Ingester(client, {
+          logDir: cfg.logDir, statementMaxLength: cfg.statementMaxLength, log, chunkBytes: cfg.chunkBytes,
+        });
+        if (!cfg.follow) return ingester.runOnce();
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+        log.info({ logDir: cfg.logDir }, 'following the server log');
+        return ingester.follow(stop.signal, cfg.pollMs);
+      });
+      process.stdout.write(`ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
+        ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)\n`);
+    });
+
+  program.command('keygen')
+    .description('create the Ed25519 key pair that signs (signing-key.pem) and checks (verify-key.pem) digests')
+    .requiredOption('--out <dir>', 'directory for the two PEM files (never overwritten)')
+    .action(async (raw) => {
+      const cfg = validate(z.object({ out: z.string().min(1) }), raw);
+      const k = await keygen(cfg.out);
+      process.stdout.write(`signing key: ${k.signingKeyPath} (keep secret)\nverify key:  ${k.verifyKeyPath}\nkey id:      ${k.keyId}\n`);
+    });
+}

@@ -1,0 +1,119 @@
+import { execFile } from 'node:child_process';
+import { chmod, mkdtemp } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { Command } from 'commander';
+import pg from 'pg';
+import { ServiceError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { SCRIPTS_DIR } from '../paths.js';
+import { init } from '../capture/migrate.js';
+import { Ingester } from '../capture/ingest/ingester.js';
+
+const run = promisify(execFile);
+
+export interface LocalCluster { dir: string; databaseUrl: string; logDir: string; stop: () => Promise<void> }
+
+/** The project's throwaway PostgreSQL (scripts/test-services/pg.sh): pgaudit, logical decoding, csvlog. */
+export async function startLocalCluster(dir?: string): Promise<LocalCluster> {
+  const where = dir ?? await mkdtemp('/tmp/pg-audit-shipper-demo-');
+  // The cluster runs as the postgres OS user, which must be able to enter this directory.
+  await chmod(where, 0o755);
+  const script = path.join(SCRIPTS_DIR, 'test-services', 'pg.sh');
+  let out: string;
+  try {
+    out = (await run('bash', [script, 'start', path.join(where, 'pg')])).stdout;
+  } catch (err) {
+    throw new ServiceError(`could not start the local PostgreSQL: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`);
+  }
+  const get = (k: string): string => new RegExp(`^${k}='([^']*)'`, 'm').exec(out)?.[1] ?? '';
+  return {
+    dir: where, databaseUrl: get('DATABASE_URL'), logDir: get('PGAUDIT_LOG_DIR'),
+    stop: async () => { await run('bash', [script, 'stop', path.join(where, 'pg')]); },
+  };
+}
+
+/** Application traffic on the example schema: writes, reads as several users, denied access. */
+export async function generateTraffic(databaseUrl: string, customers = 20): Promise<void> {
+  const admin = new pg.Client({ connectionString: databaseUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'demo_app') THEN CREATE ROLE demo_app LOGIN IN ROLE phi_app; END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'demo_intruder') THEN CREATE ROLE demo_intruder LOGIN; END IF;
+    END $$`);
+  } finally {
+    await admin.end();
+  }
+  const as = (user: string, app: string): pg.Client => {
+    const u = new URL(databaseUrl);
+    u.username = user;
+    return new pg.Client({ connectionString: u.toString(), application_name: app });
+  };
+  const key = 'demo-key-from-a-secret-store';
+  const users = ['dr.smith', 'nurse.joy', 'billing.bob'];
+  const app = as('demo_app', 'clinic-portal');
+  await app.connect();
+  try {
+    for (let id = 1; id <= customers; id++) {
+      const user = users[id % users.length]!;
+      await app.query(`SET app.user_id = '${user}'`);
+      await app.query(`SET app.customer_id = '${id}'`);
+      await app.query(`INSERT INTO customers (id, full_name, email_encrypted) VALUES ($1, $2, pgp_sym_encrypt($3, $4))
+                       ON CONFLICT (id) DO NOTHING`, [id, `Patient ${id}`, `patient${id}@example.org`, key]);
+      await app.query('SELECT full_name, pgp_sym_decrypt(email_encrypted, $2) FROM customers WHERE id = $1', [id, key]);
+      if (id % 3 === 0) await app.query(`UPDATE customers SET full_name = full_name || ' (verified)' WHERE id = $1`, [id]);
+      if (id % 7 === 0) await app.query('DELETE FROM customers WHERE id = $1', [id]);
+    }
+  } finally {
+    await app.end();
+  }
+  const intruder = as('demo_intruder', 'psql');
+  await intruder.connect();
+  try {
+    await intruder.query('SELECT * FROM customers').catch(() => undefined);
+    await intruder.query('DELETE FROM audit.audit_log').catch(() => undefined);
+  } finally {
+    await intruder.end();
+  }
+}
+
+export function registerDemoCommand(program: Command): void {
+  program.command('demo')
+    .description('try it on a fresh machine: a local PostgreSQL, the example schema, traffic, and the audit trail it left')
+    .option('--dir <dir>', 'where the local PostgreSQL lives (default: a new directory under /tmp)')
+    .option('--keep', 'leave the local PostgreSQL running afterwards')
+    .action(async (opts: { dir?: string; keep?: boolean }) => {
+      const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
+      const say = (s: string): void => { process.stdout.write(`${s}\n`); };
+      say('1/4 starting a local PostgreSQL 15 (pgaudit, wal_level=logical, TLS on TCP)…');
+      const cluster = await startLocalCluster(opts.dir);
+      try {
+        const client = new pg.Client({ connectionString: cluster.databaseUrl });
+        await client.connect();
+        try {
+          say('2/4 installing the audit schema and the example PHI schema (init --example)…');
+          await init(client, { example: true, log });
+          say('3/4 application traffic: writes and reads by three users across 20 customers, and denied attempts…');
+          await generateTraffic(cluster.databaseUrl);
+          await new Promise((r) => setTimeout(r, 300)); // the server's logging collector writes asynchronously
+          say('4/4 ingesting pgaudit reads from the server log…');
+          const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: 2000, log }).runOnce();
+          say(`    ${stats.events} read/denied events from ${stats.lines} log lines`);
+          const { rows } = await client.query<{ source: string; action: string; outcome: string; n: number }>(
+            `SELECT source, action, outcome, count(*)::int AS n FROM audit.audit_log GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`);
+          say('\naudit.audit_log now holds:');
+          for (const r of rows) say(`  ${r.source.padEnd(8)} ${r.action.padEnd(9)} ${r.outcome.padEnd(8)} ${String(r.n).padStart(5)}`);
+          const denied = await client.query<{ session_user_name: string; action: string; schema_name: string; table_name: string; error: string }>(
+            `SELECT session_user_name, action, schema_name, table_name, error FROM audit.audit_log WHERE outcome = 'failure' ORDER BY id`);
+          say('\ndenied attempts:');
+          for (const d of denied.rows) say(`  ${d.session_user_name} tried ${d.action} on ${d.schema_name}.${d.table_name ?? '?'}: ${d.error}`);
+        } finally {
+          await client.end();
+        }
+      } finally {
+        if (opts.keep) say(`\nPostgreSQL left running: DATABASE_URL='${cluster.databaseUrl}'  (stop: bash scripts/test-services/pg.sh stop ${cluster.dir}/pg)`);
+        else await cluster.stop();
+      }
+    });
+}

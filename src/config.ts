@@ -1,0 +1,86 @@
+import { Option } from 'commander';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+/**
+ * Every setting is a flag with an environment fallback. Commander resolves flag > env; zod checks
+ * the result once at start, and a failure names the flag, its variable and the fix in one line.
+ */
+export interface SettingSpec {
+  flag: string;
+  env: string;
+  description: string;
+  example: string;
+}
+
+export const SETTINGS = {
+  databaseUrl: {
+    flag: '--database-url', env: 'DATABASE_URL', description: 'PostgreSQL connection URL',
+    example: 'postgresql://user@db.example/app?sslmode=verify-full',
+  },
+  archive: {
+    flag: '--archive', env: 'AUDIT_ARCHIVE', description: 'where sealed files go: file:///path or s3://bucket/prefix',
+    example: 'file:///var/lib/audit-archive',
+  },
+  signingKey: {
+    flag: '--signing-key', env: 'AUDIT_SIGNING_KEY', description: 'Ed25519 private key (PEM file) that signs digests',
+    example: '/etc/pg-audit-shipper/signing-key.pem',
+  },
+  verifyKey: {
+    flag: '--verify-key', env: 'AUDIT_VERIFY_KEY',
+    description: 'Ed25519 public key (PEM file) to check signatures; repeat for rotated keys (env: comma-separated)',
+    example: '/etc/pg-audit-shipper/verify-key.pem',
+  },
+  logDir: {
+    flag: '--log-dir', env: 'PGAUDIT_LOG_DIR', description: "the server's csvlog directory (pgaudit events)",
+    example: '/var/lib/postgresql/15/main/log',
+  },
+} as const satisfies Record<string, SettingSpec>;
+
+export type SettingName = keyof typeof SETTINGS;
+
+/** A commander option for a shared setting, with its env fallback shown in --help. */
+export function settingOption(name: SettingName, valueName = 'value'): Option {
+  const s = SETTINGS[name];
+  return new Option(`${s.flag} <${valueName}>`, s.description).env(s.env);
+}
+
+export const postgresUrl = z.string().refine((v) => {
+  try {
+    const u = new URL(v);
+    return u.protocol === 'postgres:' || u.protocol === 'postgresql:';
+  } catch {
+    return false;
+  }
+}, 'must be a postgresql:// URL');
+
+/** Validate raw options against a schema; turn the first problem into a one-line ConfigError. */
+export function validate<T extends z.ZodType>(schema: T, input: Record<string, unknown>): z.infer<T> {
+  // An empty variable (DATABASE_URL=) means "not set", as shells and compose files use it.
+  const raw = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== ''));
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const key = String(issue.path[0] ?? '');
+  const spec = (SETTINGS as Record<string, SettingSpec>)[key];
+  const name = spec ? `${spec.flag} (${spec.env})` : key ? `--${kebab(key)}` : 'configuration';
+  const missing = issue.code === 'invalid_type' && raw[key] === undefined;
+  const what = missing ? 'is required' : `is invalid: ${issue.message}`;
+  const hint = spec ? `; e.g. ${spec.flag} ${spec.example}` : '';
+  throw new ConfigError(`${name} ${what}${hint}`);
+}
+
+function kebab(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** For logs and error lines: the URL without its password. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<unparseable url>';
+  }
+}

@@ -1,0 +1,59 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { createLogger } from '../../src/log.js';
+import { init } from '../../src/capture/migrate.js';
+import { requireEnv } from './env.js';
+
+/** A URL for `database` as `user` on the test cluster (local socket, trust authentication). */
+export function urlFor(database: string, user = 'postgres', params: Record<string, string> = {}): string {
+  const u = new URL(requireEnv('TEST_DATABASE_URL'));
+  u.pathname = `/${database}`;
+  u.username = user;
+  for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
+  return u.toString();
+}
+
+export async function withClient<T>(url: string | pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client(typeof url === 'string' ? { connectionString: url } : url);
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * A fresh database per test file: roles are cluster-wide and idempotent, everything else
+ * (audit schema, example schema, pgaudit per-database settings) is isolated.
+ */
+export async function freshDatabase(label: string, opts: { init?: boolean } = {}): Promise<{ name: string; url: string }> {
+  const name = `t_${label}_${randomBytes(4).toString('hex')}`;
+  await withClient(urlFor('postgres'), async (c) => {
+    await c.query(`CREATE DATABASE ${name}`);
+  });
+  const url = urlFor(name);
+  if (opts.init !== false) {
+    await withClient(url, (c) => init(c, { example: true, log: createLogger('silent') }));
+    await ensureLoginRoles();
+  }
+  return { name, url };
+}
+
+/** Login roles standing in for the application's pool and the shipper's service account. */
+export async function ensureLoginRoles(): Promise<void> {
+  await withClient(urlFor('postgres'), async (c) => {
+    await c.query(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_login') THEN CREATE ROLE app_login LOGIN; END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ship_login') THEN CREATE ROLE ship_login LOGIN; END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingest_login') THEN CREATE ROLE ingest_login LOGIN; END IF;
+    END $$`);
+    await c.query('GRANT phi_app TO app_login');
+    await c.query('GRANT audit_shipper TO ship_login');
+    await c.query('GRANT audit_ingester TO ingest_login');
+  }).catch((err) => {
+    // Parallel test files race to create the same cluster-wide roles; the loser retries once.
+    if ((err as { code?: string }).code !== '23505' && (err as { code?: string }).code !== 'XX000') throw err;
+    return ensureLoginRoles();
+  });
+}

@@ -1,0 +1,100 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { requireEnv } from '../helpers/env.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
+
+let db: { name: string; url: string };
+let logDir: string;
+
+beforeAll(async () => {
+  db = await freshDatabase('ingest');
+  logDir = requireEnv('TEST_PG_LOG_DIR');
+  await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'name ' || g FROM generate_series(1, 50) g`));
+});
+
+const ingestEnv = () => ({ DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: logDir });
+
+/** The logging collector writes asynchronously: ingest until `count` pgaudit rows match or time runs out. */
+async function ingestUntil(where: string, count: number): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const r = await runCli(['ingest'], ingestEnv());
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/, 0 already present\)/);
+    const n = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND ${where}`)).rows[0].n);
+    if (n >= count) return;
+    await sleep(100);
+  }
+}
+
+describe('ingest', () => {
+  it('turns reads into success events attributed to app.user_id / app.customer_id, and denials into failures', async () => {
+    await withClient(urlFor(db.name, 'app_login', { application_name: 'portal' }), async (c) => {
+      await c.query(`SET app.user_id = 'dr.who'`);
+      await c.query(`SET app.customer_id = '5'`);
+      await c.query('SELECT full_name FROM customers WHERE id = 5');
+      await c.query('BEGIN');
+      await c.query(`SET LOCAL app.user_id = 'nurse.joy'`);
+      await c.query('SELECT count(*) FROM customers');
+      await c.query('COMMIT');
+      await c.query(`SELECT 1 FROM customers WHERE id = 5 /* after the transaction */`);
+    });
+    await withClient(urlFor(db.name, 'ship_login'), async (c) => {
+      await expect(c.query('SELECT * FROM customers')).rejects.toThrow(/permission denied/);
+    });
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await expect(c.query('DELETE FROM audit.audit_log')).rejects.toThrow(/permission denied/);
+    });
+    await ingestUntil('true', 5);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT action, outcome, schema_name, table_name, session_user_name, app_user_id, app_customer_id, application_name,
+              statement, error FROM audit.audit_log WHERE source = 'pgaudit' ORDER BY occurred_at, log_line_num`)).rows);
+    expect(rows).toEqual([
+      { action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers', session_user_name: 'app_login',
+        app_user_id: 'dr.who', app_customer_id: '5', application_name: 'portal', statement: 'SELECT full_name FROM customers WHERE id = 5', error: null },
+      { action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers', session_user_name: 'app_login',
+        app_user_id: 'nurse.joy', app_customer_id: '5', application_name: 'portal', statement: 'SELECT count(*) FROM customers', error: null },
+      { action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers', session_user_name: 'app_login',
+        app_user_id: 'dr.who', app_customer_id: '5', application_name: 'portal', statement: 'SELECT 1 FROM customers WHERE id = 5 /* after the transaction */', error: null },
+      { action: 'SELECT', outcome: 'failure', schema_name: 'public', table_name: 'customers', session_user_name: 'ship_login',
+        app_user_id: null, app_customer_id: null, application_name: null, statement: 'SELECT * FROM customers', error: '42501: permission denied for table customers' },
+      { action: 'DELETE', outcome: 'failure', schema_name: 'audit', table_name: 'audit_log', session_user_name: 'app_login',
+        app_user_id: null, app_customer_id: null, application_name: null, statement: 'DELETE FROM audit.audit_log', error: '42501: permission denied for schema audit' },
+    ]);
+    // Nothing more on a second pass: the position was saved with the rows.
+    const again = await runCli(['ingest'], ingestEnv());
+    expect(again.stdout).toMatch(/^ingested 0 events/);
+  });
+
+  it('is exactly-once across kill -9 and restart', async () => {
+    const reads = 1500;
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SET app.customer_id = '3'`);
+      for (let i = 0; i < reads; i++) await c.query(`SELECT full_name FROM customers WHERE id = 3 AND ${i} >= 0`);
+    });
+    await sleep(300); // let the logging collector write the last lines
+    const count = () => withClient(db.url, async (c) => (await c.query(
+      `SELECT count(*)::int AS n, count(DISTINCT (log_session_id, log_line_num))::int AS d FROM audit.audit_log
+        WHERE source = 'pgaudit' AND statement LIKE 'SELECT full_name FROM customers WHERE id = 3 AND %'`)).rows[0]);
+    let kills = 0;
+    for (let attempt = 0; attempt < 30 && (await count()).n < reads; attempt++) {
+      // Small chunks: hundreds of transactions, so the kill lands between and inside them.
+      const child = startCli(['ingest', '--chunk-bytes', '2048'], ingestEnv());
+      const done = waitFor(child);
+      await sleep(150 + Math.floor(Math.random() * 250));
+      if (child.exitCode === null) { child.kill('SIGKILL'); kills++; }
+      await done;
+    }
+    expect(kills).toBeGreaterThan(0);
+    await ingestUntil(`statement LIKE 'SELECT full_name FROM customers WHERE id = 3 AND %'`, reads);
+    const final = await count();
+    expect(final).toEqual({ n: reads, d: reads });
+  });
+
+  it('reports an unreadable log directory in one line', async () => {
+    const r = await runCli(['ingest', '--log-dir', '/nonexistent/log'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--log-dir \(PGAUDIT_LOG_DIR\) \/nonexistent\/log cannot be read: ENOENT/);
+  });
+});

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { splitCsvRecords } from '../../src/capture/ingest/csv.js';
+import { toLogLine } from '../../src/capture/ingest/csvlog.js';
+import { applySet, classify, protectedTables, type SessionContext } from '../../src/capture/ingest/pgaudit.js';
+
+// Lines as PostgreSQL 15 + pgaudit 1.7 wrote them on a test cluster.
+const LOG = [
+  `2026-11-26 23:51:06.480 UTC,"app_login","clinic",4196,"10.1.2.3:51234",6b08c5ea.1064,1,"SET",2026-11-26 23:51:06 UTC,3/45,0,LOG,00000,"AUDIT: SESSION,1,1,MISC,SET,,,SET app.user_id = 'dr.smith';,<not logged>",,,,,,,,,"clinic-web","client backend",,0`,
+  `2026-11-26 23:51:06.485 UTC,"app_login","clinic",4196,"10.1.2.3:51234",6b08c5ea.1064,3,"SELECT",2026-11-26 23:51:06 UTC,3/48,0,LOG,00000,"AUDIT: OBJECT,3,1,READ,SELECT,TABLE,public.customers,""SELECT id, full_name FROM customers WHERE id = 1;"",<not logged>",,,,,,,,,"clinic-web","client backend",,0`,
+  `2026-11-26 23:51:06.486 UTC,"app_login","clinic",4196,"10.1.2.3:51234",6b08c5ea.1064,4,"UPDATE",2026-11-26 23:51:06 UTC,3/49,0,LOG,00000,"AUDIT: OBJECT,4,1,WRITE,UPDATE,TABLE,public.customers,UPDATE customers SET full_name = 'Ann B' WHERE id = 1;,<not logged>",,,,,,,,,"clinic-web","client backend",,0`,
+  `2026-11-26 23:51:06.500 UTC,"ship_login","clinic",4198,"[local]",6b08c5ea.1066,1,"SELECT",2026-11-26 23:51:06 UTC,3/54,0,ERROR,42501,"permission denied for table customers",,,,,,"select * from customers",,,"psql","client backend",,0`,
+  `2026-11-26 23:51:06.489 UTC,"app_login","clinic",4196,"[local]",6b08c5ea.1064,8,"DELETE",2026-11-26 23:51:06 UTC,3/52,0,ERROR,42501,"permission denied for schema audit",,,,,,"DELETE FROM audit.audit_log;",13,,"clinic-web","client backend",,0`,
+  `2026-11-26 23:51:06.600 UTC,"app_login","other_db",4199,"[local]",6b08c5ea.1067,1,"SELECT",2026-11-26 23:51:06 UTC,3/60,0,LOG,00000,"AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,select 1 from customers,<not logged>",,,,,,,,,"psql","client backend",,0`,
+].join('\n') + '\n';
+
+function lines() {
+  return splitCsvRecords(Buffer.from(LOG)).records.map((r) => toLogLine(r.fields)!);
+}
+
+describe('classify', () => {
+  const tables = protectedTables([{ schema_name: 'public', table_name: 'customers' }]);
+  const sessions = new Map<string, SessionContext>();
+  const run = () => lines().map((l) => {
+    const c = classify(l, { database: 'clinic', tables, statementMaxLength: 20, contextOf: (id) => sessions.get(id) });
+    if (c.kind === 'context') sessions.set(c.sessionId, c.context);
+    return c;
+  });
+
+  it('turns object READ lines into success events attributed to the SET app.user_id', () => {
+    const out = run();
+    expect(out[0]!.kind).toBe('context');
+    expect(out[1]).toEqual({
+      kind: 'event',
+      event: {
+        occurredAt: '2026-11-26 23:51:06.485 UTC', action: 'SELECT', outcome: 'success', schemaName: 'public',
+        tableName: 'customers', sessionUserName: 'app_login', appUserId: 'dr.smith', appCustomerId: null,
+        applicationName: 'clinic-web', clientAddr: '10.1.2.3', clientPort: 51234, backendPid: 4196, txid: null,
+        statement: 'SELECT id, full_nam…', error: null, logSessionId: '6b08c5ea.1064', logLineNum: 3,
+      },
+    });
+  });
+
+  it('leaves object WRITE lines to the row triggers, and other databases alone', () => {
+    const out = run();
+    expect(out[2]).toEqual({ kind: 'ignored' });
+    expect(out[5]).toEqual({ kind: 'ignored' });
+  });
+
+  it('records denied access to a protected table and to the audit schema as failures', () => {
+    const out = run();
+    expect(out[3]).toMatchObject({ kind: 'event', event: {
+      outcome: 'failure', action: 'SELECT', schemaName: 'public', tableName: 'customers',
+      error: '42501: permission denied for table customers', sessionUserName: 'ship_login', clientAddr: null } });
+    expect(out[4]).toMatchObject({ kind: 'event', event: {
+      outcome: 'failure', action: 'DELETE', schemaName: 'audit', tableName: 'audit_log' } });
+  });
+
+  it('calls a line with a broken AUDIT payload malformed', () => {
+    const l = { ...lines()[1]!, message: 'AUDIT: OBJECT,"unterminated' };
+    expect(classify(l, { database: 'clinic', tables, statementMaxLength: 20, contextOf: () => undefined }).kind).toBe('malformed');
+  });
+});
+
+describe('applySet', () => {
+  it('keeps the session value under a SET LOCAL and brings it back after the transaction', () => {
+    let ctx = applySet(undefined, "SET app.user_id = 'a'", '3/1')!;
+    ctx = applySet(ctx, "SET LOCAL app.user_id TO 'o''brien'", '3/2')!;
+    expect(ctx.user).toEqual({ session: 'a', local: { value: "o'brien", vxid: '3/2' } });
+    ctx = applySet(ctx, 'SET app.customer_id = 42;', '3/3')!;
+    expect(ctx.customer).toEqual({ session: '42' });
+    expect(applySet(ctx, 'RESET app.customer_id', '3/4')!.customer).toBeUndefined();
+    expect(applySet(ctx, 'RESET ALL', '3/4')).toEqual({});
+    expect(applySet(ctx, 'SET search_path = x', '3/4')).toBeNull();
+  });
+});
