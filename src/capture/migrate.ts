@@ -60,35 +60,44 @@ export async function init(client: pg.Client, opts: { example: boolean; log: Log
   const warnings = await checkServer(client);
   for (const w of warnings) opts.log.warn(w);
   const wanted = [...await loadSet('migrations'), ...(opts.example ? await loadSet('example') : [])];
-  try {
-    return await inTransaction(client, async () => {
-      await client.query(`SELECT pg_advisory_xact_lock(hashtext('pg-audit-shipper init'))`);
-      const known = new Map<string, string>();
-      const { rows: [reg] } = await client.query<{ t: string | null }>(`SELECT to_regclass('audit.schema_migrations')::text AS t`);
-      if (reg?.t) {
-        const { rows } = await client.query<{ id: string; checksum: string }>('SELECT id, checksum FROM audit.schema_migrations');
-        for (const r of rows) known.set(r.id, r.checksum);
-      }
-      const result: InitResult = { applied: [], alreadyApplied: [], warnings };
-      for (const m of wanted) {
-        const prior = known.get(m.id);
-        if (prior === m.checksum) { result.alreadyApplied.push(m.id); continue; }
-        if (prior) {
-          throw new ServiceError(`migration ${m.id} was applied with different content (checksum ${prior.slice(0, 12)}…): ` +
-            'applied migrations are never edited; add a new migration instead');
-        }
-        await client.query(m.sql);
-        await client.query(`CREATE TABLE IF NOT EXISTS audit.schema_migrations (
-            id text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-        await client.query('ALTER TABLE audit.schema_migrations OWNER TO audit_owner');
-        await client.query('INSERT INTO audit.schema_migrations (id, checksum) VALUES ($1, $2)', [m.id, m.checksum]);
-        opts.log.info({ migration: m.id }, 'applied');
-        result.applied.push(m.id);
-      }
-      return result;
-    });
-  } catch (err) {
-    if (err instanceof ServiceError) throw err;
-    throw new ServiceError(`init failed, nothing was changed: ${describePgError(err)}`);
+  // Roles are cluster-wide but advisory locks are per database: an `init` of another database in
+  // the same cluster can create a role between our check and our CREATE. The retry sees it.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await applyMigrations(client, wanted, warnings, opts.log);
+    } catch (err) {
+      const raced = (err as { code?: string }).code === '23505' && attempt < 3;
+      if (!raced) throw err instanceof ServiceError ? err : new ServiceError(`init failed, nothing was changed: ${describePgError(err)}`);
+      opts.log.info({ attempt }, 'another init created a shared role at the same time; retrying');
+    }
   }
+}
+
+async function applyMigrations(client: pg.Client, wanted: Migration[], warnings: string[], log: Logger): Promise<InitResult> {
+  return await inTransaction(client, async () => {
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('pg-audit-shipper init'))`);
+    const known = new Map<string, string>();
+    const { rows: [reg] } = await client.query<{ t: string | null }>(`SELECT to_regclass('audit.schema_migrations')::text AS t`);
+    if (reg?.t) {
+      const { rows } = await client.query<{ id: string; checksum: string }>('SELECT id, checksum FROM audit.schema_migrations');
+      for (const r of rows) known.set(r.id, r.checksum);
+    }
+    const result: InitResult = { applied: [], alreadyApplied: [], warnings };
+    for (const m of wanted) {
+      const prior = known.get(m.id);
+      if (prior === m.checksum) { result.alreadyApplied.push(m.id); continue; }
+      if (prior) {
+        throw new ServiceError(`migration ${m.id} was applied with different content (checksum ${prior.slice(0, 12)}…): ` +
+          'applied migrations are never edited; add a new migration instead');
+      }
+      await client.query(m.sql);
+      await client.query(`CREATE TABLE IF NOT EXISTS audit.schema_migrations (
+          id text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      await client.query('ALTER TABLE audit.schema_migrations OWNER TO audit_owner');
+      await client.query('INSERT INTO audit.schema_migrations (id, checksum) VALUES ($1, $2)', [m.id, m.checksum]);
+      log.info({ migration: m.id }, 'applied');
+      result.applied.push(m.id);
+    }
+    return result;
+  });
 }
