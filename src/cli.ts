@@ -1,8 +1,12 @@
 #!/usr/bin/env node
+// The SDK's multi-line notice about future Node versions would break the one-line error contract;
+// the lockfile pins the SDK and package.json states the supported Node versions.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { Command, CommanderError } from 'commander';
 import { EXIT_CANNOT_RUN, exitCodeFor, oneLine } from './errors.js';
 import { registerCaptureCommands } from './commands/capture.js';
 import { registerDemoCommand } from './commands/demo.js';
+import { registerShipCommand } from './commands/ship.js';
 
 /**
  * pg-audit-shipper: capture (sql) -> source -> seal -> sink -> verify -> query.
@@ -17,6 +21,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerCaptureCommands(program);
+  registerShipCommand(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

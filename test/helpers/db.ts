@@ -45,7 +45,7 @@ export async function ensureLoginRoles(): Promise<void> {
   await withClient(urlFor('postgres'), async (c) => {
     await c.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_login') THEN CREATE ROLE app_login LOGIN; END IF;
-      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ship_login') THEN CREATE ROLE ship_login LOGIN; END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ship_login') THEN CREATE ROLE ship_login LOGIN REPLICATION; END IF;
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingest_login') THEN CREATE ROLE ingest_login LOGIN; END IF;
     END $$`);
     await c.query('GRANT phi_app TO app_login');

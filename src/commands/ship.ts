@@ -1,0 +1,89 @@
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { postgresUrl, settingOption, validate } from '../config.js';
+import { parseBytes, parseDuration } from '../duration.js';
+import { createLogger } from '../log.js';
+import { loadSigningKey } from '../seal/keys.js';
+import { startHttp } from '../ship/http.js';
+import { createMetrics } from '../ship/metrics.js';
+import { ship } from '../ship/shipper.js';
+import { FindingsError } from '../errors.js';
+import { addArchiveOptions, archiveFrom, archiveSchema, requireValue, verifyKeysFrom } from './archive-options.js';
+
+const duration = (flag: string) => z.string().transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null || ms <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a duration such as 500ms, 5s, 10m, 1h` }); return z.NEVER; }
+  return ms;
+});
+const bytes = (flag: string) => z.string().transform((v, ctx) => {
+  const b = parseBytes(v);
+  if (b === null || b <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a size such as 8MiB` }); return z.NEVER; }
+  return b;
+});
+
+export function registerShipCommand(program: Command): void {
+  const cmd = program.command('ship')
+    .description('stream audit_log through a replication slot into sealed, signed, locked files (runs until SIGTERM)')
+    .addOption(settingOption('databaseUrl', 'url'))
+    .addOption(settingOption('signingKey', 'pem'))
+    .addOption(new Option(`${'--verify-key'} <pem...>`, 'public keys of earlier (rotated) signing keys, to trust the archive head').env('AUDIT_VERIFY_KEY'))
+    .addOption(new Option('--slot <name>', 'replication slot (created if missing; never shared)').default('pg_audit_shipper').env('AUDIT_SLOT'))
+    .addOption(new Option('--batch-max-records <n>', 'seal a file at this many records').default('10000'))
+    .addOption(new Option('--batch-max-bytes <size>', 'seal a file at this much uncompressed JSON').default('8MiB'))
+    .addOption(new Option('--batch-max-age <duration>', 'seal a file this long after its first record').default('5s'))
+    .addOption(new Option('--max-inflight-bytes <size>', 'pause the slot while this much is received but not stored').default('64MiB'))
+    .addOption(new Option('--heartbeat-interval <duration>', 'signed "nothing happened" checkpoint when idle this long').default('1h').env('AUDIT_HEARTBEAT_INTERVAL'))
+    .addOption(new Option('--grace-period <duration>', 'on SIGTERM, time to store what is open before exiting').default('30s'))
+    .option('--drain', 'ship everything committed before start, then exit (jobs, tests)')
+    .addOption(settingOption('logDir', 'dir'))
+    .addOption(new Option('--statement-max-length <chars>', 'longest statement text kept per pgaudit event').default('2000'))
+    .addOption(new Option('--http-port <port>', '/healthz, /readyz, /metrics (0: off)').default('9898').env('AUDIT_HTTP_PORT'));
+  addArchiveOptions(cmd).action(async (raw) => {
+    const cfg = validate(archiveSchema.extend({
+      databaseUrl: postgresUrl,
+      signingKey: z.string().min(1),
+      verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
+      slot: z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are lower-case letters, digits and _'),
+      batchMaxRecords: z.coerce.number().int().min(1).max(1_000_000),
+      batchMaxBytes: bytes('--batch-max-bytes'),
+      batchMaxAge: duration('--batch-max-age'),
+      maxInflightBytes: bytes('--max-inflight-bytes'),
+      heartbeatInterval: duration('--heartbeat-interval'),
+      gracePeriod: duration('--grace-period'),
+      drain: z.boolean().optional(),
+      logDir: z.string().optional(),
+      statementMaxLength: z.coerce.number().int().min(16),
+      httpPort: z.coerce.number().int().min(0).max(65535),
+    }), raw);
+    const log = createLogger();
+    const key = await loadSigningKey(cfg.signingKey);
+    const verifyKeys = await verifyKeysFrom(cfg.verifyKey);
+    const archive = await archiveFrom(cfg);
+    requireValue(cfg.batchMaxBytes <= cfg.maxInflightBytes ? true : null, '--max-inflight-bytes must be at least --batch-max-bytes');
+    const metrics = createMetrics();
+    const stop = new AbortController();
+    const onSignal = (sig: string) => () => { log.info({ signal: sig }, 'stopping: storing what is open'); stop.abort(); };
+    process.once('SIGINT', onSignal('SIGINT')).once('SIGTERM', onSignal('SIGTERM'));
+    let ready = false;
+    const server = cfg.httpPort > 0 ? await startHttp(cfg.httpPort, metrics.registry, {
+      ready: () => ready,
+      secondsSinceDurableWrite: () => (metrics.lastWriteMs() ? (Date.now() - metrics.lastWriteMs()) / 1000 : 0),
+      stallSeconds: Math.max(600, (cfg.heartbeatInterval / 1000) * 2),
+    }) : null;
+    log.info({ archive: archive.location, slot: cfg.slot, key_id: key.keyId, http_port: cfg.httpPort || null }, 'shipping');
+    try {
+      const result = await ship({
+        databaseUrl: cfg.databaseUrl, archive, key, verifyKeys, slot: cfg.slot,
+        limits: { maxRecords: cfg.batchMaxRecords, maxBytes: cfg.batchMaxBytes, maxAgeMs: cfg.batchMaxAge },
+        maxInflightBytes: cfg.maxInflightBytes, heartbeatMs: cfg.heartbeatInterval, drain: cfg.drain === true,
+        graceMs: cfg.gracePeriod, log, metrics, signal: stop.signal,
+        ...(cfg.logDir ? { logDir: cfg.logDir } : {}), statementMaxLength: cfg.statementMaxLength,
+        onReady: (r) => { ready = r; },
+      });
+      process.stdout.write(`stored ${result.files} files with ${result.records} records; archive head is file ${result.headSeq}\n`);
+      if (!result.complete) throw new FindingsError('stopped before everything received was stored (it stays in the slot for the next start)');
+    } finally {
+      server?.close();
+    }
+  });
+}

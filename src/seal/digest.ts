@@ -1,0 +1,88 @@
+import { createHash, sign, verify } from 'node:crypto';
+import type { ChainHash } from './record.js';
+import type { KeyId, SigningKey, VerifyKey } from './keys.js';
+
+export const DIGEST_FORMAT = 'pg-audit-shipper/digest/1';
+
+/**
+ * What a digest says about one stored file (kind "data") or about a quiet period (kind
+ * "heartbeat": no file, same chain head, proves the shipper was alive and saw nothing).
+ * Field order is fixed: the digest's first line is exactly JSON.stringify of this object.
+ */
+export interface Digest {
+  format: typeof DIGEST_FORMAT;
+  kind: 'data' | 'heartbeat';
+  file_seq: number;
+  /** SHA-256 of the previous digest object's bytes; null only for file_seq 1 */
+  prev_digest_sha256: string | null;
+  created_at: string;
+  system_identifier: string;
+  timeline: number;
+  database: string;
+  slot: string;
+  record_count: number;
+  first_seq: number | null;
+  last_seq: number | null;
+  /** chain hash before this file's first record, and after its last (equal when no records) */
+  prev_chain: ChainHash;
+  last_chain: ChainHash;
+  first_lsn: string | null;
+  last_lsn: string | null;
+  /** idx of the last record inside the transaction at last_lsn */
+  last_idx: number | null;
+  /** everything at or below this position is stored: the slot may be acknowledged up to it */
+  ack_lsn: string;
+  first_event_at: string | null;
+  last_event_at: string | null;
+  object_key: string | null;
+  object_bytes: number | null;
+  /** SHA-256 of the stored (gzip) bytes, and of the uncompressed JSON lines */
+  object_sha256: string | null;
+  content_sha256: string | null;
+  key_id: KeyId;
+}
+
+/**
+ * The stored digest: line 1 is the digest JSON, line 2 `{"signature":"<base64>"}`, an Ed25519
+ * signature over line 1 including its newline. By hand:
+ *   head -n1 X.digest > body; tail -n1 X.digest | jq -r .signature | base64 -d > sig
+ *   openssl pkeyutl -verify -pubin -inkey verify-key.pem -rawin -in body -sigfile sig
+ */
+export function signDigest(d: Digest, key: SigningKey): Buffer {
+  const body = `${JSON.stringify(d)}\n`;
+  const sig = sign(null, Buffer.from(body), key.privateKey).toString('base64');
+  return Buffer.from(`${body}${JSON.stringify({ signature: sig })}\n`);
+}
+
+export function sha256Hex(b: Buffer | string): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export type DigestCheck =
+  | { ok: true; digest: Digest }
+  | { ok: false; problem: string; digest?: Digest };
+
+/** Parse a stored digest and check its signature with the key its key_id names. */
+export function openDigest(bytes: Buffer, keys: Map<string, VerifyKey>): DigestCheck {
+  const text = bytes.toString('utf8');
+  const nl = text.indexOf('\n');
+  if (nl < 0 || !text.endsWith('\n')) return { ok: false, problem: 'digest is not two complete lines' };
+  const bodyLine = text.slice(0, nl + 1);
+  const sigLine = text.slice(nl + 1, -1);
+  let digest: Digest;
+  let signature: string;
+  try {
+    digest = JSON.parse(bodyLine) as Digest;
+    signature = (JSON.parse(sigLine) as { signature: string }).signature;
+  } catch {
+    return { ok: false, problem: 'digest is not valid JSON' };
+  }
+  if (digest.format !== DIGEST_FORMAT) return { ok: false, problem: `unknown digest format ${JSON.stringify(digest.format)}`, digest };
+  if (typeof signature !== 'string') return { ok: false, problem: 'digest has no signature', digest };
+  const key = keys.get(digest.key_id);
+  if (!key) return { ok: false, problem: `digest is signed with key ${digest.key_id}, which is not among the verify keys given`, digest };
+  if (!verify(null, Buffer.from(bodyLine), key.publicKey, Buffer.from(signature, 'base64'))) {
+    return { ok: false, problem: 'digest signature does not match its content', digest };
+  }
+  return { ok: true, digest };
+}

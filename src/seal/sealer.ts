@@ -1,0 +1,135 @@
+import { promisify } from 'node:util';
+import { gzip as gzipCb, constants as zc } from 'node:zlib';
+import { formatLsn, type Lsn } from '../source/lsn.js';
+import { dataKey, digestKey } from '../sink/keys.js';
+import type { ArchiveObject } from '../sink/sink.js';
+import type { Batch, ChainPosition } from './batch.js';
+import { DIGEST_FORMAT, sha256Hex, signDigest, type Digest } from './digest.js';
+import type { SigningKey } from './keys.js';
+import type { ChainHash } from './record.js';
+
+const gzip = promisify(gzipCb);
+
+export interface Source {
+  systemIdentifier: string;
+  timeline: number;
+  database: string;
+  slot: string;
+}
+
+/** The archive's head: the last digest written, and where the record chain stands. */
+export interface ArchiveHead {
+  fileSeq: number;
+  digestSha256: string | null;
+  position: ChainPosition;
+  ackLsn: Lsn | null;
+  lastWrittenAt: number;
+}
+
+/** A file ready to store: its objects in write order (data before the digest that names it). */
+export interface SealedFile {
+  fileSeq: number;
+  objects: ArchiveObject[];
+  digest: Digest;
+  digestSha256: string;
+  ackLsn: Lsn | null;
+  position: ChainPosition;
+  records: number;
+}
+
+/** Level 6 compresses audit JSON ~8x; gzip because every query engine and `zcat` read it. */
+const GZIP_OPTIONS = { level: 6, memLevel: 9, strategy: zc.Z_DEFAULT_STRATEGY };
+
+function baseDigest(head: ArchiveHead, source: Source, key: SigningKey, now: Date): Omit<Digest, 'kind'> {
+  return {
+    format: DIGEST_FORMAT,
+    file_seq: head.fileSeq + 1,
+    prev_digest_sha256: head.digestSha256,
+    created_at: now.toISOString(),
+    system_identifier: source.systemIdentifier,
+    timeline: source.timeline,
+    database: source.database,
+    slot: source.slot,
+    record_count: 0,
+    first_seq: null,
+    last_seq: null,
+    prev_chain: head.position.chain,
+    last_chain: head.position.chain,
+    first_lsn: null,
+    last_lsn: null,
+    last_idx: null,
+    ack_lsn: head.ackLsn === null ? '0/0' : formatLsn(head.ackLsn),
+    first_event_at: null,
+    last_event_at: null,
+    object_key: null,
+    object_bytes: null,
+    object_sha256: null,
+    content_sha256: null,
+    key_id: key.keyId,
+  };
+}
+
+export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source, key: SigningKey, now = new Date()): Promise<SealedFile> {
+  const content = batch.content();
+  const gz = await gzip(content, GZIP_OPTIONS);
+  const fileSeq = head.fileSeq + 1;
+  const contentSha = sha256Hex(content);
+  const objectKey = dataKey(fileSeq, batch.commitDate, contentSha);
+  const ackLsn = batch.ackLsn ?? head.ackLsn;
+  const pos = batch.position;
+  const digest: Digest = {
+    ...baseDigest(head, source, key, now),
+    kind: 'data',
+    record_count: batch.count,
+    first_seq: batch.firstSeq,
+    last_seq: pos.recordSeq,
+    prev_chain: batch.prevChain,
+    last_chain: pos.chain as ChainHash,
+    first_lsn: batch.firstLsn === null ? null : formatLsn(batch.firstLsn),
+    last_lsn: pos.lastLsn === null ? null : formatLsn(pos.lastLsn),
+    last_idx: pos.lastIdx,
+    ack_lsn: ackLsn === null ? '0/0' : formatLsn(ackLsn),
+    first_event_at: batch.firstEventAt,
+    last_event_at: batch.lastEventAt,
+    object_key: objectKey,
+    object_bytes: gz.length,
+    object_sha256: sha256Hex(gz),
+    content_sha256: contentSha,
+  };
+  const digestBytes = signDigest(digest, key);
+  return {
+    fileSeq,
+    objects: [
+      { key: objectKey, body: gz, contentType: 'application/x-ndjson' },
+      { key: digestKey(fileSeq), body: digestBytes, contentType: 'application/x-ndjson' },
+    ],
+    digest,
+    digestSha256: sha256Hex(digestBytes),
+    ackLsn,
+    position: pos,
+    records: batch.count,
+  };
+}
+
+/** A signed "nothing happened up to ack_lsn" checkpoint: no data object, same chain head. */
+export function sealHeartbeat(head: ArchiveHead, source: Source, key: SigningKey, ackLsn: Lsn | null, now = new Date()): SealedFile {
+  const digest: Digest = {
+    ...baseDigest(head, source, key, now),
+    kind: 'heartbeat',
+    // No records, but say where the record chain stands so the next digest can be checked against it.
+    last_seq: head.position.recordSeq,
+    ack_lsn: ackLsn === null ? (head.ackLsn === null ? '0/0' : formatLsn(head.ackLsn)) : formatLsn(ackLsn),
+    last_lsn: head.position.lastLsn === null ? null : formatLsn(head.position.lastLsn),
+    last_idx: head.position.lastLsn === null ? null : head.position.lastIdx,
+  };
+  const digestBytes = signDigest(digest, key);
+  return {
+    fileSeq: head.fileSeq + 1,
+    objects: [{ key: digestKey(head.fileSeq + 1), body: digestBytes, contentType: 'application/x-ndjson' }],
+    digest,
+    digestSha256: sha256Hex(digestBytes),
+    ackLsn: ackLsn ?? head.ackLsn,
+    position: head.position,
+    records: 0,
+  };
+}

@@ -1,0 +1,37 @@
+import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
+
+export interface Health {
+  /** connected to the database and streaming */
+  ready: () => boolean;
+  /** seconds since the last durable write, to call a stall */
+  secondsSinceDurableWrite: () => number;
+  stallSeconds: number;
+}
+
+/** /healthz (alive), /readyz (connected, not stalled), /metrics (Prometheus). */
+export async function startHttp(port: number, registry: Registry, health: Health): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    } else if (path === '/readyz') {
+      const since = health.secondsSinceDurableWrite();
+      const ok = health.ready() && since < health.stallSeconds;
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
+        .end(ok ? 'ready\n' : health.ready() ? `stalled: nothing stored for ${Math.round(since)}s\n` : 'not connected\n');
+    } else if (path === '/metrics') {
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500).end(err.message),
+      );
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '0.0.0.0', () => resolve());
+  });
+  return server;
+}

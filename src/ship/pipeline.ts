@@ -1,0 +1,283 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../log.js';
+import { alreadyStored, Batch, type BatchLimits, type ChainPosition } from '../seal/batch.js';
+import type { SigningKey } from '../seal/keys.js';
+import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
+import type { RowText } from '../seal/record.js';
+import type { Receipt, Sink } from '../sink/sink.js';
+import type { StreamConsumer, StreamEvent } from '../source/audit-stream.js';
+import { formatLsn, type Lsn } from '../source/lsn.js';
+import type { ShipMetrics } from './metrics.js';
+
+export interface PipelineOptions {
+  limits: BatchLimits;
+  /** stop reading from the slot while this many bytes are received but not stored */
+  maxInflightBytes: number;
+  heartbeatMs: number;
+  source: Source;
+  key: SigningKey;
+  sink: Sink;
+  log: Logger;
+  metrics: ShipMetrics;
+  /** after each stored file: record the head in the database (best effort, retried) */
+  onStored: (file: SealedFile) => Promise<void>;
+  /** everything at or below lsn is stored: the slot may move */
+  confirm: (lsn: Lsn) => void;
+}
+
+interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
+
+const AUDIT_LOG = 'audit.audit_log';
+
+/**
+ * receive -> append (chained) -> seal (gzip, digest, signature) -> store in order -> confirm.
+ * Sealing and storing run one file at a time: file N+1's digest names file N's digest hash.
+ */
+export class Pipeline implements StreamConsumer {
+  /** last file stored */
+  head: ArchiveHead;
+  /** the last file sealed (stored or queued); changed only inside the serial sealing chain */
+  private lastSealed: ArchiveHead;
+  /** the record chain after the last record appended (sealed or still in the open batch) */
+  private chainPos: ChainPosition;
+  private batch: Batch | null = null;
+  private tx: OpenTx | null = null;
+  private readonly queue: SealedFile[] = [];
+  private queuedBytes = 0;
+  private sealing: Promise<void> = Promise.resolve();
+  private sealingBytes = 0;
+  private uploading = false;
+  private waiters: (() => void)[] = [];
+  private stopping = false;
+  private lastIdlePosition: Lsn | null = null;
+  private ageTimer: NodeJS.Timeout;
+  private fatal: Error | null = null;
+
+  constructor(head: ArchiveHead, private readonly opts: PipelineOptions) {
+    this.head = head;
+    this.lastSealed = head;
+    this.chainPos = head.position;
+    this.ageTimer = setInterval(() => this.tick(), 250);
+  }
+
+  // ---- StreamConsumer ---------------------------------------------------------------------------
+
+  async onEvent(e: StreamEvent): Promise<void> {
+    // After stop() nothing more is taken: what is not stored was never acknowledged and comes back.
+    if (this.stopping) return;
+    if (e.type === 'begin') {
+      const commitDate = e.commitTime.toISOString().slice(0, 10);
+      // One UTC commit date per file, so a data file sits in exactly one date partition.
+      if (this.batch && this.batch.count > 0 && this.batch.commitDate !== commitDate) this.sealOpenBatch();
+      this.tx = { commitLsn: e.commitLsn, commitDate, idx: -1 };
+      return;
+    }
+    if (e.type === 'commit') {
+      if (this.batch) this.batch.ackLsn = e.endLsn;
+      else if (this.nothingPending()) this.opts.confirm(e.endLsn);
+      else this.deferredAck = e.endLsn;
+      this.tx = null;
+      return;
+    }
+    const tx = this.tx;
+    if (!tx) throw new Error('change outside a transaction in the replication stream');
+    tx.idx++;
+    if (alreadyStored(this.positionNow(), tx.commitLsn, tx.idx)) return; // replayed after a restart or reconnect
+    if (e.relation !== AUDIT_LOG) return;
+    const batch = this.openBatch(tx.commitDate);
+    if (e.op === 'insert') {
+      batch.append({ op: 'insert', commitLsn: tx.commitLsn, idx: tx.idx, row: e.row });
+    } else {
+      // audit_log is append-only: a change to it is an attack or an accident. Record it, never apply it.
+      this.opts.log.error({ op: e.op, lsn: formatLsn(tx.commitLsn), old_id: e.old?.id ?? null },
+        `TAMPER ATTEMPT: ${e.op.toUpperCase()} on audit.audit_log committed; recorded in the archive as evidence`);
+      this.opts.metrics.tamper.inc({ op: e.op });
+      batch.append({ op: e.op, commitLsn: tx.commitLsn, idx: tx.idx, row: e.row, extra: { tamper: true, old: e.old as RowText | null } });
+    }
+    this.opts.metrics.records.inc();
+    if (batch.full(this.opts.limits)) this.sealOpenBatch();
+    if (this.inflightBytes() > this.opts.maxInflightBytes) await this.roomAvailable();
+  }
+
+  isIdle(): boolean {
+    return this.tx === null && this.nothingPending();
+  }
+
+  onIdlePosition(lsn: Lsn): void {
+    this.lastIdlePosition = lsn;
+  }
+
+  // ---- control ----------------------------------------------------------------------------------
+
+  /** Raise a stored failure (e.g. a sealing bug) in the caller's flow. */
+  check(): void {
+    if (this.fatal) throw this.fatal;
+  }
+
+  /** Stop taking events, seal what is open, and wait until everything sealed is stored. */
+  async drain(deadline: number): Promise<boolean> {
+    this.stopping = true;
+    clearInterval(this.ageTimer);
+    this.sealOpenBatch();
+    await this.sealing;
+    while ((this.queue.length > 0 || this.uploading) && Date.now() < deadline) {
+      await Promise.race([this.roomAvailable(), sleep(100)]);
+      this.check();
+    }
+    return this.queue.length === 0 && !this.uploading;
+  }
+
+  /**
+   * Events between the archive head and where the stream now starts were never streamed (lost or
+   * re-created slot). Say so in the chain itself, sealed at once, before anything else.
+   */
+  recordGap(at: Lsn, reason: string, detail: Record<string, unknown>): void {
+    const batch = this.openBatch(new Date().toISOString().slice(0, 10));
+    batch.append({ op: 'gap', commitLsn: at, idx: -1, row: null, extra: { reason, ...detail } });
+    this.sealOpenBatch();
+  }
+
+  /** A row from the slot's snapshot: it predates the stream, so it sits at the slot's start position. */
+  async appendBackfill(at: Lsn, idx: number, row: RowText, reason: string): Promise<void> {
+    const batch = this.openBatch(new Date().toISOString().slice(0, 10));
+    batch.append({ op: 'insert', commitLsn: at, idx, row, extra: { backfill: reason } });
+    this.opts.metrics.records.inc();
+    if (batch.full(this.opts.limits)) this.sealOpenBatch();
+    if (this.inflightBytes() > this.opts.maxInflightBytes) await this.roomAvailable();
+  }
+
+  appendMarker(at: Lsn, idx: number, reason: string, detail: Record<string, unknown>): void {
+    const batch = this.openBatch(new Date().toISOString().slice(0, 10));
+    batch.append({ op: 'marker', commitLsn: at, idx, row: null, extra: { reason, ...detail } });
+    this.sealOpenBatch();
+  }
+
+  close(): void {
+    this.stopping = true;
+    clearInterval(this.ageTimer);
+  }
+
+  pendingRecords(): number {
+    return (this.batch?.count ?? 0) + this.queue.reduce((n, f) => n + f.records, 0);
+  }
+
+  // ---- internals --------------------------------------------------------------------------------
+
+  private deferredAck: Lsn | null = null;
+
+  private nothingPending(): boolean {
+    return (this.batch === null || this.batch.count === 0) && this.queue.length === 0 && !this.uploading && this.sealingBytes === 0;
+  }
+
+  private positionNow(): ChainPosition {
+    return this.batch ? this.batch.position : this.chainPos;
+  }
+
+  private openBatch(commitDate: string): Batch {
+    if (!this.batch) this.batch = new Batch(this.chainPos, commitDate);
+    return this.batch;
+  }
+
+  private inflightBytes(): number {
+    return (this.batch?.bytes ?? 0) + this.sealingBytes + this.queuedBytes;
+  }
+
+  private tick(): void {
+    if (this.batch && this.batch.old(this.opts.limits)) this.sealOpenBatch();
+    if (!this.stopping && this.isIdle() && Date.now() - this.head.lastWrittenAt >= this.opts.heartbeatMs) {
+      this.sealingBytes += 1; // not idle until the heartbeat is stored
+      this.serially(async () => {
+        const hb = sealHeartbeat(this.lastSealed, this.opts.source, this.opts.key, this.lastIdlePosition ?? this.lastSealed.ackLsn);
+        this.sealed(hb);
+      }, 1);
+    }
+  }
+
+  private serially(fn: () => Promise<void>, bytes: number): void {
+    this.sealing = this.sealing.then(async () => {
+      try {
+        await fn();
+      } catch (err) {
+        this.fatal = err as Error;
+      } finally {
+        this.sealingBytes -= bytes;
+      }
+    });
+  }
+
+  private sealed(file: SealedFile): void {
+    this.lastSealed = { fileSeq: file.fileSeq, digestSha256: file.digestSha256, position: file.position, ackLsn: file.ackLsn, lastWrittenAt: Date.now() };
+    this.enqueue(file);
+  }
+
+  private sealOpenBatch(): void {
+    const batch = this.batch;
+    if (!batch || batch.count === 0) return;
+    this.batch = null;
+    // The next batch continues the record chain at once; file numbers follow in sealing order.
+    this.chainPos = batch.position;
+    this.sealingBytes += batch.bytes;
+    this.serially(async () => this.sealed(await sealBatch(batch, this.lastSealed, this.opts.source, this.opts.key)), batch.bytes);
+  }
+
+  private enqueue(file: SealedFile): void {
+    this.queue.push(file);
+    this.queuedBytes += file.objects.reduce((n, o) => n + o.body.length, 0);
+    if (!this.uploading) void this.upload();
+  }
+
+  private async upload(): Promise<void> {
+    this.uploading = true;
+    try {
+      while (this.queue.length > 0) {
+        const file = this.queue[0]!;
+        const started = Date.now();
+        for (const obj of file.objects) await this.putWithRetry(obj, file);
+        await this.retry(() => this.opts.onStored(file), `recording head ${file.fileSeq} in the database`);
+        this.opts.metrics.uploadSeconds.observe((Date.now() - started) / 1000);
+        this.head = { fileSeq: file.fileSeq, digestSha256: file.digestSha256, position: file.position, ackLsn: file.ackLsn, lastWrittenAt: Date.now() };
+        this.queue.shift();
+        this.queuedBytes -= file.objects.reduce((n, o) => n + o.body.length, 0);
+        this.opts.metrics.stored(file);
+        if (file.ackLsn !== null) this.opts.confirm(file.ackLsn);
+        this.opts.log.debug({ file_seq: file.fileSeq, records: file.records, kind: file.digest.kind }, 'stored');
+        this.wake();
+      }
+      if (this.deferredAck !== null && this.batch === null && this.sealingBytes === 0) {
+        this.opts.confirm(this.deferredAck);
+        this.deferredAck = null;
+      }
+    } finally {
+      this.uploading = false;
+      this.wake();
+    }
+  }
+
+  private async putWithRetry(obj: { key: string; body: Buffer; contentType: string }, file: SealedFile): Promise<Receipt> {
+    return this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
+  }
+
+  /** Forever, with capped exponential backoff and full jitter: the slot holds the data meanwhile. */
+  private async retry<T>(fn: () => Promise<T>, what: string): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        this.opts.metrics.retries.inc();
+        const wait = Math.random() * Math.min(30_000, 200 * 2 ** Math.min(attempt, 10));
+        this.opts.log.warn({ attempt: attempt + 1, err: (err as Error).message, retry_in_ms: Math.round(wait) }, `${what} failed; retrying`);
+        await sleep(wait);
+      }
+    }
+  }
+
+  private roomAvailable(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}

@@ -1,0 +1,74 @@
+import { ServiceError } from '../errors.js';
+import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
+import type { VerifyKey } from '../seal/keys.js';
+import { GENESIS_CHAIN, type ChainHash } from '../seal/record.js';
+import type { ArchiveHead } from '../seal/sealer.js';
+import { digestKey } from '../sink/keys.js';
+import type { ArchiveReader } from '../sink/sink.js';
+import { parseLsn } from '../source/lsn.js';
+
+export const EMPTY_HEAD: ArchiveHead = {
+  fileSeq: 0, digestSha256: null, ackLsn: null, lastWrittenAt: 0,
+  position: { recordSeq: 0, chain: GENESIS_CHAIN, lastLsn: null, lastIdx: -1 },
+};
+
+/**
+ * The newest digest, found by probing sequence numbers (1, 2, 4, ... then bisecting) rather than
+ * listing years of objects. `from` is a sequence known to exist (the head the database recorded).
+ */
+export async function findHeadSeq(reader: ArchiveReader, from: number): Promise<number> {
+  let lo = from; // exists (or 0)
+  let step = 1;
+  let hi = lo + step;
+  while (await reader.exists(digestKey(hi))) {
+    lo = hi;
+    step *= 2;
+    hi = lo + step;
+  }
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (await reader.exists(digestKey(mid))) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+export interface Resumed {
+  head: ArchiveHead;
+  digest: Digest | null;
+}
+
+/** Read and check the archive's head so the chain continues from the archive itself. */
+export async function resumeFromArchive(
+  reader: ArchiveReader, location: string, keys: Map<string, VerifyKey>, recordedSeq: number | null,
+): Promise<Resumed> {
+  if (recordedSeq !== null && recordedSeq > 0 && !(await reader.exists(digestKey(recordedSeq)))) {
+    throw new ServiceError(`the database records file ${recordedSeq} as shipped, but ${location}${digestKey(recordedSeq)} is missing: ` +
+      'archived digests were removed or this is the wrong archive. Refusing to continue the chain (run `pg-audit-shipper verify`)');
+  }
+  const seq = await findHeadSeq(reader, recordedSeq ?? 0);
+  if (seq === 0) return { head: EMPTY_HEAD, digest: null };
+  const bytes = await reader.get(digestKey(seq));
+  if (!bytes) throw new ServiceError(`${location}${digestKey(seq)} disappeared while reading the archive head`);
+  const opened = openDigest(bytes, keys);
+  if (!opened.ok) {
+    throw new ServiceError(`the archive head ${location}${digestKey(seq)} cannot be trusted: ${opened.problem}`);
+  }
+  const d = opened.digest;
+  if (d.file_seq !== seq) throw new ServiceError(`${location}${digestKey(seq)} claims to be file ${d.file_seq}`);
+  return {
+    digest: d,
+    head: {
+      fileSeq: seq,
+      digestSha256: sha256Hex(bytes),
+      ackLsn: d.ack_lsn === '0/0' ? null : parseLsn(d.ack_lsn),
+      lastWrittenAt: Date.parse(d.created_at),
+      position: {
+        recordSeq: d.last_seq ?? 0,
+        chain: d.last_chain as ChainHash,
+        lastLsn: d.last_lsn === null ? null : parseLsn(d.last_lsn),
+        lastIdx: d.last_idx ?? -1,
+      },
+    },
+  };
+}

@@ -1,0 +1,275 @@
+import { gunzipSync } from 'node:zlib';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { ConfigError, ServiceError } from '../errors.js';
+import { connect, describePgError } from '../db.js';
+import type { Logger } from '../log.js';
+import { Ingester } from '../capture/ingest/ingester.js';
+import type { BatchLimits } from '../seal/batch.js';
+import type { SigningKey, VerifyKey } from '../seal/keys.js';
+import { openDigest } from '../seal/digest.js';
+import { openRecord } from '../seal/record.js';
+import type { SealedFile } from '../seal/sealer.js';
+import { digestKey } from '../sink/keys.js';
+import type { Archive } from '../sink/sink.js';
+import { AuditStream } from '../source/audit-stream.js';
+import { formatLsn, parseLsn, type Lsn } from '../source/lsn.js';
+import { createSlotWithSnapshot, rowsInSnapshot } from '../source/snapshot.js';
+import { checkShippingPrerequisites, ensureSlot, identifySystem, slotHealth } from '../source/slot.js';
+import type { ShipMetrics } from './metrics.js';
+import { Pipeline } from './pipeline.js';
+import { resumeFromArchive } from './resume.js';
+
+export interface ShipOptions {
+  databaseUrl: string;
+  archive: Archive;
+  key: SigningKey;
+  verifyKeys: VerifyKey[];
+  slot: string;
+  limits: BatchLimits;
+  maxInflightBytes: number;
+  heartbeatMs: number;
+  /** ship what was committed before start, then stop */
+  drain: boolean;
+  graceMs: number;
+  log: Logger;
+  metrics: ShipMetrics;
+  signal: AbortSignal;
+  /** also ingest pgaudit reads from this csvlog directory */
+  logDir?: string;
+  statementMaxLength: number;
+  /** readiness: connected and storing */
+  onReady?: (ready: boolean) => void;
+}
+
+export interface ShipResult {
+  files: number;
+  headSeq: number;
+  records: number;
+  complete: boolean;
+}
+
+const BACKFILL_DONE = 'backfill-complete';
+
+/**
+ * ship: from the slot to the archive, losing nothing. Start-up decides where the chain continues
+ * (the archive's own head), whether anything was missed (a lost slot is a recorded gap), and then
+ * streams until stopped.
+ */
+export async function ship(opts: ShipOptions): Promise<ShipResult> {
+  const { log } = opts;
+  const pgConfig: pg.ClientConfig = { connectionString: opts.databaseUrl, application_name: 'pg-audit-shipper' };
+  const client = await connect(opts.databaseUrl);
+  const ingestAbort = new AbortController();
+  let ingestDone: Promise<unknown> = Promise.resolve();
+  try {
+    await checkShippingPrerequisites(client);
+    const identity = await identifySystem(pgConfig);
+    const keys = new Map<string, VerifyKey>([[opts.key.keyId, opts.key], ...opts.verifyKeys.map((k) => [k.keyId, k] as const)]);
+    const recorded = await recordedHead(client, opts.slot);
+    const resumed = await resumeFromArchive(opts.archive.reader, opts.archive.location, keys, recorded);
+    if (resumed.digest) {
+      const d = resumed.digest;
+      if (d.system_identifier !== identity.systemIdentifier || d.slot !== opts.slot) {
+        throw new ConfigError(`${opts.archive.location} holds the trail of database system ${d.system_identifier} slot ${d.slot}, ` +
+          `not ${identity.systemIdentifier} slot ${opts.slot}: give each database and slot its own --archive prefix`);
+      }
+    }
+    const source = { ...identity, slot: opts.slot };
+    // The initial backfill ends with a marker record, so an archive that is empty or ends inside
+    // the backfill never finished it: its snapshot is gone with the old connection, so start over.
+    const lastOp = resumed.digest ? await lastRecordOp(opts.archive, resumed.head.fileSeq) : null;
+    const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill === 'initial');
+    const slotPresent = (await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rowCount! > 0;
+    if (slotPresent) await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
+
+    const stream = new AuditStream(pgConfig, opts.slot, log);
+    const pipeline = new Pipeline(resumed.head, {
+      limits: opts.limits, maxInflightBytes: opts.maxInflightBytes, heartbeatMs: opts.heartbeatMs, source,
+      key: opts.key, sink: opts.archive.sink, log, metrics: opts.metrics,
+      onStored: (file) => recordHead(client, opts.slot, file),
+      confirm: (lsn) => stream.confirm(lsn),
+    });
+    log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot }, 'resuming the chain from the archive head');
+
+    // Rows committed before the slot existed were never in its stream: archive them from the slot's snapshot.
+    if (backfillUnfinished) {
+      if (slotPresent) {
+        log.warn('the initial backfill did not finish; re-creating the slot and archiving the rows not yet archived');
+        await client.query('SELECT pg_drop_replication_slot($1)', [opts.slot]);
+      }
+      const skip = resumed.digest ? await archivedIds(opts.archive, resumed.head.fileSeq, keys) : new Set<string>();
+      await backfill(pgConfig, opts.slot, pipeline, skip, log);
+    } else if (!slotPresent) {
+      await ensureSlot(client, opts.slot); // creates it
+      const at = (await client.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rows[0]!.lsn;
+      log.error({ slot: opts.slot, from: resumed.digest?.ack_lsn, to: at },
+        'GAP: the replication slot was missing; audit events committed while it was gone were not streamed. Recorded in the chain');
+      pipeline.recordGap(parseLsn(at), 'replication slot missing or re-created',
+        { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, streaming_from_lsn: at });
+    }
+
+    if (opts.logDir) {
+      const ingestClient = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
+      const ingester = new Ingester(ingestClient, { logDir: opts.logDir, statementMaxLength: opts.statementMaxLength, log });
+      ingestDone = ingester.follow(ingestAbort.signal).catch((err) => log.error({ err: (err as Error).message }, 'ingest stopped'))
+        .finally(() => ingestClient.end().catch(() => undefined));
+    }
+
+    const startFrom = await slotConfirmed(client, opts.slot);
+    const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
+    const streaming = new AbortController();
+    const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
+    const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
+    void watchSlot(client, opts, log);
+    opts.onReady?.(true);
+    try {
+      // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
+      while (!opts.signal.aborted) {
+        pipeline.check();
+        if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
+        if (target !== null && pipeline.isIdle()) stream.ping();
+        log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
+        const failed = await Promise.race([streamLoop.then(() => false, () => true), sleep(200).then(() => false)]);
+        if (failed) throw await streamLoop.catch((e: unknown) => e);
+      }
+    } finally {
+      clearInterval(healthTimer);
+      opts.onReady?.(false);
+    }
+    log.debug('stopping: storing what is open');
+    const complete = await pipeline.drain(Date.now() + opts.graceMs);
+    pipeline.close();
+    log.debug('stopping: closing the replication stream');
+    streaming.abort();
+    await stream.stop();
+    log.debug('stopping: waiting for the stream loop');
+    await streamLoop.catch(() => undefined);
+    log.debug('stopped');
+    if (!complete) {
+      log.error({ unstored_records: pipeline.pendingRecords() }, 'stopping with records not yet stored; they stay in the slot and are shipped at the next start');
+    }
+    return { files: pipeline.head.fileSeq - resumed.head.fileSeq, headSeq: pipeline.head.fileSeq, records: pipeline.head.position.recordSeq - resumed.head.position.recordSeq, complete };
+  } finally {
+    ingestAbort.abort();
+    await ingestDone;
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipeline, skip: Set<string>, log: Logger): Promise<void> {
+  const { consistentPoint, snapshot, done } = await createSlotWithSnapshot(pgConfig, slot);
+  let rows = 0;
+  try {
+    let idx = 0;
+    for await (const page of rowsInSnapshot(pgConfig, snapshot)) {
+      for (const row of page) {
+        if (skip.has(row.id!)) continue;
+        await pipeline.appendBackfill(consistentPoint, idx++, row, 'initial');
+        rows++;
+      }
+    }
+    pipeline.appendMarker(consistentPoint, idx, BACKFILL_DONE, { rows: rows + skip.size });
+  } finally {
+    await done();
+  }
+  log.info({ rows, already_archived: skip.size, at: formatLsn(consistentPoint) }, 'archived the rows that were in audit_log before the slot existed');
+}
+
+/** Reconnect forever while not stopping: the slot keeps our place. */
+async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn | null, opts: ShipOptions,
+  stopped: AbortSignal): Promise<void> {
+  for (let attempt = 0; !stopped.aborted; attempt++) {
+    try {
+      await stream.run(pipeline, stream.confirmed ?? startFrom);
+      if (stopped.aborted) return;
+    } catch (err) {
+      if (stopped.aborted) return;
+      const msg = describePgError(err);
+      if (/does not exist|invalidated|wal_status|has been invalidated/i.test(msg)) {
+        throw new ServiceError(`replication slot ${opts.slot} is gone or invalidated: ${msg}`);
+      }
+      const wait = Math.random() * Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+      opts.log.warn({ err: msg, retry_in_ms: Math.round(wait) }, 'replication stream ended; reconnecting');
+      await sleep(wait);
+    }
+  }
+}
+
+async function recordedHead(client: pg.Client, slot: string): Promise<number | null> {
+  try {
+    const r = await client.query<{ file_seq: string }>('SELECT file_seq::text FROM audit.shipper_head WHERE slot_name = $1', [slot]);
+    return r.rows[0] ? Number(r.rows[0].file_seq) : null;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '42P01' || code === '3F000') throw new ConfigError('the audit schema (version 2) is not installed: run `pg-audit-shipper init`');
+    if (code === '42501') throw new ConfigError(`the shipper's role cannot read audit.shipper_head: grant it audit_shipper (${describePgError(err)})`);
+    throw new ServiceError(`cannot read audit.shipper_head: ${describePgError(err)}`);
+  }
+}
+
+async function recordHead(client: pg.Client, slot: string, file: SealedFile): Promise<void> {
+  await client.query(
+    `INSERT INTO audit.shipper_head (slot_name, file_seq, record_seq, chain, digest_sha256, last_lsn, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6::pg_lsn, now())
+     ON CONFLICT (slot_name) DO UPDATE SET file_seq = excluded.file_seq, record_seq = excluded.record_seq, chain = excluded.chain,
+       digest_sha256 = excluded.digest_sha256, last_lsn = excluded.last_lsn, updated_at = now()
+     WHERE audit.shipper_head.file_seq < excluded.file_seq`,
+    [slot, file.fileSeq, file.position.recordSeq, file.position.chain, file.digestSha256, file.ackLsn === null ? null : formatLsn(file.ackLsn)]);
+}
+
+async function slotConfirmed(client: pg.Client, slot: string): Promise<Lsn | null> {
+  const r = await client.query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  return r.rows[0]?.lsn ? parseLsn(r.rows[0].lsn) : null;
+}
+
+async function watchSlot(client: pg.Client, opts: ShipOptions, log: Logger): Promise<void> {
+  try {
+    const h = await slotHealth(client, opts.slot);
+    if (!h) return;
+    if (h.lagBytes !== null) opts.metrics.slotLagBytes.set(h.lagBytes);
+    opts.metrics.slotSafeWalBytes.set(h.safeWalSize ?? -1);
+    if (h.walStatus === 'unreserved' || h.walStatus === 'lost') {
+      log.error({ wal_status: h.walStatus, lag_bytes: h.lagBytes }, `replication slot ${opts.slot} is about to be invalidated or was: audit events are at risk`);
+    } else if (h.safeWalSize !== null && h.lagBytes !== null && h.safeWalSize < h.lagBytes) {
+      log.warn({ safe_wal_size: h.safeWalSize, lag_bytes: h.lagBytes }, `replication slot ${opts.slot} is over half way to max_slot_wal_keep_size`);
+    }
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'cannot read the replication slot state');
+  }
+}
+
+/** The op (and backfill tag) of the archive's last record: tells whether a backfill was cut short. */
+async function lastRecordOp(archive: Archive, headSeq: number): Promise<{ op: string; backfill?: string } | null> {
+  for (let seq = headSeq; seq >= 1; seq--) {
+    const bytes = await archive.reader.get(digestKey(seq));
+    if (!bytes) return null;
+    const d = JSON.parse(bytes.toString('utf8').split('\n')[0]!) as { object_key: string | null };
+    if (!d.object_key) continue;
+    const data = await archive.reader.get(d.object_key);
+    if (!data) return null;
+    const lines = gunzipSync(data).toString('utf8').trimEnd().split('\n');
+    return JSON.parse(lines[lines.length - 1]!) as { op: string; backfill?: string };
+  }
+  return null;
+}
+
+/** audit_log ids already archived (only used to finish an interrupted backfill). */
+async function archivedIds(archive: Archive, headSeq: number, keys: Map<string, VerifyKey>): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (let seq = 1; seq <= headSeq; seq++) {
+    const bytes = await archive.reader.get(digestKey(seq));
+    const opened = bytes ? openDigest(bytes, keys) : null;
+    if (!opened?.ok) throw new ServiceError(`cannot finish the backfill: ${digestKey(seq)} is missing or invalid`);
+    if (!opened.digest.object_key) continue;
+    const data = await archive.reader.get(opened.digest.object_key);
+    if (!data) throw new ServiceError(`cannot finish the backfill: ${opened.digest.object_key} is missing`);
+    for (const line of gunzipSync(data).toString('utf8').split('\n')) {
+      const rec = line ? openRecord(line) : null;
+      if (!rec) continue;
+      const id = (JSON.parse(rec.body) as { id?: string }).id;
+      if (id) ids.add(id);
+    }
+  }
+  return ids;
+}

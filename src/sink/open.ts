@@ -1,0 +1,65 @@
+import { ConfigError } from '../errors.js';
+import { fileArchive } from './file/file-archive.js';
+import { checkBucket, parseS3Url, s3Archive, s3Client, type SseMode } from './s3/s3-archive.js';
+import type { Archive } from './sink.js';
+
+export interface ArchiveOptions {
+  forcePathStyle: boolean;
+  sse: SseMode;
+  kmsKeyId?: string;
+  retention: Retention;
+}
+
+/** How long every object is locked: calendar years (the HIPAA six) or days (tests, with consent). */
+export type Retention = { years: number } | { days: number };
+
+export const SIX_YEARS: Retention = { years: 6 };
+
+/** "6y", "7y", "2190d"; shorter than six years only when allowShort (tests, trials). */
+export function parseRetention(text: string, allowShort: boolean): Retention {
+  const m = /^(\d+)\s*([yd])$/i.exec(text.trim());
+  if (!m) throw new ConfigError(`--retention ${text} is invalid: use years or days, e.g. 6y or 2192d`);
+  const n = Number(m[1]);
+  const r: Retention = m[2]!.toLowerCase() === 'y' ? { years: n } : { days: n };
+  if (n < 1) throw new ConfigError('--retention must be at least 1 day');
+  if (!allowShort && retentionDays(r) < retentionDays(SIX_YEARS)) {
+    throw new ConfigError(`--retention ${text} is shorter than the six years HIPAA requires; ` +
+      'pass --allow-short-retention only for tests and trials');
+  }
+  return r;
+}
+
+/** Days as S3 default retention counts them (365-day years): a lower bound on the calendar span. */
+export function retentionDays(r: Retention): number {
+  return 'years' in r ? r.years * 365 : r.days;
+}
+
+export function retainUntil(r: Retention, from: Date): Date {
+  const d = new Date(from.getTime());
+  if ('years' in r) d.setUTCFullYear(d.getUTCFullYear() + r.years);
+  else d.setTime(d.getTime() + r.days * 86_400_000);
+  return d;
+}
+
+/** Open `file:///path` or `s3://bucket/prefix`; an S3 bucket is checked before anything is written. */
+export async function openArchive(url: string, opts: ArchiveOptions, check = true): Promise<Archive> {
+  if (url.startsWith('file://')) {
+    return fileArchive(decodeURIComponent(new URL(url).pathname));
+  }
+  if (url.startsWith('s3://')) {
+    const { bucket, prefix } = parseS3Url(url);
+    if (opts.sse === 'aws:kms' && !opts.kmsKeyId) {
+      throw new ConfigError('--s3-sse aws:kms needs --s3-kms-key-id (AUDIT_S3_KMS_KEY_ID)');
+    }
+    const client = s3Client(opts.forcePathStyle);
+    const cfg = {
+      bucket, prefix, forcePathStyle: opts.forcePathStyle, sse: opts.sse,
+      ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
+      retainUntil: (now: Date) => retainUntil(opts.retention, now),
+      minDefaultRetentionDays: Math.min(retentionDays(opts.retention), retentionDays(SIX_YEARS)),
+    };
+    if (check) await checkBucket(client, cfg);
+    return s3Archive(client, cfg);
+  }
+  throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path or s3://bucket/prefix`);
+}

@@ -1,0 +1,178 @@
+import { createHash } from 'node:crypto';
+import {
+  GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadObjectCommand,
+  ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException, type ServerSideEncryption,
+} from '@aws-sdk/client-s3';
+import { ConfigError, ServiceError } from '../../errors.js';
+import type { Archive, ArchiveObject, ArchiveReader, Receipt, Sink } from '../sink.js';
+
+export type SseMode = 'AES256' | 'aws:kms' | 'none';
+
+export interface S3ArchiveConfig {
+  bucket: string;
+  /** key prefix inside the bucket, '' or ending in '/' */
+  prefix: string;
+  forcePathStyle: boolean;
+  sse: SseMode;
+  kmsKeyId?: string;
+  /** retain-until = write time + this; computed per object */
+  retainUntil: (now: Date) => Date;
+  /** the shortest default retention the bucket may have, in days */
+  minDefaultRetentionDays: number;
+}
+
+/** `s3://bucket/prefix` -> bucket and normalised prefix. */
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);
+  if (!m) throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not an S3 location; e.g. s3://my-audit-bucket/prod-db`);
+  const raw = (m[2] ?? '').replace(/^\/+|\/+$/g, '');
+  return { bucket: m[1]!, prefix: raw ? `${raw}/` : '' };
+}
+
+/** The AWS SDK's own configuration chain (AWS_REGION, credentials, AWS_ENDPOINT_URL_S3) plus path style. */
+export function s3Client(forcePathStyle: boolean): S3Client {
+  const endpoint = process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
+  return new S3Client({
+    region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1',
+    ...(endpoint ? { endpoint } : {}),
+    forcePathStyle,
+    // Content-MD5 is what Object Lock PUTs need (and what every S3 implementation checks); the
+    // SDK's default trailing checksums break on some of them.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 3,
+  });
+}
+
+export function s3Archive(client: S3Client, cfg: S3ArchiveConfig): Archive {
+  return {
+    location: `s3://${cfg.bucket}/${cfg.prefix}`,
+    sink: new S3Sink(client, cfg),
+    reader: new S3Reader(client, cfg),
+  };
+}
+
+/**
+ * Refuse to ship into a bucket that would not keep the data: versioning on, Object Lock on, and a
+ * default COMPLIANCE retention at least as long as required (it protects anything written
+ * without explicit lock headers).
+ */
+export async function checkBucket(client: S3Client, cfg: Pick<S3ArchiveConfig, 'bucket' | 'minDefaultRetentionDays'>): Promise<void> {
+  const where = `s3://${cfg.bucket}`;
+  let versioning;
+  try {
+    versioning = await client.send(new GetBucketVersioningCommand({ Bucket: cfg.bucket }));
+  } catch (err) {
+    throw new ServiceError(`cannot read ${where}: ${describeS3Error(err)}`);
+  }
+  if (versioning.Status !== 'Enabled') {
+    throw new ConfigError(`${where} does not have versioning enabled; create the bucket with Object Lock enabled (see retention/README.md)`);
+  }
+  let lock;
+  try {
+    lock = await client.send(new GetObjectLockConfigurationCommand({ Bucket: cfg.bucket }));
+  } catch (err) {
+    const code = (err as { name?: string }).name;
+    if (code === 'ObjectLockConfigurationNotFoundError' || code === 'NoSuchObjectLockConfiguration') {
+      throw new ConfigError(`${where} does not have Object Lock enabled; audit files there could be deleted. ` +
+        'Object Lock can only be enabled when a bucket is created: create one with --object-lock-enabled-for-bucket');
+    }
+    throw new ServiceError(`cannot read the Object Lock configuration of ${where}: ${describeS3Error(err)}`);
+  }
+  const conf = lock.ObjectLockConfiguration;
+  if (conf?.ObjectLockEnabled !== 'Enabled') {
+    throw new ConfigError(`${where} does not have Object Lock enabled; create the bucket with Object Lock enabled`);
+  }
+  const rule = conf.Rule?.DefaultRetention;
+  if (!rule) {
+    throw new ConfigError(`${where} has no default Object Lock retention; set a COMPLIANCE default of at least ${cfg.minDefaultRetentionDays} days`);
+  }
+  if (rule.Mode !== 'COMPLIANCE') {
+    throw new ConfigError(`${where} default retention is ${rule.Mode}, which privileged users can remove; set COMPLIANCE`);
+  }
+  const days = rule.Days ?? (rule.Years ?? 0) * 365;
+  if (days < cfg.minDefaultRetentionDays) {
+    throw new ConfigError(`${where} default retention is ${days} days; at least ${cfg.minDefaultRetentionDays} are required`);
+  }
+}
+
+class S3Sink implements Sink {
+  constructor(private readonly client: S3Client, private readonly cfg: S3ArchiveConfig) {}
+
+  async put(obj: ArchiveObject): Promise<Receipt> {
+    const key = this.cfg.prefix + obj.key;
+    const retainUntil = this.cfg.retainUntil(new Date());
+    const sse: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } =
+      this.cfg.sse === 'none' ? {} : { ServerSideEncryption: this.cfg.sse, ...(this.cfg.kmsKeyId ? { SSEKMSKeyId: this.cfg.kmsKeyId } : {}) };
+    const put = await this.client.send(new PutObjectCommand({
+      Bucket: this.cfg.bucket,
+      Key: key,
+      Body: obj.body,
+      ContentType: obj.contentType,
+      ContentLength: obj.body.length,
+      ContentMD5: createHash('md5').update(obj.body).digest('base64'),
+      ObjectLockMode: 'COMPLIANCE',
+      ObjectLockRetainUntilDate: retainUntil,
+      ...sse,
+    }));
+    // Trust, then check: the object version we wrote must carry the lock we asked for.
+    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: put.VersionId }));
+    if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate
+        || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
+      throw new ServiceError(`s3://${this.cfg.bucket}/${key} was stored without the requested lock ` +
+        `(mode ${head.ObjectLockMode ?? 'none'}, retain until ${head.ObjectLockRetainUntilDate?.toISOString() ?? 'never'})`);
+    }
+    return {
+      key: obj.key, bytes: obj.body.length, ...(put.VersionId ? { versionId: put.VersionId } : {}),
+      lock: { mode: head.ObjectLockMode, retainUntil: head.ObjectLockRetainUntilDate },
+    };
+  }
+}
+
+class S3Reader implements ArchiveReader {
+  constructor(private readonly client: S3Client, private readonly cfg: S3ArchiveConfig) {}
+
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.cfg.prefix + key }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: this.cfg.prefix + key }));
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    let token: string | undefined;
+    do {
+      const r = await this.client.send(new ListObjectsV2Command({
+        Bucket: this.cfg.bucket, Prefix: this.cfg.prefix + prefix, ContinuationToken: token,
+      }));
+      for (const o of r.Contents ?? []) yield o.Key!.slice(this.cfg.prefix.length);
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+  }
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404;
+}
+
+export function describeS3Error(err: unknown): string {
+  if (err instanceof S3ServiceException) {
+    return `${err.name} (HTTP ${err.$metadata.httpStatusCode ?? '?'})${err.message && err.message !== 'UnknownError' ? `: ${err.message}` : ''}`;
+  }
+  const e = err as { code?: string; message?: string };
+  return e.code ? `${e.code}${e.message ? `: ${e.message}` : ''}` : String(e.message ?? err);
+}

@@ -1,0 +1,38 @@
+/**
+ * The narrow edge between sealing and storage. A sink stores one object and says what it stored;
+ * a reader gets objects back (resume, verify, query). Both see keys relative to the archive root.
+ */
+export interface ArchiveObject {
+  key: string;
+  body: Buffer;
+  contentType: string;
+}
+
+export interface Receipt {
+  key: string;
+  bytes: number;
+  /** storage's version of the object, where it has versions */
+  versionId?: string;
+  /** the lock the storage confirmed after writing, where it has locks */
+  lock?: { mode: string; retainUntil: Date };
+}
+
+export interface Sink {
+  /** Store the object durably and immutably, or throw. Storing identical bytes again is fine. */
+  put(obj: ArchiveObject): Promise<Receipt>;
+}
+
+export interface ArchiveReader {
+  /** The object's bytes, or null when there is no such object. */
+  get(key: string): Promise<Buffer | null>;
+  exists(key: string): Promise<boolean>;
+  /** Keys under a prefix, in ascending order. */
+  list(prefix: string): AsyncIterable<string>;
+}
+
+export interface Archive {
+  /** for messages: where this archive is, without credentials */
+  readonly location: string;
+  readonly sink: Sink;
+  readonly reader: ArchiveReader;
+}

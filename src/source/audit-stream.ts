@@ -1,0 +1,170 @@
+import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import type { Logger } from '../log.js';
+import type { RowText } from '../seal/record.js';
+import { formatLsn, parseLsn, type Lsn } from './lsn.js';
+import { PUBLICATION } from './slot.js';
+
+/** What the stream hands downstream, in commit order. */
+export type StreamEvent =
+  | { type: 'begin'; xid: number; commitLsn: Lsn; commitTime: Date }
+  | { type: 'change'; op: 'insert' | 'update' | 'delete' | 'truncate'; relation: string; row: RowText | null; old: RowText | null }
+  | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn };
+
+export interface StreamConsumer {
+  /** Awaited: returning slowly pauses the stream (bounded memory). */
+  onEvent(e: StreamEvent): Promise<void> | void;
+  /** True when nothing received is waiting to be stored: only then may a keepalive advance the slot. */
+  isIdle(): boolean;
+  /** The server's position on a keepalive while idle (used by --drain and heartbeats). */
+  onIdlePosition?(lsn: Lsn): void;
+}
+
+// pg-logical-replication keeps its flow-control queue private; a keepalive is emitted straight from
+// the socket while earlier data may still sit in that queue, so "idle" must include it.
+interface ServiceInternals { _messageQueue?: unknown[]; _processing?: boolean }
+
+const STATUS_INTERVAL_MS = 10_000;
+
+/**
+ * Streams audit_log changes from our slot. The one rule: the position reported to the server is
+ * never past what the consumer confirmed as stored, whatever the library would do by itself
+ * (its automatic and timer acknowledgements are off; keepalives are answered here).
+ */
+export class AuditStream {
+  private readonly service: LogicalReplicationService;
+  private durable: Lsn | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly config: pg.ClientConfig, private readonly slot: string, private readonly log: Logger) {
+    this.service = new LogicalReplicationService(
+      // Timestamps as UTC ISO text, so event times compare as strings and never shift with the server's zone.
+      { ...config, options: '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601' } as pg.ClientConfig,
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+  }
+
+  /**
+   * Everything before lsn is stored (a commit's end LSN, or a keepalive's position while idle):
+   * report it to the server. Never moves backwards.
+   */
+  confirm(lsn: Lsn): void {
+    if (this.durable !== null && lsn <= this.durable) return;
+    this.durable = lsn;
+    this.report(lsn);
+  }
+
+  /**
+   * The library reports x+1 for acknowledge(x). Echoing an idle keepalive's position that way
+   * makes the server's next keepalive one byte further, and the confirmed position creeps past
+   * the WAL end on a quiet server until it passes the start of the next commit, which a restart
+   * would then skip. So report exactly what is meant.
+   */
+  private report(lsn: Lsn, ping = false): void {
+    if (lsn === 0n) return;
+    void this.service.acknowledge(formatLsn((lsn - 1n) as Lsn), ping);
+  }
+
+  get confirmed(): Lsn | null {
+    return this.durable;
+  }
+
+  /** Stream until stop() or an error; rejects when the connection fails (the caller reconnects). */
+  async run(consumer: StreamConsumer, startFrom: Lsn | null): Promise<void> {
+    if (startFrom !== null && (this.durable === null || startFrom > this.durable)) this.durable = startFrom;
+    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [PUBLICATION] });
+    // Keep every value as the server's text: exact (microseconds, big numbers, jsonb as written)
+    // and fastest. The relation message is parsed before the rows that use it, synchronously.
+    const parse = plugin.parse.bind(plugin);
+    plugin.parse = (buf: Buffer) => {
+      const msg = parse(buf);
+      if (msg.tag === 'relation') for (const c of msg.columns) c.parser = (raw: unknown) => raw;
+      return msg;
+    };
+    const svc = this.service as unknown as ServiceInternals;
+    this.service.removeAllListeners('data');
+    this.service.removeAllListeners('heartbeat');
+    this.service.removeAllListeners('error');
+    this.service.on('error', (err: Error) => this.log.warn({ err: err.message }, 'replication stream error'));
+    this.service.on('data', (lsn: string, msg: Pgoutput.Message) => this.dispatch(consumer, lsn, msg));
+    this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      const queueEmpty = Array.isArray(svc._messageQueue) && svc._messageQueue.length === 0 && svc._processing === false;
+      this.log.trace({ lsn, shouldRespond, queueEmpty, consumerIdle: consumer.isIdle() }, 'keepalive');
+      if (queueEmpty && consumer.isIdle()) {
+        const pos = parseLsn(lsn);
+        // Nothing is pending, so nothing at or below the server's position awaits storage:
+        // advancing keeps an idle audit_log from pinning WAL on a busy server.
+        this.confirm(pos);
+        consumer.onIdlePosition?.(pos);
+      } else if (shouldRespond && this.durable !== null) {
+        this.report(this.durable);
+      }
+    });
+    this.timer = setInterval(() => {
+      // A paused stream reads no keepalives; a status message keeps wal_sender_timeout away.
+      if (this.durable !== null) this.report(this.durable, true);
+    }, STATUS_INTERVAL_MS);
+    try {
+      await this.service.subscribe(plugin, this.slot);
+    } finally {
+      if (this.timer) clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  /** Ask the server for a keepalive now (its answer carries its current position). */
+  ping(): void {
+    if (this.durable !== null) this.report(this.durable, true);
+  }
+
+  /**
+   * End streaming. The connection is in COPY-both mode, where a plain Terminate is never answered
+   * (the library's stop() waits forever): send CopyDone first, and if the server still does not
+   * close within a few seconds, drop the socket. Nothing is lost either way: the slot keeps its place.
+   */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    const conn = (this.service as unknown as { _connection?: { endCopyFrom?: () => void; stream?: { destroy: () => void } } })._connection;
+    try {
+      conn?.endCopyFrom?.();
+    } catch {
+      // already closed
+    }
+    const stopped = this.service.stop().then(() => true, () => true);
+    if (!(await Promise.race([stopped, sleep(3000).then(() => false)]))) {
+      this.log.warn('the replication connection did not close in 3s; dropping it');
+      conn?.stream?.destroy();
+      await Promise.race([stopped, sleep(1000)]);
+    }
+  }
+
+  private dispatch(consumer: StreamConsumer, lsn: string, msg: Pgoutput.Message): Promise<void> | void {
+    switch (msg.tag) {
+      case 'begin':
+        return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn), commitTime: pgTime(msg.commitTime) });
+      case 'commit':
+        return consumer.onEvent({ type: 'commit', commitLsn: parseLsn(msg.commitLsn ?? lsn), endLsn: parseLsn(msg.commitEndLsn ?? lsn) });
+      case 'insert':
+        return consumer.onEvent({ type: 'change', op: 'insert', relation: rel(msg.relation), row: msg.new as RowText, old: null });
+      case 'update':
+        return consumer.onEvent({ type: 'change', op: 'update', relation: rel(msg.relation), row: msg.new as RowText, old: (msg.old ?? msg.key) as RowText | null });
+      case 'delete':
+        return consumer.onEvent({ type: 'change', op: 'delete', relation: rel(msg.relation), row: null, old: (msg.old ?? msg.key) as RowText | null });
+      case 'truncate':
+        return consumer.onEvent({ type: 'change', op: 'truncate', relation: msg.relations.map(rel).join(','), row: null, old: null });
+      default:
+        return undefined; // relation, type, origin, message: no data of ours
+    }
+  }
+}
+
+function rel(r: { schema: string; name: string }): string {
+  return `${r.schema}.${r.name}`;
+}
+
+/** pgoutput times are microseconds since 2000-01-01 UTC. */
+function pgTime(micros: bigint | BigInt): Date {
+  return new Date(946_684_800_000 + Number(BigInt(micros as bigint) / 1000n));
+}

@@ -1,0 +1,112 @@
+import pg from 'pg';
+import { ConfigError, ServiceError } from '../errors.js';
+import { describePgError } from '../db.js';
+import { parseLsn, type Lsn } from './lsn.js';
+
+export const PUBLICATION = 'audit_log_publication';
+
+export interface SystemIdentity {
+  systemIdentifier: string;
+  timeline: number;
+  database: string;
+}
+
+export interface SlotState {
+  /** the slot existed before this start (false: created now) */
+  existed: boolean;
+  confirmedFlush: Lsn | null;
+  walStatus: string | null;
+}
+
+/** IDENTIFY_SYSTEM over a replication connection: who we are streaming from. */
+export async function identifySystem(config: pg.ClientConfig): Promise<SystemIdentity> {
+  const c = new pg.Client({ ...config, replication: 'database' } as pg.ClientConfig);
+  try {
+    await c.connect();
+    const r = await c.query<{ systemid: string; timeline: string; dbname: string }>('IDENTIFY_SYSTEM');
+    const row = r.rows[0]!;
+    return { systemIdentifier: String(row.systemid), timeline: Number(row.timeline), database: row.dbname };
+  } catch (err) {
+    const msg = describePgError(err);
+    if (/replication|pg_hba/i.test(msg)) {
+      throw new ServiceError(`cannot open a replication connection: ${msg}; the shipper's role needs LOGIN REPLICATION and pg_hba.conf must allow it`);
+    }
+    throw new ServiceError(`cannot open a replication connection: ${msg}`);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Make sure our slot exists and is ours: pgoutput, this database, nobody streaming from it. A slot
+ * that is shared would acknowledge for two consumers and lose data for one of them.
+ */
+export async function ensureSlot(client: pg.Client, slot: string): Promise<SlotState> {
+  await checkShippingPrerequisites(client);
+  return checkOrCreateSlot(client, slot);
+}
+
+/** What streaming needs from the server and the schema, with the fix for each. */
+export async function checkShippingPrerequisites(client: pg.Client): Promise<void> {
+  const { rows: [settings] } = await client.query<{ wal_level: string }>(`SELECT current_setting('wal_level') AS wal_level`);
+  if (settings!.wal_level !== 'logical') {
+    throw new ConfigError(`wal_level is ${settings!.wal_level} on the server: set wal_level = logical in postgresql.conf and restart PostgreSQL`);
+  }
+  const pub = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [PUBLICATION]);
+  if (pub.rowCount === 0) {
+    throw new ConfigError(`publication ${PUBLICATION} is missing: run \`pg-audit-shipper init\` on this database`);
+  }
+}
+
+async function checkOrCreateSlot(client: pg.Client, slot: string): Promise<SlotState> {
+  const found = await client.query<{ plugin: string; database: string | null; slot_type: string; active: boolean; active_pid: number | null;
+    confirmed_flush_lsn: string | null; wal_status: string | null }>(
+    `SELECT plugin, database, slot_type, active, active_pid, confirmed_flush_lsn::text, wal_status
+       FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+  const s = found.rows[0];
+  if (!s) {
+    try {
+      const created = await client.query<{ lsn: string }>(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+      return { existed: false, confirmedFlush: parseLsn(created.rows[0]!.lsn), walStatus: 'reserved' };
+    } catch (err) {
+      throw new ServiceError(`cannot create replication slot ${slot}: ${describePgError(err)}`);
+    }
+  }
+  const db = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+  if (s.slot_type !== 'logical' || s.plugin !== 'pgoutput') {
+    throw new ConfigError(`replication slot ${slot} uses ${s.plugin ?? s.slot_type}, not pgoutput: choose another --slot or drop it`);
+  }
+  if (s.database !== db) {
+    throw new ConfigError(`replication slot ${slot} belongs to database ${s.database}, not ${db}: choose another --slot`);
+  }
+  if (s.active) {
+    throw new ServiceError(`replication slot ${slot} is in use by process ${s.active_pid}: another shipper is running; ` +
+      'two consumers of one slot would lose data, so this one will not start');
+  }
+  if (s.wal_status === 'lost') {
+    throw new ServiceError(`replication slot ${slot} was invalidated (wal_status = lost): the server removed WAL it still needed, ` +
+      'so audit events were not streamed. Drop the slot to start a new one; the archive will record the gap');
+  }
+  return { existed: true, confirmedFlush: s.confirmed_flush_lsn ? parseLsn(s.confirmed_flush_lsn) : null, walStatus: s.wal_status };
+}
+
+export interface SlotHealth {
+  walStatus: string | null;
+  /** bytes of WAL between the server's current position and what the slot confirmed */
+  lagBytes: number | null;
+  /** bytes left before max_slot_wal_keep_size invalidates the slot (null: unlimited) */
+  safeWalSize: number | null;
+}
+
+export async function slotHealth(client: pg.Client, slot: string): Promise<SlotHealth | null> {
+  const r = await client.query<{ wal_status: string | null; lag: string | null; safe_wal_size: string | null }>(
+    `SELECT wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag, safe_wal_size::text
+       FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+  const row = r.rows[0];
+  if (!row) return null;
+  return {
+    walStatus: row.wal_status,
+    lagBytes: row.lag === null ? null : Number(row.lag),
+    safeWalSize: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
+  };
+}

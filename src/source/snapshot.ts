@@ -1,0 +1,51 @@
+import pg from 'pg';
+import { ServiceError } from '../errors.js';
+import { describePgError } from '../db.js';
+import type { RowText } from '../seal/record.js';
+import { parseLsn, type Lsn } from './lsn.js';
+
+/**
+ * Create the slot on a replication connection and export its snapshot: the rows that snapshot
+ * sees are exactly those committed before the slot's first streamed change. The snapshot lives
+ * while the creating connection stays open, so the caller reads the rows, then calls done().
+ */
+export async function createSlotWithSnapshot(config: pg.ClientConfig, slot: string): Promise<{
+  consistentPoint: Lsn; snapshot: string; done: () => Promise<void>;
+}> {
+  const repl = new pg.Client({ ...config, replication: 'database' } as pg.ClientConfig);
+  await repl.connect();
+  try {
+    const r = await repl.query<{ consistent_point: string; snapshot_name: string }>(
+      `CREATE_REPLICATION_SLOT "${slot.replaceAll('"', '')}" LOGICAL pgoutput EXPORT_SNAPSHOT`);
+    const row = r.rows[0]!;
+    return { consistentPoint: parseLsn(row.consistent_point), snapshot: row.snapshot_name, done: () => repl.end() };
+  } catch (err) {
+    await repl.end().catch(() => undefined);
+    throw new ServiceError(`cannot create replication slot ${slot}: ${describePgError(err)}`);
+  }
+}
+
+/**
+ * Every audit_log row visible in `snapshot`, as the server's text (the same text pgoutput sends,
+ * given the same TimeZone and DateStyle), in id order, a page at a time.
+ */
+export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string, pageSize = 5000): AsyncIterable<RowText[]> {
+  const c = new pg.Client({ ...config, options: '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601' } as pg.ClientConfig);
+  await c.connect();
+  try {
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replaceAll("'", '')}'`);
+    const cols = await c.query<{ attname: string }>(
+      `SELECT attname FROM pg_attribute WHERE attrelid = 'audit.audit_log'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
+    const list = cols.rows.map((r) => `${pg.escapeIdentifier(r.attname)}::text AS ${pg.escapeIdentifier(r.attname)}`).join(', ');
+    await c.query(`DECLARE backfill NO SCROLL CURSOR FOR SELECT ${list} FROM audit.audit_log ORDER BY audit_log.id`); // the table's bigint, not the text alias
+    for (;;) {
+      const page = await c.query<RowText>(`FETCH ${pageSize} FROM backfill`);
+      if (page.rows.length === 0) break;
+      yield page.rows;
+    }
+    await c.query('COMMIT');
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}

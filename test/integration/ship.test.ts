@@ -1,0 +1,246 @@
+import { rename, writeFile, rm, readdir, unlink, chmod } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
+
+let keys: TestKeys;
+beforeAll(async () => { keys = await makeKeys(); });
+
+const shipperUrl = (db: string) => urlFor(db, 'ship_login');
+/** Slots are cluster-wide: one per test database. */
+const slotOf = (db: { name: string }) => `s_${db.name}`;
+const args = (db: { name: string }, archive: string, extra: string[] = []) =>
+  shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slotOf(db), ...extra] });
+
+async function auditIds(url: string): Promise<string[]> {
+  return withClient(url, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
+}
+
+async function slotPosition(url: string): Promise<{ confirmed: string; lagBytes: number } | null> {
+  return withClient(url, async (c) => (await c.query(
+    `SELECT confirmed_flush_lsn::text AS confirmed, (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 AS "lagBytes"
+       FROM pg_replication_slots WHERE database = current_database()`)).rows[0] ?? null);
+}
+
+async function drain(db: { name: string }, archive: string, extra: string[] = [], alerts = false) {
+  const r = await runCli(args(db, archive, ['--drain', ...extra]), { DATABASE_URL: shipperUrl(db.name) });
+  if (!alerts) expect(r.stderr).not.toMatch(/"level":(50|60)/);
+  expect(r.code, r.stderr).toBe(0);
+  return r;
+}
+
+/** Insert `n` audit events (through the customers trigger) in transactions of `perTx` rows. */
+async function writeEvents(url: string, from: number, n: number, perTx = 1000): Promise<void> {
+  await withClient(url, async (c) => {
+    for (let i = from; i < from + n; i += perTx) {
+      await c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [i, Math.min(i + perTx, from + n) - 1]);
+    }
+  });
+}
+
+describe('ship to a file archive', () => {
+  it('ships 100k events exactly once in commit order; chain and signatures verify', async () => {
+    const db = await freshDatabase('ship100k');
+    const archive = await tempArchiveDir();
+    await writeEvents(db.url, 1, 500); // before the slot exists: archived as the initial backfill
+    await drain(db, archive);
+    await writeEvents(db.url, 1000, 100_000, 997);
+    await withClient(db.url, async (c) => { // rolled back: must not appear
+      await c.query('BEGIN');
+      await c.query(`INSERT INTO customers (id, full_name) VALUES (-1, 'rolled back')`);
+      await c.query('ROLLBACK');
+    });
+    const out = await drain(db, archive, ['--batch-max-records', '7000']);
+    expect(out.stdout).toMatch(/stored \d+ files with 100000 records/);
+
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(report.head!.key_id).toBe([...keys.keys.keys()][0]);
+    const events = records.filter((r) => r.op === 'insert');
+    const ids = events.map((r) => r.id as string);
+    expect(ids).toEqual(await auditIds(db.url)); // every committed row, once; one writer, so id order is commit order
+    expect(events.slice(0, 500).every((r) => r.backfill === 'initial')).toBe(true);
+    expect(events.slice(500).every((r) => r.backfill === undefined)).toBe(true);
+    expect(records.filter((r) => r.op === 'marker').map((r) => r.reason)).toEqual(['backfill-complete']);
+    expect(report.files).toBeGreaterThan(14);
+    // Values are the server's exact text (microseconds kept), not re-rendered by JavaScript.
+    expect(events[600]!.occurred_at).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,6}\+00$/);
+    // The database knows the head the archive ends with.
+    const head = await withClient(db.url, async (c) => (await c.query('SELECT file_seq::int FROM audit.shipper_head')).rows[0]);
+    expect(head.file_seq).toBe(report.head!.file_seq);
+  });
+
+  it('survives kill -9 at random moments: nothing lost, nothing duplicated, chain intact', async () => {
+    const db = await freshDatabase('shipkill');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    let next = 1;
+    let kills = 0;
+    for (let round = 0; round < 8; round++) {
+      const child = startCli(args(db, archive, ['--batch-max-records', '300', '--batch-max-age', '50ms']),
+        { DATABASE_URL: shipperUrl(db.name) });
+      const done = waitFor(child);
+      const writing = writeEvents(db.url, next, 3000, 100);
+      next += 3000;
+      await sleep(200 + Math.floor(Math.random() * 900));
+      child.kill('SIGKILL');
+      kills++;
+      await done;
+      await writing;
+    }
+    expect(kills).toBe(8);
+    await drain(db, archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const ids = records.filter((r) => r.op === 'insert').map((r) => r.id as string);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toEqual(await auditIds(db.url));
+  });
+
+  it('never acknowledges past what is stored, and recovers by itself when storage comes back', async () => {
+    const db = await freshDatabase('shipack');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    const child = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name), LOG_LEVEL: 'warn' });
+    const done = waitFor(child);
+    await sleep(2000); // streaming
+    // Storage fails: the date folder cannot be created because a file stands where it would go.
+    const dataDir = path.join(archive, 'data');
+    await rename(dataDir, `${dataDir}.away`);
+    await writeFile(dataDir, 'storage outage');
+    // Idle keepalives may move the slot up to here; the first event commits after it.
+    const beforeWrites = await withClient(db.url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l);
+    await writeEvents(db.url, 1, 2000, 500);
+    const committedAt = await withClient(db.url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l);
+    // Long enough for several keepalives, status updates and storage retries.
+    for (let i = 0; i < 12; i++) {
+      await sleep(1000);
+      const pos = (await slotPosition(db.url))!;
+      expect(await lsnLe(db.url, pos.confirmed, beforeWrites), `slot confirmed ${pos.confirmed} > ${beforeWrites}`).toBe(true);
+    }
+    await unlink(dataDir);
+    await rename(`${dataDir}.away`, dataDir);
+    let advanced = false;
+    // Retries back off up to 30 s (with jitter) during an outage, so recovery can take that long.
+    for (let i = 0; i < 150 && !advanced; i++) {
+      await sleep(500);
+      advanced = !(await lsnLe(db.url, (await slotPosition(db.url))!.confirmed, committedAt));
+    }
+    child.kill('SIGTERM');
+    const result = await done;
+    expect(advanced, result.stderr.slice(-3000)).toBe(true);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/failed; retrying/);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((r) => r.op === 'insert').map((r) => r.id)).toEqual(await auditIds(db.url));
+  });
+
+  it('keeps an idle audit_log from pinning WAL while other tables are written', async () => {
+    const db = await freshDatabase('shipidle');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    await withClient(db.url, (c) => c.query('CREATE TABLE busy (id serial, pad text)'));
+    const child = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
+    const done = waitFor(child);
+    await withClient(db.url, async (c) => {
+      for (let i = 0; i < 20; i++) await c.query(`INSERT INTO busy (pad) SELECT repeat('x', 1000) FROM generate_series(1, 1000)`);
+    });
+    const afterWrites = (await slotPosition(db.url))!.lagBytes;
+    expect(afterWrites).toBeGreaterThan(10_000_000); // the writes made WAL the slot had to consider
+    let lag = afterWrites;
+    for (let i = 0; i < 40 && lag > 1_000_000; i++) {
+      await sleep(500);
+      lag = (await slotPosition(db.url))!.lagBytes;
+    }
+    child.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+    expect(lag).toBeLessThan(1_000_000);
+  });
+
+  it('writes signed heartbeats while idle, and they verify', async () => {
+    const db = await freshDatabase('shiphb');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    const child = startCli(args(db, archive, ['--heartbeat-interval', '1s']), { DATABASE_URL: shipperUrl(db.name) });
+    const done = waitFor(child);
+    await sleep(3500);
+    child.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+    const { report } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(report.heartbeats).toBeGreaterThanOrEqual(2);
+  });
+
+  it('records UPDATE and DELETE of audit_log as tamper attempts and raises an alert', async () => {
+    const db = await freshDatabase('shiptamper');
+    const archive = await tempArchiveDir();
+    await writeEvents(db.url, 1, 3);
+    await drain(db, archive);
+    await writeEvents(db.url, 10, 2);
+    await withClient(db.url, async (c) => {
+      // A superuser can switch triggers off; the stream still sees what happened.
+      await c.query(`SET session_replication_role = replica`);
+      await c.query(`UPDATE audit.audit_log SET session_user_name = 'nobody' WHERE row_id = '10'`);
+      await c.query(`DELETE FROM audit.audit_log WHERE row_id = '11'`);
+    });
+    const r = await drain(db, archive, [], true);
+    expect(r.stderr).toMatch(/TAMPER ATTEMPT: UPDATE/);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const tamper = records.filter((x) => x.tamper === true);
+    expect(tamper.map((x) => x.op)).toEqual(['update', 'delete']);
+    expect((tamper[0]!.old as Record<string, string>).session_user_name).toBe('postgres');
+    expect(tamper[0]!.session_user_name).toBe('nobody');
+    expect((tamper[1]!.old as Record<string, string>).row_id).toBe('11');
+  });
+
+  it('records a lost replication slot as a gap, and refuses an archive whose newest digests are gone', async () => {
+    const db = await freshDatabase('shipgap');
+    const archive = await tempArchiveDir();
+    await writeEvents(db.url, 1, 10);
+    await drain(db, archive);
+    await writeEvents(db.url, 100, 10);
+    await drain(db, archive);
+    await withClient(db.url, (c) => c.query(`SELECT pg_drop_replication_slot('${slotOf(db)}')`));
+    await writeEvents(db.url, 200, 5); // committed while no slot existed
+    const r = await drain(db, archive, [], true);
+    expect(r.stderr).toMatch(/GAP: the replication slot was missing/);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((x) => x.op === 'gap').map((x) => x.reason)).toEqual(['replication slot missing or re-created']);
+
+    // Remove the newest digest: the database remembers a later head than the archive has.
+    const digests = (await readdir(path.join(archive, 'digests'))).sort();
+    const newest = path.join(archive, 'digests', digests[digests.length - 1]!);
+    await chmod(newest, 0o644);
+    await rm(newest);
+    const refused = await runCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/records file \d+ as shipped, but .* is missing/);
+  });
+
+  it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
+    const db = await freshDatabase('shipbusy');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    const first = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
+    const firstDone = waitFor(first);
+    await sleep(1500);
+    const second = await runCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) });
+    first.kill('SIGTERM');
+    await firstDone;
+    expect(second.code).toBe(2);
+    expect(second.stderr).toMatch(/replication slot s_t_shipbusy_[0-9a-f]+ is in use by process \d+: another shipper is running/);
+    const nokey = await runCli(['ship', '--archive', `file://${archive}`], { DATABASE_URL: shipperUrl(db.name) });
+    expect(nokey.code).toBe(2);
+    expect(nokey.stderr.trim()).toBe('pg-audit-shipper: error: --signing-key (AUDIT_SIGNING_KEY) is required; e.g. --signing-key /etc/pg-audit-shipper/signing-key.pem');
+  });
+});
+
+async function lsnLe(url: string, a: string, b: string): Promise<boolean> {
+  return withClient(url, async (c) => (await c.query('SELECT $1::pg_lsn <= $2::pg_lsn AS le', [a, b])).rows[0].le);
+}
