@@ -40,9 +40,10 @@ export interface SealedFile {
 /** Level 6 compresses audit JSON ~8x; gzip because every query engine and `zcat` read it. */
 const GZIP_OPTIONS = { level: 6, memLevel: 9, strategy: zc.Z_DEFAULT_STRATEGY };
 
-function baseDigest(head: ArchiveHead, source: Source, key: SigningKey, now: Date): Omit<Digest, 'kind'> {
+function baseDigest(kind: Digest['kind'], head: ArchiveHead, source: Source, key: SigningKey, now: Date): Digest {
   return {
     format: DIGEST_FORMAT,
+    kind,
     file_seq: head.fileSeq + 1,
     prev_digest_sha256: head.digestSha256,
     created_at: now.toISOString(),
@@ -78,8 +79,7 @@ export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source,
   const ackLsn = batch.ackLsn ?? head.ackLsn;
   const pos = batch.position;
   const digest: Digest = {
-    ...baseDigest(head, source, key, now),
-    kind: 'data',
+    ...baseDigest('data', head, source, key, now),
     record_count: batch.count,
     first_seq: batch.firstSeq,
     last_seq: pos.recordSeq,
@@ -114,8 +114,7 @@ export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source,
 /** A signed "nothing happened up to ack_lsn" checkpoint: no data object, same chain head. */
 export function sealHeartbeat(head: ArchiveHead, source: Source, key: SigningKey, ackLsn: Lsn | null, now = new Date()): SealedFile {
   const digest: Digest = {
-    ...baseDigest(head, source, key, now),
-    kind: 'heartbeat',
+    ...baseDigest('heartbeat', head, source, key, now),
     // No records, but say where the record chain stands so the next digest can be checked against it.
     last_seq: head.position.recordSeq,
     ack_lsn: ackLsn === null ? (head.ackLsn === null ? '0/0' : formatLsn(head.ackLsn)) : formatLsn(ackLsn),
