@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "starting test PostgreSQL in $dir/pg" >&2
-PG_FAST=1 bash "$here/test-services/pg.sh" start "$dir/pg" >/dev/null
+PG_FAST=${PG_FAST:-1} bash "$here/test-services/pg.sh" start "$dir/pg" >/dev/null
 set -a; . "$dir/pg/env"; set +a
 export TEST_DATABASE_URL=$DATABASE_URL TEST_PG_LOG_DIR=$PGAUDIT_LOG_DIR TEST_PG_SOCKET_DIR=$PG_SOCKET_DIR TEST_PG_PORT=$PG_PORT
 unset DATABASE_URL PGAUDIT_LOG_DIR

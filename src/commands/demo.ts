@@ -9,6 +9,11 @@ import { createLogger } from '../log.js';
 import { SCRIPTS_DIR } from '../paths.js';
 import { init } from '../capture/migrate.js';
 import { Ingester } from '../capture/ingest/ingester.js';
+import { keygen, loadSigningKey } from '../seal/keys.js';
+import { fileArchive } from '../sink/file/file-archive.js';
+import { createMetrics } from '../ship/metrics.js';
+import { ship } from '../ship/shipper.js';
+import { verifyChain } from '../verify/chain.js';
 
 const run = promisify(execFile);
 
@@ -86,20 +91,35 @@ export function registerDemoCommand(program: Command): void {
     .action(async (opts: { dir?: string; keep?: boolean }) => {
       const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
       const say = (s: string): void => { process.stdout.write(`${s}\n`); };
-      say('1/4 starting a local PostgreSQL 15 (pgaudit, wal_level=logical, TLS on TCP)…');
+      say('1/6 starting a local PostgreSQL 15 (pgaudit, wal_level=logical, TLS on TCP)…');
       const cluster = await startLocalCluster(opts.dir);
       try {
         const client = new pg.Client({ connectionString: cluster.databaseUrl });
         await client.connect();
         try {
-          say('2/4 installing the audit schema and the example PHI schema (init --example)…');
+          say('2/6 installing the audit schema and the example PHI schema (init --example)…');
           await init(client, { example: true, log });
-          say('3/4 application traffic: writes and reads by three users across 20 customers, and denied attempts…');
+          say('3/6 application traffic: writes and reads by three users across 20 customers, and denied attempts…');
           await generateTraffic(cluster.databaseUrl);
           await new Promise((r) => setTimeout(r, 300)); // the server's logging collector writes asynchronously
-          say('4/4 ingesting pgaudit reads from the server log…');
+          say('4/6 ingesting pgaudit reads from the server log…');
           const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: 2000, log }).runOnce();
           say(`    ${stats.events} read/denied events from ${stats.lines} log lines`);
+          say('5/6 shipping audit_log through a replication slot into sealed, signed files (ship --drain)…');
+          const archiveDir = path.join(cluster.dir, 'archive');
+          const keys = await keygen(path.join(cluster.dir, 'keys'));
+          const key = await loadSigningKey(keys.signingKeyPath);
+          const shipped = await ship({
+            databaseUrl: cluster.databaseUrl, archive: fileArchive(archiveDir), key, verifyKeys: [], slot: 'pg_audit_shipper',
+            limits: { maxRecords: 25, maxBytes: 8 << 20, maxAgeMs: 1000 }, maxInflightBytes: 64 << 20, heartbeatMs: 3_600_000,
+            drain: true, graceMs: 30_000, log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: 2000,
+          });
+          say(`    ${shipped.records} records in ${shipped.files} files under file://${archiveDir}`);
+          say('6/6 verifying the archive: signatures, digest links, every record hash…');
+          const report = await verifyChain(fileArchive(archiveDir).reader, { keys: new Map([[key.keyId, key]]) });
+          say(report.findings.length === 0
+            ? `    intact: ${report.files} files, ${report.records} records, head file ${report.head?.file_seq}, signed by key ${key.keyId.slice(0, 16)}…`
+            : `    ${report.findings.length} findings: ${report.findings.map((f) => f.message).join('; ')}`);
           const { rows } = await client.query<{ source: string; action: string; outcome: string; n: number }>(
             `SELECT source, action, outcome, count(*)::int AS n FROM audit.audit_log GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`);
           say('\naudit.audit_log now holds:');
@@ -112,7 +132,8 @@ export function registerDemoCommand(program: Command): void {
           await client.end();
         }
       } finally {
-        if (opts.keep) say(`\nPostgreSQL left running: DATABASE_URL='${cluster.databaseUrl}'  (stop: bash scripts/test-services/pg.sh stop ${cluster.dir}/pg)`);
+        say(`\narchive and keys: ${cluster.dir}/archive, ${cluster.dir}/keys (docs/format.md shows how to check them by hand)`);
+        if (opts.keep) say(`PostgreSQL left running: DATABASE_URL='${cluster.databaseUrl}'  (stop: bash scripts/test-services/pg.sh stop ${cluster.dir}/pg)`);
         else await cluster.stop();
       }
     });

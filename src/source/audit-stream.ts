@@ -133,10 +133,10 @@ export class AuditStream {
       // already closed
     }
     const stopped = this.service.stop().then(() => true, () => true);
-    if (!(await Promise.race([stopped, sleep(3000).then(() => false)]))) {
+    if (!(await Promise.race([stopped, sleep(3000, undefined, { ref: false }).then(() => false)]))) {
       this.log.warn('the replication connection did not close in 3s; dropping it');
       conn?.stream?.destroy();
-      await Promise.race([stopped, sleep(1000)]);
+      await Promise.race([stopped, sleep(1000, undefined, { ref: false })]);
     }
   }
 
