@@ -1,0 +1,245 @@
+/**
+ * npm run bench: speed and memory of the shipper, each reported as a ratio against a baseline
+ * measured in the same run on the same machine (never as absolute targets in tests).
+ *
+ *   1. decode throughput: pg_recvlogical (pgoutput, the server's own client) vs `ship --drain` to S3
+ *   2. commit-to-locked latency: single-row commits until the slot confirms them (after HeadObject)
+ *   3. peak RSS of `ship --drain` with a backlog of BENCH_BACKLOG rows (default 1,000,000)
+ *   4. the audit trigger's cost: pgbench single-row inserts, protected vs unprotected table
+ *
+ * Writes bench/results.json and bench/results.md. Needs the services of with-test-services.sh.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { readFile, writeFile, mkdtemp } from 'node:fs/promises';
+import { tmpdir, cpus, totalmem } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { CreateBucketCommand, PutObjectLockConfigurationCommand, S3Client } from '@aws-sdk/client-s3';
+import { init } from '../src/capture/migrate.js';
+import { protect } from '../src/capture/protect.js';
+import { createLogger } from '../src/log.js';
+import { keygen } from '../src/seal/keys.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+const run = promisify(execFile);
+const PGBIN = '/usr/lib/postgresql/15/bin';
+const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);
+const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
+const CLI = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
+
+function env(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run the benchmark with \`npm run bench\``);
+  return v;
+}
+
+const say = (s: string): void => { process.stdout.write(`${s}\n`); };
+
+async function main(): Promise<void> {
+  const adminUrl = env('TEST_DATABASE_URL');
+  const url = new URL(adminUrl);
+  url.pathname = '/bench';
+  const dbUrl = url.toString();
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query('DROP DATABASE IF EXISTS bench');
+  await admin.query('CREATE DATABASE bench');
+  await admin.end();
+  const db = new pg.Client({ connectionString: dbUrl });
+  await db.connect();
+  await init(db, { example: true, log: createLogger('silent') });
+
+  const s3 = new S3Client({
+    endpoint: env('TEST_S3_ENDPOINT'), region: env('TEST_S3_REGION'), forcePathStyle: true,
+    credentials: { accessKeyId: env('TEST_S3_ACCESS_KEY'), secretAccessKey: env('TEST_S3_SECRET_KEY') },
+  });
+  const bucket = `bench-${Date.now().toString(36)}`;
+  await s3.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+  await s3.send(new PutObjectLockConfigurationCommand({ Bucket: bucket, ObjectLockConfiguration: {
+    ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 1 } } } }));
+  const keys = await keygen(path.join(await mkdtemp(path.join(tmpdir(), 'bench-keys-')), 'k'));
+  const shipEnv = {
+    PATH: process.env.PATH ?? '', DATABASE_URL: dbUrl, LOG_LEVEL: 'warn',
+    AWS_ENDPOINT_URL_S3: env('TEST_S3_ENDPOINT'), AWS_REGION: env('TEST_S3_REGION'),
+    AWS_ACCESS_KEY_ID: env('TEST_S3_ACCESS_KEY'), AWS_SECRET_ACCESS_KEY: env('TEST_S3_SECRET_KEY'),
+    AUDIT_S3_FORCE_PATH_STYLE: 'true', AUDIT_S3_SSE: 'none',
+  };
+  const shipArgs = ['ship', '--archive', `s3://${bucket}/bench`, '--signing-key', keys.signingKeyPath, '--http-port', '0',
+    '--retention', '1d', '--allow-short-retention'];
+  const results: Record<string, unknown> = {
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version },
+    settings: { rows: ROWS, backlog: BACKLOG, synchronous_commit: (await db.query('SHOW synchronous_commit')).rows[0].synchronous_commit,
+      fsync: (await db.query('SHOW fsync')).rows[0].fsync },
+  };
+
+  // Slots first, so both consumers see exactly the rows written next.
+  await db.query(`SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
+  await timed(() => runShip(shipArgs, shipEnv, ['--drain'])); // creates the shipper's slot, empty backfill
+  say(`writing ${ROWS} audit events (1,000 per transaction)…`);
+  await writeRows(db, ROWS);
+  const endpos = (await db.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
+
+  say('1/4 decode throughput: pg_recvlogical vs ship --drain to S3…');
+  const recv = await timed(() => run(`${PGBIN}/pg_recvlogical`, ['-d', dbUrl, '-S', 'bench_recv', '--start', '--no-loop',
+    '-o', 'proto_version=1', '-o', 'publication_names=audit_log_publication', '-E', endpos, '-f', '/dev/null']));
+  const e2e = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
+  const throughput = {
+    pg_recvlogical_events_per_s: Math.round(ROWS / recv.seconds),
+    ship_to_locked_s3_events_per_s: Math.round(ROWS / e2e.seconds),
+    ratio: round(recv.seconds / e2e.seconds),
+    target_ratio: 0.6,
+  };
+  results.throughput = throughput;
+  say(`    pg_recvlogical ${throughput.pg_recvlogical_events_per_s}/s, ship ${throughput.ship_to_locked_s3_events_per_s}/s: ratio ${throughput.ratio} (target >= 0.6)`);
+  await db.query(`SELECT pg_drop_replication_slot('bench_recv')`);
+
+  say('2/4 commit-to-locked latency (single-row commits, --batch-max-age 250ms)…');
+  results.latency = await latency(db, shipArgs, shipEnv);
+  say(`    ${JSON.stringify(results.latency)}`);
+
+  say(`3/4 peak RSS of ship --drain over a backlog of ${BACKLOG} events…`);
+  await writeRows(db, BACKLOG, ROWS + 10);
+  const backlog = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
+  results.backlog = {
+    events: BACKLOG, seconds: round(backlog.seconds), events_per_s: Math.round(BACKLOG / backlog.seconds),
+    peak_rss_mib: Math.round(backlog.value.peakRssKib / 1024), target_peak_rss_mib: 256,
+  };
+  say(`    ${JSON.stringify(results.backlog)}`);
+
+  say('4/4 audit trigger cost: pgbench single-row inserts, protected vs unprotected…');
+  results.trigger = await triggerCost(db, dbUrl);
+  say(`    ${JSON.stringify(results.trigger)}`);
+
+  await db.end();
+  const out = path.join(PACKAGE_ROOT, 'bench');
+  await writeFile(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  await writeFile(path.join(out, 'results.md'), report(results));
+  say(`\nwritten: bench/results.json, bench/results.md`);
+}
+
+async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
+  for (let i = 0; i < n; i += 1000) {
+    await db.query(`INSERT INTO customers (id, full_name) SELECT g, 'patient ' || g FROM generate_series($1::int, $2::int) g`,
+      [from + i, from + Math.min(i + 1000, n) - 1]);
+  }
+}
+
+/** Run the CLI, sampling its resident memory; resolves with the peak. */
+function runShip(args: string[], envVars: Record<string, string>, extra: string[]): Promise<{ peakRssKib: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args, ...extra], { env: envVars, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let peak = 0;
+    child.stderr.on('data', (d) => { stderr += d; });
+    const sampler = setInterval(async () => {
+      const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
+      const kib = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      if (kib > peak) peak = kib;
+    }, 50);
+    child.on('close', (code) => {
+      clearInterval(sampler);
+      if (code === 0) resolve({ peakRssKib: peak });
+      else reject(new Error(`ship exited ${code}: ${stderr.slice(-2000)}`));
+    });
+  });
+}
+
+async function latency(db: pg.Client, shipArgs: string[], envVars: Record<string, string>) {
+  const child = spawn(process.execPath, [CLI, ...shipArgs, '--batch-max-age', '250ms'], { env: envVars, stdio: 'ignore' });
+  await sleep(2000);
+  const poller = new pg.Client(clientConfig(db));
+  await poller.connect();
+  const samples: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    await db.query('BEGIN');
+    await db.query(`INSERT INTO customers (id, full_name) VALUES ($1, 'latency')`, [-1 - i]);
+    // The commit record starts after this position: once the slot confirms past it, the row is locked in S3.
+    const before = (await db.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l as string;
+    await db.query('COMMIT');
+    const t0 = performance.now();
+    for (;;) {
+      const r = await poller.query(`SELECT confirmed_flush_lsn > $1::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = 'pg_audit_shipper'`, [before]);
+      if (r.rows[0]?.done) break;
+      await sleep(2);
+    }
+    samples.push(performance.now() - t0);
+    await sleep(20);
+  }
+  await poller.end();
+  child.kill('SIGTERM');
+  await new Promise((r) => child.on('close', r));
+  samples.sort((a, b) => a - b);
+  return { commits: samples.length, batch_max_age_ms: 250, p50_ms: Math.round(samples[Math.floor(samples.length * 0.5)]!),
+    p99_ms: Math.round(samples[Math.floor(samples.length * 0.99)]!) };
+}
+
+function clientConfig(db: pg.Client): pg.ClientConfig {
+  const p = db as unknown as { connectionParameters: { host: string; port: number; user: string; database: string } };
+  return { host: p.connectionParameters.host, port: p.connectionParameters.port, user: p.connectionParameters.user, database: p.connectionParameters.database };
+}
+
+async function triggerCost(db: pg.Client, dbUrl: string) {
+  await db.query('CREATE TABLE bench_plain (id bigserial PRIMARY KEY, name text NOT NULL)');
+  await db.query('CREATE TABLE bench_protected (id bigserial PRIMARY KEY, name text NOT NULL)');
+  await protect(db, 'public.bench_protected', undefined);
+  const dir = await mkdtemp(path.join(tmpdir(), 'bench-pgbench-'));
+  const tps: Record<string, number[]> = { bench_plain: [], bench_protected: [] };
+  // Alternate the two, three rounds each: the machine's noise hits both alike.
+  for (let round = 0; round < 3; round++) {
+    for (const table of ['bench_plain', 'bench_protected']) {
+      const script = path.join(dir, `${table}.sql`);
+      await writeFile(script, `INSERT INTO ${table} (name) VALUES ('x');\n`);
+      const { stdout } = await run(`${PGBIN}/pgbench`, ['-n', '-c', '2', '-j', '2', '-T', '10', '-f', script, dbUrl]);
+      tps[table]!.push(Number(/tps = ([\d.]+)/.exec(stdout)![1]));
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return {
+    plain_tps: Math.round(median(tps.bench_plain!)), protected_tps: Math.round(median(tps.bench_protected!)),
+    ratio: round(median(tps.bench_protected!) / median(tps.bench_plain!)), target_ratio: 0.9, rounds: 3, seconds_each: 10,
+  };
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
+  const t0 = performance.now();
+  const value = await fn();
+  return { seconds: (performance.now() - t0) / 1000, value };
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+function report(r: Record<string, unknown>): string {
+  const t = r.throughput as Record<string, number>;
+  const l = r.latency as Record<string, number>;
+  const b = r.backlog as Record<string, number>;
+  const g = r.trigger as Record<string, number>;
+  const m = r.machine as Record<string, unknown>;
+  const s = r.settings as Record<string, unknown>;
+  return `# Benchmark results
+
+Measured by \`npm run bench\` on ${m.cpus} cores (${m.cpu}), ${m.memory_gib} GiB, Node ${m.node};
+PostgreSQL 15 with fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit}; Ceph radosgw (memstore) as S3.
+Each number is compared with a baseline measured in the same run.
+
+| what | baseline | pg-audit-shipper | ratio | target |
+| --- | --- | --- | --- | --- |
+| decode ${s.rows} events (commit to locked S3 object) | pg_recvlogical ${t.pg_recvlogical_events_per_s}/s | ${t.ship_to_locked_s3_events_per_s}/s | ${t.ratio} | >= ${t.target_ratio} |
+| audit trigger, single-row inserts (pgbench, 2 clients) | unprotected ${g.plain_tps} tps | protected ${g.protected_tps} tps | ${g.ratio} | >= ${g.target_ratio} |
+
+- Commit-to-locked latency (${l.commits} single-row commits, --batch-max-age ${l.batch_max_age_ms}ms): p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms.
+  The age limit dominates: a file is sealed when its first record is that old (default 5s).
+- Backlog of ${b.events} events shipped in ${b.seconds}s (${b.events_per_s}/s) with a peak RSS of ${b.peak_rss_mib} MiB (target <= ${b.target_peak_rss_mib} MiB).
+
+Reproduce: \`npm run bench\` (BENCH_ROWS and BENCH_BACKLOG change the sizes).
+`;
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${(err as Error).stack}\n`);
+  process.exitCode = 1;
+});
