@@ -5,6 +5,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    setupFiles: ['test/setup.ts'],
     pool: 'forks',
     // Two cores: more workers only add contention against the database server.
     maxWorkers: 2,

@@ -11,9 +11,20 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
   return waitFor(startCli(args, env));
 }
 
+const running = new Set<ChildProcess>();
+
 export function startCli(args: string[], env: Record<string, string | undefined> = {}): ChildProcess {
   const base: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'warn' };
-  return spawn(process.execPath, [CLI, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.on('exit', () => running.delete(child));
+  return child;
+}
+
+/** A failed or timed-out test must not leave a shipper running into the next ones. */
+export function killStrays(): void {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
 }
 
 export function waitFor(child: ChildProcess): Promise<CliResult> {

@@ -1,0 +1,6 @@
+import { afterEach } from 'vitest';
+import { killStrays } from './helpers/cli.js';
+
+afterEach(() => {
+  killStrays();
+});
