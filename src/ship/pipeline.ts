@@ -5,7 +5,7 @@ import type { SigningKey } from '../seal/keys.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
 import type { Receipt, Sink } from '../sink/sink.js';
-import type { StreamConsumer, StreamEvent } from '../source/audit-stream.js';
+import type { Flow, StreamConsumer, StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import type { ShipMetrics } from './metrics.js';
 
@@ -62,7 +62,11 @@ export class Pipeline implements StreamConsumer {
 
   // ---- StreamConsumer ---------------------------------------------------------------------------
 
-  async onEvent(e: StreamEvent): Promise<void> {
+  /** Where backpressure goes: the stream's socket. */
+  flow: Flow | null = null;
+  private paused = false;
+
+  onEvent(e: StreamEvent): void {
     // After stop() nothing more is taken: what is not stored was never acknowledged and comes back.
     if (this.stopping) return;
     if (e.type === 'begin') {
@@ -96,7 +100,10 @@ export class Pipeline implements StreamConsumer {
     }
     this.opts.metrics.records.inc();
     if (batch.full(this.opts.limits)) this.sealOpenBatch();
-    if (this.inflightBytes() > this.opts.maxInflightBytes) await this.roomAvailable();
+    if (!this.paused && this.inflightBytes() > this.opts.maxInflightBytes && this.flow) {
+      this.paused = true;
+      this.flow.pause();
+    }
   }
 
   isIdle(): boolean {
@@ -276,6 +283,10 @@ export class Pipeline implements StreamConsumer {
   }
 
   private wake(): void {
+    if (this.paused && this.inflightBytes() <= this.opts.maxInflightBytes / 2) {
+      this.paused = false;
+      this.flow?.resume();
+    }
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();

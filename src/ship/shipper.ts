@@ -181,6 +181,7 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
   stopped: AbortSignal): Promise<void> {
   for (let attempt = 0; !stopped.aborted; attempt++) {
     try {
+      pipeline.flow = stream.flow;
       await stream.run(pipeline, stream.confirmed ?? startFrom);
       if (stopped.aborted) return;
     } catch (err) {

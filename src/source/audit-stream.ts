@@ -13,17 +13,24 @@ export type StreamEvent =
   | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn };
 
 export interface StreamConsumer {
-  /** Awaited: returning slowly pauses the stream (bounded memory). */
-  onEvent(e: StreamEvent): Promise<void> | void;
+  /**
+   * Called synchronously, in stream order. It must not await: backpressure goes through the
+   * Flow it was given (pause the socket), which keeps decoding and storing overlapped.
+   */
+  onEvent(e: StreamEvent): void;
   /** True when nothing received is waiting to be stored: only then may a keepalive advance the slot. */
   isIdle(): boolean;
   /** The server's position on a keepalive while idle (used by --drain and heartbeats). */
   onIdlePosition?(lsn: Lsn): void;
 }
 
-// pg-logical-replication keeps its flow-control queue private; a keepalive is emitted straight from
-// the socket while earlier data may still sit in that queue, so "idle" must include it.
-interface ServiceInternals { _messageQueue?: unknown[]; _processing?: boolean }
+/** Stop and restart reading from the server (backpressure). */
+export interface Flow {
+  pause(): void;
+  resume(): void;
+}
+
+interface ServiceInternals { _connection?: { stream?: { pause?: () => void; resume?: () => void } } }
 
 const STATUS_INTERVAL_MS = 10_000;
 
@@ -41,7 +48,11 @@ export class AuditStream {
     this.service = new LogicalReplicationService(
       // Timestamps as UTC ISO text, so event times compare as strings and never shift with the server's zone.
       { ...config, options: '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601' } as pg.ClientConfig,
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      // No automatic or timed acknowledgements (they acknowledge what was received, not stored), and no
+      // library flow control: it pauses the socket for every message it processes, so the server's
+      // decoding and ours would alternate instead of overlapping. Our handler is synchronous and
+      // pauses the socket itself when too much is unstored.
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
   }
 
@@ -82,16 +93,15 @@ export class AuditStream {
       if (msg.tag === 'relation') for (const c of msg.columns) c.parser = (raw: unknown) => raw;
       return msg;
     };
-    const svc = this.service as unknown as ServiceInternals;
     this.service.removeAllListeners('data');
     this.service.removeAllListeners('heartbeat');
     this.service.removeAllListeners('error');
     this.service.on('error', (err: Error) => this.log.warn({ err: err.message }, 'replication stream error'));
     this.service.on('data', (lsn: string, msg: Pgoutput.Message) => this.dispatch(consumer, lsn, msg));
     this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-      const queueEmpty = Array.isArray(svc._messageQueue) && svc._messageQueue.length === 0 && svc._processing === false;
-      this.log.trace({ lsn, shouldRespond, queueEmpty, consumerIdle: consumer.isIdle() }, 'keepalive');
-      if (queueEmpty && consumer.isIdle()) {
+      // Data is dispatched synchronously in socket order, so everything sent before this keepalive
+      // has reached the consumer: if it holds nothing unstored, nothing below this position is pending.
+      if (consumer.isIdle()) {
         const pos = parseLsn(lsn);
         // Nothing is pending, so nothing at or below the server's position awaits storage:
         // advancing keeps an idle audit_log from pinning WAL on a busy server.
@@ -112,6 +122,11 @@ export class AuditStream {
       this.timer = null;
     }
   }
+
+  readonly flow: Flow = {
+    pause: () => (this.service as unknown as ServiceInternals)._connection?.stream?.pause?.(),
+    resume: () => (this.service as unknown as ServiceInternals)._connection?.stream?.resume?.(),
+  };
 
   /** Ask the server for a keepalive now (its answer carries its current position). */
   ping(): void {
@@ -140,7 +155,7 @@ export class AuditStream {
     }
   }
 
-  private dispatch(consumer: StreamConsumer, lsn: string, msg: Pgoutput.Message): Promise<void> | void {
+  private dispatch(consumer: StreamConsumer, lsn: string, msg: Pgoutput.Message): void {
     switch (msg.tag) {
       case 'begin':
         return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn), commitTime: pgTime(msg.commitTime) });

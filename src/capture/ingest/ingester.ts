@@ -228,7 +228,7 @@ async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise
        FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::text[], $10::inet[], $11::int[], $12::int[], $13::bigint[], $14::text[], $15::text[], $16::text[],
                    $17::bigint[]) AS x(o, a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln)
-     ON CONFLICT (log_session_id, log_line_num) DO NOTHING`,
+     ON CONFLICT (log_session_id, log_line_num) WHERE log_session_id IS NOT NULL DO NOTHING`,
     [col('occurredAt'), col('action'), col('outcome'), col('schemaName'), col('tableName'), col('sessionUserName'),
       col('appUserId'), col('appCustomerId'), col('applicationName'), col('clientAddr'), col('clientPort'),
       col('backendPid'), col('txid'), col('statement'), col('error'), col('logSessionId'), col('logLineNum')]);
