@@ -79,7 +79,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     // The initial backfill ends with a marker record, so an archive that is empty or ends inside
     // the backfill never finished it: its snapshot is gone with the old connection, so start over.
     const lastOp = resumed.digest ? await lastRecordOp(opts.archive, resumed.head.fileSeq) : null;
-    const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill === 'initial');
+    const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
     const slotPresent = (await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rowCount! > 0;
     if (slotPresent) await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
 
@@ -99,14 +99,16 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         await client.query('SELECT pg_drop_replication_slot($1)', [opts.slot]);
       }
       const skip = resumed.digest ? await archivedIds(opts.archive, resumed.head.fileSeq, keys) : new Set<string>();
-      await backfill(pgConfig, opts.slot, pipeline, skip, log);
+      await backfill(pgConfig, opts.slot, pipeline, skip, log, lastOp?.backfill ?? 'initial');
     } else if (!slotPresent) {
-      await ensureSlot(client, opts.slot); // creates it
-      const at = (await client.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rows[0]!.lsn;
-      log.error({ slot: opts.slot, from: resumed.digest?.ack_lsn, to: at },
-        'GAP: the replication slot was missing; audit events committed while it was gone were not streamed. Recorded in the chain');
-      pipeline.recordGap(parseLsn(at), 'replication slot missing or re-created',
-        { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, streaming_from_lsn: at });
+      // The stream missed whatever was committed while the slot was gone. Say so in the chain, then
+      // recover: audit_log keeps rows until they are proven archived, so archive those not yet there.
+      log.error({ slot: opts.slot, archived_up_to: resumed.digest?.ack_lsn },
+        'GAP: the replication slot was missing; events committed meanwhile were not streamed. Recorded in the chain; recovering them from audit_log');
+      const at = parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+      pipeline.recordGap(at, 'replication slot missing or re-created',
+        { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' });
+      await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, resumed.head.fileSeq, keys), log, 'slot-lost');
     }
 
     if (opts.logDir) {
@@ -157,7 +159,12 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
   }
 }
 
-async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipeline, skip: Set<string>, log: Logger): Promise<void> {
+/**
+ * Create the slot with an exported snapshot and archive the audit_log rows that snapshot sees (minus
+ * those already archived): exactly what the new slot's stream will not deliver.
+ */
+async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipeline, skip: Set<string>, log: Logger,
+  reason: string): Promise<void> {
   const { consistentPoint, snapshot, done } = await createSlotWithSnapshot(pgConfig, slot);
   let rows = 0;
   try {
@@ -165,15 +172,15 @@ async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipel
     for await (const page of rowsInSnapshot(pgConfig, snapshot)) {
       for (const row of page) {
         if (skip.has(row.id!)) continue;
-        await pipeline.appendBackfill(consistentPoint, idx++, row, 'initial');
+        await pipeline.appendBackfill(consistentPoint, idx++, row, reason);
         rows++;
       }
     }
-    pipeline.appendMarker(consistentPoint, idx, BACKFILL_DONE, { rows: rows + skip.size });
+    pipeline.appendMarker(consistentPoint, idx, BACKFILL_DONE, { rows, backfill: reason });
   } finally {
     await done();
   }
-  log.info({ rows, already_archived: skip.size, at: formatLsn(consistentPoint) }, 'archived the rows that were in audit_log before the slot existed');
+  log.info({ rows, already_archived: skip.size, at: formatLsn(consistentPoint), reason }, 'archived the audit_log rows the new slot will not stream');
 }
 
 /** Reconnect forever while not stopping: the slot keeps our place. */

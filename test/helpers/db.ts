@@ -47,9 +47,12 @@ export async function ensureLoginRoles(): Promise<void> {
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_login') THEN CREATE ROLE app_login LOGIN; END IF;
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ship_login') THEN CREATE ROLE ship_login LOGIN REPLICATION; END IF;
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingest_login') THEN CREATE ROLE ingest_login LOGIN; END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ship_ingest_login') THEN CREATE ROLE ship_ingest_login LOGIN REPLICATION; END IF;
     END $$`);
     await c.query('GRANT phi_app TO app_login');
     await c.query('GRANT audit_shipper TO ship_login');
+    // A shipper that also ingests pgaudit events (ship --log-dir) needs both roles; the ingester can append.
+    await c.query('GRANT audit_shipper, audit_ingester TO ship_ingest_login');
     await c.query('GRANT audit_ingester TO ingest_login');
   }).catch((err) => {
     // Parallel test files race to create the same cluster-wide roles; the loser retries once.

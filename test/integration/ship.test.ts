@@ -200,7 +200,7 @@ describe('ship to a file archive', () => {
     expect((tamper[1]!.old as Record<string, string>).row_id).toBe('11');
   });
 
-  it('records a lost replication slot as a gap, and refuses an archive whose newest digests are gone', async () => {
+  it('records a lost replication slot as a gap, recovers the missed rows from audit_log, and refuses an archive whose newest digests are gone', async () => {
     const db = await freshDatabase('shipgap');
     const archive = await tempArchiveDir();
     await writeEvents(db.url, 1, 10);
@@ -214,6 +214,11 @@ describe('ship to a file archive', () => {
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
     expect(records.filter((x) => x.op === 'gap').map((x) => x.reason)).toEqual(['replication slot missing or re-created']);
+    // The rows committed while no slot existed are archived as a backfill segment: each once.
+    const events = records.filter((x) => x.op === 'insert');
+    expect(events.map((x) => x.id)).toEqual(await auditIds(db.url));
+    const recovered = events.filter((x) => x.backfill === 'slot-lost').map((x) => x.row_id);
+    expect(recovered).toEqual(['200', '201', '202', '203', '204']);
 
     // Remove the newest digest: the database remembers a later head than the archive has.
     const digests = (await readdir(path.join(archive, 'digests'))).sort();
@@ -223,6 +228,48 @@ describe('ship to a file archive', () => {
     const refused = await runCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) });
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/records file \d+ as shipped, but .* is missing/);
+  });
+
+  it('serves /healthz, /readyz and /metrics, and ingests pgaudit reads in the same process with --log-dir', async () => {
+    const db = await freshDatabase('shiphttp');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    const port = 19000 + Math.floor(Math.random() * 1000);
+    const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]),
+      { DATABASE_URL: urlFor(db.name, 'ship_ingest_login') });
+    const done = waitFor(child);
+    const get = async (p: string) => {
+      for (let i = 0; i < 50; i++) {
+        try {
+          const r = await fetch(`http://127.0.0.1:${port}${p}`);
+          return { status: r.status, body: await r.text() };
+        } catch {
+          await sleep(100);
+        }
+      }
+      throw new Error(`no answer on ${p}`);
+    };
+    expect((await get('/healthz')).status).toBe(200);
+    await writeEvents(db.url, 1, 10);
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SET app.customer_id = '3'`);
+      await c.query('SELECT full_name FROM customers WHERE id = 3');
+    });
+    let metrics = '';
+    for (let i = 0; i < 50 && !/audit_shipper_rows_shipped_total 1[1-9]/.test(metrics); i++) {
+      await sleep(200);
+      metrics = (await get('/metrics')).body;
+    }
+    expect((await get('/readyz'))).toEqual({ status: 200, body: 'ready\n' });
+    child.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+    expect(metrics).toMatch(/audit_shipper_rows_shipped_total 1[1-9]/); // 10 writes and the read
+    expect(metrics).toMatch(/audit_shipper_slot_lag_bytes \d+/);
+    expect(metrics).toMatch(/audit_shipper_upload_seconds_count \d+/);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((r) => r.source === 'pgaudit').map((r) => [r.action, r.outcome, r.app_customer_id]))
+      .toEqual([['SELECT', 'success', '3']]);
   });
 
   it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
