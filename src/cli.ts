@@ -7,6 +7,7 @@ import { EXIT_CANNOT_RUN, exitCodeFor, oneLine } from './errors.js';
 import { registerCaptureCommands } from './commands/capture.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerShipCommand } from './commands/ship.js';
+import { registerVerifyCommand } from './commands/verify.js';
 
 /**
  * pg-audit-shipper: capture (sql) -> source -> seal -> sink -> verify -> query.
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerCaptureCommands(program);
   registerShipCommand(program);
+  registerVerifyCommand(program);
   registerDemoCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

@@ -17,8 +17,12 @@ export interface Finding {
 export type ArchivedRecord = Record<string, unknown> & { seq: number; lsn: string; idx: number; op: string; chain: string };
 
 export interface ChainReport {
+  /** data object keys named by a digest that verified */
+  referenced: Set<string>;
   files: number;
   heartbeats: number;
+  firstEventAt: string | null;
+  lastEventAt: string | null;
   records: number;
   head: Digest | null;
   findings: Finding[];
@@ -37,7 +41,7 @@ export interface ChainOptions {
  */
 export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Promise<ChainReport> {
   const findings: Finding[] = [];
-  const report: ChainReport = { files: 0, heartbeats: 0, records: 0, head: null, findings };
+  const report: ChainReport = { referenced: new Set(), files: 0, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, findings };
   const add = (code: string, where: string, message: string): void => { findings.push({ code, where, message }); };
   let prevDigestSha: string | null = null;
   let prevDigest: Digest | null = null;
@@ -90,6 +94,9 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       }
     } else {
       report.files++;
+      if (d.object_key) report.referenced.add(d.object_key);
+      if (d.first_event_at && (!report.firstEventAt || d.first_event_at < report.firstEventAt)) report.firstEventAt = d.first_event_at;
+      if (d.last_event_at && (!report.lastEventAt || d.last_event_at > report.lastEventAt)) report.lastEventAt = d.last_event_at;
       const problems = await checkDataFile(reader, d, chain, recordSeq, lastPos, opts);
       for (const p of problems.findings) add(p.code, p.where, p.message);
       chain = problems.chain;

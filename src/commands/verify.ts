@@ -1,0 +1,80 @@
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { postgresUrl, settingOption, validate } from '../config.js';
+import { connect } from '../db.js';
+import { parseDuration } from '../duration.js';
+import { ConfigError, FindingsError } from '../errors.js';
+import { parseRetention } from '../sink/open.js';
+import { fileArchive } from '../sink/file/file-archive.js';
+import { parseS3Url, s3Archive, s3Client } from '../sink/s3/s3-archive.js';
+import type { Archive } from '../sink/sink.js';
+import { verifyChain } from '../verify/chain.js';
+import { checkAgainstDatabase, checkHeadAge } from '../verify/completeness.js';
+import { checkInventory } from '../verify/inventory.js';
+import { toJson, toText, type VerifyResult } from '../verify/report.js';
+import { checkS3Storage, type StorageReport } from '../verify/storage-s3.js';
+import { verifyKeysFrom } from './archive-options.js';
+
+export function registerVerifyCommand(program: Command): void {
+  program.command('verify')
+    .description('prove the archive is complete, unaltered and locked: exit 0 intact, 1 findings, 2 could not run')
+    .addOption(settingOption('archive', 'url'))
+    .addOption(new Option('--verify-key <pem...>', 'public key(s) the digests must be signed with (repeat for rotated keys)').env('AUDIT_VERIFY_KEY'))
+    .addOption(new Option('--database-url <url>', "compare the archive head with the head the shipper recorded (optional)").env('DATABASE_URL'))
+    .addOption(new Option('--slot <name>', 'the shipper slot whose head to compare').default('pg_audit_shipper').env('AUDIT_SLOT'))
+    .addOption(new Option('--max-head-age <duration>', 'the newest digest must be younger (heartbeats keep it fresh)').default('2h'))
+    .addOption(new Option('--min-retention <span>', 'every object must be locked at least this long past its creation').default('6y'))
+    .addOption(new Option('--allow-short-retention', 'accept --min-retention under six years (tests and trials)'))
+    .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
+    .option('--json', 'machine-readable report on stdout')
+    .action(async (raw) => {
+      const cfg = validate(z.object({
+        archive: z.string().min(1),
+        verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
+        databaseUrl: postgresUrl.optional(),
+        slot: z.string().min(1),
+        maxHeadAge: z.string(),
+        minRetention: z.string(),
+        allowShortRetention: z.boolean().optional(),
+        s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
+        json: z.boolean().optional(),
+      }), raw);
+      const keys = await verifyKeysFrom(cfg.verifyKey);
+      if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
+      const maxHeadAgeMs = parseDuration(cfg.maxHeadAge);
+      if (!maxHeadAgeMs) throw new ConfigError(`--max-head-age ${cfg.maxHeadAge} is invalid: use a duration such as 2h`);
+      const minimum = parseRetention(cfg.minRetention, cfg.allowShortRetention === true);
+
+      let archive: Archive;
+      let storage: () => Promise<StorageReport | null> = async () => null;
+      if (cfg.archive.startsWith('s3://')) {
+        const { bucket, prefix } = parseS3Url(cfg.archive);
+        const client = s3Client(cfg.s3ForcePathStyle);
+        archive = s3Archive(client, { bucket, prefix, forcePathStyle: cfg.s3ForcePathStyle, sse: 'none', retainUntil: () => new Date(), minDefaultRetentionDays: 0 });
+        storage = () => checkS3Storage(client, bucket, prefix, minimum);
+      } else if (cfg.archive.startsWith('file://')) {
+        archive = fileArchive(decodeURIComponent(new URL(cfg.archive).pathname));
+      } else {
+        throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${cfg.archive} is not supported: use file:///path or s3://bucket/prefix`);
+      }
+
+      const chain = await verifyChain(archive.reader, { keys: new Map(keys.map((k) => [k.keyId, k])) });
+      const findings = [...chain.findings, ...await checkInventory(archive.reader, chain.referenced), ...checkHeadAge(chain.head, { maxHeadAgeMs })];
+      const storageReport = await storage();
+      if (storageReport) findings.push(...storageReport.findings);
+      if (cfg.databaseUrl) {
+        const client = await connect(cfg.databaseUrl, 'pg-audit-shipper verify');
+        try {
+          findings.push(...await checkAgainstDatabase(client, cfg.slot, chain.head));
+        } finally {
+          await client.end();
+        }
+      }
+      const result: VerifyResult = {
+        archive: archive.location, chain, storage: storageReport, comparedWithDatabase: Boolean(cfg.databaseUrl),
+        findings, notes: storageReport?.notes ?? [],
+      };
+      process.stdout.write(cfg.json ? toJson(result) : toText(result));
+      if (findings.length > 0) throw new FindingsError(`${findings.length} problem${findings.length === 1 ? '' : 's'} found in ${archive.location}`);
+    });
+}

@@ -1,0 +1,40 @@
+import type pg from 'pg';
+import type { Digest } from '../seal/digest.js';
+import type { Finding } from './chain.js';
+
+export interface CompletenessOptions {
+  /** the newest digest must be younger than this (heartbeats prove a quiet shipper is alive) */
+  maxHeadAgeMs: number;
+  now?: Date;
+}
+
+/** The archive must end where the shipper says it does, and recently. */
+export function checkHeadAge(head: Digest | null, opts: CompletenessOptions): Finding[] {
+  if (!head) return [{ code: 'empty-archive', where: 'digests/', message: 'the archive holds no digest at all' }];
+  const age = (opts.now ?? new Date()).getTime() - Date.parse(head.created_at);
+  if (age > opts.maxHeadAgeMs) {
+    return [{
+      code: 'stale-head', where: `digests/${String(head.file_seq).padStart(12, '0')}.digest`,
+      message: `the newest digest is ${Math.round(age / 60_000)} minutes old (more than ${Math.round(opts.maxHeadAgeMs / 60_000)}): ` +
+        'the shipper stopped, or the newest files were removed',
+    }];
+  }
+  return [];
+}
+
+/** Compare with the head the shipper recorded in the database after its last stored file. */
+export async function checkAgainstDatabase(client: pg.Client, slot: string, head: Digest | null): Promise<Finding[]> {
+  const r = await client.query<{ file_seq: string; digest_sha256: string }>(
+    'SELECT file_seq::text, digest_sha256 FROM audit.shipper_head WHERE slot_name = $1', [slot]);
+  const row = r.rows[0];
+  if (!row) return [{ code: 'no-recorded-head', where: 'audit.shipper_head', message: `the database has no shipped head for slot ${slot}` }];
+  const recorded = Number(row.file_seq);
+  const have = head?.file_seq ?? 0;
+  if (recorded > have) {
+    return [{
+      code: 'tail-missing', where: `digests/${String(recorded).padStart(12, '0')}.digest`,
+      message: `the database records file ${recorded} as shipped, but the archive ends at file ${have}: the newest files are missing`,
+    }];
+  }
+  return [];
+}

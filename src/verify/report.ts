@@ -1,0 +1,52 @@
+import type { ChainReport, Finding } from './chain.js';
+import type { StorageReport } from './storage-s3.js';
+
+export interface VerifyResult {
+  archive: string;
+  chain: ChainReport;
+  storage: StorageReport | null;
+  comparedWithDatabase: boolean;
+  findings: Finding[];
+  notes: Finding[];
+}
+
+export function toJson(r: VerifyResult): string {
+  return `${JSON.stringify({
+    archive: r.archive,
+    ok: r.findings.length === 0,
+    checked: {
+      files: r.chain.files, heartbeats: r.chain.heartbeats, records: r.chain.records,
+      events_from: r.chain.firstEventAt, events_to: r.chain.lastEventAt,
+      head: r.chain.head ? { file_seq: r.chain.head.file_seq, created_at: r.chain.head.created_at, key_id: r.chain.head.key_id } : null,
+      storage_versions: r.storage?.versions ?? null, compared_with_database: r.comparedWithDatabase,
+    },
+    findings: r.findings,
+    notes: r.notes,
+  }, null, 2)}\n`;
+}
+
+/** What an auditor reads: what was checked, over which period, and what is wrong where. */
+export function toText(r: VerifyResult): string {
+  const c = r.chain;
+  const lines = [`Archive: ${r.archive}`];
+  lines.push(c.head
+    ? `Checked ${c.files} files holding ${c.records} records (events ${c.firstEventAt ?? '-'} to ${c.lastEventAt ?? '-'}) and ${c.heartbeats} heartbeats, ` +
+      `up to file ${c.head.file_seq} sealed ${c.head.created_at} with key ${c.head.key_id.slice(0, 16)}…`
+    : 'Checked: the archive holds no digest.');
+  lines.push('  Every digest signature and link, every record hash and sequence number, the stored bytes of every file' +
+    (r.storage ? `, and the lock of all ${r.storage.versions} stored object versions` : '') +
+    (r.comparedWithDatabase ? ', and the head the shipper recorded in the database.' : '.'));
+  if (r.findings.length === 0) {
+    lines.push(r.storage
+      ? 'Result: intact. Nothing was altered, removed, added or left unlocked.'
+      : 'Result: intact. Nothing was altered, removed or added. (A local directory is not immutable storage; locks are checked on s3:// archives.)');
+  } else {
+    lines.push(`Result: ${r.findings.length} problem${r.findings.length === 1 ? '' : 's'} found.`);
+    for (const f of r.findings) lines.push(`  - ${f.where}: ${f.message} [${f.code}]`);
+  }
+  if (r.notes.length > 0) {
+    lines.push('Notes:');
+    for (const n of r.notes) lines.push(`  - ${n.where}: ${n.message}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,153 @@
+import { execFileSync } from 'node:child_process';
+import { appendFile, chmod, copyFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { signDigest, type Digest } from '../../src/seal/digest.js';
+import { loadSigningKey } from '../../src/seal/keys.js';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { runCli } from '../helpers/cli.js';
+import { makeKeys, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
+
+let keys: TestKeys;
+let other: TestKeys;
+let db: { name: string; url: string };
+let pristine: string;
+const slot = () => `s_${db.name}`;
+
+beforeAll(async () => {
+  keys = await makeKeys();
+  other = await makeKeys();
+  db = await freshDatabase('verify');
+  pristine = await tempArchiveDir();
+  await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 50) g`));
+  const ship = (extra: string[] = []) => runCli(shipArgs({ archive: `file://${pristine}`, keys, extra: ['--drain', '--slot', slot(), '--batch-max-records', '100', ...extra] }),
+    { DATABASE_URL: urlFor(db.name, 'ship_login') });
+  expect((await ship()).code).toBe(0);
+  for (let i = 0; i < 5; i++) {
+    await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $1::int + 99) g`, [1000 + i * 100]));
+  }
+  expect((await ship()).code).toBe(0);
+});
+
+async function copyArchive(): Promise<string> {
+  const dir = await tempArchiveDir();
+  execFileSync('cp', ['-a', pristine, dir]);
+  for (const f of await walk(dir)) await chmod(f, 0o644);
+  return dir;
+}
+
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...await walk(p));
+    else out.push(p);
+  }
+  return out.sort();
+}
+
+async function dataFiles(dir: string): Promise<string[]> {
+  return (await walk(path.join(dir, 'data'))).filter((f) => f.endsWith('.jsonl.gz'));
+}
+
+async function digestFiles(dir: string): Promise<string[]> {
+  return walk(path.join(dir, 'digests'));
+}
+
+async function verify(dir: string, extra: string[] = []) {
+  const r = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--json', ...extra]);
+  const report = r.stdout ? JSON.parse(r.stdout) as { ok: boolean; findings: { code: string; where: string; message: string }[] } : null;
+  return { code: r.code, stderr: r.stderr, report, codes: new Set(report?.findings.map((f) => f.code) ?? []) };
+}
+
+async function rewriteLines(file: string, edit: (lines: string[]) => string[]): Promise<void> {
+  const lines = gunzipSync(await readFile(file)).toString('utf8').trimEnd().split('\n');
+  await writeFile(file, gzipSync(Buffer.from(`${edit(lines).join('\n')}\n`)));
+}
+
+describe('verify', () => {
+  it('passes the untouched archive, also against the head recorded in the database', async () => {
+    const r = await verify(pristine, ['--database-url', urlFor(db.name, 'ship_login'), '--slot', slot()]);
+    expect(r.report?.findings).toEqual([]);
+    expect(r.code).toBe(0);
+    const text = await runCli(['verify', '--archive', `file://${pristine}`, '--verify-key', keys.verifyKey]);
+    expect(text.stdout).toMatch(/Checked \d+ files holding 551 records/);
+    expect(text.stdout).toMatch(/Result: intact/);
+  });
+
+  // Each case: what an attacker (or an accident) does to a copy, and the finding that must name it.
+  const cases: [string, (dir: string) => Promise<void>, string[], string[]?][] = [
+    ['a changed byte in a record', async (dir) => {
+      await rewriteLines((await dataFiles(dir))[1]!, (l) => { l[3] = l[3]!.replace('"INSERT"', '"DELETE"'); return l; });
+    }, ['file-altered', 'content-altered', 'record-altered']],
+    ['a record removed', async (dir) => {
+      await rewriteLines((await dataFiles(dir))[2]!, (l) => l.filter((_, i) => i !== 10));
+    }, ['file-altered', 'record-altered']],
+    ['two records swapped', async (dir) => {
+      await rewriteLines((await dataFiles(dir))[2]!, (l) => { [l[4], l[5]] = [l[5]!, l[4]!]; return l; });
+    }, ['file-altered', 'record-altered']],
+    ['a file removed from the middle', async (dir) => {
+      await rm((await dataFiles(dir))[2]!);
+      await rm((await digestFiles(dir))[2]!);
+    }, ['missing-digest']],
+    ['a data file removed, its digest kept', async (dir) => {
+      await rm((await dataFiles(dir))[3]!);
+    }, ['missing-file']],
+    ['the newest files removed', async (dir) => {
+      const data = await dataFiles(dir);
+      const digests = await digestFiles(dir);
+      for (const f of [...data.slice(-2), ...digests.slice(-2)]) await rm(f);
+    }, ['tail-missing'], ['--database-url', 'DB']],
+    ['a file duplicated under another name', async (dir) => {
+      const f = (await dataFiles(dir))[1]!;
+      await copyFile(f, f.replace(/-[0-9a-f]{16}\.jsonl\.gz$/, '-0000000000000000.jsonl.gz'));
+    }, ['unreferenced-object']],
+    ['a file re-signed with a different key', async (dir) => {
+      const f = (await digestFiles(dir))[2]!;
+      const d = JSON.parse((await readFile(f, 'utf8')).split('\n')[0]!) as Digest;
+      const k = await loadSigningKey(other.signingKey);
+      await writeFile(f, signDigest({ ...d, key_id: k.keyId }, k));
+    }, ['bad-digest', 'broken-digest-link']],
+    ['a foreign file added', async (dir) => {
+      await writeFile(path.join(dir, 'notes.txt'), 'not part of the archive');
+    }, ['foreign-object']],
+    ['a compressed file truncated', async (dir) => {
+      const f = (await dataFiles(dir))[1]!;
+      const b = await readFile(f);
+      await writeFile(f, b.subarray(0, b.length - 20));
+    }, ['file-altered', 'file-unreadable']],
+    ['extra bytes after the compressed stream', async (dir) => {
+      await appendFile((await dataFiles(dir))[1]!, 'appended');
+    }, ['file-altered']],
+    ['a digest edited to match edited data, left unsigned', async (dir) => {
+      const f = (await dataFiles(dir))[1]!;
+      await rewriteLines(f, (l) => l.slice(0, -1));
+      const dg = (await digestFiles(dir))[1]!;
+      const [line1, line2] = (await readFile(dg, 'utf8')).split('\n');
+      const d = JSON.parse(line1!) as Digest;
+      const gz = await readFile(f);
+      const edited = { ...d, record_count: d.record_count - 1, object_bytes: gz.length,
+        object_sha256: (await import('node:crypto')).createHash('sha256').update(gz).digest('hex') };
+      await writeFile(dg, `${JSON.stringify(edited)}\n${line2}\n`);
+    }, ['bad-digest']],
+  ];
+
+  for (const [name, tamper, expected, extra] of cases) {
+    it(`detects ${name}`, async () => {
+      const dir = await copyArchive();
+      await tamper(dir);
+      const args = (extra ?? []).map((a) => (a === 'DB' ? urlFor(db.name, 'ship_login') : a));
+      const r = await verify(dir, args.length ? [...args, '--slot', slot()] : []);
+      expect(r.code, r.stderr).toBe(1);
+      for (const code of expected) expect([...r.codes], `${name}: ${JSON.stringify(r.report?.findings)}`).toContain(code);
+      expect(r.stderr.trim()).toMatch(/^pg-audit-shipper: error: \d+ problems? found in file:\/\//);
+    });
+  }
+
+  it('says it could not run (exit 2) without verify keys, in one line', async () => {
+    const r = await runCli(['verify', '--archive', `file://${pristine}`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe('pg-audit-shipper: error: --verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
+  });
+});
