@@ -1,0 +1,95 @@
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { runCli } from '../helpers/cli.js';
+import { makeKeys, shipArgs, type TestKeys } from '../helpers/archive.js';
+import { makeBucket, s3Env, testS3Client } from '../helpers/s3.js';
+
+let keys: TestKeys;
+let db: { name: string; url: string };
+
+beforeAll(async () => {
+  keys = await makeKeys();
+  db = await freshDatabase('verifys3');
+  await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 300) g`));
+});
+
+/** A fresh archive in its own bucket: 3-day COMPLIANCE retention, checked against a 2-day minimum. */
+async function shippedBucket(): Promise<string> {
+  const bucket = await makeBucket({ days: 3 });
+  const slot = `s_${db.name}_${bucket.slice(-6).replace(/[^a-z0-9]/g, '')}`;
+  const r = await runCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', slot, '--batch-max-records', '100', '--retention', '3d'] }),
+    { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() });
+  expect(r.code, r.stderr).toBe(0);
+  await withClient(db.url, (c) => c.query('SELECT pg_drop_replication_slot($1)', [slot]));
+  return bucket;
+}
+
+async function verify(bucket: string) {
+  const r = await runCli(['verify', '--archive', `s3://${bucket}`, '--verify-key', keys.verifyKey, '--min-retention', '2d',
+    '--allow-short-retention', '--json'], s3Env());
+  const report = JSON.parse(r.stdout || '{}') as { findings?: { code: string; where: string }[]; notes?: { code: string }[]; checked?: { storage_versions: number } };
+  return { code: r.code, stderr: r.stderr, report, codes: (report.findings ?? []).map((f) => f.code) };
+}
+
+async function firstDataKey(bucket: string): Promise<string> {
+  const list = await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'data/' }));
+  return list.Contents![0]!.Key!;
+}
+
+describe('verify on radosgw: is the storage really keeping the data?', () => {
+  it('passes a bucket the shipper wrote, having checked every version lock', async () => {
+    const bucket = await shippedBucket();
+    const r = await verify(bucket);
+    expect(r.report.findings).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.report.checked!.storage_versions).toBeGreaterThan(6);
+  });
+
+  it('reports an object in GOVERNANCE mode and one retained too briefly', async () => {
+    const bucket = await shippedBucket();
+    const s3 = testS3Client();
+    const body = Buffer.from('x');
+    const md5 = createHash('md5').update(body).digest('base64');
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'data/dt=2026-01-01/governance.bin', Body: body, ContentMD5: md5,
+      ObjectLockMode: 'GOVERNANCE', ObjectLockRetainUntilDate: new Date(Date.now() + 5 * 86_400_000) }));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'data/dt=2026-01-01/short.bin', Body: body, ContentMD5: md5,
+      ObjectLockMode: 'COMPLIANCE', ObjectLockRetainUntilDate: new Date(Date.now() + 3600_000) }));
+    const r = await verify(bucket);
+    expect(r.code).toBe(1);
+    expect(r.report.findings).toEqual(expect.arrayContaining([
+      expect.objectContaining({ code: 'governance-mode', where: 'data/dt=2026-01-01/governance.bin' }),
+      expect.objectContaining({ code: 'retention-too-short', where: 'data/dt=2026-01-01/short.bin' }),
+    ]));
+  });
+
+  it('reports a delete marker over a sealed file (and the file as missing to readers)', async () => {
+    const bucket = await shippedBucket();
+    const key = await firstDataKey(bucket);
+    await testS3Client().send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+    const r = await verify(bucket);
+    expect(r.code).toBe(1);
+    expect(r.report.findings).toEqual(expect.arrayContaining([
+      expect.objectContaining({ code: 'delete-marker', where: key }),
+      expect.objectContaining({ code: 'missing-file', where: key }),
+    ]));
+  });
+
+  it('reports objects written without a lock, in a bucket without default retention', async () => {
+    const source = await shippedBucket();
+    const bucket = await makeBucket({ mode: null }); // Object Lock on, no default rule: plain PUTs stay unlocked
+    const s3 = testS3Client();
+    const list = await s3.send(new ListObjectsV2Command({ Bucket: source }));
+    for (const o of list.Contents!) {
+      // A plain PUT of the same bytes (CopyObject would carry the source's lock over).
+      const got = await s3.send(new GetObjectCommand({ Bucket: source, Key: o.Key! }));
+      const body = Buffer.from(await got.Body!.transformToByteArray());
+      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: o.Key!, Body: body, ContentMD5: createHash('md5').update(body).digest('base64') }));
+    }
+    const r = await verify(bucket);
+    expect(r.code).toBe(1);
+    expect(r.codes).toContain('bucket-settings');
+    expect(r.codes.filter((c) => c === 'not-locked')).toHaveLength(list.Contents!.length);
+  });
+});
