@@ -44,5 +44,6 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv).then((code) => {
-  process.exitCode = code;
+  // Exit once stdout is flushed, even if a library left a handle open: a finished command must end.
+  process.stdout.write('', () => process.exit(code));
 });

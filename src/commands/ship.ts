@@ -62,8 +62,20 @@ export function registerShipCommand(program: Command): void {
     requireValue(cfg.batchMaxBytes <= cfg.maxInflightBytes ? true : null, '--max-inflight-bytes must be at least --batch-max-bytes');
     const metrics = createMetrics();
     const stop = new AbortController();
-    const onSignal = (sig: string) => () => { log.info({ signal: sig }, 'stopping: storing what is open'); stop.abort(); };
-    process.once('SIGINT', onSignal('SIGINT')).once('SIGTERM', onSignal('SIGTERM'));
+    const onSignal = (sig: string) => () => {
+      if (stop.signal.aborted) {
+        log.warn({ signal: sig }, 'second signal: exiting now; what is not stored stays in the slot');
+        process.exit(2);
+      }
+      log.info({ signal: sig }, 'stopping: storing what is open');
+      stop.abort();
+      // Never outlive the grace period by much: nothing unstored was acknowledged, so exiting is safe.
+      setTimeout(() => {
+        log.error({ grace_ms: cfg.gracePeriod }, 'shutdown did not finish within the grace period; exiting, unstored records stay in the slot');
+        process.exit(2);
+      }, cfg.gracePeriod + 10_000).unref();
+    };
+    process.on('SIGINT', onSignal('SIGINT')).on('SIGTERM', onSignal('SIGTERM'));
     let ready = false;
     const server = cfg.httpPort > 0 ? await startHttp(cfg.httpPort, metrics.registry, {
       ready: () => ready,

@@ -59,7 +59,8 @@ export function registerVerifyCommand(program: Command): void {
       }
 
       const chain = await verifyChain(archive.reader, { keys: new Map(keys.map((k) => [k.keyId, k])) });
-      const findings = [...chain.findings, ...await checkInventory(archive.reader, chain.referenced), ...checkHeadAge(chain.head, { maxHeadAgeMs })];
+      const inventory = await checkInventory(archive.reader, chain);
+      const findings = [...chain.findings, ...inventory.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs })];
       const storageReport = await storage();
       if (storageReport) findings.push(...storageReport.findings);
       if (cfg.databaseUrl) {
@@ -72,7 +73,7 @@ export function registerVerifyCommand(program: Command): void {
       }
       const result: VerifyResult = {
         archive: archive.location, chain, storage: storageReport, comparedWithDatabase: Boolean(cfg.databaseUrl),
-        findings, notes: storageReport?.notes ?? [],
+        findings, notes: [...inventory.notes, ...storageReport?.notes ?? []],
       };
       process.stdout.write(cfg.json ? toJson(result) : toText(result));
       if (findings.length > 0) throw new FindingsError(`${findings.length} problem${findings.length === 1 ? '' : 's'} found in ${archive.location}`);

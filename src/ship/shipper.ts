@@ -91,67 +91,73 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       confirm: (lsn) => stream.confirm(lsn),
     });
     log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot }, 'resuming the chain from the archive head');
-
-    // Rows committed before the slot existed were never in its stream: archive them from the slot's snapshot.
-    if (backfillUnfinished) {
-      if (slotPresent) {
-        log.warn('the initial backfill did not finish; re-creating the slot and archiving the rows not yet archived');
-        await client.query('SELECT pg_drop_replication_slot($1)', [opts.slot]);
-      }
-      const skip = resumed.digest ? await archivedIds(opts.archive, resumed.head.fileSeq, keys) : new Set<string>();
-      await backfill(pgConfig, opts.slot, pipeline, skip, log, lastOp?.backfill ?? 'initial');
-    } else if (!slotPresent) {
-      // The stream missed whatever was committed while the slot was gone. Say so in the chain, then
-      // recover: audit_log keeps rows until they are proven archived, so archive those not yet there.
-      log.error({ slot: opts.slot, archived_up_to: resumed.digest?.ack_lsn },
-        'GAP: the replication slot was missing; events committed meanwhile were not streamed. Recorded in the chain; recovering them from audit_log');
-      const at = parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
-      pipeline.recordGap(at, 'replication slot missing or re-created',
-        { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' });
-      await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, resumed.head.fileSeq, keys), log, 'slot-lost');
-    }
-
-    if (opts.logDir) {
-      const ingestClient = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
-      const ingester = new Ingester(ingestClient, { logDir: opts.logDir, statementMaxLength: opts.statementMaxLength, log });
-      ingestDone = ingester.follow(ingestAbort.signal).catch((err) => log.error({ err: (err as Error).message }, 'ingest stopped'))
-        .finally(() => ingestClient.end().catch(() => undefined));
-    }
-
-    const startFrom = await slotConfirmed(client, opts.slot);
-    const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
-    const streaming = new AbortController();
-    const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
-    const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
-    void watchSlot(client, opts, log);
-    opts.onReady?.(true);
     try {
-      // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
-      while (!opts.signal.aborted) {
-        pipeline.check();
-        if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
-        if (target !== null && pipeline.isIdle()) stream.ping();
-        log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
-        const failed = await Promise.race([streamLoop.then(() => false, () => true), sleep(200).then(() => false)]);
-        if (failed) throw await streamLoop.catch((e: unknown) => e);
+
+      // Rows committed before the slot existed were never in its stream: archive them from the slot's snapshot.
+      if (backfillUnfinished) {
+        if (slotPresent) {
+          log.warn('the initial backfill did not finish; re-creating the slot and archiving the rows not yet archived');
+          await client.query('SELECT pg_drop_replication_slot($1)', [opts.slot]);
+        }
+        const skip = resumed.digest ? await archivedIds(opts.archive, resumed.head.fileSeq, keys) : new Set<string>();
+        await backfill(pgConfig, opts.slot, pipeline, skip, log, lastOp?.backfill ?? 'initial');
+      } else if (!slotPresent) {
+        // The stream missed whatever was committed while the slot was gone. Say so in the chain, then
+        // recover: audit_log keeps rows until they are proven archived, so archive those not yet there.
+        log.error({ slot: opts.slot, archived_up_to: resumed.digest?.ack_lsn },
+          'GAP: the replication slot was missing; events committed meanwhile were not streamed. Recorded in the chain; recovering them from audit_log');
+        const at = parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+        pipeline.recordGap(at, 'replication slot missing or re-created',
+          { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' });
+        await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, resumed.head.fileSeq, keys), log, 'slot-lost');
       }
+
+      if (opts.logDir) {
+        const ingestClient = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
+        const ingester = new Ingester(ingestClient, { logDir: opts.logDir, statementMaxLength: opts.statementMaxLength, log });
+        ingestDone = ingester.follow(ingestAbort.signal).catch((err) => log.error({ err: (err as Error).message }, 'ingest stopped'))
+          .finally(() => ingestClient.end().catch(() => undefined));
+      }
+
+      const startFrom = await slotConfirmed(client, opts.slot);
+      const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
+      const streaming = new AbortController();
+      const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
+      const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
+      void watchSlot(client, opts, log);
+      opts.onReady?.(true);
+      try {
+        // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
+        while (!opts.signal.aborted) {
+          pipeline.check();
+          if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
+          if (target !== null && pipeline.isIdle()) stream.ping();
+          log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
+          const failed = await Promise.race([streamLoop.then(() => false, () => true), sleep(200).then(() => false)]);
+          if (failed) throw await streamLoop.catch((e: unknown) => e);
+        }
+      } finally {
+        clearInterval(healthTimer);
+        opts.onReady?.(false);
+      }
+      log.debug('stopping: storing what is open');
+      const complete = await pipeline.drain(Date.now() + opts.graceMs);
+      pipeline.close();
+      log.debug('stopping: closing the replication stream');
+      streaming.abort();
+      await stream.stop();
+      log.debug('stopping: waiting for the stream loop');
+      await streamLoop.catch(() => undefined);
+      log.debug('stopped');
+      if (!complete) {
+        log.error({ unstored_records: pipeline.pendingRecords() }, 'stopping with records not yet stored; they stay in the slot and are shipped at the next start');
+      }
+      return { files: pipeline.head.fileSeq - resumed.head.fileSeq, headSeq: pipeline.head.fileSeq, records: pipeline.head.position.recordSeq - resumed.head.position.recordSeq, complete };
     } finally {
-      clearInterval(healthTimer);
-      opts.onReady?.(false);
+      // Whatever ended the run, no timer of ours may keep the process alive.
+      pipeline.close();
+      await stream.stop();
     }
-    log.debug('stopping: storing what is open');
-    const complete = await pipeline.drain(Date.now() + opts.graceMs);
-    pipeline.close();
-    log.debug('stopping: closing the replication stream');
-    streaming.abort();
-    await stream.stop();
-    log.debug('stopping: waiting for the stream loop');
-    await streamLoop.catch(() => undefined);
-    log.debug('stopped');
-    if (!complete) {
-      log.error({ unstored_records: pipeline.pendingRecords() }, 'stopping with records not yet stored; they stay in the slot and are shipped at the next start');
-    }
-    return { files: pipeline.head.fileSeq - resumed.head.fileSeq, headSeq: pipeline.head.fileSeq, records: pipeline.head.position.recordSeq - resumed.head.position.recordSeq, complete };
   } finally {
     ingestAbort.abort();
     await ingestDone;
@@ -186,10 +192,14 @@ async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipel
 /** Reconnect forever while not stopping: the slot keeps our place. */
 async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn | null, opts: ShipOptions,
   stopped: AbortSignal): Promise<void> {
+  // The library's subscribe() promise can stay pending forever once its connection is torn down
+  // (it drops its listeners before the pending START_REPLICATION is rejected): stopping must not
+  // depend on it.
+  const stopRequested = new Promise<void>((resolve) => stopped.addEventListener('abort', () => resolve(), { once: true }));
   for (let attempt = 0; !stopped.aborted; attempt++) {
     try {
       pipeline.flow = stream.flow;
-      await stream.run(pipeline, stream.confirmed ?? startFrom);
+      await Promise.race([stream.run(pipeline, stream.confirmed ?? startFrom), stopRequested]);
       if (stopped.aborted) return;
     } catch (err) {
       if (stopped.aborted) return;

@@ -19,6 +19,8 @@ export type ArchivedRecord = Record<string, unknown> & { seq: number; lsn: strin
 export interface ChainReport {
   /** data object keys named by a digest that verified */
   referenced: Set<string>;
+  /** the data object each verified file sequence names */
+  objectOf: Map<number, string>;
   files: number;
   heartbeats: number;
   firstEventAt: string | null;
@@ -39,9 +41,21 @@ export interface ChainOptions {
  * digest hash, sequence numbers, LSN order, stored bytes, gzip framing, every record's chain hash.
  * Reads one file at a time, so memory does not grow with the archive.
  */
+/** (seq, claimed chain hash) of every line, in order; null when a line is not a record. */
+export function lineChains(content: Buffer): { seq: number; chain: string }[] | null {
+  const out: { seq: number; chain: string }[] = [];
+  for (const line of content.toString('utf8').split('\n')) {
+    if (!line) continue;
+    const rec = openRecord(line);
+    if (!rec) return null;
+    out.push({ seq: (JSON.parse(rec.body) as { seq: number }).seq, chain: rec.claimed });
+  }
+  return out;
+}
+
 export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Promise<ChainReport> {
   const findings: Finding[] = [];
-  const report: ChainReport = { referenced: new Set(), files: 0, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, findings };
+  const report: ChainReport = { referenced: new Set(), objectOf: new Map(), files: 0, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, findings };
   const add = (code: string, where: string, message: string): void => { findings.push({ code, where, message }); };
   let prevDigestSha: string | null = null;
   let prevDigest: Digest | null = null;
@@ -94,7 +108,10 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       }
     } else {
       report.files++;
-      if (d.object_key) report.referenced.add(d.object_key);
+      if (d.object_key) {
+        report.referenced.add(d.object_key);
+        report.objectOf.set(seq, d.object_key);
+      }
       if (d.first_event_at && (!report.firstEventAt || d.first_event_at < report.firstEventAt)) report.firstEventAt = d.first_event_at;
       if (d.last_event_at && (!report.lastEventAt || d.last_event_at > report.lastEventAt)) report.lastEventAt = d.last_event_at;
       const problems = await checkDataFile(reader, d, chain, recordSeq, lastPos, opts);

@@ -1,27 +1,74 @@
+import { gunzipSync } from 'node:zlib';
 import type { ArchiveReader } from '../sink/sink.js';
 import { parseDataKey } from '../sink/keys.js';
-import type { Finding } from './chain.js';
+import { sha256Hex } from '../seal/digest.js';
+import { lineChains, type ChainReport, type Finding } from './chain.js';
 
 /**
  * Everything stored must be accounted for by the chain: a data file no digest names (a copy under
  * another name, a file slipped in) and any object outside digests/ and data/ are findings.
  */
-export async function checkInventory(reader: ArchiveReader, referenced: Set<string>): Promise<Finding[]> {
+export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainReport, 'referenced' | 'objectOf'>): Promise<{ findings: Finding[]; notes: Finding[] }> {
   const findings: Finding[] = [];
+  const notes: Finding[] = [];
   for await (const key of reader.list('')) {
     if (key.startsWith('digests/')) continue; // the chain walk judged these
     if (key.startsWith('data/')) {
-      if (referenced.has(key)) continue;
+      if (chain.referenced.has(key)) continue;
       const parsed = parseDataKey(key);
+      // A shipper stopped between storing a file and its digest seals the same records again
+      // after restart, maybe cut differently. A copy whose every record carries the chain hash the
+      // archive holds at that sequence number is those same records: harmless.
+      if (parsed && chain.objectOf.has(parsed.fileSeq) && await isSupersededCopy(reader, key, parsed.fileSeq, chain.objectOf)) {
+        notes.push({ code: 'superseded-copy', where: key,
+          message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives` });
+        continue;
+      }
       findings.push({
         code: 'unreferenced-object', where: key,
-        message: parsed
-          ? `a data file for file ${parsed.fileSeq} that no signed digest names (a copy, or a leftover of an interrupted write that was never sealed)`
-          : 'an object in the data folder that no signed digest names',
+        message: !parsed
+          ? 'an object in the data folder that no signed digest names'
+          : chain.objectOf.has(parsed.fileSeq)
+            ? `a data file for file ${parsed.fileSeq} that no signed digest names and whose records differ from the archived ones`
+            : `a data file for file ${parsed.fileSeq} stored without its digest: the shipper stopped between the two writes ` +
+              '(it seals these records again when it restarts), or the file was added',
       });
       continue;
     }
     findings.push({ code: 'foreign-object', where: key, message: 'an object that is not part of the archive layout' });
   }
-  return findings;
+  return { findings, notes };
+}
+
+async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>): Promise<boolean> {
+  // The shipper names a file by the hash of its content: a renamed or edited file fails this.
+  const body = await reader.get(key);
+  const content = body ? tryGunzip(body) : null;
+  if (!content || sha256Hex(content).slice(0, 16) !== /-([0-9a-f]{16})\.jsonl\.gz$/.exec(key)?.[1]) return false;
+  const copy = lineChains(content);
+  if (!copy || copy.length === 0) return false;
+  // The archived chain hashes from file fileSeq on, as far as the copy reaches.
+  const archived = new Map<number, string>();
+  const last = copy[copy.length - 1]!.seq;
+  for (let seq = fileSeq; objectOf.has(seq); seq++) {
+    const lines = await linesOf(reader, objectOf.get(seq)!);
+    if (!lines || lines.length === 0) return false;
+    for (const l of lines) archived.set(l.seq, l.chain);
+    if (lines[lines.length - 1]!.seq >= last) break;
+  }
+  return copy.every((l) => archived.get(l.seq) === l.chain);
+}
+
+async function linesOf(reader: ArchiveReader, key: string): Promise<{ seq: number; chain: string }[] | null> {
+  const body = await reader.get(key);
+  const content = body ? tryGunzip(body) : null;
+  return content ? lineChains(content) : null;
+}
+
+function tryGunzip(b: Buffer): Buffer | null {
+  try {
+    return gunzipSync(b);
+  } catch {
+    return null;
+  }
 }

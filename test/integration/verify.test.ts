@@ -3,7 +3,9 @@ import { appendFile, chmod, copyFile, readdir, readFile, rm, writeFile } from 'n
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { signDigest, type Digest } from '../../src/seal/digest.js';
+import { chainHash, openRecord, type ChainHash } from '../../src/seal/record.js';
 import { loadSigningKey } from '../../src/seal/keys.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { runCli } from '../helpers/cli.js';
@@ -144,6 +146,36 @@ describe('verify', () => {
       expect(r.stderr.trim()).toMatch(/^pg-audit-shipper: error: \d+ problems? found in file:\/\//);
     });
   }
+
+  it('accepts the leftover of a write interrupted by a crash, but not a fabricated file that chains correctly', async () => {
+    // A shipper killed between storing file 2 and its digest seals the same records again after
+    // restart, cut differently: the first copy stays behind, named by its own content hash.
+    const dir = await copyArchive();
+    const file2 = (await dataFiles(dir))[1]!;
+    const lines = gunzipSync(await readFile(file2)).toString('utf8').trimEnd().split('\n');
+    const place = async (content: string) => {
+      const key = file2.replace(/-[0-9a-f]{16}\.jsonl\.gz$/, `-${createHash('sha256').update(content).digest('hex').slice(0, 16)}.jsonl.gz`);
+      await writeFile(key, gzipSync(Buffer.from(content)));
+      return key;
+    };
+    const leftover = await place(`${lines.slice(0, 40).join('\n')}\n`);
+    const ok = await verify(dir);
+    expect(ok.report?.findings).toEqual([]);
+    expect(ok.code).toBe(0);
+    expect((ok.report as unknown as { notes: { code: string; where: string }[] }).notes)
+      .toEqual([expect.objectContaining({ code: 'superseded-copy', where: path.relative(dir, leftover) })]);
+    await rm(leftover);
+
+    // Anyone can compute an unkeyed chain: fabricated records that chain perfectly are still not the archived ones.
+    const first = openRecord(lines[0]!)!;
+    const forgedBody = first.body.replace('"INSERT"', '"SELECT"');
+    const prev = (JSON.parse((await readFile((await digestFiles(dir))[1]!, 'utf8')).split('\n')[0]!) as Digest).prev_chain;
+    const forged = `{"chain":"${chainHash(prev as ChainHash, forgedBody)}",${forgedBody.slice(1)}\n`;
+    const fake = await place(forged);
+    const bad = await verify(dir);
+    expect(bad.code).toBe(1);
+    expect(bad.report?.findings).toEqual([expect.objectContaining({ code: 'unreferenced-object', where: path.relative(dir, fake) })]);
+  });
 
   it('says it could not run (exit 2) without verify keys, in one line', async () => {
     const r = await runCli(['verify', '--archive', `file://${pristine}`]);
