@@ -27,8 +27,28 @@ export async function withClient<T>(url: string | pg.ClientConfig, fn: (c: pg.Cl
  * A fresh database per test file: roles are cluster-wide and idempotent, everything else
  * (audit schema, example schema, pgaudit per-database settings) is isolated.
  */
+const created: string[] = [];
+
+/**
+ * Drop the replication slots of the databases this test file created: slots are cluster-wide,
+ * limited in number, and an idle one pins WAL for every other test.
+ */
+export async function dropCreatedSlots(): Promise<void> {
+  if (created.length === 0) return;
+  await withClient(urlFor('postgres'), async (c) => {
+    const { rows } = await c.query<{ slot_name: string; active_pid: number | null }>(
+      'SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = ANY($1)', [created]);
+    for (const r of rows) {
+      if (r.active_pid) await c.query('SELECT pg_terminate_backend($1)', [r.active_pid]);
+      await c.query('SELECT pg_drop_replication_slot($1)', [r.slot_name]).catch(() => undefined);
+    }
+  });
+  created.length = 0;
+}
+
 export async function freshDatabase(label: string, opts: { init?: boolean } = {}): Promise<{ name: string; url: string }> {
   const name = `t_${label}_${randomBytes(4).toString('hex')}`;
+  created.push(name);
   await withClient(urlFor('postgres'), async (c) => {
     await c.query(`CREATE DATABASE ${name}`);
   });
