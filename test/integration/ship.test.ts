@@ -244,7 +244,7 @@ describe('ship to a file archive', () => {
     const get = async (p: string) => {
       for (let i = 0; i < 50; i++) {
         try {
-          const r = await fetch(`http://127.0.0.1:${port}${p}`);
+          const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(5000) });
           return { status: r.status, body: await r.text() };
         } catch {
           await sleep(100);
