@@ -30,7 +30,9 @@ unset DATABASE_URL PGAUDIT_LOG_DIR
 
 if [[ ,$want, == *,s3,* ]] && [ -f "$here/test-services/s3.sh" ]; then
   echo "starting test S3 (Ceph radosgw) in $dir/s3" >&2
-  s3env=$(bash "$here/test-services/s3.sh" start "$dir/s3")
+  # One retry: the start script begins from a clean state, and a daemon that lost a race for a port
+  # on a busy machine usually comes up the second time.
+  s3env=$(bash "$here/test-services/s3.sh" start "$dir/s3") || { sleep 3; s3env=$(bash "$here/test-services/s3.sh" start "$dir/s3"); }
   while IFS='=' read -r k v; do [ -n "$k" ] && export "TEST_$k=$v"; done <<<"$s3env"
 fi
 
