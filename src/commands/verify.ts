@@ -14,6 +14,9 @@ import { checkInventory } from '../verify/inventory.js';
 import { toJson, toText, type VerifyResult } from '../verify/report.js';
 import { checkS3Storage, type StorageReport } from '../verify/storage-s3.js';
 import { verifyKeysFrom } from './archive-options.js';
+import { readState, sampleOf, writeState } from '../verify/state.js';
+import { digestKey } from '../sink/keys.js';
+import { sha256Hex } from '../seal/digest.js';
 
 export function registerVerifyCommand(program: Command): void {
   program.command('verify')
@@ -26,6 +29,9 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(new Option('--min-retention <span>', 'every object must be locked at least this long past its creation').default('6y'))
     .addOption(new Option('--allow-short-retention', 'accept --min-retention under six years (tests and trials)'))
     .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
+    .addOption(new Option('--state <file>', 'incremental: remember the verified head here; later runs read only new files and a sample of older ones').env('AUDIT_VERIFY_STATE'))
+    .addOption(new Option('--sample <n>', 'with --state: older files re-read at random each run').default('20'))
+    .option('--full', 'read every file, whatever --state says')
     .option('--json', 'machine-readable report on stdout')
     .action(async (raw) => {
       const cfg = validate(z.object({
@@ -38,6 +44,9 @@ export function registerVerifyCommand(program: Command): void {
         allowShortRetention: z.boolean().optional(),
         s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
         json: z.boolean().optional(),
+        state: z.string().optional(),
+        sample: z.coerce.number().int().min(0),
+        full: z.boolean().optional(),
       }), raw);
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
@@ -58,7 +67,19 @@ export function registerVerifyCommand(program: Command): void {
         throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${cfg.archive} is not supported: use file:///path or s3://bucket/prefix`);
       }
 
-      const chain = await verifyChain(archive.reader, { keys: new Map(keys.map((k) => [k.keyId, k])) });
+      const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
+      const chain = await verifyChain(archive.reader, {
+        keys: new Map(keys.map((k) => [k.keyId, k])),
+        // Progress only for a person at a terminal; logs and pipes get the report alone.
+        ...(process.stderr.isTTY ? { onProgress: (done: number, total: number) => {
+          if (done === total || done % 25 === 0) process.stderr.write(`\rverifying file ${done}/${total}${done === total ? '\n' : ''}`);
+        } } : {}),
+        ...(trusted ? {
+          trusted: { fileSeq: trusted.file_seq, digestSha256: trusted.digest_sha256 },
+          fullFrom: trusted.file_seq + 1,
+          sample: sampleOf(trusted.file_seq, cfg.sample),
+        } : {}),
+      });
       const inventory = await checkInventory(archive.reader, chain);
       const findings = [...chain.findings, ...inventory.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs })];
       const storageReport = await storage();
@@ -76,6 +97,11 @@ export function registerVerifyCommand(program: Command): void {
         findings, notes: [...inventory.notes, ...storageReport?.notes ?? []],
       };
       process.stdout.write(cfg.json ? toJson(result) : toText(result));
+      if (cfg.state && findings.length === 0 && chain.head) {
+        const bytes = await archive.reader.get(digestKey(chain.head.file_seq));
+        await writeState(cfg.state, { archive: archive.location, file_seq: chain.head.file_seq,
+          digest_sha256: sha256Hex(bytes!), verified_at: new Date().toISOString() });
+      }
       if (findings.length > 0) throw new FindingsError(`${findings.length} problem${findings.length === 1 ? '' : 's'} found in ${archive.location}`);
     });
 }

@@ -15,7 +15,7 @@ export function toJson(r: VerifyResult): string {
     archive: r.archive,
     ok: r.findings.length === 0,
     checked: {
-      files: r.chain.files, heartbeats: r.chain.heartbeats, records: r.chain.records,
+      files: r.chain.files, files_read: r.chain.files - r.chain.skipped, heartbeats: r.chain.heartbeats, records: r.chain.records,
       events_from: r.chain.firstEventAt, events_to: r.chain.lastEventAt,
       head: r.chain.head ? { file_seq: r.chain.head.file_seq, created_at: r.chain.head.created_at, key_id: r.chain.head.key_id } : null,
       storage_versions: r.storage?.versions ?? null, compared_with_database: r.comparedWithDatabase,
@@ -33,7 +33,11 @@ export function toText(r: VerifyResult): string {
     ? `Checked ${c.files} files holding ${c.records} records (events ${c.firstEventAt ?? '-'} to ${c.lastEventAt ?? '-'}) and ${c.heartbeats} heartbeats, ` +
       `up to file ${c.head.file_seq} sealed ${c.head.created_at} with key ${c.head.key_id.slice(0, 16)}…`
     : 'Checked: the archive holds no digest.');
-  lines.push('  Every digest signature and link, every record hash and sequence number, the stored bytes of every file' +
+  if (c.skipped > 0) {
+    lines.push(`  Incremental: ${c.files - c.skipped} of ${c.files} files read (the new ones and a random sample); the rest were ` +
+      'verified by an earlier run and their signed digests are unchanged.');
+  }
+  lines.push('  Every digest signature and link, every record hash and sequence number, the stored bytes of every file read' +
     (r.storage ? `, and the lock of all ${r.storage.versions} stored object versions` : '') +
     (r.comparedWithDatabase ? ', and the head the shipper recorded in the database.' : '.'));
   if (r.findings.length === 0) {

@@ -177,6 +177,40 @@ describe('verify', () => {
     expect(bad.report?.findings).toEqual([expect.objectContaining({ code: 'unreferenced-object', where: path.relative(dir, fake) })]);
   });
 
+  it('runs incrementally with --state: new files and a sample are read, --full reads all, a changed head resets', async () => {
+    const dir = await copyArchive();
+    const state = path.join(dir, '..', 'verify-state.json');
+    type Json = { checked: { files: number; files_read: number }; findings: { code: string }[] };
+    const run = async (extra: string[]) => {
+      const r = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--json', '--state', state, ...extra]);
+      return { code: r.code, json: JSON.parse(r.stdout) as Json };
+    };
+    const first = await run([]);
+    expect(first.code).toBe(0);
+    expect(first.json.checked.files_read).toBe(first.json.checked.files); // no state yet: everything
+    const second = await run(['--sample', '0']);
+    expect(second.code).toBe(0);
+    expect(second.json.checked.files_read).toBe(0); // nothing new, no sample
+
+    // Silent damage to an old file: found by the sample that includes it, and by --full.
+    await rewriteLines((await dataFiles(dir))[1]!, (l) => { l[2] = l[2]!.replace('"INSERT"', '"DELETE"'); return l; });
+    const sampledAll = await run(['--sample', '1000']);
+    expect(sampledAll.code).toBe(1);
+    expect(sampledAll.json.findings.map((f) => f.code)).toContain('file-altered');
+    const full = await run(['--full']);
+    expect(full.code).toBe(1);
+    expect(full.json.checked.files_read).toBe(full.json.checked.files);
+
+    // A head digest that differs from the one the state remembers forces a full check.
+    const digests = await digestFiles(dir);
+    const head = digests[digests.length - 1]!;
+    await writeFile(head, (await readFile(head, 'utf8')).replace('"created_at":"', '"created_at":"X'));
+    const reset = await run(['--sample', '0']);
+    expect(reset.code).toBe(1);
+    expect(reset.json.findings.map((f) => f.code)).toEqual(expect.arrayContaining(['trusted-state-mismatch', 'bad-digest']));
+    expect(reset.json.checked.files_read).toBe(reset.json.checked.files);
+  });
+
   it('says it could not run (exit 2) without verify keys, in one line', async () => {
     const r = await runCli(['verify', '--archive', `file://${pristine}`]);
     expect(r.code).toBe(2);
