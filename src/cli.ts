@@ -8,6 +8,7 @@ import { registerCaptureCommands } from './commands/capture.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerShipCommand } from './commands/ship.js';
 import { registerVerifyCommand } from './commands/verify.js';
+import { registerRetentionCommand } from './commands/retention.js';
 
 /**
  * pg-audit-shipper: capture (sql) -> source -> seal -> sink -> verify -> query.
@@ -24,8 +25,13 @@ export function buildProgram(): Command {
   registerCaptureCommands(program);
   registerShipCommand(program);
   registerVerifyCommand(program);
+  registerRetentionCommand(program);
   registerDemoCommand(program);
-  for (const cmd of program.commands) cmd.exitOverride();
+  const override = (cmd: Command): void => {
+    cmd.exitOverride();
+    cmd.commands.forEach(override);
+  };
+  program.commands.forEach(override);
   return program;
 }
 

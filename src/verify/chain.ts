@@ -42,6 +42,8 @@ export interface ChainOptions {
   sample?: Set<number>;
   /** the head a previous run verified: its digest must be unchanged, or everything is read */
   trusted?: { fileSeq: number; digestSha256: string };
+  /** every digest whose signature verified, in order */
+  onDigest?: (d: Digest) => void;
   /** after each digest: how far the walk is */
   onProgress?: (done: number, total: number) => void;
   /** called with each file's records once they verified (query reads through this) */
@@ -111,6 +113,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     }
     const d = opened.digest;
     report.head = d;
+    opts.onDigest?.(d);
 
     if (d.file_seq !== seq) add('wrong-sequence', key, `digest at position ${seq} says it is file ${d.file_seq}`);
     if (seq === 1 ? d.prev_digest_sha256 !== null : prevDigestSha !== null && d.prev_digest_sha256 !== prevDigestSha) {

@@ -1,4 +1,4 @@
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, GetObjectRetentionCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
@@ -74,6 +74,35 @@ describe('verify on radosgw: is the storage really keeping the data?', () => {
       expect.objectContaining({ code: 'delete-marker', where: key }),
       expect.objectContaining({ code: 'missing-file', where: key }),
     ]));
+  });
+
+  it('retention extend keeps a time range longer and under legal hold, and never shortens', async () => {
+    const bucket = await shippedBucket();
+    const s3 = testS3Client();
+    const keysOf = async () => (await s3.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents!.map((o) => o.Key!);
+    const until = new Date(Date.now() + 10 * 86_400_000);
+    const base = ['retention', 'extend', '--archive', `s3://${bucket}`, '--verify-key', keys.verifyKey];
+    const r = await runCli([...base, '--from', '2000-01-01T00:00:00Z', '--until', until.toISOString()], s3Env());
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const all = await keysOf();
+    expect(r.stdout).toContain(`${all.length} objects in range: ${all.length} now retained until`);
+    for (const key of all) {
+      const ret = await s3.send(new GetObjectRetentionCommand({ Bucket: bucket, Key: key }));
+      expect(ret.Retention!.RetainUntilDate!.getTime()).toBeGreaterThanOrEqual(until.getTime() - 1000);
+    }
+    const shorter = await runCli([...base, '--until', new Date(Date.now() + 5 * 86_400_000).toISOString()], s3Env());
+    expect(shorter.stdout).toContain(`0 now retained until`);
+    expect(shorter.stdout).toContain(`${all.length} already retained longer`);
+    // A range before the archive existed selects nothing.
+    const none = await runCli([...base, '--to', '2001-01-01T00:00:00Z', '--legal-hold', 'on'], s3Env());
+    expect(none.stdout).toMatch(/^0 objects in range/);
+    const hold = await runCli([...base, '--legal-hold', 'on'], s3Env());
+    expect(hold.stdout).toContain(`legal hold on on ${all.length}`);
+    const v = await verify(bucket);
+    expect(v.code).toBe(0);
+    expect((v.report.notes ?? []).filter((n) => n.code === 'legal-hold')).toHaveLength(all.length);
+    expect((await runCli([...base, '--legal-hold', 'off'], s3Env())).code).toBe(0);
   });
 
   it('reports objects written without a lock, in a bucket without default retention', async () => {
