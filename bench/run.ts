@@ -109,6 +109,14 @@ async function main(): Promise<void> {
   say(`4/4 peak RSS of ship --drain over a backlog of ${BACKLOG} events…`);
   await writeRows(db, BACKLOG, ROWS + 10);
   const backlog = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
+  say('    verify --full over the same archive (every file, record hash and object lock)…');
+  const verifyRun = await timed(() => runCli(['verify', '--archive', `s3://${bucket}/bench`, '--verify-key', keys.verifyKeyPath,
+    '--min-retention', '1d', '--allow-short-retention', '--full', '--json'], shipEnv));
+  results.verify = {
+    events: ROWS + BACKLOG + 200, seconds: round(verifyRun.seconds), events_per_s: Math.round((ROWS + BACKLOG) / verifyRun.seconds),
+    peak_rss_mib: Math.round(verifyRun.value.peakRssKib / 1024),
+  };
+  say(`    ${JSON.stringify(results.verify)}`);
   results.backlog = {
     events: BACKLOG, seconds: round(backlog.seconds), events_per_s: Math.round(BACKLOG / backlog.seconds),
     peak_rss_mib: Math.round(backlog.value.peakRssKib / 1024), target_peak_rss_mib: 256,
@@ -131,8 +139,12 @@ async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
 
 /** Run the CLI, sampling its resident memory; resolves with the peak. */
 function runShip(args: string[], envVars: Record<string, string>, extra: string[]): Promise<{ peakRssKib: number }> {
+  return runCli([...args, ...extra], envVars);
+}
+
+function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args, ...extra], { env: envVars, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { env: envVars, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     let peak = 0;
     child.stderr.on('data', (d) => { stderr += d; });
@@ -144,7 +156,7 @@ function runShip(args: string[], envVars: Record<string, string>, extra: string[
     child.on('close', (code) => {
       clearInterval(sampler);
       if (code === 0) resolve({ peakRssKib: peak });
-      else reject(new Error(`ship exited ${code}: ${stderr.slice(-2000)}`));
+      else reject(new Error(`${args[0]} exited ${code}: ${stderr.slice(-2000)}`));
     });
   });
 }
@@ -221,6 +233,7 @@ function report(r: Record<string, unknown>): string {
   const l = r.latency as Record<string, number>;
   const b = r.backlog as Record<string, number>;
   const g = r.trigger as Record<string, number>;
+  const v = r.verify as Record<string, number>;
   const m = r.machine as Record<string, unknown>;
   const s = r.settings as Record<string, unknown>;
   return `# Benchmark results
@@ -236,6 +249,7 @@ Each number is compared with a baseline measured in the same run.
 
 - Commit-to-locked latency (${l.commits} single-row commits, --batch-max-age ${l.batch_max_age_ms}ms): p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms.
   The age limit dominates: a file is sealed when its first record is that old (default 5s).
+- \`verify --full\` over the whole archive (${v.events} events, S3): ${v.seconds}s (${v.events_per_s} events/s), peak RSS ${v.peak_rss_mib} MiB.
 - Backlog of ${b.events} events shipped in ${b.seconds}s (${b.events_per_s}/s) with a peak RSS of ${b.peak_rss_mib} MiB (target <= ${b.target_peak_rss_mib} MiB).
 
 Reproduce: \`npm run bench\` (BENCH_ROWS and BENCH_BACKLOG change the sizes).
