@@ -1,6 +1,5 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
 import { loadVerifyKey, type VerifyKey } from '../seal/keys.js';
 import { openArchive, parseRetention } from '../sink/open.js';
 import type { Archive } from '../sink/sink.js';
@@ -43,9 +42,4 @@ export async function archiveFrom(cfg: z.infer<typeof archiveSchema>, checkBucke
 export async function verifyKeysFrom(flag: string[] | string | undefined): Promise<VerifyKey[]> {
   const files = (Array.isArray(flag) ? flag : flag ? flag.split(',') : []).map((f) => f.trim()).filter(Boolean);
   return Promise.all(files.map(loadVerifyKey));
-}
-
-export function requireValue<T>(v: T | null, what: string): T {
-  if (v === null) throw new ConfigError(what);
-  return v;
 }

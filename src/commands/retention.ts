@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { validate } from '../config.js';
 import { ConfigError } from '../errors.js';
-import { parseS3Url, s3Archive, s3Client } from '../sink/s3/s3-archive.js';
+import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import { extendRetention, inRange, objectsOf } from '../sink/s3/extend.js';
 import { verifyChain } from '../verify/chain.js';
 import { verifyKeysFrom } from './archive-options.js';
@@ -38,7 +38,7 @@ export function registerRetentionCommand(program: Command): void {
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: only files of a verified chain are touched');
       const { bucket, prefix } = parseS3Url(cfg.archive);
       const client = s3Client(cfg.s3ForcePathStyle);
-      const archive = s3Archive(client, { bucket, prefix, forcePathStyle: cfg.s3ForcePathStyle, sse: 'none', retainUntil: () => new Date(), minDefaultRetentionDays: 0 });
+      const archive = s3ArchiveReader(client, bucket, prefix);
       // Walk the signed digests (not the data) to find the range's files.
       const selected: string[] = [];
       const chain = await verifyChain(archive.reader, {

@@ -7,8 +7,8 @@ import { loadSigningKey } from '../seal/keys.js';
 import { startHttp } from '../ship/http.js';
 import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
-import { FindingsError } from '../errors.js';
-import { addArchiveOptions, archiveFrom, archiveSchema, requireValue, verifyKeysFrom } from './archive-options.js';
+import { ConfigError, FindingsError } from '../errors.js';
+import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
 
 const duration = (flag: string) => z.string().transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -59,7 +59,7 @@ export function registerShipCommand(program: Command): void {
     const key = await loadSigningKey(cfg.signingKey);
     const verifyKeys = await verifyKeysFrom(cfg.verifyKey);
     const archive = await archiveFrom(cfg);
-    requireValue(cfg.batchMaxBytes <= cfg.maxInflightBytes ? true : null, '--max-inflight-bytes must be at least --batch-max-bytes');
+    if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
     const metrics = createMetrics();
     const stop = new AbortController();
     const onSignal = (sig: string) => () => {

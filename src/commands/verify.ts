@@ -6,7 +6,7 @@ import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { parseRetention } from '../sink/open.js';
 import { fileArchive } from '../sink/file/file-archive.js';
-import { parseS3Url, s3Archive, s3Client } from '../sink/s3/s3-archive.js';
+import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import type { Archive } from '../sink/sink.js';
 import { verifyChain } from '../verify/chain.js';
 import { checkAgainstDatabase, checkHeadAge } from '../verify/completeness.js';
@@ -54,12 +54,12 @@ export function registerVerifyCommand(program: Command): void {
       if (!maxHeadAgeMs) throw new ConfigError(`--max-head-age ${cfg.maxHeadAge} is invalid: use a duration such as 2h`);
       const minimum = parseRetention(cfg.minRetention, cfg.allowShortRetention === true);
 
-      let archive: Archive;
+      let archive: Pick<Archive, 'location' | 'reader'>;
       let storage: () => Promise<StorageReport | null> = async () => null;
       if (cfg.archive.startsWith('s3://')) {
         const { bucket, prefix } = parseS3Url(cfg.archive);
         const client = s3Client(cfg.s3ForcePathStyle);
-        archive = s3Archive(client, { bucket, prefix, forcePathStyle: cfg.s3ForcePathStyle, sse: 'none', retainUntil: () => new Date(), minDefaultRetentionDays: 0 });
+        archive = s3ArchiveReader(client, bucket, prefix);
         storage = () => checkS3Storage(client, bucket, prefix, minimum);
       } else if (cfg.archive.startsWith('file://')) {
         archive = fileArchive(decodeURIComponent(new URL(cfg.archive).pathname));

@@ -1,7 +1,7 @@
 import { GetObjectRetentionCommand, ListObjectVersionsCommand } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { s3Archive, s3Client } from '../../src/sink/s3/s3-archive.js';
+import { s3ArchiveReader, s3Client } from '../../src/sink/s3/s3-archive.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { makeKeys, readArchive, shipArgs, type TestKeys } from '../helpers/archive.js';
@@ -14,9 +14,7 @@ beforeAll(async () => { keys = await makeKeys(); });
 function readerFor(bucket: string, prefix: string, endpoint?: string) {
   const env = s3Env(endpoint);
   Object.assign(process.env, env);
-  return s3Archive(s3Client(true), {
-    bucket, prefix, forcePathStyle: true, sse: 'none', retainUntil: () => new Date(), minDefaultRetentionDays: 1,
-  }).reader;
+  return s3ArchiveReader(s3Client(true), bucket, prefix).reader;
 }
 
 async function writeEvents(url: string, from: number, n: number): Promise<void> {

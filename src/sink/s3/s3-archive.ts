@@ -44,6 +44,11 @@ export function s3Client(forcePathStyle: boolean): S3Client {
   });
 }
 
+/** Reading only (verify, retention, query): no write settings to invent. */
+export function s3ArchiveReader(client: S3Client, bucket: string, prefix: string): { location: string; reader: ArchiveReader } {
+  return { location: `s3://${bucket}/${prefix}`, reader: new S3Reader(client, { bucket, prefix }) };
+}
+
 export function s3Archive(client: S3Client, cfg: S3ArchiveConfig): Archive {
   return {
     location: `s3://${cfg.bucket}/${cfg.prefix}`,
@@ -130,7 +135,7 @@ class S3Sink implements Sink {
 }
 
 class S3Reader implements ArchiveReader {
-  constructor(private readonly client: S3Client, private readonly cfg: S3ArchiveConfig) {}
+  constructor(private readonly client: S3Client, private readonly cfg: Pick<S3ArchiveConfig, 'bucket' | 'prefix'>) {}
 
   async get(key: string): Promise<Buffer | null> {
     try {
