@@ -4,7 +4,7 @@ import { alreadyStored, Batch, type BatchLimits, type ChainPosition } from '../s
 import type { SigningKey } from '../seal/keys.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
-import type { Receipt, Sink } from '../sink/sink.js';
+import type { Sink } from '../sink/sink.js';
 import type { Flow, StreamConsumer, StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import type { ShipMetrics } from './metrics.js';
@@ -29,6 +29,11 @@ interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
 
 const AUDIT_LOG = 'audit.audit_log';
 
+/** Records that come from no transaction (backfill, gap, marker) go in today's partition. */
+function todayUtc(): string {
+  return new Date().toISOString().slice(0, 10);
+}
+
 /**
  * receive -> append (chained) -> seal (gzip, digest, signature) -> store in order -> confirm.
  * Sealing and storing run one file at a time: file N+1's digest names file N's digest hash.
@@ -52,6 +57,11 @@ export class Pipeline implements StreamConsumer {
   private lastIdlePosition: Lsn | null = null;
   private ageTimer: NodeJS.Timeout;
   private fatal: Error | null = null;
+  /** a commit seen while files were still being stored: confirmed once they are */
+  private deferredAck: Lsn | null = null;
+  /** Where backpressure goes: the stream's socket. */
+  flow: Flow | null = null;
+  private paused = false;
 
   constructor(head: ArchiveHead, private readonly opts: PipelineOptions) {
     this.head = head;
@@ -61,10 +71,6 @@ export class Pipeline implements StreamConsumer {
   }
 
   // ---- StreamConsumer ---------------------------------------------------------------------------
-
-  /** Where backpressure goes: the stream's socket. */
-  flow: Flow | null = null;
-  private paused = false;
 
   onEvent(e: StreamEvent): void {
     // After stop() nothing more is taken: what is not stored was never acknowledged and comes back.
@@ -139,14 +145,14 @@ export class Pipeline implements StreamConsumer {
    * re-created slot). Say so in the chain itself, sealed at once, before anything else.
    */
   recordGap(at: Lsn, reason: string, detail: Record<string, unknown>): void {
-    const batch = this.openBatch(new Date().toISOString().slice(0, 10));
+    const batch = this.openBatch(todayUtc());
     batch.append({ op: 'gap', commitLsn: at, idx: -1, row: null, extra: { reason, ...detail } });
     this.sealOpenBatch();
   }
 
   /** A row from the slot's snapshot: it predates the stream, so it sits at the slot's start position. */
   async appendBackfill(at: Lsn, idx: number, row: RowText, reason: string): Promise<void> {
-    const batch = this.openBatch(new Date().toISOString().slice(0, 10));
+    const batch = this.openBatch(todayUtc());
     batch.append({ op: 'insert', commitLsn: at, idx, row, extra: { backfill: reason } });
     this.opts.metrics.records.inc();
     if (batch.full(this.opts.limits)) this.sealOpenBatch();
@@ -154,7 +160,7 @@ export class Pipeline implements StreamConsumer {
   }
 
   appendMarker(at: Lsn, idx: number, reason: string, detail: Record<string, unknown>): void {
-    const batch = this.openBatch(new Date().toISOString().slice(0, 10));
+    const batch = this.openBatch(todayUtc());
     batch.append({ op: 'marker', commitLsn: at, idx, row: null, extra: { reason, ...detail } });
     this.sealOpenBatch();
   }
@@ -169,8 +175,6 @@ export class Pipeline implements StreamConsumer {
   }
 
   // ---- internals --------------------------------------------------------------------------------
-
-  private deferredAck: Lsn | null = null;
 
   private nothingPending(): boolean {
     return (this.batch === null || this.batch.count === 0) && this.queue.length === 0 && !this.uploading && this.sealingBytes === 0;
@@ -239,7 +243,7 @@ export class Pipeline implements StreamConsumer {
       while (this.queue.length > 0) {
         const file = this.queue[0]!;
         const started = Date.now();
-        for (const obj of file.objects) await this.putWithRetry(obj, file);
+        for (const obj of file.objects) await this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
         await this.retry(() => this.opts.onStored(file), `recording head ${file.fileSeq} in the database`);
         this.opts.metrics.uploadSeconds.observe((Date.now() - started) / 1000);
         this.head = { fileSeq: file.fileSeq, digestSha256: file.digestSha256, position: file.position, ackLsn: file.ackLsn, lastWrittenAt: Date.now() };
@@ -258,10 +262,6 @@ export class Pipeline implements StreamConsumer {
       this.uploading = false;
       this.wake();
     }
-  }
-
-  private async putWithRetry(obj: { key: string; body: Buffer; contentType: string }, file: SealedFile): Promise<Receipt> {
-    return this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
   }
 
   /** Forever, with capped exponential backoff and full jitter: the slot holds the data meanwhile. */

@@ -7,11 +7,10 @@ import type { Logger } from '../log.js';
 import { Ingester } from '../capture/ingest/ingester.js';
 import type { BatchLimits } from '../seal/batch.js';
 import type { SigningKey, VerifyKey } from '../seal/keys.js';
-import { openDigest } from '../seal/digest.js';
-import { openRecord } from '../seal/record.js';
 import type { SealedFile } from '../seal/sealer.js';
 import { digestKey } from '../sink/keys.js';
 import type { Archive } from '../sink/sink.js';
+import { verifyChain } from '../verify/chain.js';
 import { AuditStream } from '../source/audit-stream.js';
 import { formatLsn, parseLsn, type Lsn } from '../source/lsn.js';
 import { createSlotWithSnapshot, rowsInSnapshot } from '../source/snapshot.js';
@@ -99,7 +98,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
           log.warn('the initial backfill did not finish; re-creating the slot and archiving the rows not yet archived');
           await client.query('SELECT pg_drop_replication_slot($1)', [opts.slot]);
         }
-        const skip = resumed.digest ? await archivedIds(opts.archive, resumed.head.fileSeq, keys) : new Set<string>();
+        const skip = resumed.digest ? await archivedIds(opts.archive, keys) : new Set<string>();
         await backfill(pgConfig, opts.slot, pipeline, skip, log, lastOp?.backfill ?? 'initial');
       } else if (!slotPresent) {
         // The stream missed whatever was committed while the slot was gone. Say so in the chain, then
@@ -109,7 +108,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         const at = parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
         pipeline.recordGap(at, 'replication slot missing or re-created',
           { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' });
-        await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, resumed.head.fileSeq, keys), log, 'slot-lost');
+        await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, keys), log, 'slot-lost');
       }
 
       if (opts.logDir) {
@@ -272,22 +271,15 @@ async function lastRecordOp(archive: Archive, headSeq: number): Promise<{ op: st
   return null;
 }
 
-/** audit_log ids already archived (only used to finish an interrupted backfill). */
-async function archivedIds(archive: Archive, headSeq: number, keys: Map<string, VerifyKey>): Promise<Set<string>> {
+/** audit_log ids already archived (only for recovery: reads the whole archive, checking it on the way). */
+async function archivedIds(archive: Archive, keys: Map<string, VerifyKey>): Promise<Set<string>> {
   const ids = new Set<string>();
-  for (let seq = 1; seq <= headSeq; seq++) {
-    const bytes = await archive.reader.get(digestKey(seq));
-    const opened = bytes ? openDigest(bytes, keys) : null;
-    if (!opened?.ok) throw new ServiceError(`cannot finish the backfill: ${digestKey(seq)} is missing or invalid`);
-    if (!opened.digest.object_key) continue;
-    const data = await archive.reader.get(opened.digest.object_key);
-    if (!data) throw new ServiceError(`cannot finish the backfill: ${opened.digest.object_key} is missing`);
-    for (const line of gunzipSync(data).toString('utf8').split('\n')) {
-      const rec = line ? openRecord(line) : null;
-      if (!rec) continue;
-      const id = (JSON.parse(rec.body) as { id?: string }).id;
-      if (id) ids.add(id);
-    }
+  const report = await verifyChain(archive.reader, {
+    keys, onRecords: (records) => { for (const r of records) if (typeof r.id === 'string') ids.add(r.id); },
+  });
+  if (report.findings.length > 0) {
+    throw new ServiceError(`cannot recover missed rows: the archive has ${report.findings.length} problems, first: ` +
+      `${report.findings[0]!.where}: ${report.findings[0]!.message} (run \`pg-audit-shipper verify\`)`);
   }
   return ids;
 }

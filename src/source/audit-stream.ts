@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { RowText } from '../seal/record.js';
 import { formatLsn, parseLsn, type Lsn } from './lsn.js';
-import { PUBLICATION } from './slot.js';
+import { PUBLICATION, TEXT_OUTPUT_OPTIONS } from './slot.js';
 
 /** What the stream hands downstream, in commit order. */
 export type StreamEvent =
@@ -46,8 +46,7 @@ export class AuditStream {
 
   constructor(private readonly config: pg.ClientConfig, private readonly slot: string, private readonly log: Logger) {
     this.service = new LogicalReplicationService(
-      // Timestamps as UTC ISO text, so event times compare as strings and never shift with the server's zone.
-      { ...config, options: '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601' } as pg.ClientConfig,
+      { ...config, options: TEXT_OUTPUT_OPTIONS } as pg.ClientConfig,
       // No automatic or timed acknowledgements (they acknowledge what was received, not stored), and no
       // library flow control: it pauses the socket for every message it processes, so the server's
       // decoding and ours would alternate instead of overlapping. Our handler is synchronous and

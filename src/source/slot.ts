@@ -5,6 +5,12 @@ import { parseLsn, type Lsn } from './lsn.js';
 
 export const PUBLICATION = 'audit_log_publication';
 
+/**
+ * Session settings for every connection whose text output is archived (the stream and the backfill
+ * snapshot): the same row must render to the same bytes on both paths, in UTC, whatever the server's zone.
+ */
+export const TEXT_OUTPUT_OPTIONS = '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601';
+
 export interface SystemIdentity {
   systemIdentifier: string;
   timeline: number;

@@ -3,6 +3,7 @@ import { ServiceError } from '../errors.js';
 import { describePgError } from '../db.js';
 import type { RowText } from '../seal/record.js';
 import { parseLsn, type Lsn } from './lsn.js';
+import { TEXT_OUTPUT_OPTIONS } from './slot.js';
 
 /**
  * Create the slot on a replication connection and export its snapshot: the rows that snapshot
@@ -30,7 +31,7 @@ export async function createSlotWithSnapshot(config: pg.ClientConfig, slot: stri
  * given the same TimeZone and DateStyle), in id order, a page at a time.
  */
 export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string, pageSize = 5000): AsyncIterable<RowText[]> {
-  const c = new pg.Client({ ...config, options: '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601' } as pg.ClientConfig);
+  const c = new pg.Client({ ...config, options: TEXT_OUTPUT_OPTIONS } as pg.ClientConfig);
   await c.connect();
   try {
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
