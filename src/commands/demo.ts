@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
@@ -21,7 +21,8 @@ export interface LocalCluster { dir: string; databaseUrl: string; logDir: string
 
 /** The project's throwaway PostgreSQL (scripts/test-services/pg.sh): pgaudit, logical decoding, csvlog. */
 export async function startLocalCluster(dir?: string): Promise<LocalCluster> {
-  const where = dir ?? await mkdtemp('/tmp/pg-audit-shipper-demo-');
+  const where = dir ? path.resolve(dir) : await mkdtemp('/tmp/pg-audit-shipper-demo-');
+  await mkdir(where, { recursive: true });
   // The cluster runs as the postgres OS user, which must be able to enter this directory.
   await chmod(where, 0o755);
   const script = path.join(SCRIPTS_DIR, 'test-services', 'pg.sh');

@@ -1,0 +1,103 @@
+import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
+import type { VerifyKey } from '../seal/keys.js';
+import { GENESIS_CHAIN } from '../seal/record.js';
+import { digestKey } from '../sink/keys.js';
+import { parseLsn } from '../source/lsn.js';
+import type { Finding } from './findings.js';
+
+/** Where the record chain stands after a digest: what the next file must continue from. */
+export interface ChainState {
+  chain: string;
+  recordSeq: number;
+  lastPos: { lsn: bigint; idx: number } | null;
+}
+
+export const CHAIN_START: ChainState = { chain: GENESIS_CHAIN, recordSeq: 0, lastPos: null };
+
+/**
+ * The digest-to-digest checks, one step at a time: signature, previous-digest hash, sequence,
+ * source, record-chain continuity, heartbeats. `verify` walks from file 1; `query` starts from an
+ * anchor digest just before the range it reads. Pure: bytes in, findings out.
+ */
+export class DigestWalk {
+  private prevDigestSha: string | null = null;
+  private prevDigest: Digest | null = null;
+  private state: ChainState = CHAIN_START;
+  /** whether the chain state before the next digest is known (from file 1, or after an anchor) */
+  private anchored: boolean;
+
+  constructor(private readonly keys: Map<string, VerifyKey>, from: 'genesis' | 'anchor' = 'genesis') {
+    this.anchored = from === 'genesis';
+  }
+
+  /** Start after `bytes`, the digest of file `seq`, without judging it (query's anchor). */
+  anchor(seq: number, bytes: Buffer | null): void {
+    const opened = bytes ? openDigest(bytes, this.keys) : null;
+    if (opened?.ok && opened.digest.file_seq === seq) {
+      this.prevDigestSha = sha256Hex(bytes!);
+      this.prevDigest = opened.digest;
+      this.state = after(opened.digest, this.state);
+      this.anchored = true;
+    }
+  }
+
+  /**
+   * Check digest `seq` (null bytes: missing). Returns it when its signature verified, with the
+   * chain state its file's records must continue from.
+   */
+  step(seq: number, bytes: Buffer | null): { digest: Digest | null; before: ChainState; findings: Finding[] } {
+    const findings: Finding[] = [];
+    const key = digestKey(seq);
+    const add = (code: string, message: string): void => { findings.push({ code, where: key, message }); };
+    if (!bytes) {
+      add('missing-digest', `digest ${seq} is missing: the chain has a gap between files ${seq - 1} and ${seq + 1}`);
+      this.prevDigestSha = null;
+      this.prevDigest = null;
+      return { digest: null, before: this.state, findings };
+    }
+    const opened = openDigest(bytes, this.keys);
+    if (!opened.ok) {
+      add('bad-digest', opened.problem);
+      this.prevDigestSha = sha256Hex(bytes);
+      this.prevDigest = null;
+      return { digest: null, before: this.state, findings };
+    }
+    const d = opened.digest;
+    const linked = this.prevDigest !== null;
+    if (d.file_seq !== seq) add('wrong-sequence', `digest at position ${seq} says it is file ${d.file_seq}`);
+    if (seq === 1 ? d.prev_digest_sha256 !== null : this.prevDigestSha !== null && d.prev_digest_sha256 !== this.prevDigestSha) {
+      add('broken-digest-link', `digest ${seq} does not follow digest ${seq - 1}: its previous-digest hash does not match`);
+    }
+    if (this.prevDigest && (d.system_identifier !== this.prevDigest.system_identifier || d.slot !== this.prevDigest.slot)) {
+      add('source-changed', `the source changed from system ${this.prevDigest.system_identifier} slot ${this.prevDigest.slot} to ` +
+        `system ${d.system_identifier} slot ${d.slot}: events in between were not streamed`);
+    }
+    if (linked && d.prev_chain !== this.state.chain) {
+      add('broken-record-chain', `file ${seq} does not continue the record chain where file ${seq - 1} ended`);
+    }
+    if (d.kind === 'heartbeat') {
+      if (d.last_chain !== d.prev_chain || d.record_count !== 0) add('bad-heartbeat', 'a heartbeat that claims records');
+      if (d.last_seq !== null && d.last_seq !== this.state.recordSeq && linked) {
+        add('record-sequence-gap', `heartbeat says the chain stands at record ${d.last_seq}, but the files before end at ${this.state.recordSeq}`);
+      }
+    }
+    // The file's records continue from the digest's own prev_chain: a break is reported once
+    // (above), not again for every later file.
+    const before: ChainState = this.anchored
+      ? { ...this.state, chain: d.prev_chain }
+      : { chain: d.prev_chain, recordSeq: (d.first_seq ?? 1) - 1, lastPos: null };
+    this.state = after(d, before);
+    this.prevDigestSha = sha256Hex(bytes);
+    this.prevDigest = d;
+    this.anchored = true;
+    return { digest: d, before, findings };
+  }
+}
+
+function after(d: Digest, before: ChainState): ChainState {
+  return {
+    chain: d.last_chain,
+    recordSeq: d.last_seq ?? before.recordSeq,
+    lastPos: d.last_lsn === null ? before.lastPos : { lsn: parseLsn(d.last_lsn), idx: d.last_idx ?? 0 },
+  };
+}
