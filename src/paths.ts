@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -10,3 +11,6 @@ function findRoot(): string {
 export const PACKAGE_ROOT = findRoot();
 export const SQL_DIR = path.join(PACKAGE_ROOT, 'sql');
 export const SCRIPTS_DIR = path.join(PACKAGE_ROOT, 'scripts');
+
+/** The package's version, as package.json says (evidence packages record it). */
+export const VERSION = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;

@@ -1,6 +1,6 @@
 import { ConfigError } from '../errors.js';
 import { fileArchive } from './file/file-archive.js';
-import { checkBucket, parseS3Url, s3Archive, s3Client, type SseMode } from './s3/s3-archive.js';
+import { checkBucket, parseS3Url, s3Archive, s3ArchiveReader, s3Client, type SseMode } from './s3/s3-archive.js';
 import type { Archive } from './sink.js';
 
 export interface ArchiveOptions {
@@ -60,6 +60,16 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
     };
     if (check) await checkBucket(client, cfg);
     return s3Archive(client, cfg);
+  }
+  throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path or s3://bucket/prefix`);
+}
+
+/** For commands that only read (query): file:// or s3://, no bucket checks, no writes. */
+export function openArchiveReader(url: string, forcePathStyle: boolean): Pick<Archive, 'location' | 'reader'> {
+  if (url.startsWith('file://')) return fileArchive(decodeURIComponent(new URL(url).pathname));
+  if (url.startsWith('s3://')) {
+    const { bucket, prefix } = parseS3Url(url);
+    return s3ArchiveReader(s3Client(forcePathStyle), bucket, prefix);
   }
   throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path or s3://bucket/prefix`);
 }

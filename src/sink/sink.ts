@@ -26,8 +26,11 @@ export interface ArchiveReader {
   /** The object's bytes, or null when there is no such object. */
   get(key: string): Promise<Buffer | null>;
   exists(key: string): Promise<boolean>;
-  /** Keys under a prefix, in ascending order. */
-  list(prefix: string): AsyncIterable<string>;
+  /**
+   * Keys under a prefix, in ascending order, starting after `startAfter` when given (a query
+   * lists only its date partitions, not six years). Stop iterating to stop listing.
+   */
+  list(prefix: string, startAfter?: string): AsyncIterable<string>;
 }
 
 export interface Archive {

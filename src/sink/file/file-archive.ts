@@ -67,15 +67,19 @@ class FileReader implements ArchiveReader {
     return stat(path.join(this.root, key)).then(() => true, () => false);
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
-    // Walk directories in sorted order so keys come out ascending, like S3 listings.
+  async *list(prefix: string, startAfter = ''): AsyncIterable<string> {
+    // Walk directories in sorted order so keys come out ascending, like S3 listings; skip whole
+    // directories that sort before `startAfter`.
     const walk = async function* (root: string, rel: string): AsyncIterable<string> {
       const entries = await readdir(path.join(root, rel), { withFileTypes: true }).catch(() => []);
       for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
         if (e.name.startsWith('.') && e.name.endsWith('.tmp')) continue;
         const key = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) yield* walk(root, key);
-        else yield key;
+        if (e.isDirectory()) {
+          if (`${key}/\uffff` > startAfter) yield* walk(root, key);
+        } else if (key > startAfter) {
+          yield key;
+        }
       }
     };
     const base = prefix.endsWith('/') ? prefix.slice(0, -1) : path.posix.dirname(prefix);

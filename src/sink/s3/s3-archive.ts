@@ -157,11 +157,12 @@ class S3Reader implements ArchiveReader {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
+  async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
     let token: string | undefined;
     do {
       const r = await this.client.send(new ListObjectsV2Command({
         Bucket: this.cfg.bucket, Prefix: this.cfg.prefix + prefix, ContinuationToken: token,
+        ...(startAfter && !token ? { StartAfter: this.cfg.prefix + startAfter } : {}),
       }));
       for (const o of r.Contents ?? []) yield o.Key!.slice(this.cfg.prefix.length);
       token = r.IsTruncated ? r.NextContinuationToken : undefined;

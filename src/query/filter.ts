@@ -1,0 +1,78 @@
+import { timeKey, type TimeKey } from '../seal/event-time.js';
+import type { Digest } from '../seal/digest.js';
+import type { ArchivedRecord } from '../verify/file.js';
+
+/**
+ * What a compliance officer asks. Every field narrows; unset fields match everything. Times are
+ * event times (occurred_at), from inclusive, to exclusive. Plain data, so an evidence package can
+ * carry it and an offline check can apply it again.
+ */
+export interface Query {
+  from: TimeKey | null;
+  to: TimeKey | null;
+  /** database role: matches the session user or the role in effect */
+  dbUser: string | null;
+  /** app.user_id as the application set it */
+  appUser: string | null;
+  /** app.customer_id */
+  customer: string | null;
+  /** schema.table, or a table name in any schema */
+  table: string | null;
+  rowId: string | null;
+  /** upper case: SELECT, INSERT, UPDATE, DELETE, TRUNCATE, ... */
+  actions: string[];
+  outcome: 'success' | 'failure' | null;
+  source: 'trigger' | 'pgaudit' | null;
+}
+
+export const EVERYTHING: Query = {
+  from: null, to: null, dbUser: null, appUser: null, customer: null, table: null, rowId: null, actions: [], outcome: null, source: null,
+};
+
+/** Only audit events answer questions; tamper, gap and marker records are reported separately. */
+export function matches(r: ArchivedRecord, q: Query): boolean {
+  if (r.op !== 'insert') return false;
+  if (q.from !== null || q.to !== null) {
+    const at = typeof r.occurred_at === 'string' ? timeKey(r.occurred_at) : null;
+    if (at === null) return false;
+    if (q.from !== null && at < q.from) return false;
+    if (q.to !== null && at >= q.to) return false;
+  }
+  if (q.dbUser !== null && r.session_user_name !== q.dbUser && r.current_role_name !== q.dbUser) return false;
+  if (q.appUser !== null && r.app_user_id !== q.appUser) return false;
+  if (q.customer !== null && r.app_customer_id !== q.customer) return false;
+  if (q.table !== null) {
+    const dot = q.table.indexOf('.');
+    if (dot < 0 ? r.table_name !== q.table : `${r.schema_name}.${r.table_name}` !== q.table) return false;
+  }
+  if (q.rowId !== null && r.row_id !== q.rowId) return false;
+  if (q.actions.length > 0 && !q.actions.includes(String(r.action))) return false;
+  if (q.outcome !== null && r.outcome !== q.outcome) return false;
+  if (q.source !== null && r.source !== q.source) return false;
+  return true;
+}
+
+/** Whether a file's events (by its signed digest's time range) can hold a match: skip it otherwise. */
+export function mayHold(d: Digest, q: Query): boolean {
+  if (d.kind !== 'data' || d.first_event_at === null || d.last_event_at === null) return false;
+  const first = timeKey(d.first_event_at);
+  const last = timeKey(d.last_event_at);
+  if (first === null || last === null) return true; // unreadable times: read the file rather than guess
+  return (q.from === null || last >= q.from) && (q.to === null || first < q.to);
+}
+
+/** The query in words, for reports: "events from … to … by database user … on …". */
+export function describe(q: Query): string {
+  const parts: string[] = [];
+  const t = (k: TimeKey): string => k.replace('.000000Z', 'Z');
+  if (q.from || q.to) parts.push(`occurred ${q.from ? `from ${t(q.from)}` : ''}${q.from && q.to ? ' ' : ''}${q.to ? `before ${t(q.to)}` : ''}`);
+  if (q.dbUser) parts.push(`database user ${q.dbUser}`);
+  if (q.appUser) parts.push(`application user ${q.appUser}`);
+  if (q.customer) parts.push(`customer ${q.customer}`);
+  if (q.table) parts.push(`table ${q.table}`);
+  if (q.rowId) parts.push(`row ${q.rowId}`);
+  if (q.actions.length) parts.push(`action ${q.actions.join('/')}`);
+  if (q.outcome) parts.push(`outcome ${q.outcome}`);
+  if (q.source) parts.push(`source ${q.source}`);
+  return parts.length ? `events: ${parts.join(', ')}` : 'all events';
+}
