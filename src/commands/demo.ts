@@ -14,6 +14,8 @@ import { fileArchive } from '../sink/file/file-archive.js';
 import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
 import { verifyChain } from '../verify/chain.js';
+import { answerQuery } from '../query/answer.js';
+import { EVERYTHING, type Query } from '../query/filter.js';
 
 const run = promisify(execFile);
 
@@ -92,21 +94,21 @@ export function registerDemoCommand(program: Command): void {
     .action(async (opts: { dir?: string; keep?: boolean }) => {
       const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
       const say = (s: string): void => { process.stdout.write(`${s}\n`); };
-      say('1/6 starting a local PostgreSQL 15 (pgaudit, wal_level=logical, TLS on TCP)…');
+      say('1/7 starting a local PostgreSQL 15 (pgaudit, wal_level=logical, TLS on TCP)…');
       const cluster = await startLocalCluster(opts.dir);
       try {
         const client = new pg.Client({ connectionString: cluster.databaseUrl });
         await client.connect();
         try {
-          say('2/6 installing the audit schema and the example PHI schema (init --example)…');
+          say('2/7 installing the audit schema and the example PHI schema (init --example)…');
           await init(client, { example: true, log });
-          say('3/6 application traffic: writes and reads by three users across 20 customers, and denied attempts…');
+          say('3/7 application traffic: writes and reads by three users across 20 customers, and denied attempts…');
           await generateTraffic(cluster.databaseUrl);
           await new Promise((r) => setTimeout(r, 300)); // the server's logging collector writes asynchronously
-          say('4/6 ingesting pgaudit reads from the server log…');
+          say('4/7 ingesting pgaudit reads from the server log…');
           const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: 2000, log }).runOnce();
           say(`    ${stats.events} read/denied events from ${stats.lines} log lines`);
-          say('5/6 shipping audit_log through a replication slot into sealed, signed files (ship --drain)…');
+          say('5/7 shipping audit_log through a replication slot into sealed, signed files (ship --drain)…');
           const archiveDir = path.join(cluster.dir, 'archive');
           const keys = await keygen(path.join(cluster.dir, 'keys'));
           const key = await loadSigningKey(keys.signingKeyPath);
@@ -116,19 +118,21 @@ export function registerDemoCommand(program: Command): void {
             drain: true, graceMs: 30_000, log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: 2000,
           });
           say(`    ${shipped.records} records in ${shipped.files} files under file://${archiveDir}`);
-          say('6/6 verifying the archive: signatures, digest links, every record hash…');
+          say('6/7 verifying the archive: signatures, digest links, every record hash…');
           const report = await verifyChain(fileArchive(archiveDir).reader, { keys: new Map([[key.keyId, key]]) });
           say(report.findings.length === 0
             ? `    intact: ${report.files} files, ${report.records} records, head file ${report.head?.file_seq}, signed by key ${key.keyId.slice(0, 16)}…`
             : `    ${report.findings.length} findings: ${report.findings.map((f) => f.message).join('; ')}`);
-          const { rows } = await client.query<{ source: string; action: string; outcome: string; n: number }>(
-            `SELECT source, action, outcome, count(*)::int AS n FROM audit.audit_log GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`);
-          say('\naudit.audit_log now holds:');
-          for (const r of rows) say(`  ${r.source.padEnd(8)} ${r.action.padEnd(9)} ${r.outcome.padEnd(8)} ${String(r.n).padStart(5)}`);
-          const denied = await client.query<{ session_user_name: string; action: string; schema_name: string; table_name: string; error: string }>(
-            `SELECT session_user_name, action, schema_name, table_name, error FROM audit.audit_log WHERE outcome = 'failure' ORDER BY id`);
-          say('\ndenied attempts:');
-          for (const d of denied.rows) say(`  ${d.session_user_name} tried ${d.action} on ${d.schema_name}.${d.table_name ?? '?'}: ${d.error}`);
+          say('7/7 questions a compliance officer asks, answered from the archive (query verifies every file it reads):');
+          const archive = fileArchive(archiveDir);
+          const ask = async (title: string, args: string, query: Query): Promise<void> => {
+            say(`\n  ${title}\n  $ pg-audit-shipper query --archive file://${archiveDir} --verify-key ${keys.verifyKeyPath} ${args}\n`);
+            const { summary } = await answerQuery(archive, { keys: [key], query, format: 'table', maxCommitDelayMs: 86_400_000,
+              write: (s) => process.stdout.write(s.replace(/^(?=.)/gm, '  ')) });
+            process.stdout.write(`\n${summary.replace(/^(?=.)/gm, '  ')}`);
+          };
+          await ask('Who looked at or changed customer 3\'s record?', '--customer 3', { ...EVERYTHING, customer: '3' });
+          await ask('Every denied access:', '--outcome failure', { ...EVERYTHING, outcome: 'failure' });
         } finally {
           await client.end();
         }

@@ -9,9 +9,8 @@ import { openArchiveReader } from '../sink/open.js';
 import { checkEvidence, evidenceText } from '../query/evidence-check.js';
 import { EvidenceWriter } from '../query/evidence.js';
 import { describe, type Query } from '../query/filter.js';
-import { createRowWriter, type Format } from '../query/format.js';
-import { scanSummary } from '../query/report.js';
-import { scanArchive } from '../query/scan.js';
+import type { Format } from '../query/format.js';
+import { answerQuery } from '../query/answer.js';
 import { settingOption } from '../config.js';
 import { verifyKeysFrom } from './archive-options.js';
 
@@ -80,16 +79,7 @@ export function registerQueryCommands(program: Command): void {
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       const evidence = cfg.evidence ? await EvidenceWriter.create(cfg.evidence) : null;
       const out = (s: string): void => { process.stdout.write(s); };
-      const rows = createRowWriter(cfg.format as Format, out);
-      const report = await scanArchive(archive.reader, {
-        keys: new Map(keys.map((k) => [k.keyId, k])), query, maxCommitDelayMs: delay,
-        onMatches: async (file, matched) => {
-          for (const m of matched) rows.row(m.record);
-          await evidence?.add(file, matched);
-        },
-      });
-      rows.end();
-      const summary = scanSummary(report, query, archive.location);
+      const { report, summary } = await answerQuery(archive, { keys, query, format: cfg.format as Format, maxCommitDelayMs: delay, write: out, evidence });
       if (cfg.format === 'table') out(`\n${summary}`);
       else process.stderr.write(summary);
       if (evidence) {
