@@ -45,6 +45,14 @@ describe('verify on radosgw: is the storage really keeping the data?', () => {
     expect(r.report.findings).toEqual([]);
     expect(r.code).toBe(0);
     expect(r.report.checked!.storage_versions).toBeGreaterThan(6);
+
+    // query reads the same bucket through a listing that starts at --from's date partition.
+    const q = await runCli(['query', '--archive', `s3://${bucket}`, '--verify-key', keys.verifyKey, '--format', 'json',
+      '--from', new Date(Date.now() - 3600_000).toISOString(), '--row-id', '7'], s3Env());
+    expect(q.code, q.stderr).toBe(0);
+    expect(q.stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; row_id: string })
+      .map((e) => [e.action, e.row_id])).toEqual([['INSERT', '7']]);
+    expect(q.stderr).toMatch(/verified: every event shown/);
   });
 
   it('reports an object in GOVERNANCE mode and one retained too briefly', async () => {
