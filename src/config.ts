@@ -19,7 +19,7 @@ export const SETTINGS = {
     example: 'postgresql://user@db.example/app?sslmode=verify-full',
   },
   archive: {
-    flag: '--archive', env: 'AUDIT_ARCHIVE', description: 'the archive of sealed files: file:///path or s3://bucket/prefix',
+    flag: '--archive', env: 'AUDIT_ARCHIVE', description: 'the archive of sealed files: file:///path, s3://bucket/prefix, or (ship) firehose://stream',
     example: 'file:///var/lib/audit-archive',
   },
   signingKey: {

@@ -29,8 +29,10 @@ export const archiveSchema = z.object({
   allowShortRetention: z.boolean().optional(),
 });
 
-export async function archiveFrom(cfg: z.infer<typeof archiveSchema>, checkBucket = true): Promise<Archive> {
+export async function archiveFrom(cfg: z.infer<typeof archiveSchema>, checkBucket = true,
+  onStreamRetry?: (refused: number, code: string) => void): Promise<Archive> {
   return openArchive(cfg.archive, {
+    ...(onStreamRetry ? { onStreamRetry } : {}),
     forcePathStyle: cfg.s3ForcePathStyle,
     sse: cfg.s3Sse,
     ...(cfg.s3KmsKeyId ? { kmsKeyId: cfg.s3KmsKeyId } : {}),

@@ -58,7 +58,8 @@ export function registerShipCommand(program: Command): void {
     const log = createLogger();
     const key = await loadSigningKey(cfg.signingKey);
     const verifyKeys = await verifyKeysFrom(cfg.verifyKey);
-    const archive = await archiveFrom(cfg);
+    const archive = await archiveFrom(cfg, true, (refused, code) =>
+      log.warn({ refused, error_code: code }, 'the delivery stream refused some records; sending them again'));
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
     const metrics = createMetrics();
     const stop = new AbortController();

@@ -1,7 +1,8 @@
 import type { Digest } from '../seal/digest.js';
 import { addMs, dateOf } from '../seal/event-time.js';
 import type { VerifyKey } from '../seal/keys.js';
-import { digestKey, parseDataKey } from '../sink/keys.js';
+import { DATA_DIR, digestKey, parseDataKey, parseStreamKey, STREAM_DIR } from '../sink/keys.js';
+import { findHeadSeq } from '../sink/probe.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedLine } from '../verify/file.js';
 import type { Finding } from '../verify/findings.js';
@@ -74,6 +75,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   };
 
   const inPartitions = (key: string): boolean => {
+    if (parseStreamKey(key)) return true; // streamed files are found by digest time, below
     const date = parseDataKey(key)?.date;
     return date !== undefined && (fromDate === null || date >= fromDate) && (toDate === null || date <= toDate);
   };
@@ -116,20 +118,72 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   };
 
   let done: number | null = null;
-  for await (const key of reader.list('data/', fromDate ? `data/dt=${fromDate}` : undefined)) {
+  for await (const seq of (await isStreamed(reader)) ? streamedRange(reader, q, opts.maxCommitDelayMs) : listedFiles(reader, fromDate, toDate)) {
+    if (done !== null && seq <= done) continue; // already walked past it
+    if (done === null) {
+      // The digest before the range anchors the walk: the first file must continue its chain.
+      done = seq - 1;
+      if (done > 0) await visit(done, done);
+    }
+    for (let s = done + 1; s <= seq; s++) await visit(s, seq);
+    done = seq;
+  }
+  return report;
+}
+
+/** Sequence numbers of the data files in the commit-date partitions of the range, as listed. */
+async function* listedFiles(reader: ArchiveReader, fromDate: string | null, toDate: string | null): AsyncIterable<number> {
+  for await (const key of reader.list(DATA_DIR, fromDate ? `${DATA_DIR}dt=${fromDate}` : undefined)) {
     const parsed = parseDataKey(key);
     if (!parsed) continue; // not a data file name: `verify` reports such objects
     if (toDate !== null && parsed.date > toDate) break;
-    if (done !== null && parsed.fileSeq <= done) continue; // already walked past it
-    if (done === null) {
-      // The digest before the range anchors the walk: the first file must continue its chain.
-      done = parsed.fileSeq - 1;
-      if (done > 0) await visit(done, done);
-    }
-    for (let s = done + 1; s <= parsed.fileSeq; s++) await visit(s, parsed.fileSeq);
-    done = parsed.fileSeq;
+    yield parsed.fileSeq;
   }
-  return report;
+}
+
+async function isStreamed(reader: ArchiveReader): Promise<boolean> {
+  for await (const _ of reader.list(STREAM_DIR)) return true;
+  return false;
+}
+
+/** How long a sealed file may take to reach its digest's creation time after its events occurred. */
+const SEAL_MARGIN_MS = 3_600_000;
+
+/**
+ * A delivery stream's files are objects of its own, not partitioned by commit date; its digests
+ * are numbered and say when they were sealed (never before their events occurred). Bisect for the
+ * first digest sealed at or after --from (less a margin for clock steps), then walk until one is
+ * sealed after --to plus the commit delay.
+ */
+async function* streamedRange(reader: ArchiveReader, q: Query, maxCommitDelayMs: number): AsyncIterable<number> {
+  const head = await findHeadSeq(reader, 0);
+  const sealedAt = async (seq: number): Promise<string | null> => {
+    const b = await reader.get(digestKey(seq));
+    try {
+      return b ? (JSON.parse(b.toString('utf8').split('\n')[0]!) as { created_at: string }).created_at : null;
+    } catch {
+      return null;
+    }
+  };
+  let lo = 1;
+  if (q.from) {
+    const floor = new Date(Date.parse(q.from) - SEAL_MARGIN_MS).toISOString();
+    let hi = head + 1;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const at = await sealedAt(mid);
+      if (at !== null && at < floor) lo = mid + 1;
+      else hi = mid; // unreadable: stay on the safe (earlier) side
+    }
+  }
+  const ceiling = q.to ? new Date(Date.parse(q.to) + maxCommitDelayMs + SEAL_MARGIN_MS).toISOString() : null;
+  for (let seq = lo; seq <= head; seq++) {
+    yield seq;
+    if (ceiling !== null) {
+      const at = await sealedAt(seq);
+      if (at !== null && at > ceiling) return;
+    }
+  }
 }
 
 /** Tamper attempts and gaps in the files read are part of the answer's context. */

@@ -1,8 +1,8 @@
 import { promisify } from 'node:util';
 import { gzip as gzipCb, constants as zc } from 'node:zlib';
 import { formatLsn, type Lsn } from '../source/lsn.js';
-import { dataKey, digestKey } from '../sink/keys.js';
-import type { ArchiveObject } from '../sink/sink.js';
+import { dataKey, digestKey, streamKey } from '../sink/keys.js';
+import type { ArchiveObject, DataLayout } from '../sink/sink.js';
 import type { Batch, ChainPosition } from './batch.js';
 import { DIGEST_FORMAT, sha256Hex, signDigest, type Digest } from './digest.js';
 import type { SigningKey } from './keys.js';
@@ -70,12 +70,15 @@ function baseDigest(kind: Digest['kind'], head: ArchiveHead, source: Source, key
   };
 }
 
-export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source, key: SigningKey, now = new Date()): Promise<SealedFile> {
+export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source, key: SigningKey, now = new Date(),
+  layout: DataLayout = { kind: 'objects' }): Promise<SealedFile> {
   const content = batch.content();
-  const gz = await gzip(content, GZIP_OPTIONS);
   const fileSeq = head.fileSeq + 1;
   const contentSha = sha256Hex(content);
-  const objectKey = dataKey(fileSeq, batch.commitDate, contentSha);
+  // A delivery stream gets the lines themselves (it writes its own objects), so nothing to compress.
+  const streamed = layout.kind === 'stream';
+  const gz = streamed ? content : await gzip(content, GZIP_OPTIONS);
+  const objectKey = streamed ? streamKey(layout.stream, fileSeq) : dataKey(fileSeq, batch.commitDate, contentSha);
   const ackLsn = batch.ackLsn ?? head.ackLsn;
   const pos = batch.position;
   const digest: Digest = {
@@ -93,7 +96,7 @@ export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source,
     last_event_at: batch.lastEventAt,
     object_key: objectKey,
     object_bytes: gz.length,
-    object_sha256: sha256Hex(gz),
+    object_sha256: streamed ? contentSha : sha256Hex(gz),
     content_sha256: contentSha,
   };
   const digestBytes = signDigest(digest, key);

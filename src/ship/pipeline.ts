@@ -4,7 +4,7 @@ import { alreadyStored, Batch, type BatchLimits, type ChainPosition } from '../s
 import type { SigningKey } from '../seal/keys.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
-import type { Sink } from '../sink/sink.js';
+import type { DataLayout, Sink } from '../sink/sink.js';
 import type { Flow, StreamConsumer, StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import type { ShipMetrics } from './metrics.js';
@@ -17,6 +17,7 @@ export interface PipelineOptions {
   source: Source;
   key: SigningKey;
   sink: Sink;
+  layout?: DataLayout;
   log: Logger;
   metrics: ShipMetrics;
   /** after each stored file: record the head in the database (best effort, retried) */
@@ -228,7 +229,7 @@ export class Pipeline implements StreamConsumer {
     // The next batch continues the record chain at once; file numbers follow in sealing order.
     this.chainPos = batch.position;
     this.sealingBytes += batch.bytes;
-    this.serially(async () => this.sealed(await sealBatch(batch, this.lastSealed, this.opts.source, this.opts.key)), batch.bytes);
+    this.serially(async () => this.sealed(await sealBatch(batch, this.lastSealed, this.opts.source, this.opts.key, new Date(), this.opts.layout)), batch.bytes);
   }
 
   private enqueue(file: SealedFile): void {

@@ -1,4 +1,5 @@
 import { ServiceError } from '../errors.js';
+import { findHeadSeq } from '../sink/probe.js';
 import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
 import { GENESIS_CHAIN, type ChainHash } from '../seal/record.js';
@@ -12,26 +13,6 @@ export const EMPTY_HEAD: ArchiveHead = {
   position: { recordSeq: 0, chain: GENESIS_CHAIN, lastLsn: null, lastIdx: -1 },
 };
 
-/**
- * The newest digest, found by probing sequence numbers (1, 2, 4, ... then bisecting) rather than
- * listing years of objects. `from` is a sequence known to exist (the head the database recorded).
- */
-export async function findHeadSeq(reader: ArchiveReader, from: number): Promise<number> {
-  let lo = from; // exists (or 0)
-  let step = 1;
-  let hi = lo + step;
-  while (await reader.exists(digestKey(hi))) {
-    lo = hi;
-    step *= 2;
-    hi = lo + step;
-  }
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (await reader.exists(digestKey(mid))) lo = mid;
-    else hi = mid;
-  }
-  return lo;
-}
 
 export interface Resumed {
   head: ArchiveHead;

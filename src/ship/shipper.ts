@@ -1,4 +1,3 @@
-import { gunzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { ConfigError, ServiceError } from '../errors.js';
@@ -11,6 +10,8 @@ import type { SealedFile } from '../seal/sealer.js';
 import { digestKey } from '../sink/keys.js';
 import type { Archive } from '../sink/sink.js';
 import { verifyChain } from '../verify/chain.js';
+import { fileContent } from '../verify/file.js';
+import { openDigest } from '../seal/digest.js';
 import { AuditStream } from '../source/audit-stream.js';
 import { formatLsn, parseLsn, type Lsn } from '../source/lsn.js';
 import { createSlotWithSnapshot, rowsInSnapshot } from '../source/snapshot.js';
@@ -77,7 +78,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     const source = { ...identity, slot: opts.slot };
     // The initial backfill ends with a marker record, so an archive that is empty or ends inside
     // the backfill never finished it: its snapshot is gone with the old connection, so start over.
-    const lastOp = resumed.digest ? await lastRecordOp(opts.archive, resumed.head.fileSeq) : null;
+    const lastOp = resumed.digest ? await lastRecordOp(opts.archive, keys, resumed.head.fileSeq) : null;
     const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
     const slotPresent = (await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rowCount! > 0;
     if (slotPresent) await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
@@ -85,7 +86,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     const stream = new AuditStream(pgConfig, opts.slot, log);
     const pipeline = new Pipeline(resumed.head, {
       limits: opts.limits, maxInflightBytes: opts.maxInflightBytes, heartbeatMs: opts.heartbeatMs, source,
-      key: opts.key, sink: opts.archive.sink, log, metrics: opts.metrics,
+      key: opts.key, sink: opts.archive.sink, ...(opts.archive.layout ? { layout: opts.archive.layout } : {}), log, metrics: opts.metrics,
       onStored: (file) => recordHead(client, opts.slot, file),
       confirm: (lsn) => stream.confirm(lsn),
     });
@@ -257,15 +258,20 @@ async function watchSlot(client: pg.Client, opts: ShipOptions, log: Logger): Pro
 }
 
 /** The op (and backfill tag) of the archive's last record: tells whether a backfill was cut short. */
-async function lastRecordOp(archive: Archive, headSeq: number): Promise<{ op: string; backfill?: string } | null> {
+async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, headSeq: number): Promise<{ op: string; backfill?: string } | null> {
   for (let seq = headSeq; seq >= 1; seq--) {
     const bytes = await archive.reader.get(digestKey(seq));
-    if (!bytes) return null;
-    const d = JSON.parse(bytes.toString('utf8').split('\n')[0]!) as { object_key: string | null };
+    const opened = bytes ? openDigest(bytes, keys) : null;
+    if (!opened?.ok) {
+      throw new ServiceError(`${archive.location}${digestKey(seq)} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
+        'refusing to continue the chain (run `pg-audit-shipper verify`)');
+    }
+    const d = opened.digest;
     if (!d.object_key) continue;
     const data = await archive.reader.get(d.object_key);
-    if (!data) return null;
-    const lines = gunzipSync(data).toString('utf8').trimEnd().split('\n');
+    const content = data ? fileContent(d, data) : null;
+    if (content === null || typeof content === 'string') return null;
+    const lines = content.toString('utf8').trimEnd().split('\n');
     return JSON.parse(lines[lines.length - 1]!) as { op: string; backfill?: string };
   }
   return null;

@@ -22,6 +22,22 @@ export function dataKey(fileSeq: number, commitDate: string, contentSha256: stri
   return `${DATA_DIR}dt=${commitDate}/${pad(fileSeq)}-${contentSha256.slice(0, 16)}.jsonl.gz`;
 }
 
+/**
+ * Data that went through a delivery stream (Amazon Data Firehose) is not one object: its digest
+ * names it `firehose://STREAM/000000000042`, and readers gather its record lines from what the
+ * stream delivered under firehose/ (see sink/firehose).
+ */
+export const STREAM_DIR = 'firehose/';
+
+export function streamKey(stream: string, fileSeq: number): string {
+  return `firehose://${stream}/${pad(fileSeq)}`;
+}
+
+export function parseStreamKey(key: string): { stream: string; fileSeq: number } | null {
+  const m = /^firehose:\/\/([^/]+)\/(\d{12})$/.exec(key);
+  return m ? { stream: m[1]!, fileSeq: Number(m[2]) } : null;
+}
+
 export function parseDigestKey(key: string): number | null {
   const m = /^digests\/(\d{12})\.digest$/.exec(key);
   return m ? Number(m[1]) : null;

@@ -2,12 +2,15 @@ import { ConfigError } from '../errors.js';
 import { fileArchive } from './file/file-archive.js';
 import { checkBucket, parseS3Url, s3Archive, s3ArchiveReader, s3Client, type SseMode } from './s3/s3-archive.js';
 import type { Archive } from './sink.js';
+import { checkStream, firehoseArchive, firehoseClient, parseFirehoseUrl } from './firehose/firehose-archive.js';
 
 export interface ArchiveOptions {
   forcePathStyle: boolean;
   sse: SseMode;
   kmsKeyId?: string;
   retention: Retention;
+  /** a delivery stream refused some records of a call (they are sent again) */
+  onStreamRetry?: (refused: number, code: string) => void;
 }
 
 /** How long every object is locked: calendar years (the HIPAA six) or days (tests, with consent). */
@@ -61,7 +64,18 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
     if (check) await checkBucket(client, cfg);
     return s3Archive(client, cfg);
   }
-  throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path or s3://bucket/prefix`);
+  if (url.startsWith('firehose://')) {
+    const stream = parseFirehoseUrl(url);
+    const s3 = s3Client(opts.forcePathStyle);
+    const client = firehoseClient();
+    const minDefaultRetentionDays = Math.min(retentionDays(opts.retention), retentionDays(SIX_YEARS));
+    const dest = await checkStream(client, s3, stream, minDefaultRetentionDays);
+    return firehoseArchive(client, s3, stream, dest, {
+      forcePathStyle: opts.forcePathStyle, sse: opts.sse, ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
+      retainUntil: (now: Date) => retainUntil(opts.retention, now), minDefaultRetentionDays,
+    }, opts.onStreamRetry);
+  }
+  throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path, s3://bucket/prefix or firehose://stream`);
 }
 
 /** For commands that only read (query): file:// or s3://, no bucket checks, no writes. */
@@ -70,6 +84,9 @@ export function openArchiveReader(url: string, forcePathStyle: boolean): Pick<Ar
   if (url.startsWith('s3://')) {
     const { bucket, prefix } = parseS3Url(url);
     return s3ArchiveReader(s3Client(forcePathStyle), bucket, prefix);
+  }
+  if (url.startsWith('firehose://')) {
+    throw new ConfigError(`--archive ${url}: read a delivery stream's archive from its bucket, s3://BUCKET/PREFIX (the stream's S3 prefix without firehose/)`);
   }
   throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path or s3://bucket/prefix`);
 }

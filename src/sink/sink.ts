@@ -33,9 +33,17 @@ export interface ArchiveReader {
   list(prefix: string, startAfter?: string): AsyncIterable<string>;
 }
 
+/**
+ * How a sink takes data files: as whole gzip objects (file, S3), or as record lines sent through a
+ * delivery stream that writes objects of its own (Firehose). The sealer shapes files to match.
+ */
+export type DataLayout = { kind: 'objects' } | { kind: 'stream'; stream: string };
+
 export interface Archive {
   /** for messages: where this archive is, without credentials */
   readonly location: string;
   readonly sink: Sink;
   readonly reader: ArchiveReader;
+  /** absent: objects */
+  readonly layout?: DataLayout;
 }

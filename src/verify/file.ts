@@ -1,7 +1,7 @@
 import { gunzipSync } from 'node:zlib';
 import { sha256Hex, type Digest } from '../seal/digest.js';
 import { chainHash, openRecord } from '../seal/record.js';
-import { digestKey } from '../sink/keys.js';
+import { digestKey, parseStreamKey } from '../sink/keys.js';
 import { parseLsn } from '../source/lsn.js';
 import type { Finding } from './findings.js';
 import type { ChainState } from './links.js';
@@ -21,6 +21,16 @@ export interface FileCheck {
   lines: ArchivedLine[];
 }
 
+/** The JSON lines of a data file: gzip objects are unpacked, streamed files are the lines themselves. */
+export function fileContent(d: Digest, body: Buffer): Buffer | string {
+  if (d.object_key && parseStreamKey(d.object_key)) return body;
+  try {
+    return gunzipSync(body);
+  } catch (err) {
+    return `file ${d.file_seq} is not a complete gzip stream (${(err as Error).message})`;
+  }
+}
+
 /**
  * Check one data file against its signed digest: stored bytes, gzip framing, content hash, every
  * record's chain hash from `before.chain`, record sequence, commit order, count and chain end.
@@ -38,11 +48,9 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
   if (sha256Hex(body) !== d.object_sha256 || body.length !== d.object_bytes) {
     add('file-altered', `file ${d.file_seq} does not match the hash its signed digest records`);
   }
-  let content: Buffer;
-  try {
-    content = gunzipSync(body);
-  } catch (err) {
-    add('file-unreadable', `file ${d.file_seq} is not a complete gzip stream (${(err as Error).message})`);
+  const content = fileContent(d, body);
+  if (typeof content === 'string') {
+    add('file-unreadable', content);
     return { findings, lines };
   }
   if (sha256Hex(content) !== d.content_sha256) {

@@ -1,6 +1,6 @@
 import { gunzipSync } from 'node:zlib';
 import type { ArchiveReader } from '../sink/sink.js';
-import { parseDataKey } from '../sink/keys.js';
+import { parseDataKey, STREAM_DIR } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
 import { lineChains, type ChainReport, type Finding } from './chain.js';
 
@@ -13,6 +13,7 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
   const notes: Finding[] = [];
   for await (const key of reader.list('')) {
     if (key.startsWith('digests/')) continue; // the chain walk judged these
+    if (key.startsWith(STREAM_DIR)) continue; // delivered by a stream: its lines were checked as the files they belong to
     if (key.startsWith('data/')) {
       if (chain.referenced.has(key)) continue;
       const parsed = parseDataKey(key);

@@ -1,0 +1,135 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { runCli } from '../helpers/cli.js';
+import { makeKeys, readArchive, type TestKeys } from '../helpers/archive.js';
+import { makeBucket, s3Env, testS3Client } from '../helpers/s3.js';
+import { FakeFirehose } from '../helpers/fake-firehose.js';
+import { loadSigningKey } from '../../src/seal/keys.js';
+import { openArchive } from '../../src/sink/open.js';
+import { s3ArchiveReader } from '../../src/sink/s3/s3-archive.js';
+import { ship } from '../../src/ship/shipper.js';
+import { createMetrics } from '../../src/ship/metrics.js';
+import { createLogger } from '../../src/log.js';
+import { MAX_CALL_BYTES, MAX_CALL_RECORDS, MAX_RECORD_BYTES } from '../../src/sink/firehose/records.js';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+
+/*
+ * Amazon Data Firehose cannot run here: its API is an in-process fake (test/helpers/fake-firehose.ts,
+ * aws-sdk-client-mock) that throttles, fails entries inside successful calls, duplicates and
+ * reorders, and delivers into the real radosgw bucket. Digests go to radosgw directly, as in production.
+ */
+
+let keys: TestKeys;
+let fake: FakeFirehose | null = null;
+afterEach(() => { fake?.restore(); fake = null; });
+
+beforeAll(async () => {
+  keys = await makeKeys();
+  Object.assign(process.env, s3Env());
+});
+
+const openStream = (stream: string) => openArchive(`firehose://${stream}`, {
+  forcePathStyle: true, sse: 'none', retention: { days: 1 },
+});
+
+async function shipOnce(db: { name: string }, stream: string, slot: string, limits = { maxRecords: 150, maxBytes: 8 << 20, maxAgeMs: 200 }) {
+  return ship({
+    databaseUrl: urlFor(db.name, 'ship_login'), archive: await openStream(stream), key: await loadSigningKey(keys.signingKey),
+    verifyKeys: [], slot, limits, maxInflightBytes: 64 << 20, heartbeatMs: 3_600_000, drain: true, graceMs: 10_000,
+    log: createLogger('silent'), metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: 2000,
+  });
+}
+
+describe('ship through Amazon Data Firehose (API faked in-process, delivery into real radosgw)', () => {
+  it('gets every event into the bucket exactly once as the archive sees it, despite throttling, partial failures, duplicates and reordering', async () => {
+    const db = await freshDatabase('firehose');
+    const bucket = await makeBucket({ days: 2 });
+    fake = new FakeFirehose('audit-trail', bucket, 'clinic/firehose/');
+    await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 2000) g`));
+    const slot = `s_${db.name}`;
+    const first = await shipOnce(db, 'audit-trail', slot);
+    expect(first.records).toBe(2001); // 2000 rows that predate the slot, backfilled, and the marker that closes the backfill
+    await withClient(db.url, (c) => c.query(`UPDATE customers SET full_name = full_name || '!' WHERE id % 3 = 0`));
+    const second = await shipOnce(db, 'audit-trail', slot); // resumes from the archive: digests in S3, data via the stream
+    expect(second.records).toBeGreaterThan(600);
+    await fake.flush();
+
+    // The fake really did what Firehose does, and the shipper stayed within Firehose's limits.
+    expect(fake.throttled).toBeGreaterThan(0);
+    expect(fake.refusedEntries).toBeGreaterThan(0);
+    expect(fake.duplicated).toBeGreaterThan(0);
+    expect(Math.max(...fake.calls.map((c) => c.records))).toBeLessThanOrEqual(MAX_CALL_RECORDS);
+    expect(Math.max(...fake.calls.map((c) => c.bytes))).toBeLessThanOrEqual(MAX_CALL_BYTES);
+    expect(Math.max(...fake.recordSizes)).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+
+    // Read back through the bucket alone: every audit row once, in order, chain and signatures intact.
+    const { report, records } = await readArchive(s3ArchiveReader(testS3Client(), bucket, 'clinic/').reader, keys.keys);
+    expect(report.findings).toEqual([]);
+    const ids = await withClient(db.url, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
+    expect(records.filter((r) => r.op === 'insert').map((r) => r.id)).toEqual(ids);
+    expect(records.map((r) => r.seq)).toEqual(records.map((_, i) => i + 1));
+
+    // verify and query, as an operator runs them, agree.
+    const env = s3Env();
+    const v = await runCli(['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention'], env);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    const q = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json'], env);
+    expect(q.code, q.stderr).toBe(0);
+    expect(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action)).toEqual(['INSERT', 'UPDATE']);
+  });
+
+  it('acknowledges nothing while the stream refuses records, and catches up by itself', async () => {
+    const db = await freshDatabase('firehose_ack');
+    const bucket = await makeBucket({ days: 2 });
+    fake = new FakeFirehose('audit-ack', bucket, 'firehose/', 11);
+    const slot = `s_${db.name}`;
+    await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) VALUES (1, 'a')`));
+    await shipOnce(db, 'audit-ack', slot); // slot exists, first event shipped
+    await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(2, 300) g`));
+    const commitLsn = await withClient(db.url, async (c) => (await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l);
+    fake.refuseAll = true;
+    const running = shipOnce(db, 'audit-ack', slot);
+    for (let i = 0; i < 100 && fake.refusedEntries < 5; i++) await sleep(100);
+    expect(fake.refusedEntries).toBeGreaterThanOrEqual(5);
+    const confirmedBelow = await withClient(db.url, async (c) => (await c.query<{ below: boolean }>(
+      'SELECT confirmed_flush_lsn < $1::pg_lsn AS below FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot])).rows[0]!.below);
+    expect(confirmedBelow).toBe(true);
+    fake.refuseAll = false;
+    const result = await running;
+    expect(result.records).toBe(299);
+    const confirmedPast = await withClient(db.url, async (c) => (await c.query<{ past: boolean }>(
+      'SELECT confirmed_flush_lsn >= $1::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot])).rows[0]!.past);
+    expect(confirmedPast).toBe(true);
+    await fake.flush();
+    const { report, records } = await readArchive(s3ArchiveReader(testS3Client(), bucket, '').reader, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((r) => r.op === 'insert').length).toBe(300);
+  });
+
+  it('refuses a stream that would not keep the records as sent, or a bucket without COMPLIANCE default retention', async () => {
+    const locked = await makeBucket({ days: 2 });
+    fake = new FakeFirehose('audit-check', locked, 'x/firehose/');
+    fake.describeAs((d) => { d.Destinations![0]!.ExtendedS3DestinationDescription!.Prefix = 'x/dt=!{timestamp:yyyy-MM-dd}/'; });
+    await expect(openStream('audit-check')).rejects.toThrow(/delivers under the S3 prefix "x\/dt=!\{timestamp:yyyy-MM-dd\}\/"; set it to "<archive prefix>\/firehose\/"/);
+    fake.restore();
+
+    fake = new FakeFirehose('audit-check', locked, 'x/firehose/');
+    fake.describeAs((d) => { d.Destinations![0]!.ExtendedS3DestinationDescription!.ProcessingConfiguration = { Enabled: true }; });
+    await expect(openStream('audit-check')).rejects.toThrow(/transforms records/);
+    fake.restore();
+
+    const governance = await makeBucket({ mode: 'GOVERNANCE', days: 2 });
+    fake = new FakeFirehose('audit-check', governance, 'firehose/');
+    await expect(openStream('audit-check')).rejects.toThrow(/default retention is GOVERNANCE, which privileged users can remove; set COMPLIANCE/);
+    fake.restore();
+
+    const unlocked = await makeBucket({ lock: false });
+    fake = new FakeFirehose('audit-check', unlocked, 'firehose/');
+    await expect(openStream('audit-check')).rejects.toThrow(/does not have (versioning|Object Lock) enabled/);
+
+    // What Firehose wrote is found by verify even when someone adds a line to it.
+    const objects = await testS3Client().send(new ListObjectsV2Command({ Bucket: locked }));
+    expect(objects.KeyCount ?? 0).toBe(0);
+  });
+});
