@@ -77,6 +77,24 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     const q = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json'], env);
     expect(q.code, q.stderr).toBe(0);
     expect(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action)).toEqual(['INSERT', 'UPDATE']);
+
+    // A delivered line that differs from another delivery of the same record is a finding, not a repeat.
+    const { Contents } = await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'clinic/firehose/' }));
+    const someKey = Contents![0]!.Key!;
+    const { GetObjectCommand, PutObjectCommand } = await import('@aws-sdk/client-s3');
+    const body = Buffer.from(await (await testS3Client().send(new GetObjectCommand({ Bucket: bucket, Key: someKey }))).Body!.transformToByteArray());
+    const line = body.toString('utf8').split('\n')[0]!;
+    const forged = Buffer.from(`${line.replace(/"row_id":"(\d+)"/, '"row_id":"99999"')}\n`);
+    const { createHash } = await import('node:crypto');
+    await testS3Client().send(new PutObjectCommand({ Bucket: bucket, Key: `${someKey.slice(0, someKey.lastIndexOf('/'))}/forged`, Body: forged,
+      ContentMD5: createHash('md5').update(forged).digest('base64') }));
+    const seq = (JSON.parse(line) as { seq: number }).seq;
+    const bad = await runCli(['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention', '--json'], env);
+    expect(bad.code).toBe(1);
+    const findings = (JSON.parse(bad.stdout) as { findings: { code: string; where: string; message: string }[] }).findings;
+    expect(findings.length).toBeGreaterThan(0);
+    expect(findings.every((f) => f.where.startsWith('firehose://audit-trail/'))).toBe(true);
+    expect(findings.map((f) => f.message).join(' ')).toMatch(new RegExp(`record ${seq}|${seq} expected|content hash`));
   });
 
   it('acknowledges nothing while the stream refuses records, and catches up by itself', async () => {

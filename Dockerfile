@@ -1,0 +1,21 @@
+# pg-audit-shipper: one image for every role (ship, ingest, verify, query, init, keygen).
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+COPY src src
+COPY bench bench
+RUN npm ci && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+# psql for the init service's grants; nothing else beyond Node.
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json ./
+COPY --from=build /app/node_modules node_modules
+COPY --from=build /app/dist dist
+COPY sql sql
+COPY scripts scripts
+USER node
+ENTRYPOINT ["node", "/app/dist/src/cli.js"]
+CMD ["--help"]
