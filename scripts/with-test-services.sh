@@ -5,10 +5,24 @@
 #   TEST_DATABASE_URL, TEST_PG_LOG_DIR, TEST_PG_SOCKET_DIR  a PostgreSQL 15 cluster (pgaudit, wal_level=logical)
 #   TEST_S3_ENDPOINT, TEST_S3_REGION, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY  Ceph radosgw with Object Lock
 # Set TEST_SERVICES=pg to start PostgreSQL only (quicker unit-level work).
+#
+# Where a container runtime answers (Docker on a laptop, a hosted CI), the services run as
+# containers instead (testcontainers, started by test/global-setup.ts with the same TEST_* names).
+# TEST_BACKEND=local or TEST_BACKEND=containers forces the choice.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { echo "usage: with-test-services.sh CMD [ARGS...]" >&2; exit 2; }
 want=${TEST_SERVICES:-pg,s3}
+
+backend=${TEST_BACKEND:-}
+if [ -z "$backend" ]; then
+  if node "$here/container-runtime.mjs"; then backend=containers; else backend=local; fi
+fi
+if [ "$backend" = containers ]; then
+  echo "test services: containers (testcontainers: PostgreSQL from docker/postgres, MinIO)" >&2
+  TEST_BACKEND=containers exec "$@"
+fi
+echo "test services: local processes (no container runtime answered)" >&2
 
 # Under /tmp: the postgres OS user must be able to traverse every parent directory.
 dir=$(mktemp -d /tmp/pg-audit-shipper-test.XXXXXX)

@@ -159,7 +159,7 @@ describe('HIPAA basics of the example schema', () => {
 
   it('plain TCP is refused; TLS is required', async () => {
     const port = process.env.TEST_PG_PORT!;
-    const tcp = { host: '127.0.0.1', port: Number(port), user: 'postgres', database: db.name };
+    const tcp = { host: process.env.TEST_PG_HOST ?? '127.0.0.1', port: Number(port), user: 'postgres', database: db.name };
     await expect(withClient({ ...tcp, ssl: false }, (c) => c.query('SELECT 1'))).rejects.toThrow(/no encryption/);
     // The test cluster's certificate is self-signed; production verifies it (sslmode=verify-full).
     const ok = await withClient({ ...tcp, ssl: { rejectUnauthorized: false } }, async (c) =>
