@@ -1,5 +1,6 @@
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import { recordBody, sealRecord, type ChainHash, type RecordOp, type RowText } from './record.js';
+import { sealRawInsert, type RawTuple } from './raw-record.js';
 
 export interface BatchLimits {
   maxRecords: number;
@@ -27,10 +28,13 @@ export interface OpenRecord {
 
 /**
  * Records waiting to be sealed into one file. Appending encodes and chains immediately, so the
- * batch holds bytes, not objects, and its size is known exactly.
+ * batch holds bytes (in chunks that grow with it), not objects, and its size is known exactly.
  */
 export class Batch {
-  readonly lines: string[] = [];
+  private readonly chunks: Buffer[] = [];
+  private chunk = Buffer.allocUnsafe(64 * 1024);
+  private used = 0;
+  count = 0;
   bytes = 0;
   readonly startedAt = Date.now();
   readonly prevChain: ChainHash;
@@ -40,41 +44,66 @@ export class Batch {
   lastEventAt: string | null = null;
   /** highest commit end LSN whose transaction is entirely in this or earlier batches */
   ackLsn: Lsn | null = null;
+  private lsnOf: { lsn: Lsn; text: string } | null = null;
 
   constructor(public position: ChainPosition, readonly commitDate: string) {
     this.prevChain = position.chain;
     this.firstSeq = position.recordSeq + 1;
   }
 
-  get count(): number {
-    return this.lines.length;
-  }
-
   append(r: OpenRecord): void {
     const seq = this.position.recordSeq + 1;
-    const body = recordBody({ seq, lsn: formatLsn(r.commitLsn), idx: r.idx, op: r.op }, r.row, r.extra);
+    const body = recordBody({ seq, lsn: this.lsnText(r.commitLsn), idx: r.idx, op: r.op }, r.row, r.extra);
     const { line, chain } = sealRecord(this.position.chain, body);
-    this.lines.push(line);
-    this.bytes += Buffer.byteLength(line) + 1;
-    this.position = { recordSeq: seq, chain, lastLsn: r.commitLsn, lastIdx: r.idx };
-    if (this.firstLsn === null) this.firstLsn = r.commitLsn;
-    const at = r.row?.occurred_at ?? null;
+    this.write(Buffer.from(`${line}\n`));
+    this.appended(seq, chain, r.commitLsn, r.idx, r.row?.occurred_at ?? null);
+  }
+
+  /** An audit_log insert straight from the stream's bytes (the shipper's hot path). */
+  appendInsert(commitLsn: Lsn, idx: number, tuple: RawTuple): void {
+    const seq = this.position.recordSeq + 1;
+    const head = `{"seq":${seq},"lsn":"${this.lsnText(commitLsn)}","idx":${idx},"op":"insert"`;
+    const { line, chain, eventAt } = sealRawInsert(this.position.chain, head, tuple);
+    this.write(line);
+    this.appended(seq, chain, commitLsn, idx, eventAt);
+  }
+
+  private appended(seq: number, chain: ChainHash, commitLsn: Lsn, idx: number, at: string | null): void {
+    this.count++;
+    this.position = { recordSeq: seq, chain, lastLsn: commitLsn, lastIdx: idx };
+    if (this.firstLsn === null) this.firstLsn = commitLsn;
     if (at !== null) {
       if (this.firstEventAt === null || at < this.firstEventAt) this.firstEventAt = at;
       if (this.lastEventAt === null || at > this.lastEventAt) this.lastEventAt = at;
     }
   }
 
+  private lsnText(lsn: Lsn): string {
+    if (this.lsnOf?.lsn !== lsn) this.lsnOf = { lsn, text: formatLsn(lsn) };
+    return this.lsnOf.text;
+  }
+
+  private write(line: Buffer): void {
+    if (this.chunk.length - this.used < line.length) {
+      this.chunks.push(this.chunk.subarray(0, this.used));
+      this.chunk = Buffer.allocUnsafe(Math.max(line.length, Math.min(this.chunk.length * 2, 1 << 20)));
+      this.used = 0;
+    }
+    this.used += line.copy(this.chunk, this.used);
+    this.bytes += line.length;
+  }
+
   full(limits: BatchLimits): boolean {
-    return this.lines.length >= limits.maxRecords || this.bytes >= limits.maxBytes;
+    return this.count >= limits.maxRecords || this.bytes >= limits.maxBytes;
   }
 
   old(limits: BatchLimits, now = Date.now()): boolean {
-    return this.lines.length > 0 && now - this.startedAt >= limits.maxAgeMs;
+    return this.count > 0 && now - this.startedAt >= limits.maxAgeMs;
   }
 
+  /** The file's JSON lines, each ending in a newline. */
   content(): Buffer {
-    return Buffer.from(`${this.lines.join('\n')}\n`);
+    return Buffer.concat([...this.chunks, this.chunk.subarray(0, this.used)], this.bytes);
   }
 }
 

@@ -37,8 +37,12 @@ export interface SealedFile {
   records: number;
 }
 
-/** Level 6 compresses audit JSON ~8x; gzip because every query engine and `zcat` read it. */
-const GZIP_OPTIONS = { level: 6, memLevel: 9, strategy: zc.Z_DEFAULT_STRATEGY };
+/**
+ * gzip because every query engine and `zcat` read it. Level 3: on audit JSON it compresses ~11.9x
+ * against level 6's ~12.6x, at 2.5x the speed (330 vs 130 MB/s on this project's benchmark machine),
+ * and compression competes for the same cores as the database's own decoding.
+ */
+const GZIP_OPTIONS = { level: 3, memLevel: 9, strategy: zc.Z_DEFAULT_STRATEGY };
 
 function baseDigest(kind: Digest['kind'], head: ArchiveHead, source: Source, key: SigningKey, now: Date): Digest {
   return {

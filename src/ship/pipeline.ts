@@ -5,7 +5,7 @@ import type { SigningKey } from '../seal/keys.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
 import type { DataLayout, Sink } from '../sink/sink.js';
-import type { Flow, StreamConsumer, StreamEvent } from '../source/audit-stream.js';
+import { AUDIT_LOG, type Flow, type StreamConsumer, type StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import type { ShipMetrics } from './metrics.js';
 
@@ -28,7 +28,6 @@ export interface PipelineOptions {
 
 interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
 
-const AUDIT_LOG = 'audit.audit_log';
 
 /** Records that come from no transaction (backfill, gap, marker) go in today's partition. */
 function todayUtc(): string {
@@ -94,9 +93,11 @@ export class Pipeline implements StreamConsumer {
     if (!tx) throw new Error('change outside a transaction in the replication stream');
     tx.idx++;
     if (alreadyStored(this.positionNow(), tx.commitLsn, tx.idx)) return; // replayed after a restart or reconnect
-    if (e.relation !== AUDIT_LOG) return;
+    if (e.type === 'change' && e.relation !== AUDIT_LOG) return;
     const batch = this.openBatch(tx.commitDate);
-    if (e.op === 'insert') {
+    if (e.type === 'audit-insert') {
+      batch.appendInsert(tx.commitLsn, tx.idx, e.tuple);
+    } else if (e.op === 'insert') {
       batch.append({ op: 'insert', commitLsn: tx.commitLsn, idx: tx.idx, row: e.row });
     } else {
       // audit_log is append-only: a change to it is an attack or an accident. Record it, never apply it.

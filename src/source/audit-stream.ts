@@ -3,13 +3,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { RowText } from '../seal/record.js';
+import { tupleLayout, type RawTuple, type TupleLayout } from '../seal/raw-record.js';
 import { formatLsn, parseLsn, type Lsn } from './lsn.js';
 import { PUBLICATION, TEXT_OUTPUT_OPTIONS } from './slot.js';
+
+export const AUDIT_LOG = 'audit.audit_log';
 
 /** What the stream hands downstream, in commit order. */
 export type StreamEvent =
   | { type: 'begin'; xid: number; commitLsn: Lsn; commitTime: Date }
   | { type: 'change'; op: 'insert' | 'update' | 'delete' | 'truncate'; relation: string; row: RowText | null; old: RowText | null }
+  /** an audit_log insert, left as the server's bytes (valid only during the onEvent call) */
+  | { type: 'audit-insert'; tuple: RawTuple }
   | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn };
 
 export interface StreamConsumer {
@@ -86,10 +91,19 @@ export class AuditStream {
     const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [PUBLICATION] });
     // Keep every value as the server's text: exact (microseconds, big numbers, jsonb as written)
     // and fastest. The relation message is parsed before the rows that use it, synchronously.
+    // audit_log inserts, nearly all the traffic, skip the library's per-column decoding: their
+    // tuple goes downstream as bytes (seal/raw-record.ts). Everything else is parsed as usual.
     const parse = plugin.parse.bind(plugin);
+    let audit: TupleLayout | null = null;
     plugin.parse = (buf: Buffer) => {
+      if (audit && buf[0] === 0x49 /* I */ && buf.readInt32BE(1) === audit.relid && buf[5] === 0x4e /* N */) {
+        return { tag: 'audit-insert', tuple: { buf, offset: 6, layout: audit } } as unknown as Pgoutput.Message;
+      }
       const msg = parse(buf);
-      if (msg.tag === 'relation') for (const c of msg.columns) c.parser = (raw: unknown) => raw;
+      if (msg.tag === 'relation') {
+        for (const c of msg.columns) c.parser = (raw: unknown) => raw;
+        if (`${msg.schema}.${msg.name}` === AUDIT_LOG) audit = tupleLayout(msg.relationOid, msg.columns.map((c) => c.name));
+      }
       return msg;
     };
     this.service.removeAllListeners('data');
@@ -155,6 +169,9 @@ export class AuditStream {
   }
 
   private dispatch(consumer: StreamConsumer, lsn: string, msg: Pgoutput.Message): void {
+    if ((msg as { tag: string }).tag === 'audit-insert') {
+      return consumer.onEvent({ type: 'audit-insert', tuple: (msg as unknown as { tuple: RawTuple }).tuple });
+    }
     switch (msg.tag) {
       case 'begin':
         return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn), commitTime: pgTime(msg.commitTime) });

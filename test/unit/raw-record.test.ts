@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { Batch } from '../../src/seal/batch.js';
+import { GENESIS_CHAIN } from '../../src/seal/record.js';
+import { tupleLayout } from '../../src/seal/raw-record.js';
+import type { Lsn } from '../../src/source/lsn.js';
+
+/** A pgoutput (protocol 1) insert message for `values` (null = SQL NULL). */
+function insertMessage(relid: number, values: (string | null)[]): Buffer {
+  const parts: Buffer[] = [Buffer.from([0x49]), int32(relid), Buffer.from([0x4e]), int16(values.length)];
+  for (const v of values) {
+    if (v === null) parts.push(Buffer.from([0x6e]));
+    else {
+      const b = Buffer.from(v, 'utf8');
+      parts.push(Buffer.from([0x74]), int32(b.length), b);
+    }
+  }
+  return Buffer.concat(parts);
+}
+const int32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+const int16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+
+const COLUMNS = ['id', 'occurred_at', 'source', 'action', 'statement', 'app_user_id', 'error'];
+const SAMPLES: (string | null)[][] = [
+  ['1', '2026-11-27 02:11:09.129119+00', 'trigger', 'INSERT', null, 'dr.smith', null],
+  ['2', '2026-11-27 02:11:09+00', 'pgaudit', 'SELECT', 'SELECT "x" FROM t WHERE a = \'b\\c\'', 'nurse "joy"', 'line1\nline2\ttab\u0001'],
+  ['3', '2026-11-27 02:11:10.5+00', 'pgaudit', 'SELECT', 'SELECT * FROM patients WHERE name = \'Zoë Ünal 🙂\'', '\u2028 sep', ''],
+  ['4', '2026-11-27 02:11:11+00', 'trigger', 'DELETE', 'x'.repeat(5000), null, '\u007f del'],
+];
+
+describe('the raw insert path writes exactly what the general path writes', () => {
+  it('for plain, escaped, non-ASCII, empty and NULL values, across a batch', () => {
+    const start = { recordSeq: 41, chain: GENESIS_CHAIN, lastLsn: null, lastIdx: -1 };
+    const viaRow = new Batch(start, '2026-11-27');
+    const viaBytes = new Batch(start, '2026-11-27');
+    const layout = tupleLayout(16_384, COLUMNS);
+    SAMPLES.forEach((values, idx) => {
+      const lsn = BigInt(0x16b3f40 + idx * 0x100) as Lsn;
+      viaRow.append({ op: 'insert', commitLsn: lsn, idx, row: Object.fromEntries(COLUMNS.map((c, i) => [c, values[i]!])) });
+      // The message sits inside a larger buffer, as in the replication stream.
+      const msg = Buffer.concat([Buffer.from('padding'), insertMessage(16_384, values)]);
+      viaBytes.appendInsert(lsn, idx, { buf: msg.subarray(7), offset: 6, layout });
+    });
+    expect(viaBytes.content().toString('utf8')).toBe(viaRow.content().toString('utf8'));
+    expect(viaBytes.position).toEqual(viaRow.position);
+    expect([viaBytes.firstEventAt, viaBytes.lastEventAt, viaBytes.bytes, viaBytes.count])
+      .toEqual([viaRow.firstEventAt, viaRow.lastEventAt, viaRow.bytes, viaRow.count]);
+    expect(viaBytes.firstEventAt).toBe('2026-11-27 02:11:09+00');
+  });
+
+  it('grows its buffers for a batch larger than the first chunk', () => {
+    const layout = tupleLayout(1, COLUMNS);
+    const a = new Batch({ recordSeq: 0, chain: GENESIS_CHAIN, lastLsn: null, lastIdx: -1 }, '2026-11-27');
+    const b = new Batch({ recordSeq: 0, chain: GENESIS_CHAIN, lastLsn: null, lastIdx: -1 }, '2026-11-27');
+    for (let i = 0; i < 3000; i++) {
+      const values = [String(i), '2026-11-27 02:11:09+00', 'trigger', 'UPDATE', null, `user${i % 7}`, null];
+      a.append({ op: 'insert', commitLsn: 0x1000n as Lsn, idx: i, row: Object.fromEntries(COLUMNS.map((c, j) => [c, values[j]!])) });
+      b.appendInsert(0x1000n as Lsn, i, { buf: insertMessage(1, values), offset: 6, layout });
+    }
+    expect(b.bytes).toBeGreaterThan(256 * 1024);
+    expect(b.content().equals(a.content())).toBe(true);
+  });
+});
