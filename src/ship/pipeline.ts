@@ -29,6 +29,9 @@ export interface PipelineOptions {
 interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
 
 
+/** How many queued files may have their data stored before their turn. */
+const STORE_AHEAD_FILES = 3;
+
 /** Records that come from no transaction (backfill, gap, marker) go in today's partition. */
 function todayUtc(): string {
   return new Date().toISOString().slice(0, 10);
@@ -59,6 +62,8 @@ export class Pipeline implements StreamConsumer {
   private fatal: Error | null = null;
   /** a commit seen while files were still being stored: confirmed once they are */
   private deferredAck: Lsn | null = null;
+  /** data objects being stored ahead of their digest, by key */
+  private readonly ahead = new Map<string, Promise<unknown>>();
   /** Where backpressure goes: the stream's socket. */
   flow: Flow | null = null;
   private paused = false;
@@ -236,7 +241,22 @@ export class Pipeline implements StreamConsumer {
   private enqueue(file: SealedFile): void {
     this.queue.push(file);
     this.queuedBytes += file.objects.reduce((n, o) => n + o.body.length, 0);
+    this.storeAhead();
     if (!this.uploading) void this.upload();
+  }
+
+  /**
+   * Data objects may be stored ahead of their turn (a data object without its digest is a harmless
+   * leftover that the next start seals again); digests only in order, each after its own data, so
+   * the archive never names a file it lacks and its head is always the last digest. Storing the
+   * next files' data while this file's digest is written hides most of the storage round trips.
+   */
+  private storeAhead(): void {
+    for (const file of this.queue.slice(0, STORE_AHEAD_FILES)) {
+      for (const obj of file.objects.slice(0, -1)) {
+        if (!this.ahead.has(obj.key)) this.ahead.set(obj.key, this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`));
+      }
+    }
   }
 
   private async upload(): Promise<void> {
@@ -245,11 +265,17 @@ export class Pipeline implements StreamConsumer {
       while (this.queue.length > 0) {
         const file = this.queue[0]!;
         const started = Date.now();
-        for (const obj of file.objects) await this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
+        for (const obj of file.objects) {
+          const early = this.ahead.get(obj.key);
+          if (early) await early;
+          else await this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
+        }
         await this.retry(() => this.opts.onStored(file), `recording head ${file.fileSeq} in the database`);
         this.opts.metrics.uploadSeconds.observe((Date.now() - started) / 1000);
         this.head = { fileSeq: file.fileSeq, digestSha256: file.digestSha256, position: file.position, ackLsn: file.ackLsn, lastWrittenAt: Date.now() };
         this.queue.shift();
+        for (const obj of file.objects) this.ahead.delete(obj.key);
+        this.storeAhead();
         this.queuedBytes -= file.objects.reduce((n, o) => n + o.body.length, 0);
         this.opts.metrics.stored(file);
         if (file.ackLsn !== null) this.opts.confirm(file.ackLsn);

@@ -195,7 +195,10 @@ function rel(r: { schema: string; name: string }): string {
   return `${r.schema}.${r.name}`;
 }
 
-/** pgoutput times are microseconds since 2000-01-01 UTC. */
-function pgTime(micros: bigint | BigInt): Date {
-  return new Date(946_684_800_000 + Number(BigInt(micros as bigint) / 1000n));
+/**
+ * pgoutput sends microseconds since 2000-01-01; the library has already moved them to the Unix
+ * epoch (its readTime adds 946684800000000), so only the unit changes here.
+ */
+function pgTime(unixMicros: bigint | BigInt): Date {
+  return new Date(Number(BigInt(unixMicros as bigint) / 1000n));
 }

@@ -20,7 +20,7 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
       // A shipper stopped between storing a file and its digest seals the same records again
       // after restart, maybe cut differently. A copy whose every record carries the chain hash the
       // archive holds at that sequence number is those same records: harmless.
-      if (parsed && chain.objectOf.has(parsed.fileSeq) && await isSupersededCopy(reader, key, parsed.fileSeq, chain.objectOf)) {
+      if (parsed && chain.objectOf.size > 0 && await isSupersededCopy(reader, key, parsed.fileSeq, chain.objectOf)) {
         notes.push({ code: 'superseded-copy', where: key,
           message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives` });
         continue;
@@ -48,10 +48,18 @@ async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: num
   if (!content || sha256Hex(content).slice(0, 16) !== /-([0-9a-f]{16})\.jsonl\.gz$/.exec(key)?.[1]) return false;
   const copy = lineChains(content);
   if (!copy || copy.length === 0) return false;
-  // The archived chain hashes from file fileSeq on, as far as the copy reaches.
+  // The archived chain hashes over the copy's records. The shipper stores a few files' data ahead
+  // of their digests, so after a crash the records may have been sealed again under earlier
+  // numbers, cut differently: start at the archived file that holds the copy's first record.
   const archived = new Map<number, string>();
   const last = copy[copy.length - 1]!.seq;
-  for (let seq = fileSeq; objectOf.has(seq); seq++) {
+  let start = Math.min(fileSeq, Math.max(...objectOf.keys()));
+  while (start > 1 && objectOf.has(start - 1)) {
+    const lines = await linesOf(reader, objectOf.get(start)!);
+    if (!lines?.length || lines[0]!.seq <= copy[0]!.seq) break;
+    start--;
+  }
+  for (let seq = start; objectOf.has(seq); seq++) {
     const lines = await linesOf(reader, objectOf.get(seq)!);
     if (!lines || lines.length === 0) return false;
     for (const l of lines) archived.set(l.seq, l.chain);

@@ -66,6 +66,12 @@ describe('ship to a file archive', () => {
     expect(events.slice(500).every((r) => r.backfill === undefined)).toBe(true);
     expect(records.filter((r) => r.op === 'marker').map((r) => r.reason)).toEqual(['backfill-complete']);
     expect(report.files).toBeGreaterThan(14);
+    // Files sit in the partition of their commit date, the day the events happened: query's
+    // time-range pruning and Athena's partitions rely on it.
+    const partitions = (await readdir(path.join(archive, 'data'))).map((d) => d.replace(/^dt=/, ''));
+    const days = [...new Set(events.map((e) => String(e.occurred_at).slice(0, 10)))];
+    expect(partitions.length).toBeGreaterThan(0);
+    for (const p of partitions) expect(days.some((d) => Math.abs(Date.parse(p) - Date.parse(d)) <= 86_400_000), p).toBe(true);
     // Values are the server's exact text (microseconds kept), not re-rendered by JavaScript.
     expect(events[600]!.occurred_at).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,6}\+00$/);
     // The database knows the head the archive ends with.
