@@ -28,6 +28,8 @@ const run = promisify(execFile);
 const PGBIN = '/usr/lib/postgresql/15/bin';
 const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
+/** BENCH_ONLY=throughput: just the end-to-end ratio, for quick iterations (writes no results). */
+const ONLY_THROUGHPUT = process.env.BENCH_ONLY === 'throughput';
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
 
 function env(name: string): string {
@@ -77,9 +79,11 @@ async function main(): Promise<void> {
 
   // The trigger first, on fresh tables: after the backlogs below, autovacuum on a large audit_log
   // would be measured instead of the trigger.
-  say('1/4 audit trigger cost: pgbench single-row inserts, protected vs unprotected…');
-  results.trigger = await triggerCost(db, dbUrl);
-  say(`    ${JSON.stringify(results.trigger)}`);
+  if (!ONLY_THROUGHPUT) {
+    say('1/4 audit trigger cost: pgbench single-row inserts, protected vs unprotected…');
+    results.trigger = await triggerCost(db, dbUrl);
+    say(`    ${JSON.stringify(results.trigger)}`);
+  }
 
   // Slots first, so both consumers see exactly the rows written next.
   await db.query(`SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
@@ -102,6 +106,11 @@ async function main(): Promise<void> {
   say(`    pg_recvlogical ${throughput.pg_recvlogical_events_per_s}/s, ship ${throughput.ship_to_locked_s3_events_per_s}/s: ratio ${throughput.ratio} (target >= 0.6)`);
   await db.query(`SELECT pg_drop_replication_slot('bench_recv')`);
 
+  if (ONLY_THROUGHPUT) {
+    await db.end();
+    say('(BENCH_ONLY=throughput: the other steps and the results files were skipped)');
+    return;
+  }
   say('3/4 commit-to-locked latency (single-row commits, --batch-max-age 250ms)…');
   results.latency = await latency(db, shipArgs, shipEnv);
   say(`    ${JSON.stringify(results.latency)}`);

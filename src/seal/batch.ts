@@ -1,6 +1,6 @@
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import { recordBody, sealRecord, type ChainHash, type RecordOp, type RowText } from './record.js';
-import { sealRawInsert, type RawTuple } from './raw-record.js';
+import { rawLineBound, sealRawInsert, type RawTuple } from './raw-record.js';
 
 export interface BatchLimits {
   maxRecords: number;
@@ -63,8 +63,10 @@ export class Batch {
   appendInsert(commitLsn: Lsn, idx: number, tuple: RawTuple): void {
     const seq = this.position.recordSeq + 1;
     const head = `{"seq":${seq},"lsn":"${this.lsnText(commitLsn)}","idx":${idx},"op":"insert"`;
-    const { line, chain, eventAt } = sealRawInsert(this.position.chain, head, tuple);
-    this.write(line);
+    this.room(rawLineBound(head, tuple));
+    const { end, chain, eventAt } = sealRawInsert(this.position.chain, head, tuple, this.chunk, this.used);
+    this.bytes += end - this.used;
+    this.used = end;
     this.appended(seq, chain, commitLsn, idx, eventAt);
   }
 
@@ -84,13 +86,17 @@ export class Batch {
   }
 
   private write(line: Buffer): void {
-    if (this.chunk.length - this.used < line.length) {
-      this.chunks.push(this.chunk.subarray(0, this.used));
-      this.chunk = Buffer.allocUnsafe(Math.max(line.length, Math.min(this.chunk.length * 2, 1 << 20)));
-      this.used = 0;
-    }
+    this.room(line.length);
     this.used += line.copy(this.chunk, this.used);
     this.bytes += line.length;
+  }
+
+  /** At least `n` free bytes in the current chunk; chunks double up to 1 MiB. */
+  private room(n: number): void {
+    if (this.chunk.length - this.used >= n) return;
+    this.chunks.push(this.chunk.subarray(0, this.used));
+    this.chunk = Buffer.allocUnsafe(Math.max(n, Math.min(this.chunk.length * 2, 1 << 20)));
+    this.used = 0;
   }
 
   full(limits: BatchLimits): boolean {

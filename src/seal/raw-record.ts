@@ -13,12 +13,14 @@ export interface TupleLayout {
   relid: number;
   /** `,"column":` for each column, in table order */
   names: Buffer[];
+  namesBytes: number;
   /** index of occurred_at (event time range of the file), or -1 */
   occurredAt: number;
 }
 
 export function tupleLayout(relid: number, columns: string[]): TupleLayout {
-  return { relid, names: columns.map((c) => Buffer.from(`,${JSON.stringify(c)}:`)), occurredAt: columns.indexOf('occurred_at') };
+  const names = columns.map((c) => Buffer.from(`,${JSON.stringify(c)}:`));
+  return { relid, names, namesBytes: names.reduce((n, b) => n + b.length, 0), occurredAt: columns.indexOf('occurred_at') };
 }
 
 /** An insert message of the relation: 'I', relid, 'N', then the tuple at `offset` (pgoutput protocol 1). */
@@ -28,22 +30,24 @@ export interface RawTuple {
   layout: TupleLayout;
 }
 
-let scratch = Buffer.allocUnsafe(64 * 1024);
+/** The most bytes the line for `t` can take (every value byte escaped as \u00XX), for sizing `out`. */
+export function rawLineBound(head: string, t: RawTuple): number {
+  return 160 + head.length + (t.buf.length - t.offset) * 6 + t.layout.namesBytes;
+}
 
 /**
- * Encode and chain one insert record. Returns the line's bytes (a view valid until the next call)
- * and its chain hash; `eventAt` is the occurred_at text, for the file's event time range.
+ * Encode and chain one insert record, writing its line into `out` at `at` (which must have
+ * rawLineBound() bytes free). Returns where the line ends, its chain hash, and the occurred_at
+ * text for the file's event time range.
  */
-export function sealRawInsert(prev: ChainHash, head: string, t: RawTuple): { line: Buffer; chain: ChainHash; eventAt: string | null } {
+export function sealRawInsert(prev: ChainHash, head: string, t: RawTuple, out: Buffer, at: number): { end: number; chain: ChainHash; eventAt: string | null } {
   const { buf, layout } = t;
-  // Worst case: every byte escaped as \u00XX (6 bytes), plus names and the head.
-  const need = 160 + head.length + (buf.length - t.offset) * 6 + layout.names.reduce((n, b) => n + b.length, 0);
-  if (scratch.length < need) scratch = Buffer.allocUnsafe(Math.max(need, scratch.length * 2));
-  const s = scratch;
-  // Layout: [chain line prefix: 10 bytes `{"chain":"` + 64 hex + `",`] = 76 bytes, where the chain
-  // input (64 hex of prev, then the body from "{") is laid out first and the prefix written after.
-  s.write(prev, 11, 'latin1'); // prev hex at 11..75, so the body's "{" lands at 75
-  let pos = 75;
+  const s = out;
+  // The line is `{"chain":"` + 64 hex + `",` (76 bytes) + the body after its "{". The chain input
+  // (64 hex of prev, then the body from "{") is laid out first, ending where the body will stay,
+  // and the prefix is written over it once hashed.
+  s.write(prev, at + 11, 'latin1'); // prev hex at 11..75, so the body's "{" lands at 75
+  let pos = at + 75;
   pos += s.write(head, pos, 'latin1'); // `{"seq":…,"op":"insert"`
   let off = t.offset;
   const ncols = buf.readInt16BE(off);
@@ -83,12 +87,10 @@ export function sealRawInsert(prev: ChainHash, head: string, t: RawTuple): { lin
     }
   }
   s[pos++] = 0x7d; // }
-  const chain = hash('sha256', s.subarray(11, pos), 'hex') as ChainHash;
-  // The line: `{"chain":"<chain>",` then the body after its "{", then a newline.
-  s.write('{"chain":"', 0, 'latin1');
-  s.write(chain, 10, 'latin1');
-  s.write('",', 74, 'latin1');
-  // Bytes 76.. must be the body after "{": the body starts at 75, so 76.. already is.
+  const chain = hash('sha256', s.subarray(at + 11, pos), 'hex') as ChainHash;
+  s.write('{"chain":"', at, 'latin1');
+  s.write(chain, at + 10, 'latin1');
+  s.write('",', at + 74, 'latin1'); // over the body's "{": the line continues with the body's second byte
   s[pos++] = 0x0a;
-  return { line: s.subarray(0, pos), chain, eventAt };
+  return { end: pos, chain, eventAt };
 }

@@ -116,6 +116,7 @@ export class Pipeline implements StreamConsumer {
     if (!this.paused && this.inflightBytes() > this.opts.maxInflightBytes && this.flow) {
       this.paused = true;
       this.flow.pause();
+      this.opts.log.debug({ unstored_bytes: this.inflightBytes() }, 'pausing the replication stream until storage catches up');
     }
   }
 
@@ -314,6 +315,7 @@ export class Pipeline implements StreamConsumer {
     if (this.paused && this.inflightBytes() <= this.opts.maxInflightBytes / 2) {
       this.paused = false;
       this.flow?.resume();
+      this.opts.log.debug({ unstored_bytes: this.inflightBytes() }, 'resuming the replication stream');
     }
     const w = this.waiters;
     this.waiters = [];

@@ -2,7 +2,6 @@ import { ConfigError } from '../errors.js';
 import { fileArchive } from './file/file-archive.js';
 import { checkBucket, parseS3Url, s3Archive, s3ArchiveReader, s3Client, type SseMode } from './s3/s3-archive.js';
 import type { Archive } from './sink.js';
-import { checkStream, firehoseArchive, firehoseClient, parseFirehoseUrl } from './firehose/firehose-archive.js';
 
 export interface ArchiveOptions {
   forcePathStyle: boolean;
@@ -65,6 +64,8 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
     return s3Archive(client, cfg);
   }
   if (url.startsWith('firehose://')) {
+    // Loaded only for a delivery stream: its SDK client costs ~0.1 s of start-up for everyone else.
+    const { checkStream, firehoseArchive, firehoseClient, parseFirehoseUrl } = await import('./firehose/firehose-archive.js');
     const stream = parseFirehoseUrl(url);
     const s3 = s3Client(opts.forcePathStyle);
     const client = firehoseClient();
