@@ -54,6 +54,7 @@ async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: num
   const archived = new Map<number, string>();
   const last = copy[copy.length - 1]!.seq;
   let start = Math.min(fileSeq, Math.max(...objectOf.keys()));
+  if (!objectOf.has(start)) return false; // its own digest is missing or bad: not a copy of anything verified
   while (start > 1 && objectOf.has(start - 1)) {
     const lines = await linesOf(reader, objectOf.get(start)!);
     if (!lines?.length || lines[0]!.seq <= copy[0]!.seq) break;
