@@ -4,7 +4,7 @@ import { postgresUrl, settingOption, validate } from '../config.js';
 import { connect } from '../db.js';
 import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
-import { parseRetention } from '../sink/open.js';
+import { openArchiveReader, parseRetention } from '../sink/open.js';
 import { fileArchive } from '../sink/file/file-archive.js';
 import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import type { Archive } from '../sink/sink.js';
@@ -64,7 +64,8 @@ export function registerVerifyCommand(program: Command): void {
       } else if (cfg.archive.startsWith('file://')) {
         archive = fileArchive(decodeURIComponent(new URL(cfg.archive).pathname));
       } else {
-        throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${cfg.archive} is not supported: use file:///path or s3://bucket/prefix`);
+        // A delivery stream's archive is read from its bucket; openArchiveReader says how.
+        archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       }
 
       const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;

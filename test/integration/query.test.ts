@@ -187,7 +187,7 @@ describe('query', () => {
 
   it('the layout is readable by DuckDB with the Athena DDL columns, and its answers equal query', async () => {
     const ddl = await readFile(path.join(PACKAGE_ROOT, 'sql', 'athena', 'audit_archive.sql'), 'utf8');
-    const columns = [...ddl.matchAll(/^\s+`(\w+)`\s+(string|bigint|int)\b/gm)].map((m) => [m[1]!, m[2]!] as const);
+    const columns = [...ddl.matchAll(/^\s+`(\w+)`\s+(string|bigint|int)\b/gm)].map((m) => [m[1]!, m[2] as 'string' | 'bigint' | 'int'] as const);
     expect(columns.map(([c]) => c)).toEqual(expect.arrayContaining([...AUDIT_COLUMNS, 'seq', 'chain', 'op']));
     expect(ddl).toMatch(/PARTITIONED BY \(`dt` string\)/);
     const duckType = { string: 'VARCHAR', bigint: 'BIGINT', int: 'INTEGER' } as const;
