@@ -26,6 +26,7 @@ const list = z.union([z.array(z.string()), z.string()]).optional()
 
 export function registerQueryCommands(program: Command): void {
   program.command('query')
+    .summary('who touched which record, when, how: search the archive, verifying every file it reads')
     .description('who touched which record, when, how: search the archive, verifying every file it reads\n' +
       'exit 0 answered, 1 some file in range failed verification (its records are not shown), 2 could not run')
     .addOption(settingOption('archive', 'url'))
@@ -94,6 +95,7 @@ export function registerQueryCommands(program: Command): void {
     });
 
   program.command('verify-evidence')
+    .summary('check an evidence package offline: records exactly as archived, signed, none left out')
     .description('check an evidence package offline: records exactly as archived, signed, none left out\n' +
       'exit 0 verified, 1 it is not, 2 could not run')
     .argument('<dir>', 'the package directory (written by query --evidence)')
