@@ -4,7 +4,8 @@
  *
  *   1. decode throughput: pg_recvlogical (pgoutput, the server's own client) vs `ship --drain` to S3
  *   2. commit-to-locked latency: single-row commits until the slot confirms them (after HeadObject)
- *   3. peak RSS of `ship --drain` with a backlog of BENCH_BACKLOG rows (default 1,000,000)
+ *   3. peak RSS of `ship --drain` with a backlog of BENCH_BACKLOG rows (default 1,000,000), then
+ *      `verify --full` and an unbounded `query` over the whole archive (time and peak RSS)
  *   4. the audit trigger's cost: pgbench single-row inserts, protected vs unprotected table
  *
  * Writes bench/results.json and bench/results.md. Needs the services of with-test-services.sh.
@@ -126,6 +127,14 @@ async function main(): Promise<void> {
     peak_rss_mib: Math.round(verifyRun.value.peakRssKib / 1024),
   };
   say(`    ${JSON.stringify(results.verify)}`);
+  say('    query over the same archive (one customer, every file read and verified)…');
+  const queryRun = await timed(() => runCli(['query', '--archive', `s3://${bucket}/bench`, '--verify-key', keys.verifyKeyPath,
+    '--row-id', '4711', '--format', 'json'], shipEnv));
+  results.query = {
+    events: ROWS + BACKLOG + 200, seconds: round(queryRun.seconds), events_per_s: Math.round((ROWS + BACKLOG) / queryRun.seconds),
+    peak_rss_mib: Math.round(queryRun.value.peakRssKib / 1024),
+  };
+  say(`    ${JSON.stringify(results.query)}`);
   results.backlog = {
     events: BACKLOG, seconds: round(backlog.seconds), events_per_s: Math.round(BACKLOG / backlog.seconds),
     peak_rss_mib: Math.round(backlog.value.peakRssKib / 1024), target_peak_rss_mib: 256,
@@ -243,6 +252,7 @@ function report(r: Record<string, unknown>): string {
   const b = r.backlog as Record<string, number>;
   const g = r.trigger as Record<string, number>;
   const v = r.verify as Record<string, number>;
+  const q = r.query as Record<string, number>;
   const m = r.machine as Record<string, unknown>;
   const s = r.settings as Record<string, unknown>;
   return `# Benchmark results
@@ -259,6 +269,7 @@ Each number is compared with a baseline measured in the same run.
 - Commit-to-locked latency (${l.commits} single-row commits, --batch-max-age ${l.batch_max_age_ms}ms): p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms.
   The age limit dominates: a file is sealed when its first record is that old (default 5s).
 - \`verify --full\` over the whole archive (${v.events} events, S3): ${v.seconds}s (${v.events_per_s} events/s), peak RSS ${v.peak_rss_mib} MiB.
+- \`query --row-id 4711\` over the same archive (no time range: every file read and verified): ${q.seconds}s (${q.events_per_s} events/s), peak RSS ${q.peak_rss_mib} MiB.
 - Backlog of ${b.events} events shipped in ${b.seconds}s (${b.events_per_s}/s) with a peak RSS of ${b.peak_rss_mib} MiB (target <= ${b.target_peak_rss_mib} MiB).
 
 Reproduce: \`npm run bench\` (BENCH_ROWS and BENCH_BACKLOG change the sizes).
