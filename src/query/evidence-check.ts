@@ -7,7 +7,7 @@ import { openRecord } from '../seal/record.js';
 import { parseDigestKey } from '../sink/keys.js';
 import { checkFile, type ArchivedRecord } from '../verify/file.js';
 import type { Finding } from '../verify/findings.js';
-import { EVIDENCE_FORMAT, listFiles, type EvidenceQuery } from './evidence.js';
+import { EVIDENCE_FORMAT, listFiles, packagePath, type EvidenceQuery } from './evidence.js';
 import { CSV_HEADER, csvLine } from './format.js';
 import { matches } from './filter.js';
 
@@ -89,7 +89,7 @@ export async function checkEvidence(dir: string, keys: VerifyKey[]): Promise<Evi
     const d: Digest = opened.digest;
     if (d.kind !== 'data' || !d.object_key) continue;
     report.files++;
-    const file = checkFile(await read(d.object_key), d, { chain: d.prev_chain, recordSeq: (d.first_seq ?? 1) - 1, lastPos: null });
+    const file = checkFile(await read(packagePath(d.object_key)), d, { chain: d.prev_chain, recordSeq: (d.first_seq ?? 1) - 1, lastPos: null });
     findings.push(...file.findings);
     if (file.findings.length > 0) continue;
     for (const l of file.lines) {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ConfigError } from '../errors.js';
 import { sha256Hex } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
-import { digestKey } from '../sink/keys.js';
+import { digestKey, pad, parseStreamKey } from '../sink/keys.js';
 import type { ArchivedLine } from '../verify/file.js';
 import { CSV_HEADER, csvLine } from './format.js';
 import type { Query } from './filter.js';
@@ -66,7 +66,7 @@ export class EvidenceWriter {
 
   async add(file: VerifiedFile, matched: ArchivedLine[]): Promise<void> {
     const d = file.digest;
-    await writeAt(this.dir, d.object_key!, file.body);
+    await writeAt(this.dir, packagePath(d.object_key!), file.body);
     await writeAt(this.dir, digestKey(d.file_seq), file.digestBytes);
     this.files.push(d.file_seq);
     this.keyIds.add(d.key_id);
@@ -90,6 +90,12 @@ export class EvidenceWriter {
     for (const rel of await listFiles(this.dir)) sums.push(`${sha256Hex(await readFile(path.join(this.dir, rel)))}  ${rel}`);
     await writeFile(path.join(this.dir, 'SHA256SUMS'), `${sums.join('\n')}\n`);
   }
+}
+
+/** Where a data file sits in a package: its archive key, or for a streamed file firehose/STREAM/N.jsonl. */
+export function packagePath(objectKey: string): string {
+  const streamed = parseStreamKey(objectKey);
+  return streamed ? `firehose/${streamed.stream}/${pad(streamed.fileSeq)}.jsonl` : objectKey;
 }
 
 async function writeAt(dir: string, rel: string, body: Buffer): Promise<void> {

@@ -1,3 +1,6 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
@@ -77,6 +80,13 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     const q = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json'], env);
     expect(q.code, q.stderr).toBe(0);
     expect(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action)).toEqual(['INSERT', 'UPDATE']);
+    // An evidence package of streamed files checks out offline like any other.
+    const evidence = path.join(await mkdtemp(path.join(tmpdir(), 'pgas-ev-')), 'row9');
+    const withEvidence = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--evidence', evidence], env);
+    expect(withEvidence.code, withEvidence.stderr).toBe(0);
+    const checked = await runCli(['verify-evidence', evidence, '--verify-key', keys.verifyKey]);
+    expect(checked.code, checked.stdout).toBe(0);
+    expect(checked.stdout).toMatch(/checked: {2}2 records in [12] files/);
 
     // A delivered line that differs from another delivery of the same record is a finding, not a repeat.
     const { Contents } = await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'clinic/firehose/' }));
