@@ -62,6 +62,7 @@ export class Pipeline implements StreamConsumer {
   private fatal: Error | null = null;
   /** a commit seen while files were still being stored: confirmed once they are */
   private deferredAck: Lsn | null = null;
+  private flushAt: Lsn | null = null;
   /** data objects being stored ahead of their digest, by key */
   private readonly ahead = new Map<string, Promise<unknown>>();
   /** Where backpressure goes: the stream's socket. */
@@ -126,6 +127,17 @@ export class Pipeline implements StreamConsumer {
 
   onIdlePosition(lsn: Lsn): void {
     this.lastIdlePosition = lsn;
+  }
+
+  onServerPosition(lsn: Lsn): void {
+    // --drain: once the server has sent everything up to the target, the open file is complete;
+    // waiting out --batch-max-age would only delay the end.
+    if (this.flushAt !== null && lsn >= this.flushAt && this.tx === null && this.batch && this.batch.count > 0) this.sealOpenBatch();
+  }
+
+  /** Seal the open file as soon as the stream is known to have delivered everything below `lsn`. */
+  flushWhenPast(lsn: Lsn): void {
+    this.flushAt = lsn;
   }
 
   // ---- control ----------------------------------------------------------------------------------

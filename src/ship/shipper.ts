@@ -121,6 +121,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
 
       const startFrom = await slotConfirmed(client, opts.slot);
       const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
+      if (target !== null) pipeline.flushWhenPast(target);
       const streaming = new AbortController();
       const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
       const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
@@ -131,7 +132,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         while (!opts.signal.aborted) {
           pipeline.check();
           if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
-          if (target !== null && pipeline.isIdle()) stream.ping();
+          if (target !== null) stream.ping(); // its answer carries the server's position
           log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
           const failed = await Promise.race([streamLoop.then(() => false, () => true), sleep(200).then(() => false)]);
           if (failed) throw await streamLoop.catch((e: unknown) => e);

@@ -27,6 +27,8 @@ export interface StreamConsumer {
   isIdle(): boolean;
   /** The server's position on a keepalive while idle (used by --drain and heartbeats). */
   onIdlePosition?(lsn: Lsn): void;
+  /** The server's position on every keepalive: everything it decoded below it has been sent. */
+  onServerPosition?(lsn: Lsn): void;
 }
 
 /** Stop and restart reading from the server (backpressure). */
@@ -114,6 +116,7 @@ export class AuditStream {
     this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
       // Data is dispatched synchronously in socket order, so everything sent before this keepalive
       // has reached the consumer: if it holds nothing unstored, nothing below this position is pending.
+      consumer.onServerPosition?.(parseLsn(lsn));
       if (consumer.isIdle()) {
         const pos = parseLsn(lsn);
         // Nothing is pending, so nothing at or below the server's position awaits storage:

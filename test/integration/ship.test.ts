@@ -79,6 +79,16 @@ describe('ship to a file archive', () => {
     expect(head.file_seq).toBe(report.head!.file_seq);
   });
 
+  it('--drain seals the open file once the stream has passed the start position, not at --batch-max-age', async () => {
+    const db = await freshDatabase('shipdrain');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    await writeEvents(db.url, 1, 10);
+    // With an age limit of an hour, only the drain's own sealing can end this run.
+    const out = await drain(db, archive, ['--batch-max-age', '1h']);
+    expect(out.stdout).toMatch(/stored 1 files with 10 records/);
+  });
+
   it('survives kill -9 at random moments: nothing lost, nothing duplicated, chain intact', async () => {
     const db = await freshDatabase('shipkill');
     const archive = await tempArchiveDir();
