@@ -7,6 +7,7 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedLine } from '../verify/file.js';
 import type { Finding } from '../verify/findings.js';
 import { DigestWalk } from '../verify/links.js';
+import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
 import { matches, mayHold, type Query } from './filter.js';
 
 /** A data file whose bytes, records and signed digest all checked out. */
@@ -64,14 +65,16 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     recordsRead: 0, matches: 0, keyIds: new Set(), failedFiles: new Set(), findings: [], notes: [],
   };
   const walk = new DigestWalk(opts.keys, 'anchor');
-  const pending = new Map<number, Promise<Buffer | null>>();
+  // Digests a few files ahead, and the data of the next files worth reading, while this one is checked.
+  const ahead = new ReadAhead(reader, PREFETCH + 2);
   const fetchDigest = (seq: number, last: number): Promise<Buffer | null> => {
-    for (let s = seq; s <= Math.min(seq + PREFETCH, last); s++) {
-      if (!pending.has(s)) pending.set(s, reader.get(digestKey(s)));
+    for (let s = seq + 1; s <= Math.min(seq + PREFETCH, last); s++) {
+      void ahead.start(digestKey(s))?.then((b) => {
+        const d = peekDigest(b);
+        if (s <= seq + 2 && d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q)) ahead.start(d.object_key);
+      }, () => undefined);
     }
-    const p = pending.get(seq)!;
-    pending.delete(seq);
-    return p;
+    return ahead.take(digestKey(seq));
   };
 
   const inPartitions = (key: string): boolean => {
@@ -94,7 +97,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     const d = step.digest;
     if (!d || d.kind !== 'data' || !d.object_key || !inPartitions(d.object_key) || !mayHold(d, q)) return;
     report.keyIds.add(d.key_id);
-    const body = await reader.get(d.object_key);
+    const body = await ahead.take(d.object_key);
     const file = checkFile(body, d, step.before);
     report.filesRead++;
     report.firstFile ??= seq;

@@ -6,6 +6,10 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedRecord } from './file.js';
 import type { Finding } from './findings.js';
 import { DigestWalk } from './links.js';
+import { objectKeyOf, ReadAhead } from './read-ahead.js';
+
+/** Files fetched ahead of the one being checked. */
+const LOOK_AHEAD = 2;
 
 export type { Finding } from './findings.js';
 export type { ArchivedRecord } from './file.js';
@@ -83,9 +87,19 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     }
   }
   const walk = new DigestWalk(opts.keys);
+  const ahead = new ReadAhead(reader, 2 * LOOK_AHEAD);
+  const readsData = (seq: number): boolean => seq >= fullFrom || opts.sample?.has(seq) === true;
+  const plan = (seq: number): void => {
+    if (seq > maxSeq || !listed.has(seq)) return;
+    void ahead.start(digestKey(seq))?.then((b) => {
+      const key = objectKeyOf(b);
+      if (key && readsData(seq)) ahead.start(key);
+    }, () => undefined);
+  };
   for (let seq = 1; seq <= maxSeq; seq++) {
     opts.onProgress?.(seq, maxSeq);
-    const step = walk.step(seq, listed.has(seq) ? await reader.get(digestKey(seq)) : null);
+    for (let next = seq + 1; next <= seq + LOOK_AHEAD; next++) plan(next);
+    const step = walk.step(seq, listed.has(seq) ? await ahead.take(digestKey(seq)) : null);
     findings.push(...step.findings);
     const d = step.digest;
     if (!d) continue;
@@ -102,13 +116,13 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     }
     if (d.first_event_at && (!report.firstEventAt || d.first_event_at < report.firstEventAt)) report.firstEventAt = d.first_event_at;
     if (d.last_event_at && (!report.lastEventAt || d.last_event_at > report.lastEventAt)) report.lastEventAt = d.last_event_at;
-    if (seq < fullFrom && !opts.sample?.has(seq)) {
+    if (!readsData(seq)) {
       // Verified by an earlier run and unchanged (its signed digest and links were just checked again).
       report.skipped++;
       report.records += d.record_count;
       continue;
     }
-    const file = checkFile(d.object_key ? await reader.get(d.object_key) : null, d, step.before);
+    const file = checkFile(d.object_key ? await ahead.take(d.object_key) : null, d, step.before);
     findings.push(...file.findings);
     report.records += file.lines.length;
     if (file.findings.length === 0 && opts.onRecords) await opts.onRecords(file.lines.map((l) => l.record), d);
