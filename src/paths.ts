@@ -13,4 +13,12 @@ export const SQL_DIR = path.join(PACKAGE_ROOT, 'sql');
 export const SCRIPTS_DIR = path.join(PACKAGE_ROOT, 'scripts');
 
 /** The package's version, as package.json says (evidence packages record it). */
-export const VERSION = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+export const VERSION = readVersion();
+
+function readVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown'; // a copy of dist/ without its package.json: still runs, says so in --version
+  }
+}
