@@ -12,12 +12,12 @@ export interface ChainState {
   lastPos: { lsn: bigint; idx: number } | null;
 }
 
-export const CHAIN_START: ChainState = { chain: GENESIS_CHAIN, recordSeq: 0, lastPos: null };
+const CHAIN_START: ChainState = { chain: GENESIS_CHAIN, recordSeq: 0, lastPos: null };
 
 /**
  * The digest-to-digest checks, one step at a time: signature, previous-digest hash, sequence,
- * source, record-chain continuity, heartbeats. `verify` walks from file 1; `query` starts from an
- * anchor digest just before the range it reads. Pure: bytes in, findings out.
+ * source, record-chain continuity, heartbeats. `verify` walks from file 1; `query` starts ('anchor')
+ * by stepping the digest just before the range it reads. Pure: bytes in, findings out.
  */
 export class DigestWalk {
   private prevDigestSha: string | null = null;
@@ -28,17 +28,6 @@ export class DigestWalk {
 
   constructor(private readonly keys: Map<string, VerifyKey>, from: 'genesis' | 'anchor' = 'genesis') {
     this.anchored = from === 'genesis';
-  }
-
-  /** Start after `bytes`, the digest of file `seq`, without judging it (query's anchor). */
-  anchor(seq: number, bytes: Buffer | null): void {
-    const opened = bytes ? openDigest(bytes, this.keys) : null;
-    if (opened?.ok && opened.digest.file_seq === seq) {
-      this.prevDigestSha = sha256Hex(bytes!);
-      this.prevDigest = opened.digest;
-      this.state = after(opened.digest, this.state);
-      this.anchored = true;
-    }
   }
 
   /**
