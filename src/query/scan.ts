@@ -69,9 +69,11 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   const ahead = new ReadAhead(reader, PREFETCH + 2);
   const fetchDigest = (seq: number, last: number): Promise<Buffer | null> => {
     for (let s = seq + 1; s <= Math.min(seq + PREFETCH, last); s++) {
-      void ahead.start(digestKey(s))?.then((b) => {
+      const digest = ahead.start(digestKey(s));
+      if (s > seq + 2) continue;
+      void digest?.then((b) => {
         const d = peekDigest(b);
-        if (s <= seq + 2 && d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q)) ahead.start(d.object_key);
+        if (d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q)) ahead.start(d.object_key);
       }, () => undefined);
     }
     return ahead.take(digestKey(seq));
@@ -83,6 +85,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     return date !== undefined && (fromDate === null || date >= fromDate) && (toDate === null || date <= toDate);
   };
 
+  /** when the last digest walked was sealed (a stream archive's walk ends by it) */
+  let lastSealedAt: string | null = null;
   const visit = async (seq: number, last: number): Promise<void> => {
     const bytes = await fetchDigest(seq, last);
     if (!bytes && seq === last && !(await reader.exists(digestKey(seq + 1)))) {
@@ -92,6 +96,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
       return;
     }
     const step = walk.step(seq, bytes);
+    lastSealedAt = step.digest?.created_at ?? lastSealedAt;
     report.digests++;
     report.findings.push(...step.findings);
     const d = step.digest;
@@ -121,7 +126,10 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   };
 
   let done: number | null = null;
-  for await (const seq of (await isStreamed(reader)) ? streamedRange(reader, q, opts.maxCommitDelayMs) : listedFiles(reader, fromDate, toDate)) {
+  const files = (await isStreamed(reader))
+    ? streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt)
+    : listedFiles(reader, fromDate, toDate);
+  for await (const seq of files) {
     if (done !== null && seq <= done) continue; // already walked past it
     if (done === null) {
       // The digest before the range anchors the walk: the first file must continue its chain.
@@ -155,37 +163,28 @@ const SEAL_MARGIN_MS = 3_600_000;
 /**
  * A delivery stream's files are objects of its own, not partitioned by commit date; its digests
  * are numbered and say when they were sealed (never before their events occurred). Bisect for the
- * first digest sealed at or after --from (less a margin for clock steps), then walk until one is
- * sealed after --to plus the commit delay.
+ * first digest sealed at or after --from (less a margin for clock steps), then walk until the walk
+ * reaches one sealed after --to plus the commit delay (`lastSealed`: the walk's own digests, not
+ * fetched again here).
  */
-async function* streamedRange(reader: ArchiveReader, q: Query, maxCommitDelayMs: number): AsyncIterable<number> {
+async function* streamedRange(reader: ArchiveReader, q: Query, maxCommitDelayMs: number, lastSealed: () => string | null): AsyncIterable<number> {
   const head = await findHeadSeq(reader, 0);
-  const sealedAt = async (seq: number): Promise<string | null> => {
-    const b = await reader.get(digestKey(seq));
-    try {
-      return b ? (JSON.parse(b.toString('utf8').split('\n')[0]!) as { created_at: string }).created_at : null;
-    } catch {
-      return null;
-    }
-  };
   let lo = 1;
   if (q.from) {
     const floor = new Date(Date.parse(q.from) - SEAL_MARGIN_MS).toISOString();
     let hi = head + 1;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const at = await sealedAt(mid);
-      if (at !== null && at < floor) lo = mid + 1;
+      const at = peekDigest(await reader.get(digestKey(mid)))?.created_at;
+      if (at !== undefined && at < floor) lo = mid + 1;
       else hi = mid; // unreadable: stay on the safe (earlier) side
     }
   }
   const ceiling = q.to ? new Date(Date.parse(q.to) + maxCommitDelayMs + SEAL_MARGIN_MS).toISOString() : null;
   for (let seq = lo; seq <= head; seq++) {
-    yield seq;
-    if (ceiling !== null) {
-      const at = await sealedAt(seq);
-      if (at !== null && at > ceiling) return;
-    }
+    yield seq; // walked before the loop goes on
+    const at = lastSealed();
+    if (ceiling !== null && at !== null && at > ceiling) return;
   }
 }
 

@@ -96,9 +96,10 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       if (key && readsData(seq)) ahead.start(key);
     }, () => undefined);
   };
+  for (let next = 1; next <= LOOK_AHEAD; next++) plan(next);
   for (let seq = 1; seq <= maxSeq; seq++) {
     opts.onProgress?.(seq, maxSeq);
-    for (let next = seq + 1; next <= seq + LOOK_AHEAD; next++) plan(next);
+    plan(seq + LOOK_AHEAD); // each file planned once, LOOK_AHEAD files before its turn
     const step = walk.step(seq, listed.has(seq) ? await ahead.take(digestKey(seq)) : null);
     findings.push(...step.findings);
     const d = step.digest;

@@ -80,6 +80,16 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     const q = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json'], env);
     expect(q.code, q.stderr).toBe(0);
     expect(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action)).toEqual(['INSERT', 'UPDATE']);
+    // A time range over a stream archive: found by bisecting digest seal times, ended by the walk.
+    const ranged = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json',
+      '--from', new Date(Date.now() - 3600_000).toISOString(), '--to', new Date(Date.now() + 60_000).toISOString()], env);
+    expect(ranged.code, ranged.stderr).toBe(0);
+    expect(ranged.stdout).toBe(q.stdout);
+    const before = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--format', 'json',
+      '--from', '2020-01-01', '--to', '2020-01-02'], env);
+    expect(before.code, before.stderr).toBe(0);
+    expect(before.stdout).toBe('');
+    expect(before.stderr).toMatch(/; 1 digest checked link by link, 0 files read/); // the walk stops at the first digest sealed after the range
     // An evidence package of streamed files checks out offline like any other.
     const evidence = path.join(await mkdtemp(path.join(tmpdir(), 'pgas-ev-')), 'row9');
     const withEvidence = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--evidence', evidence], env);

@@ -1,16 +1,17 @@
 import { GetObjectRetentionCommand, PutObjectLegalHoldCommand, PutObjectRetentionCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Digest } from '../../seal/digest.js';
+import { timeKey } from '../../seal/event-time.js';
 import { digestKey } from '../keys.js';
 
 export interface ExtendResult { extended: number; alreadyLonger: number; held: number; objects: number }
 
 /** The digest and data objects of files whose events (or, for heartbeats, sealing time) touch [from, to]. */
 export function inRange(d: Digest, from: string | null, to: string | null): boolean {
-  const first = d.first_event_at ?? d.created_at;
-  const last = d.last_event_at ?? d.created_at;
-  // Event times are the server's text ("2026-11-27 00:51:22.4+00"); compare on instants.
-  const t = (s: string) => Date.parse(s.replace(' ', 'T').replace(/\+00$/, 'Z'));
-  return (from === null || t(last) >= Date.parse(from)) && (to === null || t(first) <= Date.parse(to));
+  const first = timeKey(d.first_event_at ?? d.created_at);
+  const last = timeKey(d.last_event_at ?? d.created_at);
+  // Event times are the server's text ("2026-11-27 00:51:22.4+00"): compared as time keys, like query does.
+  if (first === null || last === null) return true; // unreadable: keep it rather than leave it unprotected
+  return (from === null || last >= (timeKey(from) ?? '')) && (to === null || first <= (timeKey(to) ?? '\uffff'));
 }
 
 export function objectsOf(d: Digest): string[] {
