@@ -1,6 +1,6 @@
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import { recordBody, sealRecord, type ChainHash, type RecordOp, type RowText } from './record.js';
-import { rawLineBound, sealRawInsert, type RawTuple } from './raw-record.js';
+import { rawLineBound, sealRawInsert, type ByteRange, type RawTuple } from './raw-record.js';
 
 export interface BatchLimits {
   maxRecords: number;
@@ -40,8 +40,10 @@ export class Batch {
   readonly prevChain: ChainHash;
   readonly firstSeq: number;
   firstLsn: Lsn | null = null;
-  firstEventAt: string | null = null;
-  lastEventAt: string | null = null;
+  /** the earliest and latest occurred_at text seen, as bytes (compared without making strings) */
+  private firstAt: Uint8Array | null = null;
+  private lastAt: Uint8Array | null = null;
+  private readonly eventAt: ByteRange = { start: 0, end: 0 };
   /** highest commit end LSN whose transaction is entirely in this or earlier batches */
   ackLsn: Lsn | null = null;
   private lsnOf: { lsn: Lsn; text: string } | null = null;
@@ -56,28 +58,45 @@ export class Batch {
     const body = recordBody({ seq, lsn: this.lsnText(r.commitLsn), idx: r.idx, op: r.op }, r.row, r.extra);
     const { line, chain } = sealRecord(this.position.chain, body);
     this.write(Buffer.from(`${line}\n`));
-    this.appended(seq, chain, r.commitLsn, r.idx, r.row?.occurred_at ?? null);
+    this.appended(seq, chain, r.commitLsn, r.idx);
+    const at = r.row?.occurred_at;
+    if (typeof at === 'string') {
+      const b = Buffer.from(at, 'latin1');
+      this.sawEventAt(b, 0, b.length);
+    }
   }
 
   /** An audit_log insert straight from the stream's bytes (the shipper's hot path). */
   appendInsert(commitLsn: Lsn, idx: number, tuple: RawTuple): void {
     const seq = this.position.recordSeq + 1;
-    const head = `{"seq":${seq},"lsn":"${this.lsnText(commitLsn)}","idx":${idx},"op":"insert"`;
+    const head = { seq, lsn: this.lsnText(commitLsn), idx };
     this.room(rawLineBound(head, tuple));
-    const { end, chain, eventAt } = sealRawInsert(this.position.chain, head, tuple, this.chunk, this.used);
+    const { end, chain } = sealRawInsert(this.position.chain, head, tuple, this.chunk, this.used, this.eventAt);
     this.bytes += end - this.used;
     this.used = end;
-    this.appended(seq, chain, commitLsn, idx, eventAt);
+    this.appended(seq, chain, commitLsn, idx);
+    if (this.eventAt.end > this.eventAt.start) this.sawEventAt(tuple.buf, this.eventAt.start, this.eventAt.end);
   }
 
-  private appended(seq: number, chain: ChainHash, commitLsn: Lsn, idx: number, at: string | null): void {
+  private appended(seq: number, chain: ChainHash, commitLsn: Lsn, idx: number): void {
     this.count++;
     this.position = { recordSeq: seq, chain, lastLsn: commitLsn, lastIdx: idx };
     if (this.firstLsn === null) this.firstLsn = commitLsn;
-    if (at !== null) {
-      if (this.firstEventAt === null || at < this.firstEventAt) this.firstEventAt = at;
-      if (this.lastEventAt === null || at > this.lastEventAt) this.lastEventAt = at;
-    }
+  }
+
+  /** Widen the file's event time range by one occurred_at text (ordered as text, like the archive's readers). */
+  private sawEventAt(b: Uint8Array, start: number, end: number): void {
+    // Copies: the stream's buffers are reused by the protocol parser once this call returns.
+    if (this.lastAt === null || compareBytes(b, start, end, this.lastAt) > 0) this.lastAt = new Uint8Array(b.subarray(start, end));
+    if (this.firstAt === null || compareBytes(b, start, end, this.firstAt) < 0) this.firstAt = new Uint8Array(b.subarray(start, end));
+  }
+
+  get firstEventAt(): string | null {
+    return this.firstAt === null ? null : Buffer.from(this.firstAt).toString('latin1');
+  }
+
+  get lastEventAt(): string | null {
+    return this.lastAt === null ? null : Buffer.from(this.lastAt).toString('latin1');
   }
 
   private lsnText(lsn: Lsn): string {
@@ -109,7 +128,23 @@ export class Batch {
 
   /** The file's JSON lines, each ending in a newline. */
   content(): Buffer {
-    return Buffer.concat([...this.chunks, this.chunk.subarray(0, this.used)], this.bytes);
+    return Buffer.concat(this.parts(), this.bytes);
+  }
+
+  /**
+   * The same lines as the chunks that hold them, handed over to whoever seals the file (their memory
+   * may move to another thread): the batch is finished and must not be read or appended to again.
+   */
+  take(): Buffer[] {
+    const parts = this.parts();
+    this.chunks.length = 0;
+    this.chunk = Buffer.alloc(0);
+    this.used = 0;
+    return parts;
+  }
+
+  private parts(): Buffer[] {
+    return [...this.chunks, this.chunk.subarray(0, this.used)].filter((c) => c.length > 0);
   }
 }
 
@@ -117,4 +152,14 @@ export class Batch {
 export function alreadyStored(pos: ChainPosition, commitLsn: Lsn, idx: number): boolean {
   if (pos.lastLsn === null) return false;
   return commitLsn < pos.lastLsn || (commitLsn === pos.lastLsn && idx <= pos.lastIdx);
+}
+
+/** Lexicographic order of a[start..end) against b, as for latin1 strings. */
+function compareBytes(a: Uint8Array, start: number, end: number, b: Uint8Array): number {
+  const n = Math.min(end - start, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = a[start + i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return end - start - b.length;
 }

@@ -7,20 +7,26 @@ import { jsonString, type ChainHash } from './record.js';
  * The bytes are exactly what recordBody() + sealRecord() write for the same row (a test holds the
  * two paths equal): plain ASCII values are copied as they are, anything that JSON escapes or that
  * is not ASCII goes through the same jsonString() as the general path.
+ *
+ * Written for the JIT: byte loops over plain Uint8Arrays, no strings or objects per column, and the
+ * names of all columns in one array, so every access stays monomorphic.
  */
 export interface TupleLayout {
   /** the relation's OID, as pgoutput's insert messages name it */
   relid: number;
-  /** `,"column":` for each column, in table order */
-  names: Buffer[];
-  namesBytes: number;
+  /** `,"column":` for each column, in table order, back to back */
+  names: Uint8Array;
+  /** where each column's name starts in `names` (one more entry than columns: the end) */
+  nameAt: Int32Array;
   /** index of occurred_at (event time range of the file), or -1 */
   occurredAt: number;
 }
 
 export function tupleLayout(relid: number, columns: string[]): TupleLayout {
-  const names = columns.map((c) => Buffer.from(`,${JSON.stringify(c)}:`));
-  return { relid, names, namesBytes: names.reduce((n, b) => n + b.length, 0), occurredAt: columns.indexOf('occurred_at') };
+  const parts = columns.map((c) => Buffer.from(`,${JSON.stringify(c)}:`));
+  const nameAt = new Int32Array(parts.length + 1);
+  parts.forEach((p, i) => { nameAt[i + 1] = nameAt[i]! + p.length; });
+  return { relid, names: new Uint8Array(Buffer.concat(parts)), nameAt, occurredAt: columns.indexOf('occurred_at') };
 }
 
 /** An insert message of the relation: 'I', relid, 'N', then the tuple at `offset` (pgoutput protocol 1). */
@@ -30,40 +36,101 @@ export interface RawTuple {
   layout: TupleLayout;
 }
 
+/** The fields every line starts with (see recordBody), for the raw path. */
+export interface RawHead {
+  seq: number;
+  /** the commit LSN as the server spells it, ASCII */
+  lsn: string;
+  idx: number;
+}
+
+/** Where occurred_at's text lies in the message (empty when the column is NULL or absent). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
 /** The most bytes the line for `t` can take (every value byte escaped as \u00XX), for sizing `out`. */
-export function rawLineBound(head: string, t: RawTuple): number {
-  return 160 + head.length + (t.buf.length - t.offset) * 6 + t.layout.namesBytes;
+export function rawLineBound(h: RawHead, t: RawTuple): number {
+  return 200 + h.lsn.length + (t.buf.length - t.offset) * 6 + t.layout.names.length;
+}
+
+const HEAD_SEQ = ascii('{"seq":');
+const HEAD_LSN = ascii(',"lsn":"');
+const HEAD_IDX = ascii('","idx":');
+const HEAD_OP = ascii(',"op":"insert"');
+const NULL = ascii('null');
+const CHAIN_OPEN = ascii('{"chain":"');
+
+function ascii(s: string): Uint8Array {
+  return new Uint8Array(Buffer.from(s, 'latin1'));
+}
+
+function put(out: Uint8Array, at: number, bytes: Uint8Array): number {
+  for (let j = 0; j < bytes.length; j++) out[at + j] = bytes[j]!;
+  return at + bytes.length;
+}
+
+function putAscii(out: Uint8Array, at: number, s: string): number {
+  for (let j = 0; j < s.length; j++) out[at + j] = s.charCodeAt(j);
+  return at + s.length;
+}
+
+/** A non-negative safe integer in decimal, as JSON (and String()) writes it. */
+function putUint(out: Uint8Array, at: number, n: number): number {
+  if (n < 10) {
+    out[at] = 0x30 + n;
+    return at + 1;
+  }
+  let digits = 0;
+  for (let v = n; v >= 1; v = Math.floor(v / 10)) digits++;
+  for (let i = digits - 1, v = n; i >= 0; i--, v = Math.floor(v / 10)) out[at + i] = 0x30 + (v % 10);
+  return at + digits;
+}
+
+function readInt32(b: Uint8Array, at: number): number {
+  return (b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!;
 }
 
 /**
  * Encode and chain one insert record, writing its line into `out` at `at` (which must have
- * rawLineBound() bytes free). Returns where the line ends, its chain hash, and the occurred_at
- * text for the file's event time range.
+ * rawLineBound() bytes free). Returns where the line ends and its chain hash; `eventAt` is set to
+ * where occurred_at's text lies in `t.buf`, for the file's event time range.
  */
-export function sealRawInsert(prev: ChainHash, head: string, t: RawTuple, out: Buffer, at: number): { end: number; chain: ChainHash; eventAt: string | null } {
+export function sealRawInsert(prev: ChainHash, h: RawHead, t: RawTuple, out: Buffer, at: number, eventAt: ByteRange): { end: number; chain: ChainHash } {
   const { buf, layout } = t;
-  const s = out;
+  const names = layout.names;
+  const nameAt = layout.nameAt;
   // The line is `{"chain":"` + 64 hex + `",` (76 bytes) + the body after its "{". The chain input
   // (64 hex of prev, then the body from "{") is laid out first, ending where the body will stay,
   // and the prefix is written over it once hashed.
-  s.write(prev, at + 11, 'latin1'); // prev hex at 11..75, so the body's "{" lands at 75
-  let pos = at + 75;
-  pos += s.write(head, pos, 'latin1'); // `{"seq":…,"op":"insert"`
+  putAscii(out, at + 11, prev); // prev hex at 11..75, so the body's "{" lands at 75
+  let pos = put(out, at + 75, HEAD_SEQ);
+  pos = putUint(out, pos, h.seq);
+  pos = put(out, pos, HEAD_LSN);
+  pos = putAscii(out, pos, h.lsn);
+  pos = put(out, pos, HEAD_IDX);
+  if (h.idx < 0) { // -1 never occurs for an insert from the stream, but stay exact if it did
+    out[pos++] = 0x2d;
+    pos = putUint(out, pos, -h.idx);
+  } else {
+    pos = putUint(out, pos, h.idx);
+  }
+  pos = put(out, pos, HEAD_OP);
   let off = t.offset;
-  const ncols = buf.readInt16BE(off);
+  const ncols = (buf[off]! << 8) | buf[off + 1]!;
   off += 2;
-  let eventAt: string | null = null;
+  eventAt.start = 0;
+  eventAt.end = 0;
   for (let i = 0; i < ncols; i++) {
-    // Copies byte by byte: for names and values this short, Buffer#copy's own overhead dominated.
-    const name = layout.names[i]!;
-    for (let j = 0; j < name.length; j++) s[pos++] = name[j]!;
+    for (let j = nameAt[i]!, e = nameAt[i + 1]!; j < e; j++) out[pos++] = names[j]!;
     const kind = buf[off++];
     if (kind === 0x74 /* t: text */) {
-      const len = buf.readInt32BE(off);
+      const len = readInt32(buf, off);
       off += 4;
       const end = off + len;
       const mark = pos;
-      s[pos++] = 0x22;
+      out[pos++] = 0x22;
       let plain = true;
       for (let j = off; j < end; j++) {
         const b = buf[j]!;
@@ -71,26 +138,30 @@ export function sealRawInsert(prev: ChainHash, head: string, t: RawTuple, out: B
           plain = false;
           break;
         }
-        s[pos++] = b;
+        out[pos++] = b;
       }
       if (plain) {
-        s[pos++] = 0x22;
+        out[pos++] = 0x22;
       } else {
-        pos = mark + s.write(jsonString(buf.toString('utf8', off, end)), mark, 'utf8');
+        pos = mark + out.write(jsonString(buf.toString('utf8', off, end)), mark, 'utf8');
       }
-      if (i === layout.occurredAt) eventAt = buf.toString('latin1', off, end);
+      if (i === layout.occurredAt) {
+        eventAt.start = off;
+        eventAt.end = end;
+      }
       off = end;
     } else if (kind === 0x6e /* n: null */ || kind === 0x75 /* u: unchanged TOAST, never in an insert */) {
-      s[pos++] = 0x6e; s[pos++] = 0x75; s[pos++] = 0x6c; s[pos++] = 0x6c; // null
+      pos = put(out, pos, NULL);
     } else {
       throw new Error(`unexpected pgoutput attribute kind ${String.fromCharCode(kind ?? 0)} in an audit_log insert`);
     }
   }
-  s[pos++] = 0x7d; // }
-  const chain = hash('sha256', s.subarray(at + 11, pos), 'hex') as ChainHash;
-  s.write('{"chain":"', at, 'latin1');
-  s.write(chain, at + 10, 'latin1');
-  s.write('",', at + 74, 'latin1'); // over the body's "{": the line continues with the body's second byte
-  s[pos++] = 0x0a;
-  return { end: pos, chain, eventAt };
+  out[pos++] = 0x7d; // }
+  const chain = hash('sha256', out.subarray(at + 11, pos), 'hex') as ChainHash;
+  put(out, at, CHAIN_OPEN);
+  putAscii(out, at + 10, chain);
+  out[at + 74] = 0x22; // `",` over the body's "{": the line continues with the body's second byte
+  out[at + 75] = 0x2c;
+  out[pos++] = 0x0a;
+  return { end: pos, chain };
 }

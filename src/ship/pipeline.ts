@@ -68,6 +68,7 @@ export class Pipeline implements StreamConsumer {
   /** Where backpressure goes: the stream's socket. */
   flow: Flow | null = null;
   private paused = false;
+  private nextProgress: Promise<void> | null = null;
 
   constructor(head: ArchiveHead, private readonly opts: PipelineOptions) {
     this.head = head;
@@ -183,6 +184,12 @@ export class Pipeline implements StreamConsumer {
     const batch = this.openBatch(todayUtc());
     batch.append({ op: 'marker', commitLsn: at, idx, row: null, extra: { reason, ...detail } });
     this.sealOpenBatch();
+  }
+
+  /** Resolves the next time a file is stored (or storing stops); one promise per wait, however often asked. */
+  progress(): Promise<void> {
+    this.nextProgress ??= this.roomAvailable().finally(() => { this.nextProgress = null; });
+    return this.nextProgress;
   }
 
   close(): void {

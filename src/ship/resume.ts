@@ -4,7 +4,7 @@ import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
 import { GENESIS_CHAIN, type ChainHash } from '../seal/record.js';
 import type { ArchiveHead } from '../seal/sealer.js';
-import { digestKey } from '../sink/keys.js';
+import { digestKey, objectUrl } from '../sink/keys.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import { parseLsn } from '../source/lsn.js';
 
@@ -24,19 +24,19 @@ export async function resumeFromArchive(
   reader: ArchiveReader, location: string, keys: Map<string, VerifyKey>, recordedSeq: number | null,
 ): Promise<Resumed> {
   if (recordedSeq !== null && recordedSeq > 0 && !(await reader.exists(digestKey(recordedSeq)))) {
-    throw new ServiceError(`the database records file ${recordedSeq} as shipped, but ${location}${digestKey(recordedSeq)} is missing: ` +
+    throw new ServiceError(`the database records file ${recordedSeq} as shipped, but ${objectUrl(location, digestKey(recordedSeq))} is missing: ` +
       'archived digests were removed or this is the wrong archive. Refusing to continue the chain (run `pg-audit-shipper verify`)');
   }
   const seq = await findHeadSeq(reader, recordedSeq ?? 0);
   if (seq === 0) return { head: EMPTY_HEAD, digest: null };
   const bytes = await reader.get(digestKey(seq));
-  if (!bytes) throw new ServiceError(`${location}${digestKey(seq)} disappeared while reading the archive head`);
+  if (!bytes) throw new ServiceError(`${objectUrl(location, digestKey(seq))} disappeared while reading the archive head`);
   const opened = openDigest(bytes, keys);
   if (!opened.ok) {
-    throw new ServiceError(`the archive head ${location}${digestKey(seq)} cannot be trusted: ${opened.problem}`);
+    throw new ServiceError(`the archive head ${objectUrl(location, digestKey(seq))} cannot be trusted: ${opened.problem}`);
   }
   const d = opened.digest;
-  if (d.file_seq !== seq) throw new ServiceError(`${location}${digestKey(seq)} claims to be file ${d.file_seq}`);
+  if (d.file_seq !== seq) throw new ServiceError(`${objectUrl(location, digestKey(seq))} claims to be file ${d.file_seq}`);
   return {
     digest: d,
     head: {

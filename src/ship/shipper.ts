@@ -7,7 +7,7 @@ import { Ingester } from '../capture/ingest/ingester.js';
 import type { BatchLimits } from '../seal/batch.js';
 import type { SigningKey, VerifyKey } from '../seal/keys.js';
 import type { SealedFile } from '../seal/sealer.js';
-import { digestKey } from '../sink/keys.js';
+import { digestKey, objectUrl } from '../sink/keys.js';
 import type { Archive } from '../sink/sink.js';
 import { verifyChain } from '../verify/chain.js';
 import { fileContent } from '../verify/file.js';
@@ -58,16 +58,21 @@ const BACKFILL_DONE = 'backfill-complete';
  */
 export async function ship(opts: ShipOptions): Promise<ShipResult> {
   const { log } = opts;
+  const began = performance.now();
+  const phase = (what: string) => log.debug({ ms: Math.round(performance.now() - began) }, `start-up: ${what}`);
   const pgConfig: pg.ClientConfig = { connectionString: opts.databaseUrl, application_name: 'pg-audit-shipper' };
   const client = await connect(opts.databaseUrl);
   const ingestAbort = new AbortController();
   let ingestDone: Promise<unknown> = Promise.resolve();
   try {
+    phase('connected');
     await checkShippingPrerequisites(client);
     const identity = await identifySystem(pgConfig);
+    phase('database checked');
     const keys = new Map<string, VerifyKey>([[opts.key.keyId, opts.key], ...opts.verifyKeys.map((k) => [k.keyId, k] as const)]);
     const recorded = await recordedHead(client, opts.slot);
     const resumed = await resumeFromArchive(opts.archive.reader, opts.archive.location, keys, recorded);
+    phase('archive head read');
     if (resumed.digest) {
       const d = resumed.digest;
       if (d.system_identifier !== identity.systemIdentifier || d.slot !== opts.slot) {
@@ -82,6 +87,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
     const slotPresent = (await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rowCount! > 0;
     if (slotPresent) await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
+    phase('last record read, slot checked');
 
     const stream = new AuditStream(pgConfig, opts.slot, log);
     const pipeline = new Pipeline(resumed.head, {
@@ -127,6 +133,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
       void watchSlot(client, opts, log);
       opts.onReady?.(true);
+      phase('streaming');
       try {
         // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
         while (!opts.signal.aborted) {
@@ -134,7 +141,10 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
           if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
           if (target !== null) stream.ping(); // its answer carries the server's position
           log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
-          const failed = await Promise.race([streamLoop.then(() => false, () => true), sleep(200).then(() => false)]);
+          // A drain ends as soon as the last file is stored; between stores, asking the server for its
+          // position often is what seals the last, partly filled file without waiting for its age.
+          const failed = await Promise.race([streamLoop.then(() => false, () => true), pipeline.progress().then(() => false),
+            sleep(target === null ? 200 : 50).then(() => false)]);
           if (failed) throw await streamLoop.catch((e: unknown) => e);
         }
       } finally {
@@ -264,7 +274,7 @@ async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head
     const bytes = await archive.reader.get(digestKey(seq));
     const opened = bytes ? openDigest(bytes, keys) : null;
     if (!opened?.ok) {
-      throw new ServiceError(`${archive.location}${digestKey(seq)} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
+      throw new ServiceError(`${objectUrl(archive.location, digestKey(seq))} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
         'refusing to continue the chain (run `pg-audit-shipper verify`)');
     }
     const d = opened.digest;

@@ -47,3 +47,8 @@ export function parseDataKey(key: string): { fileSeq: number; date: string } | n
   const m = /^data\/dt=(\d{4}-\d{2}-\d{2})\/(\d{12})-[0-9a-f]{16}\.jsonl\.gz$/.exec(key);
   return m ? { fileSeq: Number(m[2]), date: m[1]! } : null;
 }
+
+/** An object's full address for messages: the archive's location and the key, one slash between. */
+export function objectUrl(location: string, key: string): string {
+  return location.endsWith('/') ? `${location}${key}` : `${location}/${key}`;
+}
