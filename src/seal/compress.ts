@@ -65,7 +65,7 @@ class Packer {
     });
   }
 
-  private start(): Worker {
+  start(): Worker {
     if (this.worker) return this.worker;
     const worker = new Worker(WORKER_SOURCE, { eval: true });
     worker.on('message', (m: Reply) => {
@@ -107,4 +107,9 @@ const packer = new Packer();
 /** Hash `chunks` (the file's lines in order) and gzip them unless `raw`; the chunks are consumed. */
 export function pack(chunks: Buffer[], raw: boolean): Promise<Packed> {
   return packer.pack(chunks, raw);
+}
+
+/** Start the worker now (it takes tens of milliseconds), so the first file does not wait for it. */
+export function prepareCompression(): void {
+  packer.start();
 }

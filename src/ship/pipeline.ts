@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { alreadyStored, Batch, type BatchLimits, type ChainPosition } from '../seal/batch.js';
 import type { SigningKey } from '../seal/keys.js';
+import { prepareCompression } from '../seal/compress.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
 import type { DataLayout, Sink } from '../sink/sink.js';
@@ -75,6 +76,7 @@ export class Pipeline implements StreamConsumer {
     this.lastSealed = head;
     this.chainPos = head.position;
     this.ageTimer = setInterval(() => this.tick(), 250);
+    prepareCompression();
   }
 
   // ---- StreamConsumer ---------------------------------------------------------------------------

@@ -23,13 +23,22 @@ export interface Resumed {
 export async function resumeFromArchive(
   reader: ArchiveReader, location: string, keys: Map<string, VerifyKey>, recordedSeq: number | null,
 ): Promise<Resumed> {
-  if (recordedSeq !== null && recordedSeq > 0 && !(await reader.exists(digestKey(recordedSeq)))) {
-    throw new ServiceError(`the database records file ${recordedSeq} as shipped, but ${objectUrl(location, digestKey(recordedSeq))} is missing: ` +
-      'archived digests were removed or this is the wrong archive. Refusing to continue the chain (run `pg-audit-shipper verify`)');
+  let seq: number;
+  let bytes: Buffer | null;
+  if (recordedSeq !== null && recordedSeq > 0) {
+    // Usually the recorded head is the archive's head: ask for it, and whether a later one exists, at once.
+    const [recorded, next] = await Promise.all([reader.get(digestKey(recordedSeq)), reader.exists(digestKey(recordedSeq + 1))]);
+    if (recorded === null) {
+      throw new ServiceError(`the database records file ${recordedSeq} as shipped, but ${objectUrl(location, digestKey(recordedSeq))} is missing: ` +
+        'archived digests were removed or this is the wrong archive. Refusing to continue the chain (run `pg-audit-shipper verify`)');
+    }
+    seq = next ? await findHeadSeq(reader, recordedSeq + 1) : recordedSeq;
+    bytes = next ? await reader.get(digestKey(seq)) : recorded;
+  } else {
+    seq = await findHeadSeq(reader, 0);
+    if (seq === 0) return { head: EMPTY_HEAD, digest: null };
+    bytes = await reader.get(digestKey(seq));
   }
-  const seq = await findHeadSeq(reader, recordedSeq ?? 0);
-  if (seq === 0) return { head: EMPTY_HEAD, digest: null };
-  const bytes = await reader.get(digestKey(seq));
   if (!bytes) throw new ServiceError(`${objectUrl(location, digestKey(seq))} disappeared while reading the archive head`);
   const opened = openDigest(bytes, keys);
   if (!opened.ok) {

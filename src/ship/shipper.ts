@@ -11,7 +11,7 @@ import { digestKey, objectUrl } from '../sink/keys.js';
 import type { Archive } from '../sink/sink.js';
 import { verifyChain } from '../verify/chain.js';
 import { fileContent } from '../verify/file.js';
-import { openDigest } from '../seal/digest.js';
+import { openDigest, type Digest } from '../seal/digest.js';
 import { AuditStream } from '../source/audit-stream.js';
 import { formatLsn, parseLsn, type Lsn } from '../source/lsn.js';
 import { createSlotWithSnapshot, rowsInSnapshot } from '../source/snapshot.js';
@@ -66,11 +66,16 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
   let ingestDone: Promise<unknown> = Promise.resolve();
   try {
     phase('connected');
-    await checkShippingPrerequisites(client);
-    const identity = await identifySystem(pgConfig);
+    // Independent questions, asked at once; the answers are judged in this order, so the most
+    // actionable problem (a missing setting or schema) is the one reported.
+    const [recordedAnswer, identityAnswer] = await Promise.allSettled([
+      checkShippingPrerequisites(client).then(() => recordedHead(client, opts.slot)),
+      identifySystem(pgConfig),
+    ]);
+    const recorded = settled(recordedAnswer);
+    const identity = settled(identityAnswer);
     phase('database checked');
     const keys = new Map<string, VerifyKey>([[opts.key.keyId, opts.key], ...opts.verifyKeys.map((k) => [k.keyId, k] as const)]);
-    const recorded = await recordedHead(client, opts.slot);
     const resumed = await resumeFromArchive(opts.archive.reader, opts.archive.location, keys, recorded);
     phase('archive head read');
     if (resumed.digest) {
@@ -83,10 +88,18 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     const source = { ...identity, slot: opts.slot };
     // The initial backfill ends with a marker record, so an archive that is empty or ends inside
     // the backfill never finished it: its snapshot is gone with the old connection, so start over.
-    const lastOp = resumed.digest ? await lastRecordOp(opts.archive, keys, resumed.head.fileSeq) : null;
+    const [lastOpAnswer, slotAnswer] = await Promise.allSettled([
+      resumed.digest ? lastRecordOp(opts.archive, keys, resumed.head.fileSeq, resumed.digest) : null,
+      client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])
+        .then(async (r) => {
+          if (r.rowCount === 0) return false;
+          await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
+          return true;
+        }),
+    ]);
+    const lastOp = settled(lastOpAnswer);
+    const slotPresent = settled(slotAnswer);
     const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
-    const slotPresent = (await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])).rowCount! > 0;
-    if (slotPresent) await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
     phase('last record read, slot checked');
 
     const stream = new AuditStream(pgConfig, opts.slot, log);
@@ -247,6 +260,12 @@ async function recordHead(client: pg.Client, slot: string, file: SealedFile): Pr
     [slot, file.fileSeq, file.position.recordSeq, file.position.chain, file.digestSha256, file.ackLsn === null ? null : formatLsn(file.ackLsn)]);
 }
 
+/** The value of a settled promise, or its reason thrown. */
+function settled<T>(r: PromiseSettledResult<T>): T {
+  if (r.status === 'rejected') throw r.reason;
+  return r.value;
+}
+
 async function slotConfirmed(client: pg.Client, slot: string): Promise<Lsn | null> {
   const r = await client.query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   return r.rows[0]?.lsn ? parseLsn(r.rows[0].lsn) : null;
@@ -269,15 +288,18 @@ async function watchSlot(client: pg.Client, opts: ShipOptions, log: Logger): Pro
 }
 
 /** The op (and backfill tag) of the archive's last record: tells whether a backfill was cut short. */
-async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, headSeq: number): Promise<{ op: string; backfill?: string } | null> {
+async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, headSeq: number, head: Digest): Promise<{ op: string; backfill?: string } | null> {
   for (let seq = headSeq; seq >= 1; seq--) {
-    const bytes = await archive.reader.get(digestKey(seq));
-    const opened = bytes ? openDigest(bytes, keys) : null;
-    if (!opened?.ok) {
-      throw new ServiceError(`${objectUrl(archive.location, digestKey(seq))} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
-        'refusing to continue the chain (run `pg-audit-shipper verify`)');
+    let d = head; // the head was read and checked already
+    if (seq !== headSeq) {
+      const bytes = await archive.reader.get(digestKey(seq));
+      const opened = bytes ? openDigest(bytes, keys) : null;
+      if (!opened?.ok) {
+        throw new ServiceError(`${objectUrl(archive.location, digestKey(seq))} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
+          'refusing to continue the chain (run `pg-audit-shipper verify`)');
+      }
+      d = opened.digest;
     }
-    const d = opened.digest;
     if (!d.object_key) continue;
     const data = await archive.reader.get(d.object_key);
     const content = data ? fileContent(d, data) : null;
