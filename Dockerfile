@@ -4,6 +4,8 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src src
 COPY bench bench
+# npm ci builds (prepare): tsc, then the bundle step
+COPY scripts/bundle.mjs scripts/bundle.mjs
 RUN npm ci && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

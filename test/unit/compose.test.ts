@@ -109,4 +109,15 @@ describe('docker-compose.yml', () => {
     expect(hba).toMatch(/^hostnossl\s+all\s+all\s+0\.0\.0\.0\/0\s+reject$/m);
     expect(hba.split('\n').filter((l) => /^host\s/.test(l))).toEqual([]);
   });
+
+  it("builds the shipper image with every file its build reads copied in before `npm ci` (which runs the build)", () => {
+    const dockerfile = readFileSync(path.join(PACKAGE_ROOT, 'Dockerfile'), 'utf8');
+    const beforeInstall = dockerfile.slice(0, dockerfile.indexOf('RUN npm ci'));
+    const copied = [...beforeInstall.matchAll(/^COPY (.+)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/).slice(0, -1)); // every source, not the target
+    const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts.prepare).toBe('npm run build');
+    const needed = ['package.json', 'package-lock.json', ...[...pkg.scripts.build!.matchAll(/(?:-p |node )(\S+)/g)].map((m) => m[1]!), 'src'];
+    expect(needed).toContain('scripts/bundle.mjs');
+    for (const f of needed) expect(copied.some((c) => c === f || f.startsWith(`${c}/`)), f).toBe(true);
+  });
 });
