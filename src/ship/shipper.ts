@@ -220,7 +220,9 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
   // (it drops its listeners before the pending START_REPLICATION is rejected): stopping must not
   // depend on it.
   const stopRequested = new Promise<void>((resolve) => stopped.addEventListener('abort', () => resolve(), { once: true }));
-  for (let attempt = 0; !stopped.aborted; attempt++) {
+  let attempt = 0;
+  while (!stopped.aborted) {
+    const received = stream.messagesReceived;
     try {
       pipeline.flow = stream.flow;
       await Promise.race([stream.run(pipeline, stream.confirmed ?? startFrom), stopRequested]);
@@ -231,6 +233,9 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
       if (/does not exist|invalidated|wal_status|has been invalidated/i.test(msg)) {
         throw new ServiceError(`replication slot ${opts.slot} is gone or invalidated: ${msg}`);
       }
+      // A connection that streamed before it failed is a new failure, not the next of a series:
+      // the wait starts short again (otherwise a week of rare drops would end in 30 s waits).
+      attempt = stream.messagesReceived > received ? 0 : attempt + 1;
       const wait = Math.random() * Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
       opts.log.warn({ err: msg, retry_in_ms: Math.round(wait) }, 'replication stream ended; reconnecting');
       await sleep(wait);

@@ -119,6 +119,51 @@ describe('ship to a file archive', () => {
     expect(ids).toEqual(await auditIds(db.url));
   });
 
+  it('reconnects when the server drops the replication connection mid-stream: nothing lost, nothing duplicated', async () => {
+    // The process lives on, holding received but unstored records, while its stream starts again
+    // from wherever the replication library asks the server to resume.
+    const db = await freshDatabase('shipdrop');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    const child = startCli(args(db, archive, ['--batch-max-records', '500', '--batch-max-age', '2s']), { DATABASE_URL: shipperUrl(db.name) });
+    const done = waitFor(child);
+    let writtenTo = 0;
+    const writing = (async () => {
+      for (let from = 1; from <= 60_000; from += 2_000) {
+        await writeEvents(db.url, from, 2_000, 100);
+        writtenTo = from + 1_999;
+      }
+    })();
+    const dropsAt: number[] = [];
+    while (dropsAt.length < 4) {
+      // Wait for the stream to be back, let it read a little, then drop its connection.
+      const pid = await withClient(db.url, async (c) => {
+        for (let i = 0; i < 200; i++) {
+          const r = await c.query<{ pid: number | null }>('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slotOf(db)]);
+          if (r.rows[0]?.pid) return r.rows[0].pid;
+          await sleep(50);
+        }
+        return null;
+      });
+      expect(pid, 'the shipper reconnects').not.toBeNull();
+      await sleep(100 + Math.floor(Math.random() * 400));
+      await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend($1)', [pid]));
+      dropsAt.push(writtenTo);
+    }
+    await writing;
+    expect(dropsAt.some((n) => n > 0 && n < 60_000), `drops while writing (at ${dropsAt.join(', ')})`).toBe(true);
+    child.kill('SIGTERM');
+    const stopped = await done;
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(stopped.stderr).toMatch(/replication stream ended; reconnecting/);
+    await drain(db, archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const ids = records.filter((r) => r.op === 'insert').map((r) => r.id as string);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toEqual(await auditIds(db.url));
+  });
+
   it('never acknowledges past what is stored, and recovers by itself when storage comes back', async () => {
     const db = await freshDatabase('shipack');
     const archive = await tempArchiveDir();
