@@ -8,7 +8,8 @@ export function scanSummary(r: ScanReport, q: Query, archive: string): string {
   const keys = [...r.keyIds].map((k) => `${k.slice(0, 16)}…`).join(', ');
   out.push(`answer:   ${r.matches} event${r.matches === 1 ? '' : 's'} — ${describe(q)}`);
   out.push(`archive:  ${archive}`);
-  out.push(`searched: commit dates ${r.partitions.from ?? 'the beginning'} to ${r.partitions.to ?? 'now'}; ` +
+  const dates = r.partitions.by === 'commit date' ? 'commit dates' : 'files sealed';
+  out.push(`searched: ${dates} ${r.partitions.from ?? 'the beginning'} to ${r.partitions.to ?? 'now'}; ` +
     `${r.digests} digest${r.digests === 1 ? '' : 's'} checked link by link, ${r.filesRead} file${r.filesRead === 1 ? '' : 's'} read${range}, ${r.recordsRead} records`);
   for (const n of r.notes) out.push(`note:     ${n.where}: ${n.message}`);
   if (r.findings.length === 0) {

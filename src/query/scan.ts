@@ -31,8 +31,11 @@ export interface ScanOptions {
 }
 
 export interface ScanReport {
-  /** commit-date partitions searched, inclusive; null: open-ended */
-  partitions: { from: string | null; to: string | null };
+  /**
+   * Dates searched, inclusive; null: open-ended. By the data files' commit-date partitions, or, in
+   * an archive delivered through a stream (no partitions), by when its files were sealed.
+   */
+  partitions: { from: string | null; to: string | null; by: 'commit date' | 'seal time' };
   /** digests checked (signature and link), data files read and verified, and which */
   digests: number;
   filesRead: number;
@@ -61,7 +64,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   const fromDate = q.from ? dateOf(q.from) : null;
   const toDate = q.to ? dateOf(addMs(q.to, opts.maxCommitDelayMs)) : null;
   const report: ScanReport = {
-    partitions: { from: fromDate, to: toDate }, digests: 0, filesRead: 0, firstFile: null, lastFile: null,
+    partitions: { from: fromDate, to: toDate, by: 'commit date' }, digests: 0, filesRead: 0, firstFile: null, lastFile: null,
     recordsRead: 0, matches: 0, keyIds: new Set(), failedFiles: new Set(), findings: [], notes: [],
   };
   const walk = new DigestWalk(opts.keys, 'anchor');
@@ -126,7 +129,9 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   };
 
   let done: number | null = null;
-  const files = (await isStreamed(reader))
+  const streamed = await isStreamed(reader);
+  if (streamed) report.partitions.by = 'seal time';
+  const files = streamed
     ? streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt)
     : listedFiles(reader, fromDate, toDate);
   for await (const seq of files) {

@@ -90,6 +90,7 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     expect(before.code, before.stderr).toBe(0);
     expect(before.stdout).toBe('');
     expect(before.stderr).toMatch(/; 1 digest checked link by link, 0 files read/); // the walk stops at the first digest sealed after the range
+    expect(before.stderr).toMatch(/searched: files sealed 2020-01-01 to 2020-01-03;/); // no date partitions in a stream archive
     // An evidence package of streamed files checks out offline like any other.
     const evidence = path.join(await mkdtemp(path.join(tmpdir(), 'pgas-ev-')), 'row9');
     const withEvidence = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--evidence', evidence], env);

@@ -99,7 +99,7 @@ describe('scanArchive', () => {
     const digestsRead = c.gets.filter((k) => k.startsWith('digests/')).map((k) => Number(/(\d{12})/.exec(k)![1]));
     expect(Math.min(...digestsRead)).toBe(36); // the anchor: the heartbeat before Apr 10's first file
     expect(Math.max(...digestsRead)).toBeLessThanOrEqual(4 * 12 - 1 + 8); // Apr 12's last file, plus the prefetch window
-    expect(report.partitions).toEqual({ from: '2026-04-10', to: '2026-04-13' });
+    expect(report.partitions).toEqual({ from: '2026-04-10', to: '2026-04-13', by: 'commit date' });
   });
 
   it('an open-ended query reads everything from its start, and a query without time reads all', async () => {
