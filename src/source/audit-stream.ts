@@ -185,13 +185,11 @@ export class AuditStream {
    */
   private readDataDirectly(plugin: PgoutputPlugin, consumer: StreamConsumer): void {
     const conn = (this.service as unknown as { _connection?: NodeJS.EventEmitter })._connection;
-    // pg's own client listens too (bound _handleCopyData, a no-op while replicating): leave it be.
-    const theirs = (conn?.listeners('copyData') ?? []).filter((f) => f.name !== 'bound _handleCopyData');
-    if (!conn || theirs.length !== 1) {
-      this.log.debug({ copy_data_listeners: theirs.length }, 'replication library internals differ; reading through it');
+    const library = conn ? libraryDataListener(conn) : null;
+    if (!conn || !library) {
+      this.log.debug('replication library internals differ; reading through it');
       return;
     }
-    const library = theirs[0] as (m: { chunk: Buffer }) => void;
     conn.removeListener('copyData', library);
     conn.on('copyData', (m: { chunk: Buffer }) => {
       const buf = m.chunk;
@@ -227,6 +225,16 @@ export class AuditStream {
         return undefined; // relation, type, origin, message: no data of ours
     }
   }
+}
+
+/**
+ * The replication library's listener for CopyData messages on its connection, or null when the
+ * connection does not look as expected. pg's own client listens too (its bound _handleCopyData, a
+ * no-op while replicating): that one is left alone.
+ */
+export function libraryDataListener(conn: NodeJS.EventEmitter): ((m: { chunk: Buffer }) => void) | null {
+  const theirs = conn.listeners('copyData').filter((f) => f.name !== 'bound _handleCopyData');
+  return theirs.length === 1 ? (theirs[0] as (m: { chunk: Buffer }) => void) : null;
 }
 
 function rel(r: { schema: string; name: string }): string {
