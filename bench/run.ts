@@ -104,8 +104,7 @@ async function main(): Promise<void> {
     await db.query('VACUUM (ANALYZE) customers, audit.audit_log');
     await db.query('CHECKPOINT');
     const endpos = (await db.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
-    const recv = await timed(() => run(`${PGBIN}/pg_recvlogical`, ['-d', dbUrl, '-S', 'bench_recv', '--start', '--no-loop',
-      '-o', 'proto_version=1', '-o', 'publication_names=audit_log_publication', '-E', endpos, '-f', '/dev/null']));
+    const recv = await timed(() => recvlogical(dbUrl, endpos));
     const e2e = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
     rounds.push({ recv_s: round3(recv.seconds), ship_s: round3(e2e.seconds), ratio: round(recv.seconds / e2e.seconds) });
     say(`    round ${i + 1}: pg_recvlogical ${recv.seconds.toFixed(2)}s, ship ${e2e.seconds.toFixed(2)}s: ratio ${round(recv.seconds / e2e.seconds)}`);
@@ -140,8 +139,7 @@ async function main(): Promise<void> {
   await db.query('VACUUM (ANALYZE) customers, audit.audit_log');
   await db.query('CHECKPOINT');
   const backlogEnd = (await db.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
-  const backlogRecv = await timed(() => run(`${PGBIN}/pg_recvlogical`, ['-d', dbUrl, '-S', 'bench_recv', '--start', '--no-loop',
-    '-o', 'proto_version=1', '-o', 'publication_names=audit_log_publication', '-E', backlogEnd, '-f', '/dev/null']));
+  const backlogRecv = await timed(() => recvlogical(dbUrl, backlogEnd));
   await db.query(`SELECT pg_drop_replication_slot('bench_recv')`);
   const backlog = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
   const ARCHIVED = ROUNDS * ROWS + BACKLOG + 200; // the rounds, the backlog, the latency commits
@@ -173,6 +171,12 @@ async function main(): Promise<void> {
   await writeFile(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFile(path.join(out, 'results.md'), report(results));
   say(`\nwritten: bench/results.json, bench/results.md`);
+}
+
+/** The baseline: the server's own client decodes slot bench_recv up to `endpos` and discards it. */
+function recvlogical(dbUrl: string, endpos: string) {
+  return run(`${PGBIN}/pg_recvlogical`, ['-d', dbUrl, '-S', 'bench_recv', '--start', '--no-loop',
+    '-o', 'proto_version=1', '-o', 'publication_names=audit_log_publication', '-E', endpos, '-f', '/dev/null']);
 }
 
 async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {

@@ -6,7 +6,7 @@ import { constants as zc } from 'node:zlib';
  * against level 6's ~12.6x, at 2.5x the speed (330 vs 130 MB/s on this project's benchmark machine),
  * and compression competes for the same cores as the database's own decoding.
  */
-export const GZIP_OPTIONS = { level: 3, memLevel: 9, strategy: zc.Z_DEFAULT_STRATEGY };
+const GZIP_OPTIONS = { level: 3, memLevel: 9, strategy: zc.Z_DEFAULT_STRATEGY };
 
 /** A file's bytes, hashed (and compressed unless `raw`). */
 export interface Packed {
@@ -77,6 +77,7 @@ class Packer {
       else job.resolve({ contentSha256: m.contentSha256!, body: Buffer.from(m.body!), bodySha256: m.bodySha256! });
     });
     const fail = (err: Error) => {
+      if (this.worker !== worker) return; // 'error' and then 'exit': told once
       this.worker = null;
       for (const job of this.pending.values()) job.reject(new Error(`the compression worker stopped: ${err.message}`));
       this.pending.clear();

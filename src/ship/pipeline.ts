@@ -5,7 +5,7 @@ import type { SigningKey } from '../seal/keys.js';
 import { prepareCompression } from '../seal/compress.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
-import type { DataLayout, Sink } from '../sink/sink.js';
+import type { ArchiveObject, DataLayout, Sink } from '../sink/sink.js';
 import { AUDIT_LOG, type Flow, type StreamConsumer, type StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import type { ShipMetrics } from './metrics.js';
@@ -28,7 +28,6 @@ export interface PipelineOptions {
 }
 
 interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
-
 
 /** How many queued files may have their data stored before their turn. */
 const STORE_AHEAD_FILES = 3;
@@ -276,7 +275,7 @@ export class Pipeline implements StreamConsumer {
   private storeAhead(): void {
     for (const file of this.queue.slice(0, STORE_AHEAD_FILES)) {
       for (const obj of file.objects.slice(0, -1)) {
-        if (!this.ahead.has(obj.key)) this.ahead.set(obj.key, this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`));
+        if (!this.ahead.has(obj.key)) this.ahead.set(obj.key, this.store(obj, file));
       }
     }
   }
@@ -288,9 +287,7 @@ export class Pipeline implements StreamConsumer {
         const file = this.queue[0]!;
         const started = Date.now();
         for (const obj of file.objects) {
-          const early = this.ahead.get(obj.key);
-          if (early) await early;
-          else await this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
+          await (this.ahead.get(obj.key) ?? this.store(obj, file));
         }
         await this.retry(() => this.opts.onStored(file), `recording head ${file.fileSeq} in the database`);
         this.opts.metrics.uploadSeconds.observe((Date.now() - started) / 1000);
@@ -312,6 +309,10 @@ export class Pipeline implements StreamConsumer {
       this.uploading = false;
       this.wake();
     }
+  }
+
+  private store(obj: ArchiveObject, file: SealedFile): Promise<unknown> {
+    return this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
   }
 
   /** Forever, with capped exponential backoff and full jitter: the slot holds the data meanwhile. */

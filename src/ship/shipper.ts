@@ -89,7 +89,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     // The initial backfill ends with a marker record, so an archive that is empty or ends inside
     // the backfill never finished it: its snapshot is gone with the old connection, so start over.
     const [lastOpAnswer, slotAnswer] = await Promise.allSettled([
-      resumed.digest ? lastRecordOp(opts.archive, keys, resumed.head.fileSeq, resumed.digest) : null,
+      resumed.digest ? lastRecordOp(opts.archive, keys, resumed.digest) : null,
       client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])
         .then(async (r) => {
           if (r.rowCount === 0) return false;
@@ -293,10 +293,10 @@ async function watchSlot(client: pg.Client, opts: ShipOptions, log: Logger): Pro
 }
 
 /** The op (and backfill tag) of the archive's last record: tells whether a backfill was cut short. */
-async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, headSeq: number, head: Digest): Promise<{ op: string; backfill?: string } | null> {
-  for (let seq = headSeq; seq >= 1; seq--) {
+async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head: Digest): Promise<{ op: string; backfill?: string } | null> {
+  for (let seq = head.file_seq; seq >= 1; seq--) {
     let d = head; // the head was read and checked already
-    if (seq !== headSeq) {
+    if (seq !== head.file_seq) {
       const bytes = await archive.reader.get(digestKey(seq));
       const opened = bytes ? openDigest(bytes, keys) : null;
       if (!opened?.ok) {
