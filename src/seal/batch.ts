@@ -126,25 +126,17 @@ export class Batch {
     return this.count > 0 && now - this.startedAt >= limits.maxAgeMs;
   }
 
-  /** The file's JSON lines, each ending in a newline. */
-  content(): Buffer {
-    return Buffer.concat(this.parts(), this.bytes);
-  }
-
   /**
-   * The same lines as the chunks that hold them, handed over to whoever seals the file (their memory
-   * may move to another thread): the batch is finished and must not be read or appended to again.
+   * The file's JSON lines (each ending in a newline) as the chunks that hold them, handed over to
+   * whoever seals the file (their memory may move to another thread): the batch is finished and
+   * must not be read or appended to again.
    */
   take(): Buffer[] {
-    const parts = this.parts();
+    const parts = [...this.chunks, this.chunk.subarray(0, this.used)].filter((c) => c.length > 0);
     this.chunks.length = 0;
     this.chunk = Buffer.alloc(0);
     this.used = 0;
     return parts;
-  }
-
-  private parts(): Buffer[] {
-    return [...this.chunks, this.chunk.subarray(0, this.used)].filter((c) => c.length > 0);
   }
 }
 

@@ -146,7 +146,8 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
       void watchSlot(client, opts, log);
       opts.onReady?.(true);
-      phase('streaming');
+      log.info({ slot: opts.slot, from: startFrom === null ? null : formatLsn(startFrom), start_up_ms: Math.round(performance.now()) /* since the process started */ },
+        'streaming from the slot');
       try {
         // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
         while (!opts.signal.aborted) {

@@ -52,8 +52,15 @@ export class AuditStream {
   /** data messages received over every connection so far (a reconnect knows whether the last one worked) */
   messagesReceived = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** whether data messages bypass the library on the current connection (see readDataDirectly) */
+  readsDirectly = false;
 
-  constructor(private readonly config: pg.ClientConfig, private readonly slot: string, private readonly log: Logger) {
+  /**
+   * `readThroughLibrary`: never replace the library's data listener (see readDataDirectly); what
+   * the consumer is handed must be the same either way, and a test holds the two paths to that.
+   */
+  constructor(private readonly config: pg.ClientConfig, private readonly slot: string, private readonly log: Logger,
+    private readonly options: { readThroughLibrary?: boolean } = {}) {
     this.service = new LogicalReplicationService(
       { ...config, options: TEXT_OUTPUT_OPTIONS } as pg.ClientConfig,
       // No automatic or timed acknowledgements (they acknowledge what was received, not stored), and no
@@ -116,7 +123,8 @@ export class AuditStream {
     this.service.removeAllListeners('start');
     this.service.on('error', (err: Error) => this.log.warn({ err: err.message }, 'replication stream error'));
     this.service.on('data', (lsn: string, msg: Pgoutput.Message) => this.dispatch(consumer, lsn, msg));
-    this.service.on('start', () => this.readDataDirectly(plugin, consumer));
+    this.readsDirectly = false;
+    this.service.on('start', () => { if (!this.options.readThroughLibrary) this.readDataDirectly(plugin, consumer); });
     this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
       // Data is dispatched synchronously in socket order, so everything sent before this keepalive
       // has reached the consumer: if it holds nothing unstored, nothing below this position is pending.
@@ -191,28 +199,30 @@ export class AuditStream {
       return;
     }
     conn.removeListener('copyData', library);
+    this.readsDirectly = true;
     conn.on('copyData', (m: { chunk: Buffer }) => {
       const buf = m.chunk;
       if (buf[0] !== 0x77 /* w: XLogData */) return library(m);
-      const msg = plugin.parse(buf.subarray(25));
-      if ((msg as { tag: string }).tag === 'audit-insert') {
-        this.messagesReceived++;
-        return consumer.onEvent({ type: 'audit-insert', tuple: (msg as unknown as { tuple: RawTuple }).tuple });
-      }
-      return this.dispatch(consumer, `${buf.readUInt32BE(1).toString(16).toUpperCase()}/${buf.readUInt32BE(5).toString(16).toUpperCase()}`, msg);
+      return this.dispatch(consumer, buf, plugin.parse(buf.subarray(25)));
     });
   }
 
-  private dispatch(consumer: StreamConsumer, lsn: string, msg: Pgoutput.Message): void {
+  /**
+   * One data message to the consumer. `walStart` is where the server says the message starts: the
+   * library's text, or the XLogData message itself (read only if a begin or commit lacks its own).
+   */
+  private dispatch(consumer: StreamConsumer, walStart: string | Buffer, msg: Pgoutput.Message): void {
     this.messagesReceived++;
     if ((msg as { tag: string }).tag === 'audit-insert') {
       return consumer.onEvent({ type: 'audit-insert', tuple: (msg as unknown as { tuple: RawTuple }).tuple });
     }
+    const lsn = () => typeof walStart === 'string' ? walStart
+      : `${walStart.readUInt32BE(1).toString(16).toUpperCase()}/${walStart.readUInt32BE(5).toString(16).toUpperCase()}`;
     switch (msg.tag) {
       case 'begin':
-        return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn), commitTime: pgTime(msg.commitTime) });
+        return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn()), commitTime: pgTime(msg.commitTime) });
       case 'commit':
-        return consumer.onEvent({ type: 'commit', commitLsn: parseLsn(msg.commitLsn ?? lsn), endLsn: parseLsn(msg.commitEndLsn ?? lsn) });
+        return consumer.onEvent({ type: 'commit', commitLsn: parseLsn(msg.commitLsn ?? lsn()), endLsn: parseLsn(msg.commitEndLsn ?? lsn()) });
       case 'insert':
         return consumer.onEvent({ type: 'change', op: 'insert', relation: rel(msg.relation), row: msg.new as RowText, old: null });
       case 'update':

@@ -16,6 +16,8 @@ function insertMessage(relid: number, values: (string | null)[]): Buffer {
   }
   return Buffer.concat(parts);
 }
+/** A batch's JSON lines (this finishes the batch). */
+const lines = (b: Batch) => Buffer.concat(b.take()).toString('utf8');
 const int32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
 const int16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
 
@@ -40,7 +42,7 @@ describe('the raw insert path writes exactly what the general path writes', () =
       const msg = Buffer.concat([Buffer.from('padding'), insertMessage(16_384, values)]);
       viaBytes.appendInsert(lsn, idx, { buf: msg.subarray(7), offset: 6, layout });
     });
-    expect(viaBytes.content().toString('utf8')).toBe(viaRow.content().toString('utf8'));
+    expect(lines(viaBytes)).toBe(lines(viaRow));
     expect(viaBytes.position).toEqual(viaRow.position);
     expect([viaBytes.firstEventAt, viaBytes.lastEventAt, viaBytes.bytes, viaBytes.count])
       .toEqual([viaRow.firstEventAt, viaRow.lastEventAt, viaRow.bytes, viaRow.count]);
@@ -57,6 +59,6 @@ describe('the raw insert path writes exactly what the general path writes', () =
       b.appendInsert(0x1000n as Lsn, i, { buf: insertMessage(1, values), offset: 6, layout });
     }
     expect(b.bytes).toBeGreaterThan(256 * 1024);
-    expect(b.content().equals(a.content())).toBe(true);
+    expect(lines(b)).toBe(lines(a));
   });
 });
