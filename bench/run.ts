@@ -132,7 +132,9 @@ async function main(): Promise<void> {
     say(`    round ${i + 1}: pg_recvlogical ${recv.seconds.toFixed(2)}s, ship ${e2e.seconds.toFixed(2)}s (${streaming.toFixed(2)}s of it streaming): ` +
       `ratio ${round(recv.seconds / e2e.seconds)}, streaming ${round(recv.seconds / streaming)}; both cores busy ${pct(recvBusy)} vs ${pct(shipBusy)}`);
   }
-  const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
+  const mid = medianRound(rounds);
+  const busy = (side: 'cpu_busy_recv' | 'cpu_busy_ship') =>
+    rounds.some((r) => r[side] === null) ? null : median(rounds.map((r) => r[side]!));
   const throughput = {
     pg_recvlogical_events_per_s: Math.round(ROWS / mid.recv_s),
     ship_to_locked_s3_events_per_s: Math.round(ROWS / mid.ship_s),
@@ -141,8 +143,8 @@ async function main(): Promise<void> {
     target_ratio: 0.6,
     streaming_ratio: median(rounds.map((r) => r.streaming_ratio)),
     ship_start_up_s: median(rounds.map((r) => r.ship_start_up_s)),
-    cpu_busy_recv: median(rounds.map((r) => r.cpu_busy_recv ?? 0)),
-    cpu_busy_ship: median(rounds.map((r) => r.cpu_busy_ship ?? 0)),
+    cpu_busy_recv: busy('cpu_busy_recv'),
+    cpu_busy_ship: busy('cpu_busy_ship'),
     rounds,
   };
   results.throughput = throughput;
@@ -215,7 +217,6 @@ async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
   }
 }
 
-/** Run the CLI, sampling its resident memory; resolves with the peak. */
 /**
  * Run `ship`; besides its peak memory, how long it streamed: from its "streaming from the slot"
  * line (start-up done, the replication request about to go out) to its exit after the last lock.
@@ -228,6 +229,7 @@ async function runShip(args: string[], envVars: Record<string, string>, extra: s
   return { peakRssKib: r.peakRssKib, streamingSeconds: (r.exitedAt - at) / 1000 };
 }
 
+/** Run the CLI, sampling its resident memory; resolves with the peak, its stderr and when it exited. */
 function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number; stderr: string; exitedAt: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: envVars, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -302,7 +304,7 @@ async function triggerCost(db: pg.Client, dbUrl: string) {
     const [plain, prot] = [got.bench_plain!, got.bench_protected!];
     rounds.push({ plain_tps: Math.round(plain), protected_tps: Math.round(prot), ratio: round(prot / plain) });
   }
-  const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
+  const mid = medianRound(rounds);
   return {
     plain_tps: mid.plain_tps, protected_tps: mid.protected_tps, ratio: mid.ratio,
     ratio_range: [Math.min(...rounds.map((r) => r.ratio)), Math.max(...rounds.map((r) => r.ratio))],
@@ -346,6 +348,11 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value:
 
 function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
+
+/** The round whose ratio is the median (the report shows that round's own numbers beside it). */
+function medianRound<R extends { ratio: number }>(rounds: R[]): R {
+  return [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
 }
 
 function round(x: number): number {
