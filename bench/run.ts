@@ -12,7 +12,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { readFile, writeFile, mkdtemp } from 'node:fs/promises';
+import { readFile, readdir, writeFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir, cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -107,7 +107,7 @@ async function main(): Promise<void> {
   await timed(() => runShip(shipArgs, shipEnv, ['--drain'])); // creates the shipper's slot, empty backfill
   const rounds: {
     recv_s: number; ship_s: number; ratio: number; ship_start_up_s: number; streaming_ratio: number;
-    cpu_busy_recv: number | null; cpu_busy_ship: number | null;
+    cpu_busy_recv: number | null; cpu_busy_ship: number | null; ship_cpu: CpuUse | null;
   }[] = [];
   say(`2/4 decode throughput: pg_recvlogical vs ship --drain to S3, ${ROUNDS} rounds of ${ROWS} events (1,000 per transaction)…`);
   for (let i = 0; i < ROUNDS; i++) {
@@ -127,10 +127,11 @@ async function main(): Promise<void> {
     rounds.push({
       recv_s: round3(recv.seconds), ship_s: round3(e2e.seconds), ratio: round(recv.seconds / e2e.seconds),
       ship_start_up_s: round3(e2e.seconds - streaming), streaming_ratio: round(recv.seconds / streaming),
-      cpu_busy_recv: recvBusy, cpu_busy_ship: shipBusy,
+      cpu_busy_recv: recvBusy, cpu_busy_ship: shipBusy, ship_cpu: e2e.value.cpu,
     });
     say(`    round ${i + 1}: pg_recvlogical ${recv.seconds.toFixed(2)}s, ship ${e2e.seconds.toFixed(2)}s (${streaming.toFixed(2)}s of it streaming): ` +
-      `ratio ${round(recv.seconds / e2e.seconds)}, streaming ${round(recv.seconds / streaming)}; both cores busy ${pct(recvBusy)} vs ${pct(shipBusy)}`);
+      `ratio ${round(recv.seconds / e2e.seconds)}, streaming ${round(recv.seconds / streaming)}; both cores busy ${pct(recvBusy)} vs ${pct(shipBusy)}; ` +
+      `ship's main thread ran ${e2e.value.cpu?.main_run_s ?? 'n/a'}s, waited for a core ${e2e.value.cpu?.main_wait_s ?? 'n/a'}s`);
   }
   const mid = medianRound(rounds);
   const busy = (side: 'cpu_busy_recv' | 'cpu_busy_ship') =>
@@ -145,6 +146,7 @@ async function main(): Promise<void> {
     ship_start_up_s: median(rounds.map((r) => r.ship_start_up_s)),
     cpu_busy_recv: busy('cpu_busy_recv'),
     cpu_busy_ship: busy('cpu_busy_ship'),
+    median_round: { ship_s: mid.ship_s, ship_cpu: mid.ship_cpu },
     rounds,
   };
   results.throughput = throughput;
@@ -221,29 +223,52 @@ async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
  * Run `ship`; besides its peak memory, how long it streamed: from its "streaming from the slot"
  * line (start-up done, the replication request about to go out) to its exit after the last lock.
  */
-async function runShip(args: string[], envVars: Record<string, string>, extra: string[]): Promise<{ peakRssKib: number; streamingSeconds: number }> {
+async function runShip(args: string[], envVars: Record<string, string>, extra: string[]): Promise<{ peakRssKib: number; streamingSeconds: number; cpu: CpuUse | null }> {
   const r = await runCli([...args, ...extra], { ...envVars, LOG_LEVEL: 'info' });
   const line = r.stderr.split('\n').find((l) => l.includes('"streaming from the slot"'));
   const at = line ? Number((JSON.parse(line) as { time?: number }).time) : NaN;
   if (!Number.isFinite(at)) throw new Error(`ship did not log when it started streaming: ${r.stderr.slice(-500)}`);
-  return { peakRssKib: r.peakRssKib, streamingSeconds: (r.exitedAt - at) / 1000 };
+  return { peakRssKib: r.peakRssKib, streamingSeconds: (r.exitedAt - at) / 1000, cpu: r.cpu };
 }
 
-/** Run the CLI, sampling its resident memory; resolves with the peak, its stderr and when it exited. */
-function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number; stderr: string; exitedAt: number }> {
+/**
+ * Where a process's time went, from the kernel's scheduler statistics: how long its main thread
+ * (the one reading the replication stream) ran, how long it was ready to run but waited for a
+ * core, and the CPU time of all its threads. Sampled while it runs, so up to one sampling
+ * interval is missing at the end.
+ */
+interface CpuUse { main_run_s: number; main_wait_s: number; all_threads_s: number }
+
+async function cpuUse(pid: number): Promise<CpuUse | null> {
+  // /proc/<pid>/task/<tid>/schedstat: "<ns on a cpu> <ns waiting on a runqueue> <timeslices>"
+  const read = async (tid: string) => (await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8')).split(' ').map(Number);
+  try {
+    const [run, wait] = await read(String(pid));
+    let all = 0;
+    for (const tid of await readdir(`/proc/${pid}/task`)) all += (await read(tid).catch(() => [0]))[0]!;
+    return { main_run_s: round3(run! / 1e9), main_wait_s: round3(wait! / 1e9), all_threads_s: round3(all / 1e9) };
+  } catch {
+    return null; // gone, or no scheduler statistics in this kernel
+  }
+}
+
+/** Run the CLI, sampling its resident memory and CPU use; resolves with the peaks, its stderr and when it exited. */
+function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number; stderr: string; exitedAt: number; cpu: CpuUse | null }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: envVars, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     let peak = 0;
+    let cpu: CpuUse | null = null;
     child.stderr.on('data', (d) => { stderr += d; });
     const sampler = setInterval(async () => {
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
       const kib = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
       if (kib > peak) peak = kib;
+      cpu = (await cpuUse(child.pid!)) ?? cpu;
     }, 50);
     child.on('close', (code) => {
       clearInterval(sampler);
-      if (code === 0) resolve({ peakRssKib: peak, stderr, exitedAt: Date.now() });
+      if (code === 0) resolve({ peakRssKib: peak, stderr, exitedAt: Date.now(), cpu });
       else reject(new Error(`${args[0]} exited ${code}: ${stderr.slice(-2000)}`));
     });
   });
@@ -336,6 +361,14 @@ function cpuMeter(): () => number | null {
   };
 }
 
+/** The median round's scheduler figures, in words (see CpuUse). */
+function cpuLine(m: { ship_s: number; ship_cpu: CpuUse | null }): string {
+  if (!m.ship_cpu) return '- (no scheduler statistics on this machine: how the shipper waited for the CPU is not known)';
+  const c = m.ship_cpu;
+  return `- In the median round (${m.ship_s}s) the shipper's main thread, which reads the stream and encodes and chains every record,
+  ran ${c.main_run_s}s and was ready to run but waiting for a free core ${c.main_wait_s}s; all its threads used ${c.all_threads_s}s of CPU.`;
+}
+
 function pct(x: number | null): string {
   return x === null ? 'n/a' : `${Math.round(x * 100)}%`;
 }
@@ -386,6 +419,7 @@ Each number is compared with a baseline measured in the same run.
 
 - Both cores were ${pct(t.cpu_busy_recv ?? null)} busy while pg_recvlogical ran and ${pct(t.cpu_busy_ship ?? null)} while the shipper did (median
   round): the database's walsender, the S3 server and the shipper share this machine's two cores.
+${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null })}
 - Commit-to-locked latency (${l.commits} single-row commits, --batch-max-age ${l.batch_max_age_ms}ms): p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms.
   The age limit dominates: a file is sealed when its first record is that old (default 5s).
 - \`verify --full\` over the whole archive (${v.events} events, S3): ${v.seconds}s (${v.events_per_s} events/s), peak RSS ${v.peak_rss_mib} MiB.
