@@ -12,7 +12,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { readFile, readdir, writeFile, mkdtemp } from 'node:fs/promises';
+import { readFile, writeFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir, cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -131,7 +131,7 @@ async function main(): Promise<void> {
     });
     say(`    round ${i + 1}: pg_recvlogical ${recv.seconds.toFixed(2)}s, ship ${e2e.seconds.toFixed(2)}s (${streaming.toFixed(2)}s of it streaming): ` +
       `ratio ${round(recv.seconds / e2e.seconds)}, streaming ${round(recv.seconds / streaming)}; both cores busy ${pct(recvBusy)} vs ${pct(shipBusy)}; ` +
-      `ship's main thread ran ${e2e.value.cpu?.main_run_s ?? 'n/a'}s, waited for a core ${e2e.value.cpu?.main_wait_s ?? 'n/a'}s`);
+      `ship's main thread ran ${e2e.value.cpu?.main_run_s ?? 'n/a'}s, waited for a core ${e2e.value.cpu?.main_wait_s ?? 'n/a'}s, all its threads ${e2e.value.cpu?.all_threads_s ?? 'n/a'}s`);
   }
   const mid = medianRound(rounds);
   const busy = (side: 'cpu_busy_recv' | 'cpu_busy_ship') =>
@@ -240,13 +240,16 @@ async function runShip(args: string[], envVars: Record<string, string>, extra: s
 interface CpuUse { main_run_s: number; main_wait_s: number; all_threads_s: number }
 
 async function cpuUse(pid: number): Promise<CpuUse | null> {
-  // /proc/<pid>/task/<tid>/schedstat: "<ns on a cpu> <ns waiting on a runqueue> <timeslices>"
-  const read = async (tid: string) => (await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8')).split(' ').map(Number);
   try {
-    const [run, wait] = await read(String(pid));
-    let all = 0;
-    for (const tid of await readdir(`/proc/${pid}/task`)) all += (await read(tid).catch(() => [0]))[0]!;
-    return { main_run_s: round3(run! / 1e9), main_wait_s: round3(wait! / 1e9), all_threads_s: round3(all / 1e9) };
+    // schedstat: "<ns on a cpu> <ns waiting on a runqueue> <timeslices>" of the main thread
+    const [run, wait] = (await readFile(`/proc/${pid}/schedstat`, 'utf8')).split(' ').map(Number);
+    // stat's utime and stime (clock ticks, USER_HZ = 100 on Linux) also count threads that have
+    // already ended, which the compression worker does before the main thread. Fields are counted
+    // after the command name's closing parenthesis: utime and stime are the 14th and 15th.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(f[11]) + Number(f[12]);
+    return { main_run_s: round3(run! / 1e9), main_wait_s: round3(wait! / 1e9), all_threads_s: round3(ticks / 100) };
   } catch {
     return null; // gone, or no scheduler statistics in this kernel
   }
