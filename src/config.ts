@@ -54,6 +54,22 @@ export const postgresUrl = z.string().refine((v) => {
   }
 }, 'must be a postgresql:// URL');
 
+/**
+ * A whole-number setting, as given on the command line or in the environment. The error says what
+ * is accepted and repeats what was given, instead of a parser's "expected int, received NaN".
+ */
+export function wholeNumber(flag: string, min: number, max?: number) {
+  const range = max === undefined ? `of at least ${min}` : `from ${min} to ${max}`;
+  return z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const n = typeof v === 'number' ? v : /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
+      ctx.addIssue({ code: 'custom', message: `${flag} takes a whole number ${range}, not ${JSON.stringify(String(v))}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
 /** Validate raw options against a schema; turn the first problem into a one-line ConfigError. */
 export function validate<T extends z.ZodType>(schema: T, input: Record<string, unknown>): z.infer<T> {
   // An empty variable (DATABASE_URL=) means "not set", as shells and compose files use it.

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { postgresUrl, settingOption, validate } from '../config.js';
+import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
 import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
@@ -68,9 +68,9 @@ export function registerCaptureCommands(program: Command): void {
       const cfg = validate(dbSchema.extend({
         logDir: z.string().min(1),
         follow: z.boolean().default(false),
-        statementMaxLength: z.coerce.number().int().min(16).max(1_000_000),
-        pollMs: z.coerce.number().int().min(10).max(60_000),
-        chunkBytes: z.coerce.number().int().min(512).max(1 << 30),
+        statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
+        pollMs: wholeNumber('--poll-ms', 10, 60_000),
+        chunkBytes: wholeNumber('--chunk-bytes', 512, 1 << 30),
       }), raw);
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {

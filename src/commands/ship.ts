@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { postgresUrl, settingOption, validate } from '../config.js';
+import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
 import { parseBytes, parseDuration } from '../duration.js';
 import { createLogger } from '../log.js';
 import { loadSigningKey } from '../seal/keys.js';
@@ -44,7 +44,7 @@ export function registerShipCommand(program: Command): void {
       signingKey: z.string().min(1),
       verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
       slot: z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are lower-case letters, digits and _'),
-      batchMaxRecords: z.coerce.number().int().min(1).max(1_000_000),
+      batchMaxRecords: wholeNumber('--batch-max-records', 1, 1_000_000),
       batchMaxBytes: bytes('--batch-max-bytes'),
       batchMaxAge: duration('--batch-max-age'),
       maxInflightBytes: bytes('--max-inflight-bytes'),
@@ -52,8 +52,8 @@ export function registerShipCommand(program: Command): void {
       gracePeriod: duration('--grace-period'),
       drain: z.boolean().optional(),
       logDir: z.string().optional(),
-      statementMaxLength: z.coerce.number().int().min(16),
-      httpPort: z.coerce.number().int().min(0).max(65535),
+      statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
+      httpPort: wholeNumber('--http-port', 0, 65535),
     }), raw);
     const log = createLogger();
     const key = await loadSigningKey(cfg.signingKey);

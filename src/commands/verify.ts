@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { postgresUrl, settingOption, validate } from '../config.js';
+import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
 import { connect } from '../db.js';
 import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
@@ -45,7 +45,7 @@ export function registerVerifyCommand(program: Command): void {
         s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
         json: z.boolean().optional(),
         state: z.string().optional(),
-        sample: z.coerce.number().int().min(0),
+        sample: wholeNumber('--sample', 0),
         full: z.boolean().optional(),
       }), raw);
       const keys = await verifyKeysFrom(cfg.verifyKey);
