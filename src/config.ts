@@ -1,4 +1,4 @@
-import { Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 
@@ -70,8 +70,12 @@ export function wholeNumber(flag: string, min: number, max?: number) {
   });
 }
 
-/** Validate raw options against a schema; turn the first problem into a one-line ConfigError. */
-export function validate<T extends z.ZodType>(schema: T, input: Record<string, unknown>): z.infer<T> {
+/**
+ * Validate raw options against a schema; turn the first problem into a one-line ConfigError. Given
+ * the command, a setting read from the environment is named by its variable too, so an operator
+ * who set AUDIT_HTTP_PORT in a unit file is told about AUDIT_HTTP_PORT, not only --http-port.
+ */
+export function validate<T extends z.ZodType>(schema: T, input: Record<string, unknown>, cmd?: Command): z.infer<T> {
   // An empty variable (DATABASE_URL=) means "not set", as shells and compose files use it.
   const raw = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== ''));
   const result = schema.safeParse(raw);
@@ -79,7 +83,10 @@ export function validate<T extends z.ZodType>(schema: T, input: Record<string, u
   const issue = result.error.issues[0]!;
   const key = String(issue.path[0] ?? '');
   const spec = (SETTINGS as Record<string, SettingSpec>)[key];
-  const name = spec ? `${spec.flag} (${spec.env})` : key ? `--${kebab(key)}` : 'configuration';
+  const option = key ? cmd?.options.find((o) => o.attributeName() === key) : undefined;
+  const flag = spec?.flag ?? option?.long ?? (key ? `--${kebab(key)}` : null);
+  const env = spec?.env ?? option?.envVar;
+  const name = flag === null ? 'configuration' : env ? `${flag} (${env})` : flag;
   const missing = issue.code === 'invalid_type' && raw[key] === undefined;
   const what = missing ? 'is required' : `is invalid: ${issue.message}`;
   const hint = spec ? `; e.g. ${spec.flag} ${spec.example}` : '';

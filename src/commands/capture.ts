@@ -24,8 +24,8 @@ export function registerCaptureCommands(program: Command): void {
     .description('install or upgrade the audit schema (idempotent, one transaction)')
     .addOption(settingOption('databaseUrl', 'url'))
     .option('--example', 'also install the example PHI schema (customers: pgcrypto, row-level security, roles)')
-    .action(async (raw) => {
-      const cfg = validate(dbSchema.extend({ example: z.boolean().default(false) }), raw);
+    .action(async (raw, cmd: Command) => {
+      const cfg = validate(dbSchema.extend({ example: z.boolean().default(false) }), raw, cmd);
       const log = createLogger();
       const r = await withClient(cfg.databaseUrl, (c) => init(c, { example: cfg.example, log }));
       for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
@@ -39,8 +39,8 @@ export function registerCaptureCommands(program: Command): void {
     .argument('<table>', 'schema.table')
     .addOption(settingOption('databaseUrl', 'url'))
     .option('--key <column...>', 'column(s) recorded as the row identifier (default: the primary key)')
-    .action(async (table: string, raw) => {
-      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional() }), raw);
+    .action(async (table: string, raw, cmd: Command) => {
+      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional() }), raw, cmd);
       await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key));
       process.stdout.write(`protected ${table}\n`);
     });
@@ -49,8 +49,8 @@ export function registerCaptureCommands(program: Command): void {
     .description('stop auditing a table (its past events stay in the trail)')
     .argument('<table>', 'schema.table')
     .addOption(settingOption('databaseUrl', 'url'))
-    .action(async (table: string, raw) => {
-      const cfg = validate(dbSchema, raw);
+    .action(async (table: string, raw, cmd: Command) => {
+      const cfg = validate(dbSchema, raw, cmd);
       await withClient(cfg.databaseUrl, (c) => unprotect(c, table));
       process.stdout.write(`unprotected ${table}\n`);
     });
@@ -64,14 +64,14 @@ export function registerCaptureCommands(program: Command): void {
       .env('AUDIT_STATEMENT_MAX_LENGTH'))
     .addOption(new Option('--poll-ms <ms>', 'how often --follow looks for new lines').default('500'))
     .addOption(new Option('--chunk-bytes <bytes>', 'log bytes per transaction').default('1048576').hideHelp())
-    .action(async (raw) => {
+    .action(async (raw, cmd: Command) => {
       const cfg = validate(dbSchema.extend({
         logDir: z.string().min(1),
         follow: z.boolean().default(false),
         statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
         pollMs: wholeNumber('--poll-ms', 10, 60_000),
         chunkBytes: wholeNumber('--chunk-bytes', 512, 1 << 30),
-      }), raw);
+      }), raw, cmd);
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {
         const ingester = new Ingester(client, {
@@ -91,8 +91,8 @@ export function registerCaptureCommands(program: Command): void {
   program.command('keygen')
     .description('create the Ed25519 key pair that signs (signing-key.pem) and checks (verify-key.pem) digests')
     .requiredOption('--out <dir>', 'directory for the two PEM files (never overwritten)')
-    .action(async (raw) => {
-      const cfg = validate(z.object({ out: z.string().min(1) }), raw);
+    .action(async (raw, cmd: Command) => {
+      const cfg = validate(z.object({ out: z.string().min(1) }), raw, cmd);
       const k = await keygen(cfg.out);
       process.stdout.write(`signing key: ${k.signingKeyPath} (keep secret)\nverify key:  ${k.verifyKeyPath}\nkey id:      ${k.keyId}\n`);
     });

@@ -64,7 +64,7 @@ export function registerQueryCommands(program: Command): void {
         format: z.enum(['table', 'csv', 'json']),
         evidence: z.string().optional(),
         maxCommitDelay: z.string(),
-      }), raw);
+      }), raw, cmd);
       const unknown = cfg.action.filter((a) => !ACTIONS.includes(a));
       if (unknown.length) throw new ConfigError(`--action ${unknown.join(',')} is not an audited action: use ${ACTIONS.join(', ')}`);
       if (cfg.from && cfg.to && cfg.from >= cfg.to) throw new ConfigError(`--from ${cfg.from} is not before --to ${cfg.to}`);

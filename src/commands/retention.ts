@@ -19,7 +19,7 @@ export function registerRetentionCommand(program: Command): void {
     .option('--until <date>', 'new retain-until date (ISO 8601), later than the current one')
     .addOption(new Option('--legal-hold <on|off>', 'place or lift a legal hold (litigation)').choices(['on', 'off']))
     .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
-    .action(async (raw) => {
+    .action(async (raw, cmd: Command) => {
       const date = (flag: string) => z.string().refine((v) => !Number.isNaN(Date.parse(v)), `${flag} takes an ISO 8601 date or time`);
       const cfg = validate(z.object({
         archive: z.string().min(1),
@@ -29,7 +29,7 @@ export function registerRetentionCommand(program: Command): void {
         until: date('--until').optional(),
         legalHold: z.enum(['on', 'off']).optional(),
         s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
-      }), raw);
+      }), raw, cmd);
       if (!cfg.until && !cfg.legalHold) throw new ConfigError('say what to change: --until DATE and/or --legal-hold on|off');
       if (!cfg.archive.startsWith('s3://')) throw new ConfigError('retention extend works on s3:// archives: a local directory has no Object Lock');
       const until = cfg.until ? new Date(cfg.until) : undefined;

@@ -54,7 +54,7 @@ export function registerShipCommand(program: Command): void {
       logDir: z.string().optional(),
       statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
       httpPort: wholeNumber('--http-port', 0, 65535),
-    }), raw);
+    }), raw, cmd);
     const log = createLogger();
     const key = await loadSigningKey(cfg.signingKey);
     const verifyKeys = await verifyKeysFrom(cfg.verifyKey);

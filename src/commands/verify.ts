@@ -33,7 +33,7 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(new Option('--sample <n>', 'with --state: older files re-read at random each run').default('20'))
     .option('--full', 'read every file, whatever --state says')
     .option('--json', 'machine-readable report on stdout')
-    .action(async (raw) => {
+    .action(async (raw, cmd: Command) => {
       const cfg = validate(z.object({
         archive: z.string().min(1),
         verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
@@ -47,7 +47,7 @@ export function registerVerifyCommand(program: Command): void {
         state: z.string().optional(),
         sample: wholeNumber('--sample', 0),
         full: z.boolean().optional(),
-      }), raw);
+      }), raw, cmd);
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
       const maxHeadAgeMs = parseDuration(cfg.maxHeadAge);

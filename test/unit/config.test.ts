@@ -1,3 +1,4 @@
+import { Command, Option } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { validate, wholeNumber } from '../../src/config.js';
@@ -20,5 +21,20 @@ describe('whole-number settings', () => {
 
   it('names an open upper end as such', () => {
     expect(() => validate(schema, { batchMaxRecords: '1', sample: '-1' })).toThrow('--sample takes a whole number of at least 0, not "-1"');
+  });
+});
+
+describe('configuration errors', () => {
+  const cmd = new Command('ship')
+    .addOption(new Option('--http-port <port>').default('9898').env('AUDIT_HTTP_PORT'))
+    .addOption(new Option('--batch-max-records <n>').default('10000'));
+  const schema = z.object({ httpPort: wholeNumber('--http-port', 0, 65535), batchMaxRecords: wholeNumber('--batch-max-records', 1) });
+
+  it('name the environment variable of a setting that has one', () => {
+    expect(() => validate(schema, { httpPort: 'abc', batchMaxRecords: '1' }, cmd)).toThrow(/^--http-port \(AUDIT_HTTP_PORT\) is invalid: /);
+  });
+
+  it('name only the flag of a setting without one', () => {
+    expect(() => validate(schema, { httpPort: '1', batchMaxRecords: 'x' }, cmd)).toThrow(/^--batch-max-records is invalid: /);
   });
 });
