@@ -216,8 +216,7 @@ export class AuditStream {
     if ((msg as { tag: string }).tag === 'audit-insert') {
       return consumer.onEvent({ type: 'audit-insert', tuple: (msg as unknown as { tuple: RawTuple }).tuple });
     }
-    const lsn = () => typeof walStart === 'string' ? walStart
-      : `${walStart.readUInt32BE(1).toString(16).toUpperCase()}/${walStart.readUInt32BE(5).toString(16).toUpperCase()}`;
+    const lsn = () => typeof walStart === 'string' ? walStart : formatLsn(walStart.readBigUInt64BE(1) as Lsn);
     switch (msg.tag) {
       case 'begin':
         return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn()), commitTime: pgTime(msg.commitTime) });
