@@ -3,6 +3,7 @@ import { registerCaptureCommands } from './commands/capture.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerShipCommand } from './commands/ship.js';
 import { registerVerifyCommand } from './commands/verify.js';
+import { registerAcknowledgeCommand } from './commands/acknowledge.js';
 import { registerRetentionCommand } from './commands/retention.js';
 import { registerQueryCommands } from './commands/query.js';
 import { VERSION } from './paths.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerCaptureCommands(program);
   registerShipCommand(program);
   registerVerifyCommand(program);
+  registerAcknowledgeCommand(program);
   registerRetentionCommand(program);
   registerQueryCommands(program);
   registerDemoCommand(program);

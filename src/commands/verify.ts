@@ -8,9 +8,9 @@ import { openArchiveReader, parseRetention } from '../sink/open.js';
 import { fileArchive } from '../sink/file/file-archive.js';
 import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import type { Archive } from '../sink/sink.js';
-import { verifyChain } from '../verify/chain.js';
+import { parseExpectedHead } from '../verify/chain.js';
+import { verifyArchive } from '../verify/archive.js';
 import { checkAgainstDatabase, checkHeadAge } from '../verify/completeness.js';
-import { checkInventory } from '../verify/inventory.js';
 import { toJson, toText, type VerifyResult } from '../verify/report.js';
 import { checkS3Storage, type StorageReport } from '../verify/storage-s3.js';
 import { verifyKeysFrom } from './archive-options.js';
@@ -31,6 +31,8 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
     .addOption(new Option('--state <file>', 'incremental: remember the verified head here; later runs read only new files and a sample of older ones').env('AUDIT_VERIFY_STATE'))
     .addOption(new Option('--sample <n>', 'with --state: older files re-read at random each run').default('20'))
+    .addOption(new Option('--expect-head <seq:sha256>', 'a head an earlier report printed: the archive must still hold that digest, unchanged (catches a cut tail)').env('AUDIT_EXPECT_HEAD'))
+    .addOption(new Option('--start <seq:sha256>', 'when the oldest files have expired: a digest an earlier report printed, taken as proven; the walk starts there'))
     .option('--full', 'read every file, whatever --state says')
     .option('--json', 'machine-readable report on stdout')
     .action(async (raw, cmd: Command) => {
@@ -47,7 +49,15 @@ export function registerVerifyCommand(program: Command): void {
         state: z.string().optional(),
         sample: wholeNumber('--sample', 0),
         full: z.boolean().optional(),
+        expectHead: z.string().optional(),
+        start: z.string().optional(),
       }), raw, cmd);
+      const start = cfg.start === undefined ? undefined : parseExpectedHead(cfg.start);
+      if (start === null) throw new ConfigError(`--start takes SEQ:SHA256 as a report's "Head:" line prints it, not ${JSON.stringify(cfg.start)}`);
+      const expectHead = cfg.expectHead === undefined ? undefined : parseExpectedHead(cfg.expectHead);
+      if (expectHead === null) {
+        throw new ConfigError(`--expect-head (AUDIT_EXPECT_HEAD) takes SEQ:SHA256 as a report's "Head:" line prints it, not ${JSON.stringify(cfg.expectHead)}`);
+      }
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
       const maxHeadAgeMs = parseDuration(cfg.maxHeadAge);
@@ -69,8 +79,10 @@ export function registerVerifyCommand(program: Command): void {
       }
 
       const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
-      const chain = await verifyChain(archive.reader, {
+      const verdict = await verifyArchive(archive.reader, {
         keys: new Map(keys.map((k) => [k.keyId, k])),
+        ...(expectHead ? { expectHead } : {}),
+        ...(start ? { start } : {}),
         // Progress only for a person at a terminal; logs and pipes get the report alone.
         ...(process.stderr.isTTY ? { onProgress: (done: number, total: number) => {
           if (done === total || done % 25 === 0) process.stderr.write(`\rverifying file ${done}/${total}${done === total ? '\n' : ''}`);
@@ -81,8 +93,8 @@ export function registerVerifyCommand(program: Command): void {
           sample: sampleOf(trusted.file_seq, cfg.sample),
         } : {}),
       });
-      const inventory = await checkInventory(archive.reader, chain);
-      const findings = [...chain.findings, ...inventory.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs })];
+      const chain = verdict.chain;
+      const findings = [...verdict.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs })];
       const storageReport = await storage();
       if (storageReport) findings.push(...storageReport.findings);
       if (cfg.databaseUrl) {
@@ -95,7 +107,8 @@ export function registerVerifyCommand(program: Command): void {
       }
       const result: VerifyResult = {
         archive: archive.location, chain, storage: storageReport, comparedWithDatabase: Boolean(cfg.databaseUrl),
-        findings, notes: [...inventory.notes, ...storageReport?.notes ?? []],
+        findings, acknowledged: verdict.acknowledged,
+        notes: [...verdict.notes, ...storageReport?.notes ?? []],
       };
       process.stdout.write(cfg.json ? toJson(result) : toText(result));
       if (cfg.state && findings.length === 0 && chain.head) {

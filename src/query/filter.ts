@@ -54,7 +54,10 @@ export function matches(r: ArchivedRecord, q: Query): boolean {
 
 /** Whether a file's events (by its signed digest's time range) can hold a match: skip it otherwise. */
 export function mayHold(d: Digest, q: Query): boolean {
-  if (d.kind !== 'data' || d.first_event_at === null || d.last_event_at === null) return false;
+  if (d.kind !== 'data') return false;
+  // No event times: the file holds only tamper, gap or marker records. Read it: the answer must say
+  // when the trail it searched was changed or broken in the partitions it covers.
+  if (d.first_event_at === null || d.last_event_at === null) return true;
   const first = timeKey(d.first_event_at);
   const last = timeKey(d.last_event_at);
   if (first === null || last === null) return true; // unreadable times: read the file rather than guess

@@ -7,6 +7,7 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedLine } from '../verify/file.js';
 import type { Finding } from '../verify/findings.js';
 import { DigestWalk } from '../verify/links.js';
+import { RecordedFindings } from '../verify/recorded.js';
 import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
 import { matches, mayHold, type Query } from './filter.js';
 
@@ -118,10 +119,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     }
     report.recordsRead += file.lines.length;
     const matched: ArchivedLine[] = [];
-    for (const l of file.lines) {
-      if (matches(l.record, q)) matched.push(l);
-      else if (l.record.op !== 'insert' && l.record.op !== 'marker') noteSpecial(report, d, l);
-    }
+    for (const l of file.lines) if (matches(l.record, q)) matched.push(l);
+    noteRecorded(report, d, file.lines);
     if (matched.length > 0) {
       report.matches += matched.length;
       await opts.onMatches({ digest: d, digestBytes: bytes!, body: body!, lines: file.lines }, matched);
@@ -193,11 +192,15 @@ async function* streamedRange(reader: ArchiveReader, q: Query, maxCommitDelayMs:
   }
 }
 
-/** Tamper attempts and gaps in the files read are part of the answer's context. */
-function noteSpecial(report: ScanReport, d: Digest, l: ArchivedLine): void {
-  const r = l.record;
-  const what = r.op === 'gap'
-    ? `a gap in streaming (${String(r.reason ?? 'unknown reason')}): events in it were recovered from audit_log where they still existed`
-    : `a ${r.op.toUpperCase()} on audit_log itself (a tamper attempt, recorded, never applied)`;
-  report.notes.push({ code: r.op === 'gap' ? 'gap' : 'tamper-attempt', where: d.object_key ?? digestKey(d.file_seq), message: `record ${r.seq} is ${what}` });
+/**
+ * Committed changes of audit_log and gaps in the files read are part of the answer's context, said
+ * as verify says them (the answer may lack the changed or lost events; the archive keeps originals).
+ */
+function noteRecorded(report: ScanReport, d: Digest, lines: ArchivedLine[]): void {
+  if (!lines.some((l) => l.record.op !== 'insert' && l.record.op !== 'marker')) return;
+  const recorded = new RecordedFindings();
+  recorded.add(d, lines);
+  for (const f of recorded.settle().open) {
+    report.notes.push({ code: f.code, where: f.where, message: `${f.id}: ${f.message} (\`verify\` reports it until a reviewer acknowledges it)` });
+  }
 }

@@ -4,7 +4,8 @@ import type { VerifyKey } from '../seal/keys.js';
 import { digestKey } from '../sink/keys.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedRecord } from './file.js';
-import type { Finding } from './findings.js';
+import type { Acknowledged, Finding } from './findings.js';
+import { RecordedFindings } from './recorded.js';
 import { DigestWalk } from './links.js';
 import { objectKeyOf, ReadAhead } from './read-ahead.js';
 
@@ -22,12 +23,34 @@ export interface ChainReport {
   files: number;
   /** data files whose bytes this run did not read (incremental mode) */
   skipped: number;
+  /** the first file walked: 1, or a later starting point */
+  firstSeq: number;
   heartbeats: number;
   firstEventAt: string | null;
   lastEventAt: string | null;
   records: number;
   head: Digest | null;
+  /** SHA-256 of the head digest's bytes: with its sequence, what `--expect-head` takes next time */
+  headSha256: string | null;
   findings: Finding[];
+  /** tamper and gap records in the files read, acknowledged or not, and acknowledgements that matched nothing */
+  recorded: { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] };
+}
+
+/** A head recorded earlier (a previous report's last line): the archive must still hold it, unchanged. */
+export interface ExpectedHead {
+  fileSeq: number;
+  digestSha256: string;
+}
+
+/** `SEQ:SHA256`, as every report prints its head. */
+export function parseExpectedHead(text: string): ExpectedHead | null {
+  const m = /^(\d{1,12}):([0-9a-f]{64})$/.exec(text.trim());
+  return m ? { fileSeq: Number(m[1]), digestSha256: m[2]! } : null;
+}
+
+export function formatHead(fileSeq: number, digestSha256: string): string {
+  return `${fileSeq}:${digestSha256}`;
 }
 
 export interface ChainOptions {
@@ -46,16 +69,31 @@ export interface ChainOptions {
   onProgress?: (done: number, total: number) => void;
   /** called with each file's records once they verified (query reads through this) */
   onRecords?: (records: ArchivedRecord[], digest: Digest) => void | Promise<void>;
+  /** a head seen earlier: a shorter archive, or another digest at that sequence, is a finding */
+  expectHead?: ExpectedHead;
+  /**
+   * Where to start when the oldest files are gone (expired after the retention period): a digest
+   * recorded earlier, taken as proven. Without it an archive that lacks file 1 starts at its oldest
+   * digest, which is a finding.
+   */
+  start?: ExpectedHead;
 }
 
-/** (seq, claimed chain hash) of every line, in order; null when a line is not a record. */
-export function lineChains(content: Buffer): { seq: number; chain: string }[] | null {
-  const out: { seq: number; chain: string }[] = [];
+/** (seq, exact line) of every record line, in order; null when a line is not a record. */
+export function recordLines(content: Buffer): { seq: number; line: string }[] | null {
+  const out: { seq: number; line: string }[] = [];
   for (const line of content.toString('utf8').split('\n')) {
     if (!line) continue;
     const rec = openRecord(line);
     if (!rec) return null;
-    out.push({ seq: (JSON.parse(rec.body) as { seq: number }).seq, chain: rec.claimed });
+    let seq: unknown;
+    try {
+      seq = (JSON.parse(rec.body) as { seq: unknown }).seq;
+    } catch {
+      return null;
+    }
+    if (!Number.isSafeInteger(seq)) return null;
+    out.push({ seq: seq as number, line });
   }
   return out;
 }
@@ -68,7 +106,9 @@ export function lineChains(content: Buffer): { seq: number; chain: string }[] | 
 export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Promise<ChainReport> {
   const findings: Finding[] = [];
   let fullFrom = opts.fullFrom ?? 1;
-  const report: ChainReport = { referenced: new Set(), objectOf: new Map(), files: 0, skipped: 0, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, findings };
+  const report: ChainReport = { referenced: new Set(), objectOf: new Map(), files: 0, skipped: 0, firstSeq: 1, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, headSha256: null, findings,
+    recorded: { open: [], acknowledged: [], notes: [] } };
+  const recorded = new RecordedFindings();
 
   const listed = new Set<number>();
   for await (const key of reader.list('digests/')) {
@@ -76,7 +116,13 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     if (m) listed.add(Number(m[1]));
     else findings.push({ code: 'unexpected-object', where: key, message: 'an object in the digest folder that is not a digest' });
   }
-  const maxSeq = listed.size ? Math.max(...listed) : 0;
+  // A loop, not Math.max(...listed): a spread of millions of arguments overflows the stack.
+  let maxSeq = 0;
+  let minSeq = 0;
+  for (const s of listed) {
+    if (s > maxSeq) maxSeq = s;
+    if (minSeq === 0 || s < minSeq) minSeq = s;
+  }
   if (opts.trusted) {
     // Digests link by hash, so if the head a previous run accepted is unchanged, so is all before it.
     const t = await reader.get(digestKey(opts.trusted.fileSeq));
@@ -86,7 +132,18 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       fullFrom = 1;
     }
   }
-  const walk = new DigestWalk(opts.keys);
+  let firstSeq = Math.max(minSeq, 1);
+  if (opts.start) {
+    if (!listed.has(opts.start.fileSeq)) {
+      findings.push({ code: 'start-missing', where: digestKey(opts.start.fileSeq), message: `the starting point ${formatHead(opts.start.fileSeq, opts.start.digestSha256)} is not in the archive` });
+    }
+    firstSeq = opts.start.fileSeq;
+  } else if (firstSeq > 1) {
+    findings.push({ code: 'missing-start', where: digestKey(1), message: `the archive starts at file ${firstSeq}: digests 1 to ${firstSeq - 1} are missing ` +
+      '(expired after the retention period, or removed). Nothing before it is proven; to take a point recorded earlier as proven, pass --start SEQ:SHA256' });
+  }
+  report.firstSeq = firstSeq;
+  const walk = new DigestWalk(opts.keys, firstSeq === 1 ? 'genesis' : 'anchor');
   const ahead = new ReadAhead(reader, 2 * LOOK_AHEAD);
   const readsData = (seq: number): boolean => seq >= fullFrom || opts.sample?.has(seq) === true;
   const plan = (seq: number): void => {
@@ -96,15 +153,24 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       if (key && readsData(seq)) ahead.start(key);
     }, () => undefined);
   };
-  for (let next = 1; next <= LOOK_AHEAD; next++) plan(next);
-  for (let seq = 1; seq <= maxSeq; seq++) {
+  for (let next = firstSeq; next < firstSeq + LOOK_AHEAD; next++) plan(next);
+  for (let seq = firstSeq; seq <= maxSeq; seq++) {
     opts.onProgress?.(seq, maxSeq);
     plan(seq + LOOK_AHEAD); // each file planned once, LOOK_AHEAD files before its turn
     const step = walk.step(seq, listed.has(seq) ? await ahead.take(digestKey(seq)) : null);
     findings.push(...step.findings);
     const d = step.digest;
+    if (opts.start?.fileSeq === seq && step.sha256 !== null && step.sha256 !== opts.start.digestSha256) {
+      findings.push({ code: 'start-changed', where: digestKey(seq), message:
+        `digest ${seq} is not the starting point recorded earlier (${formatHead(seq, opts.start.digestSha256)})` });
+    }
+    if (opts.expectHead?.fileSeq === seq && step.sha256 !== opts.expectHead.digestSha256) {
+      findings.push({ code: 'expected-head-changed', where: digestKey(seq), message:
+        `digest ${seq} is not the one recorded earlier as the head (${formatHead(seq, opts.expectHead.digestSha256)}): the archive was rewritten from there` });
+    }
     if (!d) continue;
     report.head = d;
+    report.headSha256 = step.sha256;
     opts.onDigest?.(d);
     if (d.kind === 'heartbeat') {
       report.heartbeats++;
@@ -126,7 +192,14 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     const file = checkFile(d.object_key ? await ahead.take(d.object_key) : null, d, step.before);
     findings.push(...file.findings);
     report.records += file.lines.length;
+    // Lines before any break chain from the signed prev_chain: authentic, whatever else is wrong with the file.
+    recorded.add(d, file.lines);
     if (file.findings.length === 0 && opts.onRecords) await opts.onRecords(file.lines.map((l) => l.record), d);
   }
+  if (opts.expectHead && opts.expectHead.fileSeq > maxSeq) {
+    findings.push({ code: 'tail-missing', where: digestKey(opts.expectHead.fileSeq), message:
+      `the archive ends at file ${maxSeq}, but file ${opts.expectHead.fileSeq} was its head earlier (${formatHead(opts.expectHead.fileSeq, opts.expectHead.digestSha256)}): the newest files were removed` });
+  }
+  report.recorded = recorded.settle();
   return report;
 }

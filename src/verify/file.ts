@@ -5,6 +5,7 @@ import { digestKey, parseStreamKey } from '../sink/keys.js';
 import { parseLsn } from '../source/lsn.js';
 import type { Finding } from './findings.js';
 import type { ChainState } from './links.js';
+import { checkRecords } from './records.js';
 
 /** A record as archived: the line's fields, with its sequence and chain hash. */
 export type ArchivedRecord = Record<string, unknown> & { seq: number; lsn: string; idx: number; op: string; chain: string };
@@ -95,6 +96,7 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
     if (chain !== d.last_chain) add('record-chain-end', `file ${d.file_seq} ends on a chain hash its digest does not record`);
     if (lines.length !== d.record_count) add('record-count', `file ${d.file_seq} holds ${lines.length} records, its digest says ${d.record_count}`);
     if (d.first_seq !== before.recordSeq + 1) add('record-sequence-gap', `file ${d.file_seq} starts at record ${d.first_seq}, ${before.recordSeq + 1} expected`);
+    findings.push(...checkRecords(d, lines));
   }
   return { findings, lines };
 }

@@ -2,13 +2,13 @@ import { gunzipSync } from 'node:zlib';
 import type { ArchiveReader } from '../sink/sink.js';
 import { parseDataKey, STREAM_DIR } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
-import { lineChains, type ChainReport, type Finding } from './chain.js';
+import { recordLines, type ChainReport, type Finding } from './chain.js';
 
 /**
  * Everything stored must be accounted for by the chain: a data file no digest names (a copy under
  * another name, a file slipped in) and any object outside digests/ and data/ are findings.
  */
-export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainReport, 'referenced' | 'objectOf'>): Promise<{ findings: Finding[]; notes: Finding[] }> {
+export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainReport, 'referenced' | 'objectOf' | 'firstSeq'>): Promise<{ findings: Finding[]; notes: Finding[] }> {
   const findings: Finding[] = [];
   const notes: Finding[] = [];
   for await (const key of reader.list('')) {
@@ -17,9 +17,14 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
     if (key.startsWith('data/')) {
       if (chain.referenced.has(key)) continue;
       const parsed = parseDataKey(key);
+      if (parsed && parsed.fileSeq < chain.firstSeq) {
+        notes.push({ code: 'before-start', where: key, message: `file ${parsed.fileSeq} lies before the starting point (file ${chain.firstSeq}): not checked` });
+        continue;
+      }
       // A shipper stopped between storing a file and its digest seals the same records again
-      // after restart, maybe cut differently. A copy whose every record carries the chain hash the
-      // archive holds at that sequence number is those same records: harmless.
+      // after restart, maybe cut differently. A copy whose every line is byte for byte the line the
+      // archive holds at that sequence number is those same records: harmless. Comparing only the
+      // chain hash is not enough: a made-up body can carry a real record's seq and chain value.
       if (parsed && chain.objectOf.size > 0 && await isSupersededCopy(reader, key, parsed.fileSeq, chain.objectOf)) {
         notes.push({ code: 'superseded-copy', where: key,
           message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives` });
@@ -46,14 +51,16 @@ async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: num
   const body = await reader.get(key);
   const content = body ? tryGunzip(body) : null;
   if (!content || sha256Hex(content).slice(0, 16) !== /-([0-9a-f]{16})\.jsonl\.gz$/.exec(key)?.[1]) return false;
-  const copy = lineChains(content);
+  const copy = recordLines(content);
   if (!copy || copy.length === 0) return false;
   // The archived chain hashes over the copy's records. The shipper stores a few files' data ahead
   // of their digests, so after a crash the records may have been sealed again under earlier
   // numbers, cut differently: start at the archived file that holds the copy's first record.
-  const archived = new Map<number, string>();
+  const archived = new Map<number, string>(); // seq -> the verified archive's line
   const last = copy[copy.length - 1]!.seq;
-  let start = Math.min(fileSeq, Math.max(...objectOf.keys()));
+  let newest = 0;
+  for (const k of objectOf.keys()) if (k > newest) newest = k; // no spread: archives hold millions of files
+  let start = Math.min(fileSeq, newest);
   if (!objectOf.has(start)) return false; // its own digest is missing or bad: not a copy of anything verified
   while (start > 1 && objectOf.has(start - 1)) {
     const lines = await linesOf(reader, objectOf.get(start)!);
@@ -63,16 +70,16 @@ async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: num
   for (let seq = start; objectOf.has(seq); seq++) {
     const lines = await linesOf(reader, objectOf.get(seq)!);
     if (!lines || lines.length === 0) return false;
-    for (const l of lines) archived.set(l.seq, l.chain);
+    for (const l of lines) archived.set(l.seq, l.line);
     if (lines[lines.length - 1]!.seq >= last) break;
   }
-  return copy.every((l) => archived.get(l.seq) === l.chain);
+  return copy.every((l) => archived.get(l.seq) === l.line);
 }
 
-async function linesOf(reader: ArchiveReader, key: string): Promise<{ seq: number; chain: string }[] | null> {
+async function linesOf(reader: ArchiveReader, key: string): Promise<{ seq: number; line: string }[] | null> {
   const body = await reader.get(key);
   const content = body ? tryGunzip(body) : null;
-  return content ? lineChains(content) : null;
+  return content ? recordLines(content) : null;
 }
 
 function tryGunzip(b: Buffer): Buffer | null {

@@ -4,6 +4,7 @@ import { GENESIS_CHAIN } from '../seal/record.js';
 import { digestKey } from '../sink/keys.js';
 import { parseLsn } from '../source/lsn.js';
 import type { Finding } from './findings.js';
+import { CLOCK_ALLOWANCE_MS, checkDigestFields } from './records.js';
 
 /** Where the record chain stands after a digest: what the next file must continue from. */
 export interface ChainState {
@@ -34,7 +35,7 @@ export class DigestWalk {
    * Check digest `seq` (null bytes: missing). Returns it when its signature verified, with the
    * chain state its file's records must continue from.
    */
-  step(seq: number, bytes: Buffer | null): { digest: Digest | null; before: ChainState; findings: Finding[] } {
+  step(seq: number, bytes: Buffer | null): { digest: Digest | null; before: ChainState; findings: Finding[]; sha256: string | null } {
     const findings: Finding[] = [];
     const key = digestKey(seq);
     const add = (code: string, message: string): void => { findings.push({ code, where: key, message }); };
@@ -42,14 +43,14 @@ export class DigestWalk {
       add('missing-digest', `digest ${seq} is missing: the chain has a gap between files ${seq - 1} and ${seq + 1}`);
       this.prevDigestSha = null;
       this.prevDigest = null;
-      return { digest: null, before: this.state, findings };
+      return { digest: null, before: this.state, findings, sha256: null };
     }
     const opened = openDigest(bytes, this.keys);
     if (!opened.ok) {
       add('bad-digest', opened.problem);
       this.prevDigestSha = sha256Hex(bytes);
       this.prevDigest = null;
-      return { digest: null, before: this.state, findings };
+      return { digest: null, before: this.state, findings, sha256: this.prevDigestSha };
     }
     const d = opened.digest;
     const linked = this.prevDigest !== null;
@@ -57,10 +58,19 @@ export class DigestWalk {
     if (seq === 1 ? d.prev_digest_sha256 !== null : this.prevDigestSha !== null && d.prev_digest_sha256 !== this.prevDigestSha) {
       add('broken-digest-link', `digest ${seq} does not follow digest ${seq - 1}: its previous-digest hash does not match`);
     }
-    if (this.prevDigest && (d.system_identifier !== this.prevDigest.system_identifier || d.slot !== this.prevDigest.slot)) {
-      add('source-changed', `the source changed from system ${this.prevDigest.system_identifier} slot ${this.prevDigest.slot} to ` +
-        `system ${d.system_identifier} slot ${d.slot}: events in between were not streamed`);
+    const prev = this.prevDigest;
+    const sameSource = prev !== null && d.system_identifier === prev.system_identifier && d.database === prev.database && d.slot === prev.slot;
+    if (prev && !sameSource) {
+      add('source-changed', `the source changed from system ${prev.system_identifier} database ${prev.database} slot ${prev.slot} to ` +
+        `system ${d.system_identifier} database ${d.database} slot ${d.slot}: events in between were not streamed`);
     }
+    if (prev && sameSource && lsnOrNull(d.ack_lsn) !== null && lsnOrNull(prev.ack_lsn) !== null && lsnOrNull(d.ack_lsn)! < lsnOrNull(prev.ack_lsn)!) {
+      add('ack-regressed', `digest ${seq} says everything below ${d.ack_lsn} is archived, digest ${seq - 1} already said ${prev.ack_lsn}`);
+    }
+    if (prev && Date.parse(d.created_at) < Date.parse(prev.created_at) - CLOCK_ALLOWANCE_MS) {
+      add('created-at-regressed', `digest ${seq} was sealed at ${d.created_at}, before digest ${seq - 1} (${prev.created_at})`);
+    }
+    for (const f of checkDigestFields(d)) add(f.code, f.message);
     if (linked && d.prev_chain !== this.state.chain) {
       add('broken-record-chain', `file ${seq} does not continue the record chain where file ${seq - 1} ended`);
     }
@@ -79,7 +89,7 @@ export class DigestWalk {
     this.prevDigestSha = sha256Hex(bytes);
     this.prevDigest = d;
     this.anchored = true;
-    return { digest: d, before, findings };
+    return { digest: d, before, findings, sha256: this.prevDigestSha };
   }
 }
 
@@ -89,4 +99,12 @@ function after(d: Digest, before: ChainState): ChainState {
     recordSeq: d.last_seq ?? before.recordSeq,
     lastPos: d.last_lsn === null ? before.lastPos : { lsn: parseLsn(d.last_lsn), idx: d.last_idx ?? 0 },
   };
+}
+
+function lsnOrNull(text: string): bigint | null {
+  try {
+    return parseLsn(text);
+  } catch {
+    return null;
+  }
 }

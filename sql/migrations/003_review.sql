@@ -1,0 +1,47 @@
+-- pg-audit-shipper, version 3: acknowledging what the archive records as wrong, through the chain.
+--
+-- `verify` reports every committed change of audit_log (a tamper record) and every streaming gap
+-- as a finding. After a person has reviewed one, they acknowledge it here; the acknowledgement is an
+-- audit event like any other (source 'review', action 'ACKNOWLEDGE', row_id the finding id,
+-- statement the reason, session_user_name and app_user_id who), so it is archived after the
+-- finding, signed with it, and `verify` reports the finding as acknowledged, by whom and why.
+-- Nobody edits the archive to turn the scheduled check green.
+
+DO $roles$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_reviewer') THEN
+    CREATE ROLE audit_reviewer NOLOGIN;    -- may acknowledge findings; sees nothing else
+  END IF;
+END
+$roles$;
+GRANT USAGE ON SCHEMA audit TO audit_reviewer;
+
+ALTER TABLE audit.audit_log DROP CONSTRAINT IF EXISTS audit_log_source_check;
+ALTER TABLE audit.audit_log ADD CONSTRAINT audit_log_source_check CHECK (source IN ('trigger', 'pgaudit', 'review'));
+
+CREATE OR REPLACE FUNCTION audit.acknowledge_finding(finding text, reason text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE new_id bigint;
+BEGIN
+  IF finding IS NULL OR finding !~ '^record:[1-9][0-9]*$' THEN
+    RAISE EXCEPTION 'finding % is not a finding id: verify names them record:<seq>', coalesce(finding, 'NULL')
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF reason IS NULL OR length(btrim(reason)) < 10 THEN
+    RAISE EXCEPTION 'say why the finding is acknowledged (at least 10 characters): the reason is archived with it'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  INSERT INTO audit.audit_log (occurred_at, tx_started_at, source, action, outcome, row_id,
+    session_user_name, current_role_name, app_user_id, application_name, client_addr, client_port,
+    backend_pid, txid, statement)
+  VALUES (statement_timestamp(), transaction_timestamp(), 'review', 'ACKNOWLEDGE', 'success', finding,
+    session_user, audit.acting_role(), nullif(current_setting('app.user_id', true), ''),
+    nullif(current_setting('application_name'), ''), inet_client_addr(), inet_client_port(),
+    pg_backend_pid(), pg_current_xact_id()::text::bigint, left(reason, 2000))
+  RETURNING id INTO new_id;
+  RETURN new_id;
+END
+$fn$;
+ALTER FUNCTION audit.acknowledge_finding(text, text) OWNER TO audit_owner;
+REVOKE ALL ON FUNCTION audit.acknowledge_finding(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit.acknowledge_finding(text, text) TO audit_reviewer;

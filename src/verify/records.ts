@@ -1,0 +1,140 @@
+import type { Digest } from '../seal/digest.js';
+import { dateOf, timeKey } from '../seal/event-time.js';
+import { digestKey, parseDataKey, parseStreamKey } from '../sink/keys.js';
+import { parseLsn } from '../source/lsn.js';
+import type { ArchivedLine, ArchivedRecord } from './file.js';
+import type { Finding } from './findings.js';
+
+/**
+ * What a signed digest says about its file, recomputed from the file's records, and the rules every
+ * record kind must keep (docs/format.md, "Records"). A holder of the signing key can sign anything:
+ * these checks make sure that what it signs at least agrees with the records it signs for, so a
+ * digest cannot hide a file from a time-range query or misstate what the file holds. Pure.
+ */
+
+/** The record kinds the format defines. */
+export const RECORD_OPS = ['insert', 'update', 'delete', 'truncate', 'gap', 'marker'] as const;
+/** Why a record was archived from a snapshot instead of the stream. */
+export const BACKFILL_REASONS = ['initial', 'slot-lost'] as const;
+/** A record's commit date may lie this far after the day its digest says it was sealed: clocks of server and shipper differ. */
+export const CLOCK_ALLOWANCE_MS = 10 * 60_000;
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+
+export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
+  const findings: Finding[] = [];
+  const where = d.object_key ?? digestKey(d.file_seq);
+  const add = (code: string, message: string): void => { findings.push({ code, where, message }); };
+
+  let first: string | null = null;
+  let last: string | null = null;
+  for (const { record: r } of lines) {
+    const problem = recordProblem(r);
+    if (problem) add('bad-record-field', `record ${r.seq}: ${problem}`);
+    const at = r.occurred_at;
+    if (typeof at === 'string') {
+      if (first === null || at < first) first = at;
+      if (last === null || at > last) last = at;
+    }
+  }
+  if (d.first_event_at !== first || d.last_event_at !== last) {
+    add('digest-event-range', `file ${d.file_seq}'s digest says its events run from ${d.first_event_at ?? 'none'} to ${d.last_event_at ?? 'none'}, ` +
+      `its records from ${first ?? 'none'} to ${last ?? 'none'}: a time-range query would look for them in the wrong place`);
+  }
+  const head = lines[0]?.record;
+  const tail = lines[lines.length - 1]?.record;
+  if (head && tail) {
+    if (d.first_seq !== head.seq || d.last_seq !== tail.seq) {
+      add('digest-sequence', `file ${d.file_seq}'s digest names records ${d.first_seq}..${d.last_seq}, the file holds ${head.seq}..${tail.seq}`);
+    }
+    if (!sameLsn(d.first_lsn, head.lsn) || !sameLsn(d.last_lsn, tail.lsn) || d.last_idx !== tail.idx) {
+      add('digest-positions', `file ${d.file_seq}'s digest says its records run from ${d.first_lsn} to ${d.last_lsn}#${d.last_idx}, ` +
+        `they run from ${head.lsn} to ${tail.lsn}#${tail.idx}`);
+    }
+  }
+  return findings;
+}
+
+/** What is wrong with one record's own fields, or null. */
+export function recordProblem(r: ArchivedRecord): string | null {
+  if (!(RECORD_OPS as readonly string[]).includes(r.op)) return `unknown op ${JSON.stringify(r.op)}`;
+  if (typeof r.lsn !== 'string' || !/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/.test(r.lsn)) return `lsn ${JSON.stringify(r.lsn)} is not an LSN in the server's spelling`;
+  if (!Number.isSafeInteger(r.idx) || r.idx < -1) return `idx ${JSON.stringify(r.idx)} is not a position`;
+  const tamper = r.op === 'update' || r.op === 'delete' || r.op === 'truncate';
+  if (tamper && (r.tamper !== true || !('old' in r))) return `a ${r.op.toUpperCase()} of audit_log without "tamper":true and "old"`;
+  if (!tamper && 'tamper' in r) return `a ${r.op} record marked as tamper`;
+  if ((r.op === 'gap' || r.op === 'marker') && typeof r.reason !== 'string') return `a ${r.op} record without a reason`;
+  if (r.op === 'gap' && r.idx !== -1) return 'a gap record with idx other than -1';
+  if (r.op !== 'gap' && r.idx === -1) return `a ${r.op} record with idx -1`;
+  if ('backfill' in r && !(BACKFILL_REASONS as readonly unknown[]).includes(r.backfill)) return `unknown backfill ${JSON.stringify(r.backfill)}`;
+  if ('backfill' in r && r.op !== 'insert' && r.op !== 'marker') return `a ${r.op} record marked as backfill`;
+  if (r.op === 'insert' && (typeof r.id !== 'string' || typeof r.occurred_at !== 'string')) return 'an audit event without id or occurred_at';
+  if (typeof r.occurred_at === 'string' && timeKey(r.occurred_at) === null) return `occurred_at ${JSON.stringify(r.occurred_at)} is not a time`;
+  return null;
+}
+
+/**
+ * A digest's own fields must agree with each other: a heartbeat names no file; a data digest's
+ * object key says its file sequence, its content hash, and a commit date partition that can hold
+ * the file's events (an event never commits before it occurred, and a file is not sealed before
+ * its commits, allowing for clocks). Needs only the digest, so it runs on files not read too.
+ */
+export function checkDigestFields(d: Digest): Finding[] {
+  const where = digestKey(d.file_seq);
+  const out: Finding[] = [];
+  const add = (code: string, message: string): void => { out.push({ code, where, message }); };
+  if (typeof d.created_at !== 'string' || !ISO_UTC.test(d.created_at) || Number.isNaN(Date.parse(d.created_at))) {
+    add('bad-digest-field', `digest ${d.file_seq}: created_at ${JSON.stringify(d.created_at)} is not a UTC time`);
+  }
+  if (typeof d.ack_lsn !== 'string' || !/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/.test(d.ack_lsn)) {
+    add('bad-digest-field', `digest ${d.file_seq}: ack_lsn ${JSON.stringify(d.ack_lsn)} is not an LSN`);
+  }
+  if (d.kind === 'heartbeat') {
+    if (d.object_key !== null || d.object_bytes !== null || d.object_sha256 !== null || d.content_sha256 !== null ||
+      d.first_seq !== null || d.first_lsn !== null || d.first_event_at !== null || d.last_event_at !== null) {
+      add('bad-heartbeat', `heartbeat ${d.file_seq} names a file, records or events`);
+    }
+    return out;
+  }
+  if (d.kind !== 'data') {
+    add('bad-digest-field', `digest ${d.file_seq} is of unknown kind ${JSON.stringify(d.kind)}`);
+    return out;
+  }
+  if (typeof d.object_key !== 'string') {
+    add('bad-digest-field', `data digest ${d.file_seq} names no object`);
+    return out;
+  }
+  const streamed = parseStreamKey(d.object_key);
+  if (streamed) {
+    if (streamed.fileSeq !== d.file_seq) add('object-key-mismatch', `digest ${d.file_seq} names the stream file of ${streamed.fileSeq}`);
+    if (d.object_sha256 !== d.content_sha256) add('object-key-mismatch', `digest ${d.file_seq}: a streamed file's object hash must equal its content hash`);
+    return out;
+  }
+  const parsed = parseDataKey(d.object_key);
+  if (!parsed) {
+    add('object-key-mismatch', `digest ${d.file_seq} names ${d.object_key}, which is not a data file name`);
+    return out;
+  }
+  if (parsed.fileSeq !== d.file_seq) add('object-key-mismatch', `digest ${d.file_seq} names the data file of file ${parsed.fileSeq}`);
+  if (!d.content_sha256 || !d.object_key.endsWith(`-${d.content_sha256.slice(0, 16)}.jsonl.gz`)) {
+    add('object-key-mismatch', `digest ${d.file_seq} names an object whose hash part is not its content hash`);
+  }
+  const latest = d.last_event_at === null ? null : timeKey(d.last_event_at);
+  if (latest !== null && parsed.date < dateOf(latest)) {
+    add('partition-mismatch', `file ${d.file_seq} is filed under commit date ${parsed.date}, before its events of ${dateOf(latest)}: ` +
+      'a time-range query would not look there');
+  }
+  const sealedBy = new Date(Date.parse(d.created_at) + CLOCK_ALLOWANCE_MS).toISOString().slice(0, 10);
+  if (parsed.date > sealedBy) {
+    add('partition-mismatch', `file ${d.file_seq} is filed under commit date ${parsed.date}, after the day it was sealed (${d.created_at})`);
+  }
+  return out;
+}
+
+function sameLsn(a: string | null, b: string): boolean {
+  if (a === null) return false;
+  try {
+    return parseLsn(a) === parseLsn(b);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,330 @@
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { createHash } from 'node:crypto';
+import { chainHash, openRecord, type ChainHash } from '../../src/seal/record.js';
+import type { Digest } from '../../src/seal/digest.js';
+import { digestKey } from '../../src/sink/keys.js';
+import { auditRow, buildArchive, headOf, KEY_A, KEY_B, resetIds, type FileSpec, type Objects, type RecordSpec } from './build.js';
+
+/**
+ * The conformance corpus: one small archive per case, valid or broken in exactly one way, with the
+ * verdict a correct verifier reaches (docs/format.md, "Conformance corpus"). `npm run conformance`
+ * writes them under test/conformance/corpus/; test/unit/conformance.test.ts holds `verify` to
+ * every verdict, on the committed files and on freshly built ones.
+ */
+export interface CaseArgs {
+  expect_head?: string;
+  start?: string;
+}
+
+export interface Case {
+  name: string;
+  description: string;
+  build: () => Promise<Objects>;
+  /** the verifier's inputs besides the archive: which public keys, and optional recorded heads */
+  keys?: ('A' | 'B')[];
+  args?: (objects: Objects) => Promise<CaseArgs> | CaseArgs;
+  expected: {
+    ok: boolean;
+    /** the distinct codes of the open findings, sorted */
+    findings: string[];
+    /** ids of recorded findings acknowledged through the chain */
+    acknowledged?: string[];
+    /** the distinct codes of the notes, sorted */
+    notes?: string[];
+  };
+}
+
+const events = (lsn: string, n: number, over: Partial<Record<string, string | null>> = {}): RecordSpec[] =>
+  Array.from({ length: n }, (_, idx) => ({ op: 'insert', lsn, idx, row: auditRow(over) }));
+
+/** Two data files of ordinary trigger events, one transaction each. */
+function basic(): FileSpec[] {
+  return [
+    { records: events('0/1A2B3C8', 3), createdAt: '2026-03-02T09:15:05.000Z', ackLsn: '0/1A2B400' },
+    { records: events('0/1A2C000', 2, { occurred_at: '2026-03-02 09:19:59.5+00' }), createdAt: '2026-03-02T09:20:05.000Z', ackLsn: '0/1A2C050' },
+  ];
+}
+
+/** A third file, to follow `basic()`. */
+const third = (extra: Partial<FileSpec> = {}): FileSpec =>
+  ({ records: events('0/1A2D000', 2, { occurred_at: '2026-03-02 09:24:00+00' }), createdAt: '2026-03-02T09:25:05.000Z', ackLsn: '0/1A2D050', ...extra });
+
+const build = (files: () => FileSpec[]) => async (): Promise<Objects> => {
+  resetIds();
+  return buildArchive(files());
+};
+
+const OLD_ROW = { ...{ id: '2', occurred_at: '2026-03-02 09:15:00.120034+00', source: 'trigger', action: 'UPDATE', outcome: 'success', row_id: '4711' } };
+
+/** Replace one data file's content (gzip'd again) without touching its digest: what an attacker without the key can do. */
+function editData(objects: Objects, fileSeq: number, edit: (lines: string[]) => string[]): void {
+  const d = digestOf(objects, fileSeq);
+  const lines = gunzipSync(objects.get(d.object_key!)!).toString('utf8').trimEnd().split('\n');
+  objects.set(d.object_key!, gzipSync(Buffer.from(`${edit(lines).join('\n')}\n`)));
+}
+
+export function digestOf(objects: Objects, fileSeq: number): Digest {
+  return JSON.parse(objects.get(digestKey(fileSeq))!.toString('utf8').split('\n')[0]!) as Digest;
+}
+
+/** A data object named like a crash leftover of file `fileSeq`: its content hash in the name. */
+function placeLeftover(objects: Objects, fileSeq: number, content: string): void {
+  const d = digestOf(objects, fileSeq);
+  const key = d.object_key!.replace(/-[0-9a-f]{16}\.jsonl\.gz$/, `-${createHash('sha256').update(content).digest('hex').slice(0, 16)}.jsonl.gz`);
+  objects.set(key, gzipSync(Buffer.from(content)));
+}
+
+export const CASES: Case[] = [
+  // ---- valid archives ---------------------------------------------------------------------------
+  {
+    name: 'valid-basic', description: 'two data files, one transaction each',
+    build: build(basic), expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-heartbeat', description: 'a data file, a heartbeat (nothing happened; the slot moved), a data file linking past it',
+    build: build(() => { const [a, b] = basic(); return [a!, { kind: 'heartbeat', createdAt: '2026-03-02T09:17:00.000Z', ackLsn: '0/1A2BF00' }, b!]; }),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-spanning-transaction', description: 'a transaction cut across two files: the first file acknowledges only what was before it (ack_lsn below last_lsn)',
+    build: build(() => [
+      { records: events('0/1A2B3C8', 3), createdAt: '2026-03-02T09:15:05.000Z', ackLsn: '0/1A2B000' },
+      { records: events('0/1A2B3C8', 2).map((r) => ({ ...r, idx: r.idx + 3 })), createdAt: '2026-03-02T09:15:06.000Z', ackLsn: '0/1A2B400' },
+    ]),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-backfill', description: 'rows that predate the slot, archived from its snapshot ("backfill":"initial") and closed by a marker, then streamed events',
+    build: build(() => [
+      { records: [
+        ...events('0/1A00000', 3).map((r) => ({ ...r, extra: { backfill: 'initial' } })),
+        { op: 'marker', lsn: '0/1A00000', idx: 3, extra: { reason: 'backfill-complete', rows: 3, backfill: 'initial' } },
+      ], commitDate: '2026-11-28', createdAt: '2026-11-28T10:00:00.000Z', ackLsn: '0/0' },
+      { records: events('0/1A2B3C8', 2, { occurred_at: '2026-11-28 10:00:01+00' }), commitDate: '2026-11-28', createdAt: '2026-11-28T10:00:06.000Z', ackLsn: '0/1A2B400' },
+    ]),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-crash-leftover', description: 'a data object stored before a crash, without its digest; its lines are byte for byte archived records (sealed again, cut differently)',
+    build: async () => {
+      const o = await build(basic)();
+      const lines = gunzipSync(o.get(digestOf(o, 2).object_key!)!).toString('utf8').trimEnd().split('\n');
+      placeLeftover(o, 2, `${lines[0]}\n`);
+      return o;
+    },
+    expected: { ok: true, findings: [], notes: ['superseded-copy'] },
+  },
+  {
+    name: 'valid-key-rotation', description: 'file 1 signed with key A, file 2 with key B; both public keys given',
+    keys: ['A', 'B'],
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, key: KEY_B }]; }),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-acknowledged-tamper', description: 'a committed DELETE of audit_log (a tamper record), then a reviewer\'s acknowledgement event naming it',
+    build: build(() => [
+      ...basic(),
+      { records: [{ op: 'delete', lsn: '0/1A2D000', idx: 0, row: null, extra: { tamper: true, old: OLD_ROW } }], createdAt: '2026-03-02T09:25:05.000Z', ackLsn: '0/1A2D050' },
+      { records: [{ op: 'insert', lsn: '0/1A2E000', idx: 0, row: auditRow({ source: 'review', action: 'ACKNOWLEDGE', row_id: 'record:6', statement: 'restored from backup by the DBA on call, ticket 4411', session_user_name: 'compliance_ann', app_user_id: 'ann', table_name: null, schema_name: null, changed_columns: null, occurred_at: '2026-03-02 10:00:00+00' }) }],
+      createdAt: '2026-03-02T10:00:05.000Z', ackLsn: '0/1A2E050' },
+    ]),
+    expected: { ok: true, findings: [], acknowledged: ['record:6'] },
+  },
+  {
+    name: 'valid-pruned-start', description: 'file 1 expired and was removed; the verifier starts at file 2, recorded earlier (--start)',
+    build: async () => {
+      const o = await build(() => [...basic(), third()])();
+      o.delete(digestOf(o, 1).object_key!);
+      o.delete(digestKey(1));
+      return o;
+    },
+    args: (o) => ({ start: headOf(o, 2) }),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-expected-head', description: 'the head recorded by an earlier run is still there, unchanged (--expect-head)',
+    build: build(basic), args: (o) => ({ expect_head: headOf(o, 2) }),
+    expected: { ok: true, findings: [] },
+  },
+
+  // ---- what the chain records as wrong ----------------------------------------------------------
+  {
+    name: 'tamper-update', description: 'a committed UPDATE of an audit_log row: the new row at top level, the old under "old"',
+    build: build(() => [...basic(), third({ records: [{ op: 'update', lsn: '0/1A2D000', idx: 0, row: auditRow({ id: '2', app_user_id: 'someone.else' }), extra: { tamper: true, old: OLD_ROW } }] })]),
+    expected: { ok: false, findings: ['tamper'] },
+  },
+  {
+    name: 'tamper-delete', description: 'a committed DELETE of two audit_log rows in one transaction: one finding',
+    build: build(() => [...basic(), third({ records: [1, 2].map((i) => ({ op: 'delete', lsn: '0/1A2D000', idx: i - 1, row: null, extra: { tamper: true, old: { ...OLD_ROW, id: String(i) } } })) })]),
+    expected: { ok: false, findings: ['tamper'] },
+  },
+  {
+    name: 'tamper-truncate', description: 'a committed TRUNCATE of audit_log',
+    build: build(() => [...basic(), third({ records: [{ op: 'truncate', lsn: '0/1A2D000', idx: 0, row: null, extra: { tamper: true, old: null } }] })]),
+    expected: { ok: false, findings: ['tamper'] },
+  },
+  {
+    name: 'gap', description: 'the slot was lost: a gap record, then rows recovered from audit_log ("backfill":"slot-lost")',
+    build: build(() => [...basic(), third({ records: [
+      { op: 'gap', lsn: '0/3000000', idx: -1, extra: { reason: 'replication slot pg_audit_shipper was missing', archived_up_to_lsn: '0/1A2C050', recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' } },
+      ...events('0/3000100', 1, { occurred_at: '2026-03-02 09:21:00+00' }).map((r) => ({ ...r, extra: { backfill: 'slot-lost' } })),
+      { op: 'marker', lsn: '0/3000100', idx: 1, extra: { reason: 'backfill-complete', rows: 1, backfill: 'slot-lost' } },
+    ] })]),
+    expected: { ok: false, findings: ['gap'] },
+  },
+  {
+    name: 'acknowledgement-before-finding', description: 'an acknowledgement that names a record after it: it acknowledges nothing',
+    build: build(() => [
+      ...basic(),
+      { records: [{ op: 'insert', lsn: '0/1A2D000', idx: 0, row: auditRow({ source: 'review', action: 'ACKNOWLEDGE', row_id: 'record:7', statement: 'pre-emptive acknowledgement', occurred_at: '2026-03-02 09:24:00+00' }) }], createdAt: '2026-03-02T09:25:05.000Z', ackLsn: '0/1A2D050' },
+      { records: [{ op: 'delete', lsn: '0/1A2E000', idx: 0, row: null, extra: { tamper: true, old: OLD_ROW } }], createdAt: '2026-03-02T09:30:05.000Z', ackLsn: '0/1A2E050' },
+    ]),
+    expected: { ok: false, findings: ['tamper'], notes: ['acknowledgement-unmatched'] },
+  },
+
+  // ---- damage by someone without the signing key ------------------------------------------------
+  {
+    name: 'record-altered', description: 'one byte of a record changed, file compressed again',
+    build: async () => { const o = await build(basic)(); editData(o, 2, (l) => [l[0]!.replace('"UPDATE"', '"SELECT"'), ...l.slice(1)]); return o; },
+    expected: { ok: false, findings: ['content-altered', 'file-altered', 'record-altered'] },
+  },
+  {
+    name: 'file-missing', description: 'a data file removed, its digest kept',
+    build: async () => { const o = await build(basic)(); o.delete(digestOf(o, 1).object_key!); return o; },
+    expected: { ok: false, findings: ['missing-file'] },
+  },
+  {
+    name: 'digest-missing', description: 'a file and its digest removed from the middle',
+    build: async () => { const o = await build(() => [...basic(), third()])(); o.delete(digestOf(o, 2).object_key!); o.delete(digestKey(2)); return o; },
+    // The walk also sees that the records of file 2 are missing between files 1 and 3.
+    expected: { ok: false, findings: ['missing-digest', 'record-sequence-gap'] },
+  },
+  {
+    name: 'first-files-missing', description: 'file 1 gone and no starting point given',
+    build: async () => { const o = await build(() => [...basic(), third()])(); o.delete(digestOf(o, 1).object_key!); o.delete(digestKey(1)); return o; },
+    expected: { ok: false, findings: ['missing-start'] },
+  },
+  {
+    name: 'tail-cut', description: 'the newest file and digest removed; the head recorded earlier (--expect-head) proves it',
+    build: async () => { const o = await build(() => [...basic(), third()])(); o.delete(digestOf(o, 3).object_key!); o.delete(digestKey(3)); return o; },
+    args: async () => ({ expect_head: headOf(await build(() => [...basic(), third()])(), 3) }),
+    expected: { ok: false, findings: ['tail-missing'] },
+  },
+  {
+    name: 'forged-leftover', description: 'a data object no digest names, carrying a real record\'s seq and chain value over a made-up body',
+    build: async () => {
+      const o = await build(basic)();
+      const first = gunzipSync(o.get(digestOf(o, 2).object_key!)!).toString('utf8').split('\n')[0]!;
+      placeLeftover(o, 2, `${first.replace('"dr.alice"', '"dr.bob"')}\n`);
+      return o;
+    },
+    expected: { ok: false, findings: ['unreferenced-object'] },
+  },
+  {
+    name: 'fabricated-leftover', description: 'a leftover whose record chains correctly from the archived chain, but is not the archived record',
+    build: async () => {
+      const o = await build(basic)();
+      const d = digestOf(o, 2);
+      const first = openRecord(gunzipSync(o.get(d.object_key!)!).toString('utf8').split('\n')[0]!)!;
+      const body = first.body.replace('"dr.alice"', '"dr.bob"');
+      placeLeftover(o, 2, `{"chain":"${chainHash(d.prev_chain as ChainHash, body)}",${body.slice(1)}\n`);
+      return o;
+    },
+    expected: { ok: false, findings: ['unreferenced-object'] },
+  },
+  {
+    name: 'foreign-object', description: 'an object outside the archive layout',
+    build: async () => { const o = await build(basic)(); o.set('notes.txt', Buffer.from('hello')); return o; },
+    expected: { ok: false, findings: ['foreign-object'] },
+  },
+  {
+    name: 'unknown-key', description: 'file 2 signed with a key the verifier was not given',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, key: KEY_B }]; }),
+    // Its data file is then named by no digest that verified.
+    expected: { ok: false, findings: ['bad-digest', 'unreferenced-object'] },
+  },
+  {
+    name: 'digest-edited-unsigned', description: 'a digest field changed without signing again',
+    build: async () => {
+      const o = await build(basic)();
+      o.set(digestKey(1), Buffer.from(o.get(digestKey(1))!.toString('utf8').replace('"record_count":3', '"record_count":2')));
+      return o;
+    },
+    // File 1 is then unproven: its data is named by nothing verified, and file 2 starts after records nobody vouches for.
+    expected: { ok: false, findings: ['bad-digest', 'broken-digest-link', 'record-sequence-gap', 'unreferenced-object'] },
+  },
+
+  // ---- an insider with the signing key ----------------------------------------------------------
+  {
+    name: 'insider-event-range', description: 'last_event_at moved earlier than the file\'s newest event (hides it from later time ranges)',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, tweak: (d) => ({ ...d, last_event_at: '2026-03-02 09:15:00+00' }) }]; }),
+    expected: { ok: false, findings: ['digest-event-range'] },
+  },
+  {
+    name: 'insider-positions', description: 'first_lsn that is not the first record\'s',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, tweak: (d) => ({ ...d, first_lsn: '0/1A2B3C8' }) }]; }),
+    expected: { ok: false, findings: ['digest-positions'] },
+  },
+  {
+    name: 'insider-ack-regressed', description: 'ack_lsn lower than the previous digest\'s',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, ackLsn: '0/1A2B000' }]; }),
+    expected: { ok: false, findings: ['ack-regressed'] },
+  },
+  {
+    name: 'insider-created-at-regressed', description: 'created_at an hour before the previous digest\'s',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, createdAt: '2026-03-02T08:20:05.000Z' }]; }),
+    expected: { ok: false, findings: ['created-at-regressed'] },
+  },
+  {
+    name: 'insider-object-key-sequence', description: 'the data key names another file sequence',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, tweak: (d) => ({ ...d, object_key: d.object_key!.replace('/000000000002-', '/000000000009-') }) }]; }),
+    expected: { ok: false, findings: ['object-key-mismatch'] },
+  },
+  {
+    name: 'insider-object-key-hash', description: 'the data key\'s hash part is not the content hash',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, tweak: (d) => ({ ...d, object_key: d.object_key!.replace(/-[0-9a-f]{16}\./, '-0123456789abcdef.') }) }]; }),
+    expected: { ok: false, findings: ['object-key-mismatch'] },
+  },
+  {
+    name: 'insider-partition-before-events', description: 'filed under a commit date before its events (a time-range query would not look there)',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, commitDate: '2026-03-01' }]; }),
+    expected: { ok: false, findings: ['partition-mismatch'] },
+  },
+  {
+    name: 'insider-partition-after-sealing', description: 'filed under a commit date after the day it was sealed',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, commitDate: '2026-03-09' }]; }),
+    expected: { ok: false, findings: ['partition-mismatch'] },
+  },
+  {
+    name: 'insider-unknown-op', description: 'a record whose op the format does not define',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, records: [{ op: 'select', lsn: '0/1A2C000', idx: 0, row: auditRow() }] }]; }),
+    expected: { ok: false, findings: ['bad-record-field'] },
+  },
+  {
+    name: 'insider-unknown-backfill', description: 'a backfill tag the format does not define',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, records: events('0/1A2C000', 1).map((r) => ({ ...r, extra: { backfill: 'imported' } })) }]; }),
+    expected: { ok: false, findings: ['bad-record-field'] },
+  },
+  {
+    name: 'insider-delete-without-tamper-flag', description: 'a DELETE of audit_log recorded without "tamper":true',
+    build: build(() => [...basic(), third({ records: [{ op: 'delete', lsn: '0/1A2D000', idx: 0, row: null, extra: { old: OLD_ROW } }] })]),
+    // Still a tamper finding: what the record is, is a change of audit_log, whatever flag it carries.
+    expected: { ok: false, findings: ['bad-record-field', 'tamper'] },
+  },
+  {
+    name: 'insider-heartbeat-with-file', description: 'a heartbeat that names records',
+    build: build(() => { const [a, b] = basic(); return [a!, { kind: 'heartbeat', createdAt: '2026-03-02T09:17:00.000Z', ackLsn: '0/1A2BF00', tweak: (d) => ({ ...d, first_seq: 4 }) }, b!]; }),
+    expected: { ok: false, findings: ['bad-heartbeat'] },
+  },
+  {
+    name: 'insider-source-changed', description: 'file 2 claims another database',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, source: { database: 'billing' } }]; }),
+    expected: { ok: false, findings: ['source-changed'] },
+  },
+  {
+    name: 'insider-rewrote-head', description: 'the head re-signed with another created_at after a report recorded it (--expect-head)',
+    build: build(() => { const [a, b] = basic(); return [a!, { ...b!, tweak: (d) => ({ ...d, created_at: '2026-03-02T09:21:00.000Z' }) }]; }),
+    args: async () => ({ expect_head: headOf(await build(basic)(), 2) }),
+    expected: { ok: false, findings: ['expected-head-changed'] },
+  },
+];
