@@ -2,7 +2,15 @@ import { createHash, sign, verify } from 'node:crypto';
 import type { ChainHash } from './record.js';
 import type { KeyId, SigningKey, VerifyKey } from './keys.js';
 
-export const DIGEST_FORMAT = 'pg-audit-shipper/digest/1';
+/**
+ * Version 2 (this writer): a data file of backfill records (rows archived from a slot's snapshot)
+ * holds one UTC event date and is filed under it, so its partition can be checked against its
+ * records and a time-range query finds it. Version 1 filed them under the day they were sealed.
+ * Readers accept both (docs/format.md, "Versions").
+ */
+export const DIGEST_FORMAT = 'pg-audit-shipper/digest/2';
+export const DIGEST_FORMAT_V1 = 'pg-audit-shipper/digest/1';
+export const DIGEST_FORMATS: readonly string[] = [DIGEST_FORMAT_V1, DIGEST_FORMAT];
 
 /**
  * What a digest says about one stored file (kind "data") or about a quiet period (kind
@@ -10,7 +18,7 @@ export const DIGEST_FORMAT = 'pg-audit-shipper/digest/1';
  * Field order is fixed: the digest's first line is exactly JSON.stringify of this object.
  */
 export interface Digest {
-  format: typeof DIGEST_FORMAT;
+  format: typeof DIGEST_FORMAT | typeof DIGEST_FORMAT_V1;
   kind: 'data' | 'heartbeat';
   file_seq: number;
   /** SHA-256 of the previous digest object's bytes; null only for file_seq 1 */
@@ -77,7 +85,7 @@ export function openDigest(bytes: Buffer, keys: Map<string, VerifyKey>): DigestC
   } catch {
     return { ok: false, problem: 'digest is not valid JSON' };
   }
-  if (digest.format !== DIGEST_FORMAT) return { ok: false, problem: `unknown digest format ${JSON.stringify(digest.format)}`, digest };
+  if (!DIGEST_FORMATS.includes(digest.format)) return { ok: false, problem: `unknown digest format ${JSON.stringify(digest.format)}`, digest };
   if (typeof signature !== 'string') return { ok: false, problem: 'digest has no signature', digest };
   const key = keys.get(digest.key_id);
   if (!key) return { ok: false, problem: `digest is signed with key ${digest.key_id}, which is not among the verify keys given`, digest };

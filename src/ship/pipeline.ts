@@ -5,6 +5,7 @@ import type { SigningKey } from '../seal/keys.js';
 import { prepareCompression } from '../seal/compress.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
+import { dateOf, timeKey } from '../seal/event-time.js';
 import type { ArchiveObject, DataLayout, Sink } from '../sink/sink.js';
 import { AUDIT_LOG, type Flow, type StreamConsumer, type StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
@@ -32,7 +33,7 @@ interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
 /** How many queued files may have their data stored before their turn. */
 const STORE_AHEAD_FILES = 3;
 
-/** Records that come from no transaction (backfill, gap, marker) go in today's partition. */
+/** Records that come from no transaction and carry no event time (gap, marker) go in today's partition. */
 function todayUtc(): string {
   return new Date().toISOString().slice(0, 10);
 }
@@ -172,9 +173,17 @@ export class Pipeline implements StreamConsumer {
     this.sealOpenBatch();
   }
 
-  /** A row from the slot's snapshot: it predates the stream, so it sits at the slot's start position. */
+  /**
+   * A row from the slot's snapshot: it predates the stream, so it sits at the slot's start position.
+   * It has no commit date the stream told us, so its file is filed under its UTC event date (one
+   * per file): a time-range query finds it where it finds the events of that day, and `verify` can
+   * check the partition against the records (digest format 2).
+   */
   async appendBackfill(at: Lsn, idx: number, row: RowText, reason: string): Promise<void> {
-    const batch = this.openBatch(todayUtc());
+    const eventDate = row.occurred_at ? timeKey(row.occurred_at) : null;
+    const date = eventDate === null ? todayUtc() : dateOf(eventDate);
+    if (this.batch && this.batch.count > 0 && this.batch.commitDate !== date) this.sealOpenBatch();
+    const batch = this.openBatch(date);
     batch.append({ op: 'insert', commitLsn: at, idx, row, extra: { backfill: reason } });
     this.opts.metrics.records.inc();
     if (batch.full(this.opts.limits)) this.sealOpenBatch();

@@ -28,7 +28,9 @@ export async function createSlotWithSnapshot(config: pg.ClientConfig, slot: stri
 
 /**
  * Every audit_log row visible in `snapshot`, as the server's text (the same text pgoutput sends,
- * given the same TimeZone and DateStyle), in id order, a page at a time.
+ * given the same TimeZone and DateStyle), by UTC event date and then id, a page at a time: the
+ * archive files backfilled rows under their event date (one date per file), so a file is cut only
+ * where the date changes, not wherever an ingester's late rows interleave with the triggers'.
  */
 export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string, pageSize = 5000): AsyncIterable<RowText[]> {
   const c = new pg.Client({ ...config, options: TEXT_OUTPUT_OPTIONS } as pg.ClientConfig);
@@ -39,7 +41,8 @@ export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string,
     const cols = await c.query<{ attname: string }>(
       `SELECT attname FROM pg_attribute WHERE attrelid = 'audit.audit_log'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
     const list = cols.rows.map((r) => `${pg.escapeIdentifier(r.attname)}::text AS ${pg.escapeIdentifier(r.attname)}`).join(', ');
-    await c.query(`DECLARE backfill NO SCROLL CURSOR FOR SELECT ${list} FROM audit.audit_log ORDER BY audit_log.id`); // the table's bigint, not the text alias
+    await c.query(`DECLARE backfill NO SCROLL CURSOR FOR SELECT ${list} FROM audit.audit_log ` +
+      `ORDER BY (audit_log.occurred_at AT TIME ZONE 'UTC')::date, audit_log.id`); // the table's columns, not the text aliases
     for (;;) {
       const page = await c.query<RowText>(`FETCH ${pageSize} FROM backfill`);
       if (page.rows.length === 0) break;

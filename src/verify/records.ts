@@ -1,4 +1,4 @@
-import type { Digest } from '../seal/digest.js';
+import { DIGEST_FORMAT, type Digest } from '../seal/digest.js';
 import { dateOf, timeKey } from '../seal/event-time.js';
 import { digestKey, parseDataKey, parseStreamKey } from '../sink/keys.js';
 import { parseLsn } from '../source/lsn.js';
@@ -40,6 +40,7 @@ export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
     add('digest-event-range', `file ${d.file_seq}'s digest says its events run from ${d.first_event_at ?? 'none'} to ${d.last_event_at ?? 'none'}, ` +
       `its records from ${first ?? 'none'} to ${last ?? 'none'}: a time-range query would look for them in the wrong place`);
   }
+  findings.push(...checkBackfillPartition(d, lines));
   const head = lines[0]?.record;
   const tail = lines[lines.length - 1]?.record;
   if (head && tail) {
@@ -52,6 +53,27 @@ export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
     }
   }
   return findings;
+}
+
+/**
+ * Format 2: a file of backfill records holds rows of one UTC event date, filed under that date, and
+ * nothing streamed. (Format 1 filed them under the day they were sealed: nothing to check there but
+ * what checkDigestFields checks.)
+ */
+function checkBackfillPartition(d: Digest, lines: ArchivedLine[]): Finding[] {
+  if (d.format !== DIGEST_FORMAT || !d.object_key) return [];
+  const inserts = lines.filter((l) => l.record.op === 'insert').map((l) => l.record);
+  const backfilled = inserts.filter((r) => 'backfill' in r);
+  if (backfilled.length === 0) return [];
+  const where = d.object_key;
+  if (backfilled.length !== inserts.length) {
+    return [{ code: 'bad-record-field', where, message: `file ${d.file_seq} mixes backfilled and streamed events` }];
+  }
+  const dt = parseDataKey(d.object_key)?.date;
+  if (!dt) return [];
+  const off = backfilled.find((r) => typeof r.occurred_at === 'string' && dateOf(timeKey(r.occurred_at) ?? ('' as never)) !== dt);
+  return off ? [{ code: 'partition-mismatch', where, message:
+    `file ${d.file_seq} of backfilled events is filed under ${dt}, but record ${off.seq} occurred at ${String(off.occurred_at)}: a time-range query would not look for it there` }] : [];
 }
 
 /** What is wrong with one record's own fields, or null. */

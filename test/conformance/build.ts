@@ -1,4 +1,5 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { Batch } from '../../src/seal/batch.js';
 import { sha256Hex, signDigest, type Digest } from '../../src/seal/digest.js';
 import { keyIdOf, type SigningKey } from '../../src/seal/keys.js';
@@ -93,18 +94,17 @@ export async function buildArchive(files: FileSpec[]): Promise<Objects> {
       sealed = await sealBatch(batch, head, source, key, now);
     }
     let digest = sealed.digest;
-    let digestBytes = sealed.objects[sealed.objects.length - 1]!.body;
-    for (const o of sealed.objects.slice(0, -1)) objects.set(o.key, o.body);
-    if (f.tweak) {
-      const data = digest.object_key ? objects.get(digest.object_key) : undefined;
-      digest = f.tweak({ ...digest });
-      digestBytes = signDigest(digest, key);
-      // The insider files the data where the changed digest says it is.
-      if (data && sealed.digest.object_key !== digest.object_key) {
-        objects.delete(sealed.digest.object_key!);
-        if (digest.object_key) objects.set(digest.object_key, data);
-      }
+    let data: Buffer | undefined;
+    if (sealed.objects.length > 1) {
+      // Stored (level 0) gzip: the same bytes from every zlib, so the corpus and the documented
+      // vectors are exact whatever Node version builds them. Readers do not care about the level.
+      data = gzipSync(gunzipSync(sealed.objects[0]!.body), { level: 0 });
+      digest = { ...digest, object_bytes: data.length, object_sha256: sha256Hex(data) };
     }
+    // An insider's change, or none; either way the digest is signed here, over what it now says.
+    if (f.tweak) digest = f.tweak({ ...digest });
+    const digestBytes = signDigest(digest, key);
+    if (data && digest.object_key) objects.set(digest.object_key, data);
     objects.set(digestKey(digest.file_seq), digestBytes);
     head = {
       fileSeq: digest.file_seq, digestSha256: sha256Hex(digestBytes), ackLsn: ack, lastWrittenAt: now.getTime(),

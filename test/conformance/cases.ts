@@ -1,7 +1,7 @@
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { chainHash, openRecord, type ChainHash } from '../../src/seal/record.js';
-import type { Digest } from '../../src/seal/digest.js';
+import { DIGEST_FORMAT_V1, type Digest } from '../../src/seal/digest.js';
 import { digestKey } from '../../src/sink/keys.js';
 import { auditRow, buildArchive, headOf, KEY_A, KEY_B, resetIds, type FileSpec, type Objects, type RecordSpec } from './build.js';
 
@@ -54,6 +54,18 @@ const build = (files: () => FileSpec[]) => async (): Promise<Objects> => {
   return buildArchive(files());
 };
 
+/** Backfill of rows from two days, sealed on a later day, then a streamed transaction. */
+function backfillFiles(): FileSpec[] {
+  const rows = (date: string, n: number, from: number) =>
+    events('0/1A00000', n, { occurred_at: `${date} 23:59:59.999+00` }).map((r, i) => ({ ...r, idx: from + i, extra: { backfill: 'initial' } }));
+  return [
+    { records: rows('2026-03-01', 2, 0), commitDate: '2026-03-01', createdAt: '2026-11-28T10:00:00.000Z', ackLsn: '0/0' },
+    { records: [...rows('2026-03-02', 1, 2), { op: 'marker', lsn: '0/1A00000', idx: 3, extra: { reason: 'backfill-complete', rows: 3, backfill: 'initial' } }],
+      commitDate: '2026-03-02', createdAt: '2026-11-28T10:00:00.000Z', ackLsn: '0/0' },
+    { records: events('0/1A2B3C8', 2, { occurred_at: '2026-11-28 10:00:01+00' }), commitDate: '2026-11-28', createdAt: '2026-11-28T10:00:06.000Z', ackLsn: '0/1A2B400' },
+  ];
+}
+
 const OLD_ROW = { ...{ id: '2', occurred_at: '2026-03-02 09:15:00.120034+00', source: 'trigger', action: 'UPDATE', outcome: 'success', row_id: '4711' } };
 
 /** Replace one data file's content (gzip'd again) without touching its digest: what an attacker without the key can do. */
@@ -74,7 +86,42 @@ function placeLeftover(objects: Objects, fileSeq: number, content: string): void
   objects.set(key, gzipSync(Buffer.from(content)));
 }
 
+/**
+ * docs/format.md's test vectors: one record of every kind and one digest of every kind, in a
+ * four-file archive. The document quotes every line of it; test/unit/format.test.ts holds the
+ * document to these bytes.
+ */
+export function everyKind(): FileSpec[] {
+  const ev = (id: string, at: string, action: string, changed: string | null) =>
+    ({ id, occurred_at: at, action, outcome: 'success', row_id: '7', changed_columns: changed });
+  const r1 = ev('1', '2026-11-26 23:51:06.480123+00', 'INSERT', null);
+  const r2 = ev('2', '2026-11-26 23:51:06.485+00', 'UPDATE', '{full_name}');
+  return [
+    { records: [{ op: 'insert', lsn: '0/1A2B3C8', idx: 0, row: r1 }, { op: 'insert', lsn: '0/1A2B3C8', idx: 1, row: r2 }],
+      commitDate: '2026-11-26', createdAt: '2026-11-27T00:00:00.000Z', ackLsn: '0/1A2B400' },
+    { kind: 'heartbeat', createdAt: '2026-11-27T01:00:00.000Z', ackLsn: '0/1A2C000' },
+    { records: [
+      { op: 'update', lsn: '0/1A2D000', idx: 0, row: { ...r2, action: 'SELECT' }, extra: { tamper: true, old: r2 } },
+      { op: 'delete', lsn: '0/1A2E000', idx: 0, row: null, extra: { tamper: true, old: r1 } },
+      { op: 'truncate', lsn: '0/1A2F000', idx: 0, row: null, extra: { tamper: true, old: null } },
+      { op: 'insert', lsn: '0/1A30000', idx: 0, row: { id: '3', occurred_at: '2026-11-27 01:58:00+00', source: 'review', action: 'ACKNOWLEDGE', outcome: 'success',
+        row_id: 'record:3', session_user_name: 'review_login', app_user_id: 'ann', statement: 'test change on staging, ticket 7' } },
+    ], commitDate: '2026-11-27', createdAt: '2026-11-27T02:00:00.000Z', ackLsn: '0/1A30050' },
+    { records: [
+      { op: 'gap', lsn: '0/3000000', idx: -1, extra: { reason: 'replication slot missing or re-created', archived_up_to_lsn: '0/1A30050',
+        recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' } },
+      { op: 'insert', lsn: '0/3000100', idx: 0, row: ev('4', '2026-11-27 02:30:00+00', 'DELETE', null), extra: { backfill: 'slot-lost' } },
+      { op: 'marker', lsn: '0/3000100', idx: 1, extra: { reason: 'backfill-complete', rows: 1, backfill: 'slot-lost' } },
+    ], commitDate: '2026-11-27', createdAt: '2026-11-27T03:00:00.000Z', ackLsn: '0/3000200' },
+  ];
+}
+
 export const CASES: Case[] = [
+  {
+    name: 'vectors-every-kind', description: 'docs/format.md\'s vectors: data, heartbeat, tamper UPDATE/DELETE/TRUNCATE, an acknowledgement, a gap, a slot-lost backfill and its marker',
+    build: build(everyKind),
+    expected: { ok: false, findings: ['gap', 'tamper'], acknowledged: ['record:3'] },
+  },
   // ---- valid archives ---------------------------------------------------------------------------
   {
     name: 'valid-basic', description: 'two data files, one transaction each',
@@ -94,14 +141,13 @@ export const CASES: Case[] = [
     expected: { ok: true, findings: [] },
   },
   {
-    name: 'valid-backfill', description: 'rows that predate the slot, archived from its snapshot ("backfill":"initial") and closed by a marker, then streamed events',
-    build: build(() => [
-      { records: [
-        ...events('0/1A00000', 3).map((r) => ({ ...r, extra: { backfill: 'initial' } })),
-        { op: 'marker', lsn: '0/1A00000', idx: 3, extra: { reason: 'backfill-complete', rows: 3, backfill: 'initial' } },
-      ], commitDate: '2026-11-28', createdAt: '2026-11-28T10:00:00.000Z', ackLsn: '0/0' },
-      { records: events('0/1A2B3C8', 2, { occurred_at: '2026-11-28 10:00:01+00' }), commitDate: '2026-11-28', createdAt: '2026-11-28T10:00:06.000Z', ackLsn: '0/1A2B400' },
-    ]),
+    name: 'valid-backfill', description: 'rows that predate the slot, archived from its snapshot ("backfill":"initial"), one file per UTC event date filed under it, closed by a marker; then streamed events',
+    build: build(() => backfillFiles()),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-v1-backfill-under-seal-date', description: 'format 1: backfilled rows were filed under the day they were sealed; still read',
+    build: build(() => backfillFiles().map((f) => ({ ...f, commitDate: '2026-11-28', tweak: (d: Digest) => ({ ...d, format: DIGEST_FORMAT_V1 }) }))),
     expected: { ok: true, findings: [] },
   },
   {
@@ -294,6 +340,16 @@ export const CASES: Case[] = [
     name: 'insider-partition-after-sealing', description: 'filed under a commit date after the day it was sealed',
     build: build(() => { const [a, b] = basic(); return [a!, { ...b!, commitDate: '2026-03-09' }]; }),
     expected: { ok: false, findings: ['partition-mismatch'] },
+  },
+  {
+    name: 'backfill-under-seal-date', description: 'format 2: backfilled rows of March filed under the November day they were sealed',
+    build: build(() => backfillFiles().map((f, i) => (i < 2 ? { ...f, commitDate: '2026-11-28' } : f))),
+    expected: { ok: false, findings: ['partition-mismatch'] },
+  },
+  {
+    name: 'backfill-mixed-with-streamed', description: 'format 2: a file that mixes backfilled and streamed events',
+    build: build(() => { const [a, b, c] = backfillFiles(); return [a!, { ...b!, records: [...b!.records!, { op: 'insert', lsn: '0/1A00010', idx: 0, row: auditRow({ occurred_at: '2026-03-02 23:59:59.999+00' }) }] }, c!]; }),
+    expected: { ok: false, findings: ['bad-record-field'] },
   },
   {
     name: 'insider-unknown-op', description: 'a record whose op the format does not define',

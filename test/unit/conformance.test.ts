@@ -6,8 +6,19 @@ import { loadVerifyKey } from '../../src/seal/keys.js';
 import { CASES } from '../conformance/cases.js';
 import { judge, keysFor } from '../conformance/judge.js';
 import { memoryReader } from '../conformance/build.js';
+import { sha256Hex } from '../../src/seal/digest.js';
 
 const corpus = path.resolve('test/conformance/corpus');
+
+async function listFiles(root: string, under = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(path.join(root, under), { withFileTypes: true })) {
+    const rel = under ? `${under}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...await listFiles(root, rel));
+    else out.push(rel);
+  }
+  return out.sort();
+}
 
 interface CaseFile { description: string; verify_keys: string[]; expect_head?: string; start?: string; expected: unknown }
 
@@ -37,6 +48,10 @@ describe('conformance corpus (docs/format.md): every case gets its verdict', () 
       const committed = await judge(fileArchive(path.join(dir, 'archive')).reader, keys,
         { ...(spec.expect_head ? { expect_head: spec.expect_head } : {}), ...(spec.start ? { start: spec.start } : {}) });
       expect(committed).toEqual(c.expected);
+      // Byte for byte: the corpus is reproducible (stored gzip, fixed clock and keys) on every Node.
+      const files = await listFiles(path.join(dir, 'archive'));
+      expect(files).toEqual([...objects.keys()].sort());
+      for (const k of files) expect(sha256Hex(await readFile(path.join(dir, 'archive', k))), k).toBe(sha256Hex(objects.get(k)!));
     });
   }
 });
