@@ -79,6 +79,10 @@ export class DigestWalk {
       if (d.last_seq !== null && d.last_seq !== this.state.recordSeq && linked) {
         add('record-sequence-gap', `heartbeat says the chain stands at record ${d.last_seq}, but the files before end at ${this.state.recordSeq}`);
       }
+      const pos = this.state.lastPos;
+      if (linked && pos && (lsnOrNull(d.last_lsn ?? '') !== pos.lsn || d.last_idx !== pos.idx)) {
+        add('bad-heartbeat', `heartbeat says the last record is at ${d.last_lsn}#${d.last_idx}, but the files before end at another position`);
+      }
     }
     // The file's records continue from the digest's own prev_chain: a break is reported once
     // (above), not again for every later file.

@@ -373,6 +373,11 @@ export const CASES: Case[] = [
     expected: { ok: false, findings: ['bad-heartbeat'] },
   },
   {
+    name: 'insider-heartbeat-position', description: 'a heartbeat that says the chain\'s last record sits elsewhere',
+    build: build(() => { const [a, b] = basic(); return [a!, { kind: 'heartbeat', createdAt: '2026-03-02T09:17:00.000Z', ackLsn: '0/1A2BF00', tweak: (d) => ({ ...d, last_idx: 7 }) }, b!]; }),
+    expected: { ok: false, findings: ['bad-heartbeat'] },
+  },
+  {
     name: 'insider-source-changed', description: 'file 2 claims another database',
     build: build(() => { const [a, b] = basic(); return [a!, { ...b!, source: { database: 'billing' } }]; }),
     expected: { ok: false, findings: ['source-changed'] },

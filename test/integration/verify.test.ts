@@ -175,6 +175,13 @@ describe('verify', () => {
     const bad = await verify(dir);
     expect(bad.code).toBe(1);
     expect(bad.report?.findings).toEqual([expect.objectContaining({ code: 'unreferenced-object', where: path.relative(dir, fake) })]);
+    await rm(fake);
+
+    // A real record's seq and stored chain value over a made-up body: copying the chain field is not enough either.
+    const copied = await place(`${lines[0]!.replace('"INSERT"', '"SELECT"')}\n`);
+    const forgedCopy = await verify(dir);
+    expect(forgedCopy.code).toBe(1);
+    expect(forgedCopy.report?.findings).toEqual([expect.objectContaining({ code: 'unreferenced-object', where: path.relative(dir, copied) })]);
   });
 
   it('runs incrementally with --state: new files and a sample are read, --full reads all, a changed head resets', async () => {
