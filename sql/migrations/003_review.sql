@@ -45,3 +45,24 @@ $fn$;
 ALTER FUNCTION audit.acknowledge_finding(text, text) OWNER TO audit_owner;
 REVOKE ALL ON FUNCTION audit.acknowledge_finding(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.acknowledge_finding(text, text) TO audit_reviewer;
+
+-- Who may write which source. The triggers and acknowledge_finding() run as audit_owner; the
+-- ingester's role may append only what it reads from pgaudit: an ingester login (or anyone who
+-- obtains its grant) must not forge trigger events or acknowledgements. The WHEN clause keeps the
+-- capture triggers' own inserts (current_user = audit_owner) from calling anything.
+CREATE OR REPLACE FUNCTION audit.guard_source() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION 'audit.audit_log: % may append only pgaudit events, not source %', current_user, NEW.source
+    USING ERRCODE = 'insufficient_privilege',
+          HINT = 'trigger events come from the capture triggers, acknowledgements from audit.acknowledge_finding()';
+END
+$fn$;
+ALTER FUNCTION audit.guard_source() OWNER TO audit_owner;
+CREATE OR REPLACE TRIGGER audit_log_source_guard
+  BEFORE INSERT ON audit.audit_log FOR EACH ROW
+  WHEN (NEW.source <> 'pgaudit' AND current_user <> 'audit_owner')
+  EXECUTE FUNCTION audit.guard_source();

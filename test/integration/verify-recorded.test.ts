@@ -70,6 +70,12 @@ describe('verify reports what the chain records', () => {
     expect(q.stdout).toMatch(/a DELETE of 2 audit_log rows was committed/);
     expect(q.stdout).not.toMatch(/never applied/);
 
+    // The ingester's role appends pgaudit events only: it cannot forge an acknowledgement (or a trigger event).
+    for (const source of ['review', 'trigger']) {
+      await expect(withClient(urlFor(db.name, 'ingest_login'), (c) => c.query(
+        `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, row_id, session_user_name, statement)
+         VALUES (now(), $1, 'ACKNOWLEDGE', 'success', $2, 'review_login', 'forged')`, [source, tamper[0]!.id]))).rejects.toThrow(/may append only pgaudit events/);
+    }
     // The application's role cannot acknowledge; a reviewer can, and says why.
     const denied = await runCli(['acknowledge', tamper[0]!.id!, '--reason', 'looked at it, fine'], { DATABASE_URL: urlFor(db.name, 'app_login') });
     expect(denied.code).toBe(2);
