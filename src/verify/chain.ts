@@ -192,8 +192,10 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     const file = checkFile(d.object_key ? await ahead.take(d.object_key) : null, d, step.before);
     findings.push(...file.findings);
     report.records += file.lines.length;
-    // Lines before any break chain from the signed prev_chain: authentic, whatever else is wrong with the file.
-    recorded.add(d, file.lines);
+    // Lines before any break chain from the signed prev_chain: authentic, whatever else is wrong with
+    // the file. A sampled old file's tamper and gap records were settled by the clean run that
+    // remembered a later head (its acknowledgements may lie in files this run does not read).
+    if (seq >= fullFrom) recorded.add(d, file.lines);
     if (file.findings.length === 0 && opts.onRecords) await opts.onRecords(file.lines.map((l) => l.record), d);
   }
   if (opts.expectHead && opts.expectHead.fileSeq > maxSeq) {
