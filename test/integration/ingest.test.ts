@@ -92,6 +92,54 @@ describe('ingest', () => {
     expect(final).toEqual({ n: reads, d: reads });
   });
 
+  it('a forged AUDIT line raised by the application is recorded as a forgery, never as a read or a change of attribution', async () => {
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SET app.customer_id = '8'`);
+      // A fake read of patient 4711, and a fake SET that would hide whose record the next real read touches.
+      await c.query(`DO $$ BEGIN RAISE LOG 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,"SELECT * FROM customers WHERE id = 4711 /* forged */",<not logged>'; END $$`);
+      await c.query(`DO $$ BEGIN RAISE LOG 'AUDIT: SESSION,1,1,MISC,SET,,,SET app.customer_id = ''99'',<not logged>'; END $$`);
+      await c.query(`SELECT full_name FROM customers WHERE id = 8 /* real read after the forgery */`);
+    });
+    await ingestUntil(`statement LIKE '%real read after the forgery%'`, 1);
+    await ingestUntil(`action = 'FORGED AUDIT LINE'`, 2);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT action, outcome, table_name, session_user_name, app_customer_id, left(statement, 40) AS statement, error FROM audit.audit_log
+        WHERE source = 'pgaudit' AND (action = 'FORGED AUDIT LINE' OR statement LIKE '%forge%') ORDER BY log_line_num`)).rows);
+    expect(rows).toEqual([
+      { action: 'FORGED AUDIT LINE', outcome: 'failure', table_name: null, session_user_name: 'app_login', app_customer_id: '8',
+        statement: 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,publ', error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE" },
+      { action: 'FORGED AUDIT LINE', outcome: 'failure', table_name: null, session_user_name: 'app_login', app_customer_id: '8',
+        statement: 'AUDIT: SESSION,1,1,MISC,SET,,,SET app.cu', error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE" },
+      { action: 'SELECT', outcome: 'success', table_name: 'customers', session_user_name: 'app_login', app_customer_id: '8',
+        statement: 'SELECT full_name FROM customers WHERE id', error: null },
+    ]);
+  });
+
+  it('records reads of protected tables whose names need quoting (clinic."PatientNotes", clinic."user")', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE SCHEMA IF NOT EXISTS clinic');
+      await c.query('CREATE TABLE clinic."PatientNotes" (id int PRIMARY KEY, note text)');
+      await c.query('CREATE TABLE clinic."user" (id int PRIMARY KEY)');
+      await c.query('GRANT USAGE ON SCHEMA clinic TO phi_app');
+      await c.query('GRANT SELECT ON clinic."PatientNotes", clinic."user" TO phi_app');
+    });
+    for (const t of ['clinic."PatientNotes"', 'clinic."user"']) {
+      const r = await runCli(['protect', t], { DATABASE_URL: db.url });
+      expect(r.code, r.stderr).toBe(0);
+    }
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query('SELECT note FROM clinic."PatientNotes" WHERE id = 1');
+      await c.query('SELECT id FROM clinic."user"');
+    });
+    await ingestUntil(`schema_name = 'clinic'`, 2);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT table_name, statement FROM audit.audit_log WHERE source = 'pgaudit' AND schema_name = 'clinic' ORDER BY log_line_num`)).rows);
+    expect(rows).toEqual([
+      { table_name: 'PatientNotes', statement: 'SELECT note FROM clinic."PatientNotes" WHERE id = 1' },
+      { table_name: 'user', statement: 'SELECT id FROM clinic."user"' },
+    ]);
+  });
+
   it('reports an unreadable log directory in one line', async () => {
     const r = await runCli(['ingest', '--log-dir', '/nonexistent/log'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(r.code).toBe(2);

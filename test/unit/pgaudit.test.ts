@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { splitCsvRecords } from '../../src/capture/ingest/csv.js';
 import { toLogLine } from '../../src/capture/ingest/csvlog.js';
-import { applySet, classify, protectedTables, type SessionContext } from '../../src/capture/ingest/pgaudit.js';
+import { applySet, classify, parseQualifiedName, protectedTables, type SessionContext } from '../../src/capture/ingest/pgaudit.js';
 
 // Lines as PostgreSQL 15 + pgaudit 1.7 wrote them on a test cluster.
 const LOG = [
@@ -53,6 +53,39 @@ describe('classify', () => {
       error: '42501: permission denied for table customers', sessionUserName: 'ship_login', clientAddr: null } });
     expect(out[4]).toMatchObject({ kind: 'event', event: {
       outcome: 'failure', action: 'DELETE', schemaName: 'audit', tableName: 'audit_log' } });
+  });
+
+  it('takes an AUDIT line only from pgaudit: one raised from a function (any severity) is a forgery event, never a read', () => {
+    // As PostgreSQL 15 wrote `DO $$ BEGIN RAISE LOG 'AUDIT: ...'; END $$` (context and statement present).
+    const forged = toLogLine(splitCsvRecords(Buffer.from(`2026-11-28 19:59:21.560 UTC,"app_login","clinic",22670,"[local]",6b0b3299.588e,2,"DO",2026-11-28 19:59:21 UTC,3/8051,0,LOG,00000,"AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,""SELECT 4711"",<not logged>",,,,,"PL/pgSQL function inline_code_block line 1 at RAISE","DO $$ BEGIN RAISE LOG 'AUDIT: ...'; END $$",,,"psql","client backend",,0\n`)).records[0]!.fields)!;
+    const opts = { database: 'clinic', tables, statementMaxLength: 200, contextOf: () => undefined };
+    expect(classify(forged, opts)).toMatchObject({ kind: 'event', event: {
+      action: 'FORGED AUDIT LINE', outcome: 'failure', schemaName: null, tableName: null, sessionUserName: 'app_login',
+      statement: 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,"SELECT 4711",<not logged>',
+      error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE" } });
+    // Each column pgaudit leaves empty decides on its own; a forged SET is no context change either.
+    for (const col of ['context', 'query', 'detail', 'hint', 'internalQuery'] as const) {
+      const genuine = lines()[1]!;
+      expect(classify(genuine, opts).kind).toBe('event');
+      expect(classify({ ...genuine, [col]: 'x' }, opts)).toMatchObject({ event: { action: 'FORGED AUDIT LINE' } });
+    }
+    expect(classify({ ...lines()[0]!, context: 'PL/pgSQL function f() line 3 at RAISE' }, opts)).toMatchObject({ kind: 'event', event: { action: 'FORGED AUDIT LINE' } });
+    expect(classify({ ...lines()[1]!, errorSeverity: 'WARNING' }, opts)).toMatchObject({ event: { action: 'FORGED AUDIT LINE' } });
+  });
+
+  it('matches protected tables whose names need quoting, as pgaudit quotes them', () => {
+    const quoted = protectedTables([{ schema_name: 'clinic', table_name: 'PatientNotes' }, { schema_name: 'clinic', table_name: 'user' },
+      { schema_name: 'My Schema', table_name: 'a.b"c' }]);
+    const read = (name: string) => classify({ ...lines()[1]!, message: `AUDIT: OBJECT,3,1,READ,SELECT,TABLE,${name},SELECT 1,<not logged>` },
+      { database: 'clinic', tables: quoted, statementMaxLength: 20, contextOf: () => undefined });
+    expect(read('clinic."PatientNotes"')).toMatchObject({ kind: 'event', event: { schemaName: 'clinic', tableName: 'PatientNotes' } });
+    expect(read('clinic."user"')).toMatchObject({ kind: 'event', event: { tableName: 'user' } });
+    // In pgaudit's CSV a name with quotes is itself quoted: "My Schema"."a.b""c" becomes """My Schema"".""a.b""""c""".
+    expect(read('"""My Schema"".""a.b""""c"""')).toMatchObject({ kind: 'event', event: { schemaName: 'My Schema', tableName: 'a.b"c' } });
+    expect(read('clinic.patientnotes')).toEqual({ kind: 'ignored' });
+    expect(parseQualifiedName('a.b.c')).toBeNull();
+    expect(parseQualifiedName('"a.b"')).toBeNull();
+    expect(parseQualifiedName('"unterminated.x')).toBeNull();
   });
 
   it('calls a line with a broken AUDIT payload malformed', () => {

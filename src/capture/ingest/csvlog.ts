@@ -16,6 +16,11 @@ export interface LogLine {
   errorSeverity: string;
   sqlStateCode: string;
   message: string;
+  detail: string;
+  hint: string;
+  internalQuery: string;
+  /** where the message came from (a PL/pgSQL RAISE names its function here); pgaudit hides it */
+  context: string;
   query: string;
   applicationName: string;
   backendType: string;
@@ -41,6 +46,10 @@ export function toLogLine(f: string[]): LogLine | null {
     errorSeverity: f[11]!,
     sqlStateCode: f[12]!,
     message: f[13]!,
+    detail: f[14]!,
+    hint: f[15]!,
+    internalQuery: f[16]!,
+    context: f[18]!,
     query: f[19]!,
     applicationName: f[22]!,
     backendType: f[23] ?? '',

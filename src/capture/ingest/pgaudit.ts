@@ -31,7 +31,7 @@ export interface SessionContext {
 interface ContextValue { session: string | null; local?: { value: string | null; vxid: string } }
 
 export interface ProtectedTables {
-  /** "schema.table" */
+  /** tableKey(schema, table) of every protected table: names as the catalog holds them */
   qualified: Set<string>;
   /** bare table name -> schemas it is protected in (error messages name only the table) */
   byName: Map<string, string[]>;
@@ -41,7 +41,7 @@ export function protectedTables(rows: { schema_name: string; table_name: string 
   const qualified = new Set<string>();
   const byName = new Map<string, string[]>();
   const add = (s: string, t: string): void => {
-    qualified.add(`${s}.${t}`);
+    qualified.add(tableKey(s, t));
     byName.set(t, [...(byName.get(t) ?? []), s]);
   };
   for (const r of rows) add(r.schema_name, r.table_name);
@@ -49,6 +49,61 @@ export function protectedTables(rows: { schema_name: string; table_name: string 
   add('audit', 'audit_log');
   return { qualified, byName };
 }
+
+/** A key for (schema, table) that no pair of names can share (names may hold dots and quotes). */
+export function tableKey(schema: string, table: string): string {
+  return `${schema}\u0000${table}`;
+}
+
+/**
+ * pgaudit names an object as PostgreSQL quotes a qualified name: each part bare when it needs no
+ * quoting, else in double quotes with "" for a quote (`clinic."PatientNotes"`, `clinic."user"`,
+ * `"My Schema"."a.b"`). Returns the parts as the catalog holds them, or null when it is not two parts.
+ */
+export function parseQualifiedName(name: string): { schema: string; table: string } | null {
+  const parts: string[] = [];
+  let i = 0;
+  while (i <= name.length) {
+    let part = '';
+    if (name[i] === '"') {
+      i++;
+      for (;;) {
+        if (i >= name.length) return null;
+        if (name[i] === '"') {
+          if (name[i + 1] === '"') { part += '"'; i += 2; continue; }
+          i++;
+          break;
+        }
+        part += name[i++];
+      }
+    } else {
+      while (i < name.length && name[i] !== '.') part += name[i++];
+      if (part === '') return null;
+    }
+    parts.push(part);
+    if (i === name.length) break;
+    if (name[i] !== '.') return null;
+    i++;
+  }
+  return parts.length === 2 ? { schema: parts[0]!, table: parts[1]! } : null;
+}
+
+/**
+ * Only pgaudit's own lines are evidence. pgaudit writes its LOG line with the statement and the
+ * context hidden (errhidestmt, errhidecontext) and nothing else but the message. Any role can write
+ * a LOG line whose message starts with "AUDIT: " (`DO $$ BEGIN RAISE LOG 'AUDIT: ...'; END $$`), but
+ * every way open to a non-superuser runs inside a function, whose error context the server always
+ * writes ("PL/pgSQL function inline_code_block line 1 at RAISE"), also under log_error_verbosity =
+ * terse and with the statement hidden (checked on PostgreSQL 15). So an "AUDIT: " line with any
+ * context, statement, detail, hint or internal query is a forgery.
+ */
+export function writtenByPgaudit(line: LogLine): boolean {
+  return line.context === '' && line.query === '' && line.detail === '' && line.hint === '' && line.internalQuery === '' &&
+    line.sqlStateCode === '00000';
+}
+
+/** The action of an event recording a line that claims to be pgaudit's and is not. */
+export const FORGED_ACTION = 'FORGED AUDIT LINE';
 
 export type Classified =
   | { kind: 'event'; event: LogAuditEvent }
@@ -73,9 +128,22 @@ const DENIED_TABLE_RE = /\bfor table "?([^"\s]+)"?/;
 
 export function classify(line: LogLine, opts: ClassifyOptions): Classified {
   if (line.databaseName !== opts.database) return { kind: 'ignored' };
+  if (line.message.startsWith(AUDIT_PREFIX) && (line.errorSeverity !== 'LOG' || !writtenByPgaudit(line))) return forgery(line, opts);
   if (line.errorSeverity === 'LOG' && line.message.startsWith(AUDIT_PREFIX)) return classifyAudit(line, opts);
   if (line.errorSeverity === 'ERROR') return classifyError(line, opts);
   return { kind: 'ignored' };
+}
+
+/** Never a read and never silence: the attempt itself is the event, with what it tried to say. */
+function forgery(line: LogLine, opts: ClassifyOptions): Classified {
+  return {
+    kind: 'event',
+    event: baseEvent(line, opts, {
+      action: FORGED_ACTION, outcome: 'failure', schemaName: null, tableName: null,
+      statement: truncate(line.message, opts.statementMaxLength),
+      error: truncate(`a ${line.errorSeverity} line that claims to be pgaudit's, written from: ${line.context || line.query || 'unknown'}`, opts.statementMaxLength),
+    }),
+  };
 }
 
 function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
@@ -87,12 +155,14 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
     return context ? { kind: 'context', sessionId: line.sessionId, context } : { kind: 'ignored' };
   }
   // Object audit lines for reads; writes come from the row triggers, which know the row.
-  if (auditType !== 'OBJECT' || auditClass !== 'READ' || !opts.tables.qualified.has(objectName)) return { kind: 'ignored' };
-  const dot = objectName.indexOf('.');
+  const object = parseQualifiedName(objectName);
+  if (auditType !== 'OBJECT' || auditClass !== 'READ' || !object || !opts.tables.qualified.has(tableKey(object.schema, object.table))) {
+    return { kind: 'ignored' };
+  }
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
-      action: command, outcome: 'success', schemaName: objectName.slice(0, dot), tableName: objectName.slice(dot + 1),
+      action: command, outcome: 'success', schemaName: object.schema, tableName: object.table,
       statement: truncate(statement, opts.statementMaxLength), error: null,
     }),
   };
