@@ -140,6 +140,40 @@ describe('ingest', () => {
     ]);
   });
 
+  it('reads through writes: UPDATE/DELETE ... RETURNING and MERGE rolled back, a write matching nothing, a write failing on a value: each leaves an event', async () => {
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SET app.customer_id = '7'`);
+      await c.query('BEGIN');
+      expect((await c.query(`UPDATE customers SET full_name = full_name WHERE id = 7 RETURNING full_name /* rw1 */`)).rows).toHaveLength(1);
+      await c.query('ROLLBACK');
+      await c.query('BEGIN');
+      await c.query('SAVEPOINT s');
+      await c.query(`DELETE FROM customers WHERE id = 7 RETURNING * /* rw2 */`);
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      await c.query('COMMIT');
+      await c.query('BEGIN');
+      await c.query(`MERGE INTO customers c USING (SELECT 7 AS id) s ON c.id = s.id WHEN MATCHED THEN UPDATE SET full_name = c.full_name /* rw3 */`);
+      await c.query('ROLLBACK');
+      await c.query(`DELETE FROM customers WHERE id = 7 AND full_name LIKE 'Z%' /* rw4: an oracle that matches nothing */`);
+      await expect(c.query(`UPDATE customers SET id = full_name::int WHERE id = 7 /* rw5 */`)).rejects.toThrow(/invalid input syntax/);
+    });
+    await ingestUntil(`statement LIKE '%/* rw5 */%' AND outcome = 'failure'`, 1);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT action, outcome, app_customer_id, substring(statement FROM '/\\* (rw\\d)') AS tag, error FROM audit.audit_log
+        WHERE source = 'pgaudit' AND statement ~ '/\\* rw\\d' ORDER BY log_line_num`)).rows);
+    expect(rows).toEqual([
+      { action: 'UPDATE', outcome: 'success', app_customer_id: '7', tag: 'rw1', error: null },
+      { action: 'DELETE', outcome: 'success', app_customer_id: '7', tag: 'rw2', error: null },
+      { action: 'UPDATE', outcome: 'success', app_customer_id: '7', tag: 'rw3', error: null },
+      { action: 'DELETE', outcome: 'success', app_customer_id: '7', tag: 'rw4', error: null },
+      { action: 'UPDATE', outcome: 'success', app_customer_id: '7', tag: 'rw5', error: null },
+      { action: 'UPDATE', outcome: 'failure', app_customer_id: '7', tag: 'rw5', error: "22P02: the statement failed (the server's message is not kept: it may quote values)" },
+    ]);
+    // The value the failing statement echoed is not in the trail.
+    const leaked = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE error LIKE '%name 7%'`)).rows[0].n);
+    expect(leaked).toBe(0);
+  });
+
   it('reports an unreadable log directory in one line', async () => {
     const r = await runCli(['ingest', '--log-dir', '/nonexistent/log'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(r.code).toBe(2);

@@ -29,7 +29,7 @@ describe('classify', () => {
   it('turns object READ lines into success events attributed to the SET app.user_id', () => {
     const out = run();
     expect(out[0]!.kind).toBe('context');
-    expect(out[1]).toEqual({
+    expect(out[1]).toMatchObject({
       kind: 'event',
       event: {
         occurredAt: '2026-11-26 23:51:06.485 UTC', action: 'SELECT', outcome: 'success', schemaName: 'public',
@@ -40,10 +40,28 @@ describe('classify', () => {
     });
   });
 
-  it('leaves object WRITE lines to the row triggers, and other databases alone', () => {
+  it('records object WRITE lines as statement-level events (source pgaudit), and leaves other databases alone', () => {
     const out = run();
-    expect(out[2]).toEqual({ kind: 'ignored' });
+    expect(out[2]).toMatchObject({ kind: 'event', event: { action: 'UPDATE', outcome: 'success', tableName: 'customers', appUserId: 'dr.smith' } });
     expect(out[5]).toEqual({ kind: 'ignored' });
+  });
+
+  it('marks a statement pgaudit logged as failed when its ERROR line follows, keeping only the SQLSTATE', () => {
+    const ctx = new Map<string, SessionContext>();
+    const opts = { database: 'clinic', tables, statementMaxLength: 200, contextOf: (id: string) => ctx.get(id) };
+    const write = { ...lines()[2]!, message: `AUDIT: OBJECT,4,1,WRITE,UPDATE,TABLE,public.customers,UPDATE customers SET id = full_name::int WHERE id = 2,<not logged>` };
+    const c = classify(write, opts);
+    if (c.kind !== 'event') throw new Error('not an event');
+    ctx.set(c.sessionId!, c.context!);
+    const error = { ...write, errorSeverity: 'ERROR', sqlStateCode: '22P02', message: 'invalid input syntax for type integer: "Ann Smith"',
+      query: 'UPDATE customers SET id = full_name::int WHERE id = 2', sessionLineNum: 5 };
+    const failed = classify(error, opts);
+    expect(failed).toMatchObject({ kind: 'event', event: { action: 'UPDATE', outcome: 'failure', tableName: 'customers',
+      error: "22P02: the statement failed (the server's message is not kept: it may quote values)" } });
+    expect(JSON.stringify(failed)).not.toContain('Ann Smith');
+    // Another statement's error, or the same text in another transaction, is not this statement's.
+    expect(classify({ ...error, query: 'SELECT 1/0' }, opts)).toEqual({ kind: 'ignored' });
+    expect(classify({ ...error, virtualTransactionId: '3/999' }, opts)).toEqual({ kind: 'ignored' });
   });
 
   it('records denied access to a protected table and to the audit schema as failures', () => {

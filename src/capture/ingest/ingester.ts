@@ -156,8 +156,13 @@ export class Ingester {
         database: this.database, tables, statementMaxLength: this.opts.statementMaxLength,
         contextOf: (id) => this.sessions.get(id)?.context,
       });
-      if (c.kind === 'event') events.push(c.event);
-      else if (c.kind === 'context') {
+      if (c.kind === 'event') {
+        events.push(c.event);
+        if (c.context) {
+          this.sessions.set(c.sessionId!, { context: c.context, lastSeen: line.logTime });
+          touched.add(c.sessionId!);
+        }
+      } else if (c.kind === 'context') {
         this.sessions.set(c.sessionId, { context: c.context, lastSeen: line.logTime });
         touched.add(c.sessionId);
       } else if (c.kind === 'malformed') malformed++;

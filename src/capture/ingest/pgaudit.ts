@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { parseCsvLine } from './csv.js';
 import { splitConnectionFrom, type LogLine } from './csvlog.js';
 
@@ -26,6 +27,17 @@ export interface LogAuditEvent {
 export interface SessionContext {
   user?: ContextValue;
   customer?: ContextValue;
+  /** the session's last object-audited statement: an ERROR line of the same statement marks it failed */
+  last?: AuditedStatement;
+}
+
+interface AuditedStatement {
+  vxid: string;
+  /** SHA-256 of the statement text (pgaudit's, and the ERROR line's query column: the same text) */
+  sql: string;
+  action: string;
+  schema: string;
+  table: string;
 }
 /** `session` is what SET gave; `local` (SET LOCAL) overrides it inside one virtual transaction only. */
 interface ContextValue { session: string | null; local?: { value: string | null; vxid: string } }
@@ -106,7 +118,7 @@ export function writtenByPgaudit(line: LogLine): boolean {
 export const FORGED_ACTION = 'FORGED AUDIT LINE';
 
 export type Classified =
-  | { kind: 'event'; event: LogAuditEvent }
+  | { kind: 'event'; event: LogAuditEvent; sessionId?: string; context?: SessionContext }
   | { kind: 'context'; sessionId: string; context: SessionContext }
   | { kind: 'ignored' }
   | { kind: 'malformed'; reason: string };
@@ -154,17 +166,23 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
     const context = applySet(opts.contextOf(line.sessionId), statement, line.virtualTransactionId);
     return context ? { kind: 'context', sessionId: line.sessionId, context } : { kind: 'ignored' };
   }
-  // Object audit lines for reads; writes come from the row triggers, which know the row.
+  // Object audit lines, reads and writes. A WRITE line is a statement-level event: the row triggers
+  // record which rows a committed write changed, but `UPDATE ... RETURNING` (or a DELETE that
+  // matches nothing, a MERGE) in a transaction that rolls back returns PHI and leaves no row event.
   const object = parseQualifiedName(objectName);
-  if (auditType !== 'OBJECT' || auditClass !== 'READ' || !object || !opts.tables.qualified.has(tableKey(object.schema, object.table))) {
+  if (auditType !== 'OBJECT' || (auditClass !== 'READ' && auditClass !== 'WRITE') || !object ||
+    !opts.tables.qualified.has(tableKey(object.schema, object.table))) {
     return { kind: 'ignored' };
   }
+  const last: AuditedStatement = { vxid: line.virtualTransactionId, sql: sha256(statement), action: command, schema: object.schema, table: object.table };
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
       action: command, outcome: 'success', schemaName: object.schema, tableName: object.table,
       statement: truncate(statement, opts.statementMaxLength), error: null,
     }),
+    sessionId: line.sessionId,
+    context: { ...opts.contextOf(line.sessionId), last },
   };
 }
 
@@ -184,7 +202,19 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
     // Ambiguous when the same name is protected in several schemas: say so rather than guess.
     schemaName = schemas.length === 1 ? schemas[0]! : null;
   } else {
-    return { kind: 'ignored' };
+    // Any other error of a statement pgaudit logged on a protected table: the access failed after
+    // it began (`UPDATE ... SET id = full_name::int` fails with the row's name in the message). The
+    // message may quote values, so only its SQLSTATE is kept.
+    const last = opts.contextOf(line.sessionId)?.last;
+    if (!last || last.vxid !== line.virtualTransactionId || !line.query || last.sql !== sha256(line.query)) return { kind: 'ignored' };
+    return {
+      kind: 'event',
+      event: baseEvent(line, opts, {
+        action: last.action, outcome: 'failure', schemaName: last.schema, tableName: last.table,
+        statement: truncate(line.query, opts.statementMaxLength),
+        error: `${line.sqlStateCode}: the statement failed (the server's message is not kept: it may quote values)`,
+      }),
+    };
   }
   const action = (line.commandTag || firstWord(line.query) || 'UNKNOWN').toUpperCase();
   return {
@@ -251,6 +281,10 @@ function unquote(v: string): string {
   if (m) return m[1]!.replaceAll("''", "'");
   const d = /^"((?:[^"]|"")*)"$/.exec(v);
   return d ? d[1]!.replaceAll('""', '"') : v;
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
 }
 
 function firstWord(s: string): string {
