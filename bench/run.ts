@@ -33,9 +33,12 @@ const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /** BENCH_ONLY=throughput or =trigger: just that ratio, for quick iterations (writes no results). */
 const ONLY = process.env.BENCH_ONLY ?? null;
-if (ONLY !== null && ONLY !== 'throughput' && ONLY !== 'trigger') {
-  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput or trigger, or leave it unset for all`);
+if (ONLY !== null && ONLY !== 'throughput' && ONLY !== 'trigger' && ONLY !== 'ingest') {
+  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger or ingest, or leave it unset for all`);
 }
+/** Lines of the normal pgaudit log, and bytes of the one huge record (a 140 MB statement of quotes). */
+const INGEST_LINES = Number(process.env.BENCH_INGEST_LINES ?? 200_000);
+const HUGE_RECORD_BYTES = Number(process.env.BENCH_HUGE_RECORD_BYTES ?? 560 * 2 ** 20);
 const ONLY_THROUGHPUT = ONLY === 'throughput';
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
 
@@ -84,9 +87,20 @@ async function main(): Promise<void> {
       fsync: (await db.query('SHOW fsync')).rows[0].fsync },
   };
 
+  if (ONLY === null || ONLY === 'ingest') {
+    say('0/4 ingest: a normal pgaudit log, and one holding a single huge record…');
+    results.ingest = await ingestBench(dbUrl);
+    say(`    ${JSON.stringify(results.ingest)}`);
+    if (ONLY === 'ingest') {
+      await db.end();
+      say('(BENCH_ONLY=ingest: the other steps and the results files were skipped)');
+      return;
+    }
+  }
+
   // The trigger first, on fresh tables: after the backlogs below, autovacuum on a large audit_log
   // would be measured instead of the trigger.
-  if (!ONLY_THROUGHPUT) {
+  if (!ONLY_THROUGHPUT && ONLY !== 'ingest') {
     say('1/4 audit trigger cost: pgbench single-row inserts, protected vs unprotected…');
     results.trigger = await triggerCost(db, dbUrl);
     say(`    ${JSON.stringify(results.trigger)}`);
@@ -204,6 +218,56 @@ async function main(): Promise<void> {
   await writeFile(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFile(path.join(out, 'results.md'), report(results));
   say(`\nwritten: bench/results.json, bench/results.md`);
+}
+
+/**
+ * `ingest` over two synthetic csvlogs as PostgreSQL 15 + pgaudit write them: INGEST_LINES object
+ * READ lines, and one file holding a single record of HUGE_RECORD_BYTES (a statement of quotes,
+ * which csvlog and pgaudit's CSV each double) followed by a few normal lines. The baseline is
+ * reading the same bytes with `cat`. Memory must not grow with a record's size.
+ */
+async function ingestBench(dbUrl: string) {
+  const dir = await mkdtemp(path.join(tmpdir(), 'bench-ingest-'));
+  const line = (n: number, stmt: string) =>
+    `2026-11-28 10:00:00.${String(n % 1000).padStart(3, '0')} UTC,"app_login","bench",4242,"10.0.0.7:50432",6b0b0000.${(Math.floor(n / 1e6)).toString(16)},${n % 1e6 + 1},"SELECT",` +
+    `2026-11-28 10:00:00 UTC,3/${n},0,LOG,00000,"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+  const normalDir = path.join(dir, 'normal');
+  const hugeDir = path.join(dir, 'huge');
+  await run('mkdir', ['-p', normalDir, hugeDir]);
+  const normal = [];
+  for (let i = 0; i < INGEST_LINES; i++) normal.push(line(i, `SELECT full_name FROM customers WHERE id = ${i % 5000}`));
+  await writeFile(path.join(normalDir, 'postgresql-normal.csv'), normal.join(''));
+  // The huge record, written in pieces: one '"' of the statement is four bytes in the file.
+  const { open } = await import('node:fs/promises');
+  const fh = await open(path.join(hugeDir, 'postgresql-huge.csv'), 'w');
+  const head = line(10_000_000, 'X');
+  const [before, after] = head.split('X');
+  await fh.write(before!);
+  const piece = Buffer.alloc(8 * 2 ** 20, '"');
+  for (let left = HUGE_RECORD_BYTES; left > 0; left -= piece.length) await fh.write(piece.subarray(0, Math.min(piece.length, left) & ~3));
+  await fh.write(after!);
+  for (let i = 1; i <= 5; i++) await fh.write(line(10_000_000 + i, `SELECT 1 FROM customers WHERE id = ${i}`));
+  await fh.close();
+
+  const envVars = { PATH: process.env.PATH ?? '', DATABASE_URL: dbUrl, LOG_LEVEL: 'warn' };
+  const measure = async (logDir: string, events: number) => {
+    const bytes = Number((await run('du', ['-sb', logDir])).stdout.split('\t')[0]);
+    const cat = await timed(() => run('sh', ['-c', `cat ${logDir}/*.csv > /dev/null`]));
+    const r = await timed(() => runCli(['ingest', '--log-dir', logDir], envVars));
+    return {
+      bytes, events, seconds: round(r.seconds), events_per_s: Math.round(events / r.seconds), mib_per_s: round(bytes / 2 ** 20 / r.seconds),
+      cat_mib_per_s: round(bytes / 2 ** 20 / cat.seconds), peak_rss_mib: Math.round(r.value.peakRssKib / 1024),
+    };
+  };
+  const normalRun = await measure(normalDir, INGEST_LINES);
+  const hugeRun = await measure(hugeDir, 6);
+  const db = new pg.Client({ connectionString: dbUrl });
+  await db.connect();
+  const huge = (await db.query(`SELECT count(*)::int AS n, max(length(statement))::int AS longest FROM audit.audit_log WHERE log_session_id LIKE '6b0b0000.a%'`)).rows[0];
+  await db.end();
+  await run('rm', ['-rf', dir]);
+  if (huge.n !== 6) throw new Error(`ingest of the huge-record log stored ${huge.n} events, not 6`);
+  return { normal: normalRun, huge_record: { ...hugeRun, record_mib: round(HUGE_RECORD_BYTES / 2 ** 20), longest_statement_kept: huge.longest }, target_peak_rss_mib: 256 };
 }
 
 /** The baseline: the server's own client decodes slot bench_recv up to `endpos` and discards it. */
@@ -407,6 +471,8 @@ function report(r: Record<string, unknown>): string {
   const v = r.verify as Record<string, number>;
   const q = r.query as Record<string, number>;
   const m = r.machine as Record<string, unknown>;
+  type IngestRun = { [k: string]: number; bytes: number };
+  const ig = r.ingest as { normal: IngestRun; huge_record: IngestRun; target_peak_rss_mib: number };
   const s = r.settings as Record<string, unknown>;
   return `# Benchmark results
 
@@ -427,6 +493,10 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
   The age limit dominates: a file is sealed when its first record is that old (default 5s).
 - \`verify --full\` over the whole archive (${v.events} events, S3): ${v.seconds}s (${v.events_per_s} events/s), peak RSS ${v.peak_rss_mib} MiB.
 - \`query --row-id 4711\` over the same archive (no time range: every file read and verified): ${q.seconds}s (${q.events_per_s} events/s), peak RSS ${q.peak_rss_mib} MiB.
+- \`ingest\` of ${ig.normal.events} pgaudit lines (${Math.round(ig.normal.bytes / 2 ** 20)} MiB): ${ig.normal.seconds}s, ${ig.normal.events_per_s} events/s
+  (${ig.normal.mib_per_s} MiB/s; \`cat\` reads the same file at ${ig.normal.cat_mib_per_s} MiB/s), peak RSS ${ig.normal.peak_rss_mib} MiB.
+  A log holding one ${ig.huge_record.record_mib} MiB record (a statement of quotes) and 5 normal lines: ${ig.huge_record.seconds}s
+  (${ig.huge_record.mib_per_s} MiB/s), all 6 events stored (statement kept: ${ig.huge_record.longest_statement_kept} characters), peak RSS ${ig.huge_record.peak_rss_mib} MiB (target <= ${ig.target_peak_rss_mib}).
 - Backlog of ${b.events} events shipped in ${b.seconds}s (${b.events_per_s}/s) with a peak RSS of ${b.peak_rss_mib} MiB (target <= ${b.target_peak_rss_mib} MiB);
   pg_recvlogical decoded the same backlog at ${b.pg_recvlogical_events_per_s}/s: ratio ${b.ratio} (one round), ${b.streaming_ratio} from "streaming from the slot".
 

@@ -17,7 +17,8 @@ $roles$;
 GRANT USAGE ON SCHEMA audit TO audit_reviewer;
 
 ALTER TABLE audit.audit_log DROP CONSTRAINT IF EXISTS audit_log_source_check;
-ALTER TABLE audit.audit_log ADD CONSTRAINT audit_log_source_check CHECK (source IN ('trigger', 'pgaudit', 'review'));
+-- 'ingest': the ingester's receipts (which bytes of which log file each of its commits consumed).
+ALTER TABLE audit.audit_log ADD CONSTRAINT audit_log_source_check CHECK (source IN ('trigger', 'pgaudit', 'review', 'ingest'));
 
 CREATE OR REPLACE FUNCTION audit.acknowledge_finding(finding text, reason text)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
@@ -47,13 +48,16 @@ REVOKE ALL ON FUNCTION audit.acknowledge_finding(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit.acknowledge_finding(text, text) TO audit_reviewer;
 
 -- Who may write which source. The triggers and acknowledge_finding() run as audit_owner; the
--- ingester's role may append only what it reads from pgaudit: an ingester login (or anyone who
--- obtains its grant) must not forge trigger events or acknowledgements. The WHEN clause keeps the
+-- ingester's role may append only what it reads from pgaudit, and its receipts: an ingester login
+-- (or anyone who obtains its grant) must not forge trigger events or acknowledgements. The WHEN clause keeps the
 -- capture triggers' own inserts (current_user = audit_owner) from calling anything.
 CREATE OR REPLACE FUNCTION audit.guard_source() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 BEGIN
   IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    RETURN NEW;
+  END IF;
+  IF NEW.source = 'ingest' AND pg_has_role(current_user, 'audit_ingester', 'USAGE') THEN
     RETURN NEW;
   END IF;
   RAISE EXCEPTION 'audit.audit_log: % may append only pgaudit events, not source %', current_user, NEW.source

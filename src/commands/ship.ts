@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
@@ -61,6 +62,13 @@ export function registerShipCommand(program: Command): void {
     const archive = await archiveFrom(cfg, true, (refused, code) =>
       log.warn({ refused, error_code: code }, 'the delivery stream refused some records; sending them again'));
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
+    if (cfg.logDir) {
+      // A directory that cannot be read now is a setting to fix, not a failure to retry: say so and stop.
+      await readdir(cfg.logDir).catch((err: NodeJS.ErrnoException) => {
+        throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) ${cfg.logDir} cannot be read: ${err.code}; ` +
+          "point it at the server's log_directory with log_destination including 'csvlog', readable by this user");
+      });
+    }
     const metrics = createMetrics();
     const stop = new AbortController();
     const onSignal = (sig: string) => () => {
@@ -78,8 +86,10 @@ export function registerShipCommand(program: Command): void {
     };
     process.on('SIGINT', onSignal('SIGINT')).on('SIGTERM', onSignal('SIGTERM'));
     let ready = false;
+    const problems = new Map<string, string>();
     const server = cfg.httpPort > 0 ? await startHttp(cfg.httpPort, metrics.registry, {
       ready: () => ready,
+      problems: () => [...problems].map(([component, problem]) => `${component}: ${problem}`),
       secondsSinceDurableWrite: () => (metrics.lastWriteMs() ? (Date.now() - metrics.lastWriteMs()) / 1000 : 0),
       stallSeconds: Math.max(600, (cfg.heartbeatInterval / 1000) * 2),
     }) : null;
@@ -92,6 +102,7 @@ export function registerShipCommand(program: Command): void {
         graceMs: cfg.gracePeriod, log, metrics, signal: stop.signal,
         ...(cfg.logDir ? { logDir: cfg.logDir } : {}), statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => { ready = r; },
+        onProblem: (component, problem) => { if (problem === null) problems.delete(component); else problems.set(component, problem); },
       });
       process.stdout.write(`stored ${result.files} files with ${result.records} records; archive head is file ${result.headSeq}\n`);
       if (!result.complete) throw new FindingsError('stopped before everything received was stored (it stays in the slot for the next start)');

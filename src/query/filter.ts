@@ -1,6 +1,7 @@
 import { timeKey, type TimeKey } from '../seal/event-time.js';
 import type { Digest } from '../seal/digest.js';
 import type { ArchivedRecord } from '../verify/file.js';
+import { RECEIPT_SOURCE } from '../capture/ingest/receipt.js';
 
 /**
  * What a compliance officer asks. Every field narrows; unset fields match everything. Times are
@@ -32,6 +33,8 @@ export const EVERYTHING: Query = {
 /** Only audit events answer questions; tamper, gap and marker records are reported separately. */
 export function matches(r: ArchivedRecord, q: Query): boolean {
   if (r.op !== 'insert') return false;
+  if (r.source === RECEIPT_SOURCE) return false; // the ingester's bookkeeping: verify reads it, nobody was accessed
+
   if (q.from !== null || q.to !== null) {
     const at = typeof r.occurred_at === 'string' ? timeKey(r.occurred_at) : null;
     if (at === null) return false;

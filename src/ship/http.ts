@@ -7,6 +7,8 @@ export interface Health {
   /** seconds since the last durable write, to call a stall */
   secondsSinceDurableWrite: () => number;
   stallSeconds: number;
+  /** components that are failing, in words ("ingest: failed: ..."); any makes the sidecar not ready */
+  problems?: () => string[];
 }
 
 /** /healthz (alive), /readyz (connected, not stalled), /metrics (Prometheus). */
@@ -17,9 +19,10 @@ export async function startHttp(port: number, registry: Registry, health: Health
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
       const since = health.secondsSinceDurableWrite();
-      const ok = health.ready() && since < health.stallSeconds;
+      const problems = health.problems?.() ?? [];
+      const ok = health.ready() && since < health.stallSeconds && problems.length === 0;
       res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
-        .end(ok ? 'ready\n' : health.ready() ? `stalled: nothing stored for ${Math.round(since)}s\n` : 'not connected\n');
+        .end(ok ? 'ready\n' : !health.ready() ? 'not connected\n' : problems.length > 0 ? `${problems.join('\n')}\n` : `stalled: nothing stored for ${Math.round(since)}s\n`);
     } else if (path === '/metrics') {
       registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),

@@ -13,6 +13,12 @@ export interface ShipMetrics {
   slotLagBytes: Gauge;
   slotSafeWalBytes: Gauge;
   lastDurableWrite: Gauge;
+  /** the built-in ingester (ship --log-dir): 1 running, 0 failed and waiting to restart */
+  ingestUp: Gauge;
+  ingestRestarts: Counter;
+  ingestLastPass: Gauge;
+  /** log bytes not yet ingested after the last pass (a record still being written, or falling behind) */
+  ingestPendingBytes: Gauge;
   stored(file: SealedFile): void;
   /** ms timestamp of the last stored file or heartbeat (0: none yet) */
   lastWriteMs(): number;
@@ -32,6 +38,10 @@ export function createMetrics(): ShipMetrics {
     uploadSeconds: new Histogram({ name: 'audit_shipper_upload_seconds', help: 'time to store one file and its digest, retries included', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] }),
     slotLagBytes: new Gauge({ name: 'audit_shipper_slot_lag_bytes', help: 'WAL bytes between the server position and the slot confirmed position', registers: [registry] }),
     slotSafeWalBytes: new Gauge({ name: 'audit_shipper_slot_safe_wal_bytes', help: 'WAL bytes left before max_slot_wal_keep_size invalidates the slot (-1: unlimited)', registers: [registry] }),
+    ingestUp: new Gauge({ name: 'audit_shipper_ingest_up', help: 'the built-in pgaudit ingester: 1 running, 0 failed and waiting to restart', registers: [registry] }),
+    ingestRestarts: new Counter({ name: 'audit_shipper_ingest_restarts_total', help: 'times the built-in ingester failed and was restarted', registers: [registry] }),
+    ingestLastPass: new Gauge({ name: 'audit_shipper_ingest_last_pass_timestamp_seconds', help: 'when the built-in ingester last read the log directory to its end', registers: [registry] }),
+    ingestPendingBytes: new Gauge({ name: 'audit_shipper_ingest_pending_bytes', help: 'csvlog bytes not yet ingested after the last pass', registers: [registry] }),
     lastDurableWrite: new Gauge({ name: 'audit_shipper_last_durable_write_timestamp_seconds', help: 'when the last file or heartbeat was stored', registers: [registry] }),
   };
   let lastWrite = 0;

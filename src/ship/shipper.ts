@@ -40,6 +40,8 @@ export interface ShipOptions {
   statementMaxLength: number;
   /** readiness: connected and storing */
   onReady?: (ready: boolean) => void;
+  /** a component failing (`problem`) or recovered (null): /readyz reports it */
+  onProblem?: (component: string, problem: string | null) => void;
 }
 
 export interface ShipResult {
@@ -131,12 +133,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, keys), log, 'slot-lost');
       }
 
-      if (opts.logDir) {
-        const ingestClient = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
-        const ingester = new Ingester(ingestClient, { logDir: opts.logDir, statementMaxLength: opts.statementMaxLength, log });
-        ingestDone = ingester.follow(ingestAbort.signal).catch((err) => log.error({ err: (err as Error).message }, 'ingest stopped'))
-          .finally(() => ingestClient.end().catch(() => undefined));
-      }
+      if (opts.logDir) ingestDone = keepIngesting(opts, opts.logDir, ingestAbort.signal);
 
       const startFrom = await slotConfirmed(client, opts.slot);
       const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
@@ -212,6 +209,47 @@ async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipel
     await done();
   }
   log.info({ rows, already_archived: skip.size, at: formatLsn(consistentPoint), reason }, 'archived the audit_log rows the new slot will not stream');
+}
+
+/** How long the built-in ingester waits before a restart: doubling from 1 s to 60 s. */
+const INGEST_BACKOFF_MS = { first: 1000, max: 60_000 };
+
+/**
+ * The built-in ingester (ship --log-dir), kept running: a failure (the database restarted, a
+ * privilege revoked, a disk error) is logged at error level, counted, shown on /readyz, and the
+ * ingester starts again after a backoff; its saved position makes the restart exactly-once.
+ */
+async function keepIngesting(opts: ShipOptions, logDir: string, signal: AbortSignal): Promise<void> {
+  const { log, metrics } = opts;
+  for (let attempt = 0; !signal.aborted; attempt++) {
+    let client: pg.Client | null = null;
+    try {
+      client = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
+      const ingester = new Ingester(client, { logDir, statementMaxLength: opts.statementMaxLength, log });
+      await ingester.follow(signal, 500, (s) => {
+        metrics.ingestUp.set(1);
+        metrics.ingestLastPass.set(Date.now() / 1000);
+        metrics.ingestPendingBytes.set(s.pendingBytes);
+        if (attempt > 0) {
+          log.warn({ failed_attempts: attempt }, 'ingest is running again'); // warn: the failure was an error, its end must show where errors are watched
+          attempt = 0;
+        }
+        opts.onProblem?.('ingest', null);
+      });
+      return;
+    } catch (err) {
+      if (signal.aborted) return;
+      const wait = Math.min(INGEST_BACKOFF_MS.max, INGEST_BACKOFF_MS.first * 2 ** Math.min(attempt, 6));
+      const message = (err as Error).message;
+      log.error({ err: message, retry_in_ms: wait }, 'ingest stopped; restarting it');
+      metrics.ingestUp.set(0);
+      metrics.ingestRestarts.inc();
+      opts.onProblem?.('ingest', `failed: ${message}`);
+      await sleep(wait, undefined, { signal }).catch(() => undefined);
+    } finally {
+      await client?.end().catch(() => undefined);
+    }
+  }
 }
 
 /** Reconnect forever while not stopping: the slot keeps our place. */

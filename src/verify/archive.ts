@@ -23,8 +23,8 @@ export async function verifyArchive(reader: ArchiveReader, opts: ChainOptions): 
   const inventory = await checkInventory(reader, chain);
   return {
     chain,
-    findings: [...chain.findings, ...chain.recorded.open, ...inventory.findings],
+    findings: [...chain.findings, ...chain.recorded.open, ...chain.receipts.findings, ...inventory.findings],
     acknowledged: chain.recorded.acknowledged,
-    notes: [...chain.recorded.notes, ...inventory.notes],
+    notes: [...chain.recorded.notes, ...chain.receipts.notes, ...inventory.notes],
   };
 }

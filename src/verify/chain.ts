@@ -6,6 +6,7 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedRecord } from './file.js';
 import type { Acknowledged, Finding } from './findings.js';
 import { RecordedFindings } from './recorded.js';
+import { ReceiptCheck } from './receipts.js';
 import { DigestWalk } from './links.js';
 import { objectKeyOf, ReadAhead } from './read-ahead.js';
 
@@ -35,6 +36,8 @@ export interface ChainReport {
   findings: Finding[];
   /** tamper and gap records in the files read, acknowledged or not, and acknowledgements that matched nothing */
   recorded: { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] };
+  /** the ingester's receipts in the files read: coverage of the server's log files */
+  receipts: { count: number; findings: Finding[]; notes: Finding[] };
 }
 
 /** A head recorded earlier (a previous report's last line): the archive must still hold it, unchanged. */
@@ -107,8 +110,9 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const findings: Finding[] = [];
   let fullFrom = opts.fullFrom ?? 1;
   const report: ChainReport = { referenced: new Set(), objectOf: new Map(), files: 0, skipped: 0, firstSeq: 1, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, headSha256: null, findings,
-    recorded: { open: [], acknowledged: [], notes: [] } };
+    recorded: { open: [], acknowledged: [], notes: [] }, receipts: { count: 0, findings: [], notes: [] } };
   const recorded = new RecordedFindings();
+  const receipts = new ReceiptCheck();
 
   const listed = new Set<number>();
   for await (const key of reader.list('digests/')) {
@@ -195,7 +199,10 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     // Lines before any break chain from the signed prev_chain: authentic, whatever else is wrong with
     // the file. A sampled old file's tamper and gap records were settled by the clean run that
     // remembered a later head (its acknowledgements may lie in files this run does not read).
-    if (seq >= fullFrom) recorded.add(d, file.lines);
+    if (seq >= fullFrom) {
+      recorded.add(d, file.lines);
+      receipts.add(d, file.lines);
+    }
     if (file.findings.length === 0 && opts.onRecords) await opts.onRecords(file.lines.map((l) => l.record), d);
   }
   if (opts.expectHead && opts.expectHead.fileSeq > maxSeq) {
@@ -203,5 +210,6 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       `the archive ends at file ${maxSeq}, but file ${opts.expectHead.fileSeq} was its head earlier (${formatHead(opts.expectHead.fileSeq, opts.expectHead.digestSha256)}): the newest files were removed` });
   }
   report.recorded = recorded.settle();
+  report.receipts = { count: receipts.receipts, findings: receipts.findings, notes: receipts.notes };
   return report;
 }

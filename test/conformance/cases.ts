@@ -66,6 +66,14 @@ function backfillFiles(): FileSpec[] {
   ];
 }
 
+/** An ingest receipt (source 'ingest') for bytes [from, to) of one log file. */
+function receipt(idx: number, from: number, to: number): RecordSpec {
+  const statement = JSON.stringify({ file_key: '2049:131077:0f1e2d3c4b5a69788796a5b4c3d2e1f0', file_name: 'postgresql-2026-03-02.csv', from, to,
+    sha256: 'ab'.repeat(32), lines: 10, events: 2 });
+  return { op: 'insert', lsn: '0/1A2D000', idx, row: auditRow({ source: 'ingest', action: 'RECEIPT', occurred_at: '2026-03-02 09:24:30+00', statement,
+    schema_name: null, table_name: null, row_id: null, changed_columns: null, app_user_id: null, app_customer_id: null, session_user_name: 'ingest_login' }) };
+}
+
 const OLD_ROW = { ...{ id: '2', occurred_at: '2026-03-02 09:15:00.120034+00', source: 'trigger', action: 'UPDATE', outcome: 'success', row_id: '4711' } };
 
 /** Replace one data file's content (gzip'd again) without touching its digest: what an attacker without the key can do. */
@@ -226,6 +234,22 @@ export const CASES: Case[] = [
       { records: [{ op: 'delete', lsn: '0/1A2E000', idx: 0, row: null, extra: { tamper: true, old: OLD_ROW } }], createdAt: '2026-03-02T09:30:05.000Z', ackLsn: '0/1A2E050' },
     ]),
     expected: { ok: false, findings: ['tamper'], notes: ['acknowledgement-unmatched'] },
+  },
+
+  {
+    name: 'valid-ingest-receipts', description: 'the ingester\'s receipts of two commits: log file bytes 0-4096 and 4096-5000, contiguous',
+    build: build(() => [...basic(), third({ records: [receipt(0, 0, 4096), receipt(1, 4096, 5000)] })]),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'ingest-skipped', description: 'receipts with a gap: bytes 4096-8192 of a log file were never ingested (an offset moved forward)',
+    build: build(() => [...basic(), third({ records: [receipt(0, 0, 4096), receipt(1, 8192, 9000)] })]),
+    expected: { ok: false, findings: ['ingest-skipped'] },
+  },
+  {
+    name: 'ingest-reread', description: 'receipts that overlap: bytes read twice',
+    build: build(() => [...basic(), third({ records: [receipt(0, 0, 4096), receipt(1, 1000, 5000)] })]),
+    expected: { ok: false, findings: ['ingest-reread'] },
   },
 
   // ---- damage by someone without the signing key ------------------------------------------------

@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { requireEnv } from '../helpers/env.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { makeKeys, shipArgs, tempArchiveDir } from '../helpers/archive.js';
 
 let db: { name: string; url: string };
 let logDir: string;
@@ -172,6 +173,72 @@ describe('ingest', () => {
     // The value the failing statement echoed is not in the trail.
     const leaked = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE error LIKE '%name 7%'`)).rows[0].n);
     expect(leaked).toBe(0);
+  });
+
+  it('receipts prove coverage: an offset moved past unread lines is a finding in verify; a log file seen again under a new inode duplicates nothing', async () => {
+    const archive = await tempArchiveDir();
+    const keys = await makeKeys();
+    const slot = `s_${db.name}_receipts`;
+    const ship = async () => {
+      const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slot] }), { DATABASE_URL: urlFor(db.name, 'ship_login') });
+      expect(r.code, r.stderr).toBe(0);
+    };
+    const verify = async () => {
+      const r = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+      return { code: r.code, report: JSON.parse(r.stdout) as { findings: { code: string; message: string }[] } };
+    };
+    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 9 /* receipts 1 */`));
+    await ingestUntil(`statement LIKE '%receipts 1%'`, 1);
+    await ship();
+    const clean = await verify();
+    expect(clean.code, JSON.stringify(clean.report.findings)).toBe(0);
+    const receipts = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'ingest'`)).rows[0].n);
+    expect(receipts).toBeGreaterThan(0);
+
+    // The same file under a new name and inode: read again from byte 0, nothing inserted twice.
+    const { copyFile, readdir, stat } = await import('node:fs/promises');
+    const files = (await readdir(logDir)).filter((f) => f.endsWith('.csv'));
+    const newest = (await Promise.all(files.map(async (f) => ({ f, m: (await stat(`${logDir}/${f}`)).mtimeMs })))).sort((a, b) => b.m - a.m)[0]!.f;
+    const count = () => withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit'`)).rows[0].n);
+    const before = await count();
+    await copyFile(`${logDir}/${newest}`, `${logDir}/copy-of-${newest}`);
+    try {
+      const again = await runCli(['ingest'], ingestEnv());
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toMatch(/[1-9]\d* already present/);
+      expect(await count()).toBe(before);
+    } finally {
+      const { rm } = await import('node:fs/promises');
+      await rm(`${logDir}/copy-of-${newest}`, { force: true });
+    }
+
+    // The ingester's own role moves its position forward past lines it has not read.
+    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 9 /* receipts 2: skipped */`));
+    await sleep(300);
+    await withClient(urlFor(db.name, 'ingest_login'), (c) => c.query(
+      `UPDATE audit.ingest_files SET byte_offset = byte_offset + 50 WHERE file_name = $1`, [newest]));
+    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 9 /* receipts 3 */`));
+    // The moved position lands inside the line of "receipts 2": ingest says so, records the bytes it
+    // skips to the next record as unreadable, and goes on with "receipts 3".
+    let said = '';
+    for (let i = 0; i < 50; i++) {
+      const r = await runCli(['ingest'], ingestEnv());
+      expect(r.code).toBe(0);
+      said += r.stderr;
+      const n = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%receipts 3%'`)).rows[0].n);
+      if (n > 0) break;
+      await sleep(100);
+    }
+    expect(said).toMatch(/the saved position is inside a log record; resuming at the next record/);
+    const unreadable = await withClient(db.url, async (c) => (await c.query(
+      `SELECT action, outcome, statement FROM audit.audit_log WHERE action = 'UNREADABLE LOG RECORD'`)).rows);
+    expect(unreadable).toEqual([{ action: 'UNREADABLE LOG RECORD', outcome: 'failure', statement: expect.stringMatching(new RegExp(`^${newest.replace('.', '\\.')} bytes \\d+-\\d+$`)) }]);
+    expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%receipts 3%'`)).rows[0].n)).toBe(1);
+    await ship();
+    const found = await verify();
+    expect(found.code).toBe(1);
+    expect(found.report.findings.map((f) => f.code)).toContain('ingest-skipped');
+    expect(found.report.findings.find((f) => f.code === 'ingest-skipped')!.message).toMatch(new RegExp(`were never ingested`));
   });
 
   it('reports an unreadable log directory in one line', async () => {

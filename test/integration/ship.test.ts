@@ -336,6 +336,61 @@ describe('ship to a file archive', () => {
       .toEqual([['SELECT', 'success', '3']]);
   });
 
+  it('with --log-dir, a failing ingester is not ready on /readyz, counted, and restarts by itself; an unreadable --log-dir exits 2', async () => {
+    const db = await freshDatabase('shipingest');
+    const archive = await tempArchiveDir();
+    await drain(db, archive);
+    const bad = await runCli(args(db, archive, ['--drain', '--log-dir', '/nonexistent/pglog']), { DATABASE_URL: urlFor(db.name, 'ship_ingest_login') });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toMatch(/^pg-audit-shipper: error: --log-dir \(PGAUDIT_LOG_DIR\) \/nonexistent\/pglog cannot be read: ENOENT/);
+
+    // A login of its own, so that taking its ingester role away hurts no other test.
+    const login = `ingest_${db.name}`;
+    await withClient(urlFor('postgres'), (c) => c.query(`CREATE ROLE ${login} LOGIN REPLICATION IN ROLE audit_shipper, audit_ingester`));
+    const port = 19000 + Math.floor(Math.random() * 1000);
+    const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]), { DATABASE_URL: urlFor(db.name, login) });
+    const done = waitFor(child);
+    const get = async (p: string) => {
+      for (let i = 0; i < 50; i++) {
+        try {
+          const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(5000) });
+          return { status: r.status, body: await r.text() };
+        } catch {
+          await sleep(100);
+        }
+      }
+      throw new Error(`no answer on ${p}`);
+    };
+    const until = async (p: string, ok: (r: { status: number; body: string }) => boolean) => {
+      let r = await get(p);
+      for (let i = 0; i < 100 && !ok(r); i++) { await sleep(200); r = await get(p); }
+      return r;
+    };
+    expect(await until('/readyz', (r) => r.status === 200)).toEqual({ status: 200, body: 'ready\n' });
+    await withClient(urlFor('postgres'), (c) => c.query(`REVOKE audit_ingester FROM ${login}`));
+    const failing = await until('/readyz', (r) => r.status === 503);
+    expect(failing.status).toBe(503);
+    expect(failing.body).toMatch(/^ingest: failed: .*permission denied/);
+    expect((await get('/metrics')).body).toMatch(/audit_shipper_ingest_up 0/);
+    await withClient(urlFor('postgres'), (c) => c.query(`GRANT audit_ingester TO ${login}`));
+    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 3 /* after the restart */`));
+    expect(await until('/readyz', (r) => r.status === 200)).toEqual({ status: 200, body: 'ready\n' });
+    const metrics = (await get('/metrics')).body;
+    expect(metrics).toMatch(/audit_shipper_ingest_up 1/);
+    expect(metrics).toMatch(/audit_shipper_ingest_restarts_total [1-9]/);
+    for (let i = 0; i < 50; i++) {
+      const n = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%after the restart%'`)).rows[0].n);
+      if (n > 0) break;
+      await sleep(200);
+    }
+    child.kill('SIGTERM');
+    const r = await done;
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/"msg":"ingest stopped; restarting it"/);
+    expect(r.stderr, r.stderr.slice(0, 3000)).toMatch(/"msg":"ingest is running again"/);
+    expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%after the restart%'`)).rows[0].n)).toBe(1);
+  });
+
   it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
     const db = await freshDatabase('shipbusy');
     const archive = await tempArchiveDir();

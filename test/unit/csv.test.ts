@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseCsvLine, splitCsvRecords } from '../../src/capture/ingest/csv.js';
+import { CsvRecordStream, parseCsvLine, splitCsvRecords } from '../../src/capture/ingest/csv.js';
 
 describe('splitCsvRecords', () => {
   it('splits plain, quoted, escaped and multi-line fields, with byte offsets', () => {
@@ -39,5 +39,38 @@ describe('parseCsvLine', () => {
     const f = parseCsvLine('OBJECT,3,1,READ,SELECT,TABLE,public.customers,"SELECT id, full_name FROM customers WHERE id = 1;",<not logged>');
     expect(f).toEqual(['OBJECT', '3', '1', 'READ', 'SELECT', 'TABLE', 'public.customers',
       'SELECT id, full_name FROM customers WHERE id = 1;', '<not logged>']);
+  });
+});
+
+describe('CsvRecordStream', () => {
+  const sample = 'a,b,c\n"x,1","say ""hi""",\n"line1\nline2",é,z\n"",""""\n,\n';
+
+  it('reads what splitCsvRecords reads, whatever the chunk boundaries (every split of the sample)', () => {
+    const buf = Buffer.from(sample);
+    const whole = splitCsvRecords(buf).records;
+    for (let size = 1; size <= buf.length; size++) {
+      const s = new CsvRecordStream(100, 1 << 20);
+      const got = [];
+      for (let at = 0; at < buf.length; at += size) got.push(...s.push(buf.subarray(at, at + size)));
+      expect(got.map((r) => r.fields), `chunks of ${size}`).toEqual(whole.map((r) => r.fields));
+      expect(got.map((r) => r.end - 100)).toEqual(whole.map((r) => r.end));
+      expect(got[1]!.start).toBe(106);
+      expect(got.every((r) => !r.truncated)).toBe(true);
+    }
+  });
+
+  it('keeps at most the limit of a field, scans the rest, and goes on with the next record', () => {
+    const huge = '"'.repeat(2_000_000); // a statement of quotes, as csvlog doubles them
+    const s = new CsvRecordStream(0, 1000);
+    const text = Buffer.from(`2026-01-01,"${huge}",x\nnext,1\n`);
+    const out = [];
+    for (let at = 0; at < text.length; at += 65536) out.push(...s.push(text.subarray(at, at + 65536)));
+    expect(out).toHaveLength(2);
+    expect(out[0]!.truncated).toBe(true);
+    expect(out[0]!.fields[0]).toBe('2026-01-01');
+    expect(out[0]!.fields[1]).toBe('"'.repeat(1000));
+    expect(out[0]!.fields[2]).toBe('x');
+    expect(out[1]).toEqual({ fields: ['next', '1'], start: text.length - 7, end: text.length, truncated: false });
+    expect(s.openRecordStart).toBe(text.length);
   });
 });

@@ -1,14 +1,15 @@
 import { createHash } from 'node:crypto';
-import { open, readdir, stat } from 'node:fs/promises';
+import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { ConfigError, ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
-import { splitCsvRecords } from './csv.js';
+import { CsvRecordStream, type StreamedRecord } from './csv.js';
 import { toLogLine } from './csvlog.js';
 import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
+import { RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
 
 export interface IngestOptions {
   logDir: string;
@@ -25,6 +26,8 @@ export interface IngestStats {
   ignored: number;
   malformed: number;
   duplicates: number;
+  /** bytes left unread at the end of the pass (a record still being written, or more than one pass holds) */
+  pendingBytes: number;
 }
 
 /** Files are known by device, inode and first bytes: a rotated name reused for a new file is a new file. */
@@ -45,17 +48,24 @@ export class Ingester {
   private sessions = new Map<string, { context: SessionContext; lastSeen: string }>();
   private loaded = false;
 
+  /** the most bytes of one csvlog field held in memory (the rest is scanned, not kept) */
+  private readonly maxFieldBytes: number;
+
   constructor(private readonly client: pg.Client, private readonly opts: IngestOptions) {
     this.chunkBytes = opts.chunkBytes ?? 1 << 20;
+    // A kept statement of N characters is at most 4N bytes of UTF-8, doubled once more where
+    // pgaudit's CSV quotes it inside the message.
+    this.maxFieldBytes = Math.max(65_536, 8 * opts.statementMaxLength + 4096);
   }
 
   /** Ingest everything complete in the log directory now, then return. */
   async runOnce(): Promise<IngestStats> {
     await this.load();
-    const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0 };
+    const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0 };
     const { rows } = await this.query<{ file_key: string; byte_offset: string }>('SELECT file_key, byte_offset FROM audit.ingest_files');
     const offsets = new Map(rows.map((r) => [r.file_key, Number(r.byte_offset)]));
-    for (const file of await this.listFiles()) {
+    const files = await this.listFiles();
+    for (const [i, file] of files.entries()) {
       const saved = offsets.get(file.key) ?? 0;
       if (saved > file.size) {
         this.opts.log.warn({ file: file.name, saved, size: file.size }, 'log file is shorter than the saved position; it was truncated in place, reading it again from the start');
@@ -63,18 +73,20 @@ export class Ingester {
       const from = saved > file.size ? 0 : saved;
       if (from === file.size) continue;
       stats.files++;
-      await this.ingestFile(file, from, stats);
+      // A file the server has rotated away from is complete: a record still open at its end was torn.
+      stats.pendingBytes += file.size - await this.ingestFile(file, from, stats, i < files.length - 1);
     }
     if (stats.malformed > 0) this.opts.log.warn({ malformed: stats.malformed }, 'log lines that could not be parsed were skipped (content not logged)');
     return stats;
   }
 
   /** Keep ingesting until the signal aborts; returns the totals. */
-  async follow(signal: AbortSignal, pollMs = 500): Promise<IngestStats> {
-    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0 };
+  async follow(signal: AbortSignal, pollMs = 500, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
+    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0 };
     while (!signal.aborted) {
       const s = await this.runOnce();
-      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] += s[k];
+      onPass?.(s);
+      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' ? s[k] : total[k] + s[k];
       if (s.events > 0) this.opts.log.info({ ...s }, 'ingested pgaudit events');
       await sleep(pollMs, undefined, { signal }).catch(() => undefined);
     }
@@ -117,31 +129,61 @@ export class Ingester {
     return files.sort((a, b) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name));
   }
 
-  private async ingestFile(file: LogFile, from: number, stats: IngestStats): Promise<void> {
+  /** Returns the offset ingested up to. */
+  private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<number> {
     const fh = await open(path.join(this.opts.logDir, file.name), 'r');
     try {
-      let offset = from;
-      let want = this.chunkBytes;
+      let from = start;
+      const boundary = await recordBoundaryFrom(fh, start, file.size);
+      if (boundary !== start) {
+        // The saved position is not where a record starts: only a changed position does that (the
+        // receipts show the jump). Record the bytes up to the next record as unreadable, go on there.
+        this.opts.log.error({ file: file.name, saved: start, next_record: boundary }, 'the saved position is inside a log record; resuming at the next record');
+        if (boundary === null) return start; // no record starts after it yet
+        const skipped = Buffer.alloc(boundary - start);
+        await fh.read(skipped, 0, skipped.length, start);
+        await this.commitChunk(file, { from: start, to: boundary, sha256: createHash('sha256').update(skipped).digest('hex') },
+          [{ fields: ['(the saved position was inside a record)'], start, end: boundary, truncated: false }], stats);
+        from = boundary;
+      }
+      // Bounded memory whatever a record's size: fields are cut while parsing (CsvRecordStream), and
+      // a commit covers the complete records of one read.
+      const parser = new CsvRecordStream(from, this.maxFieldBytes);
+      const buf = Buffer.alloc(this.chunkBytes);
+      let hash = createHash('sha256');
+      let committed = from;
       for (;;) {
-        const buf = Buffer.alloc(want);
-        const { bytesRead } = await fh.read(buf, 0, want, offset);
-        if (bytesRead === 0) return;
-        const { records, consumed } = splitCsvRecords(buf.subarray(0, bytesRead));
+        const at = parser.position;
+        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+        if (bytesRead === 0) break;
+        const chunk = buf.subarray(0, bytesRead);
+        const records = parser.push(chunk);
         if (records.length === 0) {
-          if (bytesRead < want) return; // the rest of a line is still being written
-          want *= 2; // one record larger than the chunk
+          hash.update(chunk);
           continue;
         }
-        want = this.chunkBytes;
-        await this.commitChunk(file, offset + consumed, records.map((r) => r.fields), stats);
-        offset += consumed;
+        const end = records[records.length - 1]!.end;
+        hash.update(chunk.subarray(0, end - at));
+        await this.commitChunk(file, { from: committed, to: end, sha256: hash.digest('hex') }, records, stats);
+        committed = end;
+        hash = createHash('sha256');
+        hash.update(chunk.subarray(end - at));
       }
+      if (rotated && parser.position > committed && parser.position === file.size) {
+        // Nothing will complete it: the server writes to a newer file. Say so, and move past it.
+        this.opts.log.error({ file: file.name, from: committed, to: file.size }, 'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable');
+        await this.commitChunk(file, { from: committed, to: file.size, sha256: hash.digest('hex') },
+          [{ fields: [], start: committed, end: file.size, truncated: false }], stats);
+        committed = file.size;
+      }
+      return committed;
     } finally {
       await fh.close();
     }
   }
 
-  private async commitChunk(file: LogFile, newOffset: number, records: string[][], stats: IngestStats): Promise<void> {
+  private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
+    const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
     const { rows } = await this.query<{ schema_name: string; table_name: string }>('SELECT schema_name, table_name FROM audit.protected_tables');
     const tables = protectedTables(rows);
@@ -149,9 +191,14 @@ export class Ingester {
     const touched = new Set<string>();
     let malformed = 0;
     let ignored = 0;
-    for (const fields of records) {
-      const line = toLogLine(fields);
-      if (!line) { malformed++; continue; }
+    for (const record of records) {
+      const line = toLogLine(record.fields);
+      if (!line) {
+        // Never silence: the bytes that could not be read are an event of their own, and ingestion goes on after them.
+        events.push(unreadableRecord(file, record));
+        malformed++;
+        continue;
+      }
       const c = classify(line, {
         database: this.database, tables, statementMaxLength: this.opts.statementMaxLength,
         contextOf: (id) => this.sessions.get(id)?.context,
@@ -173,6 +220,7 @@ export class Ingester {
       await inTransaction(this.client, async () => {
         if (events.length > 0) inserted = await insertEvents(this.client, events);
         if (touched.size > 0) await this.saveSessions(touched);
+        await insertReceipt(this.client, file, range, records.length, inserted);
         await this.client.query(
           `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, events) VALUES ($1, $2, $3, $4)
            ON CONFLICT (file_key) DO UPDATE SET byte_offset = excluded.byte_offset,
@@ -220,6 +268,59 @@ export class Ingester {
       throw new ServiceError(`ingest query failed: ${describePgError(err)}`);
     }
   }
+}
+
+/** How a csvlog record starts: its log_time, `2026-11-28 19:59:21.560 UTC,`. */
+const RECORD_START = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [^,\n]{1,40},/;
+
+/**
+ * `offset` itself when a record starts there (offset 0, or just after a newline), else the next
+ * place where a newline is followed by a log_time, or null when there is none yet.
+ */
+async function recordBoundaryFrom(fh: FileHandle, offset: number, size: number): Promise<number | null> {
+  if (offset === 0) return 0;
+  const window = 1 << 16;
+  const look = Buffer.alloc(window + 64);
+  for (let at = offset - 1; at < size; at += window) {
+    const { bytesRead } = await fh.read(look, 0, look.length, at);
+    for (let i = 0; i < Math.min(bytesRead, window); i++) {
+      if (look[i] !== 0x0a) continue;
+      if (at + i === offset - 1) return offset; // just after a newline: where the last commit ended
+      if (RECORD_START.test(look.toString('latin1', i + 1, Math.min(bytesRead, i + 65)))) return at + i + 1;
+    }
+  }
+  return null;
+}
+
+/** The action of an event that records log bytes the ingester could not read as a csvlog record. */
+export const UNREADABLE_ACTION = 'UNREADABLE LOG RECORD';
+
+function unreadableRecord(file: LogFile, r: StreamedRecord): LogAuditEvent {
+  return {
+    occurredAt: new Date().toISOString(), action: UNREADABLE_ACTION, outcome: 'failure', schemaName: null, tableName: null,
+    sessionUserName: '(unknown)', appUserId: null, appCustomerId: null, applicationName: null, clientAddr: null, clientPort: null,
+    backendPid: null, txid: null, statement: `${file.name} bytes ${r.start}-${r.end}`,
+    error: r.fields.length === 0 ? 'the record was cut short and never completed' : `not a csvlog record (${r.fields.length} fields)`,
+    logSessionId: null, logLineNum: null,
+  };
+}
+
+/** Which bytes of a log file one commit consumed. */
+interface ConsumedRange { from: number; to: number; sha256: string }
+
+/**
+ * The receipt of one commit, in the same transaction as its events and its new offset: an audit
+ * event (source 'ingest') that travels through the chain, so `verify` can prove that every byte of
+ * every log file was read once (receipts of a file follow each other without gap or overlap), and
+ * anyone holding the log files can check the bytes against the hash. Moving an offset forward past
+ * unread lines leaves a gap between two receipts.
+ */
+async function insertReceipt(client: pg.Client, file: LogFile, range: ConsumedRange, lines: number, events: number): Promise<void> {
+  const receipt: IngestReceipt = { file_key: file.key, file_name: file.name, from: range.from, to: range.to, sha256: range.sha256, lines, events };
+  await client.query(
+    `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, session_user_name, current_role_name, backend_pid, statement)
+     VALUES (clock_timestamp(), '${RECEIPT_SOURCE}', '${RECEIPT_ACTION}', 'success', session_user, current_user, pg_backend_pid(), $1)`,
+    [JSON.stringify(receipt)]);
 }
 
 /** Insert events; returns how many were new (a line already present is skipped, not duplicated). */

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { parseCsvLine } from './csv.js';
 import { splitConnectionFrom, type LogLine } from './csvlog.js';
 
@@ -19,8 +19,9 @@ export interface LogAuditEvent {
   txid: number | null;
   statement: string | null;
   error: string | null;
-  logSessionId: string;
-  logLineNum: number;
+  /** the log line's key (exactly-once); null for an unreadable record, which has none */
+  logSessionId: string | null;
+  logLineNum: number | null;
 }
 
 /** app.user_id / app.customer_id as a session last SET them; LOCAL values live for one transaction. */
@@ -159,7 +160,10 @@ function forgery(line: LogLine, opts: ClassifyOptions): Classified {
 }
 
 function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
-  const f = parseCsvLine(line.message.slice(AUDIT_PREFIX.length));
+  const payload = line.message.slice(AUDIT_PREFIX.length);
+  // A message cut while parsing (a statement longer than the ingester keeps) ends inside the quoted
+  // statement: close it. The object name and command come before it and are whole.
+  const f = parseCsvLine(payload) ?? parseCsvLine(`${payload}"`);
   if (!f || f.length < 8) return { kind: 'malformed', reason: 'AUDIT payload is not pgaudit CSV' };
   const [auditType, , , auditClass, command, , objectName, statement] = f as [string, string, string, string, string, string, string, string];
   if (auditType === 'SESSION' && auditClass === 'MISC' && (command === 'SET' || command === 'RESET')) {
@@ -284,7 +288,7 @@ function unquote(v: string): string {
 }
 
 function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
+  return hash('sha256', s, 'hex'); // one-shot: no Hash object per line
 }
 
 function firstWord(s: string): string {
