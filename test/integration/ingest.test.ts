@@ -241,6 +241,45 @@ describe('ingest', () => {
     expect(found.report.findings.find((f) => f.code === 'ingest-skipped')!.message).toMatch(new RegExp(`were never ingested`));
   });
 
+  it('a huge statement (a literal of 5 million quotes: a 20 MB log record) is one event with its statement cut, and ingestion goes on after it', async () => {
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SELECT full_name FROM customers WHERE id = 4 AND '${'"'.repeat(5_000_000)}' <> '' /* huge */`);
+      await c.query(`SELECT full_name FROM customers WHERE id = 4 /* after the huge one */`);
+    });
+    await ingestUntil(`statement LIKE '%after the huge one%'`, 1);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT length(statement) AS len, left(statement, 60) AS head FROM audit.audit_log
+        WHERE source = 'pgaudit' AND (statement LIKE 'SELECT full_name FROM customers WHERE id = 4 AND%' OR statement LIKE '%after the huge one%') ORDER BY log_line_num`)).rows);
+    expect(rows).toEqual([
+      { len: 2000, head: `SELECT full_name FROM customers WHERE id = 4 AND '${'"'.repeat(10)}` },
+      { len: 69, head: 'SELECT full_name FROM customers WHERE id = 4 /* after the hu' },
+    ]);
+  });
+
+  it('a record torn at the end of a log file the server rotated away from becomes an unreadable-record event; the lines before it and the next file are read', async () => {
+    const { mkdtemp, writeFile, utimes } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const dir = await mkdtemp(`${tmpdir()}/torn-`);
+    const line = (n: number, stmt: string) =>
+      `2026-11-28 10:00:00.${String(n).padStart(3, '0')} UTC,"app_login","${db.name}",4242,"[local]",6b0b7777.1,${n},"SELECT",2026-11-28 10:00:00 UTC,3/${n},0,LOG,00000,` +
+      `"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+    const before = line(1, 'SELECT 1 FROM customers /* torn-before */');
+    const torn = line(2, 'SELECT 2 FROM customers /* torn-cut */').slice(0, 120); // the crash cut it here
+    await writeFile(`${dir}/postgresql-a.csv`, before + torn);
+    await writeFile(`${dir}/postgresql-b.csv`, line(3, 'SELECT 3 FROM customers /* torn-next-file */'));
+    await utimes(`${dir}/postgresql-a.csv`, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    const r = await runCli(['ingest', '--log-dir', dir], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/a log record was cut short/);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT action, statement, error FROM audit.audit_log WHERE statement LIKE '%torn-%' OR (action = 'UNREADABLE LOG RECORD' AND statement LIKE 'postgresql-a.csv%') ORDER BY id`)).rows);
+    expect(rows).toEqual([
+      { action: 'SELECT', statement: 'SELECT 1 FROM customers /* torn-before */', error: null },
+      { action: 'UNREADABLE LOG RECORD', statement: `postgresql-a.csv bytes ${before.length}-${before.length + torn.length}`, error: 'the record was cut short and never completed' },
+      { action: 'SELECT', statement: 'SELECT 3 FROM customers /* torn-next-file */', error: null },
+    ]);
+  });
+
   it('reports an unreadable log directory in one line', async () => {
     const r = await runCli(['ingest', '--log-dir', '/nonexistent/log'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(r.code).toBe(2);

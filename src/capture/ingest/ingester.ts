@@ -76,7 +76,7 @@ export class Ingester {
       // A file the server has rotated away from is complete: a record still open at its end was torn.
       stats.pendingBytes += file.size - await this.ingestFile(file, from, stats, i < files.length - 1);
     }
-    if (stats.malformed > 0) this.opts.log.warn({ malformed: stats.malformed }, 'log lines that could not be parsed were skipped (content not logged)');
+    if (stats.malformed > 0) this.opts.log.warn({ malformed: stats.malformed }, 'log records that could not be read were recorded as UNREADABLE LOG RECORD events (their bytes are not copied)');
     return stats;
   }
 
