@@ -45,6 +45,29 @@ export function settingOption(name: SettingName, valueName = 'value'): Option {
   return new Option(`${s.flag} <${valueName}>`, s.description).env(s.env);
 }
 
+/**
+ * `--s3-force-path-style`, declared once. Commander sets a plain boolean flag to true whenever its
+ * environment variable is *defined*, so AUDIT_S3_FORCE_PATH_STYLE=false turned path-style
+ * addressing on. An optional value keeps the variable's text for `yesNo` to read.
+ */
+export function s3ForcePathStyleOption(): Option {
+  return new Option('--s3-force-path-style [bool]', 'address buckets as https://host/bucket (MinIO, Ceph RGW); true or false')
+    .preset(true).env('AUDIT_S3_FORCE_PATH_STYLE');
+}
+
+const YES = new Set(['true', '1', 'yes', 'on']);
+const NO = new Set(['false', '0', 'no', 'off']);
+
+/** A yes/no setting from the command line (a bare flag) or the environment (its text); unset is no. */
+export const yesNo = z.union([z.boolean(), z.string()]).optional().transform((v, ctx) => {
+  if (v === undefined || typeof v === 'boolean') return v === true;
+  const t = v.trim().toLowerCase();
+  if (YES.has(t)) return true;
+  if (NO.has(t)) return false;
+  ctx.addIssue({ code: 'custom', message: `takes true or false (or 1/0, yes/no, on/off), not ${JSON.stringify(v)}` });
+  return z.NEVER;
+});
+
 export const postgresUrl = z.string().refine((v) => {
   try {
     const u = new URL(v);

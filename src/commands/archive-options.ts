@@ -3,14 +3,13 @@ import { z } from 'zod';
 import { loadVerifyKey, type VerifyKey } from '../seal/keys.js';
 import { openArchive, parseRetention } from '../sink/open.js';
 import type { Archive } from '../sink/sink.js';
-import { settingOption } from '../config.js';
+import { settingOption, s3ForcePathStyleOption, yesNo } from '../config.js';
 
 /** Options every command that reads or writes an archive shares. */
 export function addArchiveOptions(cmd: Command): Command {
   return cmd
     .addOption(settingOption('archive', 'url'))
-    .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)')
-      .env('AUDIT_S3_FORCE_PATH_STYLE'))
+    .addOption(s3ForcePathStyleOption())
     .addOption(new Option('--s3-sse <mode>', 'server-side encryption of new objects').choices(['AES256', 'aws:kms', 'none'])
       .default('AES256').env('AUDIT_S3_SSE'))
     .addOption(new Option('--s3-kms-key-id <id>', 'KMS key for --s3-sse aws:kms').env('AUDIT_S3_KMS_KEY_ID'))
@@ -21,8 +20,7 @@ export function addArchiveOptions(cmd: Command): Command {
 
 export const archiveSchema = z.object({
   archive: z.string().min(1),
-  s3ForcePathStyle: z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).optional()
-    .transform((v) => v === true || v === 'true' || v === '1'),
+  s3ForcePathStyle: yesNo,
   s3Sse: z.enum(['AES256', 'aws:kms', 'none']),
   s3KmsKeyId: z.string().optional(),
   retention: z.string(),

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { validate } from '../config.js';
+import { validate, s3ForcePathStyleOption, yesNo } from '../config.js';
 import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { VERSION } from '../paths.js';
@@ -31,7 +31,7 @@ export function registerQueryCommands(program: Command): void {
       'exit 0 answered, 1 some file in range failed verification (its records are not shown), 2 could not run')
     .addOption(settingOption('archive', 'url'))
     .addOption(new Option('--verify-key <pem...>', 'public key(s) the digests must be signed with (repeat for rotated keys)').env('AUDIT_VERIFY_KEY'))
-    .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
+    .addOption(s3ForcePathStyleOption())
     .option('--from <time>', 'events that occurred at or after this time (UTC unless the time says otherwise)')
     .option('--to <time>', 'events that occurred before this time')
     .option('--db-user <role>', 'database role: the session user or the role in effect')
@@ -50,7 +50,7 @@ export function registerQueryCommands(program: Command): void {
       const cfg = validate(z.object({
         archive: z.string().min(1),
         verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
-        s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
+        s3ForcePathStyle: yesNo,
         from: time('--from').optional(),
         to: time('--to').optional(),
         dbUser: z.string().optional(),

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { validate } from '../config.js';
+import { validate, s3ForcePathStyleOption, yesNo } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import { extendRetention, inRange, objectsOf } from '../sink/s3/extend.js';
@@ -18,7 +18,7 @@ export function registerRetentionCommand(program: Command): void {
     .option('--to <time>', 'last event time of the range (ISO 8601; default: now)')
     .option('--until <date>', 'new retain-until date (ISO 8601), later than the current one')
     .addOption(new Option('--legal-hold <on|off>', 'place or lift a legal hold (litigation)').choices(['on', 'off']))
-    .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
+    .addOption(s3ForcePathStyleOption())
     .action(async (raw, cmd: Command) => {
       const date = (flag: string) => z.string().refine((v) => !Number.isNaN(Date.parse(v)), `${flag} takes an ISO 8601 date or time`);
       const cfg = validate(z.object({
@@ -28,7 +28,7 @@ export function registerRetentionCommand(program: Command): void {
         to: date('--to').optional(),
         until: date('--until').optional(),
         legalHold: z.enum(['on', 'off']).optional(),
-        s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
+        s3ForcePathStyle: yesNo,
       }), raw, cmd);
       if (!cfg.until && !cfg.legalHold) throw new ConfigError('say what to change: --until DATE and/or --legal-hold on|off');
       if (!cfg.archive.startsWith('s3://')) throw new ConfigError('retention extend works on s3:// archives: a local directory has no Object Lock');

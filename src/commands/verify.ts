@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
+import { postgresUrl, settingOption, validate, wholeNumber, s3ForcePathStyleOption, yesNo } from '../config.js';
 import { connect } from '../db.js';
 import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
@@ -28,7 +28,7 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(new Option('--max-head-age <duration>', 'the newest digest must be younger (heartbeats keep it fresh)').default('2h'))
     .addOption(new Option('--min-retention <span>', 'every object must be locked at least this long past its creation').default('6y'))
     .addOption(new Option('--allow-short-retention', 'accept --min-retention under six years (tests and trials)'))
-    .addOption(new Option('--s3-force-path-style', 'address buckets as https://host/bucket (MinIO, Ceph RGW)').env('AUDIT_S3_FORCE_PATH_STYLE'))
+    .addOption(s3ForcePathStyleOption())
     .addOption(new Option('--state <file>', 'incremental: remember the verified head here; later runs read only new files and a sample of older ones').env('AUDIT_VERIFY_STATE'))
     .addOption(new Option('--sample <n>', 'with --state: older files re-read at random each run').default('20'))
     .addOption(new Option('--expect-head <seq:sha256>', 'a head an earlier report printed: the archive must still hold that digest, unchanged (catches a cut tail)').env('AUDIT_EXPECT_HEAD'))
@@ -44,7 +44,7 @@ export function registerVerifyCommand(program: Command): void {
         maxHeadAge: z.string(),
         minRetention: z.string(),
         allowShortRetention: z.boolean().optional(),
-        s3ForcePathStyle: z.union([z.boolean(), z.string()]).optional().transform((v) => v === true || v === 'true' || v === '1'),
+        s3ForcePathStyle: yesNo,
         json: z.boolean().optional(),
         state: z.string().optional(),
         sample: wholeNumber('--sample', 0),

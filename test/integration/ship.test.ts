@@ -41,6 +41,21 @@ async function writeEvents(url: string, from: number, n: number, perTx = 1000): 
   });
 }
 
+/** GET a path of the sidecar's HTTP server, waiting up to 5 s for it to answer. */
+function httpGet(port: number) {
+  return async (p: string): Promise<{ status: number; body: string }> => {
+    for (let i = 0; i < 50; i++) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(5000) });
+        return { status: r.status, body: await r.text() };
+      } catch {
+        await sleep(100);
+      }
+    }
+    throw new Error(`no answer on ${p}`);
+  };
+}
+
 describe('ship to a file archive', () => {
   it('ships 100k events exactly once in commit order; chain and signatures verify', async () => {
     const db = await freshDatabase('ship100k');
@@ -302,17 +317,7 @@ describe('ship to a file archive', () => {
     const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]),
       { DATABASE_URL: urlFor(db.name, 'ship_ingest_login') });
     const done = waitFor(child);
-    const get = async (p: string) => {
-      for (let i = 0; i < 50; i++) {
-        try {
-          const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(5000) });
-          return { status: r.status, body: await r.text() };
-        } catch {
-          await sleep(100);
-        }
-      }
-      throw new Error(`no answer on ${p}`);
-    };
+    const get = httpGet(port);
     expect((await get('/healthz')).status).toBe(200);
     await writeEvents(db.url, 1, 10);
     await withClient(urlFor(db.name, 'app_login'), async (c) => {
@@ -350,17 +355,7 @@ describe('ship to a file archive', () => {
     const port = 19000 + Math.floor(Math.random() * 1000);
     const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]), { DATABASE_URL: urlFor(db.name, login) });
     const done = waitFor(child);
-    const get = async (p: string) => {
-      for (let i = 0; i < 50; i++) {
-        try {
-          const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(5000) });
-          return { status: r.status, body: await r.text() };
-        } catch {
-          await sleep(100);
-        }
-      }
-      throw new Error(`no answer on ${p}`);
-    };
+    const get = httpGet(port);
     const until = async (p: string, ok: (r: { status: number; body: string }) => boolean) => {
       let r = await get(p);
       for (let i = 0; i < 100 && !ok(r); i++) { await sleep(200); r = await get(p); }

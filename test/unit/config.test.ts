@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { validate, wholeNumber } from '../../src/config.js';
+import { s3ForcePathStyleOption, validate, wholeNumber, yesNo } from '../../src/config.js';
 
 describe('whole-number settings', () => {
   const schema = z.object({ batchMaxRecords: wholeNumber('--batch-max-records', 1, 1_000_000), sample: wholeNumber('--sample', 0) });
@@ -36,5 +36,33 @@ describe('configuration errors', () => {
 
   it('name only the flag of a setting without one', () => {
     expect(() => validate(schema, { httpPort: '1', batchMaxRecords: 'x' }, cmd)).toThrow(/^--batch-max-records is invalid: /);
+  });
+});
+
+describe('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE)', () => {
+  const parse = (argv: string[], env: string | undefined) => {
+    const saved = process.env.AUDIT_S3_FORCE_PATH_STYLE;
+    if (env === undefined) delete process.env.AUDIT_S3_FORCE_PATH_STYLE;
+    else process.env.AUDIT_S3_FORCE_PATH_STYLE = env;
+    try {
+      const cmd = new Command('verify').exitOverride().addOption(s3ForcePathStyleOption()).option('--json');
+      cmd.parse(argv, { from: 'user' });
+      return validate(z.object({ s3ForcePathStyle: yesNo }), cmd.opts(), cmd).s3ForcePathStyle;
+    } finally {
+      if (saved === undefined) delete process.env.AUDIT_S3_FORCE_PATH_STYLE;
+      else process.env.AUDIT_S3_FORCE_PATH_STYLE = saved;
+    }
+  };
+
+  it('is off unless asked for, and a variable saying false (or 0, or empty) keeps it off', () => {
+    expect(parse([], undefined)).toBe(false);
+    for (const no of ['false', '0', 'no', 'off', 'FALSE', '']) expect(parse([], no), no).toBe(false);
+    for (const yes of ['true', '1', 'yes', 'on', 'True']) expect(parse([], yes), yes).toBe(true);
+    expect(parse(['--s3-force-path-style'], undefined)).toBe(true);
+    expect(parse(['--s3-force-path-style', '--json'], 'false')).toBe(true); // the flag wins over the environment
+  });
+
+  it('refuses anything else, naming the variable', () => {
+    expect(() => parse([], 'maybe')).toThrow('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE) is invalid: takes true or false (or 1/0, yes/no, on/off), not "maybe"');
   });
 });
