@@ -71,7 +71,7 @@ function checkBackfillPartition(d: Digest, lines: ArchivedLine[]): Finding[] {
   }
   const dt = parseDataKey(d.object_key)?.date;
   if (!dt) return [];
-  const off = backfilled.find((r) => typeof r.occurred_at === 'string' && dateOf(timeKey(r.occurred_at) ?? ('' as never)) !== dt);
+  const off = backfilled.find((r) => typeof r.occurred_at === 'string' && utcDate(r.occurred_at) !== dt);
   return off ? [{ code: 'partition-mismatch', where, message:
     `file ${d.file_seq} of backfilled events is filed under ${dt}, but record ${off.seq} occurred at ${String(off.occurred_at)}: a time-range query would not look for it there` }] : [];
 }
@@ -90,7 +90,7 @@ export function recordProblem(r: ArchivedRecord): string | null {
   if ('backfill' in r && !(BACKFILL_REASONS as readonly unknown[]).includes(r.backfill)) return `unknown backfill ${JSON.stringify(r.backfill)}`;
   if ('backfill' in r && r.op !== 'insert' && r.op !== 'marker') return `a ${r.op} record marked as backfill`;
   if (r.op === 'insert' && (typeof r.id !== 'string' || typeof r.occurred_at !== 'string')) return 'an audit event without id or occurred_at';
-  if (typeof r.occurred_at === 'string' && timeKey(r.occurred_at) === null) return `occurred_at ${JSON.stringify(r.occurred_at)} is not a time`;
+  if (typeof r.occurred_at === 'string' && utcDate(r.occurred_at) === null) return `occurred_at ${JSON.stringify(r.occurred_at)} is not a time`;
   return null;
 }
 
@@ -150,6 +150,16 @@ export function checkDigestFields(d: Digest): Finding[] {
     add('partition-mismatch', `file ${d.file_seq} is filed under commit date ${parsed.date}, after the day it was sealed (${d.created_at})`);
   }
   return out;
+}
+
+// The server's UTC text, "2026-11-28 19:45:53.554099+00": its date is its first ten characters.
+const SERVER_UTC = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?\+00$/;
+
+/** The UTC date of a time text, or null when it is not a time. Per record, so the common form is read without parsing. */
+function utcDate(text: string): string | null {
+  if (SERVER_UTC.test(text)) return text.slice(0, 10);
+  const k = timeKey(text);
+  return k === null ? null : dateOf(k);
 }
 
 function sameLsn(a: string | null, b: string): boolean {
