@@ -57,6 +57,9 @@ TBLPROPERTIES (
   'storage.location.template' = 's3://BUCKET/PREFIX/data/dt=${dt}/'
 );
 
+-- Records with op = 'insert' are audit events, except source = 'ingest' (the ingester's receipts:
+-- which log bytes it read, checked by `verify`); filter them out when counting events.
+--
 -- Who looked at customer 4711's record between March and May? dt is the commit date: never before
 -- the event's date, at most a little after it, so a day of margin past the range is enough.
 --

@@ -21,7 +21,8 @@ function prng(seed: number): () => number {
 /**
  * A clinic's day on the example schema: `customers` patients registered, read, corrected and a
  * few removed by several application users through two database roles, plus denied attempts by a
- * role without access. Reads and denials reach audit_log through pgaudit and `ingest`.
+ * role without access. Reads, writes that read (a WHERE clause) and denials reach audit_log through
+ * pgaudit and `ingest`.
  */
 export async function clinicWorkload(db: { name: string; url: string }, customers: number): Promise<{ pgauditEvents: number }> {
   await withClient(urlFor('postgres'), (c) => c.query(`DO $$ BEGIN
@@ -55,9 +56,12 @@ export async function clinicWorkload(db: { name: string; url: string }, customer
         await c.query('SELECT full_name FROM customers WHERE id = $1', [id]);
         pgauditEvents++;
       } else if (r < 0.9) {
+        // A write that reads (WHERE): trigger row events, and pgaudit's statement-level WRITE event.
         await c.query(`UPDATE customers SET full_name = full_name || '.' WHERE id = $1`, [id]);
+        pgauditEvents++;
       } else if (r < 0.93) {
         await c.query('DELETE FROM customers WHERE id = $1', [id]);
+        pgauditEvents++;
       }
     }
   } finally {
