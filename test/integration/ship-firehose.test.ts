@@ -52,7 +52,7 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 2000) g`));
     const slot = `s_${db.name}`;
     const first = await shipOnce(db, 'audit-trail', slot);
-    expect(first.records).toBe(2001); // 2000 rows that predate the slot, backfilled, and the marker that closes the backfill
+    expect(first.records).toBe(2002); // 2000 rows and the PROTECT of init --example, which predate the slot, backfilled, and the marker that closes the backfill
     await withClient(db.url, (c) => c.query(`UPDATE customers SET full_name = full_name || '!' WHERE id % 3 = 0`));
     const second = await shipOnce(db, 'audit-trail', slot); // resumes from the archive: digests in S3, data via the stream
     expect(second.records).toBeGreaterThan(600);
@@ -143,7 +143,7 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     await fake.flush();
     const { report, records } = await readArchive(s3ArchiveReader(testS3Client(), bucket, '').reader, keys.keys);
     expect(report.findings).toEqual([]);
-    expect(records.filter((r) => r.op === 'insert').length).toBe(300);
+    expect(records.filter((r) => r.op === 'insert').length).toBe(301); // and the PROTECT of init --example
   });
 
   it('refuses a stream that would not keep the records as sent, or a bucket without COMPLIANCE default retention', async () => {

@@ -74,7 +74,7 @@ describe('verify', () => {
     expect(r.report?.findings).toEqual([]);
     expect(r.code).toBe(0);
     const text = await runCli(['verify', '--archive', `file://${pristine}`, '--verify-key', keys.verifyKey]);
-    expect(text.stdout).toMatch(/Checked \d+ files holding 551 records/);
+    expect(text.stdout).toMatch(/Checked \d+ files holding 552 records/); // 550 events, the PROTECT of init --example, the backfill marker
     expect(text.stdout).toMatch(/Result: intact/);
   });
 
