@@ -96,6 +96,10 @@ DROP EVENT TRIGGER IF EXISTS audit_guard_protected_ddl;
 CREATE EVENT TRIGGER audit_guard_protected_ddl ON ddl_command_end EXECUTE FUNCTION audit.guard_protected_ddl();
 DROP EVENT TRIGGER IF EXISTS audit_follow_protected_drop;
 CREATE EVENT TRIGGER audit_follow_protected_drop ON sql_drop EXECUTE FUNCTION audit.follow_protected_drop();
+-- ALWAYS: also under session_replication_role = replica, the switch that silences ordinary
+-- triggers (a superuser can still drop or disable these; that is the trust model's limit).
+ALTER EVENT TRIGGER audit_guard_protected_ddl ENABLE ALWAYS;
+ALTER EVENT TRIGGER audit_follow_protected_drop ENABLE ALWAYS;
 
 -- protect() and unprotect(): tracked by OID, recorded by whom. unprotect() takes the table off the
 -- list before it drops the triggers, so the guard lets it through.

@@ -64,6 +64,14 @@ describe("protection survives the table's owner", () => {
     });
   }
 
+  it('refuses it also to a superuser under session_replication_role = replica (the switch that silences row triggers)', async () => {
+    const t = await ownedTable('replica_mode');
+    await withClient(db.url, async (c) => {
+      await c.query('SET session_replication_role = replica');
+      await expect(c.query(`ALTER TABLE ${t} DISABLE TRIGGER audit_row_change`)).rejects.toThrow(/^refused: /);
+    });
+  });
+
   it('follows RENAME and SET SCHEMA: the table stays protected under its new name (the list the ingester reads follows), writes keep being captured', async () => {
     await ownedTable('visits');
     await withClient(ownerUrl(), async (c) => {
