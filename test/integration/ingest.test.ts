@@ -280,6 +280,36 @@ describe('ingest', () => {
     ]);
   });
 
+  it('records denied attempts to switch auditing off: the owner\'s commands, audit settings, a protected table\'s schema', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE SCHEMA IF NOT EXISTS records');
+      await c.query('CREATE TABLE IF NOT EXISTS records.charts (id int PRIMARY KEY)');
+    });
+    expect((await runCli(['protect', 'records.charts'], { DATABASE_URL: db.url })).code).toBe(0);
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      const tries = [
+        'ALTER TABLE customers DISABLE TRIGGER audit_row_change /* denied-1 */',
+        `SET pgaudit.log = 'none' /* denied-2 */`,
+        'SET session_replication_role = replica /* denied-3 */',
+        'DROP TABLE customers /* denied-4 */',
+        'SELECT * FROM records.charts /* denied-5 */',
+        'SET log_statement_stats = on /* not about auditing */',
+      ];
+      for (const sql of tries) await expect(c.query(sql)).rejects.toThrow(/must be owner|permission denied/);
+    });
+    await ingestUntil(`statement LIKE '%denied-5%'`, 1);
+    const rows = await withClient(db.url, async (c) => (await c.query(
+      `SELECT action, outcome, schema_name, table_name, error FROM audit.audit_log
+        WHERE source = 'pgaudit' AND (statement LIKE '%denied-%' OR statement LIKE '%not about auditing%') ORDER BY log_line_num`)).rows);
+    expect(rows).toEqual([
+      { action: 'ALTER TABLE', outcome: 'failure', schema_name: 'public', table_name: 'customers', error: '42501: must be owner of table customers' },
+      { action: 'SET', outcome: 'failure', schema_name: null, table_name: null, error: '42501: permission denied to set parameter "pgaudit.log"' },
+      { action: 'SET', outcome: 'failure', schema_name: null, table_name: null, error: '42501: permission denied to set parameter "session_replication_role"' },
+      { action: 'DROP TABLE', outcome: 'failure', schema_name: 'public', table_name: 'customers', error: '42501: must be owner of table customers' },
+      { action: 'SELECT', outcome: 'failure', schema_name: 'records', table_name: null, error: '42501: permission denied for schema records' },
+    ]);
+  });
+
   it('reports an unreadable log directory in one line', async () => {
     const r = await runCli(['ingest', '--log-dir', '/nonexistent/log'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(r.code).toBe(2);

@@ -138,6 +138,12 @@ const RESET_RE = /^\s*RESET\s+(ALL|app\.(user_id|customer_id))\s*;?\s*$/is;
 // 42501 messages name the relation without its schema: "permission denied for table customers",
 // 'new row violates row-level security policy for table "customers"'.
 const DENIED_TABLE_RE = /\bfor table "?([^"\s]+)"?/;
+// The owner's commands (ALTER, DROP, ...) refused to another role: "must be owner of table customers".
+const NOT_OWNER_RE = /^must be owner of (?:table|relation|view|materialized view|sequence) "?([^"]+?)"?$/;
+const DENIED_SCHEMA_RE = /^permission denied for schema "?([^"]+?)"?$/;
+const DENIED_PARAMETER_RE = /^permission denied to set parameter "([^"]+)"$/;
+/** Settings whose change would weaken or redirect the capture: an attempt to set them is recorded. */
+const AUDIT_SETTINGS = /^(pgaudit\..+|session_replication_role|shared_preload_libraries|log_destination|logging_collector|log_directory|log_filename|log_min_messages|log_error_verbosity|log_min_error_statement|wal_level)$/;
 
 export function classify(line: LogLine, opts: ClassifyOptions): Classified {
   if (line.databaseName !== opts.database) return { kind: 'ignored' };
@@ -198,6 +204,20 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
   } else if (line.sqlStateCode === '42501' && line.message === 'permission denied for schema audit') {
     // Roles without USAGE on the audit schema are stopped there, before the table is named.
     schemaName = 'audit'; tableName = /\baudit_log\b/i.test(line.query) ? 'audit_log' : null;
+  } else if (line.sqlStateCode === '42501' && DENIED_SCHEMA_RE.test(line.message)) {
+    // The schema of a protected table: the table is not named, the schema is.
+    const schema = DENIED_SCHEMA_RE.exec(line.message)![1]!;
+    if (![...opts.tables.byName.values()].some((schemas) => schemas.includes(schema))) return { kind: 'ignored' };
+    schemaName = schema;
+  } else if (line.sqlStateCode === '42501' && DENIED_PARAMETER_RE.test(line.message)) {
+    // An attempt to switch auditing or logging off for the session or the server.
+    if (!AUDIT_SETTINGS.test(DENIED_PARAMETER_RE.exec(line.message)![1]!)) return { kind: 'ignored' };
+  } else if (line.sqlStateCode === '42501' && NOT_OWNER_RE.test(line.message)) {
+    const m = NOT_OWNER_RE.exec(line.message)!;
+    const schemas = opts.tables.byName.get(m[1]!);
+    if (!schemas) return { kind: 'ignored' };
+    tableName = m[1]!;
+    schemaName = schemas.length === 1 ? schemas[0]! : null;
   } else if (line.sqlStateCode === '42501') {
     const m = DENIED_TABLE_RE.exec(line.message);
     const schemas = m ? opts.tables.byName.get(m[1]!) : undefined;
