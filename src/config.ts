@@ -125,7 +125,8 @@ export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
-    return u.toString();
+    // libpq also takes secrets as parameters (postgresql://host/db?password=..., sslpassword=...).
+    return u.toString().replace(/([?&](?:password|sslpassword)=)[^&#]*/gi, '$1***');
   } catch {
     return '<unparseable url>';
   }

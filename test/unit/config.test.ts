@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { s3ForcePathStyleOption, validate, wholeNumber, yesNo } from '../../src/config.js';
+import { redactUrl, s3ForcePathStyleOption, validate, wholeNumber, yesNo } from '../../src/config.js';
 
 describe('whole-number settings', () => {
   const schema = z.object({ batchMaxRecords: wholeNumber('--batch-max-records', 1, 1_000_000), sample: wholeNumber('--sample', 0) });
@@ -64,5 +64,14 @@ describe('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE)', () => {
 
   it('refuses anything else, naming the variable', () => {
     expect(() => parse([], 'maybe')).toThrow('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE) is invalid: takes true or false (or 1/0, yes/no, on/off), not "maybe"');
+  });
+});
+
+describe('redactUrl', () => {
+  it('hides every credential form libpq takes in a URL', () => {
+    expect(redactUrl('postgresql://ship:s3cret@db.example/app')).toBe('postgresql://ship:***@db.example/app');
+    expect(redactUrl('postgresql://ship@db.example/app?password=s3cret&sslmode=require')).toBe('postgresql://ship@db.example/app?password=***&sslmode=require');
+    expect(redactUrl('postgresql://db.example/app?sslmode=verify-full&sslpassword=k3y&PASSWORD=x')).toBe('postgresql://db.example/app?sslmode=verify-full&sslpassword=***&PASSWORD=***');
+    expect(redactUrl('postgresql://db.example/app?passfile=/etc/pgpass')).toBe('postgresql://db.example/app?passfile=/etc/pgpass');
   });
 });
