@@ -1,5 +1,5 @@
 # pg-audit-shipper: one image for every role (ship, ingest, verify, query, init, keygen).
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src src
@@ -8,7 +8,7 @@ COPY bench bench
 COPY scripts/bundle.mjs scripts/bundle.mjs
 RUN npm ci && npm prune --omit=dev
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # psql for the init service's grants; nothing else beyond Node.
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client \
  && rm -rf /var/lib/apt/lists/*
