@@ -11,11 +11,17 @@ import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
 
-const duration = (flag: string) => z.string().transform((v, ctx) => {
+const duration = (flag: string, minMs = 1) => z.string().transform((v, ctx) => {
   const ms = parseDuration(v);
   if (ms === null || ms <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a duration such as 500ms, 5s, 10m, 1h` }); return z.NEVER; }
+  if (ms < minMs) { ctx.addIssue({ code: 'custom', message: `${flag} must be at least ${minMs / 1000}s, not ${v}` }); return z.NEVER; }
   return ms;
 });
+/**
+ * Every heartbeat is an object locked for the retention period (six years): one a second would be
+ * 190 million undeletable objects. Under a minute only for short-retention trials.
+ */
+const MIN_HEARTBEAT_MS = 60_000;
 const bytes = (flag: string) => z.string().transform((v, ctx) => {
   const b = parseBytes(v);
   if (b === null || b <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a size such as 8MiB` }); return z.NEVER; }
@@ -49,13 +55,17 @@ export function registerShipCommand(program: Command): void {
       batchMaxBytes: bytes('--batch-max-bytes'),
       batchMaxAge: duration('--batch-max-age'),
       maxInflightBytes: bytes('--max-inflight-bytes'),
-      heartbeatInterval: duration('--heartbeat-interval'),
+      heartbeatInterval: duration('--heartbeat-interval', 1000),
       gracePeriod: duration('--grace-period'),
       drain: z.boolean().optional(),
       logDir: z.string().optional(),
       statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
       httpPort: wholeNumber('--http-port', 0, 65535),
     }), raw, cmd);
+    if (cfg.heartbeatInterval < MIN_HEARTBEAT_MS && cfg.allowShortRetention !== true) {
+      throw new ConfigError(`--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) ${raw.heartbeatInterval} is shorter than a minute: every heartbeat is an object ` +
+        'locked for the retention period; shorter only with --allow-short-retention (tests and trials)');
+    }
     const log = createLogger();
     const key = await loadSigningKey(cfg.signingKey);
     const verifyKeys = await verifyKeysFrom(cfg.verifyKey);

@@ -4,7 +4,7 @@ import { postgresUrl, settingOption, validate, wholeNumber, s3ForcePathStyleOpti
 import { connect } from '../db.js';
 import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
-import { openArchiveReader, parseRetention } from '../sink/open.js';
+import { fileArchivePath, openArchiveReader, parseRetention } from '../sink/open.js';
 import { fileArchive } from '../sink/file/file-archive.js';
 import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import type { Archive } from '../sink/sink.js';
@@ -72,7 +72,7 @@ export function registerVerifyCommand(program: Command): void {
         archive = s3ArchiveReader(client, bucket, prefix);
         storage = () => checkS3Storage(client, bucket, prefix, minimum);
       } else if (cfg.archive.startsWith('file://')) {
-        archive = fileArchive(decodeURIComponent(new URL(cfg.archive).pathname));
+        archive = fileArchive(fileArchivePath(cfg.archive));
       } else {
         // A delivery stream's archive is read from its bucket; openArchiveReader says how.
         archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);

@@ -24,11 +24,28 @@ export function parseRetention(text: string, allowShort: boolean): Retention {
   const n = Number(m[1]);
   const r: Retention = m[2]!.toLowerCase() === 'y' ? { years: n } : { days: n };
   if (n < 1) throw new ConfigError('--retention must be at least 1 day');
+  // S3 Object Lock takes at most 100 years (36500 days) of default retention; a longer span is a typo
+  // whose every upload would fail, retried forever.
+  if (retentionDays(r) > MAX_RETENTION_DAYS) throw new ConfigError(`--retention ${text} is longer than 100 years (36500 days), the most Object Lock keeps`);
   if (!allowShort && retentionDays(r) < retentionDays(SIX_YEARS)) {
     throw new ConfigError(`--retention ${text} is shorter than the six years HIPAA requires; ` +
       'pass --allow-short-retention only for tests and trials');
   }
   return r;
+}
+
+const MAX_RETENTION_DAYS = 36_500;
+
+/**
+ * The directory of a `file://` archive. `file://tmp/x` names the host "tmp" and the path /x, which
+ * is never what was meant: refuse it rather than write to /x.
+ */
+export function fileArchivePath(url: string): string {
+  const u = new URL(url);
+  if (u.host !== '' && u.host !== 'localhost') {
+    throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} names a host (${u.host}): a local archive is file:///absolute/path, e.g. file:///${u.host}${u.pathname}`);
+  }
+  return decodeURIComponent(u.pathname);
 }
 
 /** Days as S3 default retention counts them (365-day years): a lower bound on the calendar span. */
@@ -46,7 +63,7 @@ export function retainUntil(r: Retention, from: Date): Date {
 /** Open `file:///path` or `s3://bucket/prefix`; an S3 bucket is checked before anything is written. */
 export async function openArchive(url: string, opts: ArchiveOptions, check = true): Promise<Archive> {
   if (url.startsWith('file://')) {
-    return fileArchive(decodeURIComponent(new URL(url).pathname));
+    return fileArchive(fileArchivePath(url));
   }
   if (url.startsWith('s3://')) {
     const { bucket, prefix } = parseS3Url(url);
@@ -81,7 +98,7 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
 
 /** For commands that only read (query): file:// or s3://, no bucket checks, no writes. */
 export function openArchiveReader(url: string, forcePathStyle: boolean): Pick<Archive, 'location' | 'reader'> {
-  if (url.startsWith('file://')) return fileArchive(decodeURIComponent(new URL(url).pathname));
+  if (url.startsWith('file://')) return fileArchive(fileArchivePath(url));
   if (url.startsWith('s3://')) {
     const { bucket, prefix } = parseS3Url(url);
     return s3ArchiveReader(s3Client(forcePathStyle), bucket, prefix);

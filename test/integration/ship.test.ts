@@ -386,6 +386,21 @@ describe('ship to a file archive', () => {
     expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%after the restart%'`)).rows[0].n)).toBe(1);
   });
 
+  it('refuses at start what would fail later or forever: a file:// URL with a host, a retention Object Lock cannot keep, heartbeats under a minute', async () => {
+    const base = ['ship', '--signing-key', keys.signingKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--http-port', '0'];
+    const cases: [string[], string][] = [
+      [['--archive', 'file://tmp/x'], '--archive (AUDIT_ARCHIVE) file://tmp/x names a host (tmp): a local archive is file:///absolute/path, e.g. file:///tmp/x'],
+      [['--archive', 'file:///tmp/never-written', '--retention', '300000y'], '--retention 300000y is longer than 100 years (36500 days), the most Object Lock keeps'],
+      [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '1ms'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: --heartbeat-interval must be at least 1s, not 1ms'],
+      [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '10s'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) 10s is shorter than a minute: every heartbeat is an object locked for the retention period; shorter only with --allow-short-retention (tests and trials)'],
+    ];
+    for (const [extra, message] of cases) {
+      const r = await runCli([...base, ...extra]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.trim()).toBe(`pg-audit-shipper: error: ${message}`);
+    }
+  });
+
   it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
     const db = await freshDatabase('shipbusy');
     const archive = await tempArchiveDir();
