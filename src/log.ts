@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { ConfigError } from './errors.js';
 
 export type { Logger };
 
@@ -7,7 +8,10 @@ export type { Logger };
  * the code never puts PHI values or statement text into log fields, but a connection string or a
  * statement that slips in is censored rather than written.
  */
-export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info'): Logger {
+export function createLogger(level: string = process.env.LOG_LEVEL || 'info'): Logger {
+  if (!(level in pino.levels.values) && level !== 'silent') {
+    throw new ConfigError(`LOG_LEVEL ${JSON.stringify(level)} is not a log level: use ${[...Object.keys(pino.levels.values), 'silent'].join(', ')}`);
+  }
   return pino(
     {
       level,

@@ -50,6 +50,15 @@ async function writeNew(file: string, content: string, mode: number): Promise<vo
 export async function loadSigningKey(file: string): Promise<SigningKey> {
   const pem = await readKeyFile(file, '--signing-key (AUDIT_SIGNING_KEY)');
   let privateKey: KeyObject;
+  // Say what the file is when it is a key of the wrong kind: the usual mistakes are the public half
+  // and a passphrase-protected key.
+  if (pem.includes('-----BEGIN ENCRYPTED PRIVATE KEY-----')) {
+    throw new ConfigError(`--signing-key (AUDIT_SIGNING_KEY) ${file} is encrypted with a passphrase, which the shipper cannot ask for; ` +
+      'give it an unencrypted key readable only by its user (mode 0600, or from a secret store), e.g. `openssl pkey -in KEY -out signing-key.pem`');
+  }
+  if (pem.includes('-----BEGIN PUBLIC KEY-----') && !pem.includes('PRIVATE KEY-----')) {
+    throw new ConfigError(`--signing-key (AUDIT_SIGNING_KEY) ${file} is a public key (the verify key?); --signing-key takes the private key, signing-key.pem from \`pg-audit-shipper keygen\``);
+  }
   try {
     privateKey = createPrivateKey(pem);
   } catch {

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import { ConfigError } from '../errors.js';
 
 export interface Health {
   /** connected to the database and streaming */
@@ -33,7 +34,10 @@ export async function startHttp(port: number, registry: Registry, health: Health
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES'
+      ? new ConfigError(`--http-port (AUDIT_HTTP_PORT) ${port} ${err.code === 'EADDRINUSE' ? 'is in use by another process' : 'may not be used by this user'}: ` +
+        'choose another port, or 0 to serve no health and metrics endpoint')
+      : err));
     server.listen(port, '0.0.0.0', () => resolve());
   });
   return server;

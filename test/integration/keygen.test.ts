@@ -42,5 +42,12 @@ describe('keygen', () => {
     execFileSync('openssl', ['genpkey', '-algorithm', 'rsa', '-pkeyopt', 'rsa_keygen_bits:1024', '-out', rsa]);
     await expect(loadSigningKey(rsa)).rejects.toThrow(/is a rsa key; an Ed25519 key is required/);
     await expect(loadSigningKey(path.join(dir, 'none.pem'))).rejects.toThrow(/cannot be read: ENOENT/);
+    // The usual mistakes get their own words: a passphrase-protected key, the public half.
+    const encrypted = path.join(dir, 'enc.pem');
+    execFileSync('openssl', ['genpkey', '-algorithm', 'ed25519', '-aes256', '-pass', 'pass:secret', '-out', encrypted]);
+    await expect(loadSigningKey(encrypted)).rejects.toThrow(/is encrypted with a passphrase, which the shipper cannot ask for/);
+    const pub = path.join(dir, 'pub.pem');
+    execFileSync('openssl', ['pkey', '-in', ed, '-pubout', '-out', pub]);
+    await expect(loadSigningKey(pub)).rejects.toThrow(/is a public key \(the verify key\?\)/);
   });
 });

@@ -399,6 +399,23 @@ describe('ship to a file archive', () => {
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr.trim()).toBe(`pg-audit-shipper: error: ${message}`);
     }
+    // ...and names what to change for a log level, a port that is taken, and the wrong kind of key.
+    const loud = await runCli([...base, '--archive', 'file:///tmp/never-written'], { LOG_LEVEL: 'loud' });
+    expect(loud.stderr.trim()).toBe('pg-audit-shipper: error: LOG_LEVEL "loud" is not a log level: use trace, debug, info, warn, error, fatal, silent');
+    const { createServer } = await import('node:net');
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '0.0.0.0', resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const r = await runCli(['ship', '--signing-key', keys.signingKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--archive', 'file:///tmp/never-written', '--http-port', String(port)]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim()).toBe(`pg-audit-shipper: error: --http-port (AUDIT_HTTP_PORT) ${port} is in use by another process: choose another port, or 0 to serve no health and metrics endpoint`);
+    } finally {
+      taken.close();
+    }
+    const publicKey = await runCli(['ship', '--signing-key', keys.verifyKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--archive', 'file:///tmp/never-written']);
+    expect(publicKey.code).toBe(2);
+    expect(publicKey.stderr).toMatch(/is a public key \(the verify key\?\); --signing-key takes the private key/);
   });
 
   it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
