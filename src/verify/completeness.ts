@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { ServiceError } from '../errors.js';
 import type { Digest } from '../seal/digest.js';
 import type { Finding } from './chain.js';
 
@@ -25,7 +26,13 @@ export function checkHeadAge(head: Digest | null, opts: CompletenessOptions): Fi
 /** Compare with the head the shipper recorded in the database after its last stored file. */
 export async function checkAgainstDatabase(client: pg.Client, slot: string, head: Digest | null): Promise<Finding[]> {
   const r = await client.query<{ file_seq: string; digest_sha256: string }>(
-    'SELECT file_seq::text, digest_sha256 FROM audit.shipper_head WHERE slot_name = $1', [slot]);
+    'SELECT file_seq::text, digest_sha256 FROM audit.shipper_head WHERE slot_name = $1', [slot]).catch(async (err: { code?: string }) => {
+    if (err.code !== '42P01' && err.code !== '3F000' && err.code !== '42501') throw err;
+    const db = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+    throw new ServiceError(err.code === '42501'
+      ? `--database-url (DATABASE_URL): the login cannot read audit.shipper_head in database ${db}; grant it audit_shipper`
+      : `--database-url (DATABASE_URL) names database ${db}, which has no pg-audit-shipper schema (audit.shipper_head): name the database the shipper streams from`);
+  });
   const row = r.rows[0];
   if (!row) return [{ code: 'no-recorded-head', where: 'audit.shipper_head', message: `the database has no shipped head for slot ${slot}` }];
   const recorded = Number(row.file_seq);

@@ -151,6 +151,10 @@ describe('verify reports what the chain records', () => {
     const cut = await verify(archive, ['--expect-head', head]);
     expect(cut.code).toBe(1);
     expect(cut.report.findings.map((f) => f.code)).toEqual(['tail-missing']);
+    // Compared with a database that is not the shipper's: say so, not "relation does not exist".
+    const wrongDb = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--database-url', urlFor('postgres')]);
+    expect(wrongDb.code).toBe(2);
+    expect(wrongDb.stderr.trim()).toBe('pg-audit-shipper: error: --database-url (DATABASE_URL) names database postgres, which has no pg-audit-shipper schema (audit.shipper_head): name the database the shipper streams from');
     const bad = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--expect-head', 'latest']);
     expect(bad.code).toBe(2);
     expect(bad.stderr.trim()).toBe('pg-audit-shipper: error: --expect-head (AUDIT_EXPECT_HEAD) takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "latest"');
