@@ -12,6 +12,19 @@ export function parseLsn(text: string): Lsn {
   return ((BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`)) as Lsn;
 }
 
+/** The LSN of a text from outside (an archived record or digest), or null when it is none. */
+export function tryParseLsn(text: unknown): Lsn | null {
+  if (typeof text !== 'string') return null;
+  try {
+    return parseLsn(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The server's own spelling, as the archive writes LSNs: upper-case hex, no padding. */
+export const SERVER_LSN_TEXT = /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/;
+
 /** The server's own spelling: upper-case hex, no padding (`16/B374D848`). */
 export function formatLsn(lsn: Lsn): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;

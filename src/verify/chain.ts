@@ -37,7 +37,7 @@ export interface ChainReport {
   /** tamper and gap records in the files read, acknowledged or not, and acknowledgements that matched nothing */
   recorded: { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] };
   /** the ingester's receipts in the files read: coverage of the server's log files */
-  receipts: { count: number; findings: Finding[]; notes: Finding[] };
+  receipts: { findings: Finding[]; notes: Finding[] };
 }
 
 /** A head recorded earlier (a previous report's last line): the archive must still hold it, unchanged. */
@@ -110,7 +110,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const findings: Finding[] = [];
   let fullFrom = opts.fullFrom ?? 1;
   const report: ChainReport = { referenced: new Set(), objectOf: new Map(), files: 0, skipped: 0, firstSeq: 1, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, headSha256: null, findings,
-    recorded: { open: [], acknowledged: [], notes: [] }, receipts: { count: 0, findings: [], notes: [] } };
+    recorded: { open: [], acknowledged: [], notes: [] }, receipts: { findings: [], notes: [] } };
   const recorded = new RecordedFindings();
   const receipts = new ReceiptCheck();
 
@@ -210,6 +210,6 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       `the archive ends at file ${maxSeq}, but file ${opts.expectHead.fileSeq} was its head earlier (${formatHead(opts.expectHead.fileSeq, opts.expectHead.digestSha256)}): the newest files were removed` });
   }
   report.recorded = recorded.settle();
-  report.receipts = { count: receipts.receipts, findings: receipts.findings, notes: receipts.notes };
+  report.receipts = { findings: receipts.findings, notes: receipts.notes };
   return report;
 }

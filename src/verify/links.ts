@@ -2,7 +2,7 @@ import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
 import { GENESIS_CHAIN } from '../seal/record.js';
 import { digestKey } from '../sink/keys.js';
-import { parseLsn } from '../source/lsn.js';
+import { tryParseLsn } from '../source/lsn.js';
 import type { Finding } from './findings.js';
 import { CLOCK_ALLOWANCE_MS, checkDigestFields } from './records.js';
 
@@ -64,7 +64,9 @@ export class DigestWalk {
       add('source-changed', `the source changed from system ${prev.system_identifier} database ${prev.database} slot ${prev.slot} to ` +
         `system ${d.system_identifier} database ${d.database} slot ${d.slot}: events in between were not streamed`);
     }
-    if (prev && sameSource && lsnOrNull(d.ack_lsn) !== null && lsnOrNull(prev.ack_lsn) !== null && lsnOrNull(d.ack_lsn)! < lsnOrNull(prev.ack_lsn)!) {
+    const ack = tryParseLsn(d.ack_lsn);
+    const prevAck = prev ? tryParseLsn(prev.ack_lsn) : null;
+    if (prev && sameSource && ack !== null && prevAck !== null && ack < prevAck) {
       add('ack-regressed', `digest ${seq} says everything below ${d.ack_lsn} is archived, digest ${seq - 1} already said ${prev.ack_lsn}`);
     }
     if (prev && Date.parse(d.created_at) < Date.parse(prev.created_at) - CLOCK_ALLOWANCE_MS) {
@@ -80,7 +82,7 @@ export class DigestWalk {
         add('record-sequence-gap', `heartbeat says the chain stands at record ${d.last_seq}, but the files before end at ${this.state.recordSeq}`);
       }
       const pos = this.state.lastPos;
-      if (linked && pos && (lsnOrNull(d.last_lsn ?? '') !== pos.lsn || d.last_idx !== pos.idx)) {
+      if (linked && pos && (tryParseLsn(d.last_lsn) !== pos.lsn || d.last_idx !== pos.idx)) {
         add('bad-heartbeat', `heartbeat says the last record is at ${d.last_lsn}#${d.last_idx}, but the files before end at another position`);
       }
     }
@@ -98,17 +100,12 @@ export class DigestWalk {
 }
 
 function after(d: Digest, before: ChainState): ChainState {
+  const lastLsn = tryParseLsn(d.last_lsn);
   return {
     chain: d.last_chain,
     recordSeq: d.last_seq ?? before.recordSeq,
-    lastPos: d.last_lsn === null ? before.lastPos : { lsn: parseLsn(d.last_lsn), idx: d.last_idx ?? 0 },
+    // An unreadable last_lsn is a finding of its own (checkDigestFields): keep the position before it.
+    lastPos: lastLsn === null ? before.lastPos : { lsn: lastLsn, idx: d.last_idx ?? 0 },
   };
 }
 
-function lsnOrNull(text: string): bigint | null {
-  try {
-    return parseLsn(text);
-  } catch {
-    return null;
-  }
-}

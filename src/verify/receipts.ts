@@ -15,13 +15,11 @@ export class ReceiptCheck {
   private readonly last = new Map<string, { to: number; seq: number; name: string }>();
   readonly findings: Finding[] = [];
   readonly notes: Finding[] = [];
-  receipts = 0;
 
   add(d: Digest, lines: ArchivedLine[]): void {
     const where = d.object_key ?? digestKey(d.file_seq);
     for (const { record: r } of lines) {
       if (r.op !== 'insert' || r.source !== RECEIPT_SOURCE || r.action !== RECEIPT_ACTION) continue;
-      this.receipts++;
       const receipt = parse(r.statement);
       if (!receipt) {
         this.findings.push({ code: 'bad-ingest-receipt', where, message: `record ${r.seq} is an ingest receipt that does not say which bytes it covers` });

@@ -1,7 +1,7 @@
 import { DIGEST_FORMAT, type Digest } from '../seal/digest.js';
 import { dateOf, timeKey } from '../seal/event-time.js';
 import { digestKey, parseDataKey, parseStreamKey } from '../sink/keys.js';
-import { parseLsn } from '../source/lsn.js';
+import { SERVER_LSN_TEXT, tryParseLsn } from '../source/lsn.js';
 import type { ArchivedLine, ArchivedRecord } from './file.js';
 import type { Finding } from './findings.js';
 
@@ -79,7 +79,7 @@ function checkBackfillPartition(d: Digest, lines: ArchivedLine[]): Finding[] {
 /** What is wrong with one record's own fields, or null. */
 export function recordProblem(r: ArchivedRecord): string | null {
   if (!(RECORD_OPS as readonly string[]).includes(r.op)) return `unknown op ${JSON.stringify(r.op)}`;
-  if (typeof r.lsn !== 'string' || !/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/.test(r.lsn)) return `lsn ${JSON.stringify(r.lsn)} is not an LSN in the server's spelling`;
+  if (typeof r.lsn !== 'string' || !SERVER_LSN_TEXT.test(r.lsn)) return `lsn ${JSON.stringify(r.lsn)} is not an LSN in the server's spelling`;
   if (!Number.isSafeInteger(r.idx) || r.idx < -1) return `idx ${JSON.stringify(r.idx)} is not a position`;
   const tamper = r.op === 'update' || r.op === 'delete' || r.op === 'truncate';
   if (tamper && (r.tamper !== true || !('old' in r))) return `a ${r.op.toUpperCase()} of audit_log without "tamper":true and "old"`;
@@ -107,8 +107,9 @@ export function checkDigestFields(d: Digest): Finding[] {
   if (typeof d.created_at !== 'string' || !ISO_UTC.test(d.created_at) || Number.isNaN(Date.parse(d.created_at))) {
     add('bad-digest-field', `digest ${d.file_seq}: created_at ${JSON.stringify(d.created_at)} is not a UTC time`);
   }
-  if (typeof d.ack_lsn !== 'string' || !/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/.test(d.ack_lsn)) {
-    add('bad-digest-field', `digest ${d.file_seq}: ack_lsn ${JSON.stringify(d.ack_lsn)} is not an LSN`);
+  for (const [field, value, nullable] of [['ack_lsn', d.ack_lsn, false], ['first_lsn', d.first_lsn, true], ['last_lsn', d.last_lsn, true]] as const) {
+    if (nullable && value === null) continue;
+    if (typeof value !== 'string' || !SERVER_LSN_TEXT.test(value)) add('bad-digest-field', `digest ${d.file_seq}: ${field} ${JSON.stringify(value)} is not an LSN`);
   }
   if (d.kind === 'heartbeat') {
     if (d.object_key !== null || d.object_bytes !== null || d.object_sha256 !== null || d.content_sha256 !== null ||
@@ -163,10 +164,6 @@ function utcDate(text: string): string | null {
 }
 
 function sameLsn(a: string | null, b: string): boolean {
-  if (a === null) return false;
-  try {
-    return parseLsn(a) === parseLsn(b);
-  } catch {
-    return false;
-  }
+  const x = tryParseLsn(a);
+  return x !== null && x === tryParseLsn(b);
 }

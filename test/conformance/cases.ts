@@ -402,6 +402,11 @@ export const CASES: Case[] = [
     expected: { ok: false, findings: ['bad-heartbeat'] },
   },
   {
+    name: 'insider-unreadable-lsn', description: 'a digest whose last_lsn is not an LSN (verify must say so, not stop)',
+    build: build(() => { const [a, b] = basic(); return [{ ...a!, tweak: (d) => ({ ...d, last_lsn: 'zz' }) }, b!]; }),
+    expected: { ok: false, findings: ['bad-digest-field', 'digest-positions'] },
+  },
+  {
     name: 'insider-source-changed', description: 'file 2 claims another database',
     build: build(() => { const [a, b] = basic(); return [a!, { ...b!, source: { database: 'billing' } }]; }),
     expected: { ok: false, findings: ['source-changed'] },
