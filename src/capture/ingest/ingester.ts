@@ -47,6 +47,8 @@ export class Ingester {
   private database = '';
   private sessions = new Map<string, { context: SessionContext; lastSeen: string }>();
   private loaded = false;
+  /** the newest session time saved since the last expiry */
+  private newestSaved: string | null = null;
 
   /** the most bytes of one csvlog field held in memory (the rest is scanned, not kept) */
   private readonly maxFieldBytes: number;
@@ -76,6 +78,7 @@ export class Ingester {
       // A file the server has rotated away from is complete: a record still open at its end was torn.
       stats.pendingBytes += file.size - await this.ingestFile(file, from, stats, i < files.length - 1);
     }
+    await this.expireSessions();
     if (stats.malformed > 0) this.opts.log.warn({ malformed: stats.malformed }, 'log records that could not be read were recorded as UNREADABLE LOG RECORD events (their bytes are not copied)');
     return stats;
   }
@@ -250,8 +253,19 @@ export class Ingester {
        SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[])
        ON CONFLICT (log_session_id) DO UPDATE SET context = excluded.context, last_seen = excluded.last_seen`,
       [list.map((s) => s.id), list.map((s) => JSON.stringify(s.context)), list.map((s) => s.lastSeen)]);
-    await this.client.query(`DELETE FROM audit.ingest_sessions WHERE last_seen < $1::timestamptz - interval '${SESSION_TTL_DAYS} days'`,
-      [list[list.length - 1]!.lastSeen]);
+    const newest = list[list.length - 1]!.lastSeen;
+    if (this.newestSaved === null || newest > this.newestSaved) this.newestSaved = newest;
+  }
+
+  /**
+   * Forget sessions not seen for SESSION_TTL_DAYS, once a pass (every chunk saves the sessions it read
+   * statements of, so expiring there would scan the table once a MiB of log).
+   */
+  private async expireSessions(): Promise<void> {
+    if (this.newestSaved === null) return;
+    const newest = this.newestSaved;
+    this.newestSaved = null;
+    await this.query(`DELETE FROM audit.ingest_sessions WHERE last_seen < $1::timestamptz - interval '${SESSION_TTL_DAYS} days'`, [newest]);
   }
 
   private async query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
@@ -279,14 +293,15 @@ const RECORD_START = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [^,\n]{1,40},/
  */
 async function recordBoundaryFrom(fh: FileHandle, offset: number, size: number): Promise<number | null> {
   if (offset === 0) return 0;
+  const before = Buffer.alloc(1);
+  await fh.read(before, 0, 1, offset - 1);
+  if (before[0] === 0x0a) return offset; // just after a newline: where the last commit ended (every pass)
   const window = 1 << 16;
   const look = Buffer.alloc(window + 64);
-  for (let at = offset - 1; at < size; at += window) {
+  for (let at = offset; at < size; at += window) {
     const { bytesRead } = await fh.read(look, 0, look.length, at);
     for (let i = 0; i < Math.min(bytesRead, window); i++) {
-      if (look[i] !== 0x0a) continue;
-      if (at + i === offset - 1) return offset; // just after a newline: where the last commit ended
-      if (RECORD_START.test(look.toString('latin1', i + 1, Math.min(bytesRead, i + 65)))) return at + i + 1;
+      if (look[i] === 0x0a && RECORD_START.test(look.toString('latin1', i + 1, Math.min(bytesRead, i + 65)))) return at + i + 1;
     }
   }
   return null;
