@@ -1,36 +1,34 @@
 import { describe, expect, it } from 'vitest';
-import { CsvRecordStream, parseCsvLine, splitCsvRecords } from '../../src/capture/ingest/csv.js';
+import { CsvRecordStream, parseCsvLine } from '../../src/capture/ingest/csv.js';
 
-describe('splitCsvRecords', () => {
+const read = (buf: Buffer, from = 0) => new CsvRecordStream(from, 1 << 20).push(buf);
+
+describe('CsvRecordStream, whole buffers', () => {
   it('splits plain, quoted, escaped and multi-line fields, with byte offsets', () => {
     const text = 'a,b,c\n"x,1","say ""hi""",\n"line1\nline2",é,z\n';
     const buf = Buffer.from(text);
-    const { records, consumed } = splitCsvRecords(buf);
+    const records = read(buf);
     expect(records.map((r) => r.fields)).toEqual([
       ['a', 'b', 'c'],
       ['x,1', 'say "hi"', ''],
       ['line1\nline2', 'é', 'z'],
     ]);
-    expect(consumed).toBe(buf.length);
     expect(records.map((r) => r.end)).toEqual([6, 6 + 20, buf.length]);
   });
 
   it('leaves an unterminated record (no newline yet) for the next read', () => {
-    const buf = Buffer.from('a,b\nc,"still\nopen');
-    const { records, consumed } = splitCsvRecords(buf);
-    expect(records).toHaveLength(1);
-    expect(consumed).toBe(4);
+    const s = new CsvRecordStream(0, 1 << 20);
+    expect(s.push(Buffer.from('a,b\nc,"still\nopen'))).toHaveLength(1);
+    expect(s.openRecordStart).toBe(4);
   });
 
   it('keeps a newline inside quotes from ending the record even at the buffer end', () => {
-    const buf = Buffer.from('"a\n');
-    expect(splitCsvRecords(buf)).toEqual({ records: [], consumed: 0 });
+    expect(read(Buffer.from('"a\n'))).toEqual([]);
   });
 
   it('resumes from an offset', () => {
     const buf = Buffer.from('one\ntwo,2\n');
-    const { records } = splitCsvRecords(buf, 4);
-    expect(records).toEqual([{ fields: ['two', '2'], end: 10 }]);
+    expect(read(buf.subarray(4), 4)).toEqual([{ fields: ['two', '2'], start: 4, end: 10, truncated: false }]);
   });
 });
 
@@ -39,15 +37,17 @@ describe('parseCsvLine', () => {
     const f = parseCsvLine('OBJECT,3,1,READ,SELECT,TABLE,public.customers,"SELECT id, full_name FROM customers WHERE id = 1;",<not logged>');
     expect(f).toEqual(['OBJECT', '3', '1', 'READ', 'SELECT', 'TABLE', 'public.customers',
       'SELECT id, full_name FROM customers WHERE id = 1;', '<not logged>']);
+    expect(parseCsvLine('OBJECT,3,1,READ,SELECT,TABLE,public.customers,"SELECT cut shor')).toBeNull(); // a cut payload: not one whole record
   });
 });
 
 describe('CsvRecordStream', () => {
   const sample = 'a,b,c\n"x,1","say ""hi""",\n"line1\nline2",é,z\n"",""""\n,\n';
 
-  it('reads what splitCsvRecords reads, whatever the chunk boundaries (every split of the sample)', () => {
+  it('reads the same records whatever the chunk boundaries (every split of the sample)', () => {
     const buf = Buffer.from(sample);
-    const whole = splitCsvRecords(buf).records;
+    const whole = read(buf);
+    expect(whole.map((r) => r.fields)).toEqual([['a', 'b', 'c'], ['x,1', 'say "hi"', ''], ['line1\nline2', 'é', 'z'], ['', '"'], ['', '']]);
     for (let size = 1; size <= buf.length; size++) {
       const s = new CsvRecordStream(100, 1 << 20);
       const got = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { splitCsvRecords } from '../../src/capture/ingest/csv.js';
+import { CsvRecordStream } from '../../src/capture/ingest/csv.js';
 import { toLogLine } from '../../src/capture/ingest/csvlog.js';
 import { applySet, classify, parseQualifiedName, protectedTables, type SessionContext } from '../../src/capture/ingest/pgaudit.js';
 
@@ -13,8 +13,12 @@ const LOG = [
   `2026-11-26 23:51:06.600 UTC,"app_login","other_db",4199,"[local]",6b08c5ea.1067,1,"SELECT",2026-11-26 23:51:06 UTC,3/60,0,LOG,00000,"AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,select 1 from customers,<not logged>",,,,,,,,,"psql","client backend",,0`,
 ].join('\n') + '\n';
 
+function records(text: string) {
+  return new CsvRecordStream(0, 1 << 20).push(Buffer.from(text));
+}
+
 function lines() {
-  return splitCsvRecords(Buffer.from(LOG)).records.map((r) => toLogLine(r.fields)!);
+  return records(LOG).map((r) => toLogLine(r.fields)!);
 }
 
 describe('classify', () => {
@@ -75,7 +79,7 @@ describe('classify', () => {
 
   it('takes an AUDIT line only from pgaudit: one raised from a function (any severity) is a forgery event, never a read', () => {
     // As PostgreSQL 15 wrote `DO $$ BEGIN RAISE LOG 'AUDIT: ...'; END $$` (context and statement present).
-    const forged = toLogLine(splitCsvRecords(Buffer.from(`2026-11-28 19:59:21.560 UTC,"app_login","clinic",22670,"[local]",6b0b3299.588e,2,"DO",2026-11-28 19:59:21 UTC,3/8051,0,LOG,00000,"AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,""SELECT 4711"",<not logged>",,,,,"PL/pgSQL function inline_code_block line 1 at RAISE","DO $$ BEGIN RAISE LOG 'AUDIT: ...'; END $$",,,"psql","client backend",,0\n`)).records[0]!.fields)!;
+    const forged = toLogLine(records(`2026-11-28 19:59:21.560 UTC,"app_login","clinic",22670,"[local]",6b0b3299.588e,2,"DO",2026-11-28 19:59:21 UTC,3/8051,0,LOG,00000,"AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,""SELECT 4711"",<not logged>",,,,,"PL/pgSQL function inline_code_block line 1 at RAISE","DO $$ BEGIN RAISE LOG 'AUDIT: ...'; END $$",,,"psql","client backend",,0\n`)[0]!.fields)!;
     const opts = { database: 'clinic', tables, statementMaxLength: 200, contextOf: () => undefined };
     expect(classify(forged, opts)).toMatchObject({ kind: 'event', event: {
       action: 'FORGED AUDIT LINE', outcome: 'failure', schemaName: null, tableName: null, sessionUserName: 'app_login',
