@@ -146,7 +146,7 @@ export class Ingester {
         const skipped = Buffer.alloc(boundary - start);
         await fh.read(skipped, 0, skipped.length, start);
         await this.commitChunk(file, { from: start, to: boundary, sha256: createHash('sha256').update(skipped).digest('hex') },
-          [{ fields: ['(the saved position was inside a record)'], start, end: boundary, truncated: false }], stats);
+          [unreadable(start, boundary, 'the saved position was inside a record: these bytes were skipped to the next one')], stats);
         from = boundary;
       }
       // Bounded memory whatever a record's size: fields are cut while parsing (CsvRecordStream), and
@@ -176,7 +176,7 @@ export class Ingester {
         // Nothing will complete it: the server writes to a newer file. Say so, and move past it.
         this.opts.log.error({ file: file.name, from: committed, to: file.size }, 'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable');
         await this.commitChunk(file, { from: committed, to: file.size, sha256: hash.digest('hex') },
-          [{ fields: [], start: committed, end: file.size, truncated: false }], stats);
+          [unreadable(committed, file.size, 'the record was cut short and never completed')], stats);
         committed = file.size;
       }
       return committed;
@@ -195,7 +195,7 @@ export class Ingester {
     let malformed = 0;
     let ignored = 0;
     for (const record of records) {
-      const line = toLogLine(record.fields);
+      const line = 'unreadable' in record ? null : toLogLine(record.fields);
       if (!line) {
         // Never silence: the bytes that could not be read are an event of their own, and ingestion goes on after them.
         events.push(unreadableRecord(file, record));
@@ -310,12 +310,19 @@ async function recordBoundaryFrom(fh: FileHandle, offset: number, size: number):
 /** The action of an event that records log bytes the ingester could not read as a csvlog record. */
 export const UNREADABLE_ACTION = 'UNREADABLE LOG RECORD';
 
-function unreadableRecord(file: LogFile, r: StreamedRecord): LogAuditEvent {
+/** Bytes that are no record, with why; commitChunk records them like a record it could not read. */
+type Unreadable = StreamedRecord & { unreadable: string };
+
+function unreadable(start: number, end: number, why: string): Unreadable {
+  return { fields: [], start, end, truncated: false, unreadable: why };
+}
+
+function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
   return {
     occurredAt: new Date().toISOString(), action: UNREADABLE_ACTION, outcome: 'failure', schemaName: null, tableName: null,
     sessionUserName: '(unknown)', appUserId: null, appCustomerId: null, applicationName: null, clientAddr: null, clientPort: null,
     backendPid: null, txid: null, statement: `${file.name} bytes ${r.start}-${r.end}`,
-    error: r.fields.length === 0 ? 'the record was cut short and never completed' : `not a csvlog record (${r.fields.length} fields)`,
+    error: 'unreadable' in r ? r.unreadable : `not a csvlog record (${r.fields.length} fields)`,
     logSessionId: null, logLineNum: null,
   };
 }
