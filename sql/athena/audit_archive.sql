@@ -41,6 +41,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS audit_archive (
   `error`             string,
   `log_session_id`    string,
   `log_line_num`      string,
+  `relation_name`     string  COMMENT 'the partition or parent addressed, when not the protected table itself',
+  `old_row_id`        string  COMMENT 'UPDATE that changed the key: the key before',
   `reason`            string  COMMENT 'gap and marker records: why',
   `backfill`          string  COMMENT 'set on records recovered from audit_log rather than streamed'
 )

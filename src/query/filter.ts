@@ -44,15 +44,21 @@ export function matches(r: ArchivedRecord, q: Query): boolean {
   if (q.dbUser !== null && r.session_user_name !== q.dbUser && r.current_role_name !== q.dbUser) return false;
   if (q.appUser !== null && r.app_user_id !== q.appUser) return false;
   if (q.customer !== null && r.app_customer_id !== q.customer) return false;
-  if (q.table !== null) {
-    const dot = q.table.indexOf('.');
-    if (dot < 0 ? r.table_name !== q.table : `${r.schema_name}.${r.table_name}` !== q.table) return false;
-  }
-  if (q.rowId !== null && r.row_id !== q.rowId) return false;
+  // A partition's events are recorded under the protected table, with the partition as relation_name:
+  // either name finds them.
+  if (q.table !== null && !namesTable(r, q.table)) return false;
+  // An UPDATE that changed the key touched the row under its old key too.
+  if (q.rowId !== null && r.row_id !== q.rowId && r.old_row_id !== q.rowId) return false;
   if (q.actions.length > 0 && !q.actions.includes(String(r.action))) return false;
   if (q.outcome !== null && r.outcome !== q.outcome) return false;
   if (q.source !== null && r.source !== q.source) return false;
   return true;
+}
+
+function namesTable(r: ArchivedRecord, table: string): boolean {
+  const relation = typeof r.relation_name === 'string' ? r.relation_name : null;
+  if (!table.includes('.')) return r.table_name === table || (relation !== null && relation.endsWith(`.${table}`));
+  return `${r.schema_name}.${r.table_name}` === table || relation === table;
 }
 
 /** Whether a file's events (by its signed digest's time range) can hold a match: skip it otherwise. */

@@ -188,7 +188,8 @@ export class Ingester {
   private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
     const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
-    const { rows } = await this.query<{ schema_name: string; table_name: string }>('SELECT schema_name, table_name FROM audit.protected_tables');
+    const { rows } = await this.query<{ schema_name: string; table_name: string; protected_schema: string; protected_table: string }>(
+      'SELECT schema_name, table_name, protected_schema, protected_table FROM audit.watched_relations');
     const tables = protectedTables(rows);
     const events: LogAuditEvent[] = [];
     const touched = new Set<string>();
@@ -274,7 +275,7 @@ export class Ingester {
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === '42P01' || code === '3F000') {
-        throw new ServiceError('the audit schema is not installed in this database; run `pg-audit-shipper init` first');
+        throw new ServiceError('the audit schema is not installed in this database, or is older than this ingester; run `pg-audit-shipper init` (it upgrades in place)');
       }
       if (code === '42501') {
         throw new ServiceError(`the ingester's database role lacks a privilege (${describePgError(err)}); grant it audit_ingester`);
@@ -319,7 +320,7 @@ function unreadable(start: number, end: number, why: string): Unreadable {
 
 function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
   return {
-    occurredAt: new Date().toISOString(), action: UNREADABLE_ACTION, outcome: 'failure', schemaName: null, tableName: null,
+    occurredAt: new Date().toISOString(), action: UNREADABLE_ACTION, outcome: 'failure', schemaName: null, tableName: null, relationName: null,
     sessionUserName: '(unknown)', appUserId: null, appCustomerId: null, applicationName: null, clientAddr: null, clientPort: null,
     backendPid: null, txid: null, statement: `${file.name} bytes ${r.start}-${r.end}`,
     error: 'unreadable' in r ? r.unreadable : `not a csvlog record (${r.fields.length} fields)`,
@@ -351,14 +352,14 @@ async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise
   const res = await client.query(
     `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, schema_name, table_name, session_user_name,
         app_user_id, app_customer_id, application_name, client_addr, client_port, backend_pid, txid, statement, error,
-        log_session_id, log_line_num)
-     SELECT o, 'pgaudit', a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln
+        log_session_id, log_line_num, relation_name)
+     SELECT o, 'pgaudit', a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn
        FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::text[], $10::inet[], $11::int[], $12::int[], $13::bigint[], $14::text[], $15::text[], $16::text[],
-                   $17::bigint[]) AS x(o, a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln)
+                   $17::bigint[], $18::text[]) AS x(o, a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn)
      ON CONFLICT (log_session_id, log_line_num) WHERE log_session_id IS NOT NULL DO NOTHING`,
     [col('occurredAt'), col('action'), col('outcome'), col('schemaName'), col('tableName'), col('sessionUserName'),
       col('appUserId'), col('appCustomerId'), col('applicationName'), col('clientAddr'), col('clientPort'),
-      col('backendPid'), col('txid'), col('statement'), col('error'), col('logSessionId'), col('logLineNum')]);
+      col('backendPid'), col('txid'), col('statement'), col('error'), col('logSessionId'), col('logLineNum'), col('relationName')]);
   return res.rowCount ?? 0;
 }

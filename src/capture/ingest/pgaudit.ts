@@ -9,6 +9,8 @@ export interface LogAuditEvent {
   outcome: 'success' | 'failure';
   schemaName: string | null;
   tableName: string | null;
+  /** the partition, parent or other relation the statement named, when it is not the protected table itself (quoted as PostgreSQL quotes) */
+  relationName: string | null;
   sessionUserName: string;
   appUserId: string | null;
   appCustomerId: string | null;
@@ -39,29 +41,55 @@ interface AuditedStatement {
   action: string;
   schema: string;
   table: string;
+  /** absent in contexts saved before relations were recorded */
+  relation?: string | null;
 }
 /** `session` is what SET gave; `local` (SET LOCAL) overrides it inside one virtual transaction only. */
 interface ContextValue { session: string | null; local?: { value: string | null; vxid: string } }
 
-export interface ProtectedTables {
-  /** tableKey(schema, table) of every protected table: names as the catalog holds them */
-  qualified: Set<string>;
-  /** bare table name -> schemas it is protected in (error messages name only the table) */
-  byName: Map<string, string[]>;
+/** A relation pgaudit names, and the protected table its events are recorded under. */
+export interface Watched {
+  schema: string;
+  table: string;
+  /** null when the relation is the protected table itself */
+  relation: string | null;
 }
 
-export function protectedTables(rows: { schema_name: string; table_name: string }[]): ProtectedTables {
-  const qualified = new Set<string>();
-  const byName = new Map<string, string[]>();
-  const add = (s: string, t: string): void => {
-    qualified.add(tableKey(s, t));
-    byName.set(t, [...(byName.get(t) ?? []), s]);
+export interface ProtectedTables {
+  /** tableKey(schema, table) of every watched relation (names as the catalog holds them) -> where its events go */
+  qualified: Map<string, Watched>;
+  /** bare relation name -> where events of each relation of that name go (error messages name only the relation) */
+  byName: Map<string, Watched[]>;
+}
+
+/**
+ * The relations whose pgaudit lines count (audit.watched_relations): protected tables, their
+ * partitions and, for a protected partition, its parents, each with the protected table it belongs
+ * to; the trail itself; the planner-statistics views.
+ */
+export function protectedTables(rows: { schema_name: string; table_name: string; protected_schema?: string; protected_table?: string }[]): ProtectedTables {
+  const qualified = new Map<string, Watched>();
+  const byName = new Map<string, Watched[]>();
+  const add = (s: string, t: string, ps = s, pt = t): void => {
+    const w: Watched = { schema: ps, table: pt, relation: ps === s && pt === t ? null : quoteQualifiedName(s, t) };
+    // A parent of several protected partitions: recorded under the parent itself, which is what was read.
+    const key = tableKey(s, t);
+    qualified.set(key, qualified.has(key) ? { schema: s, table: t, relation: null } : w);
+    byName.set(t, [...(byName.get(t) ?? []), w]);
   };
-  for (const r of rows) add(r.schema_name, r.table_name);
+  for (const r of rows) add(r.schema_name, r.table_name, r.protected_schema, r.protected_table);
   // Attempts on the trail itself are always recorded.
-  add('audit', 'audit_log');
+  if (!qualified.has(tableKey('audit', 'audit_log'))) add('audit', 'audit_log');
   return { qualified, byName };
 }
+
+/** `schema.table` as PostgreSQL (and pgaudit) quote it: a part in double quotes only when it needs them. */
+export function quoteQualifiedName(schema: string, table: string): string {
+  const q = (p: string): string => (/^[a-z_][a-z0-9_$]*$/.test(p) && !RESERVED.has(p) ? p : `"${p.replaceAll('"', '""')}"`);
+  return `${q(schema)}.${q(table)}`;
+}
+// The reserved words among names a table could plausibly have; PostgreSQL quotes these.
+const RESERVED = new Set(['user', 'order', 'group', 'table', 'select', 'where', 'from', 'all', 'end', 'check', 'default', 'primary', 'references', 'limit', 'offset', 'column', 'constraint', 'grant', 'to', 'on', 'in', 'is', 'as', 'and', 'or', 'not', 'null', 'case', 'when', 'then', 'else', 'union', 'desc', 'asc']);
 
 /** A key for (schema, table) that no pair of names can share (names may hold dots and quotes). */
 export function tableKey(schema: string, table: string): string {
@@ -158,7 +186,7 @@ function forgery(line: LogLine, opts: ClassifyOptions): Classified {
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
-      action: FORGED_ACTION, outcome: 'failure', schemaName: null, tableName: null,
+      action: FORGED_ACTION, outcome: 'failure', schemaName: null, tableName: null, relationName: null,
       statement: truncate(line.message, opts.statementMaxLength),
       error: truncate(`a ${line.errorSeverity} line that claims to be pgaudit's, written from: ${line.context || line.query || 'unknown'}`, opts.statementMaxLength),
     }),
@@ -180,15 +208,16 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   // record which rows a committed write changed, but `UPDATE ... RETURNING` (or a DELETE that
   // matches nothing, a MERGE) in a transaction that rolls back returns PHI and leaves no row event.
   const object = parseQualifiedName(objectName);
-  if (auditType !== 'OBJECT' || (auditClass !== 'READ' && auditClass !== 'WRITE') || !object ||
-    !opts.tables.qualified.has(tableKey(object.schema, object.table))) {
-    return { kind: 'ignored' };
-  }
-  const last: AuditedStatement = { vxid: line.virtualTransactionId, sql: sha256(statement), action: command, schema: object.schema, table: object.table };
+  const watched = object ? opts.tables.qualified.get(tableKey(object.schema, object.table)) : undefined;
+  if (auditType !== 'OBJECT' || (auditClass !== 'READ' && auditClass !== 'WRITE') || !watched) return { kind: 'ignored' };
+  // An INSERT into the trail is the trail growing (the ingester's own ON CONFLICT insert is logged,
+  // as it reads the arbiter columns): its rows are in the trail already. Reads of it are events.
+  if (watched.schema === 'audit' && watched.table === 'audit_log' && auditClass === 'WRITE' && command === 'INSERT') return { kind: 'ignored' };
+  const last: AuditedStatement = { vxid: line.virtualTransactionId, sql: sha256(statement), action: command, schema: watched.schema, table: watched.table, relation: watched.relation };
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
-      action: command, outcome: 'success', schemaName: object.schema, tableName: object.table,
+      action: command, outcome: 'success', schemaName: watched.schema, tableName: watched.table, relationName: watched.relation,
       statement: truncate(statement, opts.statementMaxLength), error: null,
     }),
     sessionId: line.sessionId,
@@ -199,6 +228,18 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
 function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
   let schemaName: string | null = null;
   let tableName: string | null = null;
+  let relationName: string | null = null;
+  /** The relation an error names by its bare name: where its events go, or null when not watched. */
+  const named = (name: string): boolean => {
+    const all = opts.tables.byName.get(name);
+    if (!all) return false;
+    // Ambiguous when the same name is watched in several schemas: say so rather than guess.
+    const w = all.length === 1 ? all[0]! : null;
+    schemaName = w?.schema ?? null;
+    tableName = w?.table ?? name;
+    relationName = w?.relation ?? null;
+    return true;
+  };
   if (line.message.startsWith('audit.audit_log is append-only')) {
     schemaName = 'audit'; tableName = 'audit_log';
   } else if (line.sqlStateCode === '42501' && line.message === 'permission denied for schema audit') {
@@ -207,24 +248,16 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
   } else if (line.sqlStateCode === '42501' && DENIED_SCHEMA_RE.test(line.message)) {
     // The schema of a protected table: the table is not named, the schema is.
     const schema = DENIED_SCHEMA_RE.exec(line.message)![1]!;
-    if (![...opts.tables.byName.values()].some((schemas) => schemas.includes(schema))) return { kind: 'ignored' };
+    if (schema === 'pg_catalog' || ![...opts.tables.qualified.keys()].some((k) => k.startsWith(tableKey(schema, '')))) return { kind: 'ignored' };
     schemaName = schema;
   } else if (line.sqlStateCode === '42501' && DENIED_PARAMETER_RE.test(line.message)) {
     // An attempt to switch auditing or logging off for the session or the server.
     if (!AUDIT_SETTINGS.test(DENIED_PARAMETER_RE.exec(line.message)![1]!)) return { kind: 'ignored' };
   } else if (line.sqlStateCode === '42501' && NOT_OWNER_RE.test(line.message)) {
-    const m = NOT_OWNER_RE.exec(line.message)!;
-    const schemas = opts.tables.byName.get(m[1]!);
-    if (!schemas) return { kind: 'ignored' };
-    tableName = m[1]!;
-    schemaName = schemas.length === 1 ? schemas[0]! : null;
+    if (!named(NOT_OWNER_RE.exec(line.message)![1]!)) return { kind: 'ignored' };
   } else if (line.sqlStateCode === '42501') {
     const m = DENIED_TABLE_RE.exec(line.message);
-    const schemas = m ? opts.tables.byName.get(m[1]!) : undefined;
-    if (!m || !schemas) return { kind: 'ignored' };
-    tableName = m[1]!;
-    // Ambiguous when the same name is protected in several schemas: say so rather than guess.
-    schemaName = schemas.length === 1 ? schemas[0]! : null;
+    if (!m || !named(m[1]!)) return { kind: 'ignored' };
   } else {
     // Any other error of a statement pgaudit logged on a protected table: the access failed after
     // it began (`UPDATE ... SET id = full_name::int` fails with the row's name in the message). The
@@ -234,7 +267,7 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
     return {
       kind: 'event',
       event: baseEvent(line, opts, {
-        action: last.action, outcome: 'failure', schemaName: last.schema, tableName: last.table,
+        action: last.action, outcome: 'failure', schemaName: last.schema, tableName: last.table, relationName: last.relation ?? null,
         statement: truncate(line.query, opts.statementMaxLength),
         error: `${line.sqlStateCode}: the statement failed (the server's message is not kept: it may quote values)`,
       }),
@@ -244,7 +277,7 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
-      action, outcome: 'failure', schemaName, tableName,
+      action, outcome: 'failure', schemaName, tableName, relationName,
       statement: line.query ? truncate(line.query, opts.statementMaxLength) : null,
       error: `${line.sqlStateCode}: ${line.message}`,
     }),
@@ -253,7 +286,7 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
 
 function baseEvent(
   line: LogLine, opts: ClassifyOptions,
-  rest: Pick<LogAuditEvent, 'action' | 'outcome' | 'schemaName' | 'tableName' | 'statement' | 'error'>,
+  rest: Pick<LogAuditEvent, 'action' | 'outcome' | 'schemaName' | 'tableName' | 'relationName' | 'statement' | 'error'>,
 ): LogAuditEvent {
   const ctx = opts.contextOf(line.sessionId);
   const { addr, port } = splitConnectionFrom(line.connectionFrom);
