@@ -40,6 +40,7 @@ export function registerShipCommand(program: Command): void {
     .addOption(new Option('--batch-max-age <duration>', 'seal a file this long after its first record').default('5s'))
     .addOption(new Option('--max-inflight-bytes <size>', 'pause the slot while this much is received but not stored').default('64MiB'))
     .addOption(new Option('--heartbeat-interval <duration>', 'signed "nothing happened" checkpoint when idle this long').default('1h').env('AUDIT_HEARTBEAT_INTERVAL'))
+    .addOption(new Option('--attest-check-interval <duration>', 'read the capture configuration this often; attested in the trail when it changed, and once per heartbeat interval').default('1m'))
     .addOption(new Option('--grace-period <duration>', 'on SIGTERM, time to store what is open before exiting').default('30s'))
     .option('--drain', 'ship everything committed before start, then exit (jobs, tests)')
     .addOption(settingOption('logDir', 'dir'))
@@ -56,6 +57,7 @@ export function registerShipCommand(program: Command): void {
       batchMaxAge: duration('--batch-max-age'),
       maxInflightBytes: bytes('--max-inflight-bytes'),
       heartbeatInterval: duration('--heartbeat-interval', 1000),
+      attestCheckInterval: duration('--attest-check-interval', 100),
       gracePeriod: duration('--grace-period'),
       drain: z.boolean().optional(),
       logDir: z.string().optional(),
@@ -108,7 +110,7 @@ export function registerShipCommand(program: Command): void {
       const result = await ship({
         databaseUrl: cfg.databaseUrl, archive, key, verifyKeys, slot: cfg.slot,
         limits: { maxRecords: cfg.batchMaxRecords, maxBytes: cfg.batchMaxBytes, maxAgeMs: cfg.batchMaxAge },
-        maxInflightBytes: cfg.maxInflightBytes, heartbeatMs: cfg.heartbeatInterval, drain: cfg.drain === true,
+        maxInflightBytes: cfg.maxInflightBytes, heartbeatMs: cfg.heartbeatInterval, attestCheckMs: cfg.attestCheckInterval, drain: cfg.drain === true,
         graceMs: cfg.gracePeriod, log, metrics, signal: stop.signal,
         ...(cfg.logDir ? { logDir: cfg.logDir } : {}), statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => { ready = r; },

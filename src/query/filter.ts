@@ -2,6 +2,7 @@ import { timeKey, type TimeKey } from '../seal/event-time.js';
 import type { Digest } from '../seal/digest.js';
 import type { ArchivedRecord } from '../verify/file.js';
 import { RECEIPT_SOURCE } from '../capture/ingest/receipt.js';
+import { ATTEST_SOURCE } from '../capture/attest.js';
 
 /**
  * What a compliance officer asks. Every field narrows; unset fields match everything. Times are
@@ -33,7 +34,8 @@ export const EVERYTHING: Query = {
 /** Only audit events answer questions; tamper, gap and marker records are reported separately. */
 export function matches(r: ArchivedRecord, q: Query): boolean {
   if (r.op !== 'insert') return false;
-  if (r.source === RECEIPT_SOURCE) return false; // the ingester's bookkeeping: verify reads it, nobody was accessed
+  // Bookkeeping that verify reads, in which nobody was accessed: the ingester's receipts, the shipper's attestations.
+  if (r.source === RECEIPT_SOURCE || r.source === ATTEST_SOURCE) return false;
 
   if (q.from !== null || q.to !== null) {
     const at = typeof r.occurred_at === 'string' ? timeKey(r.occurred_at) : null;

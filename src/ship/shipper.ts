@@ -18,6 +18,8 @@ import { createSlotWithSnapshot, rowsInSnapshot } from '../source/snapshot.js';
 import { checkShippingPrerequisites, ensureSlot, identifySystem, slotHealth } from '../source/slot.js';
 import type { ShipMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
+import { Attestor } from './attestor.js';
+import { appendAttestation, readCaptureConfig } from '../capture/attest.js';
 import { resumeFromArchive } from './resume.js';
 
 export interface ShipOptions {
@@ -38,6 +40,8 @@ export interface ShipOptions {
   /** also ingest pgaudit reads from this csvlog directory */
   logDir?: string;
   statementMaxLength: number;
+  /** how often the capture configuration is read and, when changed, attested (default 1 min) */
+  attestCheckMs?: number;
   /** readiness: connected and storing */
   onReady?: (ready: boolean) => void;
   /** a component failing (`problem`) or recovered (null): /readyz reports it */
@@ -135,12 +139,19 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
 
       if (opts.logDir) ingestDone = keepIngesting(opts, opts.logDir, ingestAbort.signal);
 
+      // The capture configuration, attested before streaming starts (so a drain ships it too), then
+      // checked every minute: appended when it changed, and at least once per heartbeat interval.
+      const attestor = new Attestor({ read: () => readCaptureConfig(client), append: (a) => appendAttestation(client, a) },
+        { intervalMs: opts.heartbeatMs, log, onProblem: (p) => opts.onProblem?.('attestation', p) });
+      await attestor.check().catch((err: unknown) => { throw attestError(err); });
+
       const startFrom = await slotConfirmed(client, opts.slot);
       const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
       if (target !== null) pipeline.flushWhenPast(target);
       const streaming = new AbortController();
       const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
       const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
+      const attestTimer = setInterval(() => void attestor.checkQuietly(), opts.attestCheckMs ?? 60_000);
       void watchSlot(client, opts, log);
       opts.onReady?.(true);
       log.info({ slot: opts.slot, from: startFrom === null ? null : formatLsn(startFrom), start_up_ms: Math.round(performance.now()) /* since the process started */ },
@@ -160,6 +171,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         }
       } finally {
         clearInterval(healthTimer);
+        clearInterval(attestTimer);
         opts.onReady?.(false);
       }
       log.debug('stopping: storing what is open');
@@ -185,6 +197,14 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     await ingestDone;
     await client.end().catch(() => undefined);
   }
+}
+
+/** The first attestation failing is a set-up problem: say which. */
+function attestError(err: unknown): Error {
+  const code = (err as { code?: string }).code;
+  if (code === '42883') return new ServiceError('the audit schema is older than this shipper (no audit.attest()); run `pg-audit-shipper init` to upgrade it');
+  if (code === '42501') return new ServiceError(`the shipper's role may not attest the capture configuration (${describePgError(err)}); grant it audit_shipper and run \`pg-audit-shipper init\``);
+  return new ServiceError(`could not attest the capture configuration: ${describePgError(err)}`);
 }
 
 /**

@@ -209,7 +209,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     findings.push({ code: 'tail-missing', where: digestKey(opts.expectHead.fileSeq), message:
       `the archive ends at file ${maxSeq}, but file ${opts.expectHead.fileSeq} was its head earlier (${formatHead(opts.expectHead.fileSeq, opts.expectHead.digestSha256)}): the newest files were removed` });
   }
-  report.recorded = recorded.settle();
+  report.recorded = recorded.settle(report.head?.created_at ?? null);
   report.receipts = { findings: receipts.findings, notes: receipts.notes };
   return report;
 }

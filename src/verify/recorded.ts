@@ -2,6 +2,7 @@ import type { Digest } from '../seal/digest.js';
 import { digestKey } from '../sink/keys.js';
 import type { ArchivedLine, ArchivedRecord } from './file.js';
 import type { Acknowledged, Acknowledgement, Finding } from './findings.js';
+import { AttestationCheck } from './attestations.js';
 
 /**
  * What the chain itself records as wrong: a committed UPDATE, DELETE or TRUNCATE of audit_log (the
@@ -29,6 +30,8 @@ export class RecordedFindings {
   private readonly acks: Acknowledgement[] = [];
   /** the tamper finding the next record may extend: same op, same transaction, next sequence */
   private open: { finding: Finding; op: string; lsn: string; lastSeq: number; old: unknown[] } | null = null;
+  /** changes of the capture configuration between attestations, and stretches without one */
+  private readonly attestations = new AttestationCheck();
 
   /** Feed each verified file's records, in chain order. */
   add(d: Digest, lines: ArchivedLine[]): void {
@@ -37,6 +40,10 @@ export class RecordedFindings {
       if (r.op === 'update' || r.op === 'delete' || r.op === 'truncate') this.tamper(r, d, where);
       else if (r.op === 'gap') this.gap(r, d, where);
       else if (r.op === 'insert' && r.source === REVIEW_SOURCE && r.action === ACKNOWLEDGE_ACTION) this.ack(r);
+      else if (AttestationCheck.is(r)) {
+        this.open = null;
+        this.attestations.add(r, where, findingId(r.seq));
+      }
     }
   }
 
@@ -84,8 +91,10 @@ export class RecordedFindings {
    * acknowledgement of something this run did not find is a note (it may lie in a file an
    * incremental run did not read, or name a finding that never was).
    */
-  settle(): { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] } {
-    const byId = new Map(this.findings.map((f) => [f.id!, f]));
+  settle(archiveEnd: string | null = null): { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] } {
+    this.attestations.finish(archiveEnd);
+    this.findings.push(...this.attestations.findings);
+    const byId = new Map(this.findings.filter((f) => f.id).map((f) => [f.id!, f]));
     const acked = new Map<string, Acknowledgement>();
     const notes: Finding[] = [];
     for (const a of this.acks) {
@@ -101,7 +110,7 @@ export class RecordedFindings {
     const open: Finding[] = [];
     const acknowledged: Acknowledged[] = [];
     for (const f of this.findings) {
-      const a = acked.get(f.id!);
+      const a = f.id ? acked.get(f.id) : undefined;
       if (a) acknowledged.push({ ...f, acknowledgement: a });
       else open.push(f);
     }

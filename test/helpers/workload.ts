@@ -77,14 +77,14 @@ export async function clinicWorkload(db: { name: string; url: string }, customer
   return { pgauditEvents };
 }
 
-/** The logging collector writes asynchronously: ingest until every expected pgaudit row is in. */
+/** The logging collector writes asynchronously: ingest until every expected pgaudit row is in (reads of the trail itself, by these helpers and the shipper, are events too and not counted). */
 export async function ingestAll(db: { name: string; url: string }, expected: number): Promise<void> {
   const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: requireEnv('TEST_PG_LOG_DIR') };
   for (let i = 0; i < 100; i++) {
     const r = await runCli(['ingest'], env);
     expect(r.code, r.stderr).toBe(0);
     const n = await withClient(db.url, async (c) => (await c.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit'`)).rows[0]!.n);
+      `SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND NOT (schema_name = 'audit' AND action = 'SELECT')`)).rows[0]!.n);
     if (n >= expected) {
       expect(n).toBe(expected);
       return;

@@ -18,8 +18,8 @@ let archive: string;
 /** Ground truth: audit_log ids for a WHERE clause, in id order. */
 async function truth(where: string, params: unknown[] = []): Promise<string[]> {
   return withClient(db.url, async (c) => (await c.query<{ id: string }>(
-    // Receipts (source 'ingest') are the ingester's bookkeeping, checked by verify, never an answer.
-    `SELECT id::text FROM audit.audit_log WHERE source <> 'ingest' AND (${where}) ORDER BY audit_log.id`, params)).rows.map((r) => r.id));
+    // Receipts (source 'ingest') and attestations ('attest') are bookkeeping, checked by verify, never an answer.
+    `SELECT id::text FROM audit.audit_log WHERE source NOT IN ('ingest', 'attest') AND (${where}) ORDER BY audit_log.id`, params)).rows.map((r) => r.id));
 }
 
 /** `query --format json` as audit_log ids (the archive is in commit order; ids are compared as sets). */
@@ -53,7 +53,7 @@ describe('query', () => {
     // Most events came through the replication stream (partitioned by commit date), some from the backfill.
     const { records } = await readArchive(archive, keys.keys);
     // Backfilled: the 20 early rows and the PROTECT event of init --example.
-    expect(records.filter((r) => r.op === 'insert' && r.backfill === undefined && r.source !== 'ingest').length).toBe(total.length - 21);
+    expect(records.filter((r) => r.op === 'insert' && r.backfill === undefined && r.source !== 'ingest' && r.source !== 'attest').length).toBe(total.length - 21);
 
     // A moment inside the workload, for time-range questions.
     const [mid, late] = await withClient(db.url, async (c) => (await c.query<{ t: string }>(

@@ -52,7 +52,7 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 2000) g`));
     const slot = `s_${db.name}`;
     const first = await shipOnce(db, 'audit-trail', slot);
-    expect(first.records).toBe(2002); // 2000 rows and the PROTECT of init --example, which predate the slot, backfilled, and the marker that closes the backfill
+    expect(first.records).toBe(2003); // 2000 rows and the PROTECT of init --example, which predate the slot, backfilled; the marker that closes the backfill; the shipper's attestation at start
     await withClient(db.url, (c) => c.query(`UPDATE customers SET full_name = full_name || '!' WHERE id % 3 = 0`));
     const second = await shipOnce(db, 'audit-trail', slot); // resumes from the archive: digests in S3, data via the stream
     expect(second.records).toBeGreaterThan(600);
@@ -136,14 +136,14 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     expect(confirmedBelow).toBe(true);
     fake.refuseAll = false;
     const result = await running;
-    expect(result.records).toBe(299);
+    expect(result.records).toBe(300); // 299 rows and the attestation every start appends
     const confirmedPast = await withClient(db.url, async (c) => (await c.query<{ past: boolean }>(
       'SELECT confirmed_flush_lsn >= $1::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot])).rows[0]!.past);
     expect(confirmedPast).toBe(true);
     await fake.flush();
     const { report, records } = await readArchive(s3ArchiveReader(testS3Client(), bucket, '').reader, keys.keys);
     expect(report.findings).toEqual([]);
-    expect(records.filter((r) => r.op === 'insert').length).toBe(301); // and the PROTECT of init --example
+    expect(records.filter((r) => r.op === 'insert').length).toBe(303); // and the PROTECT of init --example, and an attestation at each of the two starts
   });
 
   it('refuses a stream that would not keep the records as sent, or a bucket without COMPLIANCE default retention', async () => {

@@ -69,7 +69,7 @@ describe('ship to a file archive', () => {
       await c.query('ROLLBACK');
     });
     const out = await drain(db, archive, ['--batch-max-records', '7000']);
-    expect(out.stdout).toMatch(/stored \d+ files with 100000 records/);
+    expect(out.stdout).toMatch(/stored \d+ files with 100001 records/); // and the capture configuration attested at start
 
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
@@ -102,7 +102,7 @@ describe('ship to a file archive', () => {
     await writeEvents(db.url, 1, 10);
     // With an age limit of an hour, only the drain's own sealing can end this run.
     const out = await drain(db, archive, ['--batch-max-age', '1h']);
-    expect(out.stdout).toMatch(/stored 1 files with 10 records/);
+    expect(out.stdout).toMatch(/stored 1 files with 11 records/); // 10 and the attestation at start
   });
 
   it('survives kill -9 at random moments: nothing lost, nothing duplicated, chain intact', async () => {

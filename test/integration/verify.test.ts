@@ -49,8 +49,16 @@ async function walk(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/**
+ * The data files that hold events, in order. A file of one record (the attestation each shipper
+ * start appends, sealed alone when --drain flushes it) is left out: these cases edit records at
+ * fixed places.
+ */
 async function dataFiles(dir: string): Promise<string[]> {
-  return (await walk(path.join(dir, 'data'))).filter((f) => f.endsWith('.jsonl.gz'));
+  const files = (await walk(path.join(dir, 'data'))).filter((f) => f.endsWith('.jsonl.gz'));
+  const out: string[] = [];
+  for (const f of files) if (gunzipSync(await readFile(f)).toString('utf8').trimEnd().split('\n').length > 1) out.push(f);
+  return out;
 }
 
 async function digestFiles(dir: string): Promise<string[]> {
@@ -74,7 +82,7 @@ describe('verify', () => {
     expect(r.report?.findings).toEqual([]);
     expect(r.code).toBe(0);
     const text = await runCli(['verify', '--archive', `file://${pristine}`, '--verify-key', keys.verifyKey]);
-    expect(text.stdout).toMatch(/Checked \d+ files holding 552 records/); // 550 events, the PROTECT of init --example, the backfill marker
+    expect(text.stdout).toMatch(/Checked \d+ files holding 554 records/); // 550 events, the PROTECT of init --example, the backfill marker, an attestation at each of the two starts
     expect(text.stdout).toMatch(/Result: intact/);
   });
 

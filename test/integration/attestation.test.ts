@@ -1,0 +1,92 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropCreatedSlots, freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
+
+/**
+ * Roles the database cannot stop: a CREATEROLE holder (PostgreSQL 15) grants itself audit_owner
+ * and switches capture off from inside the audit schema. Nothing refuses it; the archive shows it:
+ * the shipper attests the capture configuration (at start, on a change, once per interval) and
+ * verify reports every change between two attestations, and a stretch without one.
+ */
+let keys: TestKeys;
+let mallory: string;
+
+beforeAll(async () => {
+  keys = await makeKeys();
+  mallory = `mallory_${Math.random().toString(36).slice(2, 8)}`;
+  await withClient(urlFor('postgres'), (c) => c.query(`CREATE ROLE ${mallory} LOGIN CREATEROLE`));
+});
+afterAll(dropCreatedSlots);
+
+/** A shipper that checks the configuration every 200 ms and promises an attestation every 2 s. */
+function startShipper(db: { name: string }, archive: string) {
+  return startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, '--attest-check-interval', '200ms', '--heartbeat-interval', '2s'] }),
+    { DATABASE_URL: urlFor(db.name, 'ship_login') });
+}
+
+async function attestations(archive: string): Promise<number> {
+  const { records } = await readArchive(archive, keys.keys).catch(() => ({ records: [] as { source?: unknown }[] }));
+  return records.filter((r) => r.source === 'attest').length;
+}
+
+async function verifyJson(archive: string): Promise<{ code: number | null; findings: { code: string; id?: string; message: string }[] }> {
+  const r = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+  return { code: r.code, findings: r.stdout ? (JSON.parse(r.stdout) as { findings: { code: string; message: string }[] }).findings : [] };
+}
+
+describe('the capture configuration, attested in the chain', () => {
+  it('a CREATEROLE holder who makes itself audit_owner and replaces the row trigger with a no-op is reported, with the window', async () => {
+    const db = await freshDatabase('attest_noop');
+    const archive = await tempArchiveDir();
+    const shipper = startShipper(db, archive);
+    const done = waitFor(shipper);
+    for (let i = 0; i < 100 && await attestations(archive) < 1; i++) await sleep(100);
+    await withClient(urlFor(db.name, mallory), async (c) => {
+      await c.query(`GRANT audit_owner TO ${mallory}`);
+      await c.query('SET ROLE audit_owner');
+      await c.query(`CREATE OR REPLACE FUNCTION audit.capture_row_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+    });
+    await withClient(db.url, async (c) => {
+      await c.query(`INSERT INTO customers (id, full_name) VALUES (42, 'unseen')`);
+      // The attack worked: the write left no trigger event.
+      expect((await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'trigger' AND row_id = '42'`)).rows[0].n).toBe(0);
+    });
+    for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
+    shipper.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+
+    const { code, findings } = await verifyJson(archive);
+    expect(code).toBe(1);
+    const changed = findings.filter((f) => f.code === 'capture-changed');
+    expect(changed).toHaveLength(1);
+    expect(changed[0]!.message).toMatch(/^the capture configuration changed between \S+ \S+ and \S+ \S+ \(attestations \d+ and \d+\): /);
+    expect(changed[0]!.message).toContain('functions["audit.capture_row_change()"]: "audit_owner ');
+    expect(changed[0]!.message).toContain(`roles.members.audit_owner: +"${mallory}"`);
+    // The write itself left no trigger event: the finding is the only trace, and it is acknowledgeable.
+    expect(changed[0]!.id).toMatch(/^record:\d+$/);
+  });
+
+  it('swapping audit_log for an unpublished decoy stops the attestations reaching the archive: verify reports the stretch without one', async () => {
+    const db = await freshDatabase('attest_decoy');
+    const archive = await tempArchiveDir();
+    const shipper = startShipper(db, archive);
+    const done = waitFor(shipper);
+    for (let i = 0; i < 100 && await attestations(archive) < 1; i++) await sleep(100);
+    await withClient(urlFor(db.name, mallory), async (c) => {
+      await c.query(`GRANT audit_owner TO ${mallory}`);
+      await c.query('SET ROLE audit_owner');
+      await c.query('ALTER TABLE audit.audit_log RENAME TO audit_log_kept');
+      await c.query('CREATE TABLE audit.audit_log (LIKE audit.audit_log_kept INCLUDING ALL)');
+    });
+    // Heartbeats go on (the slot is idle), attestations do not arrive: wait past twice the 2 s interval.
+    await sleep(6000);
+    shipper.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+    const { code, findings } = await verifyJson(archive);
+    expect(code).toBe(1);
+    expect(findings.map((f) => f.code)).toContain('attestation-gap');
+    expect(findings.find((f) => f.code === 'attestation-gap')!.message).toMatch(/^no attestation of the capture configuration since .* though the archive goes on until /);
+  });
+});
