@@ -14,7 +14,28 @@ import { PACKAGE_ROOT } from '../src/paths.js';
 const MINIO_IMAGE = 'minio/minio:RELEASE.2025-04-22T22-12-26Z';
 
 export default async function setup(): Promise<(() => Promise<void>) | void> {
+  const teardown = await startContainers();
+  await clusterRoles();
+  return teardown;
+}
+
+/**
+ * The cluster-wide roles (init's, and the test logins) exist before any test file starts: every
+ * shipper attests role memberships, and a role created while another test's shipper runs would be
+ * a change its archive reports. Once per run (each vitest project calls this).
+ */
+async function clusterRoles(): Promise<void> {
+  if (!process.env.TEST_DATABASE_URL || process.env.TEST_ROLES_READY) return;
+  process.env.TEST_ROLES_READY = '1';
+  const { freshDatabase } = await import('./helpers/db.js');
+  await freshDatabase('roles');
+}
+
+async function startContainers(): Promise<(() => Promise<void>) | void> {
   if (process.env.TEST_BACKEND !== 'containers') return;
+  // Each project of vitest.config.ts runs its global setup, in one process: start the services once.
+  if (process.env.TEST_CONTAINERS_STARTED) return;
+  process.env.TEST_CONTAINERS_STARTED = '1';
   const { GenericContainer, Wait } = await import('testcontainers');
   const started: StartedTestContainer[] = [];
   // The server log, shared with the host so `ingest` in the tests can read it (0644 files).

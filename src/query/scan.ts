@@ -7,7 +7,8 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedLine } from '../verify/file.js';
 import type { Finding } from '../verify/findings.js';
 import { DigestWalk } from '../verify/links.js';
-import { RecordedFindings } from '../verify/recorded.js';
+import { RecordedFindings, findingId } from '../verify/recorded.js';
+import { AttestationCheck } from '../verify/attestations.js';
 import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
 import { matches, mayHold, type Query } from './filter.js';
 
@@ -69,6 +70,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     recordsRead: 0, matches: 0, keyIds: new Set(), failedFiles: new Set(), findings: [], notes: [],
   };
   const walk = new DigestWalk(opts.keys, 'anchor');
+  // Changes of the capture configuration between the attestations in the files read.
+  const attestations = new AttestationCheck();
   // Digests a few files ahead, and the data of the next files worth reading, while this one is checked.
   const ahead = new ReadAhead(reader, PREFETCH + 2);
   const fetchDigest = (seq: number, last: number): Promise<Buffer | null> => {
@@ -121,6 +124,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     const matched: ArchivedLine[] = [];
     for (const l of file.lines) if (matches(l.record, q)) matched.push(l);
     noteRecorded(report, d, file.lines);
+    for (const l of file.lines) if (AttestationCheck.is(l.record)) attestations.add(l.record, d.object_key, findingId(l.record.seq));
     if (matched.length > 0) {
       report.matches += matched.length;
       await opts.onMatches({ digest: d, digestBytes: bytes!, body: body!, lines: file.lines }, matched);
@@ -142,6 +146,9 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     }
     for (let s = done + 1; s <= seq; s++) await visit(s, seq);
     done = seq;
+  }
+  for (const f of attestations.findings) {
+    report.notes.push({ code: f.code, where: f.where, message: `${f.id}: ${f.message} (events in that window may be missing; \`verify\` reports it until a reviewer acknowledges it)` });
   }
   return report;
 }
@@ -200,7 +207,7 @@ function noteRecorded(report: ScanReport, d: Digest, lines: ArchivedLine[]): voi
   if (!lines.some((l) => l.record.op !== 'insert' && l.record.op !== 'marker')) return;
   const recorded = new RecordedFindings();
   recorded.add(d, lines);
-  for (const f of recorded.settle().open) {
+  for (const f of recorded.settle().open.filter((o) => o.code === 'tamper' || o.code === 'gap')) {
     report.notes.push({ code: f.code, where: f.where, message: `${f.id}: ${f.message} (\`verify\` reports it until a reviewer acknowledges it)` });
   }
 }

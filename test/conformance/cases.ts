@@ -74,6 +74,18 @@ function receipt(idx: number, from: number, to: number): RecordSpec {
     schema_name: null, table_name: null, row_id: null, changed_columns: null, app_user_id: null, app_customer_id: null, session_user_name: 'ingest_login' }) };
 }
 
+/**
+ * A shipper's attestation of the capture configuration (source 'attest', docs/format.md 3.4): one
+ * protected table whose row trigger is enabled ('O') or disabled ('D'). Spelled out, not computed.
+ */
+function attest(idx: number, at: string, rowTrigger: 'O' | 'D', intervalS = 3600): RecordSpec {
+  const config = { tables: { 'clinic.patients': { key: ['id'], triggers: { audit_row_change: rowTrigger, audit_truncate: 'O' }, auditor_select: true } },
+    roles: { superusers: ['postgres'], createrole: [] } };
+  const statement = JSON.stringify({ attestation: 1, interval_s: intervalS, config_sha256: createHash('sha256').update(JSON.stringify(config)).digest('hex'), config });
+  return { op: 'insert', lsn: '0/1A2D000', idx, row: auditRow({ source: 'attest', action: 'ATTESTATION', occurred_at: `2026-03-02 ${at}+00`, statement,
+    schema_name: null, table_name: null, row_id: null, changed_columns: null, app_user_id: null, app_customer_id: null, session_user_name: 'ship_login' }) };
+}
+
 const OLD_ROW = { ...{ id: '2', occurred_at: '2026-03-02 09:15:00.120034+00', source: 'trigger', action: 'UPDATE', outcome: 'success', row_id: '4711' } };
 
 /** Replace one data file's content (gzip'd again) without touching its digest: what an attacker without the key can do. */
@@ -250,6 +262,34 @@ export const CASES: Case[] = [
     name: 'ingest-reread', description: 'receipts that overlap: bytes read twice',
     build: build(() => [...basic(), third({ records: [receipt(0, 0, 4096), receipt(1, 1000, 5000)] })]),
     expected: { ok: false, findings: ['ingest-reread'] },
+  },
+
+  {
+    name: 'valid-attestations', description: 'two attestations of the same capture configuration, two minutes apart (due every hour)',
+    build: build(() => [...basic(), third({ records: [attest(0, '09:22:00', 'O'), attest(1, '09:24:00', 'O')] })]),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'capture-changed', description: 'the second attestation shows the row trigger disabled: a change, with its window',
+    build: build(() => [...basic(), third({ records: [attest(0, '09:22:00', 'O'), attest(1, '09:24:00', 'D')] })]),
+    expected: { ok: false, findings: ['capture-changed'] },
+  },
+  {
+    name: 'capture-changed-acknowledged', description: 'the change above (record 7), acknowledged by a reviewer after it',
+    build: build(() => [...basic(), third({ records: [attest(0, '09:22:00', 'O'), attest(1, '09:24:00', 'D'),
+      { op: 'insert', lsn: '0/1A2D000', idx: 2, row: auditRow({ source: 'review', action: 'ACKNOWLEDGE', row_id: 'record:7', statement: 'migration 42 disabled it for a bulk load',
+        occurred_at: '2026-03-02 09:24:30+00', table_name: null, schema_name: null, changed_columns: null }) }] })]),
+    expected: { ok: true, findings: [], acknowledged: ['record:7'] },
+  },
+  {
+    name: 'attestation-gap', description: 'attestations due every 60 s, 210 s apart: more than twice the interval without one',
+    build: build(() => [...basic(), third({ records: [attest(0, '09:20:30', 'O', 60), attest(1, '09:24:00', 'O', 60)] })]),
+    expected: { ok: false, findings: ['attestation-gap'] },
+  },
+  {
+    name: 'attestation-gap-tail', description: 'attestations due every 30 s; the last at 09:23:30, the newest digest sealed at 09:25:05',
+    build: build(() => [...basic(), third({ records: [attest(0, '09:23:00', 'O', 30), attest(1, '09:23:30', 'O', 30)] })]),
+    expected: { ok: false, findings: ['attestation-gap'] },
   },
 
   // ---- damage by someone without the signing key ------------------------------------------------

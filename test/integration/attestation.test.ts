@@ -37,7 +37,7 @@ async function verifyJson(archive: string): Promise<{ code: number | null; findi
 }
 
 describe('the capture configuration, attested in the chain', () => {
-  it('a CREATEROLE holder who makes itself audit_owner and replaces the row trigger with a no-op is reported, with the window', async () => {
+  it('a CREATEROLE holder who makes itself audit_owner, replaces the row trigger with a no-op, takes a table off the list and grants itself pg_execute_server_program is reported, with the window', async () => {
     const db = await freshDatabase('attest_noop');
     const archive = await tempArchiveDir();
     const shipper = startShipper(db, archive);
@@ -47,6 +47,9 @@ describe('the capture configuration, attested in the chain', () => {
       await c.query(`GRANT audit_owner TO ${mallory}`);
       await c.query('SET ROLE audit_owner');
       await c.query(`CREATE OR REPLACE FUNCTION audit.capture_row_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+      await c.query(`DELETE FROM audit.protected_tables WHERE table_name = 'customers'`); // the ingester stops picking its reads
+      await c.query('RESET ROLE');
+      await c.query(`GRANT pg_execute_server_program TO ${mallory}`); // then it could edit the server's log files
     });
     await withClient(db.url, async (c) => {
       await c.query(`INSERT INTO customers (id, full_name) VALUES (42, 'unseen')`);
@@ -64,8 +67,13 @@ describe('the capture configuration, attested in the chain', () => {
     expect(changed[0]!.message).toMatch(/^the capture configuration changed between \S+ \S+ and \S+ \S+ \(attestations \d+ and \d+\): /);
     expect(changed[0]!.message).toContain('functions["audit.capture_row_change()"]: "audit_owner ');
     expect(changed[0]!.message).toContain(`roles.members.audit_owner: +"${mallory}"`);
+    expect(changed[0]!.message).toContain(`roles.members.pg_execute_server_program: +"${mallory}"`);
+    expect(changed[0]!.message).toContain('tables["public.customers"]: removed');
     // The write itself left no trigger event: the finding is the only trace, and it is acknowledgeable.
     expect(changed[0]!.id).toMatch(/^record:\d+$/);
+    // query says it beside its answer: events of that window may be missing from it.
+    const q = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--format', 'json']);
+    expect(q.stderr).toMatch(/note: .*record:\d+: the capture configuration changed between .*events in that window may be missing/);
   });
 
   it('swapping audit_log for an unpublished decoy stops the attestations reaching the archive: verify reports the stretch without one', async () => {
