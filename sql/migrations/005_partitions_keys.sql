@@ -375,7 +375,7 @@ $fn$;
 -- unprotect(): a partitioned table takes its partitions off the list with it.
 CREATE OR REPLACE FUNCTION audit.unprotect(target regclass)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
-DECLARE sch text; tbl text; q record;
+DECLARE sch text; tbl text; parts oid[]; part oid;
 BEGIN
   SELECT n.nspname, c.relname INTO sch, tbl
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = target;
@@ -383,11 +383,14 @@ BEGIN
     RAISE EXCEPTION '%.% is protected as a partition of %: unprotect that table, or detach this one first', sch, tbl,
       (SELECT part_of::regclass FROM audit.protected_tables WHERE relid = target);
   END IF;
-  FOR q IN DELETE FROM audit.protected_tables WHERE part_of = target RETURNING relid LOOP
-    EXECUTE format('DROP TRIGGER IF EXISTS audit_truncate ON %s', q.relid::regclass);
-    EXECUTE format('REVOKE SELECT ON %s FROM audit_auditor', q.relid::regclass);
-  END LOOP;
+  -- Off the list first, the table and its partitions, so the DDL guard neither refuses the steps
+  -- below nor covers the partitions again.
+  WITH gone AS (DELETE FROM audit.protected_tables WHERE part_of = target RETURNING relid) SELECT array_agg(relid) INTO parts FROM gone;
   DELETE FROM audit.protected_tables WHERE relid = target OR (schema_name = sch AND table_name = tbl);
+  FOREACH part IN ARRAY coalesce(parts, '{}') LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS audit_truncate ON %s', part::regclass);
+    EXECUTE format('REVOKE SELECT ON %s FROM audit_auditor', part::regclass);
+  END LOOP;
   EXECUTE format('DROP TRIGGER IF EXISTS audit_row_change ON %I.%I', sch, tbl);
   EXECUTE format('DROP TRIGGER IF EXISTS audit_truncate ON %I.%I', sch, tbl);
   EXECUTE format('REVOKE SELECT ON %I.%I FROM audit_auditor', sch, tbl);

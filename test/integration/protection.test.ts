@@ -3,6 +3,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { runCli } from '../helpers/cli.js';
 import { requireEnv } from '../helpers/env.js';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 
 /**
  * The owner of a protected table (no superuser, no access to the audit schema) tries to switch its
@@ -184,6 +187,46 @@ describe('protection covers partitions, present and future', () => {
     expect((await trail('clinic', 'notes_p_2025')).map((e) => [e.action, e.row_id])).toEqual([
       ['DETACH', null], ['INSERT', '9,2025-05-05'], ['TRUNCATE', null],
     ]);
+  });
+});
+
+describe('unprotecting partitions', () => {
+  it('unprotect of one partition of a protected table is refused; of the partitioned table, takes its partitions off the list too', async () => {
+    await partitioned('plans_p');
+    const part = await runCli(['unprotect', 'clinic.plans_p_2025'], { DATABASE_URL: db.url });
+    expect(part.code).toBe(2);
+    expect(part.stderr).toMatch(/clinic\.plans_p_2025 is protected as a partition of clinic\.plans_p: unprotect that table, or detach this one first/);
+    expect((await runCli(['unprotect', 'clinic.plans_p'], { DATABASE_URL: db.url })).code).toBe(0);
+    expect(await isProtected('clinic', 'plans_p')).toBe(false);
+    expect(await isProtected('clinic', 'plans_p_2025')).toBe(false);
+    // Unprotected, the owner may do what it likes with the partition.
+    await withClient(ownerUrl(), (c) => c.query('ALTER TABLE clinic.plans_p_2025 ENABLE ROW LEVEL SECURITY'));
+  });
+});
+
+describe('upgrading from version 4', () => {
+  it('a partitioned table protected before version 5 has its partitions covered by `init`', async () => {
+    const old = await freshDatabase('protection_v4', { init: false });
+    await withClient(old.url, async (c) => {
+      for (const m of ['001_audit_schema', '002_shipping', '003_review', '004_protection']) {
+        await c.query(await readFile(path.join(PACKAGE_ROOT, 'sql', 'migrations', `${m}.sql`), 'utf8'));
+      }
+      await c.query('CREATE SCHEMA clinic');
+      await c.query('CREATE TABLE clinic.visits (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)');
+      await c.query(`CREATE TABLE clinic.visits_2025 PARTITION OF clinic.visits FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`);
+      await c.query(`SELECT audit.protect('clinic.visits')`);
+    });
+    const r = await runCli(['init'], { DATABASE_URL: old.url });
+    expect(r.code, r.stderr).toBe(0);
+    await withClient(old.url, async (c) => {
+      await c.query(`INSERT INTO clinic.visits VALUES (1, '2025-06-01')`);
+      await c.query('TRUNCATE clinic.visits_2025');
+      const rows = (await c.query(`SELECT action, table_name, relation_name FROM audit.audit_log WHERE action IN ('INSERT', 'TRUNCATE') ORDER BY id`)).rows;
+      expect(rows).toEqual([
+        { action: 'INSERT', table_name: 'visits', relation_name: 'clinic.visits_2025' },
+        { action: 'TRUNCATE', table_name: 'visits', relation_name: 'clinic.visits_2025' },
+      ]);
+    });
   });
 });
 
