@@ -86,9 +86,11 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     phase('archive head read');
     if (resumed.digest) {
       const d = resumed.digest;
-      if (d.system_identifier !== identity.systemIdentifier || d.slot !== opts.slot) {
-        throw new ConfigError(`${opts.archive.location} holds the trail of database system ${d.system_identifier} slot ${d.slot}, ` +
-          `not ${identity.systemIdentifier} slot ${opts.slot}: give each database and slot its own --archive prefix`);
+      // One archive, one database: audit_log ids (which resuming and recovery compare) are unique only
+      // within a database, and a slot name can be reused by another database of the cluster.
+      if (d.system_identifier !== identity.systemIdentifier || d.slot !== opts.slot || d.database !== identity.database) {
+        throw new ConfigError(`${opts.archive.location} holds the trail of database ${d.database} (system ${d.system_identifier}, slot ${d.slot}), ` +
+          `not of ${identity.database} (system ${identity.systemIdentifier}, slot ${opts.slot}): give each database and slot its own --archive prefix`);
       }
     }
     const source = { ...identity, slot: opts.slot };

@@ -42,6 +42,9 @@ export async function makeBucket(opts: { lock?: boolean; mode?: 'COMPLIANCE' | '
 export class Outage {
   private server: net.Server;
   private sockets = new Set<net.Socket>();
+  private pairs = new Set<[net.Socket, net.Socket]>();
+  /** accept connections and never answer, as a load balancer that lost its state does */
+  private hanging = false;
   port = 0;
 
   constructor(private readonly target: URL) {
@@ -50,7 +53,17 @@ export class Outage {
 
   private make(): net.Server {
     return net.createServer((client) => {
+      if (this.hanging) {
+        this.sockets.add(client);
+        client.on('close', () => this.sockets.delete(client));
+        client.on('error', () => client.destroy());
+        client.resume(); // read the request, answer nothing
+        return;
+      }
       const upstream = net.connect(Number(this.target.port), this.target.hostname);
+      const pair: [net.Socket, net.Socket] = [client, upstream];
+      this.pairs.add(pair);
+      client.on('close', () => this.pairs.delete(pair));
       for (const s of [client, upstream]) {
         this.sockets.add(s);
         s.on('close', () => this.sockets.delete(s));
@@ -64,6 +77,22 @@ export class Outage {
     await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', () => r()));
     this.port = (this.server.address() as net.AddressInfo).port;
     return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** From now on, and on the connections open now (the SDK keeps them alive), requests get no answer. */
+  hang(): void {
+    this.hanging = true;
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.resume();
+      upstream.destroy();
+    }
+  }
+
+  /** New connections are served again; the hung ones stay hung until the client gives up on them. */
+  unhang(): void {
+    this.hanging = false;
   }
 
   async cut(): Promise<void> {

@@ -76,6 +76,34 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     expect(short.stderr).toMatch(/--retention 30d is shorter than the six years HIPAA requires/);
   });
 
+  it('a storage endpoint that accepts connections and never answers: requests time out and are retried, nothing is lost', async () => {
+    const db = await freshDatabase('s3hang');
+    const bucket = await makeBucket();
+    const proxy = new Outage(new URL(requireEnv('TEST_S3_ENDPOINT')));
+    const endpoint = await proxy.listen();
+    const env = { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env(endpoint), AUDIT_STORAGE_TIMEOUT: '1s' };
+    const child = startCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--slot', `s_${db.name}`] }), env);
+    const done = waitFor(child);
+    await writeEvents(db.url, 1, 100);
+    const reader = readerFor(bucket, '');
+    const archived = async () => (await readArchive(reader, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
+    for (let i = 0; i < 100 && await archived() < 100; i++) await sleep(100);
+    proxy.hang();
+    await writeEvents(db.url, 1000, 300);
+    await sleep(4000); // several timeouts of 1 s, each retried
+    proxy.unhang();
+    const all = (await ids(db.url)).length;
+    for (let i = 0; i < 150 && await archived() < all; i++) await sleep(200);
+    child.kill('SIGTERM');
+    const stopped = await done;
+    expect(stopped.code, stopped.stderr).toBe(0);
+    const { report, records } = await readArchive(reader, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((x) => x.op === 'insert').map((x) => x.id)).toEqual(await ids(db.url));
+    // The hang was noticed and said, not waited out in silence.
+    expect(stopped.stderr).toMatch(/"level":(40|50).*(timed out|timeout|Timeout)/i);
+  });
+
   it('holds the slot while S3 is unreachable and catches up by itself when it is back', async () => {
     const db = await freshDatabase('s3outage');
     const bucket = await makeBucket();

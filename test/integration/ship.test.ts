@@ -184,6 +184,20 @@ describe('ship to a file archive', () => {
     expect(written).toEqual([...written].sort((a, b) => a - b));
   });
 
+  it("refuses another database's trail into an archive, also under the same slot name (its audit_log ids would be taken for archived ones)", async () => {
+    const first = await freshDatabase('shipdb_a');
+    const second = await freshDatabase('shipdb_b');
+    const archive = await tempArchiveDir();
+    const slot = `s_shared_${first.name}`;
+    const shipTo = (db: { name: string }) => runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slot] }), { DATABASE_URL: shipperUrl(db.name) });
+    expect((await shipTo(first)).code).toBe(0);
+    await withClient(first.url, (c) => c.query('SELECT pg_drop_replication_slot($1)', [slot]));
+    const r = await shipTo(second);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`holds the trail of database ${first.name} \\(system \\d+, slot ${slot}\\), not of ${second.name} \\(system \\d+, slot ${slot}\\): give each database and slot its own --archive prefix`));
+  });
+
   it('never acknowledges past what is stored, and recovers by itself when storage comes back', async () => {
     const db = await freshDatabase('shipack');
     const archive = await tempArchiveDir();

@@ -75,3 +75,14 @@ describe('redactUrl', () => {
     expect(redactUrl('postgresql://db.example/app?passfile=/etc/pgpass')).toBe('postgresql://db.example/app?passfile=/etc/pgpass');
   });
 });
+
+describe('AUDIT_STORAGE_TIMEOUT', () => {
+  it('bounds every storage request (default 30 s, connecting at most 10 s), and names the variable when wrong', async () => {
+    const { storageRequestHandler } = await import('../../src/sink/http.js');
+    expect(storageRequestHandler({})).toEqual({ connectionTimeout: 10_000, requestTimeout: 30_000, throwOnRequestTimeout: true });
+    expect(storageRequestHandler({ AUDIT_STORAGE_TIMEOUT: '2s' })).toEqual({ connectionTimeout: 2000, requestTimeout: 2000, throwOnRequestTimeout: true });
+    for (const bad of ['0', 'soon', '5h']) {
+      expect(() => storageRequestHandler({ AUDIT_STORAGE_TIMEOUT: bad })).toThrow(/^AUDIT_STORAGE_TIMEOUT ".*" is not a duration between 100ms and 1h/);
+    }
+  });
+});

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { storageRequestHandler } from '../http.js';
 import {
   DescribeDeliveryStreamCommand, FirehoseClient, FirehoseServiceException, PutRecordBatchCommand,
 } from '@aws-sdk/client-firehose';
@@ -18,7 +19,7 @@ export function parseFirehoseUrl(url: string): string {
 }
 
 export function firehoseClient(): FirehoseClient {
-  return new FirehoseClient({ region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1', maxAttempts: 3 });
+  return new FirehoseClient({ region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1', maxAttempts: 3, requestHandler: storageRequestHandler() });
 }
 
 export interface StreamDestination { bucket: string; root: string }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { storageRequestHandler } from '../http.js';
 import {
   GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadObjectCommand,
   ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException, type ServerSideEncryption,
@@ -42,6 +43,7 @@ export function s3Client(forcePathStyle: boolean): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     maxAttempts: 3,
+    requestHandler: storageRequestHandler(),
   });
 }
 
