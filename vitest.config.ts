@@ -1,11 +1,11 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Tests that change cluster-wide roles the way an attacker would (a CREATEROLE holder granting itself
- * audit_owner) run after everything else: every shipper attests role memberships, and another test's
- * archive would rightly report the change.
+ * Tests that change the whole cluster run after everything else, one file at a time: granting
+ * cluster-wide roles the way an attacker would (every shipper attests role memberships, and another
+ * test's archive would rightly report the change), and stopping and restarting the server.
  */
-const ROLE_CHANGING = ['test/integration/attestation.test.ts'];
+const CLUSTER_WIDE = ['test/integration/attestation.test.ts', 'test/integration/server-restart.test.ts'];
 
 export default defineConfig({
   test: {
@@ -18,8 +18,8 @@ export default defineConfig({
     // Two cores: more workers only add contention against the database server.
     maxWorkers: 2,
     projects: [
-      { extends: true, test: { name: 'suite', include: ['test/**/*.test.ts', 'src/**/*.test.ts'], exclude: ROLE_CHANGING, sequence: { groupOrder: 0 } } },
-      { extends: true, test: { name: 'role-changing', include: ROLE_CHANGING, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: 'suite', include: ['test/**/*.test.ts', 'src/**/*.test.ts'], exclude: CLUSTER_WIDE, sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: 'cluster-wide', include: CLUSTER_WIDE, fileParallelism: false, sequence: { groupOrder: 1 } } },
     ],
   },
 });

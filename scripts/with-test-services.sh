@@ -40,6 +40,8 @@ echo "starting test PostgreSQL in $dir/pg" >&2
 PG_FAST=${PG_FAST:-1} bash "$here/test-services/pg.sh" start "$dir/pg" >/dev/null
 set -a; . "$dir/pg/env"; set +a
 export TEST_DATABASE_URL=$DATABASE_URL TEST_PG_LOG_DIR=$PGAUDIT_LOG_DIR TEST_PG_SOCKET_DIR=$PG_SOCKET_DIR TEST_PG_PORT=$PG_PORT
+# The cluster's directory, for tests that restart or stop the server (scripts/test-services/pg.sh ctl).
+export TEST_PG_DIR=$dir/pg
 unset DATABASE_URL PGAUDIT_LOG_DIR
 
 if [[ ,$want, == *,s3,* ]] && [ -f "$here/test-services/s3.sh" ]; then

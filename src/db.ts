@@ -41,3 +41,76 @@ export async function inTransaction<T>(client: pg.Client, fn: () => Promise<T>):
     throw err;
   }
 }
+
+/** SQLSTATEs with which the server ends every session when it shuts down or restarts. */
+const SHUTDOWN_CODES = new Set(['57P01', '57P02', '57P03']);
+
+/** The least a caller needs of a connection: ReconnectingClient and pg.Client both have it. */
+export interface Queryable {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+/**
+ * A connection that comes back. A node-postgres Client is dead for good after its connection fails
+ * ("Client has encountered a connection error and is not queryable"): a PostgreSQL restart used to
+ * leave the shipper retrying on a dead client forever. This one opens a new client at the next query
+ * after a failure; the query that met the failure still fails (its caller retries as it would any
+ * error). `onLost` hears every loss (with whether the server said it is shutting down) and
+ * `onBack` the first success after one.
+ */
+export class ReconnectingClient implements Queryable {
+  private client: pg.Client | null;
+  private lost = false;
+  private reopening: Promise<void> | null = null;
+
+  constructor(private readonly databaseUrl: string, private readonly applicationName: string, first: pg.Client,
+    private readonly hooks: { onLost?: (reason: string, shutdown: boolean) => void; onBack?: () => void } = {}) {
+    this.client = first;
+    this.watch(first);
+  }
+
+  private watch(c: pg.Client): void {
+    c.on('error', (err: Error & { code?: string }) => this.loseConnection(c, err));
+    c.on('end', () => this.loseConnection(c, new Error('the connection was closed')));
+  }
+
+  private loseConnection(c: pg.Client, err: Error & { code?: string }): void {
+    if (c !== this.client || this.lost) return;
+    this.lost = true;
+    this.hooks.onLost?.(describePgError(err), SHUTDOWN_CODES.has(err.code ?? ''));
+  }
+
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.lost || this.client === null) {
+      // One reconnection at a time: concurrent callers wait for the same one.
+      this.reopening ??= this.reopen().finally(() => { this.reopening = null; });
+      await this.reopening;
+    }
+    try {
+      return await this.client!.query<R>(text, values);
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      // A query error on a live connection is the caller's; a dead connection is ours to replace.
+      if (SHUTDOWN_CODES.has(code) || !(err as { code?: string }).code) this.loseConnection(this.client!, err as Error);
+      throw err;
+    }
+  }
+
+  private async reopen(): Promise<void> {
+    const old = this.client;
+    this.client = null;
+    void old?.end().catch(() => undefined);
+    const fresh = await connect(this.databaseUrl, this.applicationName);
+    this.client = fresh;
+    this.lost = false;
+    this.watch(fresh);
+    this.hooks.onBack?.();
+  }
+
+  async end(): Promise<void> {
+    const c = this.client;
+    this.client = null;
+    this.lost = true;
+    await c?.end().catch(() => undefined);
+  }
+}

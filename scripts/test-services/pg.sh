@@ -13,7 +13,7 @@ set -euo pipefail
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_RUNAS=${PG_RUNAS:-postgres}
 die() { echo "pg.sh: $*" >&2; exit 1; }
-usage() { echo "usage: pg.sh start DIR [PORT] | pg.sh stop DIR [--rm]" >&2; exit 2; }
+usage() { echo "usage: pg.sh start DIR [PORT] | pg.sh stop DIR [--rm] | pg.sh ctl DIR PG_CTL-ARGS..." >&2; exit 2; }
 
 if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u "$PG_RUNAS" -- "$@"; }; else as_pg() { "$@"; }; fi
 
@@ -117,9 +117,18 @@ stop() {
   if [ "${2:-}" = "--rm" ]; then rm -rf -- "$dir"; fi
 }
 
+# pg_ctl with the cluster's data directory, as the user that owns it: the tests restart and stop
+# the server to check what the shipper does then (`pg.sh ctl DIR restart -m immediate`).
+ctl() {
+  [ $# -ge 2 ] || usage
+  local dir; dir=$(realpath -m "$1"); shift
+  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/startup.log" "$@" >/dev/null
+}
+
 cmd=${1:-}; shift || true
 case "$cmd" in
   start) start "$@" ;;
   stop) stop "$@" ;;
+  ctl) ctl "$@" ;;
   *) usage ;;
 esac

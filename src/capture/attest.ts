@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto';
-import type pg from 'pg';
+import type { Queryable } from '../db.js';
 
 /**
  * What capture depends on, as the catalogs say it is now. Roles the database cannot stop (a
@@ -63,7 +63,7 @@ SELECT jsonb_build_object(
 
 export type CaptureConfig = Record<string, unknown>;
 
-export async function readCaptureConfig(client: pg.Client): Promise<CaptureConfig> {
+export async function readCaptureConfig(client: Queryable): Promise<CaptureConfig> {
   const { rows } = await client.query<{ config: string }>(CAPTURE_CONFIG_SQL);
   return JSON.parse(rows[0]!.config) as CaptureConfig;
 }
@@ -86,7 +86,7 @@ export function attestation(config: CaptureConfig, intervalS: number): Attestati
 }
 
 /** Append it to the trail; returns the audit_log id. */
-export async function appendAttestation(client: pg.Client, a: Attestation): Promise<string> {
+export async function appendAttestation(client: Queryable, a: Attestation): Promise<string> {
   const { rows } = await client.query<{ id: string }>('SELECT audit.attest($1)::text AS id', [JSON.stringify(a)]);
   return rows[0]!.id;
 }

@@ -114,7 +114,10 @@ export function registerShipCommand(program: Command): void {
         graceMs: cfg.gracePeriod, log, metrics, signal: stop.signal,
         ...(cfg.logDir ? { logDir: cfg.logDir } : {}), statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => { ready = r; },
-        onProblem: (component, problem) => { if (problem === null) problems.delete(component); else problems.set(component, problem); },
+        onProblem: (component, problem) => {
+          if (problem === null) problems.delete(component); else problems.set(component, problem);
+          metrics.componentFailing.set({ component }, problem === null ? 0 : 1);
+        },
       });
       process.stdout.write(`stored ${result.files} files with ${result.records} records; archive head is file ${result.headSeq}\n`);
       if (!result.complete) throw new FindingsError('stopped before everything received was stored (it stays in the slot for the next start)');

@@ -15,6 +15,8 @@ export interface ShipMetrics {
   lastDurableWrite: Gauge;
   /** the built-in ingester (ship --log-dir): 1 running, 0 failed and waiting to restart */
   ingestUp: Gauge;
+  /** 0 while a component (database, replication stream, storage, ingest, attestation) is failing */
+  componentFailing: Gauge<'component'>;
   ingestRestarts: Counter;
   ingestLastPass: Gauge;
   /** log bytes not yet ingested after the last pass (a record still being written, or falling behind) */
@@ -29,6 +31,7 @@ export function createMetrics(): ShipMetrics {
   collectDefaultMetrics({ register: registry, prefix: 'audit_shipper_' });
   const m = {
     registry,
+    componentFailing: new Gauge({ name: 'audit_shipper_component_failing', help: '1 while the component is failing (/readyz says why), 0 when it works', labelNames: ['component'] as const, registers: [registry] }),
     records: new Counter({ name: 'audit_shipper_records_received_total', help: 'audit_log changes received from the slot', registers: [registry] }),
     tamper: new Counter({ name: 'audit_shipper_tamper_attempts_total', help: 'UPDATE/DELETE/TRUNCATE of audit_log seen in the stream', labelNames: ['op'] as const, registers: [registry] }),
     rowsShipped: new Counter({ name: 'audit_shipper_rows_shipped_total', help: 'records stored in the archive', registers: [registry] }),

@@ -26,6 +26,8 @@ export interface PipelineOptions {
   onStored: (file: SealedFile) => Promise<void>;
   /** everything at or below lsn is stored: the slot may move */
   confirm: (lsn: Lsn) => void;
+  /** storage failing (a message) or working again (null): /readyz reports it */
+  onStorageProblem?: (problem: string | null) => void;
 }
 
 interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
@@ -328,11 +330,19 @@ export class Pipeline implements StreamConsumer {
   private async retry<T>(fn: () => Promise<T>, what: string): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await fn();
+        const out = await fn();
+        if (attempt > 0) {
+          this.opts.log.warn({ attempts: attempt + 1 }, `${what} succeeded after retries`);
+          this.opts.onStorageProblem?.(null);
+        }
+        return out;
       } catch (err) {
         this.opts.metrics.retries.inc();
         const wait = Math.random() * Math.min(30_000, 200 * 2 ** Math.min(attempt, 10));
-        this.opts.log.warn({ attempt: attempt + 1, err: (err as Error).message, retry_in_ms: Math.round(wait) }, `${what} failed; retrying`);
+        // The first failure is a warning (storage blips); from the third on it is an error and /readyz says so.
+        const level = attempt >= 2 ? 'error' : 'warn';
+        this.opts.log[level]({ attempt: attempt + 1, err: (err as Error).message, retry_in_ms: Math.round(wait) }, `${what} failed; retrying`);
+        if (attempt >= 2) this.opts.onStorageProblem?.(`${what} failing: ${(err as Error).message}`);
         await sleep(wait);
       }
     }

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { ConfigError, ServiceError } from '../errors.js';
-import { connect, describePgError } from '../db.js';
+import { connect, describePgError, ReconnectingClient, type Queryable } from '../db.js';
 import type { Logger } from '../log.js';
 import { Ingester } from '../capture/ingest/ingester.js';
 import type { BatchLimits } from '../seal/batch.js';
@@ -68,6 +68,23 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
   const phase = (what: string) => log.debug({ ms: Math.round(performance.now() - began) }, `start-up: ${what}`);
   const pgConfig: pg.ClientConfig = { connectionString: opts.databaseUrl, application_name: 'pg-audit-shipper' };
   const client = await connect(opts.databaseUrl);
+  // After start-up, the bookkeeping (heads, slot health, attestations) goes through a connection that
+  // comes back after a PostgreSQL restart. A server that says it is shutting down also gets its
+  // replication connection back at once: its walsender waits for our confirmation before it exits,
+  // and we may be unable to give one (storage down), which would hold the shutdown up.
+  let streaming: AuditStream | null = null;
+  const db = new ReconnectingClient(opts.databaseUrl, 'pg-audit-shipper', client, {
+    onLost: (reason, shutdown) => {
+      log.error({ err: reason, server_shutting_down: shutdown }, 'lost the database connection; reconnecting at the next use');
+      opts.onProblem?.('database', `connection lost: ${reason}`);
+      if (shutdown) streaming?.drop('the server is shutting down');
+    },
+    onBack: () => {
+      log.warn('connected to the database again');
+      opts.onProblem?.('database', null);
+    },
+  });
+  const heads = new HeadRecorder(db, opts.slot, log);
   const ingestAbort = new AbortController();
   let ingestDone: Promise<unknown> = Promise.resolve();
   try {
@@ -111,11 +128,13 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     phase('last record read, slot checked');
 
     const stream = new AuditStream(pgConfig, opts.slot, log);
+    streaming = stream;
     const pipeline = new Pipeline(resumed.head, {
       limits: opts.limits, maxInflightBytes: opts.maxInflightBytes, heartbeatMs: opts.heartbeatMs, source,
       key: opts.key, sink: opts.archive.sink, ...(opts.archive.layout ? { layout: opts.archive.layout } : {}), log, metrics: opts.metrics,
-      onStored: (file) => recordHead(client, opts.slot, file),
+      onStored: async (file) => heads.record(file),
       confirm: (lsn) => stream.confirm(lsn),
+      onStorageProblem: (p) => opts.onProblem?.('storage', p),
     });
     log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot }, 'resuming the chain from the archive head');
     try {
@@ -143,7 +162,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
 
       // The capture configuration, attested before streaming starts (so a drain ships it too), then
       // checked every minute: appended when it changed, and at least once per heartbeat interval.
-      const attestor = new Attestor({ read: () => readCaptureConfig(client), append: (a) => appendAttestation(client, a) },
+      const attestor = new Attestor({ read: () => readCaptureConfig(db), append: (a) => appendAttestation(db, a) },
         { intervalMs: opts.heartbeatMs, log, onProblem: (p) => opts.onProblem?.('attestation', p) });
       await attestor.check().catch((err: unknown) => { throw attestError(err); });
 
@@ -152,16 +171,21 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       if (target !== null) pipeline.flushWhenPast(target);
       const streaming = new AbortController();
       const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
-      const healthTimer = setInterval(() => void watchSlot(client, opts, log), 30_000);
+      const healthTimer = setInterval(() => void watchSlot(db, opts, log), 30_000);
       const attestTimer = setInterval(() => void attestor.checkQuietly(), opts.attestCheckMs ?? 60_000);
-      void watchSlot(client, opts, log);
+      void watchSlot(db, opts, log);
       opts.onReady?.(true);
       log.info({ slot: opts.slot, from: startFrom === null ? null : formatLsn(startFrom), start_up_ms: Math.round(performance.now()) /* since the process started */ },
         'streaming from the slot');
       try {
         // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
+        let starts = stream.starts;
         while (!opts.signal.aborted) {
           pipeline.check();
+          if (stream.starts !== starts) { // streaming (again): whatever stopped it is over
+            starts = stream.starts;
+            opts.onProblem?.('replication stream', null);
+          }
           if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
           if (target !== null) stream.ping(); // its answer carries the server's position
           log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
@@ -178,6 +202,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       }
       log.debug('stopping: storing what is open');
       const complete = await pipeline.drain(Date.now() + opts.graceMs);
+      await heads.settle(5000);
       pipeline.close();
       log.debug('stopping: closing the replication stream');
       streaming.abort();
@@ -197,7 +222,8 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
   } finally {
     ingestAbort.abort();
     await ingestDone;
-    await client.end().catch(() => undefined);
+    heads.close();
+    await db.end();
   }
 }
 
@@ -299,6 +325,7 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
       attempt = stream.messagesReceived > received ? 0 : attempt + 1;
       const wait = Math.random() * Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
       opts.log.warn({ err: msg, retry_in_ms: Math.round(wait) }, 'replication stream ended; reconnecting');
+      opts.onProblem?.('replication stream', `reconnecting: ${msg}`);
       await sleep(wait);
     }
   }
@@ -316,7 +343,55 @@ async function recordedHead(client: pg.Client, slot: string): Promise<number | n
   }
 }
 
-async function recordHead(client: pg.Client, slot: string, file: SealedFile): Promise<void> {
+/**
+ * The head in audit.shipper_head is a second witness of how far the archive got (a shipper refuses an
+ * archive behind it), not a condition for acknowledging: writing it never holds up the slot. The
+ * newest head wins; a failed write is retried after a backoff or with the next stored file, so a
+ * database restart costs at most a late head, and a server shutting down (which waits for the slot)
+ * is not kept waiting on a write it refuses.
+ */
+class HeadRecorder {
+  private pending: SealedFile | null = null;
+  private running: Promise<void> | null = null;
+  private closed = false;
+  private readonly stop = new AbortController();
+
+  constructor(private readonly db: Queryable, private readonly slot: string, private readonly log: Logger) {}
+
+  record(file: SealedFile): void {
+    this.pending = file;
+    this.running ??= this.loop().finally(() => { this.running = null; });
+  }
+
+  /** Wait (up to `ms`) for the newest head to be written: a drain exits with the head recorded. */
+  async settle(ms: number): Promise<void> {
+    if (this.running) await Promise.race([this.running, sleep(ms, undefined, { ref: false })]);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stop.abort();
+  }
+
+  private async loop(): Promise<void> {
+    for (let attempt = 0; this.pending !== null && !this.closed;) {
+      const file = this.pending;
+      try {
+        await recordHead(this.db, this.slot, file);
+        if (this.pending === file) this.pending = null;
+        if (attempt > 0) this.log.warn({ file_seq: file.fileSeq }, 'the archive head is recorded in the database again');
+        attempt = 0;
+      } catch (err) {
+        attempt++;
+        const wait = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+        this.log.warn({ err: describePgError(err), file_seq: file.fileSeq, retry_in_ms: wait }, 'cannot record the archive head in the database; shipping goes on');
+        await sleep(wait, undefined, { signal: this.stop.signal }).catch(() => undefined);
+      }
+    }
+  }
+}
+
+async function recordHead(client: Queryable, slot: string, file: SealedFile): Promise<void> {
   await client.query(
     `INSERT INTO audit.shipper_head (slot_name, file_seq, record_seq, chain, digest_sha256, last_lsn, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6::pg_lsn, now())
@@ -337,7 +412,7 @@ async function slotConfirmed(client: pg.Client, slot: string): Promise<Lsn | nul
   return r.rows[0]?.lsn ? parseLsn(r.rows[0].lsn) : null;
 }
 
-async function watchSlot(client: pg.Client, opts: ShipOptions, log: Logger): Promise<void> {
+async function watchSlot(client: Queryable, opts: ShipOptions, log: Logger): Promise<void> {
   try {
     const h = await slotHealth(client, opts.slot);
     if (!h) return;

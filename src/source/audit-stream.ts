@@ -92,6 +92,9 @@ export class AuditStream {
     void this.service.acknowledge(formatLsn((lsn - 1n) as Lsn), ping);
   }
 
+  /** how many times streaming started (START_REPLICATION answered): a reconnection shows here */
+  starts = 0;
+
   get confirmed(): Lsn | null {
     return this.durable;
   }
@@ -124,7 +127,10 @@ export class AuditStream {
     this.service.on('error', (err: Error) => this.log.warn({ err: err.message }, 'replication stream error'));
     this.service.on('data', (lsn: string, msg: Pgoutput.Message) => this.dispatch(consumer, lsn, msg));
     this.readsDirectly = false;
-    this.service.on('start', () => { if (!this.options.readThroughLibrary) this.readDataDirectly(plugin, consumer); });
+    this.service.on('start', () => {
+      this.starts++;
+      if (!this.options.readThroughLibrary) this.readDataDirectly(plugin, consumer);
+    });
     this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
       // Data is dispatched synchronously in socket order, so everything sent before this keepalive
       // has reached the consumer: if it holds nothing unstored, nothing below this position is pending.
@@ -159,6 +165,18 @@ export class AuditStream {
   /** Ask the server for a keepalive now (its answer carries its current position). */
   ping(): void {
     if (this.durable !== null) this.report(this.durable, true);
+  }
+
+  /**
+   * Let go of the connection now (run() then rejects, and the caller reconnects with backoff): a
+   * server shutting down waits for its walsender, which waits for a confirmation we may not be able
+   * to give. Nothing is lost: the slot keeps its place.
+   */
+  drop(reason: string): void {
+    const conn = (this.service as unknown as { _connection?: { stream?: { destroy: (err?: Error) => void } } })._connection;
+    if (!conn?.stream) return;
+    this.log.warn({ reason }, 'dropping the replication connection');
+    conn.stream.destroy(new Error(`replication connection dropped: ${reason}`));
   }
 
   /**

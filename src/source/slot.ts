@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { ConfigError, ServiceError } from '../errors.js';
-import { describePgError } from '../db.js';
+import { describePgError, type Queryable } from '../db.js';
 import { parseLsn, type Lsn } from './lsn.js';
 
 export const PUBLICATION = 'audit_log_publication';
@@ -104,7 +104,7 @@ export interface SlotHealth {
   safeWalSize: number | null;
 }
 
-export async function slotHealth(client: pg.Client, slot: string): Promise<SlotHealth | null> {
+export async function slotHealth(client: Queryable, slot: string): Promise<SlotHealth | null> {
   const r = await client.query<{ wal_status: string | null; lag: string | null; safe_wal_size: string | null }>(
     `SELECT wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag, safe_wal_size::text
        FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
