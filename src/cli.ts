@@ -5,6 +5,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { CommanderError } from 'commander';
 import { EXIT_CANNOT_RUN, exitCodeFor, oneLine } from './errors.js';
 import { buildProgram } from './program.js';
+import { describeStorageError } from './sink/retry.js';
 
 export async function main(argv: string[]): Promise<number> {
   try {
@@ -15,7 +16,8 @@ export async function main(argv: string[]): Promise<number> {
       // --help and --version end here too, with exit code 0; usage errors were already printed.
       return err.exitCode === 0 ? 0 : EXIT_CANNOT_RUN;
     }
-    process.stderr.write(`pg-audit-shipper: error: ${oneLine(err)}\n`);
+    const storage = describeStorageError(err);
+    process.stderr.write(`pg-audit-shipper: error: ${storage ? `storage request failed: ${storage}` : oneLine(err)}\n`);
     return exitCodeFor(err);
   }
 }

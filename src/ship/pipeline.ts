@@ -1,4 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ServiceError } from '../errors.js';
+import { decideRetry } from '../sink/retry.js';
 import type { Logger } from '../log.js';
 import { alreadyStored, Batch, type BatchLimits, type ChainPosition } from '../seal/batch.js';
 import type { SigningKey } from '../seal/keys.js';
@@ -286,7 +288,11 @@ export class Pipeline implements StreamConsumer {
   private storeAhead(): void {
     for (const file of this.queue.slice(0, STORE_AHEAD_FILES)) {
       for (const obj of file.objects.slice(0, -1)) {
-        if (!this.ahead.has(obj.key)) this.ahead.set(obj.key, this.store(obj, file));
+        if (!this.ahead.has(obj.key)) {
+          const stored = this.store(obj, file);
+          stored.catch(() => undefined); // awaited in upload(), which records a failure; never an unhandled rejection meanwhile
+          this.ahead.set(obj.key, stored);
+        }
       }
     }
   }
@@ -294,6 +300,17 @@ export class Pipeline implements StreamConsumer {
   private async upload(): Promise<void> {
     this.uploading = true;
     try {
+      await this.uploadQueued();
+    } catch (err) {
+      this.fatal = err as Error; // check() rethrows it: the shipper stops; what is unstored stays in the slot
+    } finally {
+      this.uploading = false;
+      this.wake();
+    }
+  }
+
+  private async uploadQueued(): Promise<void> {
+    {
       while (this.queue.length > 0) {
         const file = this.queue[0]!;
         const started = Date.now();
@@ -316,9 +333,6 @@ export class Pipeline implements StreamConsumer {
         this.opts.confirm(this.deferredAck);
         this.deferredAck = null;
       }
-    } finally {
-      this.uploading = false;
-      this.wake();
     }
   }
 
@@ -326,7 +340,10 @@ export class Pipeline implements StreamConsumer {
     return this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
   }
 
-  /** Forever, with capped exponential backoff and full jitter: the slot holds the data meanwhile. */
+  /**
+   * With the storage retry policy (src/sink/retry.ts): failures another attempt can fix, forever (the
+   * slot holds the data meanwhile); ones it cannot, a few times, then the shipper stops and says why.
+   */
   private async retry<T>(fn: () => Promise<T>, what: string): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -337,8 +354,13 @@ export class Pipeline implements StreamConsumer {
         }
         return out;
       } catch (err) {
+        const decision = decideRetry(err, attempt);
+        if (!decision.retry) {
+          this.opts.onStorageProblem?.(`${what} failed: ${decision.reason}`);
+          throw new ServiceError(`${what} failed ${attempt + 1} times and retrying cannot fix it: ${decision.reason}`);
+        }
         this.opts.metrics.retries.inc();
-        const wait = Math.random() * Math.min(30_000, 200 * 2 ** Math.min(attempt, 10));
+        const wait = decision.waitMs;
         // The first failure is a warning (storage blips); from the third on it is an error and /readyz says so.
         const level = attempt >= 2 ? 'error' : 'warn';
         this.opts.log[level]({ attempt: attempt + 1, err: (err as Error).message, retry_in_ms: Math.round(wait) }, `${what} failed; retrying`);

@@ -76,6 +76,25 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     expect(short.stderr).toMatch(/--retention 30d is shorter than the six years HIPAA requires/);
   });
 
+  it('stops (exit 2) on storage errors retrying cannot fix, naming the code and what to change: a wrong secret, an encryption the store refuses', async () => {
+    const db = await freshDatabase('s3permanent');
+    const bucket = await makeBucket();
+    const args = shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', `s_${db.name}`] });
+    const wrongSecret = await runCli(args, { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env(), AWS_SECRET_ACCESS_KEY: 'not-the-secret' });
+    expect(wrongSecret.code).toBe(2);
+    expect(wrongSecret.stderr.trim().split('\n').at(-1)).toMatch(/^pg-audit-shipper: error: .*SignatureDoesNotMatch: the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY$/);
+    // This radosgw has no KMS: it refuses server-side encryption headers. Retrying would never end.
+    await writeEvents(db.url, 1, 10);
+    const sse = await runCli(args, { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env(), AUDIT_S3_SSE: 'AES256' });
+    expect(sse.code).toBe(2);
+    expect(sse.stderr.trim().split('\n').at(-1)).toMatch(/^pg-audit-shipper: error: storing .* failed 3 times and retrying cannot fix it: .*check --s3-sse/);
+    // Nothing was acknowledged: with the setting fixed, everything ships.
+    const fixed = await runCli(args, { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() });
+    expect(fixed.code, fixed.stderr).toBe(0);
+    const { records } = await readArchive(readerFor(bucket, ''), keys.keys);
+    expect(records.filter((x) => x.op === 'insert' && x.action === 'INSERT').length).toBe(10);
+  });
+
   it('a storage endpoint that accepts connections and never answers: requests time out and are retried, nothing is lost', async () => {
     const db = await freshDatabase('s3hang');
     const bucket = await makeBucket();

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { storageRequestHandler } from '../http.js';
+import { permanentReason } from '../retry.js';
 import {
   GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadObjectCommand,
   ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException, type ServerSideEncryption,
@@ -126,8 +127,10 @@ class S3Sink implements Sink {
     const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: put.VersionId }));
     if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate
         || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
-      throw new ServiceError(`s3://${this.cfg.bucket}/${key} was stored without the requested lock ` +
+      const err = new ServiceError(`s3://${this.cfg.bucket}/${key} was stored without the requested lock ` +
         `(mode ${head.ObjectLockMode ?? 'none'}, retain until ${head.ObjectLockRetainUntilDate?.toISOString() ?? 'never'})`);
+      err.name = 'LockNotApplied'; // retrying cannot fix it (src/sink/retry.ts)
+      throw err;
     }
     return {
       key: obj.key, bytes: obj.body.length, ...(put.VersionId ? { versionId: put.VersionId } : {}),
@@ -178,6 +181,8 @@ function isNotFound(err: unknown): boolean {
 }
 
 export function describeS3Error(err: unknown): string {
+  const reason = permanentReason(err);
+  if (reason) return reason;
   if (err instanceof S3ServiceException) {
     return `${err.name} (HTTP ${err.$metadata.httpStatusCode ?? '?'})${err.message && err.message !== 'UnknownError' ? `: ${err.message}` : ''}`;
   }
