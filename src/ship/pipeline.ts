@@ -28,6 +28,11 @@ export interface PipelineOptions {
   onStored: (file: SealedFile) => Promise<void>;
   /** everything at or below lsn is stored: the slot may move */
   confirm: (lsn: Lsn) => void;
+  /**
+   * Whether the archive already has a digest for this file sequence: another writer's (a shipper that
+   * took over the slot while this one was paused). Checked before a file's data objects are stored.
+   */
+  claimed?: (fileSeq: number) => Promise<boolean>;
   /** storage failing (a message) or working again (null): /readyz reports it */
   onStorageProblem?: (problem: string | null) => void;
 }
@@ -337,7 +342,17 @@ export class Pipeline implements StreamConsumer {
   }
 
   private store(obj: ArchiveObject, file: SealedFile): Promise<unknown> {
-    return this.retry(() => this.opts.sink.put(obj), `storing ${obj.key} (file ${file.fileSeq})`);
+    const isDigest = obj === file.objects[file.objects.length - 1];
+    return this.retry(async () => {
+      // The digest's own PUT never replaces one (the sinks create, never overwrite); its data must
+      // not land either when the digest's place is taken.
+      if (!isDigest && this.opts.claimed && await this.opts.claimed(file.fileSeq)) {
+        const e = new Error(`file ${file.fileSeq} of the archive was written by another shipper while this one held it in memory`);
+        e.name = 'ObjectExists'; // retrying cannot fix it (src/sink/retry.ts)
+        throw e;
+      }
+      return this.opts.sink.put(obj);
+    }, `storing ${obj.key} (file ${file.fileSeq})`);
   }
 
   /**

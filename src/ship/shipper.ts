@@ -135,6 +135,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       onStored: async (file) => heads.record(file),
       confirm: (lsn) => stream.confirm(lsn),
       onStorageProblem: (p) => opts.onProblem?.('storage', p),
+      claimed: (seq) => opts.archive.reader.exists(digestKey(seq)),
     });
     log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot }, 'resuming the chain from the archive head');
     try {
@@ -319,6 +320,11 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
       const msg = describePgError(err);
       if (/does not exist|invalidated|wal_status|has been invalidated/i.test(msg)) {
         throw new ServiceError(`replication slot ${opts.slot} is gone or invalidated: ${msg}`);
+      }
+      // Another process took the slot while this one was away (paused, partitioned): two writers of one
+      // archive would overwrite each other's files. Stop; what is unstored here is in the slot for the other.
+      if (/is active for PID/i.test(msg)) {
+        throw new ServiceError(`replication slot ${opts.slot} is now used by another process (${msg}): another shipper took over; this one stops`);
       }
       // A connection that streamed before it failed is a new failure, not the next of a series:
       // the wait starts short again (otherwise a week of rare drops would end in 30 s waits).

@@ -30,6 +30,7 @@ const PERMANENT: Record<string, string> = {
   InvalidArgumentException: 'the delivery stream refuses the records as sent: check the stream\'s configuration',
   UnrecognizedClientException: 'the delivery-stream service does not know these credentials: check AWS_ACCESS_KEY_ID',
   InvalidSignatureException: 'the secret key does not match: check AWS_SECRET_ACCESS_KEY',
+  ObjectExists: 'two shippers write to this archive (one paused or partitioned while the other took over its slot): stop the other one; each database and slot needs its own --archive prefix',
   LockNotApplied: 'the store kept the object without the Object Lock asked for: use a bucket, and a store, that enforce Object Lock in COMPLIANCE mode',
 };
 

@@ -64,6 +64,22 @@ export async function checkShippingPrerequisites(client: pg.Client): Promise<voi
   }
 }
 
+/**
+ * How long a slot held by another process may take to be released. A shipper killed with -9 leaves
+ * its walsender holding the slot until the server notices the connection is gone (usually within a
+ * second, at most wal_sender_timeout); a replacement started meanwhile should wait, not fail.
+ */
+const SLOT_RELEASE_WAIT_MS = 15_000;
+
+async function released(client: pg.Client, slot: string): Promise<boolean> {
+  for (const deadline = Date.now() + SLOT_RELEASE_WAIT_MS; Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 250));
+    const r = await client.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+    if (!r.rows[0]?.active) return true;
+  }
+  return false;
+}
+
 async function checkOrCreateSlot(client: pg.Client, slot: string): Promise<SlotState> {
   const found = await client.query<{ plugin: string; database: string | null; slot_type: string; active: boolean; active_pid: number | null;
     confirmed_flush_lsn: string | null; wal_status: string | null }>(
@@ -85,9 +101,13 @@ async function checkOrCreateSlot(client: pg.Client, slot: string): Promise<SlotS
   if (s.database !== db) {
     throw new ConfigError(`replication slot ${slot} belongs to database ${s.database}, not ${db}: choose another --slot`);
   }
-  if (s.active) {
-    throw new ServiceError(`replication slot ${slot} is in use by process ${s.active_pid}: another shipper is running; ` +
-      'two consumers of one slot would lose data, so this one will not start');
+  if (s.active && !(await released(client, slot))) {
+    const who = (await client.query<{ addr: string | null; since: string | null; app: string | null }>(
+      `SELECT client_addr::text AS addr, backend_start::text AS since, application_name AS app FROM pg_stat_replication WHERE pid = $1`,
+      [s.active_pid])).rows[0];
+    throw new ServiceError(`replication slot ${slot} is in use by process ${s.active_pid}` +
+      `${who ? ` (serving ${who.app || 'a client'} from ${who.addr ?? 'a local socket'} since ${who.since})` : ''}: another shipper is running; ` +
+      `two consumers of one slot would lose data, so this one will not start (waited ${SLOT_RELEASE_WAIT_MS / 1000}s for it to be released)`);
   }
   if (s.wal_status === 'lost') {
     throw new ServiceError(`replication slot ${slot} was invalidated (wal_status = lost): the server removed WAL it still needed, ` +

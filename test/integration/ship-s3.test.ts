@@ -1,7 +1,7 @@
 import { GetObjectRetentionCommand, ListObjectVersionsCommand } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { s3ArchiveReader, s3Client } from '../../src/sink/s3/s3-archive.js';
+import { s3Archive, s3ArchiveReader, s3Client } from '../../src/sink/s3/s3-archive.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { makeKeys, readArchive, shipArgs, type TestKeys } from '../helpers/archive.js';
@@ -93,6 +93,19 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     expect(fixed.code, fixed.stderr).toBe(0);
     const { records } = await readArchive(readerFor(bucket, ''), keys.keys);
     expect(records.filter((x) => x.op === 'insert' && x.action === 'INSERT').length).toBe(10);
+  });
+
+  it('never replaces an object (If-None-Match): the same bytes again are a stored retry, other bytes are another writer', async () => {
+    const bucket = await makeBucket();
+    Object.assign(process.env, s3Env());
+    const sink = s3Archive(s3Client(true), { bucket, prefix: 'p/', forcePathStyle: true, sse: 'none',
+      retainUntil: (now) => new Date(now.getTime() + 86_400_000), minDefaultRetentionDays: 1 }).sink;
+    const obj = (body: string) => ({ key: 'digests/000000000007.digest', body: Buffer.from(body), contentType: 'application/x-ndjson' });
+    await sink.put(obj('first'));
+    await expect(sink.put(obj('first'))).resolves.toMatchObject({ key: 'digests/000000000007.digest' });
+    await expect(sink.put(obj('second'))).rejects.toMatchObject({ name: 'ObjectExists' });
+    const versions = await testS3Client().send(new ListObjectVersionsCommand({ Bucket: bucket }));
+    expect(versions.Versions!.length).toBe(1);
   });
 
   it('a storage endpoint that accepts connections and never answers: requests time out and are retried, nothing is lost', async () => {

@@ -439,6 +439,32 @@ describe('ship to a file archive', () => {
     expect(publicKey.stderr).toMatch(/is a public key \(the verify key\?\); --signing-key takes the private key/);
   });
 
+  it('split brain: a shipper paused while another took over its slot stops when it wakes, and writes nothing into the archive', async () => {
+    const db = await freshDatabase('shipsplit');
+    const archive = await tempArchiveDir();
+    const a = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
+    const aDone = waitFor(a);
+    await writeEvents(db.url, 1, 50);
+    const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
+    for (let i = 0; i < 100 && await archived() < 50; i++) await sleep(100);
+    // A freezes (a VM paused); the server drops its connection and the slot is free for B.
+    a.kill('SIGSTOP');
+    await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
+    await writeEvents(db.url, 100, 50);
+    await drain(db, archive); // B: takes the slot, ships, records its head, exits
+    await writeEvents(db.url, 200, 10);
+    const objectsBefore = await listAll(archive);
+    a.kill('SIGCONT'); // A wakes up with its old head and the slot free again: its next file's place is B's
+    const stopped = await aDone;
+    expect(stopped.code).toBe(2);
+    expect(stopped.stderr.trim().split('\n').at(-1)).toMatch(/^pg-audit-shipper: error: .*failed 3 times and retrying cannot fix it: ObjectExists: two shippers write to this archive/);
+    expect(await listAll(archive)).toEqual(objectsBefore); // not one object from the stale writer
+    await drain(db, archive); // what A held is still in the slot
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((r) => r.op === 'insert' && r.action === 'INSERT').length).toBe(110);
+  });
+
   it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
     const db = await freshDatabase('shipbusy');
     const archive = await tempArchiveDir();
@@ -450,12 +476,17 @@ describe('ship to a file archive', () => {
     first.kill('SIGTERM');
     await firstDone;
     expect(second.code).toBe(2);
-    expect(second.stderr).toMatch(/replication slot s_t_shipbusy_[0-9a-f]+ is in use by process \d+: another shipper is running/);
+    expect(second.stderr).toMatch(/replication slot s_t_shipbusy_[0-9a-f]+ is in use by process \d+ \(serving pg-audit-shipper from .* since .*\): another shipper is running; .*\(waited 15s for it to be released\)/);
     const nokey = await runCli(['ship', '--archive', `file://${archive}`], { DATABASE_URL: shipperUrl(db.name) });
     expect(nokey.code).toBe(2);
     expect(nokey.stderr.trim()).toBe('pg-audit-shipper: error: --signing-key (AUDIT_SIGNING_KEY) is required; e.g. --signing-key /etc/pg-audit-shipper/signing-key.pem');
   });
 });
+
+async function listAll(dir: string): Promise<string[]> {
+  const { readdir } = await import('node:fs/promises');
+  return (await readdir(dir, { recursive: true })).map(String).filter((f) => f.endsWith('.gz') || f.endsWith('.digest')).sort();
+}
 
 async function lsnLe(url: string, a: string, b: string): Promise<boolean> {
   return withClient(url, async (c) => (await c.query('SELECT $1::pg_lsn <= $2::pg_lsn AS le', [a, b])).rows[0].le);

@@ -1,12 +1,13 @@
 import { constants } from 'node:fs';
-import { chmod, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../../errors.js';
 import type { Archive, ArchiveObject, ArchiveReader, Receipt, Sink } from '../sink.js';
 
 /**
  * The embedded default: a local directory with the same layout as S3. Durable the POSIX way:
- * write a temporary file, fsync it, rename it into place, fsync the directory; then read-only.
+ * write a temporary file, fsync it, link it into place (never replacing a file), fsync the directory;
+ * then read-only.
  * It is not immutable against root: for that, use s3:// with Object Lock.
  */
 export function fileArchive(root: string): Archive {
@@ -25,7 +26,7 @@ class FileSink implements Sink {
     if (existing) {
       // A retry after a crash writes identical bytes; anything else would overwrite history.
       if (existing.equals(obj.body)) return { key: obj.key, bytes: obj.body.length };
-      throw new Error(`${target} already exists with different content; refusing to overwrite an archived object`);
+      throw objectExists(target);
     }
     const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.tmp`);
     const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
@@ -35,11 +36,32 @@ class FileSink implements Sink {
     } finally {
       await fh.close();
     }
-    await rename(tmp, target);
+    // link, not rename: it never replaces a file another writer put there since the check above.
+    // A file system without hard links gets rename (and only the check above).
+    try {
+      await link(tmp, target);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+        await rename(tmp, target);
+      } else {
+        if (code !== 'EEXIST') throw err;
+        const other = await readFile(target);
+        if (!other.equals(obj.body)) throw objectExists(target);
+      }
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
     await fsyncDir(dir);
     await chmod(target, 0o444);
     return { key: obj.key, bytes: obj.body.length };
   }
+}
+
+function objectExists(target: string): Error {
+  const e = new Error(`${target} already exists with different content; refusing to overwrite an archived object: another writer stores into this archive`);
+  e.name = 'ObjectExists'; // retrying cannot fix it (src/sink/retry.ts)
+  return e;
 }
 
 async function fsyncDir(dir: string): Promise<void> {

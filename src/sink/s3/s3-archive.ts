@@ -107,24 +107,58 @@ export async function checkBucket(client: S3Client, cfg: Pick<S3ArchiveConfig, '
 class S3Sink implements Sink {
   constructor(private readonly client: S3Client, private readonly cfg: S3ArchiveConfig) {}
 
+  /** `key` when it holds exactly `body` (with its version); null when there is no such key; ObjectExists when it holds other bytes. */
+  private async existing(key: string, body: Buffer): Promise<{ versionId: string | undefined } | null> {
+    let stored;
+    try {
+      stored = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key: key }));
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+    const bytes = Buffer.from(await stored.Body!.transformToByteArray());
+    if (!bytes.equals(body)) {
+      const e = new ServiceError(`s3://${this.cfg.bucket}/${key} exists with other content: another writer stores into this archive`);
+      e.name = 'ObjectExists'; // retrying cannot fix it (src/sink/retry.ts)
+      throw e;
+    }
+    return { versionId: stored.VersionId };
+  }
+
   async put(obj: ArchiveObject): Promise<Receipt> {
     const key = this.cfg.prefix + obj.key;
     const retainUntil = this.cfg.retainUntil(new Date());
     const sse: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } =
       this.cfg.sse === 'none' ? {} : { ServerSideEncryption: this.cfg.sse, ...(this.cfg.kmsKeyId ? { SSEKMSKeyId: this.cfg.kmsKeyId } : {}) };
-    const put = await this.client.send(new PutObjectCommand({
-      Bucket: this.cfg.bucket,
-      Key: key,
-      Body: obj.body,
-      ContentType: obj.contentType,
-      ContentLength: obj.body.length,
-      ContentMD5: createHash('md5').update(obj.body).digest('base64'),
-      ObjectLockMode: 'COMPLIANCE',
-      ObjectLockRetainUntilDate: retainUntil,
-      ...sse,
-    }));
+    // Create, never replace: in a versioned bucket a second PUT of a digest would make a stale
+    // writer's file the current version, hiding the other's (split brain). A key that exists already
+    // is fine only with the same bytes: a retry of a PUT whose answer was lost, or a data file sealed
+    // again identically after a crash (data keys carry their content's hash). If-None-Match: * makes
+    // the create atomic where the store honours it (AWS S3, MinIO); Ceph radosgw 16 ignores it in
+    // versioned buckets (measured), so the key is also looked up first, which closes all but a
+    // race of milliseconds between two writers.
+    const before = await this.existing(key, obj.body);
+    let versionId = before?.versionId;
+    if (before === null) try {
+      const put = await this.client.send(new PutObjectCommand({
+        Bucket: this.cfg.bucket,
+        Key: key,
+        Body: obj.body,
+        ContentType: obj.contentType,
+        ContentLength: obj.body.length,
+        ContentMD5: createHash('md5').update(obj.body).digest('base64'),
+        ObjectLockMode: 'COMPLIANCE',
+        ObjectLockRetainUntilDate: retainUntil,
+        IfNoneMatch: '*',
+        ...sse,
+      }));
+      versionId = put.VersionId;
+    } catch (err) {
+      if ((err as { name?: string }).name !== 'PreconditionFailed') throw err;
+      versionId = (await this.existing(key, obj.body))?.versionId;
+    }
     // Trust, then check: the object version we wrote must carry the lock we asked for.
-    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: put.VersionId }));
+    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: versionId }));
     if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate
         || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
       const err = new ServiceError(`s3://${this.cfg.bucket}/${key} was stored without the requested lock ` +
@@ -133,7 +167,7 @@ class S3Sink implements Sink {
       throw err;
     }
     return {
-      key: obj.key, bytes: obj.body.length, ...(put.VersionId ? { versionId: put.VersionId } : {}),
+      key: obj.key, bytes: obj.body.length, ...(versionId ? { versionId } : {}),
       lock: { mode: head.ObjectLockMode, retainUntil: head.ObjectLockRetainUntilDate },
     };
   }
