@@ -22,6 +22,8 @@ ensure_packages() {
   [ -x "$PGBIN/initdb" ] || missing+=(postgresql-15)
   ls /usr/lib/postgresql/15/lib/pgaudit.so >/dev/null 2>&1 || missing+=(postgresql-15-pgaudit)
   command -v openssl >/dev/null || missing+=(openssl)
+  # Not PostgreSQL's, but installed with it: the clock-skew tests run the shipper under faketime.
+  command -v faketime >/dev/null || missing+=(faketime)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" -eq 0 ] || die "missing Debian packages: ${missing[*]}; install them first: sudo apt-get install ${missing[*]}"
   echo "pg.sh: installing ${missing[*]} (Debian packages)" >&2

@@ -33,6 +33,8 @@ export interface PipelineOptions {
    * took over the slot while this one was paused). Checked before a file's data objects are stored.
    */
   claimed?: (fileSeq: number) => Promise<boolean>;
+  /** why nothing may be stored now (a clock too far off), or null: storing waits, retried, until it clears */
+  mayStore?: () => string | null;
   /** storage failing (a message) or working again (null): /readyz reports it */
   onStorageProblem?: (problem: string | null) => void;
 }
@@ -344,6 +346,8 @@ export class Pipeline implements StreamConsumer {
   private store(obj: ArchiveObject, file: SealedFile): Promise<unknown> {
     const isDigest = obj === file.objects[file.objects.length - 1];
     return this.retry(async () => {
+      const refusal = this.opts.mayStore?.();
+      if (refusal !== null && refusal !== undefined) throw new Error(`not storing: ${refusal}`);
       // The digest's own PUT never replaces one (the sinks create, never overwrite); its data must
       // not land either when the digest's place is taken.
       if (!isDigest && this.opts.claimed && await this.opts.claimed(file.fileSeq)) {

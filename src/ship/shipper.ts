@@ -20,6 +20,7 @@ import type { ShipMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
 import { Attestor } from './attestor.js';
 import { appendAttestation, readCaptureConfig } from '../capture/attest.js';
+import { measureSkew, serverClock, skewProblem } from './clock.js';
 import { resumeFromArchive } from './resume.js';
 
 export interface ShipOptions {
@@ -85,6 +86,17 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     },
   });
   const heads = new HeadRecorder(db, opts.slot, log);
+  // A clock that drifted (or was set) too far while running stops storing until it is right again.
+  let clockProblem: string | null = null;
+  const checkClock = async (): Promise<void> => {
+    const problem = await measureSkew(() => serverClock(db)).then(skewProblem, () => clockProblem); // unreachable: keep the last verdict
+    if (problem !== clockProblem) {
+      if (problem) log.error({ problem }, 'clock skew: storing stops until the clock is right');
+      else log.warn('the clock is right again; storing goes on');
+      opts.onProblem?.('clock', problem);
+    }
+    clockProblem = problem;
+  };
   const ingestAbort = new AbortController();
   let ingestDone: Promise<unknown> = Promise.resolve();
   try {
@@ -97,6 +109,9 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     ]);
     const recorded = settled(recordedAnswer);
     const identity = settled(identityAnswer);
+    // Retention dates and partitions come from this machine's clock: refuse to write with one far off.
+    const skewAtStart = skewProblem(await measureSkew(() => serverClock(db)));
+    if (skewAtStart) throw new ServiceError(skewAtStart);
     phase('database checked');
     const keys = new Map<string, VerifyKey>([[opts.key.keyId, opts.key], ...opts.verifyKeys.map((k) => [k.keyId, k] as const)]);
     const resumed = await resumeFromArchive(opts.archive.reader, opts.archive.location, keys, recorded);
@@ -135,6 +150,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       onStored: async (file) => heads.record(file),
       confirm: (lsn) => stream.confirm(lsn),
       onStorageProblem: (p) => opts.onProblem?.('storage', p),
+      mayStore: () => clockProblem,
       claimed: (seq) => opts.archive.reader.exists(digestKey(seq)),
     });
     log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot }, 'resuming the chain from the archive head');
@@ -172,7 +188,10 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       if (target !== null) pipeline.flushWhenPast(target);
       const streaming = new AbortController();
       const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
-      const healthTimer = setInterval(() => void watchSlot(db, opts, log), 30_000);
+      const healthTimer = setInterval(() => {
+        void watchSlot(db, opts, log);
+        void checkClock();
+      }, 30_000);
       const attestTimer = setInterval(() => void attestor.checkQuietly(), opts.attestCheckMs ?? 60_000);
       void watchSlot(db, opts, log);
       opts.onReady?.(true);

@@ -25,9 +25,16 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
       // after restart, maybe cut differently. A copy whose every line is byte for byte the line the
       // archive holds at that sequence number is those same records: harmless. Comparing only the
       // chain hash is not enough: a made-up body can carry a real record's seq and chain value.
-      if (parsed && chain.objectOf.size > 0 && await isSupersededCopy(reader, key, parsed.fileSeq, chain.objectOf)) {
+      const copy = parsed && chain.objectOf.size > 0 ? await supersededCopy(reader, key, parsed.fileSeq, chain.objectOf) : null;
+      if (copy === 'same') {
         notes.push({ code: 'superseded-copy', where: key,
           message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives` });
+        continue;
+      }
+      if (copy === 'backfill') {
+        notes.push({ code: 'superseded-backfill-copy', where: key,
+          message: `file ${parsed!.fileSeq} as first written by a backfill that was interrupted; the backfill started again from a new snapshot ` +
+            'and archived the same rows, at the same places, under its own WAL position: the rows are in the chain' });
         continue;
       }
       findings.push({
@@ -46,7 +53,33 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
   return { findings, notes };
 }
 
-async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>): Promise<boolean> {
+/**
+ * 'same': every line is the archived line with its seq, byte for byte. 'backfill': every line is a
+ * backfill record whose archived counterpart (same seq) is a backfill record of the same row, equal in
+ * everything but `chain`, `lsn` and `idx`: a backfill interrupted by a crash starts again from a new
+ * snapshot, whose WAL position differs, so its records cannot be byte-identical. null: neither.
+ */
+async function supersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>): Promise<'same' | 'backfill' | null> {
+  const same = await isSupersededCopy(reader, key, fileSeq, objectOf, (a, b) => a === b);
+  if (same) return 'same';
+  return await isSupersededCopy(reader, key, fileSeq, objectOf, sameBackfillRecord) ? 'backfill' : null;
+}
+
+function sameBackfillRecord(archived: string, copy: string): boolean {
+  const strip = (line: string): string | null => {
+    try {
+      const { chain: _c, lsn: _l, idx: _i, ...rest } = JSON.parse(line) as Record<string, unknown>;
+      return rest.op === 'insert' && typeof rest.backfill === 'string' ? JSON.stringify(rest) : null;
+    } catch {
+      return null;
+    }
+  };
+  const a = strip(archived);
+  return a !== null && a === strip(copy);
+}
+
+async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>,
+  equal: (archived: string, copy: string) => boolean): Promise<boolean> {
   // The shipper names a file by the hash of its content: a renamed or edited file fails this.
   const body = await reader.get(key);
   const content = body ? tryGunzip(body) : null;
@@ -73,7 +106,7 @@ async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: num
     for (const l of lines) archived.set(l.seq, l.line);
     if (lines[lines.length - 1]!.seq >= last) break;
   }
-  return copy.every((l) => archived.get(l.seq) === l.line);
+  return copy.every((l) => { const a = archived.get(l.seq); return a !== undefined && equal(a, l.line); });
 }
 
 async function linesOf(reader: ArchiveReader, key: string): Promise<{ seq: number; line: string }[] | null> {

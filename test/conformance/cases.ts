@@ -181,6 +181,26 @@ export const CASES: Case[] = [
     expected: { ok: true, findings: [], notes: ['superseded-copy'] },
   },
   {
+    name: 'valid-backfill-leftover', description: 'a data object of an initial backfill interrupted by a crash: the same rows at the same places, but under the first snapshot\'s WAL position (the backfill started again from a new one)',
+    build: async () => {
+      const o = await build(backfillFiles)();
+      const lines = gunzipSync(o.get(digestOf(o, 1).object_key!)!).toString('utf8').trimEnd().split('\n');
+      placeLeftover(o, 1, `${lines.map((l) => l.replace('"lsn":"0/1A00000"', '"lsn":"0/19F0000"').replace(/^\{"chain":"[0-9a-f]{64}"/, `{"chain":"${'ab'.repeat(32)}"`)).join('\n')}\n`);
+      return o;
+    },
+    expected: { ok: true, findings: [], notes: ['superseded-backfill-copy'] },
+  },
+  {
+    name: 'forged-backfill-leftover', description: 'the same, but one row differs from the archived row: not a copy of anything archived',
+    build: async () => {
+      const o = await build(backfillFiles)();
+      const lines = gunzipSync(o.get(digestOf(o, 1).object_key!)!).toString('utf8').trimEnd().split('\n');
+      placeLeftover(o, 1, `${lines.map((l) => l.replace('"lsn":"0/1A00000"', '"lsn":"0/19F0000"').replace('"session_user_name":"phi_app"', '"session_user_name":"someone_else"')).join('\n')}\n`);
+      return o;
+    },
+    expected: { ok: false, findings: ['unreferenced-object'] },
+  },
+  {
     name: 'valid-key-rotation', description: 'file 1 signed with key A, file 2 with key B; both public keys given',
     keys: ['A', 'B'],
     build: build(() => { const [a, b] = basic(); return [a!, { ...b!, key: KEY_B }]; }),

@@ -13,9 +13,11 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
 
 const running = new Set<ChildProcess>();
 
-export function startCli(args: string[], env: Record<string, string | undefined> = {}): ChildProcess {
+export function startCli(args: string[], env: Record<string, string | undefined> = {}, wrapper: string[] = []): ChildProcess {
   const base: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'warn' };
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // `wrapper`: a command the CLI runs under, e.g. ['faketime', '-f', '-400d'] for a machine whose clock is wrong.
+  const [cmd, ...pre] = [...wrapper, process.execPath];
+  const child = spawn(cmd!, [...pre, CLI, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   child.on('exit', () => running.delete(child));
   return child;

@@ -465,6 +465,20 @@ describe('ship to a file archive', () => {
     expect(records.filter((r) => r.op === 'insert' && r.action === 'INSERT').length).toBe(110);
   });
 
+  it('refuses to start with a clock far from the database server\'s (faketime: 400 days behind, 3 hours ahead); a minute off is fine', async () => {
+    const db = await freshDatabase('shipclock');
+    const archive = await tempArchiveDir();
+    for (const [offset, words] of [['-400d', '400 days behind'], ['+3h', '3 h ahead of']] as const) {
+      const r = await waitFor(startCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) }, ['faketime', '-f', offset]));
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim()).toBe(`pg-audit-shipper: error: this machine's clock is ${words} the database server's (more than 60s): ` +
+        'Object Lock retention dates and event-date partitions are computed from it; fix the clock (NTP) on the machine that is wrong');
+    }
+    expect(await listAll(archive)).toEqual([]); // nothing written with the wrong dates
+    const ok = await waitFor(startCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) }, ['faketime', '-f', '-50s']));
+    expect(ok.code, ok.stderr).toBe(0);
+  });
+
   it('refuses a slot that another shipper is using, and a missing signing key, in one line', async () => {
     const db = await freshDatabase('shipbusy');
     const archive = await tempArchiveDir();
@@ -485,7 +499,8 @@ describe('ship to a file archive', () => {
 
 async function listAll(dir: string): Promise<string[]> {
   const { readdir } = await import('node:fs/promises');
-  return (await readdir(dir, { recursive: true })).map(String).filter((f) => f.endsWith('.gz') || f.endsWith('.digest')).sort();
+  const all = await readdir(dir, { recursive: true }).catch(() => [] as string[]); // not created yet: nothing written
+  return all.map(String).filter((f) => f.endsWith('.gz') || f.endsWith('.digest')).sort();
 }
 
 async function lsnLe(url: string, a: string, b: string): Promise<boolean> {

@@ -86,3 +86,16 @@ describe('AUDIT_STORAGE_TIMEOUT', () => {
     }
   });
 });
+
+describe('clock skew', () => {
+  it('measures the server clock against the middle of the round trip, and names the direction and size beyond a minute', async () => {
+    const { measureSkew, skewProblem } = await import('../../src/ship/clock.js');
+    let t = 1_000_000;
+    const local = () => (t += 100); // 100 ms per reading: the server answered between 1_000_100 and 1_000_200
+    expect(await measureSkew(async () => 1_000_150 + 90_000, local)).toBe(90_000);
+    expect(skewProblem(59_000)).toBeNull();
+    expect(skewProblem(-59_000)).toBeNull();
+    expect(skewProblem(400 * 86_400_000)).toMatch(/^this machine's clock is 400 days behind the database server's/);
+    expect(skewProblem(-2 * 3_600_000)).toMatch(/^this machine's clock is 2 h ahead of the database server's/);
+  });
+});
