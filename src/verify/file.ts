@@ -7,14 +7,8 @@ import type { Finding } from './findings.js';
 import type { ChainState } from './links.js';
 import { checkRecords } from './records.js';
 
-/** A record as archived: the line's fields, with its sequence and chain hash. */
-export type ArchivedRecord = Record<string, unknown> & { seq: number; lsn: string; idx: number; op: string; chain: string };
-
-/** A record with the exact line it was stored as (evidence packages quote lines, not re-encodings). */
-export interface ArchivedLine {
-  record: ArchivedRecord;
-  line: string;
-}
+export type { ArchivedLine, ArchivedRecord } from './archived.js';
+import type { ArchivedLine, ArchivedRecord } from './archived.js';
 
 export interface FileCheck {
   findings: Finding[];

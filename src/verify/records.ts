@@ -2,7 +2,7 @@ import { DIGEST_FORMAT, type Digest } from '../seal/digest.js';
 import { dateOf, timeKey } from '../seal/event-time.js';
 import { digestKey, parseDataKey, parseStreamKey } from '../sink/keys.js';
 import { SERVER_LSN_TEXT, tryParseLsn } from '../source/lsn.js';
-import type { ArchivedLine, ArchivedRecord } from './file.js';
+import type { ArchivedLine, ArchivedRecord } from './archived.js';
 import type { Finding } from './findings.js';
 
 /**
