@@ -1,0 +1,151 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Pipeline } from '../../src/ship/pipeline.js';
+import { EMPTY_HEAD } from '../../src/ship/resume.js';
+import { createMetrics } from '../../src/ship/metrics.js';
+import { createLogger } from '../../src/log.js';
+import { keyIdOf, type SigningKey } from '../../src/seal/keys.js';
+import type { ArchiveObject, Receipt, Sink } from '../../src/sink/sink.js';
+import type { Lsn } from '../../src/source/lsn.js';
+import { AUDIT_LOG } from '../../src/source/audit-stream.js';
+
+/**
+ * The acknowledgement rules of the pipeline, driven with synthetic stream events and a sink whose
+ * every PUT waits until the test lets it finish: no database, no storage, milliseconds each.
+ */
+const lsn = (n: number) => BigInt(n) as Lsn;
+
+class HeldSink implements Sink {
+  readonly puts: { key: string; release: () => void; fail: (e: Error) => void }[] = [];
+  readonly stored: string[] = [];
+  put(obj: ArchiveObject): Promise<Receipt> {
+    return new Promise((resolve, reject) => {
+      this.puts.push({
+        key: obj.key,
+        release: () => { this.stored.push(obj.key); resolve({ key: obj.key, bytes: obj.body.length }); },
+        fail: reject,
+      });
+    });
+  }
+  /** Let the oldest waiting PUT whose key matches finish. */
+  async release(match: RegExp): Promise<string> {
+    for (let i = 0; i < 50; i++) {
+      const idx = this.puts.findIndex((p) => match.test(p.key));
+      if (idx >= 0) {
+        const [p] = this.puts.splice(idx, 1);
+        p!.release();
+        await settle();
+        return p!.key;
+      }
+      await settle();
+    }
+    throw new Error(`no PUT matching ${match} is waiting (waiting: ${this.puts.map((p) => p.key).join(', ') || 'none'})`);
+  }
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 5));
+
+function signingKey(): SigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { keyId: keyIdOf(publicKey), privateKey, publicKey };
+}
+
+let pipeline: Pipeline | null = null;
+afterEach(() => { pipeline?.close(); pipeline = null; });
+
+function setup(opts: { maxRecords?: number; maxInflightBytes?: number } = {}) {
+  const sink = new HeldSink();
+  const confirmed: Lsn[] = [];
+  const flow = { paused: 0, resumed: 0, pause() { this.paused++; }, resume() { this.resumed++; } };
+  pipeline = new Pipeline(EMPTY_HEAD, {
+    limits: { maxRecords: opts.maxRecords ?? 2, maxBytes: 1 << 20, maxAgeMs: 60_000 }, maxInflightBytes: opts.maxInflightBytes ?? 64 << 20,
+    heartbeatMs: 3_600_000, source: { systemIdentifier: '7000000000000000001', timeline: 1, database: 'clinic', slot: 's' },
+    key: signingKey(), sink, log: createLogger('silent'), metrics: createMetrics(),
+    onStored: async () => undefined, confirm: (l) => confirmed.push(l),
+  });
+  pipeline.flow = flow;
+  let id = 0;
+  /** One committed transaction of `n` audit events, ending at `end`. */
+  const tx = (commit: number, end: number, n: number, relation = AUDIT_LOG) => {
+    pipeline!.onEvent({ type: 'begin', xid: commit, commitLsn: lsn(commit), commitTime: new Date('2026-11-28T10:00:00Z') });
+    for (let i = 0; i < n; i++) {
+      pipeline!.onEvent({ type: 'change', op: 'insert', relation, old: null,
+        row: { id: String(++id), occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success', statement: randomBytes(300).toString('hex') } }); // incompressible: bytes count
+    }
+    pipeline!.onEvent({ type: 'commit', commitLsn: lsn(commit), endLsn: lsn(end) });
+  };
+  return { sink, confirmed, flow, tx, p: pipeline };
+}
+
+describe('pipeline: how far the slot may advance', () => {
+  it('never confirms past a file whose data or digest is not stored', async () => {
+    const { sink, confirmed, tx } = setup();
+    tx(100, 110, 2); // two records: the file is full and sealed
+    await settle();
+    expect(confirmed).toEqual([]);
+    await sink.release(/^data\//);
+    expect(confirmed).toEqual([]); // the data is stored, its digest is not
+    await sink.release(/^digests\/000000000001/);
+    expect(confirmed).toEqual([lsn(110)]);
+  });
+
+  it('stores digest N+1 only after digest N, whatever order the data objects finish in', async () => {
+    const { sink, confirmed, tx } = setup();
+    tx(100, 110, 2);
+    tx(200, 210, 2);
+    await settle();
+    // File 2's data may go ahead of file 1's digest (store-ahead); its digest may not.
+    await sink.release(/^data\/.*000000000002-/);
+    await sink.release(/^data\/.*000000000001-/);
+    expect(sink.puts.map((p) => p.key)).toEqual(['digests/000000000001.digest']);
+    await sink.release(/^digests\/000000000001/);
+    // Each commit arrived after its file was already sealed (full at its second record), so its end
+    // is confirmed only once nothing sealed is left unstored: after file 2, and then the later one.
+    expect(confirmed).toEqual([]);
+    await sink.release(/^digests\/000000000002/);
+    expect(sink.stored.filter((k) => k.startsWith('digests/'))).toEqual(['digests/000000000001.digest', 'digests/000000000002.digest']);
+    expect(confirmed).toEqual([lsn(210)]);
+  });
+
+  it('a transaction with nothing to archive, seen while a file is being stored, is confirmed only after that file', async () => {
+    const { sink, confirmed, tx } = setup();
+    tx(100, 110, 2);
+    tx(300, 310, 1, 'public.customers'); // not audit_log: nothing to archive, but its end is a position
+    await settle();
+    expect(confirmed).toEqual([]);
+    await sink.release(/^data\//);
+    await sink.release(/^digests\//);
+    expect(confirmed.at(-1)).toBe(lsn(310));
+    expect(confirmed.every((l, i) => i === 0 || l > confirmed[i - 1]!)).toBe(true); // never backwards
+  });
+
+  it('with nothing pending, such a transaction is confirmed at once', () => {
+    const { confirmed, tx } = setup();
+    tx(300, 310, 1, 'public.customers');
+    expect(confirmed).toEqual([lsn(310)]);
+  });
+
+  it('pauses reading while more than --max-inflight-bytes are unstored, and resumes once storage catches up', async () => {
+    const { sink, flow, tx } = setup({ maxInflightBytes: 1000, maxRecords: 2 });
+    tx(100, 110, 2);
+    tx(200, 210, 2);
+    tx(300, 310, 2);
+    await settle();
+    expect(flow.paused).toBe(1);
+    expect(flow.resumed).toBe(0);
+    while (sink.puts.length > 0) await sink.release(/./);
+    expect(flow.resumed).toBe(1);
+  });
+
+  it('a storage failure that retrying cannot fix stops the pipeline (check() throws) without confirming', async () => {
+    const { sink, confirmed, tx, p } = setup();
+    tx(100, 110, 2);
+    for (let i = 0; i < 3; i++) {
+      for (let j = 0; j < 100 && sink.puts.length === 0; j++) await settle();
+      sink.puts.shift()!.fail(Object.assign(new Error('denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }));
+      await new Promise((r) => setTimeout(r, 450)); // the policy's first waits are at most 200 and 400 ms
+    }
+    expect(() => p.check()).toThrow(/failed 3 times and retrying cannot fix it: AccessDenied: the credentials may not do this/);
+    expect(confirmed).toEqual([]);
+  });
+});
