@@ -4,7 +4,8 @@
  *
  *   1. decode throughput: pg_recvlogical (pgoutput, the server's own client) vs `ship --drain` to S3
  *   2. commit-to-locked latency: single-row commits until the slot confirms them (after HeadObject)
- *   3. peak RSS of `ship --drain` with a backlog of BENCH_BACKLOG rows (default 1,000,000), then
+ *   3. peak RSS of `ship --drain` with a backlog of BENCH_BACKLOG rows (default 1,000,000), of the
+ *      initial backfill of as many rows and of recovery after a dropped slot, then
  *      `verify --full` and an unbounded `query` over the whole archive (time and peak RSS)
  *   4. the audit trigger's cost: pgbench single-row inserts, protected vs unprotected table
  *
@@ -213,6 +214,33 @@ async function main(): Promise<void> {
     streaming_ratio: round(backlogRecv.seconds / backlog.value.streamingSeconds),
   };
   say(`    ${JSON.stringify(results.backlog)}`);
+
+  say(`    backfill and recovery: ${BACKLOG} rows that predate the slot, from its snapshot; then the same archive after its slot was dropped…`);
+  // The initial backfill, in a database of its own: rows committed before the slot exists.
+  const backfillUrl = new URL(adminUrl);
+  backfillUrl.pathname = '/bench_backfill';
+  const admin2 = new pg.Client({ connectionString: adminUrl });
+  await admin2.connect();
+  await admin2.query('DROP DATABASE IF EXISTS bench_backfill');
+  await admin2.query('CREATE DATABASE bench_backfill');
+  const bdb = new pg.Client({ connectionString: backfillUrl.toString() });
+  await bdb.connect();
+  await init(bdb, { example: true, log: createLogger('silent') });
+  await writeRows(bdb, BACKLOG);
+  const backfillArgs = ['ship', '--archive', `s3://${bucket}/backfill`, '--signing-key', keys.signingKeyPath, '--http-port', '0',
+    '--retention', '1d', '--allow-short-retention', '--slot', 'bench_backfill'];
+  const initial = await timed(() => runShip(backfillArgs, { ...shipEnv, DATABASE_URL: backfillUrl.toString() }, ['--drain']));
+  // Recovery: the slot is gone, so the shipper reads every archived id (to skip them) and archives what is missing (nothing here).
+  await bdb.query(`SELECT pg_drop_replication_slot('bench_backfill')`);
+  const recovery = await timed(() => runShip(backfillArgs, { ...shipEnv, DATABASE_URL: backfillUrl.toString() }, ['--drain']));
+  await bdb.end();
+  await admin2.query('DROP DATABASE bench_backfill');
+  await admin2.end();
+  results.backfill = {
+    events: BACKLOG, initial_seconds: round(initial.seconds), initial_peak_rss_mib: Math.round(initial.value.peakRssKib / 1024),
+    recovery_seconds: round(recovery.seconds), recovery_peak_rss_mib: Math.round(recovery.value.peakRssKib / 1024), target_peak_rss_mib: 256,
+  };
+  say(`    ${JSON.stringify(results.backfill)}`);
 
   await db.end();
   const out = path.join(PACKAGE_ROOT, 'bench');
@@ -481,6 +509,7 @@ function report(r: Record<string, unknown>): string {
   const t = r.throughput as Record<string, number>;
   const l = r.latency as Record<string, number>;
   const b = r.backlog as Record<string, number>;
+  const f = r.backfill as Record<string, number>;
   const g = r.trigger as Record<string, number>;
   const v = r.verify as Record<string, number>;
   const q = r.query as Record<string, number>;
@@ -513,6 +542,9 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
   (${ig.huge_record.mib_per_s} MiB/s), all 6 events stored (statement kept: ${ig.huge_record.longest_statement_kept} characters), peak RSS ${ig.huge_record.peak_rss_mib} MiB (target <= ${ig.target_peak_rss_mib}).
 - Backlog of ${b.events} events shipped in ${b.seconds}s (${b.events_per_s}/s) with a peak RSS of ${b.peak_rss_mib} MiB (target <= ${b.target_peak_rss_mib} MiB);
   pg_recvlogical decoded the same backlog at ${b.pg_recvlogical_events_per_s}/s: ratio ${b.ratio} (one round), ${b.streaming_ratio} from "streaming from the slot".
+- The same number of rows committed before the slot existed (the initial backfill, from the slot's snapshot): ${f.initial_seconds}s,
+  peak RSS ${f.initial_peak_rss_mib} MiB; recovery after the slot was dropped (every archived id read to skip it): ${f.recovery_seconds}s,
+  peak RSS ${f.recovery_peak_rss_mib} MiB (target <= ${f.target_peak_rss_mib} MiB for both).
 
 Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS and BENCH_BACKLOG change the sizes).
 `;

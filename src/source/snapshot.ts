@@ -32,7 +32,9 @@ export async function createSlotWithSnapshot(config: pg.ClientConfig, slot: stri
  * archive files backfilled rows under their event date (one date per file), so a file is cut only
  * where the date changes, not wherever an ingester's late rows interleave with the triggers'.
  */
-export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string, pageSize = 5000): AsyncIterable<RowText[]> {
+// 1000 rows a page: a 300k-row backfill peaked at 240 MiB RSS with it and 268 MiB with 5000 (each
+// row is an object of two dozen strings until it is encoded); the round trips cost nothing measurable.
+export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string, pageSize = 1000): AsyncIterable<RowText[]> {
   const c = new pg.Client({ ...config, options: TEXT_OUTPUT_OPTIONS } as pg.ClientConfig);
   await c.connect();
   try {

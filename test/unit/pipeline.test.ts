@@ -149,3 +149,15 @@ describe('pipeline: how far the slot may advance', () => {
     expect(confirmed).toEqual([]);
   });
 });
+
+describe('IdSet (archived audit_log ids, for recovery)', () => {
+  it('holds ids as numbers where they fit and as text beyond 2^53, answering for both', async () => {
+    const { IdSet } = await import('../../src/ship/shipper.js');
+    const ids = new IdSet();
+    for (const id of ['1', '42', '9007199254740991', '9007199254740993', '0042']) ids.add(id);
+    expect(['1', '42', '9007199254740991', '9007199254740993', '0042'].every((id) => ids.has(id))).toBe(true);
+    expect(ids.has('43')).toBe(false);
+    expect(ids.has('9007199254740992')).toBe(false); // the number 2^53+1 would round to it: text keeps them apart
+    expect(ids.size).toBe(5);
+  });
+});
