@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropCreatedSlots, freshDatabase, urlFor, withClient } from '../helpers/db.js';
@@ -36,16 +37,32 @@ async function verifyJson(archive: string): Promise<{ code: number | null; findi
   return { code: r.code, findings: r.stdout ? (JSON.parse(r.stdout) as { findings: { code: string; message: string }[] }).findings : [] };
 }
 
+/**
+ * A fresh database with a running shipper whose first attestation is archived, and the attacker:
+ * `asAuditOwner` runs statements as mallory after it granted itself audit_owner (CREATEROLE lets it).
+ */
+async function attackedDatabase(label: string) {
+  const db = await freshDatabase(label);
+  const archive = await tempArchiveDir();
+  const shipper = startShipper(db, archive);
+  const done = waitFor(shipper);
+  for (let i = 0; i < 100 && await attestations(archive) < 1; i++) await sleep(100);
+  const asAuditOwner = (fn: (c: pg.Client) => Promise<void>) => withClient(urlFor(db.name, mallory), async (c) => {
+    await c.query(`GRANT audit_owner TO ${mallory}`);
+    await c.query('SET ROLE audit_owner');
+    await fn(c);
+  });
+  const stop = async () => {
+    shipper.kill('SIGTERM');
+    expect((await done).code).toBe(0);
+  };
+  return { db, archive, asAuditOwner, stop };
+}
+
 describe('the capture configuration, attested in the chain', () => {
   it('a CREATEROLE holder who makes itself audit_owner, replaces the row trigger with a no-op, takes a table off the list and grants itself pg_execute_server_program is reported, with the window', async () => {
-    const db = await freshDatabase('attest_noop');
-    const archive = await tempArchiveDir();
-    const shipper = startShipper(db, archive);
-    const done = waitFor(shipper);
-    for (let i = 0; i < 100 && await attestations(archive) < 1; i++) await sleep(100);
-    await withClient(urlFor(db.name, mallory), async (c) => {
-      await c.query(`GRANT audit_owner TO ${mallory}`);
-      await c.query('SET ROLE audit_owner');
+    const { db, archive, asAuditOwner, stop } = await attackedDatabase('attest_noop');
+    await asAuditOwner(async (c) => {
       await c.query(`CREATE OR REPLACE FUNCTION audit.capture_row_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
       await c.query(`DELETE FROM audit.protected_tables WHERE table_name = 'customers'`); // the ingester stops picking its reads
       await c.query('RESET ROLE');
@@ -57,8 +74,7 @@ describe('the capture configuration, attested in the chain', () => {
       expect((await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'trigger' AND row_id = '42'`)).rows[0].n).toBe(0);
     });
     for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
-    shipper.kill('SIGTERM');
-    expect((await done).code).toBe(0);
+    await stop();
 
     const { code, findings } = await verifyJson(archive);
     expect(code).toBe(1);
@@ -77,21 +93,14 @@ describe('the capture configuration, attested in the chain', () => {
   });
 
   it('swapping audit_log for an unpublished decoy stops the attestations reaching the archive: verify reports the stretch without one', async () => {
-    const db = await freshDatabase('attest_decoy');
-    const archive = await tempArchiveDir();
-    const shipper = startShipper(db, archive);
-    const done = waitFor(shipper);
-    for (let i = 0; i < 100 && await attestations(archive) < 1; i++) await sleep(100);
-    await withClient(urlFor(db.name, mallory), async (c) => {
-      await c.query(`GRANT audit_owner TO ${mallory}`);
-      await c.query('SET ROLE audit_owner');
+    const { archive, asAuditOwner, stop } = await attackedDatabase('attest_decoy');
+    await asAuditOwner(async (c) => {
       await c.query('ALTER TABLE audit.audit_log RENAME TO audit_log_kept');
       await c.query('CREATE TABLE audit.audit_log (LIKE audit.audit_log_kept INCLUDING ALL)');
     });
     // Heartbeats go on (the slot is idle), attestations do not arrive: wait past twice the 2 s interval.
     await sleep(6000);
-    shipper.kill('SIGTERM');
-    expect((await done).code).toBe(0);
+    await stop();
     const { code, findings } = await verifyJson(archive);
     expect(code).toBe(1);
     expect(findings.map((f) => f.code)).toContain('attestation-gap');
