@@ -267,7 +267,9 @@ describe('ship to a file archive', () => {
     await drain(db, archive);
     const child = startCli(args(db, archive, ['--heartbeat-interval', '1s']), { DATABASE_URL: shipperUrl(db.name) });
     const done = waitFor(child);
-    await sleep(3500);
+    // The attestation at start is a file of its own; heartbeats follow once a second of idleness has passed.
+    const heartbeats = async () => (await readArchive(archive, keys.keys).catch(() => ({ report: { heartbeats: 0 } }))).report.heartbeats;
+    for (const until = Date.now() + 15_000; Date.now() < until && await heartbeats() < 2;) await sleep(250);
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
     const { report } = await readArchive(archive, keys.keys);
