@@ -19,5 +19,9 @@ COPY --from=build /app/dist dist
 COPY sql sql
 COPY scripts scripts
 USER node
+# A smaller old space makes V8 collect sooner: measured on 1M rows, peak RSS of the initial backfill
+# 250 -> 183 MiB and of recovery after a lost slot 422 -> 223 MiB, 5-10% slower; streaming stays
+# under it (179 MiB). Override NODE_OPTIONS to change it.
+ENV NODE_OPTIONS=--max-old-space-size=192
 ENTRYPOINT ["node", "/app/dist/src/cli.js"]
 CMD ["--help"]
