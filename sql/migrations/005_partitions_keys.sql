@@ -174,22 +174,25 @@ REVOKE ALL ON FUNCTION audit.cover_partitions(oid) FROM PUBLIC;
 
 -- The relations whose pgaudit lines count, and the protected table each belongs to: the protected
 -- tables and their partitions, the ancestors of a protected partition, the trail itself, and the
--- views that show column values from planner statistics. The ingester reads this.
+-- views that show column values from planner statistics. The ingester reads this. `relation` is the
+-- relation's name as the capture triggers write relation_name (quoted by the server), or null when
+-- it is the protected table itself.
 CREATE OR REPLACE VIEW audit.watched_relations AS
   SELECT pt.schema_name, pt.table_name,
          coalesce(top.schema_name, pt.schema_name) AS protected_schema,
-         coalesce(top.table_name, pt.table_name) AS protected_table
+         coalesce(top.table_name, pt.table_name) AS protected_table,
+         CASE WHEN top.relid IS NOT NULL THEN format('%I.%I', pt.schema_name, pt.table_name) END AS relation
     FROM audit.protected_tables pt
     LEFT JOIN audit.protected_tables top ON top.relid = pt.part_of
   UNION ALL
-  SELECT n.nspname::text, c.relname::text, pt.schema_name, pt.table_name
+  SELECT n.nspname::text, c.relname::text, pt.schema_name, pt.table_name, format('%I.%I', n.nspname, c.relname)
     FROM audit.protected_tables pt
     JOIN pg_class me ON me.oid = pt.relid AND me.relispartition
     CROSS JOIN LATERAL pg_partition_ancestors(pt.relid) a
     JOIN pg_class c ON c.oid = a.relid JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE pt.part_of IS NULL AND a.relid <> pt.relid
   UNION ALL
-  SELECT v.s, v.t, v.s, v.t FROM (VALUES ('audit', 'audit_log'), ('pg_catalog', 'pg_stats'),
+  SELECT v.s, v.t, v.s, v.t, NULL FROM (VALUES ('audit', 'audit_log'), ('pg_catalog', 'pg_stats'),
     ('pg_catalog', 'pg_stats_ext'), ('pg_catalog', 'pg_stats_ext_exprs')) AS v(s, t);
 ALTER VIEW audit.watched_relations OWNER TO audit_owner;
 REVOKE ALL ON audit.watched_relations FROM PUBLIC;

@@ -19,6 +19,7 @@ import { checkShippingPrerequisites, ensureSlot, identifySystem, slotHealth } fr
 import type { ShipMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
 import { Attestor } from './attestor.js';
+import { backoffMs } from '../sink/retry.js';
 import { appendAttestation, readCaptureConfig } from '../capture/attest.js';
 import { measureSkew, serverClock, skewProblem } from './clock.js';
 import { resumeFromArchive } from './resume.js';
@@ -407,8 +408,7 @@ class HeadRecorder {
         if (attempt > 0) this.log.warn({ file_seq: file.fileSeq }, 'the archive head is recorded in the database again');
         attempt = 0;
       } catch (err) {
-        attempt++;
-        const wait = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+        const wait = Math.round(backoffMs(attempt++));
         this.log.warn({ err: describePgError(err), file_seq: file.fileSeq, retry_in_ms: wait }, 'cannot record the archive head in the database; shipping goes on');
         await sleep(wait, undefined, { signal: this.stop.signal }).catch(() => undefined);
       }

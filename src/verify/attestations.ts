@@ -12,7 +12,6 @@ import type { Finding } from './findings.js';
 export class AttestationCheck {
   private last: { seq: number; at: string; ms: number; intervalS: number; config: Record<string, unknown> } | null = null;
   readonly findings: Finding[] = [];
-  count = 0;
 
   static is(r: ArchivedRecord): boolean {
     return r.op === 'insert' && r.source === ATTEST_SOURCE && r.action === ATTEST_ACTION;
@@ -26,7 +25,6 @@ export class AttestationCheck {
       this.findings.push({ code: 'bad-attestation', where, id, message: `record ${r.seq} is an attestation of the capture configuration that cannot be read` });
       return;
     }
-    this.count++;
     const ms = Date.parse(key);
     const prev = this.last;
     if (prev) {

@@ -282,14 +282,20 @@ describe('reads no grant shows: through a parent, of the trail, of planner stati
     });
     expect((await runCli(['protect', 'clinic.imaging_2025'], { DATABASE_URL: db.url })).code).toBe(0);
     await withClient(ownerUrl(), async (c) => {
+      await c.query(`CREATE TABLE clinic."Scans 2026" PARTITION OF clinic.scans_p FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`);
       await c.query('SELECT * FROM clinic.scans_p_2025 /* partition read */');
       await c.query('SELECT * FROM clinic.imaging /* parent read */');
+      await c.query('SELECT * FROM clinic."Scans 2026" /* p quoted read */');
+      await c.query(`INSERT INTO clinic."Scans 2026" VALUES (1, '2026-02-02', 'w')`);
     });
-    const rows = await ingested(`statement LIKE '%/* p% read */'`, [], 2);
+    const rows = await ingested(`statement LIKE '%/* p% read */'`, [], 3);
     expect(rows.map((r) => [r.schema_name, r.table_name, r.relation_name, r.session_user_name])).toEqual([
       ['clinic', 'scans_p', 'clinic.scans_p_2025', owner()],
       ['clinic', 'imaging_2025', 'clinic.imaging', owner()],
+      ['clinic', 'scans_p', 'clinic."Scans 2026"', owner()],
     ]);
+    // The row trigger names the partition the same way: one spelling for query --table.
+    expect((await trail('clinic', 'scans_p')).filter((e) => e.action === 'INSERT').map((e) => e.relation_name)).toEqual(['clinic."Scans 2026"']);
   });
 
   it("a superuser's read of audit_log is a read of the trail; the ingester's own inserts are not", async () => {

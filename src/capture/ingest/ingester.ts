@@ -188,8 +188,8 @@ export class Ingester {
   private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
     const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
-    const { rows } = await this.query<{ schema_name: string; table_name: string; protected_schema: string; protected_table: string }>(
-      'SELECT schema_name, table_name, protected_schema, protected_table FROM audit.watched_relations');
+    const { rows } = await this.query<{ schema_name: string; table_name: string; protected_schema: string; protected_table: string; relation: string | null }>(
+      'SELECT schema_name, table_name, protected_schema, protected_table, relation FROM audit.watched_relations');
     const tables = protectedTables(rows);
     const events: LogAuditEvent[] = [];
     const touched = new Set<string>();

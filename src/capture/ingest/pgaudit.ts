@@ -67,29 +67,21 @@ export interface ProtectedTables {
  * partitions and, for a protected partition, its parents, each with the protected table it belongs
  * to; the trail itself; the planner-statistics views.
  */
-export function protectedTables(rows: { schema_name: string; table_name: string; protected_schema?: string; protected_table?: string }[]): ProtectedTables {
+export function protectedTables(rows: { schema_name: string; table_name: string; protected_schema?: string; protected_table?: string; relation?: string | null }[]): ProtectedTables {
   const qualified = new Map<string, Watched>();
   const byName = new Map<string, Watched[]>();
-  const add = (s: string, t: string, ps = s, pt = t): void => {
-    const w: Watched = { schema: ps, table: pt, relation: ps === s && pt === t ? null : quoteQualifiedName(s, t) };
+  const add = (s: string, t: string, ps = s, pt = t, relation: string | null = null): void => {
+    const w: Watched = { schema: ps, table: pt, relation };
     // A parent of several protected partitions: recorded under the parent itself, which is what was read.
     const key = tableKey(s, t);
     qualified.set(key, qualified.has(key) ? { schema: s, table: t, relation: null } : w);
     byName.set(t, [...(byName.get(t) ?? []), w]);
   };
-  for (const r of rows) add(r.schema_name, r.table_name, r.protected_schema, r.protected_table);
+  for (const r of rows) add(r.schema_name, r.table_name, r.protected_schema, r.protected_table, r.relation ?? null);
   // Attempts on the trail itself are always recorded.
   if (!qualified.has(tableKey('audit', 'audit_log'))) add('audit', 'audit_log');
   return { qualified, byName };
 }
-
-/** `schema.table` as PostgreSQL (and pgaudit) quote it: a part in double quotes only when it needs them. */
-export function quoteQualifiedName(schema: string, table: string): string {
-  const q = (p: string): string => (/^[a-z_][a-z0-9_$]*$/.test(p) && !RESERVED.has(p) ? p : `"${p.replaceAll('"', '""')}"`);
-  return `${q(schema)}.${q(table)}`;
-}
-// The reserved words among names a table could plausibly have; PostgreSQL quotes these.
-const RESERVED = new Set(['user', 'order', 'group', 'table', 'select', 'where', 'from', 'all', 'end', 'check', 'default', 'primary', 'references', 'limit', 'offset', 'column', 'constraint', 'grant', 'to', 'on', 'in', 'is', 'as', 'and', 'or', 'not', 'null', 'case', 'when', 'then', 'else', 'union', 'desc', 'asc']);
 
 /** A key for (schema, table) that no pair of names can share (names may hold dots and quotes). */
 export function tableKey(schema: string, table: string): string {
