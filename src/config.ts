@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
+import { parseDuration } from './duration.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -81,6 +82,14 @@ export const postgresUrl = z.string().refine((v) => {
  * A whole-number setting, as given on the command line or in the environment. The error says what
  * is accepted and repeats what was given, instead of a parser's "expected int, received NaN".
  */
+/** A duration flag (500ms, 5s, 10m, 1h) as milliseconds, at least minMs. */
+export const durationMs = (flag: string, minMs = 1) => z.string().transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null || ms <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a duration such as 500ms, 5s, 10m, 1h` }); return z.NEVER; }
+  if (ms < minMs) { ctx.addIssue({ code: 'custom', message: `${flag} must be at least ${minMs / 1000}s, not ${v}` }); return z.NEVER; }
+  return ms;
+});
+
 export function wholeNumber(flag: string, min: number, max?: number) {
   const range = max === undefined ? `of at least ${min}` : `from ${min} to ${max}`;
   return z.union([z.string(), z.number()]).transform((v, ctx) => {

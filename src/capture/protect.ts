@@ -23,9 +23,14 @@ async function callAudit(client: pg.Client, sql: string, params: unknown[], what
   }
 }
 
-export async function protect(client: pg.Client, table: string, keyColumns: string[] | undefined): Promise<void> {
-  await callAudit(client, 'SELECT audit.protect($1::regclass, $2::text[])',
-    [parseTableName(table), keyColumns?.length ? keyColumns : null], `cannot protect ${table}`);
+/**
+ * attributeReads (default): the table gets the row-level security policy audit_read_context, through
+ * which the server records app.user_id and app.customer_id in every read (sql/migrations/007).
+ */
+export async function protect(client: pg.Client, table: string, keyColumns: string[] | undefined,
+  opts: { attributeReads?: boolean } = {}): Promise<void> {
+  await callAudit(client, 'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)',
+    [parseTableName(table), keyColumns?.length ? keyColumns : null, opts.attributeReads ?? true], `cannot protect ${table}`);
 }
 
 export async function unprotect(client: pg.Client, table: string): Promise<void> {

@@ -1,11 +1,11 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
+import { durationMs, postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
 import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
 import { protect, unprotect } from '../capture/protect.js';
-import { Ingester } from '../capture/ingest/ingester.js';
+import { DEFAULT_CONTEXT_WAIT_MS, Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
 
 const dbSchema = z.object({ databaseUrl: postgresUrl });
@@ -39,10 +39,13 @@ export function registerCaptureCommands(program: Command): void {
     .argument('<table>', 'schema.table')
     .addOption(settingOption('databaseUrl', 'url'))
     .option('--key <column...>', 'column(s) recorded as the row identifier (default: the primary key)')
+    .addOption(new Option('--read-context <on|off>', 'attribute reads through the row-level security policy audit_read_context ' +
+      '(off: the table\'s row security is left alone, COPY FROM keeps working, its reads are recorded with app_context unknown)')
+      .choices(['on', 'off']).default('on'))
     .action(async (table: string, raw, cmd: Command) => {
-      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional() }), raw, cmd);
-      await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key));
-      process.stdout.write(`protected ${table}\n`);
+      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']) }), raw, cmd);
+      await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on' }));
+      process.stdout.write(`protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}\n`);
     });
 
   program.command('unprotect')
@@ -63,6 +66,9 @@ export function registerCaptureCommands(program: Command): void {
     .addOption(new Option('--statement-max-length <chars>', 'longest statement text kept per event').default('2000')
       .env('AUDIT_STATEMENT_MAX_LENGTH'))
     .addOption(new Option('--poll-ms <ms>', 'how often --follow looks for new lines').default('500'))
+    .addOption(new Option('--context-wait <duration>', "how long a read waits for the server's line with its app context " +
+      '(audit_read_context) before it is written with app_context unknown; until then it is held, saved for the next run')
+      .default(`${DEFAULT_CONTEXT_WAIT_MS / 1000}s`).env('AUDIT_CONTEXT_WAIT'))
     .addOption(new Option('--chunk-bytes <bytes>', 'log bytes per transaction').default('1048576').hideHelp())
     .action(async (raw, cmd: Command) => {
       const cfg = validate(dbSchema.extend({
@@ -71,11 +77,12 @@ export function registerCaptureCommands(program: Command): void {
         statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
         pollMs: wholeNumber('--poll-ms', 10, 60_000),
         chunkBytes: wholeNumber('--chunk-bytes', 512, 1 << 30),
+        contextWait: durationMs('--context-wait'),
       }), raw, cmd);
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {
         const ingester = new Ingester(client, {
-          logDir: cfg.logDir, statementMaxLength: cfg.statementMaxLength, log, chunkBytes: cfg.chunkBytes,
+          logDir: cfg.logDir, statementMaxLength: cfg.statementMaxLength, log, chunkBytes: cfg.chunkBytes, contextWaitMs: cfg.contextWait,
         });
         if (!cfg.follow) return ingester.runOnce();
         const stop = new AbortController();
@@ -85,7 +92,8 @@ export function registerCaptureCommands(program: Command): void {
         return ingester.follow(stop.signal, cfg.pollMs);
       });
       process.stdout.write(`ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
-        ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)\n`);
+        ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
+        `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`);
     });
 
   program.command('keygen')

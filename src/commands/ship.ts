@@ -1,8 +1,8 @@
 import { readdir } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
-import { parseBytes, parseDuration } from '../duration.js';
+import { durationMs, postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
+import { parseBytes } from '../duration.js';
 import { createLogger } from '../log.js';
 import { loadSigningKey } from '../seal/keys.js';
 import { startHttp } from '../ship/http.js';
@@ -11,12 +11,7 @@ import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
 
-const duration = (flag: string, minMs = 1) => z.string().transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null || ms <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a duration such as 500ms, 5s, 10m, 1h` }); return z.NEVER; }
-  if (ms < minMs) { ctx.addIssue({ code: 'custom', message: `${flag} must be at least ${minMs / 1000}s, not ${v}` }); return z.NEVER; }
-  return ms;
-});
+const duration = durationMs;
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
  * 190 million undeletable objects. Under a minute only for short-retention trials.

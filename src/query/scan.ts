@@ -69,6 +69,9 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     partitions: { from: fromDate, to: toDate, by: 'commit date' }, digests: 0, filesRead: 0, firstFile: null, lastFile: null,
     recordsRead: 0, matches: 0, keyIds: new Set(), failedFiles: new Set(), findings: [], notes: [],
   };
+  // Events the server could not attribute (app_context unknown) match no app user or customer, but
+  // may be theirs: counted, so the answer says how many it cannot rule in or out.
+  const unattributed = q.appUser !== null || q.customer !== null ? { query: { ...q, appUser: null, customer: null }, count: 0 } : null;
   const walk = new DigestWalk(opts.keys, 'anchor');
   // Changes of the capture configuration between the attestations in the files read.
   const attestations = new AttestationCheck();
@@ -123,6 +126,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     report.recordsRead += file.lines.length;
     const matched: ArchivedLine[] = [];
     for (const l of file.lines) if (matches(l.record, q)) matched.push(l);
+    if (unattributed) for (const l of file.lines) if (l.record.app_context === 'unknown' && matches(l.record, unattributed.query)) unattributed.count++;
     noteRecorded(report, d, file.lines);
     for (const l of file.lines) if (AttestationCheck.is(l.record)) attestations.add(l.record, d.object_key, findingId(l.record.seq));
     if (matched.length > 0) {
@@ -146,6 +150,12 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     }
     for (let s = done + 1; s <= seq; s++) await visit(s, seq);
     done = seq;
+  }
+  if (unattributed && unattributed.count > 0) {
+    report.notes.push({ code: 'unknown-attribution', where: 'query', message: `${unattributed.count} more events match everything asked but ` +
+      `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}: ` +
+      'their app_context is unknown (the server recorded no app.user_id / app.customer_id for them: a read that returned no row, a superuser or ' +
+      'BYPASSRLS role, an ERROR line), so they may or may not be this one; not shown (ask without --app-user / --customer to see them)' });
   }
   for (const f of attestations.findings) {
     report.notes.push({ code: f.code, where: f.where, message: `${f.id}: ${f.message} (events in that window may be missing; \`verify\` reports it until a reviewer acknowledges it)` });

@@ -55,6 +55,12 @@ describe("protection survives the table's owner", () => {
     ['REVOKE SELECT FROM audit_auditor', (t) => `REVOKE SELECT ON ${t} FROM audit_auditor`],
     ['a child table via INHERITS', (t) => `CREATE TABLE ${t}_child (extra text) INHERITS (${t})`],
     ['CREATE RULE ... DO INSTEAD', (t) => `CREATE RULE divert AS ON UPDATE TO ${t} DO INSTEAD NOTHING`],
+    // The policy through which the server records who each read was for (sql/migrations/007).
+    ['DISABLE ROW LEVEL SECURITY (reads no longer attributed)', (t) => `ALTER TABLE ${t} DISABLE ROW LEVEL SECURITY`],
+    ['NO FORCE ROW LEVEL SECURITY (its owner\'s reads unattributed)', (t) => `ALTER TABLE ${t} NO FORCE ROW LEVEL SECURITY`],
+    ['DROP POLICY audit_read_context', (t) => `DROP POLICY audit_read_context ON ${t}`],
+    ['ALTER POLICY audit_read_context USING (true)', (t) => `ALTER POLICY audit_read_context ON ${t} USING (true)`],
+    ['a policy of its own, which the permissive audit_read_context would void', (t) => `CREATE POLICY mine ON ${t} USING (id > 0)`],
   ];
   for (const [attack, sql] of refused) {
     it(`refuses ${attack}, and capture goes on`, async () => {
@@ -105,7 +111,7 @@ describe("protection survives the table's owner", () => {
     });
     const rows = (await events('notes')).map((e) => [e.action, e.session_user_name, e.statement]);
     expect(rows).toEqual([
-      ['PROTECT', 'postgres', 'key id'],
+      ['PROTECT', 'postgres', 'key id; reads attributed by the permissive policy audit_read_context'],
       ['ALTER TABLE', owner(), 'ALTER TABLE clinic.notes ALTER COLUMN note TYPE varchar(200) USING upper(note)'],
       ['ALTER TABLE', owner(), 'ALTER TABLE clinic.notes DROP COLUMN note'],
       ['DROP TABLE', owner(), 'DROP TABLE clinic.notes'],

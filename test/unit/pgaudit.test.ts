@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CsvRecordStream } from '../../src/capture/ingest/csv.js';
 import { toLogLine } from '../../src/capture/ingest/csvlog.js';
-import { applySet, classify, parseQualifiedName, protectedTables, type SessionContext } from '../../src/capture/ingest/pgaudit.js';
+import { classify, parseQualifiedName, protectedTables, type SessionContext } from '../../src/capture/ingest/pgaudit.js';
 
 // Lines as PostgreSQL 15 + pgaudit 1.7 wrote them on a test cluster.
 const LOG = [
@@ -24,29 +24,33 @@ function lines() {
 describe('classify', () => {
   const tables = protectedTables([{ schema_name: 'public', table_name: 'customers' }]);
   const sessions = new Map<string, SessionContext>();
-  const run = () => lines().map((l) => {
-    const c = classify(l, { database: 'clinic', tables, statementMaxLength: 20, contextOf: (id) => sessions.get(id) });
-    if (c.kind === 'context') sessions.set(c.sessionId, c.context);
-    return c;
-  });
+  const run = () => lines().map((l) => classify(l, { database: 'clinic', tables, statementMaxLength: 20, contextOf: (id) => sessions.get(id) }));
 
-  it('turns object READ lines into success events attributed to the SET app.user_id', () => {
+  it('turns object READ lines into success events; a SET line changes no attribution (the server says it, attribution.ts)', () => {
     const out = run();
-    expect(out[0]!.kind).toBe('context');
+    expect(out[0]).toEqual({ kind: 'ignored' });
     expect(out[1]).toMatchObject({
       kind: 'event',
       event: {
         occurredAt: '2026-11-26 23:51:06.485 UTC', action: 'SELECT', outcome: 'success', schemaName: 'public',
-        tableName: 'customers', sessionUserName: 'app_login', appUserId: 'dr.smith', appCustomerId: null,
+        tableName: 'customers', sessionUserName: 'app_login', appUserId: null, appCustomerId: null, appContext: 'unknown',
         applicationName: 'clinic-web', clientAddr: '10.1.2.3', clientPort: 51234, backendPid: 4196, txid: null,
         statement: 'SELECT id, full_nam…', error: null, logSessionId: '6b08c5ea.1064', logLineNum: 3,
       },
     });
   });
 
+  it('holds a read of a table with audit_read_context for its context line, with pgaudit statement and substatement IDs', () => {
+    const ctxTables = protectedTables([{ schema_name: 'public', table_name: 'customers', read_context: true }]);
+    const c = classify(lines()[1]!, { database: 'clinic', tables: ctxTables, statementMaxLength: 200, contextOf: () => undefined });
+    expect(c).toMatchObject({ kind: 'read', sessionId: '6b08c5ea.1064', read: {
+      vxid: '3/48', statementId: '3', substatementId: '1', statement: 'SELECT id, full_name FROM customers WHERE id = 1;',
+      event: { action: 'SELECT', appContext: 'unknown' } } });
+  });
+
   it('records object WRITE lines as statement-level events (source pgaudit), and leaves other databases alone', () => {
     const out = run();
-    expect(out[2]).toMatchObject({ kind: 'event', event: { action: 'UPDATE', outcome: 'success', tableName: 'customers', appUserId: 'dr.smith' } });
+    expect(out[2]).toMatchObject({ kind: 'event', event: { action: 'UPDATE', outcome: 'success', tableName: 'customers', appContext: 'unknown' } });
     expect(out[5]).toEqual({ kind: 'ignored' });
   });
 
@@ -85,7 +89,7 @@ describe('classify', () => {
       action: 'FORGED AUDIT LINE', outcome: 'failure', schemaName: null, tableName: null, sessionUserName: 'app_login',
       statement: 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,"SELECT 4711",<not logged>',
       error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE" } });
-    // Each column pgaudit leaves empty decides on its own; a forged SET is no context change either.
+    // Each column pgaudit leaves empty decides on its own.
     for (const col of ['context', 'query', 'detail', 'hint', 'internalQuery'] as const) {
       const genuine = lines()[1]!;
       expect(classify(genuine, opts).kind).toBe('event');
@@ -116,15 +120,3 @@ describe('classify', () => {
   });
 });
 
-describe('applySet', () => {
-  it('keeps the session value under a SET LOCAL and brings it back after the transaction', () => {
-    let ctx = applySet(undefined, "SET app.user_id = 'a'", '3/1')!;
-    ctx = applySet(ctx, "SET LOCAL app.user_id TO 'o''brien'", '3/2')!;
-    expect(ctx.user).toEqual({ session: 'a', local: { value: "o'brien", vxid: '3/2' } });
-    ctx = applySet(ctx, 'SET app.customer_id = 42;', '3/3')!;
-    expect(ctx.customer).toEqual({ session: '42' });
-    expect(applySet(ctx, 'RESET app.customer_id', '3/4')!.customer).toBeUndefined();
-    expect(applySet(ctx, 'RESET ALL', '3/4')).toEqual({});
-    expect(applySet(ctx, 'SET search_path = x', '3/4')).toBeNull();
-  });
-});

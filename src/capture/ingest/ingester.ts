@@ -8,6 +8,7 @@ import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import { CsvRecordStream, type StreamedRecord } from './csv.js';
 import { toLogLine } from './csvlog.js';
+import { attribute, endTransactions, expire, holdRead, type Settled } from './attribution.js';
 import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
 import { RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
 
@@ -17,7 +18,15 @@ export interface IngestOptions {
   log: Logger;
   /** bytes read per transaction; a record longer than this grows the read */
   chunkBytes?: number;
+  /**
+   * How long a read of a table with audit_read_context waits for the server's line with its context
+   * before it is written as unknown (a read that returned no row never has one). Default 1 minute:
+   * the line comes when the scan checks its first row, normally within milliseconds of the read.
+   */
+  contextWaitMs?: number;
 }
+
+export const DEFAULT_CONTEXT_WAIT_MS = 60_000;
 
 export interface IngestStats {
   files: number;
@@ -28,11 +37,13 @@ export interface IngestStats {
   duplicates: number;
   /** bytes left unread at the end of the pass (a record still being written, or more than one pass holds) */
   pendingBytes: number;
+  /** reads held at the end of the pass, waiting for the server's line with their context */
+  held: number;
 }
 
 /** Files are known by device, inode and first bytes: a rotated name reused for a new file is a new file. */
 const IDENTITY_BYTES = 64;
-/** A session not seen in the log for this long has ended; its SET context is dropped. */
+/** A session not seen in the log for this long has ended; what was kept of it is dropped. */
 const SESSION_TTL_DAYS = 30;
 
 interface LogFile { name: string; key: string; size: number; mtimeMs: number }
@@ -63,7 +74,7 @@ export class Ingester {
   /** Ingest everything complete in the log directory now, then return. */
   async runOnce(): Promise<IngestStats> {
     await this.load();
-    const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0 };
+    const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
     const { rows } = await this.query<{ file_key: string; byte_offset: string }>('SELECT file_key, byte_offset FROM audit.ingest_files');
     const offsets = new Map(rows.map((r) => [r.file_key, Number(r.byte_offset)]));
     const files = await this.listFiles();
@@ -78,6 +89,8 @@ export class Ingester {
       // A file the server has rotated away from is complete: a record still open at its end was torn.
       stats.pendingBytes += file.size - await this.ingestFile(file, from, stats, i < files.length - 1);
     }
+    await this.writeExpiredReads(stats);
+    for (const { context } of this.sessions.values()) stats.held += context.pending?.length ?? 0;
     await this.expireSessions();
     if (stats.malformed > 0) this.opts.log.warn({ malformed: stats.malformed }, 'log records that could not be read were recorded as UNREADABLE LOG RECORD events (their bytes are not copied)');
     return stats;
@@ -85,11 +98,11 @@ export class Ingester {
 
   /** Keep ingesting until the signal aborts; returns the totals. */
   async follow(signal: AbortSignal, pollMs = 500, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
-    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0 };
+    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
     while (!signal.aborted) {
       const s = await this.runOnce();
       onPass?.(s);
-      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' ? s[k] : total[k] + s[k];
+      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' || k === 'held' ? s[k] : total[k] + s[k];
       if (s.events > 0) this.opts.log.info({ ...s }, 'ingested pgaudit events');
       await sleep(pollMs, undefined, { signal }).catch(() => undefined);
     }
@@ -188,13 +201,24 @@ export class Ingester {
   private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
     const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
-    const { rows } = await this.query<{ schema_name: string; table_name: string; protected_schema: string; protected_table: string; relation: string | null }>(
-      'SELECT schema_name, table_name, protected_schema, protected_table, relation FROM audit.watched_relations');
+    const { rows } = await this.query<{ schema_name: string; table_name: string; protected_schema: string; protected_table: string; relation: string | null; read_context: boolean }>(
+      'SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
     const tables = protectedTables(rows);
+    // Not held for a context line that cannot come (a session that switched to another role with SET
+    // ROLE would have had one: its reads are then unknown, never misattributed).
+    const { rows: bypass } = await this.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolsuper OR rolbypassrls');
+    const bypassesRowSecurity = new Set(bypass.map((r) => r.rolname));
     const events: LogAuditEvent[] = [];
     const touched = new Set<string>();
     let malformed = 0;
     let ignored = 0;
+    const keep = (sessionId: string, s: Settled | null, logTime: string): boolean => {
+      if (!s) return false;
+      events.push(...s.done);
+      this.sessions.set(sessionId, { context: s.context, lastSeen: logTime });
+      touched.add(sessionId);
+      return true;
+    };
     for (const record of records) {
       const line = 'unreadable' in record ? null : toLogLine(record.fields);
       if (!line) {
@@ -203,19 +227,18 @@ export class Ingester {
         malformed++;
         continue;
       }
+      keep(line.sessionId, endTransactions(this.sessions.get(line.sessionId)?.context, line.virtualTransactionId), line.logTime);
       const c = classify(line, {
-        database: this.database, tables, statementMaxLength: this.opts.statementMaxLength,
+        database: this.database, tables, statementMaxLength: this.opts.statementMaxLength, bypassesRowSecurity,
         contextOf: (id) => this.sessions.get(id)?.context,
       });
       if (c.kind === 'event') {
         events.push(c.event);
-        if (c.context) {
-          this.sessions.set(c.sessionId!, { context: c.context, lastSeen: line.logTime });
-          touched.add(c.sessionId!);
-        }
-      } else if (c.kind === 'context') {
-        this.sessions.set(c.sessionId, { context: c.context, lastSeen: line.logTime });
-        touched.add(c.sessionId);
+        if (c.context) keep(c.sessionId!, { context: c.context, done: [] }, line.logTime);
+      } else if (c.kind === 'read') {
+        keep(c.sessionId, holdRead(c.context, c.read, Date.now()), line.logTime);
+      } else if (c.kind === 'read-context') {
+        if (!keep(c.sessionId, attribute(this.sessions.get(c.sessionId)?.context, c.line), line.logTime)) ignored++;
       } else if (c.kind === 'malformed') malformed++;
       else ignored++;
     }
@@ -245,6 +268,38 @@ export class Ingester {
     if (events.length > inserted) {
       this.opts.log.warn({ file: file.name, duplicates: events.length - inserted }, 'log lines already in audit_log were not inserted again');
     }
+  }
+
+  /**
+   * Reads that waited longer than the context wait for the server's line with their context: written
+   * with app_context unknown (a read that returned no row has no such line), with the sessions they
+   * leave, in one transaction.
+   */
+  private async writeExpiredReads(stats: IngestStats): Promise<void> {
+    const before = Date.now() - (this.opts.contextWaitMs ?? DEFAULT_CONTEXT_WAIT_MS);
+    const events: LogAuditEvent[] = [];
+    const touched = new Set<string>();
+    for (const [id, s] of this.sessions) {
+      const settled = expire(s.context, before);
+      if (!settled) continue;
+      events.push(...settled.done);
+      this.sessions.set(id, { context: settled.context, lastSeen: s.lastSeen });
+      touched.add(id);
+    }
+    if (events.length === 0) return;
+    let inserted = 0;
+    try {
+      await inTransaction(this.client, async () => {
+        inserted = await insertEvents(this.client, events);
+        await this.saveSessions(touched);
+      });
+    } catch (err) {
+      this.loaded = false;
+      this.sessions.clear();
+      throw new ServiceError(`cannot store pgaudit events: ${describePgError(err)}`);
+    }
+    stats.events += inserted;
+    stats.duplicates += events.length - inserted;
   }
 
   private async saveSessions(ids: Set<string>): Promise<void> {
@@ -321,7 +376,7 @@ function unreadable(start: number, end: number, why: string): Unreadable {
 function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
   return {
     occurredAt: new Date().toISOString(), action: UNREADABLE_ACTION, outcome: 'failure', schemaName: null, tableName: null, relationName: null,
-    sessionUserName: '(unknown)', appUserId: null, appCustomerId: null, applicationName: null, clientAddr: null, clientPort: null,
+    sessionUserName: '(unknown)', appUserId: null, appCustomerId: null, appContext: 'unknown', applicationName: null, clientAddr: null, clientPort: null,
     backendPid: null, txid: null, statement: `${file.name} bytes ${r.start}-${r.end}`,
     error: 'unreadable' in r ? r.unreadable : `not a csvlog record (${r.fields.length} fields)`,
     logSessionId: null, logLineNum: null,
@@ -352,14 +407,15 @@ async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise
   const res = await client.query(
     `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, schema_name, table_name, session_user_name,
         app_user_id, app_customer_id, application_name, client_addr, client_port, backend_pid, txid, statement, error,
-        log_session_id, log_line_num, relation_name)
-     SELECT o, 'pgaudit', a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn
+        log_session_id, log_line_num, relation_name, app_context)
+     SELECT o, 'pgaudit', a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn, ax
        FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::text[], $10::inet[], $11::int[], $12::int[], $13::bigint[], $14::text[], $15::text[], $16::text[],
-                   $17::bigint[], $18::text[]) AS x(o, a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn)
+                   $17::bigint[], $18::text[], $19::text[]) AS x(o, a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn, ax)
      ON CONFLICT (log_session_id, log_line_num) WHERE log_session_id IS NOT NULL DO NOTHING`,
     [col('occurredAt'), col('action'), col('outcome'), col('schemaName'), col('tableName'), col('sessionUserName'),
       col('appUserId'), col('appCustomerId'), col('applicationName'), col('clientAddr'), col('clientPort'),
-      col('backendPid'), col('txid'), col('statement'), col('error'), col('logSessionId'), col('logLineNum'), col('relationName')]);
+      col('backendPid'), col('txid'), col('statement'), col('error'), col('logSessionId'), col('logLineNum'), col('relationName'),
+      col('appContext')]);
   return res.rowCount ?? 0;
 }

@@ -14,6 +14,8 @@ export interface LogAuditEvent {
   sessionUserName: string;
   appUserId: string | null;
   appCustomerId: string | null;
+  /** 'unknown': the server recorded no app.user_id / app.customer_id for it (null: the values are what it recorded) */
+  appContext: 'unknown' | null;
   applicationName: string | null;
   clientAddr: string | null;
   clientPort: number | null;
@@ -26,12 +28,12 @@ export interface LogAuditEvent {
   logLineNum: number | null;
 }
 
-/** app.user_id / app.customer_id as a session last SET them; LOCAL values live for one transaction. */
+/** What the ingester keeps of a session between log lines (saved with its position). */
 export interface SessionContext {
-  user?: ContextValue;
-  customer?: ContextValue;
   /** the session's last object-audited statement: an ERROR line of the same statement marks it failed */
   last?: AuditedStatement;
+  /** reads of tables with audit_read_context, waiting for the line in which the server says their context */
+  pending?: PendingRead[];
 }
 
 interface AuditedStatement {
@@ -44,8 +46,19 @@ interface AuditedStatement {
   /** absent in contexts saved before relations were recorded */
   relation?: string | null;
 }
-/** `session` is what SET gave; `local` (SET LOCAL) overrides it inside one virtual transaction only. */
-interface ContextValue { session: string | null; local?: { value: string | null; vxid: string } }
+
+/** A pgaudit event held until the server's read-context line of the same read (attribution.ts). */
+export interface PendingRead {
+  event: LogAuditEvent;
+  vxid: string;
+  /** pgaudit's statement ID (one per statement the backend ran) and substatement ID (one per query run inside it) */
+  statementId: string;
+  substatementId: string;
+  /** the statement as pgaudit wrote it, cut at the kept length */
+  statement: string;
+  /** when the ingester started holding it (ms since the epoch, its own clock) */
+  heldAt: number;
+}
 
 /** A relation pgaudit names, and the protected table its events are recorded under. */
 export interface Watched {
@@ -53,6 +66,8 @@ export interface Watched {
   table: string;
   /** null when the relation is the protected table itself */
   relation: string | null;
+  /** the relation has the policy audit_read_context: a read that returns a row is followed by the server's line with its context */
+  readContext: boolean;
 }
 
 export interface ProtectedTables {
@@ -67,17 +82,19 @@ export interface ProtectedTables {
  * partitions and, for a protected partition, its parents, each with the protected table it belongs
  * to; the trail itself; the planner-statistics views.
  */
-export function protectedTables(rows: { schema_name: string; table_name: string; protected_schema?: string; protected_table?: string; relation?: string | null }[]): ProtectedTables {
+export function protectedTables(rows: {
+  schema_name: string; table_name: string; protected_schema?: string; protected_table?: string; relation?: string | null; read_context?: boolean;
+}[]): ProtectedTables {
   const qualified = new Map<string, Watched>();
   const byName = new Map<string, Watched[]>();
-  const add = (s: string, t: string, ps = s, pt = t, relation: string | null = null): void => {
-    const w: Watched = { schema: ps, table: pt, relation };
+  const add = (s: string, t: string, ps = s, pt = t, relation: string | null = null, readContext = false): void => {
+    const w: Watched = { schema: ps, table: pt, relation, readContext };
     // A parent of several protected partitions: recorded under the parent itself, which is what was read.
     const key = tableKey(s, t);
-    qualified.set(key, qualified.has(key) ? { schema: s, table: t, relation: null } : w);
+    qualified.set(key, qualified.has(key) ? { schema: s, table: t, relation: null, readContext: false } : w);
     byName.set(t, [...(byName.get(t) ?? []), w]);
   };
-  for (const r of rows) add(r.schema_name, r.table_name, r.protected_schema, r.protected_table, r.relation ?? null);
+  for (const r of rows) add(r.schema_name, r.table_name, r.protected_schema, r.protected_table, r.relation ?? null, r.read_context === true);
   // Attempts on the trail itself are always recorded.
   if (!qualified.has(tableKey('audit', 'audit_log'))) add('audit', 'audit_log');
   return { qualified, byName };
@@ -140,9 +157,22 @@ export const FORGED_ACTION = 'FORGED AUDIT LINE';
 
 export type Classified =
   | { kind: 'event'; event: LogAuditEvent; sessionId?: string; context?: SessionContext }
-  | { kind: 'context'; sessionId: string; context: SessionContext }
+  /** a read of a table with audit_read_context: held until its context line (attribution.ts) */
+  | { kind: 'read'; read: PendingRead; sessionId: string; context: SessionContext }
+  | { kind: 'read-context'; sessionId: string; line: ReadContextLine }
   | { kind: 'ignored' }
   | { kind: 'malformed'; reason: string };
+
+/** The line audit.read_context() wrote: the values, and which statement's scan it was written in. */
+export interface ReadContextLine {
+  vxid: string;
+  user: string | null;
+  customer: string | null;
+  /** the statement run through SPI (a function's query) in which the scan ran, from the line's context; null at top level */
+  nested: string | null;
+  /** the statement the client sent (the line's query column) */
+  query: string;
+}
 
 export interface ClassifyOptions {
   database: string;
@@ -150,11 +180,21 @@ export interface ClassifyOptions {
   statementMaxLength: number;
   /** current context of the line's session (mutated copies are returned, never this object) */
   contextOf: (sessionId: string) => SessionContext | undefined;
+  /** logins that bypass row-level security (superusers, BYPASSRLS): their reads never get a context line */
+  bypassesRowSecurity?: ReadonlySet<string>;
 }
 
 const AUDIT_PREFIX = 'AUDIT: ';
-const SET_RE = /^\s*SET\s+(?:(SESSION|LOCAL)\s+)?app\.(user_id|customer_id)\s*(?:=|\bTO\b)\s*(.*?)\s*;?\s*$/is;
-const RESET_RE = /^\s*RESET\s+(ALL|app\.(user_id|customer_id))\s*;?\s*$/is;
+/** The message audit.read_context() writes (sql/migrations/007_read_context.sql), then a JSON object. */
+export const READ_CONTEXT_PREFIX = 'audit read context ';
+/**
+ * The first line of its context. The function runs with search_path = pg_catalog, so the server
+ * names it with its schema whatever the session's path; a function of any other schema that writes
+ * the same message is named otherwise (quoted, if its name holds the dot), and only audit_owner and
+ * superusers may create functions in audit.
+ */
+const READ_CONTEXT_FRAME = /^PL\/pgSQL function audit\.read_context\(\) line \d+ at RAISE$/;
+const NESTED_FRAME = '\nSQL statement "';
 // 42501 messages name the relation without its schema: "permission denied for table customers",
 // 'new row violates row-level security policy for table "customers"'.
 const DENIED_TABLE_RE = /\bfor table "?([^"\s]+)"?/;
@@ -169,8 +209,32 @@ export function classify(line: LogLine, opts: ClassifyOptions): Classified {
   if (line.databaseName !== opts.database) return { kind: 'ignored' };
   if (line.message.startsWith(AUDIT_PREFIX) && (line.errorSeverity !== 'LOG' || !writtenByPgaudit(line))) return forgery(line, opts);
   if (line.errorSeverity === 'LOG' && line.message.startsWith(AUDIT_PREFIX)) return classifyAudit(line, opts);
+  if (line.message.startsWith(READ_CONTEXT_PREFIX)) return classifyReadContext(line, opts);
   if (line.errorSeverity === 'ERROR') return classifyError(line, opts);
   return { kind: 'ignored' };
+}
+
+/** A line audit.read_context() wrote, or one that only looks like it (a forgery event). */
+function classifyReadContext(line: LogLine, opts: ClassifyOptions): Classified {
+  const newline = line.context.indexOf('\n');
+  const frame = newline < 0 ? line.context : line.context.slice(0, newline);
+  if (line.errorSeverity !== 'LOG' || line.sqlStateCode !== '00000' || !READ_CONTEXT_FRAME.test(frame)) return forgery(line, opts);
+  let values: { user?: unknown; customer?: unknown };
+  try {
+    values = JSON.parse(line.message.slice(READ_CONTEXT_PREFIX.length)) as typeof values;
+  } catch {
+    return { kind: 'malformed', reason: 'a read-context line whose values are not JSON' };
+  }
+  const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+  const rest = newline < 0 ? '' : line.context.slice(newline);
+  return {
+    kind: 'read-context',
+    sessionId: line.sessionId,
+    line: {
+      vxid: line.virtualTransactionId, user: text(values.user), customer: text(values.customer),
+      nested: rest.startsWith(NESTED_FRAME) ? rest.slice(NESTED_FRAME.length) : null, query: line.query,
+    },
+  };
 }
 
 /** Never a read and never silence: the attempt itself is the event, with what it tried to say. */
@@ -180,7 +244,8 @@ function forgery(line: LogLine, opts: ClassifyOptions): Classified {
     event: baseEvent(line, opts, {
       action: FORGED_ACTION, outcome: 'failure', schemaName: null, tableName: null, relationName: null,
       statement: truncate(line.message, opts.statementMaxLength),
-      error: truncate(`a ${line.errorSeverity} line that claims to be pgaudit's, written from: ${line.context || line.query || 'unknown'}`, opts.statementMaxLength),
+      error: truncate(`a ${line.errorSeverity} line that claims to be ${line.message.startsWith(AUDIT_PREFIX) ? "pgaudit's" : "audit.read_context()'s"}, ` +
+        `written from: ${line.context || line.query || 'unknown'}`, opts.statementMaxLength),
     }),
   };
 }
@@ -191,11 +256,10 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   // statement: close it. The object name and command come before it and are whole.
   const f = parseCsvLine(payload) ?? parseCsvLine(`${payload}"`);
   if (!f || f.length < 8) return { kind: 'malformed', reason: 'AUDIT payload is not pgaudit CSV' };
-  const [auditType, , , auditClass, command, , objectName, statement] = f as [string, string, string, string, string, string, string, string];
-  if (auditType === 'SESSION' && auditClass === 'MISC' && (command === 'SET' || command === 'RESET')) {
-    const context = applySet(opts.contextOf(line.sessionId), statement, line.virtualTransactionId);
-    return context ? { kind: 'context', sessionId: line.sessionId, context } : { kind: 'ignored' };
-  }
+  // SET lines are not followed: what a SET did depends on how its transaction ended, and
+  // set_config(), SET clauses of functions, startup options and role defaults write none. The
+  // server itself says the context of each read (classifyReadContext).
+  const [auditType, statementId, substatementId, auditClass, command, , objectName, statement] = f as [string, string, string, string, string, string, string, string];
   // Object audit lines, reads and writes. A WRITE line is a statement-level event: the row triggers
   // record which rows a committed write changed, but `UPDATE ... RETURNING` (or a DELETE that
   // matches nothing, a MERGE) in a transaction that rolls back returns PHI and leaves no row event.
@@ -206,15 +270,16 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   // as it reads the arbiter columns): its rows are in the trail already. Reads of it are events.
   if (watched.schema === 'audit' && watched.table === 'audit_log' && auditClass === 'WRITE' && command === 'INSERT') return { kind: 'ignored' };
   const last: AuditedStatement = { vxid: line.virtualTransactionId, sql: sha256(statement), action: command, schema: watched.schema, table: watched.table, relation: watched.relation };
-  return {
-    kind: 'event',
-    event: baseEvent(line, opts, {
-      action: command, outcome: 'success', schemaName: watched.schema, tableName: watched.table, relationName: watched.relation,
-      statement: truncate(statement, opts.statementMaxLength), error: null,
-    }),
-    sessionId: line.sessionId,
-    context: { ...opts.contextOf(line.sessionId), last },
-  };
+  const kept = truncate(statement, opts.statementMaxLength);
+  const event = baseEvent(line, opts, {
+    action: command, outcome: 'success', schemaName: watched.schema, tableName: watched.table, relationName: watched.relation,
+    statement: kept, error: null,
+  });
+  const context = { ...opts.contextOf(line.sessionId), last };
+  if (watched.readContext && !opts.bypassesRowSecurity?.has(line.userName)) {
+    return { kind: 'read', sessionId: line.sessionId, context, read: { event, vxid: line.virtualTransactionId, statementId, substatementId, statement: kept, heldAt: 0 } };
+  }
+  return { kind: 'event', event, sessionId: line.sessionId, context };
 }
 
 function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
@@ -280,15 +345,16 @@ function baseEvent(
   line: LogLine, opts: ClassifyOptions,
   rest: Pick<LogAuditEvent, 'action' | 'outcome' | 'schemaName' | 'tableName' | 'relationName' | 'statement' | 'error'>,
 ): LogAuditEvent {
-  const ctx = opts.contextOf(line.sessionId);
   const { addr, port } = splitConnectionFrom(line.connectionFrom);
   const txid = Number(line.transactionId);
   return {
     occurredAt: line.logTime,
     ...rest,
     sessionUserName: line.userName,
-    appUserId: effective(ctx?.user, line.virtualTransactionId),
-    appCustomerId: effective(ctx?.customer, line.virtualTransactionId),
+    // Unknown until the server's own line says otherwise (attribution.ts): never a value from before.
+    appUserId: null,
+    appCustomerId: null,
+    appContext: 'unknown',
     applicationName: line.applicationName || null,
     clientAddr: addr,
     clientPort: port,
@@ -297,39 +363,6 @@ function baseEvent(
     logSessionId: line.sessionId,
     logLineNum: line.sessionLineNum,
   };
-}
-
-function effective(v: ContextValue | undefined, vxid: string): string | null {
-  if (!v) return null;
-  return v.local && v.local.vxid === vxid ? v.local.value : v.session;
-}
-
-/** The new context after a SET/RESET statement, or null when the statement is not about app.*. */
-export function applySet(current: SessionContext | undefined, statement: string, vxid: string): SessionContext | null {
-  const next: SessionContext = { ...current };
-  const set = SET_RE.exec(statement);
-  if (set) {
-    const key = set[2] === 'user_id' ? 'user' : 'customer';
-    const local = set[1]?.toUpperCase() === 'LOCAL';
-    const value = unquote(set[3]!);
-    const v = value === '' || /^DEFAULT$/i.test(value) ? null : value;
-    next[key] = local ? { session: current?.[key]?.session ?? null, local: { value: v, vxid } } : { session: v };
-    return next;
-  }
-  const reset = RESET_RE.exec(statement);
-  if (reset) {
-    if (reset[1]!.toUpperCase() === 'ALL') return {};
-    delete next[reset[2] === 'user_id' ? 'user' : 'customer'];
-    return next;
-  }
-  return null;
-}
-
-function unquote(v: string): string {
-  const m = /^'((?:[^']|'')*)'$/.exec(v);
-  if (m) return m[1]!.replaceAll("''", "'");
-  const d = /^"((?:[^"]|"")*)"$/.exec(v);
-  return d ? d[1]!.replaceAll('""', '"') : v;
 }
 
 function sha256(s: string): string {
