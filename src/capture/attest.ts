@@ -29,7 +29,12 @@ SELECT jsonb_build_object(
                 'triggers', (SELECT coalesce(jsonb_object_agg(t.tgname, t.tgenabled::text), '{}') FROM pg_catalog.pg_trigger t
                               WHERE t.tgrelid = c.oid AND t.tgname IN ('audit_row_change', 'audit_truncate')),
                 'auditor_select', c.oid IS NOT NULL AND pg_catalog.has_table_privilege('audit_auditor', c.oid, 'SELECT'),
-                'rules', (SELECT count(*) FROM pg_catalog.pg_rewrite WHERE ev_class = c.oid AND rulename <> '_RETURN'))), '{}')
+                'rules', (SELECT count(*) FROM pg_catalog.pg_rewrite WHERE ev_class = c.oid AND rulename <> '_RETURN'),
+                -- reads are attributed through this policy (migration 007): its loss makes them 'unknown'
+                'row_security', jsonb_build_object('enabled', c.relrowsecurity, 'forced', c.relforcerowsecurity, 'read_context', pt.read_context,
+                  'policy', (SELECT (CASE WHEN pol.polpermissive THEN 'permissive ' ELSE 'restrictive ' END) || pol.polcmd::text || ' ' ||
+                                    coalesce(pg_catalog.pg_get_expr(pol.polqual, pol.polrelid), '') || ' / ' || coalesce(pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid), '')
+                               FROM pg_catalog.pg_policy pol WHERE pol.polrelid = c.oid AND pol.polname = 'audit_read_context')))), '{}')
                FROM audit.protected_tables pt LEFT JOIN pg_catalog.pg_class c ON c.oid = pt.relid),
   'functions', (SELECT coalesce(jsonb_object_agg(p.oid::regprocedure::text,
                   pg_catalog.pg_get_userbyid(p.proowner) || ' ' || encode(sha256(convert_to(pg_catalog.pg_get_functiondef(p.oid), 'UTF8')), 'hex')), '{}')

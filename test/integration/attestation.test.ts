@@ -92,6 +92,22 @@ describe('the capture configuration, attested in the chain', () => {
     expect(q.stderr).toMatch(/note: .*record:\d+: the capture configuration changed between .*events in that window may be missing/);
   });
 
+  it('a superuser who switches the DDL guard off and drops the read-context policy (reads no longer attributed) is reported', async () => {
+    const { db, archive, stop } = await attackedDatabase('attest_policy');
+    await withClient(db.url, async (c) => {
+      await c.query('ALTER EVENT TRIGGER audit_guard_protected_ddl DISABLE');
+      await c.query('DROP POLICY audit_read_context ON customers');
+    });
+    for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
+    await stop();
+    const { code, findings } = await verifyJson(archive);
+    expect(code).toBe(1);
+    const changed = findings.filter((f) => f.code === 'capture-changed');
+    expect(changed).toHaveLength(1);
+    expect(changed[0]!.message).toContain('tables["public.customers"].row_security.policy: "restrictive * ( SELECT audit.read_context() AS read_context) / ( SELECT audit.read_context() AS read_context)" -> null');
+    expect(changed[0]!.message).toContain('event_triggers.audit_guard_protected_ddl.enabled: "A" -> "D"');
+  });
+
   it('swapping audit_log for an unpublished decoy stops the attestations reaching the archive: verify reports the stretch without one', async () => {
     const { archive, asAuditOwner, stop } = await attackedDatabase('attest_decoy');
     await asAuditOwner(async (c) => {
