@@ -268,9 +268,16 @@ async function ingestBench(adminUrl: string) {
   await init(setup, { example: true, log: createLogger('silent') });
   await setup.end();
   const dir = await mkdtemp(path.join(tmpdir(), 'bench-ingest-'));
-  const line = (n: number, stmt: string) =>
-    `2026-11-28 10:00:00.${String(n % 1000).padStart(3, '0')} UTC,"app_login","bench_ingest",4242,"10.0.0.7:50432",6b0b0000.${(Math.floor(n / 1e6)).toString(16)},${n % 1e6 + 1},"SELECT",` +
-    `2026-11-28 10:00:00 UTC,3/${n},0,LOG,00000,"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+  // Each read, then the line the server writes in it with its app context (audit_read_context, migration 007).
+  const prefix = (n: number, k: number) =>
+    `2026-11-28 10:00:00.${String(n % 1000).padStart(3, '0')} UTC,"app_login","bench_ingest",4242,"10.0.0.7:50432",6b0b0000.${(Math.floor(n / 1e6)).toString(16)},${2 * (n % 1e6) + k},"SELECT",` +
+    `2026-11-28 10:00:00 UTC,3/${n},0,LOG,00000,`;
+  const read = (n: number, stmt: string) =>
+    `${prefix(n, 1)}"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+  const context = (n: number, stmt: string) =>
+    `${prefix(n, 2)}"audit read context {""user"" : ""dr.${n % 40}"", ""customer"" : ""${n % 5000}""}",,,,,"PL/pgSQL function audit.read_context() line 3 at RAISE",` +
+    `"${stmt}",,,"clinic-web","client backend",,0\n`;
+  const line = (n: number, stmt: string) => read(n, stmt) + context(n, stmt);
   const normalDir = path.join(dir, 'normal');
   const hugeDir = path.join(dir, 'huge');
   await run('mkdir', ['-p', normalDir, hugeDir]);
@@ -280,7 +287,7 @@ async function ingestBench(adminUrl: string) {
   // The huge record, written in pieces: one '"' of the statement is four bytes in the file.
   const { open } = await import('node:fs/promises');
   const fh = await open(path.join(hugeDir, 'postgresql-huge.csv'), 'w');
-  const head = line(10_000_000, 'X');
+  const head = read(10_000_000, 'X'); // no context line: written as unknown when the (shortened) wait runs out
   const [before, after] = head.split('X');
   await fh.write(before!);
   const piece = Buffer.alloc(8 * 2 ** 20, '"');
@@ -293,7 +300,7 @@ async function ingestBench(adminUrl: string) {
   const measure = async (logDir: string, events: number) => {
     const bytes = Number((await run('du', ['-sb', logDir])).stdout.split('\t')[0]);
     const cat = await timed(() => run('sh', ['-c', `cat ${logDir}/*.csv > /dev/null`]));
-    const r = await timed(() => runCli(['ingest', '--log-dir', logDir], envVars));
+    const r = await timed(() => runCli(['ingest', '--log-dir', logDir, '--context-wait', '1ms'], envVars));
     return {
       bytes, events, seconds: round(r.seconds), events_per_s: Math.round(events / r.seconds), mib_per_s: round(bytes / 2 ** 20 / r.seconds),
       cat_mib_per_s: round(bytes / 2 ** 20 / cat.seconds), peak_rss_mib: Math.round(r.value.peakRssKib / 1024),

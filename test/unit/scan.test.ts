@@ -44,11 +44,11 @@ async function monthArchive(): Promise<{ root: string; key: SigningKey }> {
         id++;
         const hh = String(f * 8 + Math.floor(i / 3)).padStart(2, '0');
         batch.append({ op: 'insert', commitLsn: asLsn(lsn), idx: 0, row: {
-          id: String(id), occurred_at: `${date} ${hh}:${String(i * 2).padStart(2, '0')}:07.25+00`, source: 'trigger',
+          id: String(id), occurred_at: `${date} ${hh}:${String(i * 2).padStart(2, '0')}:07.25+00`, source: i === 5 ? 'pgaudit' : 'trigger',
           action: i % 4 === 0 ? 'SELECT' : 'UPDATE', outcome: 'success', schema_name: 'public', table_name: 'customers',
           row_id: String(id % 50), session_user_name: 'app',
           // one read in twenty the server could not attribute (a read that returned no row)
-          ...(i === 5 ? { source: 'pgaudit', app_context: 'unknown' } : { app_customer_id: String(id % 50) }),
+          ...(i === 5 ? { app_context: 'unknown' } : { app_customer_id: String(id % 50) }),
         } });
       }
       batch.ackLsn = asLsn(lsn);
