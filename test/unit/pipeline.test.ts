@@ -158,12 +158,33 @@ describe('pipeline: how far the slot may advance', () => {
 
 describe('IdSet (archived audit_log ids, for recovery)', () => {
   it('holds ids as numbers where they fit and as text beyond 2^53, answering for both', async () => {
-    const { IdSet } = await import('../../src/ship/shipper.js');
+    const { IdSet } = await import('../../src/ship/id-set.js');
     const ids = new IdSet();
     for (const id of ['1', '42', '9007199254740991', '9007199254740993', '0042']) ids.add(id);
     expect(['1', '42', '9007199254740991', '9007199254740993', '0042'].every((id) => ids.has(id))).toBe(true);
     expect(ids.has('43')).toBe(false);
     expect(ids.has('9007199254740992')).toBe(false); // the number 2^53+1 would round to it: text keeps them apart
     expect(ids.size).toBe(5);
+  });
+
+  it('keeps ids arriving out of order, with gaps and repeats, as runs: the same answers as a Set, memory by runs not ids', async () => {
+    const { IdSet } = await import('../../src/ship/id-set.js');
+    const ids = new IdSet();
+    const truth = new Set<number>();
+    let seed = 7;
+    const rand = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
+    // 600k ids in commit order (blocks of interleaved transactions), 1 in 500 rolled back (a gap), some seen twice
+    const order: number[] = [];
+    for (let base = 1; base <= 600_000; base += 1000) {
+      const block = Array.from({ length: 1000 }, (_, i) => base + i).filter(() => rand() > 0.002);
+      block.sort(() => rand() - 0.5);
+      order.push(...block, ...block.slice(0, 3));
+    }
+    for (const n of order) { ids.add(String(n)); truth.add(n); }
+    expect(ids.size).toBe(truth.size);
+    for (let n = 0; n <= 600_001; n += 1) if (ids.has(String(n)) !== truth.has(n)) throw new Error(`differs at ${n}`);
+    // one run per gap (about 1 in 500 ids), not one entry per id
+    expect(ids.runs).toBeLessThan(truth.size / 200);
+    expect(ids.runs).toBeGreaterThan(100);
   });
 });
