@@ -42,6 +42,8 @@ const INGEST_LINES = Number(process.env.BENCH_INGEST_LINES ?? 200_000);
 const HUGE_RECORD_BYTES = Number(process.env.BENCH_HUGE_RECORD_BYTES ?? 560 * 2 ** 20);
 const ONLY_THROUGHPUT = ONLY === 'throughput';
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli.js');
+/** `ship` runs as users run it: the installed command, which bounds its heap (bin/pg-audit-shipper). */
+const BIN = path.join(PACKAGE_ROOT, 'bin', 'pg-audit-shipper');
 
 function env(name: string): string {
   const v = process.env[name];
@@ -371,7 +373,8 @@ async function cpuUse(pid: number): Promise<CpuUse | null> {
 /** Run the CLI, sampling its resident memory and CPU use; resolves with the peaks, its stderr and when it exited. */
 function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number; stderr: string; exitedAt: number; cpu: CpuUse | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: envVars, stdio: ['ignore', 'ignore', 'pipe'] });
+    const [cmd, argv] = args[0] === 'ship' ? [BIN, args] : [process.execPath, [CLI, ...args]];
+    const child = spawn(cmd, argv, { env: { ...envVars, PATH: `${path.dirname(process.execPath)}:${envVars.PATH ?? process.env.PATH ?? ''}` }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     let peak = 0;
     let cpu: CpuUse | null = null;

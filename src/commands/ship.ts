@@ -1,4 +1,5 @@
 import { readdir } from 'node:fs/promises';
+import { getHeapStatistics } from 'node:v8';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { durationMs, postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
@@ -100,7 +101,8 @@ export function registerShipCommand(program: Command): void {
       secondsSinceDurableWrite: () => (metrics.lastWriteMs() ? (Date.now() - metrics.lastWriteMs()) / 1000 : 0),
       stallSeconds: Math.max(600, (cfg.heartbeatInterval / 1000) * 2),
     }) : null;
-    log.info({ archive: archive.location, slot: cfg.slot, key_id: key.keyId, http_port: cfg.httpPort || null }, 'shipping');
+    log.info({ archive: archive.location, slot: cfg.slot, key_id: key.keyId, http_port: cfg.httpPort || null,
+      heap_limit_mib: Math.round(getHeapStatistics().heap_size_limit / 2 ** 20) }, 'shipping');
     try {
       const result = await ship({
         databaseUrl: cfg.databaseUrl, archive, key, verifyKeys, slot: cfg.slot,

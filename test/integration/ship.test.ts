@@ -3,7 +3,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
-import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { CLI, runCli, startCli, waitFor } from '../helpers/cli.js';
 import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
 
 let keys: TestKeys;
@@ -409,6 +410,22 @@ describe('ship to a file archive', () => {
     expect(r.stderr).toMatch(/"msg":"ingest stopped; restarting it"/);
     expect(r.stderr, r.stderr.slice(0, 3000)).toMatch(/"msg":"ingest is running again"/);
     expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n)).toBe(1);
+  });
+
+  it('the installed command runs ship with a bounded heap (backfill and recovery stay under 256 MiB), unless NODE_OPTIONS sets one', async () => {
+    const db = await freshDatabase('shipbin');
+    const archive = await tempArchiveDir();
+    const bin = path.resolve(path.dirname(CLI), '../../bin/pg-audit-shipper');
+    const heapLimit = async (nodeOptions?: string) => {
+      const env = { PATH: process.env.PATH!, HOME: '/tmp', LOG_LEVEL: 'info', DATABASE_URL: shipperUrl(db.name), ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) };
+      const r = await waitFor(spawn(bin, args(db, archive, ['--drain']), { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+      expect(r.code, r.stderr).toBe(0);
+      return Number(/"heap_limit_mib":(\d+)/.exec(r.stderr)?.[1]);
+    };
+    const bounded = await heapLimit();
+    expect(bounded).toBeGreaterThan(150);
+    expect(bounded).toBeLessThanOrEqual(256); // the old generation's 192 MiB and the young generation
+    expect(await heapLimit('--max-old-space-size=400')).toBeGreaterThan(400);
   });
 
   it('refuses at start what would fail later or forever: a file:// URL with a host, a retention Object Lock cannot keep, heartbeats under a minute', async () => {
