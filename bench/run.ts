@@ -546,7 +546,7 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
   The age limit dominates: a file is sealed when its first record is that old (default 5s).
 - \`verify --full\` over the whole archive (${v.events} events, S3): ${v.seconds}s (${v.events_per_s} events/s), peak RSS ${v.peak_rss_mib} MiB.
 - \`query --row-id 4711\` over the same archive (no time range: every file read and verified): ${q.seconds}s (${q.events_per_s} events/s), peak RSS ${q.peak_rss_mib} MiB.
-- \`ingest\` of ${ig.normal.events} pgaudit lines (${Math.round(ig.normal.bytes / 2 ** 20)} MiB): ${ig.normal.seconds}s, ${ig.normal.events_per_s} events/s
+- \`ingest\` of ${ig.normal.events} pgaudit reads, each followed by the server's read-context line (${Math.round(ig.normal.bytes / 2 ** 20)} MiB): ${ig.normal.seconds}s, ${ig.normal.events_per_s} events/s
   (${ig.normal.mib_per_s} MiB/s; \`cat\` reads the same file at ${ig.normal.cat_mib_per_s} MiB/s), peak RSS ${ig.normal.peak_rss_mib} MiB.
   A log holding one ${ig.huge_record.record_mib} MiB record (a statement of quotes) and 5 normal lines: ${ig.huge_record.seconds}s
   (${ig.huge_record.mib_per_s} MiB/s), all 6 events stored (statement kept: ${ig.huge_record.longest_statement_kept} characters), peak RSS ${ig.huge_record.peak_rss_mib} MiB (target <= ${ig.target_peak_rss_mib}).

@@ -59,6 +59,17 @@ async function attackedDatabase(label: string) {
   return { db, archive, asAuditOwner, stop };
 }
 
+/** Wait for the attestation after the attack, stop the shipper: verify reports exactly one capture change. */
+async function theOneChange(archive: string, stop: () => Promise<void>) {
+  for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
+  await stop();
+  const { code, findings } = await verifyJson(archive);
+  expect(code).toBe(1);
+  const changed = findings.filter((f) => f.code === 'capture-changed');
+  expect(changed).toHaveLength(1);
+  return changed;
+}
+
 describe('the capture configuration, attested in the chain', () => {
   it('a CREATEROLE holder who makes itself audit_owner, replaces the row trigger with a no-op, takes a table off the list and grants itself pg_execute_server_program is reported, with the window', async () => {
     const { db, archive, asAuditOwner, stop } = await attackedDatabase('attest_noop');
@@ -73,13 +84,7 @@ describe('the capture configuration, attested in the chain', () => {
       // The attack worked: the write left no trigger event.
       expect((await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'trigger' AND row_id = '42'`)).rows[0].n).toBe(0);
     });
-    for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
-    await stop();
-
-    const { code, findings } = await verifyJson(archive);
-    expect(code).toBe(1);
-    const changed = findings.filter((f) => f.code === 'capture-changed');
-    expect(changed).toHaveLength(1);
+    const changed = await theOneChange(archive, stop);
     expect(changed[0]!.message).toMatch(/^the capture configuration changed between \S+ \S+ and \S+ \S+ \(attestations \d+ and \d+\): /);
     expect(changed[0]!.message).toContain('functions["audit.capture_row_change()"]: "audit_owner ');
     expect(changed[0]!.message).toContain(`roles.members.audit_owner: +"${mallory}"`);
@@ -98,12 +103,7 @@ describe('the capture configuration, attested in the chain', () => {
       await c.query('ALTER EVENT TRIGGER audit_guard_protected_ddl DISABLE');
       await c.query('DROP POLICY audit_read_context ON customers');
     });
-    for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
-    await stop();
-    const { code, findings } = await verifyJson(archive);
-    expect(code).toBe(1);
-    const changed = findings.filter((f) => f.code === 'capture-changed');
-    expect(changed).toHaveLength(1);
+    const changed = await theOneChange(archive, stop);
     expect(changed[0]!.message).toContain('tables["public.customers"].row_security.policy: "restrictive * ( SELECT audit.read_context() AS read_context) / ( SELECT audit.read_context() AS read_context)" -> null');
     expect(changed[0]!.message).toContain('event_triggers.audit_guard_protected_ddl.enabled: "A" -> "D"');
   });

@@ -412,6 +412,26 @@ describe('ship to a file archive', () => {
     expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n)).toBe(1);
   });
 
+  it('refuses to start when the newest data file is not what its signed digest names: that file decides whether the slot is re-created', async () => {
+    const db = await freshDatabase('shiptamper');
+    const archive = await tempArchiveDir();
+    await writeEvents(db.url, 1, 5);
+    await drain(db, archive);
+    const days = await readdir(path.join(archive, 'data'));
+    const files = (await Promise.all(days.map(async (d) => (await readdir(path.join(archive, 'data', d))).map((f) => path.join(archive, 'data', d, f))))).flat();
+    const newest = files.sort((a, b) => path.basename(a).localeCompare(path.basename(b))).at(-1)!;
+    // A last record saying the initial backfill never finished would make the shipper drop the slot and back-fill again.
+    const { gzipSync } = await import('node:zlib');
+    await chmod(newest, 0o644);
+    await writeFile(newest, gzipSync('{"op":"insert","backfill":"initial"}\n'));
+    const before = await slotPosition(db.url);
+    expect(before).not.toBeNull();
+    const r = await runCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/does not match the hash its signed digest records; refusing to continue the chain \(run `pg-audit-shipper verify`\)/);
+    expect(await slotPosition(db.url)).toEqual(before);
+  });
+
   it('the installed command runs ship with a bounded heap (backfill and recovery stay under 256 MiB), unless NODE_OPTIONS sets one', async () => {
     const db = await freshDatabase('shipbin');
     const archive = await tempArchiveDir();
