@@ -326,3 +326,18 @@ BEGIN
   END LOOP;
 END
 $upgrade$;
+
+-- One writer per archive. A shipper takes the lease of its slot at start (the generation goes up);
+-- before it stores a file's data it checks that the generation is still its own, so a shipper that
+-- was paused (a VM frozen) while another took over its slot writes nothing when it wakes, even on a
+-- store that ignores conditional writes. (The second check, that the file's digest is not already
+-- in the archive, catches the same from the storage's side.)
+CREATE TABLE IF NOT EXISTS audit.shipper_lease (
+  slot_name  text PRIMARY KEY,
+  generation bigint NOT NULL,
+  holder     text NOT NULL,         -- host and process of the shipper that took it
+  taken_at   timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE audit.shipper_lease OWNER TO audit_owner;
+REVOKE ALL ON audit.shipper_lease FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON audit.shipper_lease TO audit_shipper;

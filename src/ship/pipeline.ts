@@ -29,10 +29,12 @@ export interface PipelineOptions {
   /** everything at or below lsn is stored: the slot may move */
   confirm: (lsn: Lsn) => void;
   /**
-   * Whether the archive already has a digest for this file sequence: another writer's (a shipper that
-   * took over the slot while this one was paused). Checked before a file's data objects are stored.
+   * Why this shipper may no longer write this file (another shipper took over the slot while this one
+   * was paused: its lease, or a digest of this sequence already in the archive), or null. Checked
+   * before each object is stored (for the digest itself, only the lease: a retried PUT of our own
+   * digest finds it there); a reason stops the shipper.
    */
-  claimed?: (fileSeq: number) => Promise<boolean>;
+  claimed?: (fileSeq: number, object: 'data' | 'digest') => Promise<string | null>;
   /** why nothing may be stored now (a clock too far off), or null: storing waits, retried, until it clears */
   mayStore?: () => string | null;
   /** storage failing (a message) or working again (null): /readyz reports it */
@@ -349,9 +351,10 @@ export class Pipeline implements StreamConsumer {
       const refusal = this.opts.mayStore?.();
       if (refusal !== null && refusal !== undefined) throw new Error(`not storing: ${refusal}`);
       // The digest's own PUT never replaces one (the sinks create, never overwrite); its data must
-      // not land either when the digest's place is taken.
-      if (!isDigest && this.opts.claimed && await this.opts.claimed(file.fileSeq)) {
-        const e = new Error(`file ${file.fileSeq} of the archive was written by another shipper while this one held it in memory`);
+      // not land either when the digest's place is taken, and nothing may when the writer lost its lease.
+      const taken = this.opts.claimed ? await this.opts.claimed(file.fileSeq, isDigest ? 'digest' : 'data') : null;
+      if (taken !== null) {
+        const e = new Error(`file ${file.fileSeq} was not stored: ${taken}`);
         e.name = 'ObjectExists'; // retrying cannot fix it (src/sink/retry.ts)
         throw e;
       }

@@ -24,6 +24,7 @@ import { appendAttestation, readCaptureConfig } from '../capture/attest.js';
 import { measureSkew, serverClock, skewProblem } from './clock.js';
 import { resumeFromArchive } from './resume.js';
 import { IdSet } from './id-set.js';
+import { WriterLease } from './lease.js';
 
 export interface ShipOptions {
   databaseUrl: string;
@@ -88,6 +89,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     },
   });
   const heads = new HeadRecorder(db, opts.slot, log);
+  const lease = new WriterLease(db, opts.slot);
   // A clock that drifted (or was set) too far while running stops storing until it is right again.
   let clockProblem: string | null = null;
   const checkClock = async (): Promise<void> => {
@@ -143,6 +145,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     const slotPresent = settled(slotAnswer);
     const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
     phase('last record read, slot checked');
+    const generation = await lease.take();
 
     const stream = new AuditStream(pgConfig, opts.slot, log);
     streaming = stream;
@@ -153,9 +156,13 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       confirm: (lsn) => stream.confirm(lsn),
       onStorageProblem: (p) => opts.onProblem?.('storage', p),
       mayStore: () => clockProblem,
-      claimed: (seq) => opts.archive.reader.exists(digestKey(seq)),
+      claimed: async (seq, object) => {
+        const [lost, exists] = await Promise.all([lease.lost(), object === 'data' && opts.archive.reader.exists(digestKey(seq))]);
+        return lost ?? (exists ? 'another shipper wrote this file of the archive while this one held it in memory' : null);
+      },
     });
-    log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot }, 'resuming the chain from the archive head');
+    log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot, writer_generation: generation },
+      'resuming the chain from the archive head');
     try {
 
       // Rows committed before the slot existed were never in its stream: archive them from the slot's snapshot.

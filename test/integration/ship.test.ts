@@ -412,6 +412,33 @@ describe('ship to a file archive', () => {
     expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n)).toBe(1);
   });
 
+  it('kill -9 in the middle of the initial backfill: the restart finishes it, every row is archived once, verify finds nothing', async () => {
+    const db = await freshDatabase('shipbackfillkill');
+    const archive = await tempArchiveDir();
+    const rows = 60_000;
+    await writeEvents(db.url, 1, rows); // committed before the slot exists: the initial backfill archives them
+    const dataFiles = async () => {
+      const days = await readdir(path.join(archive, 'data')).catch(() => [] as string[]);
+      return (await Promise.all(days.map((d) => readdir(path.join(archive, 'data', d))))).flat().length;
+    };
+    const child = startCli(args(db, archive, ['--batch-max-records', '1000']), { DATABASE_URL: shipperUrl(db.name) });
+    const done = waitFor(child);
+    for (let i = 0; i < 600 && await dataFiles() < 5; i++) await sleep(20);
+    child.kill('SIGKILL');
+    await done;
+    const atKill = await dataFiles();
+    expect(atKill).toBeGreaterThanOrEqual(5);
+    expect(atKill).toBeLessThan(rows / 1000); // killed before the backfill's last file
+    await drain(db, archive, ['--batch-max-records', '1000'], true);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const ids = records.filter((r) => r.op === 'insert' && r.action === 'INSERT').map((r) => r.id);
+    expect(new Set(ids).size).toBe(rows);
+    expect(ids.length).toBe(rows); // none twice in the chain
+    const verify = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+    expect(verify.code, verify.stdout).toBe(0);
+  });
+
   it('refuses to start when the newest data file is not what its signed digest names: that file decides whether the slot is re-created', async () => {
     const db = await freshDatabase('shiptamper');
     const archive = await tempArchiveDir();
@@ -478,6 +505,31 @@ describe('ship to a file archive', () => {
     const publicKey = await runCli(['ship', '--signing-key', keys.verifyKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--archive', 'file:///tmp/never-written']);
     expect(publicKey.code).toBe(2);
     expect(publicKey.stderr).toMatch(/is a public key \(the verify key\?\); --signing-key takes the private key/);
+  });
+
+  it('split brain, the lease: a paused shipper whose slot another took over writes nothing when it wakes, stopped by its lost writer lease before any storage check', async () => {
+    const db = await freshDatabase('shiplease');
+    const archive = await tempArchiveDir();
+    const a = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
+    const aDone = waitFor(a);
+    await writeEvents(db.url, 1, 20);
+    const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
+    for (let i = 0; i < 100 && await archived() < 20; i++) await sleep(100);
+    a.kill('SIGSTOP');
+    await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
+    const b = await drain(db, archive); // B takes the slot and the lease (and stores only its start-up attestation)
+    expect(b.code).toBe(0);
+    const objectsBefore = await listAll(archive);
+    await writeEvents(db.url, 100, 10); // A's stream (once it reconnects) would seal these as its next file
+    a.kill('SIGCONT');
+    const stopped = await aDone;
+    expect(stopped.code).toBe(2);
+    expect(stopped.stderr).toMatch(/another shipper took over slot \S+ \(\S+ pid \d+, at [^)]+\); this one's writer lease \(generation 1\) is gone/);
+    expect(await listAll(archive)).toEqual(objectsBefore);
+    await drain(db, archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(records.filter((r) => r.op === 'insert' && r.action === 'INSERT').length).toBe(30);
   });
 
   it('split brain: a shipper paused while another took over its slot stops when it wakes, and writes nothing into the archive', async () => {
