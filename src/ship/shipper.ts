@@ -19,7 +19,7 @@ import { checkShippingPrerequisites, ensureSlot, identifySystem, slotHealth } fr
 import type { ShipMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
 import { Attestor } from './attestor.js';
-import { backoffMs } from '../sink/retry.js';
+import { BACKOFF, backoffMs } from '../backoff.js';
 import { appendAttestation, readCaptureConfig } from '../capture/attest.js';
 import { measureSkew, serverClock, skewProblem } from './clock.js';
 import { resumeFromArchive } from './resume.js';
@@ -288,9 +288,6 @@ async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipel
   log.info({ rows, already_archived: skip.size, at: formatLsn(consistentPoint), reason }, 'archived the audit_log rows the new slot will not stream');
 }
 
-/** How long the built-in ingester waits before a restart: doubling from 1 s to 60 s. */
-const INGEST_BACKOFF_MS = { first: 1000, max: 60_000 };
-
 /**
  * The built-in ingester (ship --log-dir), kept running: a failure (the database restarted, a
  * privilege revoked, a disk error) is logged at error level, counted, shown on /readyz, and the
@@ -316,7 +313,7 @@ async function keepIngesting(opts: ShipOptions, logDir: string, signal: AbortSig
       return;
     } catch (err) {
       if (signal.aborted) return;
-      const wait = Math.min(INGEST_BACKOFF_MS.max, INGEST_BACKOFF_MS.first * 2 ** Math.min(attempt, 6));
+      const wait = Math.round(backoffMs(BACKOFF.ingest, attempt));
       const message = (err as Error).message;
       log.error({ err: message, retry_in_ms: wait }, 'ingest stopped; restarting it');
       metrics.ingestUp.set(0);
@@ -357,7 +354,7 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
       // A connection that streamed before it failed is a new failure, not the next of a series:
       // the wait starts short again (otherwise a week of rare drops would end in 30 s waits).
       attempt = stream.messagesReceived > received ? 0 : attempt + 1;
-      const wait = Math.random() * Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+      const wait = backoffMs(BACKOFF.replication, attempt);
       opts.log.warn({ err: msg, retry_in_ms: Math.round(wait) }, 'replication stream ended; reconnecting');
       opts.onProblem?.('replication stream', `reconnecting: ${msg}`);
       await sleep(wait);
@@ -416,7 +413,7 @@ class HeadRecorder {
         if (attempt > 0) this.log.warn({ file_seq: file.fileSeq }, 'the archive head is recorded in the database again');
         attempt = 0;
       } catch (err) {
-        const wait = Math.round(backoffMs(attempt++));
+        const wait = Math.round(backoffMs(BACKOFF.storage, attempt++));
         this.log.warn({ err: describePgError(err), file_seq: file.fileSeq, retry_in_ms: wait }, 'cannot record the archive head in the database; shipping goes on');
         await sleep(wait, undefined, { signal: this.stop.signal }).catch(() => undefined);
       }

@@ -1,3 +1,5 @@
+import { BACKOFF, backoffMs } from '../backoff.js';
+
 /**
  * The one retry policy for storage and delivery-stream requests (S3, Firehose): which failures
  * another attempt can fix, how long to wait, and when to stop. A network error, a timeout, a 5xx,
@@ -62,12 +64,7 @@ export function permanentReason(err: unknown): string | null {
 export function decideRetry(err: unknown, attempt: number, random: () => number = Math.random): RetryDecision {
   const reason = permanentReason(err);
   if (reason !== null && attempt + 1 >= PERMANENT_ATTEMPTS) return { retry: false, reason };
-  return { retry: true, waitMs: backoffMs(attempt, random) };
-}
-
-/** The wait after the `attempt`-th failure (0-based): 200 ms doubling to 30 s, full jitter. */
-export function backoffMs(attempt: number, random: () => number = Math.random): number {
-  return random() * Math.min(30_000, 200 * 2 ** Math.min(attempt, 10));
+  return { retry: true, waitMs: backoffMs(BACKOFF.storage, attempt, random) };
 }
 
 /**

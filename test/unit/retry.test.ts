@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decideRetry, describeStorageError, PERMANENT_ATTEMPTS, permanentReason } from '../../src/sink/retry.js';
+import { BACKOFF, backoffMs } from '../../src/backoff.js';
 
 /** An AWS SDK service error as the SDK builds it: a name (the service's code) and the HTTP status. */
 const sdkError = (name: string, status: number, message = 'UnknownError') => Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status } });
@@ -34,5 +35,18 @@ describe('the storage retry policy', () => {
     expect(describeStorageError(sdkError('UnknownError', 403))).toMatch(/^HTTP 403/);
     expect(describeStorageError(sdkError('SlowDown', 503, 'Please reduce your request rate'))).toBe('SlowDown (HTTP 503): Please reduce your request rate');
     expect(describeStorageError(new Error('plain'))).toBeNull();
+  });
+});
+
+describe('the one backoff (src/backoff.ts)', () => {
+  it('every policy doubles from its first wait to its cap, with full jitter, and never overflows', () => {
+    for (const [name, p] of Object.entries(BACKOFF)) {
+      const bounds = [0, 1, 2, 3, 50, 10_000].map((a) => backoffMs(p, a, () => 1));
+      expect(bounds.slice(0, 4), name).toEqual([p.firstMs, 2 * p.firstMs, 4 * p.firstMs, 8 * p.firstMs].map((w) => Math.min(w, p.maxMs)));
+      expect(bounds.slice(4), name).toEqual([p.maxMs, p.maxMs]);
+      expect(backoffMs(p, 3, () => 0), name).toBe(0);
+      expect(backoffMs(p, 3, () => 0.25), name).toBe(Math.min(8 * p.firstMs, p.maxMs) / 4);
+    }
+    expect(BACKOFF.ingest).toEqual({ firstMs: 1000, maxMs: 60_000 }); // what the README says of the built-in ingester
   });
 });

@@ -10,6 +10,7 @@ import { checkBucket, s3Archive, type S3ArchiveConfig } from '../s3/s3-archive.j
 import type { Archive, ArchiveObject, Receipt, Sink } from '../sink.js';
 import { toCalls, toStreamRecords } from './records.js';
 import { withStreamedFiles } from './stream-reader.js';
+import { BACKOFF, backoffMs } from '../../backoff.js';
 
 /** `firehose://STREAM` -> the delivery stream's name. */
 export function parseFirehoseUrl(url: string): string {
@@ -99,7 +100,7 @@ class FirehoseSink implements Sink {
       this.onPartialFailure(refused.length, code);
       if (round >= 5) throw new ServiceError(`delivery stream ${this.stream} keeps refusing ${refused.length} of ${total} records of ${obj.key} (${code})`);
       pending = refused;
-      await sleep(Math.min(5000, 100 * 2 ** round) * (0.5 + Math.random() / 2));
+      await sleep(backoffMs(BACKOFF.streamRecords, round));
     }
     return { key: obj.key, bytes: obj.body.length };
   }
