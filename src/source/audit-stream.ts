@@ -272,6 +272,7 @@ function rel(r: { schema: string; name: string }): string {
  * pgoutput sends microseconds since 2000-01-01; the library has already moved them to the Unix
  * epoch (its readTime adds 946684800000000), so only the unit changes here.
  */
+// eslint-disable-next-line @typescript-eslint/no-wrapper-object-types -- pg-logical-replication types commitTime as BigInt
 function pgTime(unixMicros: bigint | BigInt): Date {
   return new Date(Number(BigInt(unixMicros as bigint) / 1000n));
 }

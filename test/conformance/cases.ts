@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { chainHash, openRecord, type ChainHash } from '../../src/seal/record.js';
 import { DIGEST_FORMAT_V1, type Digest } from '../../src/seal/digest.js';
 import { digestKey } from '../../src/sink/keys.js';
-import { auditRow, buildArchive, headOf, KEY_A, KEY_B, resetIds, type FileSpec, type Objects, type RecordSpec } from './build.js';
+import { auditRow, buildArchive, headOf, KEY_B, resetIds, type FileSpec, type Objects, type RecordSpec } from './build.js';
 
 /**
  * The conformance corpus: one small archive per case, valid or broken in exactly one way, with the
