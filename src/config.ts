@@ -12,6 +12,9 @@ export interface SettingSpec {
   env: string;
   description: string;
   example: string;
+  /** the value's name in --help; ending in "..." the flag can be repeated (the variable: comma-separated) */
+  value?: string;
+  default?: string;
 }
 
 export const SETTINGS = {
@@ -28,9 +31,19 @@ export const SETTINGS = {
     example: '/etc/pg-audit-shipper/signing-key.pem',
   },
   verifyKey: {
-    flag: '--verify-key', env: 'AUDIT_VERIFY_KEY',
-    description: 'Ed25519 public key (PEM file) to check signatures; repeat for rotated keys (env: comma-separated)',
+    flag: '--verify-key', env: 'AUDIT_VERIFY_KEY', value: 'pem...',
+    description: 'Ed25519 public key(s) (PEM files) the digests are signed with; repeat the flag for rotated keys (the variable takes a comma-separated list)',
     example: '/etc/pg-audit-shipper/verify-key.pem',
+  },
+  slot: {
+    flag: '--slot', env: 'AUDIT_SLOT', value: 'name', default: 'pg_audit_shipper',
+    description: "the shipper's replication slot (ship creates it if missing; one shipper, one slot, one archive)",
+    example: 'pg_audit_shipper',
+  },
+  statementMaxLength: {
+    flag: '--statement-max-length', env: 'AUDIT_STATEMENT_MAX_LENGTH', value: 'chars', default: '2000',
+    description: 'longest statement text kept per pgaudit event (the rest is cut while the log is read)',
+    example: '2000',
   },
   logDir: {
     flag: '--log-dir', env: 'PGAUDIT_LOG_DIR', description: "the server's csvlog directory (pgaudit events)",
@@ -40,11 +53,15 @@ export const SETTINGS = {
 
 export type SettingName = keyof typeof SETTINGS;
 
-/** A commander option for a shared setting, with its env fallback shown in --help. */
-export function settingOption(name: SettingName, valueName = 'value'): Option {
-  const s = SETTINGS[name];
-  return new Option(`${s.flag} <${valueName}>`, s.description).env(s.env);
+/** A commander option for a shared setting, with its env fallback (and default) shown in --help. */
+export function settingOption(name: SettingName, valueName?: string): Option {
+  const s: SettingSpec = SETTINGS[name];
+  const o = new Option(`${s.flag} <${valueName ?? s.value ?? 'value'}>`, s.description).env(s.env);
+  return s.default === undefined ? o : o.default(s.default);
 }
+
+/** --statement-max-length, checked the same way wherever it is taken. */
+export const statementMaxLength = () => wholeNumber(SETTINGS.statementMaxLength.flag, 16, 1_000_000);
 
 /**
  * `--s3-force-path-style`, declared once. Commander sets a plain boolean flag to true whenever its

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { durationMs, postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
+import { durationMs, postgresUrl, settingOption, statementMaxLength, validate, wholeNumber } from '../config.js';
 import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
@@ -63,8 +63,7 @@ export function registerCaptureCommands(program: Command): void {
     .addOption(settingOption('databaseUrl', 'url'))
     .addOption(settingOption('logDir', 'dir'))
     .option('--follow', 'keep tailing the log directory until SIGINT/SIGTERM')
-    .addOption(new Option('--statement-max-length <chars>', 'longest statement text kept per event').default('2000')
-      .env('AUDIT_STATEMENT_MAX_LENGTH'))
+    .addOption(settingOption('statementMaxLength'))
     .addOption(new Option('--poll-ms <ms>', 'how often --follow looks for new lines').default('500'))
     .addOption(new Option('--context-wait <duration>', "how long a read waits for the server's line with its app context " +
       '(audit_read_context) before it is written with app_context unknown; until then it is held, saved for the next run')
@@ -74,7 +73,7 @@ export function registerCaptureCommands(program: Command): void {
       const cfg = validate(dbSchema.extend({
         logDir: z.string().min(1),
         follow: z.boolean().default(false),
-        statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
+        statementMaxLength: statementMaxLength(),
         pollMs: wholeNumber('--poll-ms', 10, 60_000),
         chunkBytes: wholeNumber('--chunk-bytes', 512, 1 << 30),
         contextWait: durationMs('--context-wait'),

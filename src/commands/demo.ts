@@ -4,6 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import pg from 'pg';
+import { SETTINGS } from '../config.js';
 import { ServiceError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { SCRIPTS_DIR } from '../paths.js';
@@ -106,16 +107,16 @@ export function registerDemoCommand(program: Command): void {
           await generateTraffic(cluster.databaseUrl);
           await new Promise((r) => setTimeout(r, 300)); // the server's logging collector writes asynchronously
           say('4/7 ingesting pgaudit reads from the server log…');
-          const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: 2000, log }).runOnce();
+          const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: Number(SETTINGS.statementMaxLength.default), log }).runOnce();
           say(`    ${stats.events} read/denied events from ${stats.lines} log lines`);
           say('5/7 shipping audit_log through a replication slot into sealed, signed files (ship --drain)…');
           const archiveDir = path.join(cluster.dir, 'archive');
           const keys = await keygen(path.join(cluster.dir, 'keys'));
           const key = await loadSigningKey(keys.signingKeyPath);
           const shipped = await ship({
-            databaseUrl: cluster.databaseUrl, archive: fileArchive(archiveDir), key, verifyKeys: [], slot: 'pg_audit_shipper',
+            databaseUrl: cluster.databaseUrl, archive: fileArchive(archiveDir), key, verifyKeys: [], slot: SETTINGS.slot.default,
             limits: { maxRecords: 25, maxBytes: 8 << 20, maxAgeMs: 1000 }, maxInflightBytes: 64 << 20, heartbeatMs: 3_600_000,
-            drain: true, graceMs: 30_000, log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: 2000,
+            drain: true, graceMs: 30_000, log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: Number(SETTINGS.statementMaxLength.default),
           });
           say(`    ${shipped.records} records in ${shipped.files} files under file://${archiveDir}`);
           say('6/7 verifying the archive: signatures, digest links, every record hash…');

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { validate, s3ForcePathStyleOption, yesNo } from '../config.js';
+import { settingOption, validate, s3ForcePathStyleOption, yesNo } from '../config.js';
 import { parseDuration } from '../duration.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { VERSION } from '../paths.js';
@@ -11,7 +11,6 @@ import { EvidenceWriter } from '../query/evidence.js';
 import { describe, type Query } from '../query/filter.js';
 import type { Format } from '../query/format.js';
 import { answerQuery } from '../query/answer.js';
-import { settingOption } from '../config.js';
 import { verifyKeysFrom } from './archive-options.js';
 
 const ACTIONS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'COPY', 'EXECUTE', 'REFERENCES', 'MERGE'];
@@ -30,7 +29,7 @@ export function registerQueryCommands(program: Command): void {
     .description('who touched which record, when, how: search the archive, verifying every file it reads\n' +
       'exit 0 answered, 1 some file in range failed verification (its records are not shown), 2 could not run')
     .addOption(settingOption('archive', 'url'))
-    .addOption(new Option('--verify-key <pem...>', 'public key(s) the digests must be signed with (repeat for rotated keys)').env('AUDIT_VERIFY_KEY'))
+    .addOption(settingOption('verifyKey'))
     .addOption(s3ForcePathStyleOption())
     .option('--from <time>', 'events that occurred at or after this time (UTC unless the time says otherwise)')
     .option('--to <time>', 'events that occurred before this time')

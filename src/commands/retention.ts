@@ -1,19 +1,18 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { validate, s3ForcePathStyleOption, yesNo } from '../config.js';
+import { settingOption, validate, s3ForcePathStyleOption, yesNo } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { parseS3Url, s3ArchiveReader, s3Client } from '../sink/s3/s3-archive.js';
 import { extendRetention, inRange, objectsOf } from '../sink/s3/extend.js';
 import { verifyChain } from '../verify/chain.js';
 import { verifyKeysFrom } from './archive-options.js';
-import { settingOption } from '../config.js';
 
 export function registerRetentionCommand(program: Command): void {
   const retention = program.command('retention').description('manage how long archived files are kept (S3 Object Lock)');
   retention.command('extend')
     .description('keep the files of a time range longer (--until) or under legal hold; never shortens')
     .addOption(settingOption('archive', 'url'))
-    .addOption(new Option('--verify-key <pem...>', 'public key(s) the digests are signed with: only files of a verified chain are touched').env('AUDIT_VERIFY_KEY'))
+    .addOption(settingOption('verifyKey'))
     .option('--from <time>', 'first event time of the range (ISO 8601; default: the beginning)')
     .option('--to <time>', 'last event time of the range (ISO 8601; default: now)')
     .option('--until <date>', 'new retain-until date (ISO 8601), later than the current one')

@@ -2,7 +2,7 @@ import { readdir } from 'node:fs/promises';
 import { getHeapStatistics } from 'node:v8';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { durationMs, postgresUrl, settingOption, validate, wholeNumber } from '../config.js';
+import { durationMs, postgresUrl, settingOption, statementMaxLength, validate, wholeNumber } from '../config.js';
 import { parseBytes } from '../duration.js';
 import { createLogger } from '../log.js';
 import { loadSigningKey } from '../seal/keys.js';
@@ -29,8 +29,8 @@ export function registerShipCommand(program: Command): void {
     .description('stream audit_log through a replication slot into sealed, signed, locked files (runs until SIGTERM)')
     .addOption(settingOption('databaseUrl', 'url'))
     .addOption(settingOption('signingKey', 'pem'))
-    .addOption(new Option(`${'--verify-key'} <pem...>`, 'public keys of earlier (rotated) signing keys, to trust the archive head').env('AUDIT_VERIFY_KEY'))
-    .addOption(new Option('--slot <name>', 'replication slot (created if missing; never shared)').default('pg_audit_shipper').env('AUDIT_SLOT'))
+    .addOption(settingOption('verifyKey'))
+    .addOption(settingOption('slot'))
     .addOption(new Option('--batch-max-records <n>', 'seal a file at this many records').default('10000'))
     .addOption(new Option('--batch-max-bytes <size>', 'seal a file at this much uncompressed JSON').default('8MiB'))
     .addOption(new Option('--batch-max-age <duration>', 'seal a file this long after its first record').default('5s'))
@@ -40,7 +40,7 @@ export function registerShipCommand(program: Command): void {
     .addOption(new Option('--grace-period <duration>', 'on SIGTERM, time to store what is open before exiting').default('30s'))
     .option('--drain', 'ship everything committed before start, then exit (jobs, tests)')
     .addOption(settingOption('logDir', 'dir'))
-    .addOption(new Option('--statement-max-length <chars>', 'longest statement text kept per pgaudit event').default('2000'))
+    .addOption(settingOption('statementMaxLength'))
     .addOption(new Option('--http-port <port>', '/healthz, /readyz, /metrics (0: off)').default('9898').env('AUDIT_HTTP_PORT'));
   addArchiveOptions(cmd).action(async (raw) => {
     const cfg = validate(archiveSchema.extend({
@@ -57,7 +57,7 @@ export function registerShipCommand(program: Command): void {
       gracePeriod: duration('--grace-period'),
       drain: z.boolean().optional(),
       logDir: z.string().optional(),
-      statementMaxLength: wholeNumber('--statement-max-length', 16, 1_000_000),
+      statementMaxLength: statementMaxLength(),
       httpPort: wholeNumber('--http-port', 0, 65535),
     }), raw, cmd);
     if (cfg.heartbeatInterval < MIN_HEARTBEAT_MS && cfg.allowShortRetention !== true) {
