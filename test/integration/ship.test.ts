@@ -508,15 +508,7 @@ describe('ship to a file archive', () => {
   });
 
   it('split brain, the lease: a paused shipper whose slot another took over writes nothing when it wakes, stopped by its lost writer lease before any storage check', async () => {
-    const db = await freshDatabase('shiplease');
-    const archive = await tempArchiveDir();
-    const a = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
-    const aDone = waitFor(a);
-    await writeEvents(db.url, 1, 20);
-    const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
-    for (let i = 0; i < 100 && await archived() < 20; i++) await sleep(100);
-    a.kill('SIGSTOP');
-    await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
+    const { db, archive, a, aDone } = await pausedShipper('shiplease', 20);
     const b = await drain(db, archive); // B takes the slot and the lease (and stores only its start-up attestation)
     expect(b.code).toBe(0);
     const objectsBefore = await listAll(archive);
@@ -533,16 +525,7 @@ describe('ship to a file archive', () => {
   });
 
   it('split brain: a shipper paused while another took over its slot stops when it wakes, and writes nothing into the archive', async () => {
-    const db = await freshDatabase('shipsplit');
-    const archive = await tempArchiveDir();
-    const a = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
-    const aDone = waitFor(a);
-    await writeEvents(db.url, 1, 50);
-    const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
-    for (let i = 0; i < 100 && await archived() < 50; i++) await sleep(100);
-    // A freezes (a VM paused); the server drops its connection and the slot is free for B.
-    a.kill('SIGSTOP');
-    await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
+    const { db, archive, a, aDone } = await pausedShipper('shipsplit', 50);
     await writeEvents(db.url, 100, 50);
     await drain(db, archive); // B: takes the slot, ships, records its head, exits
     await writeEvents(db.url, 200, 10);
@@ -589,6 +572,23 @@ describe('ship to a file archive', () => {
     expect(nokey.stderr.trim()).toBe('pg-audit-shipper: error: --signing-key (AUDIT_SIGNING_KEY) is required; e.g. --signing-key /etc/pg-audit-shipper/signing-key.pem');
   });
 });
+
+/**
+ * Shipper A, running, has archived `events` events; then it freezes (a VM paused) and the server
+ * drops its connection: the slot is free for another shipper.
+ */
+async function pausedShipper(label: string, events: number) {
+  const db = await freshDatabase(label);
+  const archive = await tempArchiveDir();
+  const a = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
+  const aDone = waitFor(a);
+  await writeEvents(db.url, 1, events);
+  const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
+  for (let i = 0; i < 100 && await archived() < events; i++) await sleep(100);
+  a.kill('SIGSTOP');
+  await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
+  return { db, archive, a, aDone };
+}
 
 async function listAll(dir: string): Promise<string[]> {
   const { readdir } = await import('node:fs/promises');
