@@ -39,15 +39,20 @@ export function registerRetentionCommand(program: Command): void {
       const client = s3Client(cfg.s3ForcePathStyle);
       const archive = s3ArchiveReader(client, bucket, prefix);
       // Walk the signed digests (not the data) to find the range's files.
-      const selected: string[] = [];
+      const inRangeKeys: string[] = [];
       const chain = await verifyChain(archive.reader, {
         keys: new Map(keys.map((k) => [k.keyId, k])), fullFrom: Number.MAX_SAFE_INTEGER,
-        onDigest: (d) => { if (inRange(d, cfg.from ?? null, cfg.to ?? null)) selected.push(...objectsOf(d)); },
+        onDigest: (d) => { if (inRange(d, cfg.from ?? null, cfg.to ?? null)) inRangeKeys.push(...objectsOf(d)); },
       });
       if (chain.findings.length > 0) {
         throw new ConfigError(`the archive's digest chain has ${chain.findings.length} problems (run \`verify\`); refusing to pick files from it`);
       }
-      const r = await extendRetention(client, bucket, prefix, selected, {
+      // A delivery stream's file is no object of its own (firehose://STREAM/N): its lines are in the
+      // objects the stream delivered, which are what must be locked longer.
+      // (in sequence order, one at a time: the stream reader walks forward)
+      const selected = new Set<string>();
+      for (const k of inRangeKeys) for (const o of await archive.reader.storedObjects(k)) selected.add(o);
+      const r = await extendRetention(client, bucket, prefix, [...selected], {
         ...(until ? { until } : {}), ...(cfg.legalHold ? { legalHold: cfg.legalHold === 'on' ? 'ON' as const : 'OFF' as const } : {}),
       });
       process.stdout.write(`${r.objects} objects in range: ${until ? `${r.extended} now retained until ${until.toISOString()}, ${r.alreadyLonger} already retained longer` : ''}` +

@@ -99,6 +99,19 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     expect(checked.code, checked.stdout).toBe(0);
     expect(checked.stdout).toMatch(/checked: {2}2 records in [12] files/);
 
+    // retention extend locks longer what the stream delivered (a streamed file is no object of its own).
+    const until = new Date(Date.now() + 3 * 86_400_000);
+    const extended = await runCli(['retention', 'extend', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--until', until.toISOString()], env);
+    expect(extended.code, extended.stderr).toBe(0);
+    const { GetObjectRetentionCommand } = await import('@aws-sdk/client-s3');
+    const delivered = (await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'clinic/firehose/' }))).Contents!.map((o) => o.Key!);
+    expect(delivered.length).toBeGreaterThan(0);
+    for (const Key of delivered) {
+      const r = await testS3Client().send(new GetObjectRetentionCommand({ Bucket: bucket, Key }));
+      expect(r.Retention?.RetainUntilDate?.getTime(), Key).toBe(until.getTime());
+    }
+    expect(extended.stdout).toMatch(new RegExp(`^\\d+ objects in range: \\d+ now retained until ${until.toISOString().replace(/[.]/g, '\\.')}`));
+
     // A delivered line that differs from another delivery of the same record is a finding, not a repeat.
     const { Contents } = await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'clinic/firehose/' }));
     const someKey = Contents![0]!.Key!;

@@ -15,18 +15,30 @@ const LOOK_AHEAD_HOURS = 26;
  * (two different lines for one sequence number) is passed on, so the file check reports it.
  * Walks read files in sequence order, so lines before the file asked for are forgotten.
  */
-export function withStreamedFiles(reader: ArchiveReader): ArchiveReader {
+export function withStreamedFiles(reader: ArchiveReader): StreamedReader {
   const lines = new StreamedLines(reader);
   return {
     get: (key) => (parseStreamKey(key) ? lines.file(parseStreamKey(key)!.fileSeq) : reader.get(key)),
     exists: async (key) => (parseStreamKey(key) ? (await lines.file(parseStreamKey(key)!.fileSeq)) !== null : reader.exists(key)),
     list: (prefix, startAfter) => reader.list(prefix, startAfter),
+    storedObjects: async (key) => {
+      const stream = parseStreamKey(key);
+      return stream ? lines.sources(stream.fileSeq) : [key];
+    },
   };
+}
+
+/** A reader that also names the stored objects behind a key (what retention extend must lock longer). */
+export interface StreamedReader extends ArchiveReader {
+  /** `firehose://STREAM/N`: the delivered objects that hold file N's lines; any other key: itself */
+  storedObjects(key: string): Promise<string[]>;
 }
 
 class StreamedLines {
   private readonly loaded = new Set<string>();
   private readonly bySeq = new Map<number, string[]>();
+  /** the delivered objects each sequence number's lines were found in */
+  private readonly objectsBySeq = new Map<number, Set<string>>();
 
   constructor(private readonly reader: ArchiveReader) {}
 
@@ -44,10 +56,20 @@ class StreamedLines {
     const last = d.last_seq;
     const start = Math.floor((Date.parse(d.created_at) - LOOK_BEFORE) / HOUR) * HOUR;
     for (let h = 0; h <= LOOK_AHEAD_HOURS && !this.complete(first, last); h++) await this.load(start + h * HOUR);
-    for (const seq of [...this.bySeq.keys()]) if (seq < first) this.bySeq.delete(seq);
+    for (const seq of [...this.bySeq.keys()]) if (seq < first) { this.bySeq.delete(seq); this.objectsBySeq.delete(seq); }
     const out: string[] = [];
     for (let seq = first; seq <= last; seq++) out.push(...this.bySeq.get(seq) ?? []);
     return out.length === 0 ? null : Buffer.from(`${out.join('\n')}\n`);
+  }
+
+  /** The delivered objects holding file N's lines (after reading it). */
+  async sources(fileSeq: number): Promise<string[]> {
+    const digest = await this.reader.get(digestKey(fileSeq));
+    const d = digest ? (JSON.parse(digest.toString('utf8').split('\n')[0]!) as { first_seq: number | null; last_seq: number | null }) : null;
+    if (!d || d.first_seq === null || d.last_seq === null || (await this.file(fileSeq)) === null) return [];
+    const keys = new Set<string>();
+    for (let seq = d.first_seq; seq <= d.last_seq; seq++) for (const k of this.objectsBySeq.get(seq) ?? []) keys.add(k);
+    return [...keys].sort();
   }
 
   private complete(first: number, last: number): boolean {
@@ -68,6 +90,9 @@ class StreamedLines {
         const m = /^"seq":(\d+),/.exec(line.slice(CHAIN_PREFIX_LENGTH, CHAIN_PREFIX_LENGTH + 30));
         if (!m) continue;
         const seq = Number(m[1]);
+        const from = this.objectsBySeq.get(seq);
+        if (from) from.add(key);
+        else this.objectsBySeq.set(seq, new Set([key]));
         const seen = this.bySeq.get(seq);
         if (!seen) this.bySeq.set(seq, [line]);
         else if (!seen.includes(line)) seen.push(line);

@@ -7,7 +7,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ConfigError, ServiceError } from '../../errors.js';
 import type { Archive, ArchiveObject, ArchiveReader, Receipt, Sink } from '../sink.js';
-import { withStreamedFiles } from '../firehose/stream-reader.js';
+import { withStreamedFiles, type StreamedReader } from '../firehose/stream-reader.js';
 
 export type SseMode = 'AES256' | 'aws:kms' | 'none';
 
@@ -49,7 +49,7 @@ export function s3Client(forcePathStyle: boolean): S3Client {
 }
 
 /** Reading only (verify, retention, query): no write settings to invent. */
-export function s3ArchiveReader(client: S3Client, bucket: string, prefix: string): { location: string; reader: ArchiveReader } {
+export function s3ArchiveReader(client: S3Client, bucket: string, prefix: string): { location: string; reader: StreamedReader } {
   // Files a delivery stream carried are read from what it delivered; all else is plain objects.
   return { location: `s3://${bucket}/${prefix}`, reader: withStreamedFiles(new S3Reader(client, { bucket, prefix })) };
 }
