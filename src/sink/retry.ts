@@ -50,6 +50,8 @@ export function permanentReason(err: unknown): string | null {
   const status = e.$metadata?.httpStatusCode;
   // A HEAD request's error has no body, so no code: the status is all there is.
   if (status === 403) return `HTTP 403 (${name || 'no detail'}): ${PERMANENT.Forbidden!}`;
+  // A missing object names itself (NoSuchKey); a HEAD request's bare 404 cannot tell.
+  if (status === 404 && name === 'NoSuchKey') return 'NoSuchKey: an object the archive names is not in the bucket (removed, or the wrong --archive prefix): run `pg-audit-shipper verify`';
   if (status === 404) return `HTTP 404 (${name || 'no detail'}): ${PERMANENT.NoSuchBucket!}`;
   if (status === 400 || status === 405 || status === 411 || status === 501) {
     return `HTTP ${status} (${name || 'no detail'}${e.message && e.message !== 'UnknownError' ? `: ${e.message}` : ''}): the storage refuses the request as made; check --s3-sse, --s3-kms-key-id and the bucket's settings`;

@@ -27,6 +27,8 @@ describe('the storage retry policy', () => {
       reason: 'SignatureDoesNotMatch: the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY' });
     expect(permanentReason(sdkError('UnknownError', 403))).toMatch(/^HTTP 403 \(UnknownError\): the credentials are wrong or may not access this bucket/);
     expect(permanentReason(sdkError('NoSuchBucket', 404))).toMatch(/^NoSuchBucket: the bucket does not exist: check --archive/);
+    // not "the bucket does not exist"
+    expect(permanentReason(sdkError('NoSuchKey', 404))).toMatch(/^NoSuchKey: an object the archive names is not in the bucket/);
     expect(permanentReason(sdkError('InvalidArgument', 400))).toMatch(/check --s3-sse and --s3-kms-key-id/);
     expect(permanentReason(Object.assign(new Error('stored without the requested lock'), { name: 'LockNotApplied' }))).toMatch(/enforce Object Lock in COMPLIANCE mode/);
   });
