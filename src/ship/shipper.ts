@@ -143,7 +143,11 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     ]);
     const lastOp = settled(lastOpAnswer);
     const slotPresent = settled(slotAnswer);
-    const backfillUnfinished = resumed.digest === null || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
+    // Unfinished: nothing archived, only heartbeats (a shipper killed after its first heartbeat and
+    // before the backfill's first digest: the slot's snapshot rows are in no file), or a backfill's
+    // row last. The backfill ends with its marker, so a finished one always leaves a data file.
+    const backfillUnfinished = resumed.digest === null || lastOp?.op === NO_DATA_FILE ||
+      (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
     phase('last record read, slot checked');
     const generation = await lease.take();
 
@@ -458,7 +462,14 @@ async function watchSlot(client: Queryable, opts: ShipOptions, log: Logger): Pro
   }
 }
 
-/** The op (and backfill tag) of the archive's last record: tells whether a backfill was cut short. */
+/** What lastRecordOp says of an archive of heartbeats only: no record was ever archived. */
+const NO_DATA_FILE = 'no data file';
+
+/**
+ * The op (and backfill tag) of the archive's last record: tells whether a backfill was cut short.
+ * NO_DATA_FILE when no digest names a data file; null when the last one cannot be read yet (a
+ * delivery stream's, not delivered).
+ */
 async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head: Digest): Promise<{ op: string; backfill?: string } | null> {
   for (let seq = head.file_seq; seq >= 1; seq--) {
     let d = head; // the head was read and checked already
@@ -485,7 +496,7 @@ async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head
     const lines = content.toString('utf8').trimEnd().split('\n');
     return JSON.parse(lines[lines.length - 1]!) as { op: string; backfill?: string };
   }
-  return null;
+  return { op: NO_DATA_FILE };
 }
 
 /** audit_log ids already archived (only for recovery: reads the whole archive, checking it on the way). */
