@@ -12,7 +12,6 @@ import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
 
-const duration = durationMs;
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
  * 190 million undeletable objects. Under a minute only for short-retention trials.
@@ -50,11 +49,11 @@ export function registerShipCommand(program: Command): void {
       slot: z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are lower-case letters, digits and _'),
       batchMaxRecords: wholeNumber('--batch-max-records', 1, 1_000_000),
       batchMaxBytes: bytes('--batch-max-bytes'),
-      batchMaxAge: duration('--batch-max-age'),
+      batchMaxAge: durationMs('--batch-max-age'),
       maxInflightBytes: bytes('--max-inflight-bytes'),
-      heartbeatInterval: duration('--heartbeat-interval', 1000),
-      attestCheckInterval: duration('--attest-check-interval', 100),
-      gracePeriod: duration('--grace-period'),
+      heartbeatInterval: durationMs('--heartbeat-interval', 1000),
+      attestCheckInterval: durationMs('--attest-check-interval', 100),
+      gracePeriod: durationMs('--grace-period'),
       drain: z.boolean().optional(),
       logDir: z.string().optional(),
       statementMaxLength: statementMaxLength(),

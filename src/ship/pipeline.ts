@@ -319,29 +319,27 @@ export class Pipeline implements StreamConsumer {
   }
 
   private async uploadQueued(): Promise<void> {
-    {
-      while (this.queue.length > 0) {
-        const file = this.queue[0]!;
-        const started = Date.now();
-        for (const obj of file.objects) {
-          await (this.ahead.get(obj.key) ?? this.store(obj, file));
-        }
-        await this.retry(() => this.opts.onStored(file), `recording head ${file.fileSeq} in the database`);
-        this.opts.metrics.uploadSeconds.observe((Date.now() - started) / 1000);
-        this.head = { fileSeq: file.fileSeq, digestSha256: file.digestSha256, position: file.position, ackLsn: file.ackLsn, lastWrittenAt: Date.now() };
-        this.queue.shift();
-        for (const obj of file.objects) this.ahead.delete(obj.key);
-        this.storeAhead();
-        this.queuedBytes -= file.objects.reduce((n, o) => n + o.body.length, 0);
-        this.opts.metrics.stored(file);
-        if (file.ackLsn !== null) this.opts.confirm(file.ackLsn);
-        this.opts.log.debug({ file_seq: file.fileSeq, records: file.records, kind: file.digest.kind }, 'stored');
-        this.wake();
+    while (this.queue.length > 0) {
+      const file = this.queue[0]!;
+      const started = Date.now();
+      for (const obj of file.objects) {
+        await (this.ahead.get(obj.key) ?? this.store(obj, file));
       }
-      if (this.deferredAck !== null && this.batch === null && this.sealingBytes === 0) {
-        this.opts.confirm(this.deferredAck);
-        this.deferredAck = null;
-      }
+      await this.retry(() => this.opts.onStored(file), `recording head ${file.fileSeq} in the database`);
+      this.opts.metrics.uploadSeconds.observe((Date.now() - started) / 1000);
+      this.head = { fileSeq: file.fileSeq, digestSha256: file.digestSha256, position: file.position, ackLsn: file.ackLsn, lastWrittenAt: Date.now() };
+      this.queue.shift();
+      for (const obj of file.objects) this.ahead.delete(obj.key);
+      this.storeAhead();
+      this.queuedBytes -= file.objects.reduce((n, o) => n + o.body.length, 0);
+      this.opts.metrics.stored(file);
+      if (file.ackLsn !== null) this.opts.confirm(file.ackLsn);
+      this.opts.log.debug({ file_seq: file.fileSeq, records: file.records, kind: file.digest.kind }, 'stored');
+      this.wake();
+    }
+    if (this.deferredAck !== null && this.batch === null && this.sealingBytes === 0) {
+      this.opts.confirm(this.deferredAck);
+      this.deferredAck = null;
     }
   }
 

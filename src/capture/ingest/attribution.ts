@@ -25,7 +25,7 @@ export function endTransactions(ctx: SessionContext | undefined, vxid: string): 
  * this statement (a function's query run again gets a new substatement ID); the other relations of
  * one statement share its IDs and each get a line of their own.
  */
-export function holdRead(ctx: SessionContext, read: PendingRead, now: number): Settled {
+export function holdRead(ctx: SessionContext, read: Omit<PendingRead, 'heldAt'>, now: number): Settled {
   const settled = split(ctx, (p) => p.statementId === read.statementId &&
     (p.statement !== read.statement || p.substatementId === read.substatementId));
   settled.context.pending = [...(settled.context.pending ?? []), { ...read, heldAt: now }];

@@ -158,7 +158,7 @@ export const FORGED_ACTION = 'FORGED AUDIT LINE';
 export type Classified =
   | { kind: 'event'; event: LogAuditEvent; sessionId?: string; context?: SessionContext }
   /** a read of a table with audit_read_context: held until its context line (attribution.ts) */
-  | { kind: 'read'; read: PendingRead; sessionId: string; context: SessionContext }
+  | { kind: 'read'; read: Omit<PendingRead, 'heldAt'>; sessionId: string; context: SessionContext }
   | { kind: 'read-context'; sessionId: string; line: ReadContextLine }
   | { kind: 'ignored' }
   | { kind: 'malformed'; reason: string };
@@ -277,7 +277,7 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   });
   const context = { ...opts.contextOf(line.sessionId), last };
   if (watched.readContext && !opts.bypassesRowSecurity?.has(line.userName)) {
-    return { kind: 'read', sessionId: line.sessionId, context, read: { event, vxid: line.virtualTransactionId, statementId, substatementId, statement: kept, heldAt: 0 } };
+    return { kind: 'read', sessionId: line.sessionId, context, read: { event, vxid: line.virtualTransactionId, statementId, substatementId, statement: kept } };
   }
   return { kind: 'event', event, sessionId: line.sessionId, context };
 }

@@ -43,6 +43,24 @@ class StreamedLines {
   constructor(private readonly reader: ArchiveReader) {}
 
   async file(fileSeq: number): Promise<Buffer | null> {
+    const range = await this.gather(fileSeq);
+    if (!range) return null;
+    const out: string[] = [];
+    for (let seq = range.first; seq <= range.last; seq++) out.push(...this.bySeq.get(seq) ?? []);
+    return out.length === 0 ? null : Buffer.from(`${out.join('\n')}\n`);
+  }
+
+  /** The delivered objects holding file N's lines. */
+  async sources(fileSeq: number): Promise<string[]> {
+    const range = await this.gather(fileSeq);
+    if (!range) return [];
+    const keys = new Set<string>();
+    for (let seq = range.first; seq <= range.last; seq++) for (const k of this.objectsBySeq.get(seq) ?? []) keys.add(k);
+    return [...keys].sort();
+  }
+
+  /** Load the delivered lines of file N (by its digest's sequence range and seal time); its range, or null. */
+  private async gather(fileSeq: number): Promise<{ first: number; last: number } | null> {
     const digest = await this.reader.get(digestKey(fileSeq));
     if (!digest) return null;
     let d: { first_seq: number | null; last_seq: number | null; created_at: string };
@@ -57,19 +75,7 @@ class StreamedLines {
     const start = Math.floor((Date.parse(d.created_at) - LOOK_BEFORE) / HOUR) * HOUR;
     for (let h = 0; h <= LOOK_AHEAD_HOURS && !this.complete(first, last); h++) await this.load(start + h * HOUR);
     for (const seq of [...this.bySeq.keys()]) if (seq < first) { this.bySeq.delete(seq); this.objectsBySeq.delete(seq); }
-    const out: string[] = [];
-    for (let seq = first; seq <= last; seq++) out.push(...this.bySeq.get(seq) ?? []);
-    return out.length === 0 ? null : Buffer.from(`${out.join('\n')}\n`);
-  }
-
-  /** The delivered objects holding file N's lines (after reading it). */
-  async sources(fileSeq: number): Promise<string[]> {
-    const digest = await this.reader.get(digestKey(fileSeq));
-    const d = digest ? (JSON.parse(digest.toString('utf8').split('\n')[0]!) as { first_seq: number | null; last_seq: number | null }) : null;
-    if (!d || d.first_seq === null || d.last_seq === null || (await this.file(fileSeq)) === null) return [];
-    const keys = new Set<string>();
-    for (let seq = d.first_seq; seq <= d.last_seq; seq++) for (const k of this.objectsBySeq.get(seq) ?? []) keys.add(k);
-    return [...keys].sort();
+    return { first, last };
   }
 
   private complete(first: number, last: number): boolean {
