@@ -114,17 +114,25 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
 
     // A delivered line that differs from another delivery of the same record is a finding, not a repeat.
     const { Contents } = await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'clinic/firehose/' }));
-    const someKey = Contents![0]!.Key!;
     const { GetObjectCommand, PutObjectCommand } = await import('@aws-sdk/client-s3');
-    const body = Buffer.from(await (await testS3Client().send(new GetObjectCommand({ Bucket: bucket, Key: someKey }))).Body!.transformToByteArray());
-    const line = body.toString('utf8').split('\n')[0]!;
+    // The first delivered line with a row id (a heartbeat or an attestation has none, and forging nothing
+    // in it would only deliver the same record twice, which is a repeat, not a finding).
+    let someKey = '';
+    let line = '';
+    for (const o of Contents!) {
+      const text = Buffer.from(await (await testS3Client().send(new GetObjectCommand({ Bucket: bucket, Key: o.Key! }))).Body!.transformToByteArray()).toString('utf8');
+      const withRow = text.split('\n').find((l) => /"row_id":"\d+"/.test(l));
+      if (withRow !== undefined) { someKey = o.Key!; line = withRow; break; }
+    }
+    expect(line, 'a delivered record with a row id').not.toBe('');
     const forged = Buffer.from(`${line.replace(/"row_id":"(\d+)"/, '"row_id":"99999"')}\n`);
+    expect(forged.toString('utf8')).not.toBe(`${line}\n`);
     const { createHash } = await import('node:crypto');
     await testS3Client().send(new PutObjectCommand({ Bucket: bucket, Key: `${someKey.slice(0, someKey.lastIndexOf('/'))}/forged`, Body: forged,
       ContentMD5: createHash('md5').update(forged).digest('base64') }));
     const seq = (JSON.parse(line) as { seq: number }).seq;
     const bad = await runCli(['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention', '--json'], env);
-    expect(bad.code).toBe(1);
+    expect(bad.code, bad.stdout + bad.stderr).toBe(1);
     const findings = (JSON.parse(bad.stdout) as { findings: { code: string; where: string; message: string }[] }).findings;
     expect(findings.length).toBeGreaterThan(0);
     expect(findings.every((f) => f.where.startsWith('firehose://audit-trail/'))).toBe(true);
