@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { z } from 'zod';
-import { settingOption, postgresUrl, validate } from '../config.js';
+import { settingOption, settingsSchema, validate } from '../config.js';
 import { connect, describePgError, inTransaction } from '../db.js';
 import { ConfigError, ServiceError } from '../errors.js';
 
@@ -15,11 +15,11 @@ export function registerAcknowledgeCommand(program: Command): void {
   program.command('acknowledge')
     .description('record, through the audit trail, that a person reviewed a tamper or gap finding verify reported')
     .argument('<finding>', 'the finding id verify printed, e.g. record:1234')
-    .addOption(settingOption('databaseUrl', 'url'))
+    .addOption(settingOption('databaseUrl'))
     .addOption(new Option('--reason <text>', 'what the review found (archived with the acknowledgement)'))
-    .addOption(new Option('--reviewer <name>', 'the person acknowledging, when the database login is shared (recorded as app_user_id)').env('AUDIT_REVIEWER'))
+    .addOption(settingOption('reviewer'))
     .action(async (finding: string, raw, cmd: Command) => {
-      const cfg = validate(z.object({ databaseUrl: postgresUrl, reason: z.string().optional(), reviewer: z.string().min(1).optional() }), raw, cmd);
+      const cfg = validate(settingsSchema('databaseUrl', 'reviewer').extend({ reason: z.string().optional() }), raw, cmd);
       if (!/^record:[1-9]\d*$/.test(finding)) {
         throw new ConfigError(`<finding> ${JSON.stringify(finding)} is not a finding id: use the id verify prints before a tamper or gap finding, e.g. record:1234`);
       }

@@ -1,14 +1,15 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { durationMs, postgresUrl, settingOption, statementMaxLength, validate, wholeNumber } from '../config.js';
+import { addSettings, settingOption, settingsSchema, validate } from '../config.js';
 import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
 import { protect, unprotect } from '../capture/protect.js';
-import { DEFAULT_CONTEXT_WAIT_MS, Ingester } from '../capture/ingest/ingester.js';
+import { Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
 
-const dbSchema = z.object({ databaseUrl: postgresUrl });
+const dbSchema = settingsSchema('databaseUrl');
+const INGEST_SETTINGS = ['databaseUrl', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
 
 async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
   const client = await connect(databaseUrl);
@@ -22,7 +23,7 @@ async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typ
 export function registerCaptureCommands(program: Command): void {
   program.command('init')
     .description('install or upgrade the audit schema (idempotent, one transaction)')
-    .addOption(settingOption('databaseUrl', 'url'))
+    .addOption(settingOption('databaseUrl'))
     .option('--example', 'also install the example PHI schema (customers: pgcrypto, row-level security, roles)')
     .action(async (raw, cmd: Command) => {
       const cfg = validate(dbSchema.extend({ example: z.boolean().default(false) }), raw, cmd);
@@ -37,7 +38,7 @@ export function registerCaptureCommands(program: Command): void {
   program.command('protect')
     .description('audit a table: row triggers for writes, pgaudit object logging for reads (idempotent)')
     .argument('<table>', 'schema.table')
-    .addOption(settingOption('databaseUrl', 'url'))
+    .addOption(settingOption('databaseUrl'))
     .option('--key <column...>', 'column(s) recorded as the row identifier (default: the primary key)')
     .addOption(new Option('--read-context <on|off>', 'attribute reads through the row-level security policy audit_read_context ' +
       '(off: the table\'s row security is left alone, COPY FROM keeps working, its reads are recorded with app_context unknown)')
@@ -51,33 +52,17 @@ export function registerCaptureCommands(program: Command): void {
   program.command('unprotect')
     .description('stop auditing a table (its past events stay in the trail)')
     .argument('<table>', 'schema.table')
-    .addOption(settingOption('databaseUrl', 'url'))
+    .addOption(settingOption('databaseUrl'))
     .action(async (table: string, raw, cmd: Command) => {
       const cfg = validate(dbSchema, raw, cmd);
       await withClient(cfg.databaseUrl, (c) => unprotect(c, table));
       process.stdout.write(`unprotected ${table}\n`);
     });
 
-  program.command('ingest')
-    .description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once")
-    .addOption(settingOption('databaseUrl', 'url'))
-    .addOption(settingOption('logDir', 'dir'))
-    .option('--follow', 'keep tailing the log directory until SIGINT/SIGTERM')
-    .addOption(settingOption('statementMaxLength'))
-    .addOption(new Option('--poll-ms <ms>', 'how often --follow looks for new lines').default('500'))
-    .addOption(new Option('--context-wait <duration>', "how long a read waits for the server's line with its app context " +
-      '(audit_read_context) before it is written with app_context unknown; until then it is held, saved for the next run')
-      .default(`${DEFAULT_CONTEXT_WAIT_MS / 1000}s`).env('AUDIT_CONTEXT_WAIT'))
-    .addOption(new Option('--chunk-bytes <bytes>', 'log bytes per transaction').default('1048576').hideHelp())
+  addSettings(program.command('ingest')
+    .description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once"), ...INGEST_SETTINGS)
     .action(async (raw, cmd: Command) => {
-      const cfg = validate(dbSchema.extend({
-        logDir: z.string().min(1),
-        follow: z.boolean().default(false),
-        statementMaxLength: statementMaxLength(),
-        pollMs: wholeNumber('--poll-ms', 10, 60_000),
-        chunkBytes: wholeNumber('--chunk-bytes', 512, 1 << 30),
-        contextWait: durationMs('--context-wait'),
-      }), raw, cmd);
+      const cfg = validate(settingsSchema(...INGEST_SETTINGS), raw, cmd);
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {
         const ingester = new Ingester(client, {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import pg from 'pg';
-import { SETTINGS } from '../config.js';
+import { settingDefault } from '../config.js';
 import { ServiceError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { SCRIPTS_DIR } from '../paths.js';
@@ -107,16 +107,18 @@ export function registerDemoCommand(program: Command): void {
           await generateTraffic(cluster.databaseUrl);
           await new Promise((r) => setTimeout(r, 300)); // the server's logging collector writes asynchronously
           say('4/7 ingesting pgaudit reads from the server log…');
-          const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: Number(SETTINGS.statementMaxLength.default), log }).runOnce();
+          const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: settingDefault('statementMaxLength'), log }).runOnce();
           say(`    ${stats.events} read/denied events from ${stats.lines} log lines`);
           say('5/7 shipping audit_log through a replication slot into sealed, signed files (ship --drain)…');
           const archiveDir = path.join(cluster.dir, 'archive');
           const keys = await keygen(path.join(cluster.dir, 'keys'));
           const key = await loadSigningKey(keys.signingKeyPath);
           const shipped = await ship({
-            databaseUrl: cluster.databaseUrl, archive: fileArchive(archiveDir), key, verifyKeys: [], slot: SETTINGS.slot.default,
-            limits: { maxRecords: 25, maxBytes: 8 << 20, maxAgeMs: 1000 }, maxInflightBytes: 64 << 20, heartbeatMs: 3_600_000,
-            drain: true, graceMs: 30_000, log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: Number(SETTINGS.statementMaxLength.default),
+            databaseUrl: cluster.databaseUrl, archive: fileArchive(archiveDir), key, verifyKeys: [], slot: settingDefault('slot'),
+            // Small files (25 records) so the demo's archive shows a chain of several; everything else as ship's defaults.
+            limits: { maxRecords: 25, maxBytes: settingDefault('batchMaxBytes'), maxAgeMs: settingDefault('batchMaxAge') },
+            maxInflightBytes: settingDefault('maxInflightBytes'), heartbeatMs: settingDefault('heartbeatInterval'), drain: true,
+            graceMs: settingDefault('gracePeriod'), log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: settingDefault('statementMaxLength'),
           });
           say(`    ${shipped.records} records in ${shipped.files} files under file://${archiveDir}`);
           say('6/7 verifying the archive: signatures, digest links, every record hash…');

@@ -1,7 +1,6 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { settingOption, validate, s3ForcePathStyleOption, yesNo } from '../config.js';
-import { parseDuration } from '../duration.js';
+import { durationMs, settingOption, settingsSchema, validate } from '../config.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { VERSION } from '../paths.js';
 import { timeKey, type TimeKey } from '../seal/event-time.js';
@@ -15,9 +14,9 @@ import { verifyKeysFrom } from './archive-options.js';
 
 const ACTIONS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'COPY', 'EXECUTE', 'REFERENCES', 'MERGE'];
 
-const time = (flag: string) => z.string().transform((v, ctx) => {
+const time = () => z.string().transform((v, ctx) => {
   const k = timeKey(v);
-  if (k === null) ctx.addIssue({ code: 'custom', message: `${flag} takes a date or time such as 2026-03-01 or 2026-03-01T08:00:00Z (UTC unless it says otherwise)` });
+  if (k === null) ctx.addIssue({ code: 'custom', message: `takes a date or time such as 2026-03-01 or 2026-03-01T08:00:00Z (UTC unless it says otherwise)` });
   return k as TimeKey;
 });
 const list = z.union([z.array(z.string()), z.string()]).optional()
@@ -28,9 +27,9 @@ export function registerQueryCommands(program: Command): void {
     .summary('who touched which record, when, how: search the archive, verifying every file it reads')
     .description('who touched which record, when, how: search the archive, verifying every file it reads\n' +
       'exit 0 answered, 1 some file in range failed verification (its records are not shown), 2 could not run')
-    .addOption(settingOption('archive', 'url'))
+    .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
-    .addOption(s3ForcePathStyleOption())
+    .addOption(settingOption('s3ForcePathStyle'))
     .option('--from <time>', 'events that occurred at or after this time (UTC unless the time says otherwise)')
     .option('--to <time>', 'events that occurred before this time')
     .option('--db-user <role>', 'database role: the session user or the role in effect')
@@ -46,12 +45,9 @@ export function registerQueryCommands(program: Command): void {
     .option('--evidence <dir>', 'also write an evidence package to this new directory (check it with verify-evidence)')
     .option('--max-commit-delay <duration>', 'files are filed by commit date: look this far past --to for events committed late', '1d')
     .action(async (raw, cmd: Command) => {
-      const cfg = validate(z.object({
-        archive: z.string().min(1),
-        verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
-        s3ForcePathStyle: yesNo,
-        from: time('--from').optional(),
-        to: time('--to').optional(),
+      const cfg = validate(settingsSchema('archive', 'verifyKey', 's3ForcePathStyle').extend({
+        from: time().optional(),
+        to: time().optional(),
         dbUser: z.string().optional(),
         appUser: z.string().optional(),
         customer: z.string().optional(),
@@ -62,13 +58,12 @@ export function registerQueryCommands(program: Command): void {
         source: z.enum(['trigger', 'pgaudit']).optional(),
         format: z.enum(['table', 'csv', 'json']),
         evidence: z.string().optional(),
-        maxCommitDelay: z.string(),
+        maxCommitDelay: durationMs(),
       }), raw, cmd);
       const unknown = cfg.action.filter((a) => !ACTIONS.includes(a));
       if (unknown.length) throw new ConfigError(`--action ${unknown.join(',')} is not an audited action: use ${ACTIONS.join(', ')}`);
       if (cfg.from && cfg.to && cfg.from >= cfg.to) throw new ConfigError(`--from ${cfg.from} is not before --to ${cfg.to}`);
-      const delay = parseDuration(cfg.maxCommitDelay);
-      if (delay === null) throw new ConfigError(`--max-commit-delay ${cfg.maxCommitDelay} is invalid: use a duration such as 1d or 6h`);
+      const delay = cfg.maxCommitDelay;
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: query shows only records of files signed by these keys');
       const query: Query = {
@@ -98,15 +93,16 @@ export function registerQueryCommands(program: Command): void {
     .description('check an evidence package offline: records exactly as archived, signed, none left out\n' +
       'exit 0 verified, 1 it is not, 2 could not run')
     .argument('<dir>', 'the package directory (written by query --evidence)')
-    .addOption(new Option('--verify-key <pem...>', "the archive owner's public key(s), obtained independently (default: the package's own, with a warning)"))
-    .option('--json', 'machine-readable report on stdout')
-    .action(async (dir: string, raw: { verifyKey?: string[]; json?: boolean }) => {
-      const keys = await verifyKeysFrom(raw.verifyKey);
+    .addOption(settingOption('verifyKey', "the archive owner's public key(s), obtained independently (default: the package's own, with a warning)"))
+    .addOption(settingOption('json'))
+    .action(async (dir: string, raw, cmd: Command) => {
+      const cfg = validate(settingsSchema('verifyKey', 'json'), raw, cmd);
+      const keys = await verifyKeysFrom(cfg.verifyKey);
       const report = await checkEvidence(dir, keys);
       if (!report.query && report.findings.some((f) => f.code === 'no-checksums')) {
         throw new ConfigError(`${dir} is not an evidence package (no SHA256SUMS, no query.json)`);
       }
-      process.stdout.write(raw.json ? `${JSON.stringify(report, null, 2)}\n` : evidenceText(report));
+      process.stdout.write(cfg.json ? `${JSON.stringify(report, null, 2)}\n` : evidenceText(report));
       if (report.findings.length > 0) throw new FindingsError(`${report.findings.length} problem${report.findings.length === 1 ? '' : 's'} in ${dir}`);
     });
 }

@@ -1,9 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { getHeapStatistics } from 'node:v8';
-import { Option, type Command } from 'commander';
-import { z } from 'zod';
-import { durationMs, postgresUrl, settingOption, statementMaxLength, validate, wholeNumber } from '../config.js';
-import { parseBytes } from '../duration.js';
+import type { Command } from 'commander';
+import { addSettings, settingsSchema, validate } from '../config.js';
 import { createLogger } from '../log.js';
 import { loadSigningKey } from '../seal/keys.js';
 import { startHttp } from '../ship/http.js';
@@ -17,48 +15,15 @@ import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from '.
  * 190 million undeletable objects. Under a minute only for short-retention trials.
  */
 const MIN_HEARTBEAT_MS = 60_000;
-const bytes = (flag: string) => z.string().transform((v, ctx) => {
-  const b = parseBytes(v);
-  if (b === null || b <= 0) { ctx.addIssue({ code: 'custom', message: `${flag} takes a size such as 8MiB` }); return z.NEVER; }
-  return b;
-});
+
+const SHIP_SETTINGS = ['databaseUrl', 'signingKey', 'verifyKey', 'slot', 'batchMaxRecords', 'batchMaxBytes', 'batchMaxAge', 'maxInflightBytes',
+  'heartbeatInterval', 'attestCheckInterval', 'gracePeriod', 'drain', 'logDir', 'statementMaxLength', 'httpPort'] as const;
 
 export function registerShipCommand(program: Command): void {
-  const cmd = program.command('ship')
-    .description('stream audit_log through a replication slot into sealed, signed, locked files (runs until SIGTERM)')
-    .addOption(settingOption('databaseUrl', 'url'))
-    .addOption(settingOption('signingKey', 'pem'))
-    .addOption(settingOption('verifyKey'))
-    .addOption(settingOption('slot'))
-    .addOption(new Option('--batch-max-records <n>', 'seal a file at this many records').default('10000'))
-    .addOption(new Option('--batch-max-bytes <size>', 'seal a file at this much uncompressed JSON').default('8MiB'))
-    .addOption(new Option('--batch-max-age <duration>', 'seal a file this long after its first record').default('5s'))
-    .addOption(new Option('--max-inflight-bytes <size>', 'pause the slot while this much is received but not stored').default('64MiB'))
-    .addOption(new Option('--heartbeat-interval <duration>', 'signed "nothing happened" checkpoint when idle this long').default('1h').env('AUDIT_HEARTBEAT_INTERVAL'))
-    .addOption(new Option('--attest-check-interval <duration>', 'read the capture configuration this often; attested in the trail when it changed, and once per heartbeat interval').default('1m'))
-    .addOption(new Option('--grace-period <duration>', 'on SIGTERM, time to store what is open before exiting').default('30s'))
-    .option('--drain', 'ship everything committed before start, then exit (jobs, tests)')
-    .addOption(settingOption('logDir', 'dir'))
-    .addOption(settingOption('statementMaxLength'))
-    .addOption(new Option('--http-port <port>', '/healthz, /readyz, /metrics (0: off)').default('9898').env('AUDIT_HTTP_PORT'));
+  const cmd = addSettings(program.command('ship')
+    .description('stream audit_log through a replication slot into sealed, signed, locked files (runs until SIGTERM)'), ...SHIP_SETTINGS);
   addArchiveOptions(cmd).action(async (raw) => {
-    const cfg = validate(archiveSchema.extend({
-      databaseUrl: postgresUrl,
-      signingKey: z.string().min(1),
-      verifyKey: z.union([z.array(z.string()), z.string()]).optional(),
-      slot: z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are lower-case letters, digits and _'),
-      batchMaxRecords: wholeNumber('--batch-max-records', 1, 1_000_000),
-      batchMaxBytes: bytes('--batch-max-bytes'),
-      batchMaxAge: durationMs('--batch-max-age'),
-      maxInflightBytes: bytes('--max-inflight-bytes'),
-      heartbeatInterval: durationMs('--heartbeat-interval', 1000),
-      attestCheckInterval: durationMs('--attest-check-interval', 100),
-      gracePeriod: durationMs('--grace-period'),
-      drain: z.boolean().optional(),
-      logDir: z.string().optional(),
-      statementMaxLength: statementMaxLength(),
-      httpPort: wholeNumber('--http-port', 0, 65535),
-    }), raw, cmd);
+    const cfg = validate(archiveSchema.extend(settingsSchema(...SHIP_SETTINGS).partial({ logDir: true }).shape), raw, cmd);
     if (cfg.heartbeatInterval < MIN_HEARTBEAT_MS && cfg.allowShortRetention !== true) {
       throw new ConfigError(`--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) ${raw.heartbeatInterval} is shorter than a minute: every heartbeat is an object ` +
         'locked for the retention period; shorter only with --allow-short-retention (tests and trials)');
@@ -106,7 +71,7 @@ export function registerShipCommand(program: Command): void {
       const result = await ship({
         databaseUrl: cfg.databaseUrl, archive, key, verifyKeys, slot: cfg.slot,
         limits: { maxRecords: cfg.batchMaxRecords, maxBytes: cfg.batchMaxBytes, maxAgeMs: cfg.batchMaxAge },
-        maxInflightBytes: cfg.maxInflightBytes, heartbeatMs: cfg.heartbeatInterval, attestCheckMs: cfg.attestCheckInterval, drain: cfg.drain === true,
+        maxInflightBytes: cfg.maxInflightBytes, heartbeatMs: cfg.heartbeatInterval, attestCheckMs: cfg.attestCheckInterval, drain: cfg.drain,
         graceMs: cfg.gracePeriod, log, metrics, signal: stop.signal,
         ...(cfg.logDir ? { logDir: cfg.logDir } : {}), statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => { ready = r; },

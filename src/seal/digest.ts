@@ -94,3 +94,19 @@ export function openDigest(bytes: Buffer, keys: Map<string, VerifyKey>): DigestC
   }
   return { ok: true, digest };
 }
+
+/** A head recorded earlier (a previous report's last line): the archive must still hold it, unchanged. */
+export interface ExpectedHead {
+  fileSeq: number;
+  digestSha256: string;
+}
+
+/** `SEQ:SHA256`, as every report prints its head. */
+export function parseExpectedHead(text: string): ExpectedHead | null {
+  const m = /^(\d{1,12}):([0-9a-f]{64})$/.exec(text.trim());
+  return m ? { fileSeq: Number(m[1]), digestSha256: m[2]! } : null;
+}
+
+export function formatHead(fileSeq: number, digestSha256: string): string {
+  return `${fileSeq}:${digestSha256}`;
+}

@@ -1,4 +1,4 @@
-import { formatLsn, type Lsn } from '../source/lsn.js';
+import { formatAckLsn, formatLsn, type Lsn } from '../source/lsn.js';
 import { dataKey, digestKey, streamKey } from '../sink/keys.js';
 import type { ArchiveObject, DataLayout } from '../sink/sink.js';
 import type { Batch, ChainPosition } from './batch.js';
@@ -53,7 +53,7 @@ function baseDigest(kind: Digest['kind'], head: ArchiveHead, source: Source, key
     first_lsn: null,
     last_lsn: null,
     last_idx: null,
-    ack_lsn: head.ackLsn === null ? '0/0' : formatLsn(head.ackLsn),
+    ack_lsn: formatAckLsn(head.ackLsn),
     first_event_at: null,
     last_event_at: null,
     object_key: null,
@@ -83,7 +83,7 @@ export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source,
     first_lsn: batch.firstLsn === null ? null : formatLsn(batch.firstLsn),
     last_lsn: pos.lastLsn === null ? null : formatLsn(pos.lastLsn),
     last_idx: pos.lastIdx,
-    ack_lsn: ackLsn === null ? '0/0' : formatLsn(ackLsn),
+    ack_lsn: formatAckLsn(ackLsn),
     first_event_at: batch.firstEventAt,
     last_event_at: batch.lastEventAt,
     object_key: objectKey,
@@ -112,7 +112,7 @@ export function sealHeartbeat(head: ArchiveHead, source: Source, key: SigningKey
     ...baseDigest('heartbeat', head, source, key, now),
     // No records, but say where the record chain stands so the next digest can be checked against it.
     last_seq: head.position.recordSeq,
-    ack_lsn: ackLsn === null ? (head.ackLsn === null ? '0/0' : formatLsn(head.ackLsn)) : formatLsn(ackLsn),
+    ack_lsn: formatAckLsn(ackLsn ?? head.ackLsn),
     last_lsn: head.position.lastLsn === null ? null : formatLsn(head.position.lastLsn),
     last_idx: head.position.lastLsn === null ? null : head.position.lastIdx,
   };

@@ -12,6 +12,7 @@ import type { ArchiveObject, DataLayout, Sink } from '../sink/sink.js';
 import { AUDIT_LOG, type Flow, type StreamConsumer, type StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import type { ShipMetrics } from './metrics.js';
+import { Acknowledgements } from './acknowledgements.js';
 
 export interface PipelineOptions {
   limits: BatchLimits;
@@ -26,8 +27,8 @@ export interface PipelineOptions {
   metrics: ShipMetrics;
   /** after each stored file: record the head in the database (best effort, retried) */
   onStored: (file: SealedFile) => Promise<void>;
-  /** everything at or below lsn is stored: the slot may move */
-  confirm: (lsn: Lsn) => void;
+  /** report a position to the server: the slot may move there (called by the acknowledgements only) */
+  commitOffset: (lsn: Lsn) => void;
   /**
    * Why this shipper may no longer write this file (another shipper took over the slot while this one
    * was paused: its lease, or a digest of this sequence already in the archive), or null. Checked
@@ -71,12 +72,10 @@ export class Pipeline implements StreamConsumer {
   private uploading = false;
   private waiters: (() => void)[] = [];
   private stopping = false;
-  private lastIdlePosition: Lsn | null = null;
   private ageTimer: NodeJS.Timeout;
   private fatal: Error | null = null;
-  /** a commit seen while files were still being stored: confirmed once they are */
-  private deferredAck: Lsn | null = null;
-  private flushAt: Lsn | null = null;
+  /** how far the slot may advance: this pipeline records what it stores, they decide */
+  readonly acks: Acknowledgements;
   /** data objects being stored ahead of their digest, by key */
   private readonly ahead = new Map<string, Promise<unknown>>();
   /** Where backpressure goes: the stream's socket. */
@@ -88,6 +87,7 @@ export class Pipeline implements StreamConsumer {
     this.head = head;
     this.lastSealed = head;
     this.chainPos = head.position;
+    this.acks = new Acknowledgements(opts.commitOffset);
     this.ageTimer = setInterval(() => this.tick(), 250);
     prepareCompression();
   }
@@ -105,9 +105,8 @@ export class Pipeline implements StreamConsumer {
       return;
     }
     if (e.type === 'commit') {
-      if (this.batch) this.batch.ackLsn = e.endLsn;
-      else if (this.nothingPending()) this.opts.confirm(e.endLsn);
-      else this.deferredAck = e.endLsn;
+      if (this.batch) this.batch.ackLsn = e.endLsn; // the file's ack_lsn
+      this.acks.transactionEnded(e.endLsn, this.batch ? 'open-file' : this.nothingPending() ? 'nothing' : 'storing');
       this.tx = null;
       return;
     }
@@ -137,23 +136,17 @@ export class Pipeline implements StreamConsumer {
     }
   }
 
+  /** Nothing received is waiting to be stored, and no transaction is open. */
   isIdle(): boolean {
     return this.tx === null && this.nothingPending();
   }
 
-  onIdlePosition(lsn: Lsn): void {
-    this.lastIdlePosition = lsn;
-  }
-
-  onServerPosition(lsn: Lsn): void {
+  onKeepalive(position: Lsn): void {
     // --drain: once the server has sent everything up to the target, the open file is complete;
     // waiting out --batch-max-age would only delay the end.
-    if (this.flushAt !== null && lsn >= this.flushAt && this.tx === null && this.batch && this.batch.count > 0) this.sealOpenBatch();
-  }
-
-  /** Seal the open file as soon as the stream is known to have delivered everything below `lsn`. */
-  flushWhenPast(lsn: Lsn): void {
-    this.flushAt = lsn;
+    const target = this.acks.state.drainTarget;
+    if (target !== null && position >= target && this.tx === null && this.batch && this.batch.count > 0) this.sealOpenBatch();
+    this.acks.keepalive(position, this.isIdle());
   }
 
   // ---- control ----------------------------------------------------------------------------------
@@ -248,7 +241,7 @@ export class Pipeline implements StreamConsumer {
     if (!this.stopping && this.isIdle() && Date.now() - this.head.lastWrittenAt >= this.opts.heartbeatMs) {
       this.sealingBytes += 1; // not idle until the heartbeat is stored
       this.serially(async () => {
-        const hb = sealHeartbeat(this.lastSealed, this.opts.source, this.opts.key, this.lastIdlePosition ?? this.lastSealed.ackLsn);
+        const hb = sealHeartbeat(this.lastSealed, this.opts.source, this.opts.key, this.acks.state.idlePosition ?? this.lastSealed.ackLsn);
         this.sealed(hb);
       }, 1);
     }
@@ -333,13 +326,9 @@ export class Pipeline implements StreamConsumer {
       this.storeAhead();
       this.queuedBytes -= file.objects.reduce((n, o) => n + o.body.length, 0);
       this.opts.metrics.stored(file);
-      if (file.ackLsn !== null) this.opts.confirm(file.ackLsn);
+      this.acks.fileStored(file.ackLsn, this.queue.length === 0 && this.batch === null && this.sealingBytes === 0);
       this.opts.log.debug({ file_seq: file.fileSeq, records: file.records, kind: file.digest.kind }, 'stored');
       this.wake();
-    }
-    if (this.deferredAck !== null && this.batch === null && this.sealingBytes === 0) {
-      this.opts.confirm(this.deferredAck);
-      this.deferredAck = null;
     }
   }
 

@@ -6,7 +6,7 @@ import { GENESIS_CHAIN, type ChainHash } from '../seal/record.js';
 import type { ArchiveHead } from '../seal/sealer.js';
 import { digestKey, objectUrl } from '../sink/keys.js';
 import type { ArchiveReader } from '../sink/sink.js';
-import { parseLsn } from '../source/lsn.js';
+import { parseAckLsn, parseLsn } from '../source/lsn.js';
 
 export const EMPTY_HEAD: ArchiveHead = {
   fileSeq: 0, digestSha256: null, ackLsn: null, lastWrittenAt: 0,
@@ -51,7 +51,7 @@ export async function resumeFromArchive(
     head: {
       fileSeq: seq,
       digestSha256: sha256Hex(bytes),
-      ackLsn: d.ack_lsn === '0/0' ? null : parseLsn(d.ack_lsn),
+      ackLsn: parseAckLsn(d.ack_lsn),
       lastWrittenAt: Date.parse(d.created_at),
       position: {
         recordSeq: d.last_seq ?? 0,

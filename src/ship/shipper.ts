@@ -157,7 +157,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       limits: opts.limits, maxInflightBytes: opts.maxInflightBytes, heartbeatMs: opts.heartbeatMs, source,
       key: opts.key, sink: opts.archive.sink, ...(opts.archive.layout ? { layout: opts.archive.layout } : {}), log, metrics: opts.metrics,
       onStored: async (file) => heads.record(file),
-      confirm: (lsn) => stream.confirm(lsn),
+      commitOffset: (lsn) => stream.acknowledge(lsn),
       onStorageProblem: (p) => opts.onProblem?.('storage', p),
       mayStore: () => clockProblem,
       claimed: async (seq, object) => {
@@ -198,7 +198,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
 
       const startFrom = await slotConfirmed(client, opts.slot);
       const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
-      if (target !== null) pipeline.flushWhenPast(target);
+      if (target !== null) pipeline.acks.drainTo(target);
       const streaming = new AbortController();
       const streamLoop = runStream(stream, pipeline, startFrom, opts, streaming.signal);
       const healthTimer = setInterval(() => {
@@ -219,9 +219,9 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
             starts = stream.starts;
             opts.onProblem?.('replication stream', null);
           }
-          if (target !== null && stream.confirmed !== null && stream.confirmed >= target && pipeline.isIdle()) break;
+          if (pipeline.acks.drained() && pipeline.isIdle()) break;
           if (target !== null) stream.ping(); // its answer carries the server's position
-          log.trace({ target: target === null ? null : formatLsn(target), confirmed: stream.confirmed === null ? null : formatLsn(stream.confirmed), idle: pipeline.isIdle() }, 'waiting');
+          log.trace({ target: target === null ? null : formatLsn(target), confirmed: pipeline.acks.confirmed === null ? null : formatLsn(pipeline.acks.confirmed), idle: pipeline.isIdle() }, 'waiting');
           // A drain ends as soon as the last file is stored; between stores, asking the server for its
           // position often is what seals the last, partly filled file without waiting for its age.
           const failed = await Promise.race([streamLoop.then(() => false, () => true), pipeline.progress().then(() => false),
@@ -342,7 +342,7 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
     const received = stream.messagesReceived;
     try {
       pipeline.flow = stream.flow;
-      await Promise.race([stream.run(pipeline, stream.confirmed ?? startFrom), stopRequested]);
+      await Promise.race([stream.run(pipeline, pipeline.acks.resumeFrom(startFrom)), stopRequested]);
       if (stopped.aborted) return;
     } catch (err) {
       if (stopped.aborted) return;

@@ -2,6 +2,8 @@ import { ConfigError } from '../errors.js';
 import { fileArchive } from './file/file-archive.js';
 import { checkBucket, parseS3Url, s3Archive, s3ArchiveReader, s3Client, type SseMode } from './s3/s3-archive.js';
 import type { Archive } from './sink.js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { StreamedReader } from './firehose/stream-reader.js';
 
 export interface ArchiveOptions {
   forcePathStyle: boolean;
@@ -96,12 +98,22 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
   throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path, s3://bucket/prefix or firehose://stream`);
 }
 
-/** For commands that only read (query): file:// or s3://, no bucket checks, no writes. */
-export function openArchiveReader(url: string, forcePathStyle: boolean): Pick<Archive, 'location' | 'reader'> {
+/** An archive opened for reading; `bucket` when it lives in S3 (verify checks locks, retention sets them). */
+export type ArchiveReading = Pick<Archive, 'location' | 'reader'> & {
+  bucket?: { client: S3Client; bucket: string; prefix: string; reader: StreamedReader };
+};
+
+/**
+ * For commands that only read (verify, query, retention): file:// or s3://, no bucket checks, no
+ * writes. The one place a reading command turns --archive into an archive.
+ */
+export function openArchiveReader(url: string, forcePathStyle: boolean): ArchiveReading {
   if (url.startsWith('file://')) return fileArchive(fileArchivePath(url));
   if (url.startsWith('s3://')) {
     const { bucket, prefix } = parseS3Url(url);
-    return s3ArchiveReader(s3Client(forcePathStyle), bucket, prefix);
+    const client = s3Client(forcePathStyle);
+    const opened = s3ArchiveReader(client, bucket, prefix);
+    return { ...opened, bucket: { client, bucket, prefix, reader: opened.reader } };
   }
   if (url.startsWith('firehose://')) {
     throw new ConfigError(`--archive ${url}: read a delivery stream's archive from its bucket, s3://BUCKET/PREFIX (the stream's S3 prefix without firehose/)`);

@@ -30,6 +30,19 @@ export function formatLsn(lsn: Lsn): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
+/**
+ * A digest's ack_lsn: where the slot may stand once the file is stored. "Nothing confirmed yet" is
+ * spelled 0/0 in the archive (docs/format.md); these two are the only places that know it.
+ */
+export function formatAckLsn(lsn: Lsn | null): string {
+  return lsn === null ? '0/0' : formatLsn(lsn);
+}
+
+export function parseAckLsn(text: string): Lsn | null {
+  const lsn = parseLsn(text);
+  return lsn === ZERO_LSN ? null : lsn;
+}
+
 export function maxLsn(a: Lsn, b: Lsn): Lsn {
   return a > b ? a : b;
 }

@@ -1,7 +1,8 @@
 import { openRecord } from '../seal/record.js';
-import { sha256Hex, type Digest } from '../seal/digest.js';
+import { formatHead, sha256Hex, type Digest, type ExpectedHead } from '../seal/digest.js';
+export { formatHead, parseExpectedHead, type ExpectedHead } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
-import { digestKey } from '../sink/keys.js';
+import { DIGEST_DIR, digestKey } from '../sink/keys.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import { checkFile, type ArchivedRecord } from './file.js';
 import type { Acknowledged, Finding } from './findings.js';
@@ -38,22 +39,6 @@ export interface ChainReport {
   recorded: { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] };
   /** the ingester's receipts in the files read: coverage of the server's log files */
   receipts: { findings: Finding[]; notes: Finding[] };
-}
-
-/** A head recorded earlier (a previous report's last line): the archive must still hold it, unchanged. */
-export interface ExpectedHead {
-  fileSeq: number;
-  digestSha256: string;
-}
-
-/** `SEQ:SHA256`, as every report prints its head. */
-export function parseExpectedHead(text: string): ExpectedHead | null {
-  const m = /^(\d{1,12}):([0-9a-f]{64})$/.exec(text.trim());
-  return m ? { fileSeq: Number(m[1]), digestSha256: m[2]! } : null;
-}
-
-export function formatHead(fileSeq: number, digestSha256: string): string {
-  return `${fileSeq}:${digestSha256}`;
 }
 
 export interface ChainOptions {
@@ -115,7 +100,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const receipts = new ReceiptCheck();
 
   const listed = new Set<number>();
-  for await (const key of reader.list('digests/')) {
+  for await (const key of reader.list(DIGEST_DIR)) {
     const m = /^digests\/(\d{12})\.digest$/.exec(key);
     if (m) listed.add(Number(m[1]));
     else findings.push({ code: 'unexpected-object', where: key, message: 'an object in the digest folder that is not a digest' });

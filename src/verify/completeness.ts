@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { ServiceError } from '../errors.js';
 import type { Digest } from '../seal/digest.js';
 import type { Finding } from './chain.js';
+import { DIGEST_DIR, digestKey } from '../sink/keys.js';
 
 export interface CompletenessOptions {
   /** the newest digest must be younger than this (heartbeats prove a quiet shipper is alive) */
@@ -11,11 +12,11 @@ export interface CompletenessOptions {
 
 /** The archive must end where the shipper says it does, and recently. */
 export function checkHeadAge(head: Digest | null, opts: CompletenessOptions): Finding[] {
-  if (!head) return [{ code: 'empty-archive', where: 'digests/', message: 'the archive holds no digest at all' }];
+  if (!head) return [{ code: 'empty-archive', where: DIGEST_DIR, message: 'the archive holds no digest at all' }];
   const age = (opts.now ?? new Date()).getTime() - Date.parse(head.created_at);
   if (age > opts.maxHeadAgeMs) {
     return [{
-      code: 'stale-head', where: `digests/${String(head.file_seq).padStart(12, '0')}.digest`,
+      code: 'stale-head', where: digestKey(head.file_seq),
       message: `the newest digest is ${Math.round(age / 60_000)} minutes old (more than ${Math.round(opts.maxHeadAgeMs / 60_000)}): ` +
         'the shipper stopped, or the newest files were removed',
     }];
@@ -39,7 +40,7 @@ export async function checkAgainstDatabase(client: pg.Client, slot: string, head
   const have = head?.file_seq ?? 0;
   if (recorded > have) {
     return [{
-      code: 'tail-missing', where: `digests/${String(recorded).padStart(12, '0')}.digest`,
+      code: 'tail-missing', where: digestKey(recorded),
       message: `the database records file ${recorded} as shipped, but the archive ends at file ${have}: the newest files are missing`,
     }];
   }

@@ -1,6 +1,6 @@
 import { gunzipSync } from 'node:zlib';
 import type { ArchiveReader } from '../sink/sink.js';
-import { parseDataKey, STREAM_DIR } from '../sink/keys.js';
+import { DATA_DIR, DIGEST_DIR, parseDataKey, STREAM_DIR } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
 import { recordLines, type ChainReport, type Finding } from './chain.js';
 
@@ -12,9 +12,9 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
   const findings: Finding[] = [];
   const notes: Finding[] = [];
   for await (const key of reader.list('')) {
-    if (key.startsWith('digests/')) continue; // the chain walk judged these
+    if (key.startsWith(DIGEST_DIR)) continue; // the chain walk judged these
     if (key.startsWith(STREAM_DIR)) continue; // delivered by a stream: its lines were checked as the files they belong to
-    if (key.startsWith('data/')) {
+    if (key.startsWith(DATA_DIR)) {
       if (chain.referenced.has(key)) continue;
       const parsed = parseDataKey(key);
       if (parsed && parsed.fileSeq < chain.firstSeq) {

@@ -46,7 +46,7 @@ async function attackedDatabase(label: string) {
   const archive = await tempArchiveDir();
   const shipper = startShipper(db, archive);
   const done = waitFor(shipper);
-  for (let i = 0; i < 100 && await attestations(archive) < 1; i++) await sleep(100);
+  await expect.poll(() => attestations(archive), { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(1);
   const asAuditOwner = (fn: (c: pg.Client) => Promise<void>) => withClient(urlFor(db.name, mallory), async (c) => {
     await c.query(`GRANT audit_owner TO ${mallory}`);
     await c.query('SET ROLE audit_owner');
@@ -61,7 +61,7 @@ async function attackedDatabase(label: string) {
 
 /** Wait for the attestation after the attack, stop the shipper: verify reports exactly one capture change. */
 async function theOneChange(archive: string, stop: () => Promise<void>) {
-  for (let i = 0; i < 100 && await attestations(archive) < 2; i++) await sleep(100);
+  await expect.poll(() => attestations(archive), { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(2);
   await stop();
   const { code, findings } = await verifyJson(archive);
   expect(code).toBe(1);

@@ -52,7 +52,7 @@ async function collect(url: string, slot: string, readThroughLibrary: boolean): 
       if (e.type === 'change' && e.op === 'delete') deleted = true;
       if (e.type === 'commit' && deleted) done = true;
     },
-    isIdle: () => true,
+    onKeepalive: () => undefined,
   };
   const failed = stream.run(consumer, null).then(() => new Error('the stream ended early'), (err: Error) => err);
   for (let i = 0; i < 300 && !done; i++) {

@@ -88,6 +88,6 @@ describe('configuration and connection errors: one line, exit 2', () => {
   it('a bad flag value names the flag', async () => {
     const r = await runCli(['ingest', '--statement-max-length', 'lots'], { DATABASE_URL: 'postgresql://x@h/d', PGAUDIT_LOG_DIR: '/tmp' });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--statement-max-length \(AUDIT_STATEMENT_MAX_LENGTH\) is invalid: --statement-max-length takes a whole number from 16 to 1000000, not "lots"/);
+    expect(r.stderr).toMatch(/--statement-max-length \(AUDIT_STATEMENT_MAX_LENGTH\) is invalid: takes a whole number from 16 to 1000000, not "lots"/);
   });
 });

@@ -9,6 +9,7 @@ import { makeKeys, readArchive, shipArgs, type TestKeys } from '../helpers/archi
 import { makeBucket, Outage, s3Env } from '../helpers/s3.js';
 import { requireEnv } from '../helpers/env.js';
 import { s3ArchiveReader, s3Client } from '../../src/sink/s3/s3-archive.js';
+import { expectExactlyOnce } from '../helpers/exactly-once.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 
 /**
@@ -50,9 +51,9 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     const reader = s3ArchiveReader((Object.assign(process.env, s3Env()), s3Client(true)), bucket, '').reader;
     const archived = async () => (await readArchive(reader, keys.keys).catch(() => ({ records: [] as { op: string; id?: unknown }[] }))).records
       .filter((r) => r.op === 'insert').length;
-    for (let i = 0; i < 100 && (await httpGet(port, '/readyz')).status !== 200; i++) await sleep(100);
+    await expect.poll(async () => (await httpGet(port, '/readyz')).status, { timeout: 10_000, interval: 100 }).toBe(200);
     await insert(1);
-    for (let i = 0; i < 100 && await archived() < 100; i++) await sleep(100);
+    await expect.poll(archived, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(100);
 
     // Storage goes away; the shipper now holds records it cannot store, so it cannot confirm them.
     await proxy.cut();
@@ -70,7 +71,7 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     await proxy.restore();
     await insert(10_000);
     const total = await withClient(db.url, async (c) => (await c.query('SELECT count(*)::int AS n FROM audit.audit_log')).rows[0].n as number);
-    for (let i = 0; i < 300 && await archived() < total; i++) await sleep(200);
+    await expect.poll(archived, { timeout: 60_000, interval: 200 }).toBeGreaterThanOrEqual(total);
     let ready = await httpGet(port, '/readyz');
     for (let i = 0; i < 100 && ready.status !== 200; i++) { await sleep(200); ready = await httpGet(port, '/readyz'); }
     expect(ready).toEqual({ status: 200, body: 'ready\n' });
@@ -82,8 +83,7 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
 
     const { report, records } = await readArchive(reader, keys.keys);
     expect(report.findings).toEqual([]);
-    const ids = await withClient(db.url, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
-    expect(records.filter((r) => r.op === 'insert').map((r) => r.id as string).sort((a, b) => Number(a) - Number(b))).toEqual(ids);
+    await expectExactlyOnce(records, db.url, { inIdOrder: false });
     // The head in the database caught up with the archive after the restart.
     const head = await withClient(db.url, async (c) => (await c.query('SELECT file_seq::int AS f FROM audit.shipper_head WHERE slot_name = $1', [`s_${db.name}`])).rows[0]);
     expect(head.f).toBe(report.head!.file_seq);

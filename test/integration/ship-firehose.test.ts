@@ -1,7 +1,6 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { runCli } from '../helpers/cli.js';
@@ -15,6 +14,7 @@ import { ship } from '../../src/ship/shipper.js';
 import { createMetrics } from '../../src/ship/metrics.js';
 import { createLogger } from '../../src/log.js';
 import { MAX_CALL_BYTES, MAX_CALL_RECORDS, MAX_RECORD_BYTES } from '../../src/sink/firehose/records.js';
+import { expectExactlyOnce } from '../helpers/exactly-once.js';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 
 /*
@@ -69,8 +69,7 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     // Read back through the bucket alone: every audit row once, in order, chain and signatures intact.
     const { report, records } = await readArchive(s3ArchiveReader(testS3Client(), bucket, 'clinic/').reader, keys.keys);
     expect(report.findings).toEqual([]);
-    const ids = await withClient(db.url, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
-    expect(records.filter((r) => r.op === 'insert').map((r) => r.id)).toEqual(ids);
+    await expectExactlyOnce(records, db.url, { inIdOrder: true });
     expect(records.map((r) => r.seq)).toEqual(records.map((_, i) => i + 1));
 
     // verify and query, as an operator runs them, agree.
@@ -150,8 +149,7 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     const commitLsn = await withClient(db.url, async (c) => (await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l);
     fake.refuseAll = true;
     const running = shipOnce(db, 'audit-ack', slot);
-    for (let i = 0; i < 100 && fake.refusedEntries < 5; i++) await sleep(100);
-    expect(fake.refusedEntries).toBeGreaterThanOrEqual(5);
+    await expect.poll(() => fake!.refusedEntries, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(5);
     const confirmedBelow = await withClient(db.url, async (c) => (await c.query<{ below: boolean }>(
       'SELECT confirmed_flush_lsn < $1::pg_lsn AS below FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot])).rows[0]!.below);
     expect(confirmedBelow).toBe(true);

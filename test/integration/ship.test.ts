@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { spawn } from 'node:child_process';
 import { CLI, runCli, startCli, waitFor } from '../helpers/cli.js';
+import { expectExactlyOnce } from '../helpers/exactly-once.js';
 import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
 
 let keys: TestKeys;
@@ -15,10 +16,6 @@ const shipperUrl = (db: string) => urlFor(db, 'ship_login');
 const slotOf = (db: { name: string }) => `s_${db.name}`;
 const args = (db: { name: string }, archive: string, extra: string[] = []) =>
   shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slotOf(db), ...extra] });
-
-async function auditIds(url: string): Promise<string[]> {
-  return withClient(url, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
-}
 
 async function slotPosition(url: string): Promise<{ confirmed: string; lagBytes: number } | null> {
   return withClient(url, async (c) => (await c.query(
@@ -75,9 +72,7 @@ describe('ship to a file archive', () => {
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
     expect(report.head!.key_id).toBe([...keys.keys.keys()][0]);
-    const events = records.filter((r) => r.op === 'insert');
-    const ids = events.map((r) => r.id as string);
-    expect(ids).toEqual(await auditIds(db.url)); // every committed row, once; one writer, so id order is commit order
+    const events = await expectExactlyOnce(records, db.url, { inIdOrder: true }); // one writer: id order is commit order
     // Backfilled: the PROTECT event of init --example and the 500 rows written before the slot.
     expect(events.slice(0, 501).every((r) => r.backfill === 'initial')).toBe(true);
     expect(events.slice(501).every((r) => r.backfill === undefined)).toBe(true);
@@ -131,9 +126,7 @@ describe('ship to a file archive', () => {
     // The verification job passes the crashed-and-restarted archive, leftovers of interrupted writes included.
     const verified = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
     expect(verified.code, verified.stdout).toBe(0);
-    const ids = records.filter((r) => r.op === 'insert').map((r) => r.id as string);
-    expect(new Set(ids).size).toBe(ids.length);
-    expect(ids).toEqual(await auditIds(db.url));
+    await expectExactlyOnce(records, db.url, { inIdOrder: true });
   });
 
   it('reconnects when the server drops the replication connection mid-stream: nothing lost, nothing duplicated', async () => {
@@ -176,11 +169,8 @@ describe('ship to a file archive', () => {
     await drain(db, archive);
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
-    const ids = records.filter((r) => r.op === 'insert').map((r) => r.id as string);
-    expect(new Set(ids).size).toBe(ids.length);
-    // Every row exactly once. In commit order, which is id order for the one writer's rows; the
-    // shipper's attestations take ids while that writer's transactions are still open.
-    expect([...ids].sort((a, b) => Number(a) - Number(b))).toEqual(await auditIds(db.url));
+    // The shipper's attestations take ids while the writer's transactions are still open: not id order.
+    await expectExactlyOnce(records, db.url, { inIdOrder: false });
     const written = records.filter((r) => r.op === 'insert' && r.source === 'trigger').map((r) => Number(r.id));
     expect(written).toEqual([...written].sort((a, b) => a - b));
   });
@@ -237,7 +227,7 @@ describe('ship to a file archive', () => {
     expect(result.stderr).toMatch(/failed; retrying/);
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
-    expect(records.filter((r) => r.op === 'insert').map((r) => r.id)).toEqual(await auditIds(db.url));
+    await expectExactlyOnce(records, db.url, { inIdOrder: true });
   });
 
   it('keeps an idle audit_log from pinning WAL while other tables are written', async () => {
@@ -316,8 +306,7 @@ describe('ship to a file archive', () => {
     expect(report.findings).toEqual([]);
     expect(records.filter((x) => x.op === 'gap').map((x) => x.reason)).toEqual(['replication slot missing or re-created']);
     // The rows committed while no slot existed are archived as a backfill segment: each once.
-    const events = records.filter((x) => x.op === 'insert');
-    expect(events.map((x) => x.id)).toEqual(await auditIds(db.url));
+    const events = await expectExactlyOnce(records, db.url, { inIdOrder: true });
     const recovered = events.filter((x) => x.backfill === 'slot-lost').map((x) => x.row_id);
     expect(recovered).toEqual(['200', '201', '202', '203', '204']);
 
@@ -348,7 +337,7 @@ describe('ship to a file archive', () => {
     });
     // Stored: the 10 writes, the read and the ingester's receipts (one per commit, so a count says little).
     const readArchived = async () => (await readArchive(archive, keys.keys)).records.some((r) => r.source === 'pgaudit');
-    for (let i = 0; i < 75 && !await readArchived(); i++) await sleep(200);
+    await expect.poll(readArchived, { timeout: 15_000, interval: 200 }).toBe(true);
     const metrics = (await get('/metrics')).body;
     expect((await get('/readyz'))).toEqual({ status: 200, body: 'ready\n' });
     child.kill('SIGTERM');
@@ -508,7 +497,7 @@ describe('ship to a file archive', () => {
     const cases: [string[], string][] = [
       [['--archive', 'file://tmp/x'], '--archive (AUDIT_ARCHIVE) file://tmp/x names a host (tmp): a local archive is file:///absolute/path, e.g. file:///tmp/x'],
       [['--archive', 'file:///tmp/never-written', '--retention', '300000y'], '--retention 300000y is longer than 100 years (36500 days), the most Object Lock keeps'],
-      [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '1ms'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: --heartbeat-interval must be at least 1s, not 1ms'],
+      [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '1ms'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: must be at least 1s, not 1ms'],
       [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '10s'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) 10s is shorter than a minute: every heartbeat is an object locked for the retention period; shorter only with --allow-short-retention (tests and trials)'],
     ];
     for (const [extra, message] of cases) {
@@ -612,7 +601,7 @@ async function pausedShipper(label: string, events: number) {
   const aDone = waitFor(a);
   await writeEvents(db.url, 1, events);
   const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
-  for (let i = 0; i < 100 && await archived() < events; i++) await sleep(100);
+  await expect.poll(archived, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(events);
   a.kill('SIGSTOP');
   await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
   return { db, archive, a, aDone };

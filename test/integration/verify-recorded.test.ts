@@ -157,7 +157,7 @@ describe('verify reports what the chain records', () => {
     expect(wrongDb.stderr.trim()).toBe('pg-audit-shipper: error: --database-url (DATABASE_URL) names database postgres, which has no pg-audit-shipper schema (audit.shipper_head): name the database the shipper streams from');
     const bad = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--expect-head', 'latest']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr.trim()).toBe('pg-audit-shipper: error: --expect-head (AUDIT_EXPECT_HEAD) takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "latest"');
+    expect(bad.stderr.trim()).toBe('pg-audit-shipper: error: --expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "latest"');
   });
 
   it('rows that predate the slot are filed under their event dates: a March query finds them, and verify checks the partition', async () => {

@@ -1,10 +1,21 @@
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { redactUrl, s3ForcePathStyleOption, validate, wholeNumber, yesNo } from '../../src/config.js';
+import { redactUrl, settingDefault, settingOption, SETTINGS, settingsSchema, validate, wholeNumber, yesNo, type SettingName, type SettingSpec } from '../../src/config.js';
+import { buildProgram } from '../../src/program.js';
+
+/** The message a call throws (null if it does not): the whole line, compared exactly. */
+function errorOf(fn: () => unknown): string | null {
+  try {
+    fn();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return null;
+}
 
 describe('whole-number settings', () => {
-  const schema = z.object({ batchMaxRecords: wholeNumber('--batch-max-records', 1, 1_000_000), sample: wholeNumber('--sample', 0) });
+  const schema = z.object({ batchMaxRecords: wholeNumber(1, 1_000_000), sample: wholeNumber(0) });
 
   it('takes digits as given on the command line or in the environment, and numbers', () => {
     expect(validate(schema, { batchMaxRecords: '10000', sample: ' 0 ' })).toEqual({ batchMaxRecords: 10000, sample: 0 });
@@ -14,28 +25,60 @@ describe('whole-number settings', () => {
   it.each([
     ['abc', 'not "abc"'], ['1.5', 'not "1.5"'], ['0', 'not "0"'], ['-5', 'not "-5"'], ['2000000', 'not "2000000"'],
     ['1e3', 'not "1e3"'], ['0x10', 'not "0x10"'], ['99999999999999999999', 'not "99999999999999999999"'],
-  ])('refuses %s, saying what it takes and what it got', (given, got) => {
-    expect(() => validate(schema, { batchMaxRecords: given, sample: '1' }))
-      .toThrow(`--batch-max-records is invalid: --batch-max-records takes a whole number from 1 to 1000000, ${got}`);
+  ])('refuses %s, saying what it takes and what it got, naming the flag once', (given, got) => {
+    expect(errorOf(() => validate(schema, { batchMaxRecords: given, sample: '1' }))).toBe(`--batch-max-records is invalid: takes a whole number from 1 to 1000000, ${got}`);
   });
 
   it('names an open upper end as such', () => {
-    expect(() => validate(schema, { batchMaxRecords: '1', sample: '-1' })).toThrow('--sample takes a whole number of at least 0, not "-1"');
+    expect(errorOf(() => validate(schema, { batchMaxRecords: '1', sample: '-1' }))).toBe('--sample is invalid: takes a whole number of at least 0, not "-1"');
   });
 });
 
 describe('configuration errors', () => {
-  const cmd = new Command('ship')
-    .addOption(new Option('--http-port <port>').default('9898').env('AUDIT_HTTP_PORT'))
-    .addOption(new Option('--batch-max-records <n>').default('10000'));
-  const schema = z.object({ httpPort: wholeNumber('--http-port', 0, 65535), batchMaxRecords: wholeNumber('--batch-max-records', 1) });
+  const cmd = new Command('ship').addOption(settingOption('httpPort')).addOption(settingOption('batchMaxRecords'));
+  const schema = settingsSchema('httpPort', 'batchMaxRecords');
 
   it('name the environment variable of a setting that has one', () => {
-    expect(() => validate(schema, { httpPort: 'abc', batchMaxRecords: '1' }, cmd)).toThrow(/^--http-port \(AUDIT_HTTP_PORT\) is invalid: /);
+    expect(() => validate(schema, { httpPort: 'abc', batchMaxRecords: '1' }, cmd)).toThrow(/^--http-port \(AUDIT_HTTP_PORT\) is invalid: takes a whole number from 0 to 65535, not "abc"$/);
   });
 
   it('name only the flag of a setting without one', () => {
-    expect(() => validate(schema, { httpPort: '1', batchMaxRecords: 'x' }, cmd)).toThrow(/^--batch-max-records is invalid: /);
+    expect(() => validate(schema, { httpPort: '1', batchMaxRecords: 'x' }, cmd)).toThrow(/^--batch-max-records is invalid: takes a whole number/);
+  });
+
+  it('durations, sizes and heads are checked by their type, in every command alike', () => {
+    expect(errorOf(() => validate(settingsSchema('heartbeatInterval'), { heartbeatInterval: '1ms' }))).toBe('--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: must be at least 1s, not 1ms');
+    expect(errorOf(() => validate(settingsSchema('maxHeadAge'), { maxHeadAge: 'two hours' }))).toBe('--max-head-age is invalid: takes a duration such as 500ms, 5s, 10m, 1h, not "two hours"');
+    expect(errorOf(() => validate(settingsSchema('batchMaxBytes'), { batchMaxBytes: 'big' }))).toBe('--batch-max-bytes is invalid: takes a size such as 8MiB, not "big"');
+    expect(errorOf(() => validate(settingsSchema('expectHead'), { expectHead: '12:abc' }))).toBe('--expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "12:abc"');
+    expect(validate(settingsSchema('expectHead'), { expectHead: `12:${'a'.repeat(64)}` })).toEqual({ expectHead: { fileSeq: 12, digestSha256: 'a'.repeat(64) } });
+    expect(validate(settingsSchema('verifyKey'), { verifyKey: ' a.pem, b.pem ,' })).toEqual({ verifyKey: ['a.pem', 'b.pem'] });
+  });
+});
+
+describe('the settings registry', () => {
+  it('names each setting as commander names its option, and every default parses by its own type', () => {
+    for (const [name, spec] of Object.entries(SETTINGS) as [SettingName, SettingSpec][]) {
+      expect(settingOption(name).attributeName(), name).toBe(name);
+      if (spec.default !== undefined) expect(() => settingDefault(name), name).not.toThrow();
+    }
+    expect(settingDefault('batchMaxBytes')).toBe(8 << 20);
+    expect(settingDefault('heartbeatInterval')).toBe(3_600_000);
+  });
+
+  it('is where every command takes its environment variables from: no command declares one of its own', () => {
+    const byFlag = new Map(Object.values(SETTINGS as Record<string, SettingSpec>).map((s) => [s.flag, s]));
+    const seen: string[] = [];
+    const walk = (cmd: Command): void => {
+      for (const o of cmd.options) {
+        if (o.envVar === undefined) continue;
+        seen.push(`${cmd.name()} ${o.long}`);
+        expect(byFlag.get(o.long!)?.env, `${cmd.name()} ${o.long} (${o.envVar})`).toBe(o.envVar);
+      }
+      cmd.commands.forEach(walk);
+    };
+    walk(buildProgram());
+    expect(seen.length).toBeGreaterThan(20);
   });
 });
 
@@ -45,7 +88,7 @@ describe('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE)', () => {
     if (env === undefined) delete process.env.AUDIT_S3_FORCE_PATH_STYLE;
     else process.env.AUDIT_S3_FORCE_PATH_STYLE = env;
     try {
-      const cmd = new Command('verify').exitOverride().addOption(s3ForcePathStyleOption()).option('--json');
+      const cmd = new Command('verify').exitOverride().addOption(settingOption('s3ForcePathStyle')).option('--json');
       cmd.parse(argv, { from: 'user' });
       return validate(z.object({ s3ForcePathStyle: yesNo }), cmd.opts(), cmd).s3ForcePathStyle;
     } finally {

@@ -18,7 +18,9 @@ const lsn = (n: number) => BigInt(n) as Lsn;
 class HeldSink implements Sink {
   readonly puts: { key: string; release: () => void; fail: (e: Error) => void }[] = [];
   readonly stored: string[] = [];
+  readonly bodies = new Map<string, Buffer>();
   put(obj: ArchiveObject): Promise<Receipt> {
+    this.bodies.set(obj.key, obj.body);
     return new Promise((resolve, reject) => {
       this.puts.push({
         key: obj.key,
@@ -53,15 +55,15 @@ function signingKey(): SigningKey {
 let pipeline: Pipeline | null = null;
 afterEach(() => { pipeline?.close(); pipeline = null; });
 
-function setup(opts: { maxRecords?: number; maxInflightBytes?: number } = {}) {
+function setup(opts: { maxRecords?: number; maxInflightBytes?: number; heartbeatMs?: number } = {}) {
   const sink = new HeldSink();
   const confirmed: Lsn[] = [];
   const flow = { paused: 0, resumed: 0, pause() { this.paused++; }, resume() { this.resumed++; } };
   pipeline = new Pipeline(EMPTY_HEAD, {
     limits: { maxRecords: opts.maxRecords ?? 2, maxBytes: 1 << 20, maxAgeMs: 60_000 }, maxInflightBytes: opts.maxInflightBytes ?? 64 << 20,
-    heartbeatMs: 3_600_000, source: { systemIdentifier: '7000000000000000001', timeline: 1, database: 'clinic', slot: 's' },
+    heartbeatMs: opts.heartbeatMs ?? 3_600_000, source: { systemIdentifier: '7000000000000000001', timeline: 1, database: 'clinic', slot: 's' },
     key: signingKey(), sink, log: createLogger('silent'), metrics: createMetrics(),
-    onStored: async () => undefined, confirm: (l) => confirmed.push(l),
+    onStored: async () => undefined, commitOffset: (l) => confirmed.push(l),
   });
   pipeline.flow = flow;
   let id = 0;
@@ -141,6 +143,50 @@ describe('pipeline: how far the slot may advance', () => {
     }
     expect(p.isIdle()).toBe(true);
     expect(flow.resumed).toBe(1);
+  });
+
+  it('a keepalive moves the slot only while nothing is unstored', async () => {
+    const { sink, confirmed, tx, p } = setup({ heartbeatMs: 0 });
+    tx(100, 110, 1); // one record: the file stays open
+    p.onKeepalive(lsn(150));
+    expect(confirmed).toEqual([]); // a record is unstored
+    p.onKeepalive(lsn(160));
+    // The open file seals by age (--batch-max-age is 60 s here: not yet); drain seals it now.
+    const drained = p.drain(Date.now() + 5000);
+    await sink.release(/^data\//);
+    await sink.release(/^digests\/000000000001/);
+    expect(await drained).toBe(true);
+    expect(confirmed).toEqual([lsn(110)]);
+    expect(p.isIdle()).toBe(true);
+  });
+
+  it('a heartbeat records the last idle keepalive position and confirms nothing more by itself', async () => {
+    const { sink, confirmed, p } = setup({ heartbeatMs: 0 });
+    p.onKeepalive(lsn(400)); // idle: confirmed at once
+    expect(confirmed).toEqual([lsn(400)]);
+    const key = await sink.release(/^digests\/000000000001/); // the tick seals a heartbeat (a digest alone)
+    expect(key).toBe('digests/000000000001.digest');
+    expect(sink.stored).toEqual(['digests/000000000001.digest']);
+    expect(p.head.fileSeq).toBe(1);
+    const digest = JSON.parse(sink.bodies.get(key)!.toString('utf8').split('\n')[0]!) as { kind: string; ack_lsn: string }; // then its signature line
+    expect(digest).toMatchObject({ kind: 'heartbeat', ack_lsn: '0/190' }); // 400
+    expect(confirmed).toEqual([lsn(400)]);
+  });
+
+  it('--drain seals the open file as soon as the server has sent everything below its target', async () => {
+    const { sink, confirmed, tx, p } = setup();
+    p.acks.drainTo(lsn(200));
+    tx(100, 110, 1);
+    p.onKeepalive(lsn(150)); // not yet past the target: the file stays open
+    await settle();
+    expect(sink.puts).toEqual([]);
+    p.onKeepalive(lsn(200));
+    await sink.release(/^data\//);
+    await sink.release(/^digests\//);
+    expect(confirmed).toEqual([lsn(110)]);
+    expect(p.acks.drained()).toBe(false); // 110 < 200: the next idle keepalive finishes it
+    p.onKeepalive(lsn(210));
+    expect(p.acks.drained()).toBe(true);
   });
 
   it('a storage failure that retrying cannot fix stops the pipeline (check() throws) without confirming', async () => {

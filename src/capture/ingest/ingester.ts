@@ -10,6 +10,7 @@ import { CsvRecordStream, type StreamedRecord } from './csv.js';
 import { toLogLine } from './csvlog.js';
 import { attribute, endTransactions, expire, holdRead, type Settled } from './attribution.js';
 import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
+import { settingDefault } from '../../config.js';
 import { RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
 
 export interface IngestOptions {
@@ -26,7 +27,8 @@ export interface IngestOptions {
   contextWaitMs?: number;
 }
 
-export const DEFAULT_CONTEXT_WAIT_MS = 60_000;
+/** --context-wait's default, as the settings registry declares it */
+export const DEFAULT_CONTEXT_WAIT_MS = settingDefault('contextWait');
 
 export interface IngestStats {
   files: number;

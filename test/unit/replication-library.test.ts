@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { libraryDataListener } from '../../src/source/audit-stream.js';
+import { libraryDataListener } from '../../src/source/replication-library.js';
 
 // The stream reads data messages itself only when the replication library's connection looks as
-// expected; otherwise the library's own path stays in use (src/source/audit-stream.ts).
+// expected; otherwise the library's own path stays in use (src/source/replication-library.ts).
 describe('which CopyData listener is the replication library\'s', () => {
   const pgClientListener = () => {
     // The real thing: pg's Client binds its handler when it attaches to a connection.
