@@ -34,8 +34,8 @@ const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /** BENCH_ONLY=throughput or =trigger: just that ratio, for quick iterations (writes no results). */
 const ONLY = process.env.BENCH_ONLY ?? null;
-if (ONLY !== null && ONLY !== 'throughput' && ONLY !== 'trigger' && ONLY !== 'ingest') {
-  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger or ingest, or leave it unset for all`);
+if (ONLY !== null && ONLY !== 'throughput' && ONLY !== 'trigger' && ONLY !== 'ingest' && ONLY !== 'reads') {
+  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger, ingest or reads, or leave it unset for all`);
 }
 /** Lines of the normal pgaudit log, and bytes of the one huge record (a 140 MB statement of quotes). */
 const INGEST_LINES = Number(process.env.BENCH_INGEST_LINES ?? 200_000);
@@ -102,9 +102,20 @@ async function main(): Promise<void> {
     }
   }
 
+  if (ONLY === null || ONLY === 'reads') {
+    say('0/4 reads: pgbench lookups by key and 100-row ranges on a table unprotected, protected (pgaudit statements), and with --row-reads on…');
+    results.reads = await readCost(adminUrl);
+    say(`    ${JSON.stringify(results.reads)}`);
+    if (ONLY === 'reads') {
+      await db.end();
+      say('(BENCH_ONLY=reads: the other steps and the results files were skipped)');
+      return;
+    }
+  }
+
   // The trigger first, on fresh tables: after the backlogs below, autovacuum on a large audit_log
   // would be measured instead of the trigger.
-  if (!ONLY_THROUGHPUT && ONLY !== 'ingest') {
+  if (!ONLY_THROUGHPUT && ONLY !== 'ingest' && ONLY !== 'reads') {
     say('1/4 audit trigger cost: pgbench single-row inserts, protected vs unprotected…');
     results.trigger = await triggerCost(db, dbUrl);
     say(`    ${JSON.stringify(results.trigger)}`);
@@ -457,6 +468,71 @@ async function triggerCost(db: pg.Client, dbUrl: string) {
 }
 
 /**
+ * What reading costs: pgbench (2 clients, 8 s a side) of lookups by key and of 100-row range scans
+ * on three copies of one table: unprotected; protected (pgaudit logs each statement, the read
+ * context policy runs once per scan); protected with --row-reads on (a WAL message per row
+ * returned). Each round runs the three back to back in rotating order; the median round's ratios
+ * are reported, with the WAL written per transaction (row reads are WAL; pgaudit's lines are not).
+ */
+async function readCost(adminUrl: string) {
+  const url = new URL(adminUrl);
+  url.pathname = '/bench_reads';
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query('DROP DATABASE IF EXISTS bench_reads');
+  await admin.query('CREATE DATABASE bench_reads');
+  await admin.end();
+  const db = new pg.Client({ connectionString: url.toString() });
+  await db.connect();
+  try {
+    await init(db, { example: false, log: createLogger('silent') });
+    for (const t of ['reads_plain', 'reads_statements', 'reads_rows']) {
+      await db.query(`CREATE TABLE ${t} (id int PRIMARY KEY, name text NOT NULL, note text)`);
+      await db.query(`INSERT INTO ${t} SELECT g, 'patient ' || g, repeat('x', 200) FROM generate_series(1, 100000) g`);
+      await db.query(`VACUUM ANALYZE ${t}`);
+    }
+    await protect(db, 'public.reads_statements', undefined);
+    await protect(db, 'public.reads_rows', undefined, { rowReads: true });
+    // As an application reads: a role without superuser (which would skip row-level security).
+    await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
+    await db.query('GRANT SELECT ON reads_plain, reads_statements, reads_rows TO bench_reader');
+    const reader = new URL(url.toString());
+    reader.username = 'bench_reader';
+    const dir = await mkdtemp(path.join(tmpdir(), 'bench-reads-'));
+    const scripts = {
+      pk: (t: string) => `\\set id random(1, 100000)\nSELECT name FROM ${t} WHERE id = :id;\n`,
+      range: (t: string) => `\\set id random(1, 99900)\nSELECT name FROM ${t} WHERE id BETWEEN :id AND :id + 99;\n`,
+    };
+    const measure = async (kind: keyof typeof scripts, t: string): Promise<{ tps: number; wal_per_tx: number }> => {
+      const script = path.join(dir, `${kind}-${t}.sql`);
+      await writeFile(script, scripts[kind](t));
+      const before = (await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l;
+      const { stdout } = await run(`${PGBIN}/pgbench`, ['-n', '-c', '2', '-j', '2', '-T', '8', '-f', script, reader.toString()]);
+      const wal = Number((await db.query<{ b: string }>('SELECT (pg_current_wal_insert_lsn() - $1::pg_lsn)::text AS b', [before])).rows[0]!.b);
+      const tx = Number(/number of transactions actually processed: (\d+)/.exec(stdout)![1]);
+      return { tps: Number(/tps = ([\d.]+)/.exec(stdout)![1]), wal_per_tx: Math.round(wal / tx) };
+    };
+    const out: Record<string, unknown> = { seconds_each: 8, clients: 2, table_rows: 100_000 };
+    for (const kind of ['pk', 'range'] as const) {
+      const rounds: { plain_tps: number; statements_tps: number; rows_tps: number; statements_ratio: number; rows_ratio: number; ratio: number; rows_wal_per_tx: number; statements_wal_per_tx: number }[] = [];
+      for (let i = 0; i < 3; i++) {
+        const order = ['reads_plain', 'reads_statements', 'reads_rows'];
+        const got: Record<string, { tps: number; wal_per_tx: number }> = {};
+        for (const t of [...order.slice(i), ...order.slice(0, i)]) got[t] = await measure(kind, t);
+        const plain = got.reads_plain!.tps;
+        rounds.push({ plain_tps: Math.round(plain), statements_tps: Math.round(got.reads_statements!.tps), rows_tps: Math.round(got.reads_rows!.tps),
+          statements_ratio: round(got.reads_statements!.tps / plain), rows_ratio: round(got.reads_rows!.tps / plain), ratio: round(got.reads_rows!.tps / plain),
+          rows_wal_per_tx: got.reads_rows!.wal_per_tx, statements_wal_per_tx: got.reads_statements!.wal_per_tx });
+      }
+      out[kind] = { ...medianRound(rounds), rounds };
+    }
+    return out;
+  } finally {
+    await db.end();
+  }
+}
+
+/**
  * How busy the whole machine's CPUs were from now until the returned function is called (0..1), or
  * null where /proc/stat is not there. The baseline and the shipper share the cores with the
  * database and the S3 server, so this says whether a side was limited by CPU or by waiting.
@@ -515,6 +591,14 @@ function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
+function readsLines(r: Record<string, Record<string, number>> | undefined): string {
+  if (!r) return '';
+  const line = (what: string, x: Record<string, number>): string =>
+    `  - ${what}: unprotected ${x.plain_tps} tps; protected (pgaudit statements) ${x.statements_tps} tps (${x.statements_ratio}); ` +
+    `with --row-reads on ${x.rows_tps} tps (${x.rows_ratio}), ${x.rows_wal_per_tx} bytes of WAL per transaction (protected without row reads: ${x.statements_wal_per_tx}).`;
+  return `- Reads (pgbench, 2 clients, 8 s a side, median of 3 rounds; ratios against the unprotected table):\n${line('lookup by key', r.pk!)}\n${line('100-row range', r.range!)}\n`;
+}
+
 function report(r: Record<string, unknown>): string {
   const t = r.throughput as Record<string, number>;
   const l = r.latency as Record<string, number>;
@@ -556,6 +640,7 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
   peak RSS ${f.initial_peak_rss_mib} MiB; recovery after the slot was dropped (every archived id read to skip it): ${f.recovery_seconds}s,
   peak RSS ${f.recovery_peak_rss_mib} MiB (target <= ${f.target_peak_rss_mib} MiB for both).
 
+${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}
 Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS and BENCH_BACKLOG change the sizes).
 `;
 }

@@ -10,13 +10,13 @@ export function parseTableName(name: string): string {
   return name;
 }
 
-async function callAudit(client: pg.Client, sql: string, params: unknown[], what: string): Promise<void> {
+async function callAudit<R extends pg.QueryResultRow = pg.QueryResultRow>(client: pg.Client, sql: string, params: unknown[], what: string): Promise<R[]> {
   try {
-    await client.query(sql, params);
+    return (await client.query<R>(sql, params)).rows;
   } catch (err) {
     const e = err as { code?: string };
-    if (e.code === '3F000' || e.code === '42883') {
-      throw new ServiceError(`${what}: the audit schema is not installed in this database; run \`pg-audit-shipper init\` first`);
+    if (e.code === '3F000' || e.code === '42883' || e.code === '42703') {
+      throw new ServiceError(`${what}: the audit schema is not installed in this database, or is older than this version; run \`pg-audit-shipper init\` (it upgrades in place)`);
     }
     if (e.code === '42P01') throw new ConfigError(`${what}: ${describePgError(err)}`);
     throw new ServiceError(`${what}: ${describePgError(err)}`);
@@ -26,11 +26,31 @@ async function callAudit(client: pg.Client, sql: string, params: unknown[], what
 /**
  * attributeReads (default): the table gets the row-level security policy audit_read_context, through
  * which the server records app.user_id and app.customer_id in every read (sql/migrations/007).
+ * rowReads: every row read is recorded with its key, through that policy and the replication slot
+ * (sql/migrations/008); unset keeps what the table had (with its key as protected now).
  */
 export async function protect(client: pg.Client, table: string, keyColumns: string[] | undefined,
-  opts: { attributeReads?: boolean } = {}): Promise<void> {
-  await callAudit(client, 'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)',
-    [parseTableName(table), keyColumns?.length ? keyColumns : null, opts.attributeReads ?? true], `cannot protect ${table}`);
+  opts: { attributeReads?: boolean; rowReads?: boolean } = {}): Promise<void> {
+  const name = parseTableName(table);
+  const attributeReads = opts.attributeReads ?? true;
+  if (opts.rowReads === true && !attributeReads) {
+    throw new ConfigError('--row-reads on records reads through the policy that --read-context on installs: use both, or --row-reads off');
+  }
+  const what = `cannot protect ${table}`;
+  await callAudit(client, 'BEGIN', [], what);
+  try {
+    const now = await callAudit<{ on: boolean }>(client,
+      'SELECT row_reads IS NOT NULL AS on FROM audit.protected_tables WHERE relid = to_regclass($1) AND part_of IS NULL', [name], what);
+    const rowReads = opts.rowReads ?? (now[0]?.on === true && attributeReads);
+    // Off first: protect() may replace the policy that carries them.
+    await callAudit(client, 'SELECT audit.set_row_reads(to_regclass($1), false) WHERE to_regclass($1) IS NOT NULL', [name], what);
+    await callAudit(client, 'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)', [name, keyColumns?.length ? keyColumns : null, attributeReads], what);
+    if (rowReads) await callAudit(client, 'SELECT audit.set_row_reads($1::regclass, true)', [name], what);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 export async function unprotect(client: pg.Client, table: string): Promise<void> {

@@ -43,10 +43,15 @@ export function registerCaptureCommands(program: Command): void {
     .addOption(new Option('--read-context <on|off>', 'attribute reads through the row-level security policy audit_read_context ' +
       '(off: the table\'s row security is left alone, COPY FROM keeps working, its reads are recorded with app_context unknown)')
       .choices(['on', 'off']).default('on'))
+    .addOption(new Option('--row-reads <on|off>', 'record every row read with its key, through the policy and the replication slot ' +
+      '(beside pgaudit\'s statements; costs WAL per row read; default: as the table had it)').choices(['on', 'off']))
     .action(async (table: string, raw, cmd: Command) => {
-      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']) }), raw, cmd);
-      await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on' }));
-      process.stdout.write(`protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}\n`);
+      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']),
+        rowReads: z.enum(['on', 'off']).optional() }), raw, cmd);
+      await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key, {
+        attributeReads: cfg.readContext === 'on', ...(cfg.rowReads ? { rowReads: cfg.rowReads === 'on' } : {}) }));
+      process.stdout.write(`protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}` +
+        `${cfg.rowReads === 'on' ? ' (every row read recorded: --row-reads on)' : ''}\n`);
     });
 
   program.command('unprotect')

@@ -39,7 +39,8 @@ export function registerQueryCommands(program: Command): void {
     .option('--row-id <key>', "the protected row's key")
     .option('--action <action...>', `${ACTIONS.join(', ')} (repeat or comma-separate)`)
     .addOption(new Option('--outcome <outcome>', 'success, or failure (denied)').choices(['success', 'failure']))
-    .addOption(new Option('--source <source>', 'trigger (writes) or pgaudit (reads, denials)').choices(['trigger', 'pgaudit']))
+    .addOption(new Option('--source <source>', 'trigger (writes), pgaudit (statements: reads, denials) or row-read (each row read, protect --row-reads on)')
+      .choices(['trigger', 'pgaudit', 'row-read']))
     .addOption(new Option('--format <format>', 'table for people; csv or json (lines) for tools; the verification summary goes to stderr for csv/json')
       .choices(['table', 'csv', 'json']).default('table'))
     .option('--evidence <dir>', 'also write an evidence package to this new directory (check it with verify-evidence)')
@@ -55,7 +56,7 @@ export function registerQueryCommands(program: Command): void {
         rowId: z.string().optional(),
         action: list.transform((a) => a.map((s) => s.toUpperCase())),
         outcome: z.enum(['success', 'failure']).optional(),
-        source: z.enum(['trigger', 'pgaudit']).optional(),
+        source: z.enum(['trigger', 'pgaudit', 'row-read']).optional(),
         format: z.enum(['table', 'csv', 'json']),
         evidence: z.string().optional(),
         maxCommitDelay: durationMs(),

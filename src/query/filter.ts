@@ -24,16 +24,16 @@ export interface Query {
   /** upper case: SELECT, INSERT, UPDATE, DELETE, TRUNCATE, ... */
   actions: string[];
   outcome: 'success' | 'failure' | null;
-  source: 'trigger' | 'pgaudit' | null;
+  source: 'trigger' | 'pgaudit' | 'row-read' | null;
 }
 
 export const EVERYTHING: Query = {
   from: null, to: null, dbUser: null, appUser: null, customer: null, table: null, rowId: null, actions: [], outcome: null, source: null,
 };
 
-/** Only audit events answer questions; tamper, gap and marker records are reported separately. */
+/** Only audit events (and row reads) answer questions; tamper, gap and marker records are reported separately. */
 export function matches(r: ArchivedRecord, q: Query): boolean {
-  if (r.op !== 'insert') return false;
+  if (r.op !== 'insert' && r.op !== 'read') return false;
   // Bookkeeping that verify reads, in which nobody was accessed: the ingester's receipts, the shipper's attestations.
   if (r.source === RECEIPT_SOURCE || r.source === ATTEST_SOURCE) return false;
 

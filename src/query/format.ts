@@ -54,7 +54,7 @@ const TABLE: { title: string; width: number; get: (r: ArchivedRecord) => string 
   { title: 'customer', width: 8, get: (r) => value(r, 'app_customer_id') ?? '' },
   { title: 'table', width: 22, get: (r) => (r.table_name ? `${value(r, 'schema_name')}.${value(r, 'table_name')}` : '') },
   { title: 'row', width: 8, get: (r) => (r.old_row_id ? `${value(r, 'old_row_id')}→${value(r, 'row_id') ?? ''}` : value(r, 'row_id') ?? '') },
-  { title: 'via', width: 7, get: (r) => value(r, 'source') ?? '' },
+  { title: 'via', width: 8, get: (r) => value(r, 'source') ?? '' },
   { title: 'record', width: 9, get: (r) => String(r.seq) },
 ];
 

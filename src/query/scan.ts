@@ -214,7 +214,7 @@ async function* streamedRange(reader: ArchiveReader, q: Query, maxCommitDelayMs:
  * as verify says them (the answer may lack the changed or lost events; the archive keeps originals).
  */
 function noteRecorded(report: ScanReport, d: Digest, lines: ArchivedLine[]): void {
-  if (!lines.some((l) => l.record.op !== 'insert' && l.record.op !== 'marker')) return;
+  if (!lines.some((l) => l.record.op !== 'insert' && l.record.op !== 'read' && l.record.op !== 'marker')) return;
   const recorded = new RecordedFindings();
   recorded.add(d, lines);
   for (const f of recorded.settle().open.filter((o) => o.code === 'tamper' || o.code === 'gap')) {

@@ -52,8 +52,11 @@ function keyPrefix(k: string): string {
 /** Column values as the server printed them (text), or null. */
 export type RowText = Record<string, string | null>;
 
-/** insert: an audit event; update/delete/truncate: a tamper attempt on audit_log; gap: events not streamed; marker: bookkeeping */
-export type RecordOp = 'insert' | 'update' | 'delete' | 'truncate' | 'gap' | 'marker';
+/**
+ * insert: an audit event; read: a row read through the policy (no audit_log row: it came as a
+ * message); update/delete/truncate: a tamper attempt on audit_log; gap: events not streamed; marker: bookkeeping
+ */
+export type RecordOp = 'insert' | 'read' | 'update' | 'delete' | 'truncate' | 'gap' | 'marker';
 
 /** The fields every record starts with, in this order. */
 export interface RecordHead {

@@ -8,6 +8,7 @@ import { prepareCompression } from '../seal/compress.js';
 import { sealBatch, sealHeartbeat, type ArchiveHead, type SealedFile, type Source } from '../seal/sealer.js';
 import type { RowText } from '../seal/record.js';
 import { dateOf, timeKey } from '../seal/event-time.js';
+import { readRow } from '../seal/read-record.js';
 import type { ArchiveObject, DataLayout, Sink } from '../sink/sink.js';
 import { AUDIT_LOG, type Flow, type StreamConsumer, type StreamEvent } from '../source/audit-stream.js';
 import { formatLsn, type Lsn } from '../source/lsn.js';
@@ -104,6 +105,7 @@ export class Pipeline implements StreamConsumer {
       this.tx = { commitLsn: e.commitLsn, commitDate, idx: -1 };
       return;
     }
+    if (e.type === 'message') return this.appendRead(e.lsn, e.content);
     if (e.type === 'commit') {
       if (this.batch) this.batch.ackLsn = e.endLsn; // the file's ack_lsn
       this.acks.transactionEnded(e.endLsn, this.batch ? 'open-file' : this.nothingPending() ? 'nothing' : 'storing');
@@ -127,6 +129,11 @@ export class Pipeline implements StreamConsumer {
       this.opts.metrics.tamper.inc({ op: e.op });
       batch.append({ op: e.op, commitLsn: tx.commitLsn, idx: tx.idx, row: e.row, extra: { tamper: true, old: e.old as RowText | null } });
     }
+    this.appended(batch);
+  }
+
+  /** After a streamed record: count it, seal a full file, and hold the stream while too much is unstored. */
+  private appended(batch: Batch): void {
     this.opts.metrics.records.inc();
     if (batch.full(this.opts.limits)) this.sealOpenBatch();
     if (!this.paused && this.inflightBytes() > this.opts.maxInflightBytes && this.flow) {
@@ -134,6 +141,30 @@ export class Pipeline implements StreamConsumer {
       this.flow.pause();
       this.opts.log.debug({ unstored_bytes: this.inflightBytes() }, 'pausing the replication stream until storage catches up');
     }
+  }
+
+  /**
+   * A row read (sql/migrations/008): note_read() emits it outside any transaction, so it stands at
+   * its own position (its LSN, idx 0) and is confirmed like a transaction that ends just after it.
+   * A transactional one (only a superuser's) sits in its transaction like a change.
+   */
+  private appendRead(lsn: Lsn, content: Buffer): void {
+    const tx = this.tx;
+    const at = tx ? tx.commitLsn : lsn;
+    const idx = tx ? ++tx.idx : 0;
+    if (!alreadyStored(this.positionNow(), at, idx)) { // not replayed after a restart or reconnect
+      const { row, malformed } = readRow(content);
+      if (malformed !== null) this.opts.log.warn({ lsn: formatLsn(lsn), content: malformed.slice(0, 200) }, 'a read message not as audit.note_read() writes it: archived as malformed');
+      const date = tx ? tx.commitDate : row.occurred_at ? dateOf(timeKey(row.occurred_at)!) : todayUtc();
+      if (this.batch && this.batch.count > 0 && this.batch.commitDate !== date) this.sealOpenBatch();
+      const batch = this.openBatch(date);
+      batch.append({ op: 'read', commitLsn: at, idx, row, ...(malformed !== null ? { extra: { malformed } } : {}) });
+      this.appended(batch);
+    }
+    if (tx) return;
+    const end = (lsn + 1n) as Lsn;
+    if (this.batch) this.batch.ackLsn = end;
+    this.acks.transactionEnded(end, this.batch ? 'open-file' : this.nothingPending() ? 'nothing' : 'storing');
   }
 
   /** Nothing received is waiting to be stored, and no transaction is open. */

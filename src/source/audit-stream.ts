@@ -16,7 +16,15 @@ export type StreamEvent =
   | { type: 'change'; op: 'insert' | 'update' | 'delete' | 'truncate'; relation: string; row: RowText | null; old: RowText | null }
   /** an audit_log insert, left as the server's bytes (valid only during the onEvent call) */
   | { type: 'audit-insert'; tuple: RawTuple }
-  | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn };
+  | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn }
+  /**
+   * A logical decoding message (pg_logical_emit_message) with this project's prefix: a row read
+   * (sql/migrations/008). Non-transactional ones come between transactions, at their own position.
+   */
+  | { type: 'message'; lsn: Lsn; transactional: boolean; content: Buffer };
+
+/** The prefix of the messages the stream hands on; others' messages are dropped. */
+export const READ_MESSAGE_PREFIX = 'pg-audit-shipper/read';
 
 export interface StreamConsumer {
   /**
@@ -185,6 +193,10 @@ export class AuditStream {
         return consumer.onEvent({ type: 'change', op: 'update', relation: rel(msg.relation), row: msg.new as RowText, old: (msg.old ?? msg.key) as RowText | null });
       case 'delete':
         return consumer.onEvent({ type: 'change', op: 'delete', relation: rel(msg.relation), row: null, old: (msg.old ?? msg.key) as RowText | null });
+      case 'message':
+        if (msg.prefix !== READ_MESSAGE_PREFIX) return undefined;
+        return consumer.onEvent({ type: 'message', lsn: parseLsn(msg.messageLsn ?? lsn()), transactional: msg.transactional,
+          content: Buffer.from(msg.content.buffer, msg.content.byteOffset, msg.content.byteLength) });
       case 'truncate':
         return consumer.onEvent({ type: 'change', op: 'truncate', relation: msg.relations.map(rel).join(','), row: null, old: null });
       default:

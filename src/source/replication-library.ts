@@ -91,7 +91,8 @@ export type DecodedMessage = Pgoutput.Message | { tag: 'audit-insert'; tuple: Ra
  */
 export class PgoutputDecoder {
   /** the plugin to subscribe with (one per connection: relations are sent again on each); its parse is decode() */
-  readonly plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [PUBLICATION] });
+  // messages: logical decoding messages too (row reads, sql/migrations/008_row_reads.sql)
+  readonly plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [PUBLICATION], messages: true });
   private audit: TupleLayout | null = null;
 
   constructor(private readonly auditRelation: string) {

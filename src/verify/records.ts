@@ -13,7 +13,7 @@ import type { Finding } from './findings.js';
  */
 
 /** The record kinds the format defines. */
-export const RECORD_OPS = ['insert', 'update', 'delete', 'truncate', 'gap', 'marker'] as const;
+export const RECORD_OPS = ['insert', 'read', 'update', 'delete', 'truncate', 'gap', 'marker'] as const;
 /** Why a record was archived from a snapshot instead of the stream. */
 export const BACKFILL_REASONS = ['initial', 'slot-lost'] as const;
 /** A record's commit date may lie this far after the day its digest says it was sealed: clocks of server and shipper differ. */

@@ -148,6 +148,19 @@ export const CASES: Case[] = [
     build: build(basic), expected: { ok: true, findings: [] },
   },
   {
+    name: 'valid-row-reads', description: 'rows read through a table protected with --row-reads on (op "read", each at its own message LSN, idx 0), then a transaction\'s events',
+    build: build(() => [{
+      records: [
+        ...['7', '8'].map((k, i): RecordSpec => ({ op: 'read', lsn: `0/1A2B${100 + i * 8}`, idx: 0, row: {
+          occurred_at: '2026-03-02 09:14:59.25+00', source: 'row-read', action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers',
+          row_id: k, session_user_name: 'app_login', current_role_name: 'app_login', app_user_id: 'dr.alice', app_customer_id: k, application_name: 'portal', backend_pid: '4242' } })),
+        ...events('0/1A2B3C8', 2),
+      ],
+      createdAt: '2026-03-02T09:15:05.000Z', ackLsn: '0/1A2B400',
+    }]),
+    expected: { ok: true, findings: [] },
+  },
+  {
     name: 'valid-heartbeat', description: 'a data file, a heartbeat (nothing happened; the slot moved), a data file linking past it',
     build: build(() => { const [a, b] = basic(); return [a!, { kind: 'heartbeat', createdAt: '2026-03-02T09:17:00.000Z', ackLsn: '0/1A2BF00' }, b!]; }),
     expected: { ok: true, findings: [] },

@@ -71,5 +71,6 @@ function describeEvent(e: StreamEvent): string {
     case 'commit': return `commit ${formatLsn(e.commitLsn)} ${formatLsn(e.endLsn)}`;
     case 'audit-insert': return `audit-insert ${e.tuple.buf.subarray(e.tuple.offset).toString('utf8')}`;
     case 'change': return `change ${e.op} ${e.relation} ${JSON.stringify(e.row)} ${JSON.stringify(e.old)}`;
+    case 'message': return `message ${formatLsn(e.lsn)} ${e.transactional} ${e.content.toString('utf8')}`;
   }
 }

@@ -234,3 +234,34 @@ describe('IdSet (archived audit_log ids, for recovery)', () => {
     expect(ids.runs).toBeGreaterThan(100);
   });
 });
+
+describe('pipeline: row reads (messages between transactions)', () => {
+  const read = (k: string) => Buffer.from(JSON.stringify({ s: 'clinic', t: 'notes', k, su: 'app_login', cu: 'app_login', au: null, ac: '7', at: '2026-11-28 10:00:00.250000', pid: 42, app: 'x' }));
+
+  it('a read stands at its own position and is confirmed just past it once its file is stored; a replay is not archived twice', async () => {
+    const { sink, confirmed, p } = setup({ maxRecords: 1 });
+    p.onEvent({ type: 'message', lsn: lsn(500), transactional: false, content: read('7') });
+    expect(confirmed).toEqual([]);
+    await sink.release(/^data\//);
+    await sink.release(/^digests\/000000000001/);
+    expect(confirmed).toEqual([lsn(501)]);
+    const line = sink.bodies.get(sink.stored.find((k) => k.startsWith('data/'))!)!;
+    const { gunzipSync } = await import('node:zlib');
+    const record = JSON.parse(gunzipSync(line).toString('utf8').split('\n')[0]!) as Record<string, unknown>;
+    expect(record).toMatchObject({ seq: 1, lsn: '0/1F4', idx: 0, op: 'read', occurred_at: '2026-11-28 10:00:00.25+00', source: 'row-read', row_id: '7', app_customer_id: '7' });
+    // The same message again (a reconnect resumes at the slot's position): already stored, only confirmed.
+    p.onEvent({ type: 'message', lsn: lsn(500), transactional: false, content: read('7') });
+    await settle();
+    expect(sink.puts).toEqual([]);
+    expect(p.head.position.recordSeq).toBe(1);
+  });
+
+  it('a malformed message is archived as such, never dropped', async () => {
+    const { sink, p } = setup({ maxRecords: 1 });
+    p.onEvent({ type: 'message', lsn: lsn(600), transactional: false, content: Buffer.from('not json') });
+    await sink.release(/^data\//);
+    const { gunzipSync } = await import('node:zlib');
+    const body = sink.bodies.get(sink.stored[0]!)!;
+    expect(JSON.parse(gunzipSync(body).toString('utf8').split('\n')[0]!)).toMatchObject({ op: 'read', occurred_at: null, malformed: 'not json' });
+  });
+});

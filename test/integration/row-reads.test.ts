@@ -1,0 +1,168 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ArchivedRecord } from '../../src/verify/chain.js';
+import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+
+/**
+ * Reads with row identifiers, through the replication slot (`protect --row-reads on`,
+ * sql/migrations/008): each row a read returns is a `read` record with its key, the login, the role
+ * and the application's settings of that moment. Real PostgreSQL 15; the reads are made as the
+ * application would make them, and the archive is read back through the shipper's own files.
+ */
+let db: { name: string; url: string };
+let keys: TestKeys;
+const OWNER = 'rr_notes_owner';
+
+/** Each test ships into an archive of its own, through a slot of its own. */
+const slots = new Map<string, string>();
+async function newArchive(): Promise<string> {
+  const archive = await tempArchiveDir();
+  slots.set(archive, `s_${db.name}_${slots.size}`);
+  return archive;
+}
+const ship = (archive: string, extra: string[] = []) =>
+  shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slots.get(archive)!, ...extra] });
+
+async function drain(archive: string): Promise<void> {
+  const r = await runCli(ship(archive, ['--drain']), { DATABASE_URL: urlFor(db.name, 'ship_login') });
+  expect(r.code, r.stderr).toBe(0);
+}
+
+/** Run `fn` as `user` with the application's settings and a name for the case (application_name). */
+async function as<T>(user: string, app: string, fn: (c: pg.Client) => Promise<T>, settings: Record<string, string> = {}): Promise<T> {
+  return withClient(urlFor(db.name, user, { application_name: app }), async (c) => {
+    for (const [k, v] of Object.entries(settings)) await c.query('SELECT set_config($1, $2, false)', [k, v]);
+    return fn(c);
+  });
+}
+
+const readsOf = (records: ArchivedRecord[], app: string) =>
+  records.filter((r) => r.op === 'read' && r.application_name === app);
+
+beforeAll(async () => {
+  keys = await makeKeys();
+  db = await freshDatabase('rowreads');
+  await withClient(urlFor('postgres'), (c) => c.query(`DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${OWNER}') THEN CREATE ROLE ${OWNER} LOGIN; END IF; END $$`));
+  await withClient(db.url, async (c) => {
+    await c.query('CREATE SCHEMA clinic');
+    await c.query(`GRANT USAGE, CREATE ON SCHEMA clinic TO ${OWNER}`);
+    await c.query('CREATE TABLE clinic.notes (id int PRIMARY KEY, body text)');
+    await c.query(`INSERT INTO clinic.notes SELECT g, 'note ' || g FROM generate_series(1, 400) g`);
+    await c.query(`ALTER TABLE clinic.notes OWNER TO ${OWNER}`); // an owner that is no superuser
+    await c.query('GRANT USAGE ON SCHEMA clinic TO phi_app');
+    await c.query('GRANT SELECT ON clinic.notes TO phi_app');
+    await c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 50) g`);
+  });
+  for (const table of ['clinic.notes', 'public.customers']) {
+    const r = await runCli(['protect', table, '--row-reads', 'on'], { DATABASE_URL: db.url });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`protected ${table} (every row read recorded: --row-reads on)\n`);
+  }
+});
+
+describe('protect --row-reads on', () => {
+  it('records each row a read returns, with its key, login, role and the settings of that moment; exactly what was seen', async () => {
+    const archive = await newArchive();
+    await drain(archive); // the slot exists from here
+
+    // A lookup by key, and a range: the rows returned, no other.
+    const pk = await as('app_login', 'case-pk', async (c) => (await c.query('SELECT body FROM clinic.notes WHERE id = 7')).rowCount, { 'app.user_id': 'dr.alice', 'app.customer_id': '7' });
+    const range = await as('app_login', 'case-range', async (c) => (await c.query('SELECT id FROM clinic.notes WHERE id BETWEEN 10 AND 19')).rowCount);
+    // Under the example's own policy (customer isolation): the customer sees their row only, as without
+    // row reads, and only that row is recorded as read (the audit part runs after the table's policy).
+    const isolated = await as('app_login', 'case-rls', async (c) => (await c.query('SELECT id FROM customers')).rows.map((r: { id: number }) => r.id), { 'app.customer_id': '23' });
+    // A read in a read-only transaction that rolls back happened all the same.
+    await as('app_login', 'case-rollback', async (c) => {
+      await c.query('BEGIN READ ONLY');
+      await c.query('SELECT body FROM clinic.notes WHERE id = 3');
+      await c.query('ROLLBACK');
+    });
+    // The table's owner is no exception (row-level security is forced for owners too).
+    const owned = await as(OWNER, 'case-owner', async (c) => (await c.query('SELECT body FROM clinic.notes WHERE id = 5')).rowCount);
+    // A superuser skips row-level security: no row event (pgaudit's statement path still has the read).
+    await as('postgres', 'case-superuser', (c) => c.query('SELECT body FROM clinic.notes WHERE id = 6'));
+    expect([pk, range, owned]).toEqual([1, 10, 1]);
+    expect(isolated).toEqual([23]);
+
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const seen = (app: string) => readsOf(records, app).map((r) => [r.schema_name, r.table_name, r.row_id, r.session_user_name, r.app_user_id ?? null, r.app_customer_id ?? null]);
+    expect(seen('case-pk')).toEqual([['clinic', 'notes', '7', 'app_login', 'dr.alice', '7']]);
+    expect(readsOf(records, 'case-range').map((r) => r.row_id)).toEqual(['10', '11', '12', '13', '14', '15', '16', '17', '18', '19']);
+    expect(seen('case-rls')).toEqual([['public', 'customers', '23', 'app_login', null, '23']]);
+    expect(seen('case-rollback')).toEqual([['clinic', 'notes', '3', 'app_login', null, null]]);
+    expect(seen('case-owner')).toEqual([['clinic', 'notes', '5', OWNER, null, null]]);
+    expect(seen('case-superuser')).toEqual([]);
+    const pkRead = readsOf(records, 'case-pk')[0]!;
+    expect(pkRead).toMatchObject({ source: 'row-read', action: 'SELECT', outcome: 'success', current_role_name: 'app_login' });
+    expect(Math.abs(Date.parse(String(pkRead.occurred_at).replace(' ', 'T').replace('+00', 'Z')) - Date.now())).toBeLessThan(120_000);
+
+    // query finds them by row and by customer, verified like every answer.
+    const byRow = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--table', 'clinic.notes', '--row-id', '7', '--format', 'json']);
+    expect(byRow.code, byRow.stderr).toBe(0);
+    expect(byRow.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.source === 'row-read')
+      .map((e) => [e.action, e.row_id, e.app_user_id])).toEqual([['SELECT', '7', 'dr.alice']]);
+    const byCustomer = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--customer', '23', '--source', 'row-read', '--format', 'json']);
+    expect(byCustomer.code, byCustomer.stderr).toBe(0);
+    expect(byCustomer.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { row_id: string }).row_id)).toEqual(['23']);
+    const verified = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+    expect(verified.code, verified.stdout).toBe(0);
+  });
+
+  it('an application can neither write read messages nor call the policy\'s function; a role that can records its own login', async () => {
+    const archive = await newArchive();
+    await drain(archive);
+    await as('app_login', 'case-forge', async (c) => {
+      await expect(c.query(`SELECT pg_logical_emit_message(false, 'pg-audit-shipper/read', '{"s":"clinic","t":"notes","k":"1","su":"dr.mallory"}')`))
+        .rejects.toThrow(/permission denied for function pg_logical_emit_message/);
+    });
+    // Nor call the policy's function by hand: it cannot even name it (no USAGE on schema audit; the
+    // policy holds the function by its oid, and EXECUTE is PUBLIC's so that it runs for every reader).
+    await as('app_login', 'case-by-hand', async (c) => {
+      await expect(c.query(`SELECT audit.note_read('clinic.notes'::regclass::oid, '999')`)).rejects.toThrow(/permission denied for schema audit/);
+    });
+    // A role that may use schema audit (here the ingester's) can, but the login recorded is the
+    // caller's own, computed inside: a made-up read incriminates only its maker.
+    const notes = await withClient(db.url, async (c) => (await c.query<{ oid: string }>(`SELECT 'clinic.notes'::regclass::oid::text AS oid`)).rows[0]!.oid);
+    await as('ingest_login', 'case-by-hand', (c) => c.query(`SELECT audit.note_read($1::oid, '999')`, [notes]));
+    await drain(archive);
+    const { records } = await readArchive(archive, keys.keys);
+    expect(readsOf(records, 'case-forge')).toEqual([]);
+    expect(readsOf(records, 'case-by-hand').map((r) => [r.row_id, r.session_user_name])).toEqual([['999', 'ingest_login']]);
+  });
+
+  it('archives every row read exactly once while the shipper is killed (kill -9) and restarted', async () => {
+    const archive = await newArchive();
+    await drain(archive);
+    let next = 1;
+    const reading = (async () => {
+      await as('app_login', 'case-kill', async (c) => {
+        for (; next <= 400; next++) {
+          await c.query('SELECT body FROM clinic.notes WHERE id = $1', [next]);
+          if (next % 20 === 0) await sleep(25);
+        }
+      });
+    })();
+    reading.catch(() => undefined); // awaited below; not unhandled meanwhile
+    for (let kills = 0; kills < 4; kills++) {
+      const child = startCli(ship(archive, ['--batch-max-records', '25']), { DATABASE_URL: urlFor(db.name, 'ship_login') });
+      const done = waitFor(child);
+      await sleep(300 + Math.floor(Math.random() * 500));
+      child.kill('SIGKILL');
+      await done;
+    }
+    await reading;
+    await sleep(1500); // a slot whose walsender was killed stays active a moment
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const ids = readsOf(records, 'case-kill').map((r) => Number(r.row_id));
+    expect(ids.length, 'read records (none twice)').toBe(400);
+    expect(ids).toEqual(Array.from({ length: 400 }, (_, i) => i + 1)); // once each, in the order read
+  });
+});
