@@ -53,6 +53,16 @@ export async function protect(client: pg.Client, table: string, keyColumns: stri
   }
 }
 
+/**
+ * Logins whose reads skip row-level security (superusers, BYPASSRLS): with row reads on, their
+ * reads have no row events (their statements are still pgaudit's).
+ */
+export async function rowSecurityBypassers(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query<{ rolname: string }>(
+    'SELECT rolname FROM pg_roles WHERE rolcanlogin AND (rolsuper OR rolbypassrls) ORDER BY rolname');
+  return rows.map((r) => r.rolname);
+}
+
 export async function unprotect(client: pg.Client, table: string): Promise<void> {
   await callAudit(client, 'SELECT audit.unprotect($1::regclass)', [parseTableName(table)], `cannot unprotect ${table}`);
 }

@@ -4,7 +4,7 @@ import { addSettings, settingOption, settingsSchema, validate } from '../config.
 import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
-import { protect, unprotect } from '../capture/protect.js';
+import { protect, rowSecurityBypassers, unprotect } from '../capture/protect.js';
 import { Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
 
@@ -48,8 +48,14 @@ export function registerCaptureCommands(program: Command): void {
     .action(async (table: string, raw, cmd: Command) => {
       const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']),
         rowReads: z.enum(['on', 'off']).optional() }), raw, cmd);
-      await withClient(cfg.databaseUrl, (c) => protect(c, table, cfg.key, {
-        attributeReads: cfg.readContext === 'on', ...(cfg.rowReads ? { rowReads: cfg.rowReads === 'on' } : {}) }));
+      const bypass = await withClient(cfg.databaseUrl, async (c) => {
+        await protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on', ...(cfg.rowReads ? { rowReads: cfg.rowReads === 'on' } : {}) });
+        return cfg.rowReads === 'on' ? rowSecurityBypassers(c) : [];
+      });
+      if (bypass.length > 0) {
+        process.stderr.write(`warning: reads by ${bypass.join(', ')} skip row-level security (superuser or BYPASSRLS): ` +
+          'they are recorded as statements by pgaudit, not row by row\n');
+      }
       process.stdout.write(`protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}` +
         `${cfg.rowReads === 'on' ? ' (every row read recorded: --row-reads on)' : ''}\n`);
     });

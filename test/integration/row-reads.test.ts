@@ -61,6 +61,7 @@ beforeAll(async () => {
     const r = await runCli(['protect', table, '--row-reads', 'on'], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe(`protected ${table} (every row read recorded: --row-reads on)\n`);
+    expect(r.stderr).toMatch(/^warning: reads by .*\bpostgres\b.* skip row-level security \(superuser or BYPASSRLS\): they are recorded as statements by pgaudit, not row by row\n$/);
   }
 });
 
