@@ -51,7 +51,9 @@ function env(name: string): string {
   return v;
 }
 
-const say = (s: string): void => { process.stdout.write(`${s}\n`); };
+const say = (s: string): void => {
+  process.stdout.write(`${s}\n`);
+};
 
 async function main(): Promise<void> {
   const adminUrl = env('TEST_DATABASE_URL');
@@ -68,26 +70,55 @@ async function main(): Promise<void> {
   await init(db, { example: true, log: createLogger('silent') });
 
   const s3 = new S3Client({
-    endpoint: env('TEST_S3_ENDPOINT'), region: env('TEST_S3_REGION'), forcePathStyle: true,
+    endpoint: env('TEST_S3_ENDPOINT'),
+    region: env('TEST_S3_REGION'),
+    forcePathStyle: true,
     credentials: { accessKeyId: env('TEST_S3_ACCESS_KEY'), secretAccessKey: env('TEST_S3_SECRET_KEY') },
   });
   const bucket = `bench-${Date.now().toString(36)}`;
   await s3.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
-  await s3.send(new PutObjectLockConfigurationCommand({ Bucket: bucket, ObjectLockConfiguration: {
-    ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 1 } } } }));
+  await s3.send(
+    new PutObjectLockConfigurationCommand({
+      Bucket: bucket,
+      ObjectLockConfiguration: {
+        ObjectLockEnabled: 'Enabled',
+        Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 1 } },
+      },
+    }),
+  );
   const keys = await keygen(path.join(await mkdtemp(path.join(tmpdir(), 'bench-keys-')), 'k'));
   const shipEnv = {
-    PATH: process.env.PATH ?? '', DATABASE_URL: dbUrl, LOG_LEVEL: 'warn',
-    AWS_ENDPOINT_URL_S3: env('TEST_S3_ENDPOINT'), AWS_REGION: env('TEST_S3_REGION'),
-    AWS_ACCESS_KEY_ID: env('TEST_S3_ACCESS_KEY'), AWS_SECRET_ACCESS_KEY: env('TEST_S3_SECRET_KEY'),
-    AUDIT_S3_FORCE_PATH_STYLE: 'true', AUDIT_S3_SSE: 'none',
+    PATH: process.env.PATH ?? '',
+    DATABASE_URL: dbUrl,
+    LOG_LEVEL: 'warn',
+    AWS_ENDPOINT_URL_S3: env('TEST_S3_ENDPOINT'),
+    AWS_REGION: env('TEST_S3_REGION'),
+    AWS_ACCESS_KEY_ID: env('TEST_S3_ACCESS_KEY'),
+    AWS_SECRET_ACCESS_KEY: env('TEST_S3_SECRET_KEY'),
+    AUDIT_S3_FORCE_PATH_STYLE: 'true',
+    AUDIT_S3_SSE: 'none',
   };
-  const shipArgs = ['ship', '--archive', `s3://${bucket}/bench`, '--signing-key', keys.signingKeyPath, '--http-port', '0',
-    '--retention', '1d', '--allow-short-retention'];
+  const shipArgs = [
+    'ship',
+    '--archive',
+    `s3://${bucket}/bench`,
+    '--signing-key',
+    keys.signingKeyPath,
+    '--http-port',
+    '0',
+    '--retention',
+    '1d',
+    '--allow-short-retention',
+  ];
   const results: Record<string, unknown> = {
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version },
-    settings: { rows: ROWS, rounds: ROUNDS, backlog: BACKLOG, synchronous_commit: (await db.query('SHOW synchronous_commit')).rows[0].synchronous_commit,
-      fsync: (await db.query('SHOW fsync')).rows[0].fsync },
+    settings: {
+      rows: ROWS,
+      rounds: ROUNDS,
+      backlog: BACKLOG,
+      synchronous_commit: (await db.query('SHOW synchronous_commit')).rows[0].synchronous_commit,
+      fsync: (await db.query('SHOW fsync')).rows[0].fsync,
+    },
   };
 
   if (ONLY === null || ONLY === 'ingest') {
@@ -135,8 +166,14 @@ async function main(): Promise<void> {
   await db.query(`SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
   await timed(() => runShip(shipArgs, shipEnv, ['--drain'])); // creates the shipper's slot, empty backfill
   const rounds: {
-    recv_s: number; ship_s: number; ratio: number; ship_start_up_s: number; streaming_ratio: number;
-    cpu_busy_recv: number | null; cpu_busy_ship: number | null; ship_cpu: CpuUse | null;
+    recv_s: number;
+    ship_s: number;
+    ratio: number;
+    ship_start_up_s: number;
+    streaming_ratio: number;
+    cpu_busy_recv: number | null;
+    cpu_busy_ship: number | null;
+    ship_cpu: CpuUse | null;
   }[] = [];
   say(`2/4 decode throughput: pg_recvlogical vs ship --drain to S3, ${ROUNDS} rounds of ${ROWS} events (1,000 per transaction)…`);
   for (let i = 0; i < ROUNDS; i++) {
@@ -154,17 +191,23 @@ async function main(): Promise<void> {
     const shipBusy = shipCpu();
     const streaming = e2e.value.streamingSeconds;
     rounds.push({
-      recv_s: round3(recv.seconds), ship_s: round3(e2e.seconds), ratio: round(recv.seconds / e2e.seconds),
-      ship_start_up_s: round3(e2e.seconds - streaming), streaming_ratio: round(recv.seconds / streaming),
-      cpu_busy_recv: recvBusy, cpu_busy_ship: shipBusy, ship_cpu: e2e.value.cpu,
+      recv_s: round3(recv.seconds),
+      ship_s: round3(e2e.seconds),
+      ratio: round(recv.seconds / e2e.seconds),
+      ship_start_up_s: round3(e2e.seconds - streaming),
+      streaming_ratio: round(recv.seconds / streaming),
+      cpu_busy_recv: recvBusy,
+      cpu_busy_ship: shipBusy,
+      ship_cpu: e2e.value.cpu,
     });
-    say(`    round ${i + 1}: pg_recvlogical ${recv.seconds.toFixed(2)}s, ship ${e2e.seconds.toFixed(2)}s (${streaming.toFixed(2)}s of it streaming): ` +
-      `ratio ${round(recv.seconds / e2e.seconds)}, streaming ${round(recv.seconds / streaming)}; both cores busy ${pct(recvBusy)} vs ${pct(shipBusy)}; ` +
-      `ship's main thread ran ${e2e.value.cpu?.main_run_s ?? 'n/a'}s, waited for a core ${e2e.value.cpu?.main_wait_s ?? 'n/a'}s, all its threads ${e2e.value.cpu?.all_threads_s ?? 'n/a'}s`);
+    say(
+      `    round ${i + 1}: pg_recvlogical ${recv.seconds.toFixed(2)}s, ship ${e2e.seconds.toFixed(2)}s (${streaming.toFixed(2)}s of it streaming): ` +
+        `ratio ${round(recv.seconds / e2e.seconds)}, streaming ${round(recv.seconds / streaming)}; both cores busy ${pct(recvBusy)} vs ${pct(shipBusy)}; ` +
+        `ship's main thread ran ${e2e.value.cpu?.main_run_s ?? 'n/a'}s, waited for a core ${e2e.value.cpu?.main_wait_s ?? 'n/a'}s, all its threads ${e2e.value.cpu?.all_threads_s ?? 'n/a'}s`,
+    );
   }
   const mid = medianRound(rounds);
-  const busy = (side: 'cpu_busy_recv' | 'cpu_busy_ship') =>
-    rounds.some((r) => r[side] === null) ? null : median(rounds.map((r) => r[side]!));
+  const busy = (side: 'cpu_busy_recv' | 'cpu_busy_ship') => (rounds.some((r) => r[side] === null) ? null : median(rounds.map((r) => r[side]!)));
   const throughput = {
     pg_recvlogical_events_per_s: Math.round(ROWS / mid.recv_s),
     ship_to_locked_s3_events_per_s: Math.round(ROWS / mid.ship_s),
@@ -180,8 +223,10 @@ async function main(): Promise<void> {
   };
   results.throughput = throughput;
   await db.query(`SELECT pg_drop_replication_slot('bench_recv')`);
-  say(`    median round: pg_recvlogical ${throughput.pg_recvlogical_events_per_s}/s, ship ${throughput.ship_to_locked_s3_events_per_s}/s: ratio ${throughput.ratio} (rounds ${throughput.ratio_range.join('-')}; target >= 0.6); ` +
-    `streaming only: ${throughput.streaming_ratio}`);
+  say(
+    `    median round: pg_recvlogical ${throughput.pg_recvlogical_events_per_s}/s, ship ${throughput.ship_to_locked_s3_events_per_s}/s: ratio ${throughput.ratio} (rounds ${throughput.ratio_range.join('-')}; target >= 0.6); ` +
+      `streaming only: ${throughput.streaming_ratio}`,
+  );
 
   if (ONLY_THROUGHPUT) {
     await db.end();
@@ -205,25 +250,49 @@ async function main(): Promise<void> {
   const backlog = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
   const ARCHIVED = ROUNDS * ROWS + BACKLOG + 200; // the rounds, the backlog, the latency commits
   say('    verify --full over the same archive (every file, record hash and object lock)…');
-  const verifyRun = await timed(() => runCli(['verify', '--archive', `s3://${bucket}/bench`, '--verify-key', keys.verifyKeyPath,
-    '--min-retention', '1d', '--allow-short-retention', '--full', '--json'], shipEnv));
+  const verifyRun = await timed(() =>
+    runCli(
+      [
+        'verify',
+        '--archive',
+        `s3://${bucket}/bench`,
+        '--verify-key',
+        keys.verifyKeyPath,
+        '--min-retention',
+        '1d',
+        '--allow-short-retention',
+        '--full',
+        '--json',
+      ],
+      shipEnv,
+    ),
+  );
   results.verify = {
-    events: ARCHIVED, seconds: round(verifyRun.seconds), events_per_s: Math.round(ARCHIVED / verifyRun.seconds),
+    events: ARCHIVED,
+    seconds: round(verifyRun.seconds),
+    events_per_s: Math.round(ARCHIVED / verifyRun.seconds),
     peak_rss_mib: Math.round(verifyRun.value.peakRssKib / 1024),
   };
   say(`    ${JSON.stringify(results.verify)}`);
   say('    query over the same archive (one customer, every file read and verified)…');
-  const queryRun = await timed(() => runCli(['query', '--archive', `s3://${bucket}/bench`, '--verify-key', keys.verifyKeyPath,
-    '--row-id', '4711', '--format', 'json'], shipEnv));
+  const queryRun = await timed(() =>
+    runCli(['query', '--archive', `s3://${bucket}/bench`, '--verify-key', keys.verifyKeyPath, '--row-id', '4711', '--format', 'json'], shipEnv),
+  );
   results.query = {
-    events: ARCHIVED, seconds: round(queryRun.seconds), events_per_s: Math.round(ARCHIVED / queryRun.seconds),
+    events: ARCHIVED,
+    seconds: round(queryRun.seconds),
+    events_per_s: Math.round(ARCHIVED / queryRun.seconds),
     peak_rss_mib: Math.round(queryRun.value.peakRssKib / 1024),
   };
   say(`    ${JSON.stringify(results.query)}`);
   results.backlog = {
-    events: BACKLOG, seconds: round(backlog.seconds), events_per_s: Math.round(BACKLOG / backlog.seconds),
-    peak_rss_mib: Math.round(backlog.value.peakRssKib / 1024), target_peak_rss_mib: 256,
-    pg_recvlogical_events_per_s: Math.round(BACKLOG / backlogRecv.seconds), ratio: round(backlogRecv.seconds / backlog.seconds),
+    events: BACKLOG,
+    seconds: round(backlog.seconds),
+    events_per_s: Math.round(BACKLOG / backlog.seconds),
+    peak_rss_mib: Math.round(backlog.value.peakRssKib / 1024),
+    target_peak_rss_mib: 256,
+    pg_recvlogical_events_per_s: Math.round(BACKLOG / backlogRecv.seconds),
+    ratio: round(backlogRecv.seconds / backlog.seconds),
     streaming_ratio: round(backlogRecv.seconds / backlog.value.streamingSeconds),
   };
   say(`    ${JSON.stringify(results.backlog)}`);
@@ -240,8 +309,20 @@ async function main(): Promise<void> {
   await bdb.connect();
   await init(bdb, { example: true, log: createLogger('silent') });
   await writeRows(bdb, BACKLOG);
-  const backfillArgs = ['ship', '--archive', `s3://${bucket}/backfill`, '--signing-key', keys.signingKeyPath, '--http-port', '0',
-    '--retention', '1d', '--allow-short-retention', '--slot', 'bench_backfill'];
+  const backfillArgs = [
+    'ship',
+    '--archive',
+    `s3://${bucket}/backfill`,
+    '--signing-key',
+    keys.signingKeyPath,
+    '--http-port',
+    '0',
+    '--retention',
+    '1d',
+    '--allow-short-retention',
+    '--slot',
+    'bench_backfill',
+  ];
   const initial = await timed(() => runShip(backfillArgs, { ...shipEnv, DATABASE_URL: backfillUrl.toString() }, ['--drain']));
   // Recovery: the slot is gone, so the shipper reads every archived id (to skip them) and archives what is missing (nothing here).
   await bdb.query(`SELECT pg_drop_replication_slot('bench_backfill')`);
@@ -250,8 +331,12 @@ async function main(): Promise<void> {
   await admin2.query('DROP DATABASE bench_backfill');
   await admin2.end();
   results.backfill = {
-    events: BACKLOG, initial_seconds: round(initial.seconds), initial_peak_rss_mib: Math.round(initial.value.peakRssKib / 1024),
-    recovery_seconds: round(recovery.seconds), recovery_peak_rss_mib: Math.round(recovery.value.peakRssKib / 1024), target_peak_rss_mib: 256,
+    events: BACKLOG,
+    initial_seconds: round(initial.seconds),
+    initial_peak_rss_mib: Math.round(initial.value.peakRssKib / 1024),
+    recovery_seconds: round(recovery.seconds),
+    recovery_peak_rss_mib: Math.round(recovery.value.peakRssKib / 1024),
+    target_peak_rss_mib: 256,
   };
   say(`    ${JSON.stringify(results.backfill)}`);
 
@@ -283,7 +368,7 @@ async function ingestBench(adminUrl: string) {
   const dir = await mkdtemp(path.join(tmpdir(), 'bench-ingest-'));
   // Each read, then the line the server writes in it with its app context (audit_read_context, migration 007).
   const prefix = (n: number, k: number) =>
-    `2026-11-28 10:00:00.${String(n % 1000).padStart(3, '0')} UTC,"app_login","bench_ingest",4242,"10.0.0.7:50432",6b0b0000.${(Math.floor(n / 1e6)).toString(16)},${2 * (n % 1e6) + k},"SELECT",` +
+    `2026-11-28 10:00:00.${String(n % 1000).padStart(3, '0')} UTC,"app_login","bench_ingest",4242,"10.0.0.7:50432",6b0b0000.${Math.floor(n / 1e6).toString(16)},${2 * (n % 1e6) + k},"SELECT",` +
     `2026-11-28 10:00:00 UTC,3/${n},0,LOG,00000,`;
   const read = (n: number, stmt: string) =>
     `${prefix(n, 1)}"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
@@ -315,33 +400,60 @@ async function ingestBench(adminUrl: string) {
     const cat = await timed(() => run('sh', ['-c', `cat ${logDir}/*.csv > /dev/null`]));
     const r = await timed(() => runCli(['ingest', '--log-dir', logDir, '--context-wait', '1ms'], envVars));
     return {
-      bytes, events, seconds: round(r.seconds), events_per_s: Math.round(events / r.seconds), mib_per_s: round(bytes / 2 ** 20 / r.seconds),
-      cat_mib_per_s: round(bytes / 2 ** 20 / cat.seconds), peak_rss_mib: Math.round(r.value.peakRssKib / 1024),
+      bytes,
+      events,
+      seconds: round(r.seconds),
+      events_per_s: Math.round(events / r.seconds),
+      mib_per_s: round(bytes / 2 ** 20 / r.seconds),
+      cat_mib_per_s: round(bytes / 2 ** 20 / cat.seconds),
+      peak_rss_mib: Math.round(r.value.peakRssKib / 1024),
     };
   };
   const normalRun = await measure(normalDir, INGEST_LINES);
   const hugeRun = await measure(hugeDir, 6);
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
-  const huge = (await db.query(`SELECT count(*)::int AS n, max(length(statement))::int AS longest FROM audit.audit_log WHERE log_session_id LIKE '6b0b0000.a%'`)).rows[0];
+  const huge = (
+    await db.query(`SELECT count(*)::int AS n, max(length(statement))::int AS longest FROM audit.audit_log WHERE log_session_id LIKE '6b0b0000.a%'`)
+  ).rows[0];
   await db.end();
   await admin.query('DROP DATABASE bench_ingest');
   await admin.end();
   await run('rm', ['-rf', dir]);
   if (huge.n !== 6) throw new Error(`ingest of the huge-record log stored ${huge.n} events, not 6`);
-  return { normal: normalRun, huge_record: { ...hugeRun, record_mib: round(HUGE_RECORD_BYTES / 2 ** 20), longest_statement_kept: huge.longest }, target_peak_rss_mib: 256 };
+  return {
+    normal: normalRun,
+    huge_record: { ...hugeRun, record_mib: round(HUGE_RECORD_BYTES / 2 ** 20), longest_statement_kept: huge.longest },
+    target_peak_rss_mib: 256,
+  };
 }
 
 /** The baseline: the server's own client decodes slot bench_recv up to `endpos` and discards it. */
 function recvlogical(dbUrl: string, endpos: string) {
-  return run(`${PGBIN}/pg_recvlogical`, ['-d', dbUrl, '-S', 'bench_recv', '--start', '--no-loop',
-    '-o', 'proto_version=1', '-o', 'publication_names=audit_log_publication', '-E', endpos, '-f', '/dev/null']);
+  return run(`${PGBIN}/pg_recvlogical`, [
+    '-d',
+    dbUrl,
+    '-S',
+    'bench_recv',
+    '--start',
+    '--no-loop',
+    '-o',
+    'proto_version=1',
+    '-o',
+    'publication_names=audit_log_publication',
+    '-E',
+    endpos,
+    '-f',
+    '/dev/null',
+  ]);
 }
 
 async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
   for (let i = 0; i < n; i += 1000) {
-    await db.query(`INSERT INTO customers (id, full_name) SELECT g, 'patient ' || g FROM generate_series($1::int, $2::int) g`,
-      [from + i, from + Math.min(i + 1000, n) - 1]);
+    await db.query(`INSERT INTO customers (id, full_name) SELECT g, 'patient ' || g FROM generate_series($1::int, $2::int) g`, [
+      from + i,
+      from + Math.min(i + 1000, n) - 1,
+    ]);
   }
 }
 
@@ -349,7 +461,11 @@ async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
  * Run `ship`; besides its peak memory, how long it streamed: from its "streaming from the slot"
  * line (start-up done, the replication request about to go out) to its exit after the last lock.
  */
-async function runShip(args: string[], envVars: Record<string, string>, extra: string[]): Promise<{ peakRssKib: number; streamingSeconds: number; cpu: CpuUse | null }> {
+async function runShip(
+  args: string[],
+  envVars: Record<string, string>,
+  extra: string[],
+): Promise<{ peakRssKib: number; streamingSeconds: number; cpu: CpuUse | null }> {
   const r = await runCli([...args, ...extra], { ...envVars, LOG_LEVEL: 'info' });
   const line = r.stderr.split('\n').find((l) => l.includes('"streaming from the slot"'));
   const at = line ? Number((JSON.parse(line) as { time?: number }).time) : NaN;
@@ -363,7 +479,11 @@ async function runShip(args: string[], envVars: Record<string, string>, extra: s
  * core, and the CPU time of all its threads. Sampled while it runs, so up to one sampling
  * interval is missing at the end.
  */
-interface CpuUse { main_run_s: number; main_wait_s: number; all_threads_s: number }
+interface CpuUse {
+  main_run_s: number;
+  main_wait_s: number;
+  all_threads_s: number;
+}
 
 async function cpuUse(pid: number): Promise<CpuUse | null> {
   try {
@@ -385,11 +505,16 @@ async function cpuUse(pid: number): Promise<CpuUse | null> {
 function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number; stderr: string; exitedAt: number; cpu: CpuUse | null }> {
   return new Promise((resolve, reject) => {
     const [cmd, argv] = args[0] === 'ship' ? [BIN, args] : [process.execPath, [CLI, ...args]];
-    const child = spawn(cmd, argv, { env: { ...envVars, PATH: `${path.dirname(process.execPath)}:${envVars.PATH ?? process.env.PATH ?? ''}` }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(cmd, argv, {
+      env: { ...envVars, PATH: `${path.dirname(process.execPath)}:${envVars.PATH ?? process.env.PATH ?? ''}` },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     let peak = 0;
     let cpu: CpuUse | null = null;
-    child.stderr.on('data', (d) => { stderr += d; });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     const sampler = setInterval(async () => {
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
       const kib = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -429,8 +554,12 @@ async function latency(db: pg.Client, shipArgs: string[], envVars: Record<string
   child.kill('SIGTERM');
   await new Promise((r) => child.on('close', r));
   samples.sort((a, b) => a - b);
-  return { commits: samples.length, batch_max_age_ms: 250, p50_ms: Math.round(samples[Math.floor(samples.length * 0.5)]!),
-    p99_ms: Math.round(samples[Math.floor(samples.length * 0.99)]!) };
+  return {
+    commits: samples.length,
+    batch_max_age_ms: 250,
+    p50_ms: Math.round(samples[Math.floor(samples.length * 0.5)]!),
+    p99_ms: Math.round(samples[Math.floor(samples.length * 0.99)]!),
+  };
 }
 
 function clientConfig(db: pg.Client): pg.ClientConfig {
@@ -461,9 +590,13 @@ async function triggerCost(db: pg.Client, dbUrl: string) {
   }
   const mid = medianRound(rounds);
   return {
-    plain_tps: mid.plain_tps, protected_tps: mid.protected_tps, ratio: mid.ratio,
+    plain_tps: mid.plain_tps,
+    protected_tps: mid.protected_tps,
+    ratio: mid.ratio,
     ratio_range: [Math.min(...rounds.map((r) => r.ratio)), Math.max(...rounds.map((r) => r.ratio))],
-    target_ratio: 0.9, seconds_each: 10, rounds,
+    target_ratio: 0.9,
+    seconds_each: 10,
+    rounds,
   };
 }
 
@@ -514,15 +647,31 @@ async function readCost(adminUrl: string) {
     };
     const out: Record<string, unknown> = { seconds_each: 8, clients: 2, table_rows: 100_000 };
     for (const kind of ['pk', 'range'] as const) {
-      const rounds: { plain_tps: number; statements_tps: number; rows_tps: number; statements_ratio: number; rows_ratio: number; ratio: number; rows_wal_per_tx: number; statements_wal_per_tx: number }[] = [];
+      const rounds: {
+        plain_tps: number;
+        statements_tps: number;
+        rows_tps: number;
+        statements_ratio: number;
+        rows_ratio: number;
+        ratio: number;
+        rows_wal_per_tx: number;
+        statements_wal_per_tx: number;
+      }[] = [];
       for (let i = 0; i < 3; i++) {
         const order = ['reads_plain', 'reads_statements', 'reads_rows'];
         const got: Record<string, { tps: number; wal_per_tx: number }> = {};
         for (const t of [...order.slice(i), ...order.slice(0, i)]) got[t] = await measure(kind, t);
         const plain = got.reads_plain!.tps;
-        rounds.push({ plain_tps: Math.round(plain), statements_tps: Math.round(got.reads_statements!.tps), rows_tps: Math.round(got.reads_rows!.tps),
-          statements_ratio: round(got.reads_statements!.tps / plain), rows_ratio: round(got.reads_rows!.tps / plain), ratio: round(got.reads_rows!.tps / plain),
-          rows_wal_per_tx: got.reads_rows!.wal_per_tx, statements_wal_per_tx: got.reads_statements!.wal_per_tx });
+        rounds.push({
+          plain_tps: Math.round(plain),
+          statements_tps: Math.round(got.reads_statements!.tps),
+          rows_tps: Math.round(got.reads_rows!.tps),
+          statements_ratio: round(got.reads_statements!.tps / plain),
+          rows_ratio: round(got.reads_rows!.tps / plain),
+          ratio: round(got.reads_rows!.tps / plain),
+          rows_wal_per_tx: got.reads_rows!.wal_per_tx,
+          statements_wal_per_tx: got.reads_statements!.wal_per_tx,
+        });
       }
       out[kind] = { ...medianRound(rounds), rounds };
     }

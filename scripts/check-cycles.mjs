@@ -7,16 +7,25 @@ import path from 'node:path';
 import ts from 'typescript';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', 'src');
-const files = readdirSync(root, { recursive: true }).map(String).filter((f) => f.endsWith('.ts')).map((f) => path.join(root, f));
+const files = readdirSync(root, { recursive: true })
+  .map(String)
+  .filter((f) => f.endsWith('.ts'))
+  .map((f) => path.join(root, f));
 const graph = new Map();
 for (const file of files) {
   const source = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, false);
   const deps = [];
   for (const st of source.statements) {
-    const spec = (ts.isImportDeclaration(st) || ts.isExportDeclaration(st)) && st.moduleSpecifier && ts.isStringLiteral(st.moduleSpecifier) ? st.moduleSpecifier.text : null;
+    const spec =
+      (ts.isImportDeclaration(st) || ts.isExportDeclaration(st)) && st.moduleSpecifier && ts.isStringLiteral(st.moduleSpecifier)
+        ? st.moduleSpecifier.text
+        : null;
     if (spec?.startsWith('.')) deps.push(path.resolve(path.dirname(file), spec.replace(/\.js$/, '.ts')));
   }
-  graph.set(file, deps.filter((d) => files.includes(d)));
+  graph.set(
+    file,
+    deps.filter((d) => files.includes(d)),
+  );
 }
 const state = new Map(); // file -> 'open' | 'done'
 const cycles = [];

@@ -4,7 +4,10 @@
  * not retry together). Which failures are worth another attempt is each caller's decision
  * (src/sink/retry.ts for storage); how long to wait is this one's.
  */
-export interface Backoff { firstMs: number; maxMs: number }
+export interface Backoff {
+  firstMs: number;
+  maxMs: number;
+}
 
 export const BACKOFF = {
   /** storage and delivery-stream requests (the slot holds the data meanwhile), and the head record */

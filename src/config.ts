@@ -32,17 +32,23 @@ const YES = new Set(['true', '1', 'yes', 'on']);
 const NO = new Set(['false', '0', 'no', 'off']);
 
 /** A yes/no setting from the command line (a bare flag) or the environment (its text); unset is no. */
-export const yesNo = z.union([z.boolean(), z.string()]).optional().transform((v, ctx) => {
-  if (v === undefined || typeof v === 'boolean') return v === true;
-  const t = v.trim().toLowerCase();
-  if (YES.has(t)) return true;
-  if (NO.has(t)) return false;
-  ctx.addIssue({ code: 'custom', message: `takes true or false (or 1/0, yes/no, on/off), not ${JSON.stringify(v)}` });
-  return z.NEVER;
-});
+export const yesNo = z
+  .union([z.boolean(), z.string()])
+  .optional()
+  .transform((v, ctx) => {
+    if (v === undefined || typeof v === 'boolean') return v === true;
+    const t = v.trim().toLowerCase();
+    if (YES.has(t)) return true;
+    if (NO.has(t)) return false;
+    ctx.addIssue({ code: 'custom', message: `takes true or false (or 1/0, yes/no, on/off), not ${JSON.stringify(v)}` });
+    return z.NEVER;
+  });
 
 /** A switch without a variable (--drain, --json): given or not. */
-const switchFlag = z.boolean().optional().transform((v) => v === true);
+const switchFlag = z
+  .boolean()
+  .optional()
+  .transform((v) => v === true);
 
 export const postgresUrl = z.string().refine((v) => {
   try {
@@ -67,139 +73,262 @@ export function wholeNumber(min: number, max?: number) {
 }
 
 /** A duration (500ms, 5s, 10m, 1h) as milliseconds, at least minMs. */
-export const durationMs = (minMs = 1) => z.string().transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === null || ms <= 0) { ctx.addIssue({ code: 'custom', message: `takes a duration such as 500ms, 5s, 10m, 1h, not ${JSON.stringify(v)}` }); return z.NEVER; }
-  if (ms < minMs) { ctx.addIssue({ code: 'custom', message: `must be at least ${minMs / 1000}s, not ${v}` }); return z.NEVER; }
-  return ms;
-});
+export const durationMs = (minMs = 1) =>
+  z.string().transform((v, ctx) => {
+    const ms = parseDuration(v);
+    if (ms === null || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: `takes a duration such as 500ms, 5s, 10m, 1h, not ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    if (ms < minMs) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${minMs / 1000}s, not ${v}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
 
 /** A size (512KiB, 8MiB, 1GiB) as bytes. */
-export const byteSize = () => z.string().transform((v, ctx) => {
-  const b = parseBytes(v);
-  if (b === null || b <= 0) { ctx.addIssue({ code: 'custom', message: `takes a size such as 8MiB, not ${JSON.stringify(v)}` }); return z.NEVER; }
-  return b;
-});
+export const byteSize = () =>
+  z.string().transform((v, ctx) => {
+    const b = parseBytes(v);
+    if (b === null || b <= 0) {
+      ctx.addIssue({ code: 'custom', message: `takes a size such as 8MiB, not ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return b;
+  });
 
 /** A digest reference as a report's "Head:" line prints it (SEQ:SHA256). */
 const headRef = z.string().transform((v, ctx) => {
   const h = parseExpectedHead(v);
-  if (h === null) { ctx.addIssue({ code: 'custom', message: `takes SEQ:SHA256 as a report's "Head:" line prints it, not ${JSON.stringify(v)}` }); return z.NEVER; }
+  if (h === null) {
+    ctx.addIssue({ code: 'custom', message: `takes SEQ:SHA256 as a report's "Head:" line prints it, not ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
   return h;
 });
 
 /** One or more files: the flag repeated, or the variable's comma-separated list. */
-const fileList = z.union([z.array(z.string()), z.string()]).optional().transform((v) =>
-  (Array.isArray(v) ? v : v ? v.split(',') : []).map((f) => f.trim()).filter(Boolean));
+const fileList = z
+  .union([z.array(z.string()), z.string()])
+  .optional()
+  .transform((v) => (Array.isArray(v) ? v : v ? v.split(',') : []).map((f) => f.trim()).filter(Boolean));
 
 // ---- the settings ---------------------------------------------------------------------------------
 
 export const SETTINGS = {
   databaseUrl: {
-    flag: '--database-url', env: 'DATABASE_URL', value: 'url', description: 'PostgreSQL connection URL',
-    example: 'postgresql://user@db.example/app?sslmode=verify-full', type: postgresUrl,
+    flag: '--database-url',
+    env: 'DATABASE_URL',
+    value: 'url',
+    description: 'PostgreSQL connection URL',
+    example: 'postgresql://user@db.example/app?sslmode=verify-full',
+    type: postgresUrl,
   },
   archive: {
-    flag: '--archive', env: 'AUDIT_ARCHIVE', value: 'url', description: 'the archive of sealed files: file:///path, s3://bucket/prefix, or (ship) firehose://stream',
-    example: 'file:///var/lib/audit-archive', type: z.string().min(1),
+    flag: '--archive',
+    env: 'AUDIT_ARCHIVE',
+    value: 'url',
+    description: 'the archive of sealed files: file:///path, s3://bucket/prefix, or (ship) firehose://stream',
+    example: 'file:///var/lib/audit-archive',
+    type: z.string().min(1),
   },
   signingKey: {
-    flag: '--signing-key', env: 'AUDIT_SIGNING_KEY', value: 'pem', description: 'Ed25519 private key (PEM file) that signs digests',
-    example: '/etc/pg-audit-shipper/signing-key.pem', type: z.string().min(1),
+    flag: '--signing-key',
+    env: 'AUDIT_SIGNING_KEY',
+    value: 'pem',
+    description: 'Ed25519 private key (PEM file) that signs digests',
+    example: '/etc/pg-audit-shipper/signing-key.pem',
+    type: z.string().min(1),
   },
   verifyKey: {
-    flag: '--verify-key', env: 'AUDIT_VERIFY_KEY', value: 'pem...',
+    flag: '--verify-key',
+    env: 'AUDIT_VERIFY_KEY',
+    value: 'pem...',
     description: 'Ed25519 public key(s) (PEM files) the digests are signed with; repeat the flag for rotated keys (the variable takes a comma-separated list)',
-    example: '/etc/pg-audit-shipper/verify-key.pem', type: fileList,
+    example: '/etc/pg-audit-shipper/verify-key.pem',
+    type: fileList,
   },
   slot: {
-    flag: '--slot', env: 'AUDIT_SLOT', value: 'name', default: 'pg_audit_shipper',
+    flag: '--slot',
+    env: 'AUDIT_SLOT',
+    value: 'name',
+    default: 'pg_audit_shipper',
     description: "the shipper's replication slot (ship creates it if missing; one shipper, one slot, one archive)",
-    example: 'pg_audit_shipper', type: z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are lower-case letters, digits and _ (at most 63)'),
+    example: 'pg_audit_shipper',
+    type: z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are lower-case letters, digits and _ (at most 63)'),
   },
   statementMaxLength: {
-    flag: '--statement-max-length', env: 'AUDIT_STATEMENT_MAX_LENGTH', value: 'chars', default: '2000',
+    flag: '--statement-max-length',
+    env: 'AUDIT_STATEMENT_MAX_LENGTH',
+    value: 'chars',
+    default: '2000',
     description: 'longest statement text kept per pgaudit event (the rest is cut while the log is read)',
-    example: '2000', type: wholeNumber(16, 1_000_000),
+    example: '2000',
+    type: wholeNumber(16, 1_000_000),
   },
   logDir: {
-    flag: '--log-dir', env: 'PGAUDIT_LOG_DIR', value: 'dir', description: "the server's csvlog directory (pgaudit events)",
-    example: '/var/lib/postgresql/15/main/log', type: z.string().min(1),
+    flag: '--log-dir',
+    env: 'PGAUDIT_LOG_DIR',
+    value: 'dir',
+    description: "the server's csvlog directory (pgaudit events)",
+    example: '/var/lib/postgresql/15/main/log',
+    type: z.string().min(1),
   },
   // storage
   s3ForcePathStyle: {
     // Commander sets a plain boolean flag to true whenever its variable is *defined*, so
     // AUDIT_S3_FORCE_PATH_STYLE=false turned path-style addressing on: an optional value keeps the
     // variable's text for yesNo to read (settingOption presets the bare flag to true).
-    flag: '--s3-force-path-style', env: 'AUDIT_S3_FORCE_PATH_STYLE', value: '[bool]',
-    description: 'address buckets as https://host/bucket (MinIO, Ceph RGW); true or false', type: yesNo,
+    flag: '--s3-force-path-style',
+    env: 'AUDIT_S3_FORCE_PATH_STYLE',
+    value: '[bool]',
+    description: 'address buckets as https://host/bucket (MinIO, Ceph RGW); true or false',
+    type: yesNo,
   },
   s3Sse: {
-    flag: '--s3-sse', env: 'AUDIT_S3_SSE', value: 'mode', default: 'AES256', choices: ['AES256', 'aws:kms', 'none'],
-    description: 'server-side encryption of new objects', type: z.enum(['AES256', 'aws:kms', 'none']),
+    flag: '--s3-sse',
+    env: 'AUDIT_S3_SSE',
+    value: 'mode',
+    default: 'AES256',
+    choices: ['AES256', 'aws:kms', 'none'],
+    description: 'server-side encryption of new objects',
+    type: z.enum(['AES256', 'aws:kms', 'none']),
   },
   s3KmsKeyId: {
-    flag: '--s3-kms-key-id', env: 'AUDIT_S3_KMS_KEY_ID', value: 'id', description: 'KMS key for --s3-sse aws:kms', type: z.string().optional(),
+    flag: '--s3-kms-key-id',
+    env: 'AUDIT_S3_KMS_KEY_ID',
+    value: 'id',
+    description: 'KMS key for --s3-sse aws:kms',
+    type: z.string().optional(),
   },
   retention: {
-    flag: '--retention', env: 'AUDIT_RETENTION', value: 'span', default: '6y',
-    description: 'Object Lock retention of each object: years (6y) or days', example: '6y', type: z.string().min(1),
+    flag: '--retention',
+    env: 'AUDIT_RETENTION',
+    value: 'span',
+    default: '6y',
+    description: 'Object Lock retention of each object: years (6y) or days',
+    example: '6y',
+    type: z.string().min(1),
   },
   allowShortRetention: {
-    flag: '--allow-short-retention', description: 'accept a retention under six years (tests and trials only)', type: switchFlag,
+    flag: '--allow-short-retention',
+    description: 'accept a retention under six years (tests and trials only)',
+    type: switchFlag,
   },
   // ship
-  batchMaxRecords: { flag: '--batch-max-records', value: 'n', default: '10000', description: 'seal a file at this many records', type: wholeNumber(1, 1_000_000) },
+  batchMaxRecords: {
+    flag: '--batch-max-records',
+    value: 'n',
+    default: '10000',
+    description: 'seal a file at this many records',
+    type: wholeNumber(1, 1_000_000),
+  },
   batchMaxBytes: { flag: '--batch-max-bytes', value: 'size', default: '8MiB', description: 'seal a file at this much uncompressed JSON', type: byteSize() },
   batchMaxAge: { flag: '--batch-max-age', value: 'duration', default: '5s', description: 'seal a file this long after its first record', type: durationMs() },
   maxInflightBytes: {
-    flag: '--max-inflight-bytes', value: 'size', default: '64MiB', description: 'pause the slot while this much is received but not stored', type: byteSize(),
+    flag: '--max-inflight-bytes',
+    value: 'size',
+    default: '64MiB',
+    description: 'pause the slot while this much is received but not stored',
+    type: byteSize(),
   },
   heartbeatInterval: {
-    flag: '--heartbeat-interval', env: 'AUDIT_HEARTBEAT_INTERVAL', value: 'duration', default: '1h',
-    description: 'signed "nothing happened" checkpoint when idle this long (at least 1m unless --allow-short-retention)', type: durationMs(1000),
+    flag: '--heartbeat-interval',
+    env: 'AUDIT_HEARTBEAT_INTERVAL',
+    value: 'duration',
+    default: '1h',
+    description: 'signed "nothing happened" checkpoint when idle this long (at least 1m unless --allow-short-retention)',
+    type: durationMs(1000),
   },
   attestCheckInterval: {
-    flag: '--attest-check-interval', value: 'duration', default: '1m',
-    description: 'read the capture configuration this often; attested in the trail when it changed, and once per heartbeat interval', type: durationMs(100),
+    flag: '--attest-check-interval',
+    value: 'duration',
+    default: '1m',
+    description: 'read the capture configuration this often; attested in the trail when it changed, and once per heartbeat interval',
+    type: durationMs(100),
   },
-  gracePeriod: { flag: '--grace-period', value: 'duration', default: '30s', description: 'on SIGTERM, time to store what is open before exiting', type: durationMs() },
+  gracePeriod: {
+    flag: '--grace-period',
+    value: 'duration',
+    default: '30s',
+    description: 'on SIGTERM, time to store what is open before exiting',
+    type: durationMs(),
+  },
   drain: { flag: '--drain', description: 'ship everything committed before start, then exit (jobs, tests)', type: switchFlag },
   httpPort: {
-    flag: '--http-port', env: 'AUDIT_HTTP_PORT', value: 'port', default: '9898', description: '/healthz, /readyz, /metrics (0: off)', type: wholeNumber(0, 65535),
+    flag: '--http-port',
+    env: 'AUDIT_HTTP_PORT',
+    value: 'port',
+    default: '9898',
+    description: '/healthz, /readyz, /metrics (0: off)',
+    type: wholeNumber(0, 65535),
   },
   // ingest
   follow: { flag: '--follow', description: 'keep tailing the log directory until SIGINT/SIGTERM', type: switchFlag },
   pollMs: { flag: '--poll-ms', value: 'ms', default: '500', description: 'how often --follow looks for new lines', type: wholeNumber(10, 60_000) },
   contextWait: {
-    flag: '--context-wait', env: 'AUDIT_CONTEXT_WAIT', value: 'duration', default: '60s', type: durationMs(),
-    description: "how long a read waits for the server's line with its app context (audit_read_context) before it is written " +
+    flag: '--context-wait',
+    env: 'AUDIT_CONTEXT_WAIT',
+    value: 'duration',
+    default: '60s',
+    type: durationMs(),
+    description:
+      "how long a read waits for the server's line with its app context (audit_read_context) before it is written " +
       'with app_context unknown; until then it is held, saved for the next run',
   },
-  chunkBytes: { flag: '--chunk-bytes', value: 'bytes', default: '1048576', hidden: true, description: 'log bytes per transaction', type: wholeNumber(512, 1 << 30) },
+  chunkBytes: {
+    flag: '--chunk-bytes',
+    value: 'bytes',
+    default: '1048576',
+    hidden: true,
+    description: 'log bytes per transaction',
+    type: wholeNumber(512, 1 << 30),
+  },
   // verify
-  maxHeadAge: { flag: '--max-head-age', value: 'duration', default: '2h', description: 'the newest digest must be younger (heartbeats keep it fresh)', type: durationMs() },
+  maxHeadAge: {
+    flag: '--max-head-age',
+    value: 'duration',
+    default: '2h',
+    description: 'the newest digest must be younger (heartbeats keep it fresh)',
+    type: durationMs(),
+  },
   minRetention: {
-    flag: '--min-retention', value: 'span', default: '6y', description: 'every object must be locked at least this long past its creation', type: z.string().min(1),
+    flag: '--min-retention',
+    value: 'span',
+    default: '6y',
+    description: 'every object must be locked at least this long past its creation',
+    type: z.string().min(1),
   },
   state: {
-    flag: '--state', env: 'AUDIT_VERIFY_STATE', value: 'file', type: z.string().min(1).optional(),
+    flag: '--state',
+    env: 'AUDIT_VERIFY_STATE',
+    value: 'file',
+    type: z.string().min(1).optional(),
     description: 'incremental: remember the verified head here; later runs read only new files and a sample of older ones',
   },
   sample: { flag: '--sample', value: 'n', default: '20', description: 'with --state: older files re-read at random each run', type: wholeNumber(0) },
   expectHead: {
-    flag: '--expect-head', env: 'AUDIT_EXPECT_HEAD', value: 'seq:sha256', type: headRef.optional(),
+    flag: '--expect-head',
+    env: 'AUDIT_EXPECT_HEAD',
+    value: 'seq:sha256',
+    type: headRef.optional(),
     description: 'a head an earlier report printed: the archive must still hold that digest, unchanged (catches a cut tail)',
   },
   start: {
-    flag: '--start', value: 'seq:sha256', type: headRef.optional(),
+    flag: '--start',
+    value: 'seq:sha256',
+    type: headRef.optional(),
     description: 'when the oldest files have expired: a digest an earlier report printed, taken as proven; the walk starts there',
   },
   full: { flag: '--full', description: 'read every file, whatever --state says', type: switchFlag },
   json: { flag: '--json', description: 'machine-readable report on stdout', type: switchFlag },
   // acknowledge
   reviewer: {
-    flag: '--reviewer', env: 'AUDIT_REVIEWER', value: 'name', type: z.string().min(1).optional(),
+    flag: '--reviewer',
+    env: 'AUDIT_REVIEWER',
+    value: 'name',
+    type: z.string().min(1).optional(),
     description: 'the person acknowledging, when the database login is shared (recorded as app_user_id)',
   },
 } as const satisfies Record<string, SettingSpec>;

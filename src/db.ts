@@ -63,8 +63,12 @@ export class ReconnectingClient implements Queryable {
   private lost = false;
   private reopening: Promise<void> | null = null;
 
-  constructor(private readonly databaseUrl: string, private readonly applicationName: string, first: pg.Client,
-    private readonly hooks: { onLost?: (reason: string, shutdown: boolean) => void; onBack?: () => void } = {}) {
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly applicationName: string,
+    first: pg.Client,
+    private readonly hooks: { onLost?: (reason: string, shutdown: boolean) => void; onBack?: () => void } = {},
+  ) {
     this.client = first;
     this.watch(first);
   }
@@ -83,7 +87,9 @@ export class ReconnectingClient implements Queryable {
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.lost || this.client === null) {
       // One reconnection at a time: concurrent callers wait for the same one.
-      this.reopening ??= this.reopen().finally(() => { this.reopening = null; });
+      this.reopening ??= this.reopen().finally(() => {
+        this.reopening = null;
+      });
       await this.reopening;
     }
     try {

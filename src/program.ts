@@ -14,8 +14,10 @@ import { VERSION } from './paths.js';
  */
 export function buildProgram(): Command {
   const program = new Command('pg-audit-shipper')
-    .description('A tamper-evident, retained audit trail for PostgreSQL databases holding PHI.\n\n' +
-      'Exit status: 0 success, 1 the command ran and found a problem, 2 it could not run.')
+    .description(
+      'A tamper-evident, retained audit trail for PostgreSQL databases holding PHI.\n\n' +
+        'Exit status: 0 success, 1 the command ran and found a problem, 2 it could not run.',
+    )
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()

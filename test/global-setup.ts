@@ -45,15 +45,54 @@ async function startContainers(): Promise<(() => Promise<void>) | void> {
   const pg = await image
     .withEnvironment({ POSTGRES_PASSWORD: 'postgres' })
     // Tests log in as passwordless roles: trust, but still only over TLS, as the local cluster does.
-    .withCopyContentToContainer([{ content: 'local all all trust\nhostssl all all 0.0.0.0/0 trust\nhostssl replication all 0.0.0.0/0 trust\nhostnossl all all 0.0.0.0/0 reject\n', target: '/etc/postgresql/pg_hba.conf' }])
+    .withCopyContentToContainer([
+      {
+        content: 'local all all trust\nhostssl all all 0.0.0.0/0 trust\nhostssl replication all 0.0.0.0/0 trust\nhostnossl all all 0.0.0.0/0 reject\n',
+        target: '/etc/postgresql/pg_hba.conf',
+      },
+    ])
     .withBindMounts([{ source: logDir, target: '/var/log/postgresql/audit' }])
-    .withCommand(['postgres',
-      '-c', 'shared_preload_libraries=pgaudit', '-c', 'wal_level=logical', '-c', 'max_replication_slots=64', '-c', 'max_wal_senders=64',
-      '-c', 'max_slot_wal_keep_size=1GB', '-c', 'wal_sender_timeout=60s', '-c', 'fsync=off', '-c', 'full_page_writes=off',
-      '-c', 'logging_collector=on', '-c', 'log_destination=csvlog', '-c', 'log_directory=/var/log/postgresql/audit',
-      '-c', 'log_filename=postgresql-%Y%m%d-%H%M%S.log', '-c', 'log_rotation_age=0', '-c', 'log_rotation_size=0', '-c', 'log_file_mode=0644',
-      '-c', 'ssl=on', '-c', 'ssl_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem', '-c', 'ssl_key_file=/etc/ssl/private/ssl-cert-snakeoil.key',
-      '-c', 'hba_file=/etc/postgresql/pg_hba.conf'])
+    .withCommand([
+      'postgres',
+      '-c',
+      'shared_preload_libraries=pgaudit',
+      '-c',
+      'wal_level=logical',
+      '-c',
+      'max_replication_slots=64',
+      '-c',
+      'max_wal_senders=64',
+      '-c',
+      'max_slot_wal_keep_size=1GB',
+      '-c',
+      'wal_sender_timeout=60s',
+      '-c',
+      'fsync=off',
+      '-c',
+      'full_page_writes=off',
+      '-c',
+      'logging_collector=on',
+      '-c',
+      'log_destination=csvlog',
+      '-c',
+      'log_directory=/var/log/postgresql/audit',
+      '-c',
+      'log_filename=postgresql-%Y%m%d-%H%M%S.log',
+      '-c',
+      'log_rotation_age=0',
+      '-c',
+      'log_rotation_size=0',
+      '-c',
+      'log_file_mode=0644',
+      '-c',
+      'ssl=on',
+      '-c',
+      'ssl_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem',
+      '-c',
+      'ssl_key_file=/etc/ssl/private/ssl-cert-snakeoil.key',
+      '-c',
+      'hba_file=/etc/postgresql/pg_hba.conf',
+    ])
     .withExposedPorts(5432)
     .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 2))
     .start();

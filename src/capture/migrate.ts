@@ -23,21 +23,25 @@ export interface InitResult {
 async function loadSet(folder: 'migrations' | 'example'): Promise<Migration[]> {
   const dir = path.join(SQL_DIR, folder);
   const files = (await readdir(dir)).filter((f) => f.endsWith('.sql')).sort();
-  return Promise.all(files.map(async (f) => {
-    const sql = await readFile(path.join(dir, f), 'utf8');
-    return { id: `${folder}/${f.replace(/\.sql$/, '')}`, sql, checksum: createHash('sha256').update(sql).digest('hex') };
-  }));
+  return Promise.all(
+    files.map(async (f) => {
+      const sql = await readFile(path.join(dir, f), 'utf8');
+      return { id: `${folder}/${f.replace(/\.sql$/, '')}`, sql, checksum: createHash('sha256').update(sql).digest('hex') };
+    }),
+  );
 }
 
 /** Preconditions the capture side cannot work without, checked before anything is written. */
 export async function checkServer(client: pg.Client): Promise<string[]> {
   const { rows } = await client.query<{ name: string; setting: string }>(
-    `SELECT name, setting FROM pg_settings WHERE name IN ('shared_preload_libraries', 'wal_level', 'ssl', 'server_version_num')`);
+    `SELECT name, setting FROM pg_settings WHERE name IN ('shared_preload_libraries', 'wal_level', 'ssl', 'server_version_num')`,
+  );
   const s = Object.fromEntries(rows.map((r) => [r.name, r.setting]));
   if (!/(^|[,\s])pgaudit($|[,\s])/.test(s.shared_preload_libraries ?? '')) {
     throw new ServiceError(
-      "pgaudit is not loaded on this server: install it (Debian: postgresql-15-pgaudit), add pgaudit to " +
-      "shared_preload_libraries in postgresql.conf and restart PostgreSQL");
+      'pgaudit is not loaded on this server: install it (Debian: postgresql-15-pgaudit), add pgaudit to ' +
+        'shared_preload_libraries in postgresql.conf and restart PostgreSQL',
+    );
   }
   if (Number(s.server_version_num) < 150000) {
     throw new ServiceError(`PostgreSQL ${s.server_version_num} is too old: pg-audit-shipper needs 15 or later`);
@@ -59,7 +63,7 @@ export async function checkServer(client: pg.Client): Promise<string[]> {
 export async function init(client: pg.Client, opts: { example: boolean; log: Logger }): Promise<InitResult> {
   const warnings = await checkServer(client);
   for (const w of warnings) opts.log.warn(w);
-  const wanted = [...await loadSet('migrations'), ...(opts.example ? await loadSet('example') : [])];
+  const wanted = [...(await loadSet('migrations')), ...(opts.example ? await loadSet('example') : [])];
   // Roles are cluster-wide but advisory locks are per database: an `init` of another database in
   // the same cluster can create a role between our check and our CREATE. The retry sees it.
   for (let attempt = 1; ; attempt++) {
@@ -77,7 +81,9 @@ async function applyMigrations(client: pg.Client, wanted: Migration[], warnings:
   return await inTransaction(client, async () => {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('pg-audit-shipper init'))`);
     const known = new Map<string, string>();
-    const { rows: [reg] } = await client.query<{ t: string | null }>(`SELECT to_regclass('audit.schema_migrations')::text AS t`);
+    const {
+      rows: [reg],
+    } = await client.query<{ t: string | null }>(`SELECT to_regclass('audit.schema_migrations')::text AS t`);
     if (reg?.t) {
       const { rows } = await client.query<{ id: string; checksum: string }>('SELECT id, checksum FROM audit.schema_migrations');
       for (const r of rows) known.set(r.id, r.checksum);
@@ -85,10 +91,15 @@ async function applyMigrations(client: pg.Client, wanted: Migration[], warnings:
     const result: InitResult = { applied: [], alreadyApplied: [], warnings };
     for (const m of wanted) {
       const prior = known.get(m.id);
-      if (prior === m.checksum) { result.alreadyApplied.push(m.id); continue; }
+      if (prior === m.checksum) {
+        result.alreadyApplied.push(m.id);
+        continue;
+      }
       if (prior) {
-        throw new ServiceError(`migration ${m.id} was applied with different content (checksum ${prior.slice(0, 12)}…): ` +
-          'applied migrations are never edited; add a new migration instead');
+        throw new ServiceError(
+          `migration ${m.id} was applied with different content (checksum ${prior.slice(0, 12)}…): ` +
+            'applied migrations are never edited; add a new migration instead',
+        );
       }
       await client.query(m.sql);
       await client.query(`CREATE TABLE IF NOT EXISTS audit.schema_migrations (

@@ -16,7 +16,9 @@ async function callAudit<R extends pg.QueryResultRow = pg.QueryResultRow>(client
   } catch (err) {
     const e = err as { code?: string };
     if (e.code === '3F000' || e.code === '42883' || e.code === '42703') {
-      throw new ServiceError(`${what}: the audit schema is not installed in this database, or is older than this version; run \`pg-audit-shipper init\` (it upgrades in place)`);
+      throw new ServiceError(
+        `${what}: the audit schema is not installed in this database, or is older than this version; run \`pg-audit-shipper init\` (it upgrades in place)`,
+      );
     }
     if (e.code === '42P01') throw new ConfigError(`${what}: ${describePgError(err)}`);
     throw new ServiceError(`${what}: ${describePgError(err)}`);
@@ -29,8 +31,12 @@ async function callAudit<R extends pg.QueryResultRow = pg.QueryResultRow>(client
  * rowReads: every row read is recorded with its key, through that policy and the replication slot
  * (sql/migrations/008); unset keeps what the table had (with its key as protected now).
  */
-export async function protect(client: pg.Client, table: string, keyColumns: string[] | undefined,
-  opts: { attributeReads?: boolean; rowReads?: boolean } = {}): Promise<void> {
+export async function protect(
+  client: pg.Client,
+  table: string,
+  keyColumns: string[] | undefined,
+  opts: { attributeReads?: boolean; rowReads?: boolean } = {},
+): Promise<void> {
   const name = parseTableName(table);
   const attributeReads = opts.attributeReads ?? true;
   if (opts.rowReads === true && !attributeReads) {
@@ -39,12 +45,21 @@ export async function protect(client: pg.Client, table: string, keyColumns: stri
   const what = `cannot protect ${table}`;
   await callAudit(client, 'BEGIN', [], what);
   try {
-    const now = await callAudit<{ on: boolean }>(client,
-      'SELECT row_reads IS NOT NULL AS on FROM audit.protected_tables WHERE relid = to_regclass($1) AND part_of IS NULL', [name], what);
+    const now = await callAudit<{ on: boolean }>(
+      client,
+      'SELECT row_reads IS NOT NULL AS on FROM audit.protected_tables WHERE relid = to_regclass($1) AND part_of IS NULL',
+      [name],
+      what,
+    );
     const rowReads = opts.rowReads ?? (now[0]?.on === true && attributeReads);
     // Off first: protect() may replace the policy that carries them.
     await callAudit(client, 'SELECT audit.set_row_reads(to_regclass($1), false) WHERE to_regclass($1) IS NOT NULL', [name], what);
-    await callAudit(client, 'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)', [name, keyColumns?.length ? keyColumns : null, attributeReads], what);
+    await callAudit(
+      client,
+      'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)',
+      [name, keyColumns?.length ? keyColumns : null, attributeReads],
+      what,
+    );
     if (rowReads) await callAudit(client, 'SELECT audit.set_row_reads($1::regclass, true)', [name], what);
     await client.query('COMMIT');
   } catch (err) {
@@ -58,8 +73,7 @@ export async function protect(client: pg.Client, table: string, keyColumns: stri
  * reads have no row events (their statements are still pgaudit's).
  */
 export async function rowSecurityBypassers(client: pg.Client): Promise<string[]> {
-  const { rows } = await client.query<{ rolname: string }>(
-    'SELECT rolname FROM pg_roles WHERE rolcanlogin AND (rolsuper OR rolbypassrls) ORDER BY rolname');
+  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolcanlogin AND (rolsuper OR rolbypassrls) ORDER BY rolname');
   return rows.map((r) => r.rolname);
 }
 

@@ -14,15 +14,22 @@ export function addArchiveOptions(cmd: Command): Command {
 
 export const archiveSchema = settingsSchema(...ARCHIVE_SETTINGS);
 
-export async function archiveFrom(cfg: z.infer<typeof archiveSchema>, checkBucket = true,
-  onStreamRetry?: (refused: number, code: string) => void): Promise<Archive> {
-  return openArchive(cfg.archive, {
-    ...(onStreamRetry ? { onStreamRetry } : {}),
-    forcePathStyle: cfg.s3ForcePathStyle,
-    sse: cfg.s3Sse,
-    ...(cfg.s3KmsKeyId ? { kmsKeyId: cfg.s3KmsKeyId } : {}),
-    retention: parseRetention(cfg.retention, cfg.allowShortRetention === true),
-  }, checkBucket);
+export async function archiveFrom(
+  cfg: z.infer<typeof archiveSchema>,
+  checkBucket = true,
+  onStreamRetry?: (refused: number, code: string) => void,
+): Promise<Archive> {
+  return openArchive(
+    cfg.archive,
+    {
+      ...(onStreamRetry ? { onStreamRetry } : {}),
+      forcePathStyle: cfg.s3ForcePathStyle,
+      sse: cfg.s3Sse,
+      ...(cfg.s3KmsKeyId ? { kmsKeyId: cfg.s3KmsKeyId } : {}),
+      retention: parseRetention(cfg.retention, cfg.allowShortRetention === true),
+    },
+    checkBucket,
+  );
 }
 
 /** --verify-key's files (the setting's type has split AUDIT_VERIFY_KEY's list). */

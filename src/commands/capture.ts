@@ -21,7 +21,8 @@ async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typ
 }
 
 export function registerCaptureCommands(program: Command): void {
-  program.command('init')
+  program
+    .command('init')
     .description('install or upgrade the audit schema (idempotent, one transaction)')
     .addOption(settingOption('databaseUrl'))
     .option('--example', 'also install the example PHI schema (customers: pgcrypto, row-level security, roles)')
@@ -30,37 +31,59 @@ export function registerCaptureCommands(program: Command): void {
       const log = createLogger();
       const r = await withClient(cfg.databaseUrl, (c) => init(c, { example: cfg.example, log }));
       for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
-      process.stdout.write(r.applied.length === 0
-        ? `schema up to date (${r.alreadyApplied.length} migrations already applied, nothing changed)\n`
-        : `applied ${r.applied.join(', ')}\n`);
+      process.stdout.write(
+        r.applied.length === 0
+          ? `schema up to date (${r.alreadyApplied.length} migrations already applied, nothing changed)\n`
+          : `applied ${r.applied.join(', ')}\n`,
+      );
     });
 
-  program.command('protect')
+  program
+    .command('protect')
     .description('audit a table: row triggers for writes, pgaudit object logging for reads (idempotent)')
     .argument('<table>', 'schema.table')
     .addOption(settingOption('databaseUrl'))
     .option('--key <column...>', 'column(s) recorded as the row identifier (default: the primary key)')
-    .addOption(new Option('--read-context <on|off>', 'attribute reads through the row-level security policy audit_read_context ' +
-      '(off: the table\'s row security is left alone, COPY FROM keeps working, its reads are recorded with app_context unknown)')
-      .choices(['on', 'off']).default('on'))
-    .addOption(new Option('--row-reads <on|off>', 'record every row read with its key, through the policy and the replication slot ' +
-      '(beside pgaudit\'s statements; costs WAL per row read; default: as the table had it)').choices(['on', 'off']))
+    .addOption(
+      new Option(
+        '--read-context <on|off>',
+        'attribute reads through the row-level security policy audit_read_context ' +
+          "(off: the table's row security is left alone, COPY FROM keeps working, its reads are recorded with app_context unknown)",
+      )
+        .choices(['on', 'off'])
+        .default('on'),
+    )
+    .addOption(
+      new Option(
+        '--row-reads <on|off>',
+        'record every row read with its key, through the policy and the replication slot ' +
+          "(beside pgaudit's statements; costs WAL per row read; default: as the table had it)",
+      ).choices(['on', 'off']),
+    )
     .action(async (table: string, raw, cmd: Command) => {
-      const cfg = validate(dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']),
-        rowReads: z.enum(['on', 'off']).optional() }), raw, cmd);
+      const cfg = validate(
+        dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']), rowReads: z.enum(['on', 'off']).optional() }),
+        raw,
+        cmd,
+      );
       const bypass = await withClient(cfg.databaseUrl, async (c) => {
         await protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on', ...(cfg.rowReads ? { rowReads: cfg.rowReads === 'on' } : {}) });
         return cfg.rowReads === 'on' ? rowSecurityBypassers(c) : [];
       });
       if (bypass.length > 0) {
-        process.stderr.write(`warning: reads by ${bypass.join(', ')} skip row-level security (superuser or BYPASSRLS): ` +
-          'they are recorded as statements by pgaudit, not row by row\n');
+        process.stderr.write(
+          `warning: reads by ${bypass.join(', ')} skip row-level security (superuser or BYPASSRLS): ` +
+            'they are recorded as statements by pgaudit, not row by row\n',
+        );
       }
-      process.stdout.write(`protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}` +
-        `${cfg.rowReads === 'on' ? ' (every row read recorded: --row-reads on)' : ''}\n`);
+      process.stdout.write(
+        `protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}` +
+          `${cfg.rowReads === 'on' ? ' (every row read recorded: --row-reads on)' : ''}\n`,
+      );
     });
 
-  program.command('unprotect')
+  program
+    .command('unprotect')
     .description('stop auditing a table (its past events stay in the trail)')
     .argument('<table>', 'schema.table')
     .addOption(settingOption('databaseUrl'))
@@ -70,14 +93,17 @@ export function registerCaptureCommands(program: Command): void {
       process.stdout.write(`unprotected ${table}\n`);
     });
 
-  addSettings(program.command('ingest')
-    .description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once"), ...INGEST_SETTINGS)
-    .action(async (raw, cmd: Command) => {
+  addSettings(program.command('ingest').description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once"), ...INGEST_SETTINGS).action(
+    async (raw, cmd: Command) => {
       const cfg = validate(settingsSchema(...INGEST_SETTINGS), raw, cmd);
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {
         const ingester = new Ingester(client, {
-          logDir: cfg.logDir, statementMaxLength: cfg.statementMaxLength, log, chunkBytes: cfg.chunkBytes, contextWaitMs: cfg.contextWait,
+          logDir: cfg.logDir,
+          statementMaxLength: cfg.statementMaxLength,
+          log,
+          chunkBytes: cfg.chunkBytes,
+          contextWaitMs: cfg.contextWait,
         });
         if (!cfg.follow) return ingester.runOnce();
         const stop = new AbortController();
@@ -86,12 +112,16 @@ export function registerCaptureCommands(program: Command): void {
         log.info({ logDir: cfg.logDir }, 'following the server log');
         return ingester.follow(stop.signal, cfg.pollMs);
       });
-      process.stdout.write(`ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
-        ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
-        `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`);
-    });
+      process.stdout.write(
+        `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
+          ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
+          `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`,
+      );
+    },
+  );
 
-  program.command('keygen')
+  program
+    .command('keygen')
     .description('create the Ed25519 key pair that signs (signing-key.pem) and checks (verify-key.pem) digests')
     .requiredOption('--out <dir>', 'directory for the two PEM files (never overwritten)')
     .action(async (raw, cmd: Command) => {

@@ -20,7 +20,12 @@ import { EVERYTHING, type Query } from '../query/filter.js';
 
 const run = promisify(execFile);
 
-export interface LocalCluster { dir: string; databaseUrl: string; logDir: string; stop: () => Promise<void> }
+export interface LocalCluster {
+  dir: string;
+  databaseUrl: string;
+  logDir: string;
+  stop: () => Promise<void>;
+}
 
 /** The project's throwaway PostgreSQL (scripts/test-services/pg.sh): pgaudit, logical decoding, csvlog. */
 export async function startLocalCluster(dir?: string): Promise<LocalCluster> {
@@ -37,8 +42,12 @@ export async function startLocalCluster(dir?: string): Promise<LocalCluster> {
   }
   const get = (k: string): string => new RegExp(`^${k}='([^']*)'`, 'm').exec(out)?.[1] ?? '';
   return {
-    dir: where, databaseUrl: get('DATABASE_URL'), logDir: get('PGAUDIT_LOG_DIR'),
-    stop: async () => { await run('bash', [script, 'stop', path.join(where, 'pg')]); },
+    dir: where,
+    databaseUrl: get('DATABASE_URL'),
+    logDir: get('PGAUDIT_LOG_DIR'),
+    stop: async () => {
+      await run('bash', [script, 'stop', path.join(where, 'pg')]);
+    },
   };
 }
 
@@ -68,8 +77,11 @@ export async function generateTraffic(databaseUrl: string, customers = 20): Prom
       const user = users[id % users.length]!;
       await app.query(`SET app.user_id = '${user}'`);
       await app.query(`SET app.customer_id = '${id}'`);
-      await app.query(`INSERT INTO customers (id, full_name, email_encrypted) VALUES ($1, $2, pgp_sym_encrypt($3, $4))
-                       ON CONFLICT (id) DO NOTHING`, [id, `Patient ${id}`, `patient${id}@example.org`, key]);
+      await app.query(
+        `INSERT INTO customers (id, full_name, email_encrypted) VALUES ($1, $2, pgp_sym_encrypt($3, $4))
+                       ON CONFLICT (id) DO NOTHING`,
+        [id, `Patient ${id}`, `patient${id}@example.org`, key],
+      );
       await app.query('SELECT full_name, pgp_sym_decrypt(email_encrypted, $2) FROM customers WHERE id = $1', [id, key]);
       if (id % 3 === 0) await app.query(`UPDATE customers SET full_name = full_name || ' (verified)' WHERE id = $1`, [id]);
       if (id % 7 === 0) await app.query('DELETE FROM customers WHERE id = $1', [id]);
@@ -88,13 +100,16 @@ export async function generateTraffic(databaseUrl: string, customers = 20): Prom
 }
 
 export function registerDemoCommand(program: Command): void {
-  program.command('demo')
+  program
+    .command('demo')
     .description('try it on a fresh machine: a local PostgreSQL, the example schema, traffic, and the audit trail it left')
     .option('--dir <dir>', 'where the local PostgreSQL lives (default: a new directory under /tmp)')
     .option('--keep', 'leave the local PostgreSQL running afterwards')
     .action(async (opts: { dir?: string; keep?: boolean }) => {
       const log = createLogger(process.env.LOG_LEVEL ?? 'warn');
-      const say = (s: string): void => { process.stdout.write(`${s}\n`); };
+      const say = (s: string): void => {
+        process.stdout.write(`${s}\n`);
+      };
       say('1/7 starting a local PostgreSQL 15 (pgaudit, wal_level=logical, TLS on TCP)…');
       const cluster = await startLocalCluster(opts.dir);
       try {
@@ -114,27 +129,44 @@ export function registerDemoCommand(program: Command): void {
           const keys = await keygen(path.join(cluster.dir, 'keys'));
           const key = await loadSigningKey(keys.signingKeyPath);
           const shipped = await ship({
-            databaseUrl: cluster.databaseUrl, archive: fileArchive(archiveDir), key, verifyKeys: [], slot: settingDefault('slot'),
+            databaseUrl: cluster.databaseUrl,
+            archive: fileArchive(archiveDir),
+            key,
+            verifyKeys: [],
+            slot: settingDefault('slot'),
             // Small files (25 records) so the demo's archive shows a chain of several; everything else as ship's defaults.
             limits: { maxRecords: 25, maxBytes: settingDefault('batchMaxBytes'), maxAgeMs: settingDefault('batchMaxAge') },
-            maxInflightBytes: settingDefault('maxInflightBytes'), heartbeatMs: settingDefault('heartbeatInterval'), drain: true,
-            graceMs: settingDefault('gracePeriod'), log, metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: settingDefault('statementMaxLength'),
+            maxInflightBytes: settingDefault('maxInflightBytes'),
+            heartbeatMs: settingDefault('heartbeatInterval'),
+            drain: true,
+            graceMs: settingDefault('gracePeriod'),
+            log,
+            metrics: createMetrics(),
+            signal: new AbortController().signal,
+            statementMaxLength: settingDefault('statementMaxLength'),
           });
           say(`    ${shipped.records} records in ${shipped.files} files under file://${archiveDir}`);
           say('6/7 verifying the archive: signatures, digest links, every record hash…');
           const report = await verifyChain(fileArchive(archiveDir).reader, { keys: new Map([[key.keyId, key]]) });
-          say(report.findings.length === 0
-            ? `    intact: ${report.files} files, ${report.records} records, head file ${report.head?.file_seq}, signed by key ${key.keyId.slice(0, 16)}…`
-            : `    ${report.findings.length} findings: ${report.findings.map((f) => f.message).join('; ')}`);
+          say(
+            report.findings.length === 0
+              ? `    intact: ${report.files} files, ${report.records} records, head file ${report.head?.file_seq}, signed by key ${key.keyId.slice(0, 16)}…`
+              : `    ${report.findings.length} findings: ${report.findings.map((f) => f.message).join('; ')}`,
+          );
           say('7/7 questions a compliance officer asks, answered from the archive (query verifies every file it reads):');
           const archive = fileArchive(archiveDir);
           const ask = async (title: string, args: string, query: Query): Promise<void> => {
             say(`\n  ${title}\n  $ pg-audit-shipper query --archive file://${archiveDir} --verify-key ${keys.verifyKeyPath} ${args}\n`);
-            const { summary } = await answerQuery(archive, { keys: [key], query, format: 'table', maxCommitDelayMs: 86_400_000,
-              write: (s) => process.stdout.write(s.replace(/^(?=.)/gm, '  ')) });
+            const { summary } = await answerQuery(archive, {
+              keys: [key],
+              query,
+              format: 'table',
+              maxCommitDelayMs: 86_400_000,
+              write: (s) => process.stdout.write(s.replace(/^(?=.)/gm, '  ')),
+            });
             process.stdout.write(`\n${summary.replace(/^(?=.)/gm, '  ')}`);
           };
-          await ask('Who looked at or changed customer 3\'s record?', '--customer 3', { ...EVERYTHING, customer: '3' });
+          await ask("Who looked at or changed customer 3's record?", '--customer 3', { ...EVERYTHING, customer: '3' });
           await ask('Every denied access:', '--outcome failure', { ...EVERYTHING, outcome: 'failure' });
         } finally {
           await client.end();

@@ -14,19 +14,30 @@ import { verifyKeysFrom } from './archive-options.js';
 
 const ACTIONS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'COPY', 'EXECUTE', 'REFERENCES', 'MERGE'];
 
-const time = () => z.string().transform((v, ctx) => {
-  const k = timeKey(v);
-  if (k === null) ctx.addIssue({ code: 'custom', message: `takes a date or time such as 2026-03-01 or 2026-03-01T08:00:00Z (UTC unless it says otherwise)` });
-  return k as TimeKey;
-});
-const list = z.union([z.array(z.string()), z.string()]).optional()
-  .transform((v) => (Array.isArray(v) ? v : v ? [v] : []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean));
+const time = () =>
+  z.string().transform((v, ctx) => {
+    const k = timeKey(v);
+    if (k === null) ctx.addIssue({ code: 'custom', message: `takes a date or time such as 2026-03-01 or 2026-03-01T08:00:00Z (UTC unless it says otherwise)` });
+    return k as TimeKey;
+  });
+const list = z
+  .union([z.array(z.string()), z.string()])
+  .optional()
+  .transform((v) =>
+    (Array.isArray(v) ? v : v ? [v] : [])
+      .flatMap((s) => s.split(','))
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
 
 export function registerQueryCommands(program: Command): void {
-  program.command('query')
+  program
+    .command('query')
     .summary('who touched which record, when, how: search the archive, verifying every file it reads')
-    .description('who touched which record, when, how: search the archive, verifying every file it reads\n' +
-      'exit 0 answered, 1 some file in range failed verification (its records are not shown), 2 could not run')
+    .description(
+      'who touched which record, when, how: search the archive, verifying every file it reads\n' +
+        'exit 0 answered, 1 some file in range failed verification (its records are not shown), 2 could not run',
+    )
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
     .addOption(settingOption('s3ForcePathStyle'))
@@ -39,28 +50,40 @@ export function registerQueryCommands(program: Command): void {
     .option('--row-id <key>', "the protected row's key")
     .option('--action <action...>', `${ACTIONS.join(', ')} (repeat or comma-separate)`)
     .addOption(new Option('--outcome <outcome>', 'success, or failure (denied)').choices(['success', 'failure']))
-    .addOption(new Option('--source <source>', 'trigger (writes), pgaudit (statements: reads, denials) or row-read (each row read, protect --row-reads on)')
-      .choices(['trigger', 'pgaudit', 'row-read']))
-    .addOption(new Option('--format <format>', 'table for people; csv or json (lines) for tools; the verification summary goes to stderr for csv/json')
-      .choices(['table', 'csv', 'json']).default('table'))
+    .addOption(
+      new Option('--source <source>', 'trigger (writes), pgaudit (statements: reads, denials) or row-read (each row read, protect --row-reads on)').choices([
+        'trigger',
+        'pgaudit',
+        'row-read',
+      ]),
+    )
+    .addOption(
+      new Option('--format <format>', 'table for people; csv or json (lines) for tools; the verification summary goes to stderr for csv/json')
+        .choices(['table', 'csv', 'json'])
+        .default('table'),
+    )
     .option('--evidence <dir>', 'also write an evidence package to this new directory (check it with verify-evidence)')
     .option('--max-commit-delay <duration>', 'files are filed by commit date: look this far past --to for events committed late', '1d')
     .action(async (raw, cmd: Command) => {
-      const cfg = validate(settingsSchema('archive', 'verifyKey', 's3ForcePathStyle').extend({
-        from: time().optional(),
-        to: time().optional(),
-        dbUser: z.string().optional(),
-        appUser: z.string().optional(),
-        customer: z.string().optional(),
-        table: z.string().optional(),
-        rowId: z.string().optional(),
-        action: list.transform((a) => a.map((s) => s.toUpperCase())),
-        outcome: z.enum(['success', 'failure']).optional(),
-        source: z.enum(['trigger', 'pgaudit', 'row-read']).optional(),
-        format: z.enum(['table', 'csv', 'json']),
-        evidence: z.string().optional(),
-        maxCommitDelay: durationMs(),
-      }), raw, cmd);
+      const cfg = validate(
+        settingsSchema('archive', 'verifyKey', 's3ForcePathStyle').extend({
+          from: time().optional(),
+          to: time().optional(),
+          dbUser: z.string().optional(),
+          appUser: z.string().optional(),
+          customer: z.string().optional(),
+          table: z.string().optional(),
+          rowId: z.string().optional(),
+          action: list.transform((a) => a.map((s) => s.toUpperCase())),
+          outcome: z.enum(['success', 'failure']).optional(),
+          source: z.enum(['trigger', 'pgaudit', 'row-read']).optional(),
+          format: z.enum(['table', 'csv', 'json']),
+          evidence: z.string().optional(),
+          maxCommitDelay: durationMs(),
+        }),
+        raw,
+        cmd,
+      );
       const unknown = cfg.action.filter((a) => !ACTIONS.includes(a));
       if (unknown.length) throw new ConfigError(`--action ${unknown.join(',')} is not an audited action: use ${ACTIONS.join(', ')}`);
       if (cfg.from && cfg.to && cfg.from >= cfg.to) throw new ConfigError(`--from ${cfg.from} is not before --to ${cfg.to}`);
@@ -68,31 +91,56 @@ export function registerQueryCommands(program: Command): void {
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: query shows only records of files signed by these keys');
       const query: Query = {
-        from: cfg.from ?? null, to: cfg.to ?? null, dbUser: cfg.dbUser ?? null, appUser: cfg.appUser ?? null,
-        customer: cfg.customer ?? null, table: cfg.table ?? null, rowId: cfg.rowId ?? null, actions: cfg.action,
-        outcome: cfg.outcome ?? null, source: cfg.source ?? null,
+        from: cfg.from ?? null,
+        to: cfg.to ?? null,
+        dbUser: cfg.dbUser ?? null,
+        appUser: cfg.appUser ?? null,
+        customer: cfg.customer ?? null,
+        table: cfg.table ?? null,
+        rowId: cfg.rowId ?? null,
+        actions: cfg.action,
+        outcome: cfg.outcome ?? null,
+        source: cfg.source ?? null,
       };
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       const evidence = cfg.evidence ? await EvidenceWriter.create(cfg.evidence) : null;
-      const out = (s: string): void => { process.stdout.write(s); };
+      const out = (s: string): void => {
+        process.stdout.write(s);
+      };
       const { report, summary } = await answerQuery(archive, { keys, query, format: cfg.format as Format, maxCommitDelayMs: delay, write: out, evidence });
       if (cfg.format === 'table') out(`\n${summary}`);
       else process.stderr.write(summary);
       if (evidence) {
-        await evidence.finish({
-          archive: archive.location, created_at: new Date().toISOString(), tool_version: VERSION, query,
-          question: `${describe(query)} (pg-audit-shipper ${commandLine(cmd)})`,
-          searched: { partitions: report.partitions, first_file: report.firstFile, last_file: report.lastFile, files_read: report.filesRead, digests_checked: report.digests },
-        }, keys, summary);
-        (cfg.format === 'table' ? process.stdout : process.stderr).write(`evidence: ${evidence.dir} (check it with: pg-audit-shipper verify-evidence ${evidence.dir})\n`);
+        await evidence.finish(
+          {
+            archive: archive.location,
+            created_at: new Date().toISOString(),
+            tool_version: VERSION,
+            query,
+            question: `${describe(query)} (pg-audit-shipper ${commandLine(cmd)})`,
+            searched: {
+              partitions: report.partitions,
+              first_file: report.firstFile,
+              last_file: report.lastFile,
+              files_read: report.filesRead,
+              digests_checked: report.digests,
+            },
+          },
+          keys,
+          summary,
+        );
+        (cfg.format === 'table' ? process.stdout : process.stderr).write(
+          `evidence: ${evidence.dir} (check it with: pg-audit-shipper verify-evidence ${evidence.dir})\n`,
+        );
       }
-      if (report.findings.length > 0) throw new FindingsError(`${report.findings.length} problem${report.findings.length === 1 ? '' : 's'} in the files searched: see above`);
+      if (report.findings.length > 0)
+        throw new FindingsError(`${report.findings.length} problem${report.findings.length === 1 ? '' : 's'} in the files searched: see above`);
     });
 
-  program.command('verify-evidence')
+  program
+    .command('verify-evidence')
     .summary('check an evidence package offline: records exactly as archived, signed, none left out')
-    .description('check an evidence package offline: records exactly as archived, signed, none left out\n' +
-      'exit 0 verified, 1 it is not, 2 could not run')
+    .description('check an evidence package offline: records exactly as archived, signed, none left out\n' + 'exit 0 verified, 1 it is not, 2 could not run')
     .argument('<dir>', 'the package directory (written by query --evidence)')
     .addOption(settingOption('verifyKey', "the archive owner's public key(s), obtained independently (default: the package's own, with a warning)"))
     .addOption(settingOption('json'))
@@ -117,7 +165,8 @@ function commandLine(cmd: Command): string {
     const src = cmd.getOptionValueSource(name);
     if (src !== 'cli' && src !== 'env') continue;
     const v = cmd.getOptionValue(name) as unknown;
-    for (const one of Array.isArray(v) ? v : [v]) parts.push(typeof one === 'boolean' ? o.long! : `${o.long} ${/^[\w.:@/+-]+$/.test(String(one)) ? one : JSON.stringify(one)}`);
+    for (const one of Array.isArray(v) ? v : [v])
+      parts.push(typeof one === 'boolean' ? o.long! : `${o.long} ${/^[\w.:@/+-]+$/.test(String(one)) ? one : JSON.stringify(one)}`);
   }
   return parts.join(' ');
 }

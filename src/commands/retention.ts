@@ -9,7 +9,8 @@ import { verifyKeysFrom } from './archive-options.js';
 
 export function registerRetentionCommand(program: Command): void {
   const retention = program.command('retention').description('manage how long archived files are kept (S3 Object Lock)');
-  retention.command('extend')
+  retention
+    .command('extend')
     .description('keep the files of a time range longer (--until) or under legal hold; never shortens')
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
@@ -20,12 +21,16 @@ export function registerRetentionCommand(program: Command): void {
     .addOption(settingOption('s3ForcePathStyle'))
     .action(async (raw, cmd: Command) => {
       const date = () => z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'takes an ISO 8601 date or time');
-      const cfg = validate(settingsSchema('archive', 'verifyKey', 's3ForcePathStyle').extend({
-        from: date().optional(),
-        to: date().optional(),
-        until: date().optional(),
-        legalHold: z.enum(['on', 'off']).optional(),
-      }), raw, cmd);
+      const cfg = validate(
+        settingsSchema('archive', 'verifyKey', 's3ForcePathStyle').extend({
+          from: date().optional(),
+          to: date().optional(),
+          until: date().optional(),
+          legalHold: z.enum(['on', 'off']).optional(),
+        }),
+        raw,
+        cmd,
+      );
       if (!cfg.until && !cfg.legalHold) throw new ConfigError('say what to change: --until DATE and/or --legal-hold on|off');
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       if (!archive.bucket) throw new ConfigError('retention extend works on s3:// archives: a local directory has no Object Lock');
@@ -37,8 +42,11 @@ export function registerRetentionCommand(program: Command): void {
       // Walk the signed digests (not the data) to find the range's files.
       const inRangeKeys: string[] = [];
       const chain = await verifyChain(archive.reader, {
-        keys: new Map(keys.map((k) => [k.keyId, k])), fullFrom: Number.MAX_SAFE_INTEGER,
-        onDigest: (d) => { if (inRange(d, cfg.from ?? null, cfg.to ?? null)) inRangeKeys.push(...objectsOf(d)); },
+        keys: new Map(keys.map((k) => [k.keyId, k])),
+        fullFrom: Number.MAX_SAFE_INTEGER,
+        onDigest: (d) => {
+          if (inRange(d, cfg.from ?? null, cfg.to ?? null)) inRangeKeys.push(...objectsOf(d));
+        },
       });
       if (chain.findings.length > 0) {
         throw new ConfigError(`the archive's digest chain has ${chain.findings.length} problems (run \`verify\`); refusing to pick files from it`);
@@ -49,9 +57,12 @@ export function registerRetentionCommand(program: Command): void {
       const selected = new Set<string>();
       for (const k of inRangeKeys) for (const o of await archive.bucket.reader.storedObjects(k)) selected.add(o);
       const r = await extendRetention(client, bucket, prefix, [...selected], {
-        ...(until ? { until } : {}), ...(cfg.legalHold ? { legalHold: cfg.legalHold === 'on' ? 'ON' as const : 'OFF' as const } : {}),
+        ...(until ? { until } : {}),
+        ...(cfg.legalHold ? { legalHold: cfg.legalHold === 'on' ? ('ON' as const) : ('OFF' as const) } : {}),
       });
-      process.stdout.write(`${r.objects} objects in range: ${until ? `${r.extended} now retained until ${until.toISOString()}, ${r.alreadyLonger} already retained longer` : ''}` +
-        `${cfg.legalHold ? `${until ? '; ' : ''}legal hold ${cfg.legalHold} on ${r.held}` : ''}\n`);
+      process.stdout.write(
+        `${r.objects} objects in range: ${until ? `${r.extended} now retained until ${until.toISOString()}, ${r.alreadyLonger} already retained longer` : ''}` +
+          `${cfg.legalHold ? `${until ? '; ' : ''}legal hold ${cfg.legalHold} on ${r.held}` : ''}\n`,
+      );
     });
 }

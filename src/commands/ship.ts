@@ -16,29 +16,51 @@ import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from '.
  */
 const MIN_HEARTBEAT_MS = 60_000;
 
-const SHIP_SETTINGS = ['databaseUrl', 'signingKey', 'verifyKey', 'slot', 'batchMaxRecords', 'batchMaxBytes', 'batchMaxAge', 'maxInflightBytes',
-  'heartbeatInterval', 'attestCheckInterval', 'gracePeriod', 'drain', 'logDir', 'statementMaxLength', 'httpPort'] as const;
+const SHIP_SETTINGS = [
+  'databaseUrl',
+  'signingKey',
+  'verifyKey',
+  'slot',
+  'batchMaxRecords',
+  'batchMaxBytes',
+  'batchMaxAge',
+  'maxInflightBytes',
+  'heartbeatInterval',
+  'attestCheckInterval',
+  'gracePeriod',
+  'drain',
+  'logDir',
+  'statementMaxLength',
+  'httpPort',
+] as const;
 
 export function registerShipCommand(program: Command): void {
-  const cmd = addSettings(program.command('ship')
-    .description('stream audit_log through a replication slot into sealed, signed, locked files (runs until SIGTERM)'), ...SHIP_SETTINGS);
+  const cmd = addSettings(
+    program.command('ship').description('stream audit_log through a replication slot into sealed, signed, locked files (runs until SIGTERM)'),
+    ...SHIP_SETTINGS,
+  );
   addArchiveOptions(cmd).action(async (raw) => {
     const cfg = validate(archiveSchema.extend(settingsSchema(...SHIP_SETTINGS).partial({ logDir: true }).shape), raw, cmd);
     if (cfg.heartbeatInterval < MIN_HEARTBEAT_MS && cfg.allowShortRetention !== true) {
-      throw new ConfigError(`--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) ${raw.heartbeatInterval} is shorter than a minute: every heartbeat is an object ` +
-        'locked for the retention period; shorter only with --allow-short-retention (tests and trials)');
+      throw new ConfigError(
+        `--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) ${raw.heartbeatInterval} is shorter than a minute: every heartbeat is an object ` +
+          'locked for the retention period; shorter only with --allow-short-retention (tests and trials)',
+      );
     }
     const log = createLogger();
     const key = await loadSigningKey(cfg.signingKey);
     const verifyKeys = await verifyKeysFrom(cfg.verifyKey);
     const archive = await archiveFrom(cfg, true, (refused, code) =>
-      log.warn({ refused, error_code: code }, 'the delivery stream refused some records; sending them again'));
+      log.warn({ refused, error_code: code }, 'the delivery stream refused some records; sending them again'),
+    );
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
     if (cfg.logDir) {
       // A directory that cannot be read now is a setting to fix, not a failure to retry: say so and stop.
       await readdir(cfg.logDir).catch((err: NodeJS.ErrnoException) => {
-        throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) ${cfg.logDir} cannot be read: ${err.code}; ` +
-          "point it at the server's log_directory with log_destination including 'csvlog', readable by this user");
+        throw new ConfigError(
+          `--log-dir (PGAUDIT_LOG_DIR) ${cfg.logDir} cannot be read: ${err.code}; ` +
+            "point it at the server's log_directory with log_destination including 'csvlog', readable by this user",
+        );
       });
     }
     const metrics = createMetrics();
@@ -59,24 +81,49 @@ export function registerShipCommand(program: Command): void {
     process.on('SIGINT', onSignal('SIGINT')).on('SIGTERM', onSignal('SIGTERM'));
     let ready = false;
     const problems = new Map<string, string>();
-    const server = cfg.httpPort > 0 ? await startHttp(cfg.httpPort, metrics.registry, {
-      ready: () => ready,
-      problems: () => [...problems].map(([component, problem]) => `${component}: ${problem}`),
-      secondsSinceDurableWrite: () => (metrics.lastWriteMs() ? (Date.now() - metrics.lastWriteMs()) / 1000 : 0),
-      stallSeconds: Math.max(600, (cfg.heartbeatInterval / 1000) * 2),
-    }) : null;
-    log.info({ archive: archive.location, slot: cfg.slot, key_id: key.keyId, http_port: cfg.httpPort || null,
-      heap_limit_mib: Math.round(getHeapStatistics().heap_size_limit / 2 ** 20) }, 'shipping');
+    const server =
+      cfg.httpPort > 0
+        ? await startHttp(cfg.httpPort, metrics.registry, {
+            ready: () => ready,
+            problems: () => [...problems].map(([component, problem]) => `${component}: ${problem}`),
+            secondsSinceDurableWrite: () => (metrics.lastWriteMs() ? (Date.now() - metrics.lastWriteMs()) / 1000 : 0),
+            stallSeconds: Math.max(600, (cfg.heartbeatInterval / 1000) * 2),
+          })
+        : null;
+    log.info(
+      {
+        archive: archive.location,
+        slot: cfg.slot,
+        key_id: key.keyId,
+        http_port: cfg.httpPort || null,
+        heap_limit_mib: Math.round(getHeapStatistics().heap_size_limit / 2 ** 20),
+      },
+      'shipping',
+    );
     try {
       const result = await ship({
-        databaseUrl: cfg.databaseUrl, archive, key, verifyKeys, slot: cfg.slot,
+        databaseUrl: cfg.databaseUrl,
+        archive,
+        key,
+        verifyKeys,
+        slot: cfg.slot,
         limits: { maxRecords: cfg.batchMaxRecords, maxBytes: cfg.batchMaxBytes, maxAgeMs: cfg.batchMaxAge },
-        maxInflightBytes: cfg.maxInflightBytes, heartbeatMs: cfg.heartbeatInterval, attestCheckMs: cfg.attestCheckInterval, drain: cfg.drain,
-        graceMs: cfg.gracePeriod, log, metrics, signal: stop.signal,
-        ...(cfg.logDir ? { logDir: cfg.logDir } : {}), statementMaxLength: cfg.statementMaxLength,
-        onReady: (r) => { ready = r; },
+        maxInflightBytes: cfg.maxInflightBytes,
+        heartbeatMs: cfg.heartbeatInterval,
+        attestCheckMs: cfg.attestCheckInterval,
+        drain: cfg.drain,
+        graceMs: cfg.gracePeriod,
+        log,
+        metrics,
+        signal: stop.signal,
+        ...(cfg.logDir ? { logDir: cfg.logDir } : {}),
+        statementMaxLength: cfg.statementMaxLength,
+        onReady: (r) => {
+          ready = r;
+        },
         onProblem: (component, problem) => {
-          if (problem === null) problems.delete(component); else problems.set(component, problem);
+          if (problem === null) problems.delete(component);
+          else problems.set(component, problem);
           metrics.componentFailing.set({ component }, problem === null ? 0 : 1);
         },
       });

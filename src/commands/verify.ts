@@ -13,11 +13,12 @@ import { digestKey } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
 
 export function registerVerifyCommand(program: Command): void {
-  program.command('verify')
+  program
+    .command('verify')
     .description('prove the archive is complete, unaltered and locked: exit 0 intact, 1 findings, 2 could not run')
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
-    .addOption(settingOption('databaseUrl', "compare the archive head with the head the shipper recorded (optional)"))
+    .addOption(settingOption('databaseUrl', 'compare the archive head with the head the shipper recorded (optional)'))
     .addOption(settingOption('slot'))
     .addOption(settingOption('maxHeadAge'))
     .addOption(settingOption('minRetention'))
@@ -30,8 +31,26 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(settingOption('full'))
     .addOption(settingOption('json'))
     .action(async (raw, cmd: Command) => {
-      const cfg = validate(settingsSchema('archive', 'verifyKey', 'databaseUrl', 'slot', 'maxHeadAge', 'minRetention', 'allowShortRetention',
-        's3ForcePathStyle', 'state', 'sample', 'expectHead', 'start', 'full', 'json').partial({ databaseUrl: true }), raw, cmd);
+      const cfg = validate(
+        settingsSchema(
+          'archive',
+          'verifyKey',
+          'databaseUrl',
+          'slot',
+          'maxHeadAge',
+          'minRetention',
+          'allowShortRetention',
+          's3ForcePathStyle',
+          'state',
+          'sample',
+          'expectHead',
+          'start',
+          'full',
+          'json',
+        ).partial({ databaseUrl: true }),
+        raw,
+        cmd,
+      );
       const { start, expectHead, maxHeadAge: maxHeadAgeMs } = cfg;
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
@@ -39,7 +58,7 @@ export function registerVerifyCommand(program: Command): void {
 
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       const s3 = archive.bucket;
-      const storage = async (): Promise<StorageReport | null> => s3 ? checkS3Storage(s3.client, s3.bucket, s3.prefix, minimum) : null;
+      const storage = async (): Promise<StorageReport | null> => (s3 ? checkS3Storage(s3.client, s3.bucket, s3.prefix, minimum) : null);
 
       const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
       const verdict = await verifyArchive(archive.reader, {
@@ -47,14 +66,20 @@ export function registerVerifyCommand(program: Command): void {
         ...(expectHead ? { expectHead } : {}),
         ...(start ? { start } : {}),
         // Progress only for a person at a terminal; logs and pipes get the report alone.
-        ...(process.stderr.isTTY ? { onProgress: (done: number, total: number) => {
-          if (done === total || done % 25 === 0) process.stderr.write(`\rverifying file ${done}/${total}${done === total ? '\n' : ''}`);
-        } } : {}),
-        ...(trusted ? {
-          trusted: { fileSeq: trusted.file_seq, digestSha256: trusted.digest_sha256 },
-          fullFrom: trusted.file_seq + 1,
-          sample: sampleOf(trusted.file_seq, cfg.sample),
-        } : {}),
+        ...(process.stderr.isTTY
+          ? {
+              onProgress: (done: number, total: number) => {
+                if (done === total || done % 25 === 0) process.stderr.write(`\rverifying file ${done}/${total}${done === total ? '\n' : ''}`);
+              },
+            }
+          : {}),
+        ...(trusted
+          ? {
+              trusted: { fileSeq: trusted.file_seq, digestSha256: trusted.digest_sha256 },
+              fullFrom: trusted.file_seq + 1,
+              sample: sampleOf(trusted.file_seq, cfg.sample),
+            }
+          : {}),
       });
       const chain = verdict.chain;
       const findings = [...verdict.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs })];
@@ -63,21 +88,29 @@ export function registerVerifyCommand(program: Command): void {
       if (cfg.databaseUrl) {
         const client = await connect(cfg.databaseUrl, 'pg-audit-shipper verify');
         try {
-          findings.push(...await checkAgainstDatabase(client, cfg.slot, chain.head));
+          findings.push(...(await checkAgainstDatabase(client, cfg.slot, chain.head)));
         } finally {
           await client.end();
         }
       }
       const result: VerifyResult = {
-        archive: archive.location, chain, storage: storageReport, comparedWithDatabase: Boolean(cfg.databaseUrl),
-        findings, acknowledged: verdict.acknowledged,
-        notes: [...verdict.notes, ...storageReport?.notes ?? []],
+        archive: archive.location,
+        chain,
+        storage: storageReport,
+        comparedWithDatabase: Boolean(cfg.databaseUrl),
+        findings,
+        acknowledged: verdict.acknowledged,
+        notes: [...verdict.notes, ...(storageReport?.notes ?? [])],
       };
       process.stdout.write(cfg.json ? toJson(result) : toText(result));
       if (cfg.state && findings.length === 0 && chain.head) {
         const bytes = await archive.reader.get(digestKey(chain.head.file_seq));
-        await writeState(cfg.state, { archive: archive.location, file_seq: chain.head.file_seq,
-          digest_sha256: sha256Hex(bytes!), verified_at: new Date().toISOString() });
+        await writeState(cfg.state, {
+          archive: archive.location,
+          file_seq: chain.head.file_seq,
+          digest_sha256: sha256Hex(bytes!),
+          verified_at: new Date().toISOString(),
+        });
       }
       if (findings.length > 0) throw new FindingsError(`${findings.length} problem${findings.length === 1 ? '' : 's'} found in ${archive.location}`);
     });

@@ -7,12 +7,22 @@ import { scanSummary } from './report.js';
 import { scanArchive, type ScanReport } from './scan.js';
 
 /** Scan, print the matching rows as they are verified, and (optionally) collect evidence. */
-export async function answerQuery(archive: { location: string; reader: ArchiveReader }, opts: {
-  keys: VerifyKey[]; query: Query; format: Format; maxCommitDelayMs: number; write: (s: string) => void; evidence?: EvidenceWriter | null;
-}): Promise<{ report: ScanReport; summary: string }> {
+export async function answerQuery(
+  archive: { location: string; reader: ArchiveReader },
+  opts: {
+    keys: VerifyKey[];
+    query: Query;
+    format: Format;
+    maxCommitDelayMs: number;
+    write: (s: string) => void;
+    evidence?: EvidenceWriter | null;
+  },
+): Promise<{ report: ScanReport; summary: string }> {
   const rows = createRowWriter(opts.format, opts.write);
   const report = await scanArchive(archive.reader, {
-    keys: new Map(opts.keys.map((k) => [k.keyId, k])), query: opts.query, maxCommitDelayMs: opts.maxCommitDelayMs,
+    keys: new Map(opts.keys.map((k) => [k.keyId, k])),
+    query: opts.query,
+    maxCommitDelayMs: opts.maxCommitDelayMs,
     onMatches: async (file, matched) => {
       for (const m of matched) rows.row(m.record);
       await opts.evidence?.add(file, matched);

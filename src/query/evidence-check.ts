@@ -32,7 +32,9 @@ export interface EvidenceReport {
  */
 export async function checkEvidence(dir: string, keys: VerifyKey[]): Promise<EvidenceReport> {
   const findings: Finding[] = [];
-  const add = (code: string, where: string, message: string): void => { findings.push({ code, where, message }); };
+  const add = (code: string, where: string, message: string): void => {
+    findings.push({ code, where, message });
+  };
   const report: EvidenceReport = { dir, query: null, keyIds: [], keysFromPackage: keys.length === 0, files: 0, records: 0, findings, notes: [] };
   const read = async (rel: string): Promise<Buffer | null> => readFile(path.join(dir, rel)).catch(() => null);
 
@@ -45,7 +47,10 @@ export async function checkEvidence(dir: string, keys: VerifyKey[]): Promise<Evi
     const listed = new Set<string>();
     for (const line of sums.toString('utf8').split('\n').filter(Boolean)) {
       const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(line);
-      if (!m) { add('bad-checksums', 'SHA256SUMS', `not a sha256sum line: ${line.slice(0, 80)}`); continue; }
+      if (!m) {
+        add('bad-checksums', 'SHA256SUMS', `not a sha256sum line: ${line.slice(0, 80)}`);
+        continue;
+      }
       listed.add(m[2]!);
       const body = await read(m[2]!);
       if (!body) add('missing-file', m[2]!, 'listed in SHA256SUMS but not in the package');
@@ -56,8 +61,10 @@ export async function checkEvidence(dir: string, keys: VerifyKey[]): Promise<Evi
 
   const queryBytes = await read('query.json');
   try {
-    report.query = queryBytes ? JSON.parse(queryBytes.toString('utf8')) as EvidenceQuery : null;
-  } catch { /* reported below */ }
+    report.query = queryBytes ? (JSON.parse(queryBytes.toString('utf8')) as EvidenceQuery) : null;
+  } catch {
+    /* reported below */
+  }
   if (!report.query || report.query.format !== EVIDENCE_FORMAT) {
     add('no-query', 'query.json', `query.json is missing or not ${EVIDENCE_FORMAT}: the question the records answer is unknown`);
     return report;
@@ -85,7 +92,10 @@ export async function checkEvidence(dir: string, keys: VerifyKey[]): Promise<Evi
   const fileRecords: ArchivedRecord[] = [];
   for (const rel of present.filter((p) => parseDigestKey(p) !== null)) {
     const opened = openDigest((await read(rel))!, keyMap);
-    if (!opened.ok) { add('bad-digest', rel, opened.problem); continue; }
+    if (!opened.ok) {
+      add('bad-digest', rel, opened.problem);
+      continue;
+    }
     const d: Digest = opened.digest;
     if (d.kind !== 'data' || !d.object_key) continue;
     report.files++;
@@ -102,22 +112,30 @@ export async function checkEvidence(dir: string, keys: VerifyKey[]): Promise<Evi
   const recordsText = (await read('records.jsonl'))?.toString('utf8') ?? '';
   const shown = new Set<number>();
   const csv: string[] = [CSV_HEADER];
-  recordsText.split('\n').filter(Boolean).forEach((line, i) => {
-    const where = `records.jsonl line ${i + 1}`;
-    const rec = openRecord(line);
-    let fields: ArchivedRecord | null = null;
-    try {
-      fields = rec ? { ...JSON.parse(rec.body) as ArchivedRecord, chain: rec.claimed } : null;
-    } catch { /* below */ }
-    if (!fields || typeof fields.seq !== 'number') { add('bad-record', where, 'not an archived record line'); return; }
-    report.records++;
-    shown.add(fields.seq);
-    csv.push(csvLine(fields));
-    const archived = lineOf.get(fields.seq);
-    if (archived === undefined) add('record-not-in-files', where, `record ${fields.seq} is not in any verified file of the package`);
-    else if (archived !== line) add('record-altered', where, `record ${fields.seq} differs from the archived line in its file`);
-    if (!matches(fields, report.query!.query)) add('record-off-question', where, `record ${fields.seq} does not answer the package's question`);
-  });
+  recordsText
+    .split('\n')
+    .filter(Boolean)
+    .forEach((line, i) => {
+      const where = `records.jsonl line ${i + 1}`;
+      const rec = openRecord(line);
+      let fields: ArchivedRecord | null = null;
+      try {
+        fields = rec ? { ...(JSON.parse(rec.body) as ArchivedRecord), chain: rec.claimed } : null;
+      } catch {
+        /* below */
+      }
+      if (!fields || typeof fields.seq !== 'number') {
+        add('bad-record', where, 'not an archived record line');
+        return;
+      }
+      report.records++;
+      shown.add(fields.seq);
+      csv.push(csvLine(fields));
+      const archived = lineOf.get(fields.seq);
+      if (archived === undefined) add('record-not-in-files', where, `record ${fields.seq} is not in any verified file of the package`);
+      else if (archived !== line) add('record-altered', where, `record ${fields.seq} differs from the archived line in its file`);
+      if (!matches(fields, report.query!.query)) add('record-off-question', where, `record ${fields.seq} does not answer the package's question`);
+    });
   for (const r of fileRecords) {
     if (matches(r, report.query.query) && !shown.has(r.seq)) {
       add('record-withheld', `record ${r.seq}`, `record ${r.seq} answers the question and is in the package's files, but is missing from records.jsonl`);
@@ -137,8 +155,10 @@ export function evidenceText(r: EvidenceReport): string {
   const out: string[] = [];
   out.push(`evidence package ${r.dir}`);
   if (r.query) out.push(`question: ${r.query.question}`, `archive:  ${r.query.archive} (package written ${r.query.created_at})`);
-  out.push(`checked:  ${r.records} records in ${r.files} files, signatures with key ${r.keyIds.join(', ') || '(none)'}` +
-    `${r.keysFromPackage ? ' (from the package itself)' : ' (given with --verify-key)'}`);
+  out.push(
+    `checked:  ${r.records} records in ${r.files} files, signatures with key ${r.keyIds.join(', ') || '(none)'}` +
+      `${r.keysFromPackage ? ' (from the package itself)' : ' (given with --verify-key)'}`,
+  );
   for (const n of r.notes) out.push(`note: ${n}`);
   if (r.findings.length === 0) {
     out.push('result:   VERIFIED: every record is exactly as archived, in signed files, and none that answers the question was left out of them');

@@ -37,7 +37,13 @@ export interface EvidenceQuery {
   /** the question in words and the command line that asked it */
   question: string;
   /** commit-date partitions searched, the digests walked and the files read */
-  searched: { partitions: { from: string | null; to: string | null }; first_file: number | null; last_file: number | null; files_read: number; digests_checked: number };
+  searched: {
+    partitions: { from: string | null; to: string | null };
+    first_file: number | null;
+    last_file: number | null;
+    files_read: number;
+    digests_checked: number;
+  };
   records: number;
   files: number[];
   key_ids: string[];
@@ -105,7 +111,9 @@ async function writeAt(dir: string, rel: string, body: Buffer): Promise<void> {
 }
 
 function close(s: WriteStream): Promise<void> {
-  return new Promise((resolve, reject) => { s.end((err?: Error | null) => (err ? reject(err) : resolve())); });
+  return new Promise((resolve, reject) => {
+    s.end((err?: Error | null) => (err ? reject(err) : resolve()));
+  });
 }
 
 /** Every file under dir, relative, sorted, without SHA256SUMS itself. */
@@ -113,7 +121,7 @@ export async function listFiles(dir: string, rel = ''): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(path.join(dir, rel), { withFileTypes: true })) {
     const child = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...await listFiles(dir, child));
+    if (e.isDirectory()) out.push(...(await listFiles(dir, child)));
     else if (child !== 'SHA256SUMS') out.push(child);
   }
   return out.sort();

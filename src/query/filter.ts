@@ -28,7 +28,16 @@ export interface Query {
 }
 
 export const EVERYTHING: Query = {
-  from: null, to: null, dbUser: null, appUser: null, customer: null, table: null, rowId: null, actions: [], outcome: null, source: null,
+  from: null,
+  to: null,
+  dbUser: null,
+  appUser: null,
+  customer: null,
+  table: null,
+  rowId: null,
+  actions: [],
+  outcome: null,
+  source: null,
 };
 
 /** Only audit events (and row reads) answer questions; tamper, gap and marker records are reported separately. */

@@ -2,10 +2,31 @@ import type { ArchivedRecord } from '../verify/file.js';
 
 /** audit.audit_log's columns in table order (sql/migrations/001_audit_schema.sql, then 005's two). */
 export const AUDIT_COLUMNS = [
-  'id', 'occurred_at', 'tx_started_at', 'source', 'action', 'outcome', 'schema_name', 'table_name', 'row_id',
-  'changed_columns', 'session_user_name', 'current_role_name', 'app_user_id', 'app_customer_id', 'application_name',
-  'client_addr', 'client_port', 'backend_pid', 'txid', 'statement', 'error', 'log_session_id', 'log_line_num',
-  'relation_name', 'old_row_id',
+  'id',
+  'occurred_at',
+  'tx_started_at',
+  'source',
+  'action',
+  'outcome',
+  'schema_name',
+  'table_name',
+  'row_id',
+  'changed_columns',
+  'session_user_name',
+  'current_role_name',
+  'app_user_id',
+  'app_customer_id',
+  'application_name',
+  'client_addr',
+  'client_port',
+  'backend_pid',
+  'txid',
+  'statement',
+  'error',
+  'log_session_id',
+  'log_line_num',
+  'relation_name',
+  'old_row_id',
 ] as const;
 
 /** CSV and JSON lines: the record's place in the chain, then audit_log's columns. */
@@ -53,7 +74,7 @@ const TABLE: { title: string; width: number; get: (r: ArchivedRecord) => string 
   { title: 'app user', width: 14, get: (r) => value(r, 'app_user_id') ?? '' },
   { title: 'customer', width: 8, get: (r) => value(r, 'app_customer_id') ?? '' },
   { title: 'table', width: 22, get: (r) => (r.table_name ? `${value(r, 'schema_name')}.${value(r, 'table_name')}` : '') },
-  { title: 'row', width: 8, get: (r) => (r.old_row_id ? `${value(r, 'old_row_id')}→${value(r, 'row_id') ?? ''}` : value(r, 'row_id') ?? '') },
+  { title: 'row', width: 8, get: (r) => (r.old_row_id ? `${value(r, 'old_row_id')}→${value(r, 'row_id') ?? ''}` : (value(r, 'row_id') ?? '')) },
   { title: 'via', width: 8, get: (r) => value(r, 'source') ?? '' },
   { title: 'record', width: 9, get: (r) => String(r.seq) },
 ];
@@ -74,7 +95,12 @@ export function createRowWriter(format: Format, write: (s: string) => void): Row
   write(line(TABLE.map((c) => '-'.repeat(c.width))));
   let rows = 0;
   return {
-    row: (r) => { rows++; write(line(TABLE.map((c) => cell(c.get(r), c.width)))); },
-    end: () => { if (rows === 0) write('(no matching events)\n'); },
+    row: (r) => {
+      rows++;
+      write(line(TABLE.map((c) => cell(c.get(r), c.width))));
+    },
+    end: () => {
+      if (rows === 0) write('(no matching events)\n');
+    },
   };
 }

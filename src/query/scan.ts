@@ -66,8 +66,17 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   const fromDate = q.from ? dateOf(q.from) : null;
   const toDate = q.to ? dateOf(addMs(q.to, opts.maxCommitDelayMs)) : null;
   const report: ScanReport = {
-    partitions: { from: fromDate, to: toDate, by: 'commit date' }, digests: 0, filesRead: 0, firstFile: null, lastFile: null,
-    recordsRead: 0, matches: 0, keyIds: new Set(), failedFiles: new Set(), findings: [], notes: [],
+    partitions: { from: fromDate, to: toDate, by: 'commit date' },
+    digests: 0,
+    filesRead: 0,
+    firstFile: null,
+    lastFile: null,
+    recordsRead: 0,
+    matches: 0,
+    keyIds: new Set(),
+    failedFiles: new Set(),
+    findings: [],
+    notes: [],
   };
   // Events the server could not attribute (app_context unknown) match no app user or customer, but
   // may be theirs: counted, so the answer says how many it cannot rule in or out.
@@ -81,10 +90,13 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     for (let s = seq + 1; s <= Math.min(seq + PREFETCH, last); s++) {
       const digest = ahead.start(digestKey(s));
       if (s > seq + 2) continue;
-      void digest?.then((b) => {
-        const d = peekDigest(b);
-        if (d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q)) ahead.start(d.object_key);
-      }, () => undefined);
+      void digest?.then(
+        (b) => {
+          const d = peekDigest(b);
+          if (d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q)) ahead.start(d.object_key);
+        },
+        () => undefined,
+      );
     }
     return ahead.take(digestKey(seq));
   };
@@ -101,8 +113,13 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     const bytes = await fetchDigest(seq, last);
     if (!bytes && seq === last && !(await reader.exists(digestKey(seq + 1)))) {
       // A data file with no digest at the head: the shipper stopped between the two writes.
-      report.notes.push({ code: 'unsealed-file', where: digestKey(seq), message: `file ${seq} was stored but its digest was not ` +
-        'written yet (the shipper stopped between the two writes and seals those records again when it restarts): not shown' });
+      report.notes.push({
+        code: 'unsealed-file',
+        where: digestKey(seq),
+        message:
+          `file ${seq} was stored but its digest was not ` +
+          'written yet (the shipper stopped between the two writes and seals those records again when it restarts): not shown',
+      });
       return;
     }
     const step = walk.step(seq, bytes);
@@ -138,9 +155,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   let done: number | null = null;
   const streamed = await isStreamed(reader);
   if (streamed) report.partitions.by = 'seal time';
-  const files = streamed
-    ? streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt)
-    : listedFiles(reader, fromDate, toDate);
+  const files = streamed ? streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt) : listedFiles(reader, fromDate, toDate);
   for await (const seq of files) {
     if (done !== null && seq <= done) continue; // already walked past it
     if (done === null) {
@@ -152,13 +167,22 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     done = seq;
   }
   if (unattributed && unattributed.count > 0) {
-    report.notes.push({ code: 'unknown-attribution', where: 'query', message: `${unattributed.count} more events match everything asked but ` +
-      `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}: ` +
-      'their app_context is unknown (the server recorded no app.user_id / app.customer_id for them: a read that returned no row, a superuser or ' +
-      'BYPASSRLS role, an ERROR line), so they may or may not be this one; not shown (ask without --app-user / --customer to see them)' });
+    report.notes.push({
+      code: 'unknown-attribution',
+      where: 'query',
+      message:
+        `${unattributed.count} more events match everything asked but ` +
+        `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}: ` +
+        'their app_context is unknown (the server recorded no app.user_id / app.customer_id for them: a read that returned no row, a superuser or ' +
+        'BYPASSRLS role, an ERROR line), so they may or may not be this one; not shown (ask without --app-user / --customer to see them)',
+    });
   }
   for (const f of attestations.findings) {
-    report.notes.push({ code: f.code, where: f.where, message: `${f.id}: ${f.message} (events in that window may be missing; \`verify\` reports it until a reviewer acknowledges it)` });
+    report.notes.push({
+      code: f.code,
+      where: f.where,
+      message: `${f.id}: ${f.message} (events in that window may be missing; \`verify\` reports it until a reviewer acknowledges it)`,
+    });
   }
   return report;
 }

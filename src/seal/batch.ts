@@ -48,7 +48,10 @@ export class Batch {
   ackLsn: Lsn | null = null;
   private lsnOf: { lsn: Lsn; text: string } | null = null;
 
-  constructor(public position: ChainPosition, readonly commitDate: string) {
+  constructor(
+    public position: ChainPosition,
+    readonly commitDate: string,
+  ) {
     this.prevChain = position.chain;
     this.firstSeq = position.recordSeq + 1;
   }

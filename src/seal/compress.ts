@@ -42,7 +42,13 @@ parentPort.on('message', ({ id, parts, raw, options }) => {
 });
 `;
 
-interface Reply { id: number; contentSha256?: string; body?: ArrayBuffer; bodySha256?: string; error?: string }
+interface Reply {
+  id: number;
+  contentSha256?: string;
+  body?: ArrayBuffer;
+  bodySha256?: string;
+  error?: string;
+}
 
 /**
  * Hashing and compressing a file's megabytes run in one worker thread, so the thread that reads
@@ -61,7 +67,10 @@ class Packer {
     return new Promise<Packed>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       worker.ref();
-      worker.postMessage({ id, parts, raw, options: GZIP_OPTIONS }, parts.map((p) => p.buffer));
+      worker.postMessage(
+        { id, parts, raw, options: GZIP_OPTIONS },
+        parts.map((p) => p.buffer),
+      );
     });
   }
 

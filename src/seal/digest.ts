@@ -66,9 +66,7 @@ export function sha256Hex(b: Buffer | string): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-export type DigestCheck =
-  | { ok: true; digest: Digest }
-  | { ok: false; problem: string; digest?: Digest };
+export type DigestCheck = { ok: true; digest: Digest } | { ok: false; problem: string; digest?: Digest };
 
 /** Parse a stored digest and check its signature with the key its key_id names. */
 export function openDigest(bytes: Buffer, keys: Map<string, VerifyKey>): DigestCheck {

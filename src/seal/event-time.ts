@@ -15,7 +15,7 @@ export function timeKey(text: string): TimeKey | null {
   if (m) {
     const [, date, hh = '00', mm = '00', ss = '00', frac = ''] = m;
     const key = `${date}T${hh}:${mm}:${ss}.${frac.padEnd(6, '0')}Z`;
-    return Number.isNaN(Date.parse(key)) ? null : key as TimeKey;
+    return Number.isNaN(Date.parse(key)) ? null : (key as TimeKey);
   }
   // Any other offset: through Date (millisecond precision is all such input carries in practice).
   const ms = Date.parse(t);

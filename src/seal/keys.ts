@@ -8,11 +8,20 @@ import { ConfigError } from '../errors.js';
 export type KeyId = string & { readonly __brand: 'KeyId' };
 
 export function keyIdOf(publicKey: KeyObject): KeyId {
-  return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex') as KeyId;
+  return createHash('sha256')
+    .update(publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('hex') as KeyId;
 }
 
-export interface SigningKey { keyId: KeyId; privateKey: KeyObject; publicKey: KeyObject }
-export interface VerifyKey { keyId: KeyId; publicKey: KeyObject }
+export interface SigningKey {
+  keyId: KeyId;
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+}
+export interface VerifyKey {
+  keyId: KeyId;
+  publicKey: KeyObject;
+}
 
 export const SIGNING_KEY_FILE = 'signing-key.pem';
 export const VERIFY_KEY_FILE = 'verify-key.pem';
@@ -53,11 +62,15 @@ export async function loadSigningKey(file: string): Promise<SigningKey> {
   // Say what the file is when it is a key of the wrong kind: the usual mistakes are the public half
   // and a passphrase-protected key.
   if (pem.includes('-----BEGIN ENCRYPTED PRIVATE KEY-----')) {
-    throw new ConfigError(`--signing-key (AUDIT_SIGNING_KEY) ${file} is encrypted with a passphrase, which the shipper cannot ask for; ` +
-      'give it an unencrypted key readable only by its user (mode 0600, or from a secret store), e.g. `openssl pkey -in KEY -out signing-key.pem`');
+    throw new ConfigError(
+      `--signing-key (AUDIT_SIGNING_KEY) ${file} is encrypted with a passphrase, which the shipper cannot ask for; ` +
+        'give it an unencrypted key readable only by its user (mode 0600, or from a secret store), e.g. `openssl pkey -in KEY -out signing-key.pem`',
+    );
   }
   if (pem.includes('-----BEGIN PUBLIC KEY-----') && !pem.includes('PRIVATE KEY-----')) {
-    throw new ConfigError(`--signing-key (AUDIT_SIGNING_KEY) ${file} is a public key (the verify key?); --signing-key takes the private key, signing-key.pem from \`pg-audit-shipper keygen\``);
+    throw new ConfigError(
+      `--signing-key (AUDIT_SIGNING_KEY) ${file} is a public key (the verify key?); --signing-key takes the private key, signing-key.pem from \`pg-audit-shipper keygen\``,
+    );
   }
   try {
     privateKey = createPrivateKey(pem);

@@ -25,7 +25,9 @@ export interface TupleLayout {
 export function tupleLayout(relid: number, columns: string[]): TupleLayout {
   const parts = columns.map((c) => Buffer.from(`,${JSON.stringify(c)}:`));
   const nameAt = new Int32Array(parts.length + 1);
-  parts.forEach((p, i) => { nameAt[i + 1] = nameAt[i]! + p.length; });
+  parts.forEach((p, i) => {
+    nameAt[i + 1] = nameAt[i]! + p.length;
+  });
   return { relid, names: new Uint8Array(Buffer.concat(parts)), nameAt, occurredAt: columns.indexOf('occurred_at') };
 }
 
@@ -110,7 +112,8 @@ export function sealRawInsert(prev: ChainHash, h: RawHead, t: RawTuple, out: Buf
   pos = put(out, pos, HEAD_LSN);
   pos = putAscii(out, pos, h.lsn);
   pos = put(out, pos, HEAD_IDX);
-  if (h.idx < 0) { // -1 never occurs for an insert from the stream, but stay exact if it did
+  if (h.idx < 0) {
+    // -1 never occurs for an insert from the stream, but stay exact if it did
     out[pos++] = 0x2d;
     pos = putUint(out, pos, -h.idx);
   } else {

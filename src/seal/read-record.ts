@@ -27,10 +27,19 @@ export function readRow(content: Buffer): { row: RowText; malformed: string | nu
   const valid = m !== null && at !== null && str('s') !== null && str('t') !== null && str('k') !== null && str('su') !== null && str('cu') !== null;
   return {
     row: {
-      occurred_at: at, source: ROW_READ_SOURCE, action: 'SELECT', outcome: 'success',
-      schema_name: str('s'), table_name: str('t'), row_id: str('k'),
-      session_user_name: str('su'), current_role_name: str('cu'),
-      app_user_id: str('au'), app_customer_id: str('ac'), application_name: str('app'), backend_pid: pid,
+      occurred_at: at,
+      source: ROW_READ_SOURCE,
+      action: 'SELECT',
+      outcome: 'success',
+      schema_name: str('s'),
+      table_name: str('t'),
+      row_id: str('k'),
+      session_user_name: str('su'),
+      current_role_name: str('cu'),
+      app_user_id: str('au'),
+      app_customer_id: str('ac'),
+      application_name: str('app'),
+      backend_pid: pid,
     },
     malformed: valid ? null : text.slice(0, MALFORMED_MAX),
   };

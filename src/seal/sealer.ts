@@ -64,8 +64,14 @@ function baseDigest(kind: Digest['kind'], head: ArchiveHead, source: Source, key
   };
 }
 
-export async function sealBatch(batch: Batch, head: ArchiveHead, source: Source, key: SigningKey, now = new Date(),
-  layout: DataLayout = { kind: 'objects' }): Promise<SealedFile> {
+export async function sealBatch(
+  batch: Batch,
+  head: ArchiveHead,
+  source: Source,
+  key: SigningKey,
+  now = new Date(),
+  layout: DataLayout = { kind: 'objects' },
+): Promise<SealedFile> {
   const fileSeq = head.fileSeq + 1;
   // A delivery stream gets the lines themselves (it writes its own objects), so nothing to compress.
   const streamed = layout.kind === 'stream';

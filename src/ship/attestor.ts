@@ -25,7 +25,10 @@ export class Attestor {
   private lastAt = 0;
   private failing = false;
 
-  constructor(private readonly io: AttestorIo, private readonly opts: AttestorOptions) {}
+  constructor(
+    private readonly io: AttestorIo,
+    private readonly opts: AttestorOptions,
+  ) {}
 
   /** One check; returns the appended attestation's audit_log id, or null when none was due. Throws what the I/O threw. */
   async check(): Promise<string | null> {

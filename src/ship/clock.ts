@@ -20,8 +20,10 @@ export async function measureSkew(serverNowMs: () => Promise<number>, localNow: 
 /** What is wrong with a measured skew, in words, or null when it is within the bound. */
 export function skewProblem(skewMs: number, max = MAX_CLOCK_SKEW_MS): string | null {
   if (Math.abs(skewMs) <= max) return null;
-  return `this machine's clock is ${describeSpan(Math.abs(skewMs))} ${skewMs > 0 ? 'behind' : 'ahead of'} the database server's ` +
-    `(more than ${max / 1000}s): Object Lock retention dates and event-date partitions are computed from it; fix the clock (NTP) on the machine that is wrong`;
+  return (
+    `this machine's clock is ${describeSpan(Math.abs(skewMs))} ${skewMs > 0 ? 'behind' : 'ahead of'} the database server's ` +
+    `(more than ${max / 1000}s): Object Lock retention dates and event-date partitions are computed from it; fix the clock (NTP) on the machine that is wrong`
+  );
 }
 
 export function describeSpan(ms: number): string {

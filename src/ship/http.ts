@@ -22,8 +22,17 @@ export async function startHttp(port: number, registry: Registry, health: Health
       const since = health.secondsSinceDurableWrite();
       const problems = health.problems?.() ?? [];
       const ok = health.ready() && since < health.stallSeconds && problems.length === 0;
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
-        .end(ok ? 'ready\n' : !health.ready() ? 'not connected\n' : problems.length > 0 ? `${problems.join('\n')}\n` : `stalled: nothing stored for ${Math.round(since)}s\n`);
+      res
+        .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
+        .end(
+          ok
+            ? 'ready\n'
+            : !health.ready()
+              ? 'not connected\n'
+              : problems.length > 0
+                ? `${problems.join('\n')}\n`
+                : `stalled: nothing stored for ${Math.round(since)}s\n`,
+        );
     } else if (path === '/metrics') {
       registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
@@ -34,10 +43,16 @@ export async function startHttp(port: number, registry: Registry, health: Health
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES'
-      ? new ConfigError(`--http-port (AUDIT_HTTP_PORT) ${port} ${err.code === 'EADDRINUSE' ? 'is in use by another process' : 'may not be used by this user'}: ` +
-        'choose another port, or 0 to serve no health and metrics endpoint')
-      : err));
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE' || err.code === 'EACCES'
+          ? new ConfigError(
+              `--http-port (AUDIT_HTTP_PORT) ${port} ${err.code === 'EADDRINUSE' ? 'is in use by another process' : 'may not be used by this user'}: ` +
+                'choose another port, or 0 to serve no health and metrics endpoint',
+            )
+          : err,
+      ),
+    );
     server.listen(port, '0.0.0.0', () => resolve());
   });
   return server;

@@ -23,7 +23,10 @@ export class IdSet {
   add(id: string): void {
     const n = asNumber(id);
     if (n === null) {
-      if (!this.text.has(id)) { this.text.add(id); this.count++; }
+      if (!this.text.has(id)) {
+        this.text.add(id);
+        this.count++;
+      }
       return;
     }
     if (this.buffered === this.buffer.length) this.merge();
@@ -77,7 +80,10 @@ export class IdSet {
     for (let i = 0; i < points.length; i++) {
       const p = points[i]!;
       if (i > 0 && p === points[i - 1]) continue;
-      while (r < this.starts.length && this.starts[r]! <= p) { push(this.starts[r]!, this.ends[r]!); r++; }
+      while (r < this.starts.length && this.starts[r]! <= p) {
+        push(this.starts[r]!, this.ends[r]!);
+        r++;
+      }
       const last = ends.length - 1;
       if (last < 0 || p > ends[last]!) added++; // not inside a run already held
       push(p, p);

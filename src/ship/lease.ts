@@ -14,18 +14,26 @@ import { ServiceError } from '../errors.js';
 export class WriterLease {
   private generation: number | null = null;
 
-  constructor(private readonly db: Queryable, private readonly slot: string) {}
+  constructor(
+    private readonly db: Queryable,
+    private readonly slot: string,
+  ) {}
 
   async take(): Promise<number> {
-    const r = await this.db.query<{ generation: string }>(
-      `INSERT INTO audit.shipper_lease (slot_name, generation, holder, taken_at) VALUES ($1, 1, $2, now())
+    const r = await this.db
+      .query<{ generation: string }>(
+        `INSERT INTO audit.shipper_lease (slot_name, generation, holder, taken_at) VALUES ($1, 1, $2, now())
        ON CONFLICT (slot_name) DO UPDATE SET generation = audit.shipper_lease.generation + 1, holder = excluded.holder, taken_at = now()
        RETURNING generation::text AS generation`,
-      [this.slot, `${hostname()} pid ${process.pid}`]).catch((err: { code?: string; message?: string }) => {
-      if (err.code === '42P01') throw new ServiceError('the audit schema is older than this shipper (no audit.shipper_lease); run `pg-audit-shipper init` (it upgrades in place)');
-      if (err.code === '42501') throw new ServiceError(`the shipper's role may not take the writer lease (${err.message}); grant it audit_shipper and run \`pg-audit-shipper init\``);
-      throw err;
-    });
+        [this.slot, `${hostname()} pid ${process.pid}`],
+      )
+      .catch((err: { code?: string; message?: string }) => {
+        if (err.code === '42P01')
+          throw new ServiceError('the audit schema is older than this shipper (no audit.shipper_lease); run `pg-audit-shipper init` (it upgrades in place)');
+        if (err.code === '42501')
+          throw new ServiceError(`the shipper's role may not take the writer lease (${err.message}); grant it audit_shipper and run \`pg-audit-shipper init\``);
+        throw err;
+      });
     this.generation = Number(r.rows[0]!.generation);
     return this.generation;
   }
@@ -34,10 +42,14 @@ export class WriterLease {
   async lost(): Promise<string | null> {
     if (this.generation === null) return null; // not taken yet (start-up): the slot check guards that phase
     const r = await this.db.query<{ generation: string; holder: string; taken_at: Date }>(
-      'SELECT generation::text AS generation, holder, taken_at FROM audit.shipper_lease WHERE slot_name = $1', [this.slot]);
+      'SELECT generation::text AS generation, holder, taken_at FROM audit.shipper_lease WHERE slot_name = $1',
+      [this.slot],
+    );
     const row = r.rows[0];
     if (row && Number(row.generation) === this.generation) return null;
-    return `another shipper took over slot ${this.slot}${row ? ` (${row.holder}, at ${row.taken_at.toISOString()})` : ''}; ` +
-      `this one's writer lease (generation ${this.generation}) is gone`;
+    return (
+      `another shipper took over slot ${this.slot}${row ? ` (${row.holder}, at ${row.taken_at.toISOString()})` : ''}; ` +
+      `this one's writer lease (generation ${this.generation}) is gone`
+    );
   }
 }

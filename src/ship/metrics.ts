@@ -31,21 +31,72 @@ export function createMetrics(): ShipMetrics {
   collectDefaultMetrics({ register: registry, prefix: 'audit_shipper_' });
   const m = {
     registry,
-    componentFailing: new Gauge({ name: 'audit_shipper_component_failing', help: '1 while the component is failing (/readyz says why), 0 when it works', labelNames: ['component'] as const, registers: [registry] }),
+    componentFailing: new Gauge({
+      name: 'audit_shipper_component_failing',
+      help: '1 while the component is failing (/readyz says why), 0 when it works',
+      labelNames: ['component'] as const,
+      registers: [registry],
+    }),
     records: new Counter({ name: 'audit_shipper_records_received_total', help: 'audit_log changes received from the slot', registers: [registry] }),
-    tamper: new Counter({ name: 'audit_shipper_tamper_attempts_total', help: 'UPDATE/DELETE/TRUNCATE of audit_log seen in the stream', labelNames: ['op'] as const, registers: [registry] }),
+    tamper: new Counter({
+      name: 'audit_shipper_tamper_attempts_total',
+      help: 'UPDATE/DELETE/TRUNCATE of audit_log seen in the stream',
+      labelNames: ['op'] as const,
+      registers: [registry],
+    }),
     rowsShipped: new Counter({ name: 'audit_shipper_rows_shipped_total', help: 'records stored in the archive', registers: [registry] }),
-    bytesShipped: new Counter({ name: 'audit_shipper_bytes_shipped_total', help: 'bytes stored in the archive (compressed files and digests)', registers: [registry] }),
+    bytesShipped: new Counter({
+      name: 'audit_shipper_bytes_shipped_total',
+      help: 'bytes stored in the archive (compressed files and digests)',
+      registers: [registry],
+    }),
     files: new Counter({ name: 'audit_shipper_files_total', help: 'files stored, by digest kind', labelNames: ['kind'] as const, registers: [registry] }),
-    retries: new Counter({ name: 'audit_shipper_storage_retries_total', help: 'failed storage or bookkeeping attempts that were retried', registers: [registry] }),
-    uploadSeconds: new Histogram({ name: 'audit_shipper_upload_seconds', help: 'time to store one file and its digest, retries included', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] }),
-    slotLagBytes: new Gauge({ name: 'audit_shipper_slot_lag_bytes', help: 'WAL bytes between the server position and the slot confirmed position', registers: [registry] }),
-    slotSafeWalBytes: new Gauge({ name: 'audit_shipper_slot_safe_wal_bytes', help: 'WAL bytes left before max_slot_wal_keep_size invalidates the slot (-1: unlimited)', registers: [registry] }),
-    ingestUp: new Gauge({ name: 'audit_shipper_ingest_up', help: 'the built-in pgaudit ingester: 1 running, 0 failed and waiting to restart', registers: [registry] }),
-    ingestRestarts: new Counter({ name: 'audit_shipper_ingest_restarts_total', help: 'times the built-in ingester failed and was restarted', registers: [registry] }),
-    ingestLastPass: new Gauge({ name: 'audit_shipper_ingest_last_pass_timestamp_seconds', help: 'when the built-in ingester last read the log directory to its end', registers: [registry] }),
-    ingestPendingBytes: new Gauge({ name: 'audit_shipper_ingest_pending_bytes', help: 'csvlog bytes not yet ingested after the last pass', registers: [registry] }),
-    lastDurableWrite: new Gauge({ name: 'audit_shipper_last_durable_write_timestamp_seconds', help: 'when the last file or heartbeat was stored', registers: [registry] }),
+    retries: new Counter({
+      name: 'audit_shipper_storage_retries_total',
+      help: 'failed storage or bookkeeping attempts that were retried',
+      registers: [registry],
+    }),
+    uploadSeconds: new Histogram({
+      name: 'audit_shipper_upload_seconds',
+      help: 'time to store one file and its digest, retries included',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    slotLagBytes: new Gauge({
+      name: 'audit_shipper_slot_lag_bytes',
+      help: 'WAL bytes between the server position and the slot confirmed position',
+      registers: [registry],
+    }),
+    slotSafeWalBytes: new Gauge({
+      name: 'audit_shipper_slot_safe_wal_bytes',
+      help: 'WAL bytes left before max_slot_wal_keep_size invalidates the slot (-1: unlimited)',
+      registers: [registry],
+    }),
+    ingestUp: new Gauge({
+      name: 'audit_shipper_ingest_up',
+      help: 'the built-in pgaudit ingester: 1 running, 0 failed and waiting to restart',
+      registers: [registry],
+    }),
+    ingestRestarts: new Counter({
+      name: 'audit_shipper_ingest_restarts_total',
+      help: 'times the built-in ingester failed and was restarted',
+      registers: [registry],
+    }),
+    ingestLastPass: new Gauge({
+      name: 'audit_shipper_ingest_last_pass_timestamp_seconds',
+      help: 'when the built-in ingester last read the log directory to its end',
+      registers: [registry],
+    }),
+    ingestPendingBytes: new Gauge({
+      name: 'audit_shipper_ingest_pending_bytes',
+      help: 'csvlog bytes not yet ingested after the last pass',
+      registers: [registry],
+    }),
+    lastDurableWrite: new Gauge({
+      name: 'audit_shipper_last_durable_write_timestamp_seconds',
+      help: 'when the last file or heartbeat was stored',
+      registers: [registry],
+    }),
   };
   let lastWrite = 0;
   return {

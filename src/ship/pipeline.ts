@@ -43,7 +43,11 @@ export interface PipelineOptions {
   onStorageProblem?: (problem: string | null) => void;
 }
 
-interface OpenTx { commitLsn: Lsn; commitDate: string; idx: number }
+interface OpenTx {
+  commitLsn: Lsn;
+  commitDate: string;
+  idx: number;
+}
 
 /** How many queued files may have their data stored before their turn. */
 const STORE_AHEAD_FILES = 3;
@@ -84,7 +88,10 @@ export class Pipeline implements StreamConsumer {
   private paused = false;
   private nextProgress: Promise<void> | null = null;
 
-  constructor(head: ArchiveHead, private readonly opts: PipelineOptions) {
+  constructor(
+    head: ArchiveHead,
+    private readonly opts: PipelineOptions,
+  ) {
     this.head = head;
     this.lastSealed = head;
     this.chainPos = head.position;
@@ -124,8 +131,10 @@ export class Pipeline implements StreamConsumer {
       batch.append({ op: 'insert', commitLsn: tx.commitLsn, idx: tx.idx, row: e.row });
     } else {
       // audit_log is append-only: a change to it is an attack or an accident. Record it, never apply it.
-      this.opts.log.error({ op: e.op, lsn: formatLsn(tx.commitLsn), old_id: e.old?.id ?? null },
-        `TAMPER ATTEMPT: ${e.op.toUpperCase()} on audit.audit_log committed; recorded in the archive as evidence`);
+      this.opts.log.error(
+        { op: e.op, lsn: formatLsn(tx.commitLsn), old_id: e.old?.id ?? null },
+        `TAMPER ATTEMPT: ${e.op.toUpperCase()} on audit.audit_log committed; recorded in the archive as evidence`,
+      );
       this.opts.metrics.tamper.inc({ op: e.op });
       batch.append({ op: e.op, commitLsn: tx.commitLsn, idx: tx.idx, row: e.row, extra: { tamper: true, old: e.old as RowText | null } });
     }
@@ -152,9 +161,14 @@ export class Pipeline implements StreamConsumer {
     const tx = this.tx;
     const at = tx ? tx.commitLsn : lsn;
     const idx = tx ? ++tx.idx : 0;
-    if (!alreadyStored(this.positionNow(), at, idx)) { // not replayed after a restart or reconnect
+    if (!alreadyStored(this.positionNow(), at, idx)) {
+      // not replayed after a restart or reconnect
       const { row, malformed } = readRow(content);
-      if (malformed !== null) this.opts.log.warn({ lsn: formatLsn(lsn), content: malformed.slice(0, 200) }, 'a read message not as audit.note_read() writes it: archived as malformed');
+      if (malformed !== null)
+        this.opts.log.warn(
+          { lsn: formatLsn(lsn), content: malformed.slice(0, 200) },
+          'a read message not as audit.note_read() writes it: archived as malformed',
+        );
       const date = tx ? tx.commitDate : row.occurred_at ? dateOf(timeKey(row.occurred_at)!) : todayUtc();
       if (this.batch && this.batch.count > 0 && this.batch.commitDate !== date) this.sealOpenBatch();
       const batch = this.openBatch(date);
@@ -235,7 +249,9 @@ export class Pipeline implements StreamConsumer {
 
   /** Resolves the next time a file is stored (or storing stops); one promise per wait, however often asked. */
   progress(): Promise<void> {
-    this.nextProgress ??= this.roomAvailable().finally(() => { this.nextProgress = null; });
+    this.nextProgress ??= this.roomAvailable().finally(() => {
+      this.nextProgress = null;
+    });
     return this.nextProgress;
   }
 

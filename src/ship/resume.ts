@@ -9,10 +9,12 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { parseAckLsn, parseLsn } from '../source/lsn.js';
 
 export const EMPTY_HEAD: ArchiveHead = {
-  fileSeq: 0, digestSha256: null, ackLsn: null, lastWrittenAt: 0,
+  fileSeq: 0,
+  digestSha256: null,
+  ackLsn: null,
+  lastWrittenAt: 0,
   position: { recordSeq: 0, chain: GENESIS_CHAIN, lastLsn: null, lastIdx: -1 },
 };
-
 
 export interface Resumed {
   head: ArchiveHead;
@@ -20,17 +22,17 @@ export interface Resumed {
 }
 
 /** Read and check the archive's head so the chain continues from the archive itself. */
-export async function resumeFromArchive(
-  reader: ArchiveReader, location: string, keys: Map<string, VerifyKey>, recordedSeq: number | null,
-): Promise<Resumed> {
+export async function resumeFromArchive(reader: ArchiveReader, location: string, keys: Map<string, VerifyKey>, recordedSeq: number | null): Promise<Resumed> {
   let seq: number;
   let bytes: Buffer | null;
   if (recordedSeq !== null && recordedSeq > 0) {
     // Usually the recorded head is the archive's head: ask for it, and whether a later one exists, at once.
     const [recorded, next] = await Promise.all([reader.get(digestKey(recordedSeq)), reader.exists(digestKey(recordedSeq + 1))]);
     if (recorded === null) {
-      throw new ServiceError(`the database records file ${recordedSeq} as shipped, but ${objectUrl(location, digestKey(recordedSeq))} is missing: ` +
-        'archived digests were removed or this is the wrong archive. Refusing to continue the chain (run `pg-audit-shipper verify`)');
+      throw new ServiceError(
+        `the database records file ${recordedSeq} as shipped, but ${objectUrl(location, digestKey(recordedSeq))} is missing: ` +
+          'archived digests were removed or this is the wrong archive. Refusing to continue the chain (run `pg-audit-shipper verify`)',
+      );
     }
     seq = next ? await findHeadSeq(reader, recordedSeq + 1) : recordedSeq;
     bytes = next ? await reader.get(digestKey(seq)) : recorded;

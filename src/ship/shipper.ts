@@ -125,8 +125,10 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       // One archive, one database: audit_log ids (which resuming and recovery compare) are unique only
       // within a database, and a slot name can be reused by another database of the cluster.
       if (d.system_identifier !== identity.systemIdentifier || d.slot !== opts.slot || d.database !== identity.database) {
-        throw new ConfigError(`${opts.archive.location} holds the trail of database ${d.database} (system ${d.system_identifier}, slot ${d.slot}), ` +
-          `not of ${identity.database} (system ${identity.systemIdentifier}, slot ${opts.slot}): give each database and slot its own --archive prefix`);
+        throw new ConfigError(
+          `${opts.archive.location} holds the trail of database ${d.database} (system ${d.system_identifier}, slot ${d.slot}), ` +
+            `not of ${identity.database} (system ${identity.systemIdentifier}, slot ${opts.slot}): give each database and slot its own --archive prefix`,
+        );
       }
     }
     const source = { ...identity, slot: opts.slot };
@@ -134,28 +136,33 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
     // the backfill never finished it: its snapshot is gone with the old connection, so start over.
     const [lastOpAnswer, slotAnswer] = await Promise.allSettled([
       resumed.digest ? lastRecordOp(opts.archive, keys, resumed.digest) : null,
-      client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot])
-        .then(async (r) => {
-          if (r.rowCount === 0) return false;
-          await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
-          return true;
-        }),
+      client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [opts.slot]).then(async (r) => {
+        if (r.rowCount === 0) return false;
+        await ensureSlot(client, opts.slot); // ours, pgoutput, not in use, not lost
+        return true;
+      }),
     ]);
     const lastOp = settled(lastOpAnswer);
     const slotPresent = settled(slotAnswer);
     // Unfinished: nothing archived, only heartbeats (a shipper killed after its first heartbeat and
     // before the backfill's first digest: the slot's snapshot rows are in no file), or a backfill's
     // row last. The backfill ends with its marker, so a finished one always leaves a data file.
-    const backfillUnfinished = resumed.digest === null || lastOp?.op === NO_DATA_FILE ||
-      (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
+    const backfillUnfinished = resumed.digest === null || lastOp?.op === NO_DATA_FILE || (lastOp?.op === 'insert' && lastOp.backfill !== undefined);
     phase('last record read, slot checked');
     const generation = await lease.take();
 
     const stream = new AuditStream(pgConfig, opts.slot, log);
     streaming = stream;
     const pipeline = new Pipeline(resumed.head, {
-      limits: opts.limits, maxInflightBytes: opts.maxInflightBytes, heartbeatMs: opts.heartbeatMs, source,
-      key: opts.key, sink: opts.archive.sink, ...(opts.archive.layout ? { layout: opts.archive.layout } : {}), log, metrics: opts.metrics,
+      limits: opts.limits,
+      maxInflightBytes: opts.maxInflightBytes,
+      heartbeatMs: opts.heartbeatMs,
+      source,
+      key: opts.key,
+      sink: opts.archive.sink,
+      ...(opts.archive.layout ? { layout: opts.archive.layout } : {}),
+      log,
+      metrics: opts.metrics,
       onStored: async (file) => heads.record(file),
       commitOffset: (lsn) => stream.acknowledge(lsn),
       onStorageProblem: (p) => opts.onProblem?.('storage', p),
@@ -165,10 +172,11 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         return lost ?? (exists ? 'another shipper wrote this file of the archive while this one held it in memory' : null);
       },
     });
-    log.info({ archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot, writer_generation: generation },
-      'resuming the chain from the archive head');
+    log.info(
+      { archive: opts.archive.location, head: resumed.head.fileSeq, records: resumed.head.position.recordSeq, slot: opts.slot, writer_generation: generation },
+      'resuming the chain from the archive head',
+    );
     try {
-
       // Rows committed before the slot existed were never in its stream: archive them from the slot's snapshot.
       if (backfillUnfinished) {
         if (slotPresent) {
@@ -180,11 +188,15 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       } else if (!slotPresent) {
         // The stream missed whatever was committed while the slot was gone. Say so in the chain, then
         // recover: audit_log keeps rows until they are proven archived, so archive those not yet there.
-        log.error({ slot: opts.slot, archived_up_to: resumed.digest?.ack_lsn },
-          'GAP: the replication slot was missing; events committed meanwhile were not streamed. Recorded in the chain; recovering them from audit_log');
+        log.error(
+          { slot: opts.slot, archived_up_to: resumed.digest?.ack_lsn },
+          'GAP: the replication slot was missing; events committed meanwhile were not streamed. Recorded in the chain; recovering them from audit_log',
+        );
         const at = parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
-        pipeline.recordGap(at, 'replication slot missing or re-created',
-          { archived_up_to_lsn: resumed.digest?.ack_lsn ?? null, recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"' });
+        pipeline.recordGap(at, 'replication slot missing or re-created', {
+          archived_up_to_lsn: resumed.digest?.ack_lsn ?? null,
+          recovery: 'rows still in audit_log and not in the archive follow as backfill "slot-lost"',
+        });
         await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, keys), log, 'slot-lost');
       }
 
@@ -192,9 +204,13 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
 
       // The capture configuration, attested before streaming starts (so a drain ships it too), then
       // checked every minute: appended when it changed, and at least once per heartbeat interval.
-      const attestor = new Attestor({ read: () => readCaptureConfig(db), append: (a) => appendAttestation(db, a) },
-        { intervalMs: opts.heartbeatMs, log, onProblem: (p) => opts.onProblem?.('attestation', p) });
-      await attestor.check().catch((err: unknown) => { throw attestError(err); });
+      const attestor = new Attestor(
+        { read: () => readCaptureConfig(db), append: (a) => appendAttestation(db, a) },
+        { intervalMs: opts.heartbeatMs, log, onProblem: (p) => opts.onProblem?.('attestation', p) },
+      );
+      await attestor.check().catch((err: unknown) => {
+        throw attestError(err);
+      });
 
       const startFrom = await slotConfirmed(client, opts.slot);
       const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
@@ -209,24 +225,40 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       const flushTimer = setInterval(() => void nudgeWalFlush(db, log), WAL_NUDGE_MS);
       void watchSlot(db, opts, log);
       opts.onReady?.(true);
-      log.info({ slot: opts.slot, from: startFrom === null ? null : formatLsn(startFrom), start_up_ms: Math.round(performance.now()) /* since the process started */ },
-        'streaming from the slot');
+      log.info(
+        { slot: opts.slot, from: startFrom === null ? null : formatLsn(startFrom), start_up_ms: Math.round(performance.now()) /* since the process started */ },
+        'streaming from the slot',
+      );
       try {
         // Wait for a stop: a signal, or (with --drain) everything up to the target stored.
         let starts = stream.starts;
         while (!opts.signal.aborted) {
           pipeline.check();
-          if (stream.starts !== starts) { // streaming (again): whatever stopped it is over
+          if (stream.starts !== starts) {
+            // streaming (again): whatever stopped it is over
             starts = stream.starts;
             opts.onProblem?.('replication stream', null);
           }
           if (pipeline.acks.drained() && pipeline.isIdle()) break;
           if (target !== null) stream.ping(); // its answer carries the server's position
-          log.trace({ target: target === null ? null : formatLsn(target), confirmed: pipeline.acks.confirmed === null ? null : formatLsn(pipeline.acks.confirmed), idle: pipeline.isIdle() }, 'waiting');
+          log.trace(
+            {
+              target: target === null ? null : formatLsn(target),
+              confirmed: pipeline.acks.confirmed === null ? null : formatLsn(pipeline.acks.confirmed),
+              idle: pipeline.isIdle(),
+            },
+            'waiting',
+          );
           // A drain ends as soon as the last file is stored; between stores, asking the server for its
           // position often is what seals the last, partly filled file without waiting for its age.
-          const failed = await Promise.race([streamLoop.then(() => false, () => true), pipeline.progress().then(() => false),
-            sleep(target === null ? 200 : 50).then(() => false)]);
+          const failed = await Promise.race([
+            streamLoop.then(
+              () => false,
+              () => true,
+            ),
+            pipeline.progress().then(() => false),
+            sleep(target === null ? 200 : 50).then(() => false),
+          ]);
           if (failed) throw await streamLoop.catch((e: unknown) => e);
         }
       } finally {
@@ -246,9 +278,17 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
       await streamLoop.catch(() => undefined);
       log.debug('stopped');
       if (!complete) {
-        log.error({ unstored_records: pipeline.pendingRecords() }, 'stopping with records not yet stored; they stay in the slot and are shipped at the next start');
+        log.error(
+          { unstored_records: pipeline.pendingRecords() },
+          'stopping with records not yet stored; they stay in the slot and are shipped at the next start',
+        );
       }
-      return { files: pipeline.head.fileSeq - resumed.head.fileSeq, headSeq: pipeline.head.fileSeq, records: pipeline.head.position.recordSeq - resumed.head.position.recordSeq, complete };
+      return {
+        files: pipeline.head.fileSeq - resumed.head.fileSeq,
+        headSeq: pipeline.head.fileSeq,
+        records: pipeline.head.position.recordSeq - resumed.head.position.recordSeq,
+        complete,
+      };
     } finally {
       // Whatever ended the run, no timer of ours may keep the process alive.
       pipeline.close();
@@ -266,7 +306,10 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
 function attestError(err: unknown): Error {
   const code = (err as { code?: string }).code;
   if (code === '42883') return new ServiceError('the audit schema is older than this shipper (no audit.attest()); run `pg-audit-shipper init` to upgrade it');
-  if (code === '42501') return new ServiceError(`the shipper's role may not attest the capture configuration (${describePgError(err)}); grant it audit_shipper and run \`pg-audit-shipper init\``);
+  if (code === '42501')
+    return new ServiceError(
+      `the shipper's role may not attest the capture configuration (${describePgError(err)}); grant it audit_shipper and run \`pg-audit-shipper init\``,
+    );
   return new ServiceError(`could not attest the capture configuration: ${describePgError(err)}`);
 }
 
@@ -274,8 +317,7 @@ function attestError(err: unknown): Error {
  * Create the slot with an exported snapshot and archive the audit_log rows that snapshot sees (minus
  * those already archived): exactly what the new slot's stream will not deliver.
  */
-async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipeline, skip: IdSet, log: Logger,
-  reason: string): Promise<void> {
+async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipeline, skip: IdSet, log: Logger, reason: string): Promise<void> {
   const { consistentPoint, snapshot, done } = await createSlotWithSnapshot(pgConfig, slot);
   let rows = 0;
   try {
@@ -333,8 +375,7 @@ async function keepIngesting(opts: ShipOptions, logDir: string, signal: AbortSig
 }
 
 /** Reconnect forever while not stopping: the slot keeps our place. */
-async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn | null, opts: ShipOptions,
-  stopped: AbortSignal): Promise<void> {
+async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn | null, opts: ShipOptions, stopped: AbortSignal): Promise<void> {
   // The library's subscribe() promise can stay pending forever once its connection is torn down
   // (it drops its listeners before the pending START_REPLICATION is rejected): stopping must not
   // depend on it.
@@ -393,11 +434,17 @@ class HeadRecorder {
   private closed = false;
   private readonly stop = new AbortController();
 
-  constructor(private readonly db: Queryable, private readonly slot: string, private readonly log: Logger) {}
+  constructor(
+    private readonly db: Queryable,
+    private readonly slot: string,
+    private readonly log: Logger,
+  ) {}
 
   record(file: SealedFile): void {
     this.pending = file;
-    this.running ??= this.loop().finally(() => { this.running = null; });
+    this.running ??= this.loop().finally(() => {
+      this.running = null;
+    });
   }
 
   /** Wait (up to `ms`) for the newest head to be written: a drain exits with the head recorded. */
@@ -420,7 +467,10 @@ class HeadRecorder {
         attempt = 0;
       } catch (err) {
         const wait = Math.round(backoffMs(BACKOFF.storage, attempt++));
-        this.log.warn({ err: describePgError(err), file_seq: file.fileSeq, retry_in_ms: wait }, 'cannot record the archive head in the database; shipping goes on');
+        this.log.warn(
+          { err: describePgError(err), file_seq: file.fileSeq, retry_in_ms: wait },
+          'cannot record the archive head in the database; shipping goes on',
+        );
         await sleep(wait, undefined, { signal: this.stop.signal }).catch(() => undefined);
       }
     }
@@ -434,7 +484,8 @@ async function recordHead(client: Queryable, slot: string, file: SealedFile): Pr
      ON CONFLICT (slot_name) DO UPDATE SET file_seq = excluded.file_seq, record_seq = excluded.record_seq, chain = excluded.chain,
        digest_sha256 = excluded.digest_sha256, last_lsn = excluded.last_lsn, updated_at = now()
      WHERE audit.shipper_head.file_seq < excluded.file_seq`,
-    [slot, file.fileSeq, file.position.recordSeq, file.position.chain, file.digestSha256, file.ackLsn === null ? null : formatLsn(file.ackLsn)]);
+    [slot, file.fileSeq, file.position.recordSeq, file.position.chain, file.digestSha256, file.ackLsn === null ? null : formatLsn(file.ackLsn)],
+  );
 }
 
 /** The value of a settled promise, or its reason thrown. */
@@ -455,7 +506,10 @@ async function watchSlot(client: Queryable, opts: ShipOptions, log: Logger): Pro
     if (h.lagBytes !== null) opts.metrics.slotLagBytes.set(h.lagBytes);
     opts.metrics.slotSafeWalBytes.set(h.safeWalSize ?? -1);
     if (h.walStatus === 'unreserved' || h.walStatus === 'lost') {
-      log.error({ wal_status: h.walStatus, lag_bytes: h.lagBytes }, `replication slot ${opts.slot} is about to be invalidated or was: audit events are at risk`);
+      log.error(
+        { wal_status: h.walStatus, lag_bytes: h.lagBytes },
+        `replication slot ${opts.slot} is about to be invalidated or was: audit events are at risk`,
+      );
     } else if (h.safeWalSize !== null && h.lagBytes !== null && h.safeWalSize < h.lagBytes) {
       log.warn({ safe_wal_size: h.safeWalSize, lag_bytes: h.lagBytes }, `replication slot ${opts.slot} is over half way to max_slot_wal_keep_size`);
     }
@@ -497,8 +551,10 @@ async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head
       const bytes = await archive.reader.get(digestKey(seq));
       const opened = bytes ? openDigest(bytes, keys) : null;
       if (!opened?.ok) {
-        throw new ServiceError(`${objectUrl(archive.location, digestKey(seq))} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
-          'refusing to continue the chain (run `pg-audit-shipper verify`)');
+        throw new ServiceError(
+          `${objectUrl(archive.location, digestKey(seq))} ${opened ? `cannot be trusted: ${opened.problem}` : 'is missing'}; ` +
+            'refusing to continue the chain (run `pg-audit-shipper verify`)',
+        );
       }
       d = opened.digest;
     }
@@ -508,8 +564,10 @@ async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head
     if (data === null && parseStreamKey(d.object_key)) return null;
     // What this decides can drop and re-create the slot: read only the bytes the signed digest names.
     if (data === null || sha256Hex(data) !== d.object_sha256 || data.length !== d.object_bytes) {
-      throw new ServiceError(`${objectUrl(archive.location, d.object_key)} ${data === null ? 'is missing' : 'does not match the hash its signed digest records'}; ` +
-        'refusing to continue the chain (run `pg-audit-shipper verify`)');
+      throw new ServiceError(
+        `${objectUrl(archive.location, d.object_key)} ${data === null ? 'is missing' : 'does not match the hash its signed digest records'}; ` +
+          'refusing to continue the chain (run `pg-audit-shipper verify`)',
+      );
     }
     const content = fileContent(d, data);
     if (typeof content === 'string') return null;
@@ -523,11 +581,16 @@ async function lastRecordOp(archive: Archive, keys: Map<string, VerifyKey>, head
 async function archivedIds(archive: Archive, keys: Map<string, VerifyKey>): Promise<IdSet> {
   const ids = new IdSet();
   const report = await verifyChain(archive.reader, {
-    keys, onRecords: (records) => { for (const r of records) if (typeof r.id === 'string') ids.add(r.id); },
+    keys,
+    onRecords: (records) => {
+      for (const r of records) if (typeof r.id === 'string') ids.add(r.id);
+    },
   });
   if (report.findings.length > 0) {
-    throw new ServiceError(`cannot recover missed rows: the archive has ${report.findings.length} problems, first: ` +
-      `${report.findings[0]!.where}: ${report.findings[0]!.message} (run \`pg-audit-shipper verify\`)`);
+    throw new ServiceError(
+      `cannot recover missed rows: the archive has ${report.findings.length} problems, first: ` +
+        `${report.findings[0]!.where}: ${report.findings[0]!.message} (run \`pg-audit-shipper verify\`)`,
+    );
   }
   return ids;
 }

@@ -30,8 +30,7 @@ export function parseRetention(text: string, allowShort: boolean): Retention {
   // whose every upload would fail, retried forever.
   if (retentionDays(r) > MAX_RETENTION_DAYS) throw new ConfigError(`--retention ${text} is longer than 100 years (36500 days), the most Object Lock keeps`);
   if (!allowShort && retentionDays(r) < retentionDays(SIX_YEARS)) {
-    throw new ConfigError(`--retention ${text} is shorter than the six years HIPAA requires; ` +
-      'pass --allow-short-retention only for tests and trials');
+    throw new ConfigError(`--retention ${text} is shorter than the six years HIPAA requires; ` + 'pass --allow-short-retention only for tests and trials');
   }
   return r;
 }
@@ -45,7 +44,9 @@ const MAX_RETENTION_DAYS = 36_500;
 export function fileArchivePath(url: string): string {
   const u = new URL(url);
   if (u.host !== '' && u.host !== 'localhost') {
-    throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} names a host (${u.host}): a local archive is file:///absolute/path, e.g. file:///${u.host}${u.pathname}`);
+    throw new ConfigError(
+      `--archive (AUDIT_ARCHIVE) ${url} names a host (${u.host}): a local archive is file:///absolute/path, e.g. file:///${u.host}${u.pathname}`,
+    );
   }
   return decodeURIComponent(u.pathname);
 }
@@ -74,7 +75,10 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
     }
     const client = s3Client(opts.forcePathStyle);
     const cfg = {
-      bucket, prefix, forcePathStyle: opts.forcePathStyle, sse: opts.sse,
+      bucket,
+      prefix,
+      forcePathStyle: opts.forcePathStyle,
+      sse: opts.sse,
       ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
       retainUntil: (now: Date) => retainUntil(opts.retention, now),
       minDefaultRetentionDays: Math.min(retentionDays(opts.retention), retentionDays(SIX_YEARS)),
@@ -90,10 +94,20 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
     const client = firehoseClient();
     const minDefaultRetentionDays = Math.min(retentionDays(opts.retention), retentionDays(SIX_YEARS));
     const dest = await checkStream(client, s3, stream, minDefaultRetentionDays);
-    return firehoseArchive(client, s3, stream, dest, {
-      forcePathStyle: opts.forcePathStyle, sse: opts.sse, ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
-      retainUntil: (now: Date) => retainUntil(opts.retention, now), minDefaultRetentionDays,
-    }, opts.onStreamRetry);
+    return firehoseArchive(
+      client,
+      s3,
+      stream,
+      dest,
+      {
+        forcePathStyle: opts.forcePathStyle,
+        sse: opts.sse,
+        ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
+        retainUntil: (now: Date) => retainUntil(opts.retention, now),
+        minDefaultRetentionDays,
+      },
+      opts.onStreamRetry,
+    );
   }
   throw new ConfigError(`--archive (AUDIT_ARCHIVE) ${url} is not supported: use file:///path, s3://bucket/prefix or firehose://stream`);
 }

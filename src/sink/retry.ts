@@ -11,7 +11,13 @@ export const PERMANENT_ATTEMPTS = 3;
 
 export type RetryDecision = { retry: true; waitMs: number } | { retry: false; reason: string };
 
-interface ServiceError { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number }; $fault?: string }
+interface ServiceError {
+  name?: string;
+  message?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number };
+  $fault?: string;
+}
 
 /** Errors that are the request's fault, by the code the service names, and what to change. */
 const PERMANENT: Record<string, string> = {
@@ -29,17 +35,30 @@ const PERMANENT: Record<string, string> = {
   'KMS.DisabledException': 'the KMS key is disabled: enable it or change --s3-kms-key-id',
   KMSAccessDeniedException: 'the credentials may not use the KMS key: grant kms:GenerateDataKey on it',
   ResourceNotFoundException: 'the delivery stream does not exist: check --archive firehose://<stream>',
-  InvalidArgumentException: 'the delivery stream refuses the records as sent: check the stream\'s configuration',
+  InvalidArgumentException: "the delivery stream refuses the records as sent: check the stream's configuration",
   UnrecognizedClientException: 'the delivery-stream service does not know these credentials: check AWS_ACCESS_KEY_ID',
   InvalidSignatureException: 'the secret key does not match: check AWS_SECRET_ACCESS_KEY',
-  ObjectExists: 'two shippers write to this archive (one paused or partitioned while the other took over its slot): stop the other one; each database and slot needs its own --archive prefix',
+  ObjectExists:
+    'two shippers write to this archive (one paused or partitioned while the other took over its slot): stop the other one; each database and slot needs its own --archive prefix',
   LockNotApplied: 'the store kept the object without the Object Lock asked for: use a bucket, and a store, that enforce Object Lock in COMPLIANCE mode',
 };
 
 /** Retried whatever their HTTP status says. */
-const TRANSIENT = new Set(['SlowDown', 'RequestTimeout', 'RequestTimeTooSkewed', 'InternalError', 'ServiceUnavailable', 'Throttling',
-  'ThrottlingException', 'TooManyRequestsException', 'ServiceUnavailableException', 'LimitExceededException', 'TimeoutError',
-  'RequestTimeoutException', 'OperationAborted']);
+const TRANSIENT = new Set([
+  'SlowDown',
+  'RequestTimeout',
+  'RequestTimeTooSkewed',
+  'InternalError',
+  'ServiceUnavailable',
+  'Throttling',
+  'ThrottlingException',
+  'TooManyRequestsException',
+  'ServiceUnavailableException',
+  'LimitExceededException',
+  'TimeoutError',
+  'RequestTimeoutException',
+  'OperationAborted',
+]);
 
 /** What to change, when retrying cannot fix this failure; null when another attempt may succeed. */
 export function permanentReason(err: unknown): string | null {
@@ -51,7 +70,8 @@ export function permanentReason(err: unknown): string | null {
   // A HEAD request's error has no body, so no code: the status is all there is.
   if (status === 403) return `HTTP 403 (${name || 'no detail'}): ${PERMANENT.Forbidden!}`;
   // A missing object names itself (NoSuchKey); a HEAD request's bare 404 cannot tell.
-  if (status === 404 && name === 'NoSuchKey') return 'NoSuchKey: an object the archive names is not in the bucket (removed, or the wrong --archive prefix): run `pg-audit-shipper verify`';
+  if (status === 404 && name === 'NoSuchKey')
+    return 'NoSuchKey: an object the archive names is not in the bucket (removed, or the wrong --archive prefix): run `pg-audit-shipper verify`';
   if (status === 404) return `HTTP 404 (${name || 'no detail'}): ${PERMANENT.NoSuchBucket!}`;
   if (status === 400 || status === 405 || status === 411 || status === 501) {
     return `HTTP ${status} (${name || 'no detail'}${e.message && e.message !== 'UnknownError' ? `: ${e.message}` : ''}): the storage refuses the request as made; check --s3-sse, --s3-kms-key-id and the bucket's settings`;

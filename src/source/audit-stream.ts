@@ -67,8 +67,12 @@ export class AuditStream {
    * `readThroughLibrary`: never replace the library's data listener (see readDataDirectly); what
    * the consumer is handed must be the same either way, and a test holds the two paths to that.
    */
-  constructor(private readonly config: pg.ClientConfig, private readonly slot: string, private readonly log: Logger,
-    private readonly options: { readThroughLibrary?: boolean } = {}) {
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly slot: string,
+    private readonly log: Logger,
+    private readonly options: { readThroughLibrary?: boolean } = {},
+  ) {
     this.service = new LogicalReplicationService(
       { ...config, options: TEXT_OUTPUT_OPTIONS } as pg.ClientConfig,
       // No automatic or timed acknowledgements (they acknowledge what was received, not stored), and no
@@ -166,7 +170,10 @@ export class AuditStream {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     endCopy(this.service);
-    const stopped = this.service.stop().then(() => true, () => true);
+    const stopped = this.service.stop().then(
+      () => true,
+      () => true,
+    );
     if (!(await Promise.race([stopped, sleep(3000, undefined, { ref: false }).then(() => false)]))) {
       this.log.warn('the replication connection did not close in 3s; dropping it');
       destroySocket(this.service);
@@ -181,7 +188,7 @@ export class AuditStream {
   private dispatch(consumer: StreamConsumer, walStart: string | Buffer, msg: DecodedMessage): void {
     this.messagesReceived++;
     if (msg.tag === 'audit-insert') return consumer.onEvent({ type: 'audit-insert', tuple: msg.tuple });
-    const lsn = () => typeof walStart === 'string' ? walStart : formatLsn(walStart.readBigUInt64BE(1) as Lsn);
+    const lsn = () => (typeof walStart === 'string' ? walStart : formatLsn(walStart.readBigUInt64BE(1) as Lsn));
     switch (msg.tag) {
       case 'begin':
         return consumer.onEvent({ type: 'begin', xid: msg.xid, commitLsn: parseLsn(msg.commitLsn ?? lsn()), commitTime: pgTime(msg.commitTime) });
@@ -190,13 +197,23 @@ export class AuditStream {
       case 'insert':
         return consumer.onEvent({ type: 'change', op: 'insert', relation: rel(msg.relation), row: msg.new as RowText, old: null });
       case 'update':
-        return consumer.onEvent({ type: 'change', op: 'update', relation: rel(msg.relation), row: msg.new as RowText, old: (msg.old ?? msg.key) as RowText | null });
+        return consumer.onEvent({
+          type: 'change',
+          op: 'update',
+          relation: rel(msg.relation),
+          row: msg.new as RowText,
+          old: (msg.old ?? msg.key) as RowText | null,
+        });
       case 'delete':
         return consumer.onEvent({ type: 'change', op: 'delete', relation: rel(msg.relation), row: null, old: (msg.old ?? msg.key) as RowText | null });
       case 'message':
         if (msg.prefix !== READ_MESSAGE_PREFIX) return undefined;
-        return consumer.onEvent({ type: 'message', lsn: parseLsn(msg.messageLsn ?? lsn()), transactional: msg.transactional,
-          content: Buffer.from(msg.content.buffer, msg.content.byteOffset, msg.content.byteLength) });
+        return consumer.onEvent({
+          type: 'message',
+          lsn: parseLsn(msg.messageLsn ?? lsn()),
+          transactional: msg.transactional,
+          content: Buffer.from(msg.content.buffer, msg.content.byteOffset, msg.content.byteLength),
+        });
       case 'truncate':
         return consumer.onEvent({ type: 'change', op: 'truncate', relation: msg.relations.map(rel).join(','), row: null, old: null });
       default:

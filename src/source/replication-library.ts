@@ -107,7 +107,11 @@ export class PgoutputDecoder {
     const msg = PgoutputPlugin.prototype.parse.call(this.plugin, buf);
     if (msg.tag === 'relation') {
       for (const c of msg.columns) c.parser = (raw: unknown) => raw;
-      if (`${msg.schema}.${msg.name}` === this.auditRelation) this.audit = tupleLayout(msg.relationOid, msg.columns.map((c) => c.name));
+      if (`${msg.schema}.${msg.name}` === this.auditRelation)
+        this.audit = tupleLayout(
+          msg.relationOid,
+          msg.columns.map((c) => c.name),
+        );
     }
     return msg;
   }

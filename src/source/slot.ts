@@ -54,7 +54,9 @@ export async function ensureSlot(client: pg.Client, slot: string): Promise<SlotS
 
 /** What streaming needs from the server and the schema, with the fix for each. */
 export async function checkShippingPrerequisites(client: pg.Client): Promise<void> {
-  const { rows: [settings] } = await client.query<{ wal_level: string }>(`SELECT current_setting('wal_level') AS wal_level`);
+  const {
+    rows: [settings],
+  } = await client.query<{ wal_level: string }>(`SELECT current_setting('wal_level') AS wal_level`);
   if (settings!.wal_level !== 'logical') {
     throw new ConfigError(`wal_level is ${settings!.wal_level} on the server: set wal_level = logical in postgresql.conf and restart PostgreSQL`);
   }
@@ -81,10 +83,19 @@ async function released(client: pg.Client, slot: string): Promise<boolean> {
 }
 
 async function checkOrCreateSlot(client: pg.Client, slot: string): Promise<SlotState> {
-  const found = await client.query<{ plugin: string; database: string | null; slot_type: string; active: boolean; active_pid: number | null;
-    confirmed_flush_lsn: string | null; wal_status: string | null }>(
+  const found = await client.query<{
+    plugin: string;
+    database: string | null;
+    slot_type: string;
+    active: boolean;
+    active_pid: number | null;
+    confirmed_flush_lsn: string | null;
+    wal_status: string | null;
+  }>(
     `SELECT plugin, database, slot_type, active, active_pid, confirmed_flush_lsn::text, wal_status
-       FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
   const s = found.rows[0];
   if (!s) {
     try {
@@ -102,16 +113,23 @@ async function checkOrCreateSlot(client: pg.Client, slot: string): Promise<SlotS
     throw new ConfigError(`replication slot ${slot} belongs to database ${s.database}, not ${db}: choose another --slot`);
   }
   if (s.active && !(await released(client, slot))) {
-    const who = (await client.query<{ addr: string | null; since: string | null; app: string | null }>(
-      `SELECT client_addr::text AS addr, backend_start::text AS since, application_name AS app FROM pg_stat_replication WHERE pid = $1`,
-      [s.active_pid])).rows[0];
-    throw new ServiceError(`replication slot ${slot} is in use by process ${s.active_pid}` +
-      `${who ? ` (serving ${who.app || 'a client'} from ${who.addr ?? 'a local socket'} since ${who.since})` : ''}: another shipper is running; ` +
-      `two consumers of one slot would lose data, so this one will not start (waited ${SLOT_RELEASE_WAIT_MS / 1000}s for it to be released)`);
+    const who = (
+      await client.query<{ addr: string | null; since: string | null; app: string | null }>(
+        `SELECT client_addr::text AS addr, backend_start::text AS since, application_name AS app FROM pg_stat_replication WHERE pid = $1`,
+        [s.active_pid],
+      )
+    ).rows[0];
+    throw new ServiceError(
+      `replication slot ${slot} is in use by process ${s.active_pid}` +
+        `${who ? ` (serving ${who.app || 'a client'} from ${who.addr ?? 'a local socket'} since ${who.since})` : ''}: another shipper is running; ` +
+        `two consumers of one slot would lose data, so this one will not start (waited ${SLOT_RELEASE_WAIT_MS / 1000}s for it to be released)`,
+    );
   }
   if (s.wal_status === 'lost') {
-    throw new ServiceError(`replication slot ${slot} was invalidated (wal_status = lost): the server removed WAL it still needed, ` +
-      'so audit events were not streamed. Drop the slot to start a new one; the archive will record the gap');
+    throw new ServiceError(
+      `replication slot ${slot} was invalidated (wal_status = lost): the server removed WAL it still needed, ` +
+        'so audit events were not streamed. Drop the slot to start a new one; the archive will record the gap',
+    );
   }
   return { existed: true, confirmedFlush: s.confirmed_flush_lsn ? parseLsn(s.confirmed_flush_lsn) : null, walStatus: s.wal_status };
 }
@@ -127,7 +145,9 @@ export interface SlotHealth {
 export async function slotHealth(client: Queryable, slot: string): Promise<SlotHealth | null> {
   const r = await client.query<{ wal_status: string | null; lag: string | null; safe_wal_size: string | null }>(
     `SELECT wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag, safe_wal_size::text
-       FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
   const row = r.rows[0];
   if (!row) return null;
   return {

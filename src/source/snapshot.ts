@@ -10,14 +10,20 @@ import { TEXT_OUTPUT_OPTIONS } from './slot.js';
  * sees are exactly those committed before the slot's first streamed change. The snapshot lives
  * while the creating connection stays open, so the caller reads the rows, then calls done().
  */
-export async function createSlotWithSnapshot(config: pg.ClientConfig, slot: string): Promise<{
-  consistentPoint: Lsn; snapshot: string; done: () => Promise<void>;
+export async function createSlotWithSnapshot(
+  config: pg.ClientConfig,
+  slot: string,
+): Promise<{
+  consistentPoint: Lsn;
+  snapshot: string;
+  done: () => Promise<void>;
 }> {
   const repl = new pg.Client({ ...config, replication: 'database' } as pg.ClientConfig);
   await repl.connect();
   try {
     const r = await repl.query<{ consistent_point: string; snapshot_name: string }>(
-      `CREATE_REPLICATION_SLOT "${slot.replaceAll('"', '')}" LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      `CREATE_REPLICATION_SLOT "${slot.replaceAll('"', '')}" LOGICAL pgoutput EXPORT_SNAPSHOT`,
+    );
     const row = r.rows[0]!;
     return { consistentPoint: parseLsn(row.consistent_point), snapshot: row.snapshot_name, done: () => repl.end() };
   } catch (err) {
@@ -41,10 +47,12 @@ export async function* rowsInSnapshot(config: pg.ClientConfig, snapshot: string,
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replaceAll("'", '')}'`);
     const cols = await c.query<{ attname: string }>(
-      `SELECT attname FROM pg_attribute WHERE attrelid = 'audit.audit_log'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
+      `SELECT attname FROM pg_attribute WHERE attrelid = 'audit.audit_log'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    );
     const list = cols.rows.map((r) => `${pg.escapeIdentifier(r.attname)}::text AS ${pg.escapeIdentifier(r.attname)}`).join(', ');
-    await c.query(`DECLARE backfill NO SCROLL CURSOR FOR SELECT ${list} FROM audit.audit_log ` +
-      `ORDER BY (audit_log.occurred_at AT TIME ZONE 'UTC')::date, audit_log.id`); // the table's columns, not the text aliases
+    await c.query(
+      `DECLARE backfill NO SCROLL CURSOR FOR SELECT ${list} FROM audit.audit_log ` + `ORDER BY (audit_log.occurred_at AT TIME ZONE 'UTC')::date, audit_log.id`,
+    ); // the table's columns, not the text aliases
     for (;;) {
       const page = await c.query<RowText>(`FETCH ${pageSize} FROM backfill`);
       if (page.rows.length === 0) break;

@@ -29,15 +29,27 @@ export class AttestationCheck {
     const prev = this.last;
     if (prev) {
       if (ms - prev.ms > 2 * prev.intervalS * 1000) {
-        this.findings.push({ code: 'attestation-gap', where, id, detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: r.seq },
-          message: `no attestation of the capture configuration between ${prev.at} and ${at} (records ${prev.seq} and ${r.seq}), ` +
-            `though one was due every ${prev.intervalS}s: capture could have been switched off and on again unseen in that stretch` });
+        this.findings.push({
+          code: 'attestation-gap',
+          where,
+          id,
+          detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: r.seq },
+          message:
+            `no attestation of the capture configuration between ${prev.at} and ${at} (records ${prev.seq} and ${r.seq}), ` +
+            `though one was due every ${prev.intervalS}s: capture could have been switched off and on again unseen in that stretch`,
+        });
       }
       const changes = diffConfig(prev.config, a.config);
       if (changes.length > 0) {
-        this.findings.push({ code: 'capture-changed', where, id, detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: r.seq, changes },
-          message: `the capture configuration changed between ${prev.at} and ${at} (attestations ${prev.seq} and ${r.seq}): ` +
-            `${changes.slice(0, 12).join('; ')}${changes.length > 12 ? `; and ${changes.length - 12} more` : ''}` });
+        this.findings.push({
+          code: 'capture-changed',
+          where,
+          id,
+          detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: r.seq, changes },
+          message:
+            `the capture configuration changed between ${prev.at} and ${at} (attestations ${prev.seq} and ${r.seq}): ` +
+            `${changes.slice(0, 12).join('; ')}${changes.length > 12 ? `; and ${changes.length - 12} more` : ''}`,
+        });
       }
     }
     this.last = { seq: r.seq, at, ms, intervalS: a.interval_s, config: a.config };
@@ -49,9 +61,14 @@ export class AttestationCheck {
     const endKey = end === null ? null : timeKey(end);
     if (!last || endKey === null) return;
     if (Date.parse(endKey) - last.ms > 2 * last.intervalS * 1000) {
-      this.findings.push({ code: 'attestation-gap', where: `record:${last.seq}`, detail: { from: last.at, to: end, previous_seq: last.seq },
-        message: `no attestation of the capture configuration since ${last.at} (record ${last.seq}), though the archive goes on until ${end} ` +
-          `and one was due every ${last.intervalS}s: the shipper could not read or append it, or capture was switched off` });
+      this.findings.push({
+        code: 'attestation-gap',
+        where: `record:${last.seq}`,
+        detail: { from: last.at, to: end, previous_seq: last.seq },
+        message:
+          `no attestation of the capture configuration since ${last.at} (record ${last.seq}), though the archive goes on until ${end} ` +
+          `and one was due every ${last.intervalS}s: the shipper could not read or append it, or capture was switched off`,
+      });
     }
   }
 }

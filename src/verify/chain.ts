@@ -94,8 +94,22 @@ export function recordLines(content: Buffer): { seq: number; line: string }[] | 
 export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Promise<ChainReport> {
   const findings: Finding[] = [];
   let fullFrom = opts.fullFrom ?? 1;
-  const report: ChainReport = { referenced: new Set(), objectOf: new Map(), files: 0, skipped: 0, firstSeq: 1, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, headSha256: null, findings,
-    recorded: { open: [], acknowledged: [], notes: [] }, receipts: { findings: [], notes: [] } };
+  const report: ChainReport = {
+    referenced: new Set(),
+    objectOf: new Map(),
+    files: 0,
+    skipped: 0,
+    firstSeq: 1,
+    heartbeats: 0,
+    firstEventAt: null,
+    lastEventAt: null,
+    records: 0,
+    head: null,
+    headSha256: null,
+    findings,
+    recorded: { open: [], acknowledged: [], notes: [] },
+    receipts: { findings: [], notes: [] },
+  };
   const recorded = new RecordedFindings();
   const receipts = new ReceiptCheck();
 
@@ -116,20 +130,32 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     // Digests link by hash, so if the head a previous run accepted is unchanged, so is all before it.
     const t = await reader.get(digestKey(opts.trusted.fileSeq));
     if (!t || sha256Hex(t) !== opts.trusted.digestSha256) {
-      findings.push({ code: 'trusted-state-mismatch', where: digestKey(opts.trusted.fileSeq), message:
-        `digest ${opts.trusted.fileSeq} is ${t ? 'not the one' : 'missing, unlike'} the previous verification accepted: every file is checked again` });
+      findings.push({
+        code: 'trusted-state-mismatch',
+        where: digestKey(opts.trusted.fileSeq),
+        message: `digest ${opts.trusted.fileSeq} is ${t ? 'not the one' : 'missing, unlike'} the previous verification accepted: every file is checked again`,
+      });
       fullFrom = 1;
     }
   }
   let firstSeq = Math.max(minSeq, 1);
   if (opts.start) {
     if (!listed.has(opts.start.fileSeq)) {
-      findings.push({ code: 'start-missing', where: digestKey(opts.start.fileSeq), message: `the starting point ${formatHead(opts.start.fileSeq, opts.start.digestSha256)} is not in the archive` });
+      findings.push({
+        code: 'start-missing',
+        where: digestKey(opts.start.fileSeq),
+        message: `the starting point ${formatHead(opts.start.fileSeq, opts.start.digestSha256)} is not in the archive`,
+      });
     }
     firstSeq = opts.start.fileSeq;
   } else if (firstSeq > 1) {
-    findings.push({ code: 'missing-start', where: digestKey(1), message: `the archive starts at file ${firstSeq}: digests 1 to ${firstSeq - 1} are missing ` +
-      '(expired after the retention period, or removed). Nothing before it is proven; to take a point recorded earlier as proven, pass --start SEQ:SHA256' });
+    findings.push({
+      code: 'missing-start',
+      where: digestKey(1),
+      message:
+        `the archive starts at file ${firstSeq}: digests 1 to ${firstSeq - 1} are missing ` +
+        '(expired after the retention period, or removed). Nothing before it is proven; to take a point recorded earlier as proven, pass --start SEQ:SHA256',
+    });
   }
   report.firstSeq = firstSeq;
   const walk = new DigestWalk(opts.keys, firstSeq === 1 ? 'genesis' : 'anchor');
@@ -137,10 +163,13 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const readsData = (seq: number): boolean => seq >= fullFrom || opts.sample?.has(seq) === true;
   const plan = (seq: number): void => {
     if (seq > maxSeq || !listed.has(seq)) return;
-    void ahead.start(digestKey(seq))?.then((b) => {
-      const key = objectKeyOf(b);
-      if (key && readsData(seq)) ahead.start(key);
-    }, () => undefined);
+    void ahead.start(digestKey(seq))?.then(
+      (b) => {
+        const key = objectKeyOf(b);
+        if (key && readsData(seq)) ahead.start(key);
+      },
+      () => undefined,
+    );
   };
   for (let next = firstSeq; next < firstSeq + LOOK_AHEAD; next++) plan(next);
   for (let seq = firstSeq; seq <= maxSeq; seq++) {
@@ -150,12 +179,18 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     findings.push(...step.findings);
     const d = step.digest;
     if (opts.start?.fileSeq === seq && step.sha256 !== null && step.sha256 !== opts.start.digestSha256) {
-      findings.push({ code: 'start-changed', where: digestKey(seq), message:
-        `digest ${seq} is not the starting point recorded earlier (${formatHead(seq, opts.start.digestSha256)})` });
+      findings.push({
+        code: 'start-changed',
+        where: digestKey(seq),
+        message: `digest ${seq} is not the starting point recorded earlier (${formatHead(seq, opts.start.digestSha256)})`,
+      });
     }
     if (opts.expectHead?.fileSeq === seq && step.sha256 !== opts.expectHead.digestSha256) {
-      findings.push({ code: 'expected-head-changed', where: digestKey(seq), message:
-        `digest ${seq} is not the one recorded earlier as the head (${formatHead(seq, opts.expectHead.digestSha256)}): the archive was rewritten from there` });
+      findings.push({
+        code: 'expected-head-changed',
+        where: digestKey(seq),
+        message: `digest ${seq} is not the one recorded earlier as the head (${formatHead(seq, opts.expectHead.digestSha256)}): the archive was rewritten from there`,
+      });
     }
     if (!d) continue;
     report.head = d;
@@ -188,11 +223,18 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       recorded.add(d, file.lines);
       receipts.add(d, file.lines);
     }
-    if (file.findings.length === 0 && opts.onRecords) await opts.onRecords(file.lines.map((l) => l.record), d);
+    if (file.findings.length === 0 && opts.onRecords)
+      await opts.onRecords(
+        file.lines.map((l) => l.record),
+        d,
+      );
   }
   if (opts.expectHead && opts.expectHead.fileSeq > maxSeq) {
-    findings.push({ code: 'tail-missing', where: digestKey(opts.expectHead.fileSeq), message:
-      `the archive ends at file ${maxSeq}, but file ${opts.expectHead.fileSeq} was its head earlier (${formatHead(opts.expectHead.fileSeq, opts.expectHead.digestSha256)}): the newest files were removed` });
+    findings.push({
+      code: 'tail-missing',
+      where: digestKey(opts.expectHead.fileSeq),
+      message: `the archive ends at file ${maxSeq}, but file ${opts.expectHead.fileSeq} was its head earlier (${formatHead(opts.expectHead.fileSeq, opts.expectHead.digestSha256)}): the newest files were removed`,
+    });
   }
   report.recorded = recorded.settle(report.head?.created_at ?? null);
   report.receipts = { findings: receipts.findings, notes: receipts.notes };

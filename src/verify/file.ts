@@ -34,7 +34,9 @@ export function fileContent(d: Digest, body: Buffer): Buffer | string {
 export function checkFile(body: Buffer | null, d: Digest, before: ChainState): FileCheck {
   const findings: Finding[] = [];
   const where = d.object_key ?? digestKey(d.file_seq);
-  const add = (code: string, message: string): void => { findings.push({ code, where, message }); };
+  const add = (code: string, message: string): void => {
+    findings.push({ code, where, message });
+  };
   const lines: ArchivedLine[] = [];
   if (!body) {
     add('missing-file', `file ${d.file_seq} named by its digest is missing`);
@@ -91,7 +93,8 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
   if (!broken) {
     if (chain !== d.last_chain) add('record-chain-end', `file ${d.file_seq} ends on a chain hash its digest does not record`);
     if (lines.length !== d.record_count) add('record-count', `file ${d.file_seq} holds ${lines.length} records, its digest says ${d.record_count}`);
-    if (d.first_seq !== before.recordSeq + 1) add('record-sequence-gap', `file ${d.file_seq} starts at record ${d.first_seq}, ${before.recordSeq + 1} expected`);
+    if (d.first_seq !== before.recordSeq + 1)
+      add('record-sequence-gap', `file ${d.file_seq} starts at record ${d.first_seq}, ${before.recordSeq + 1} expected`);
     findings.push(...checkRecords(d, lines));
   }
   return { findings, lines };

@@ -8,7 +8,10 @@ import { recordLines, type ChainReport, type Finding } from './chain.js';
  * Everything stored must be accounted for by the chain: a data file no digest names (a copy under
  * another name, a file slipped in) and any object outside digests/ and data/ are findings.
  */
-export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainReport, 'referenced' | 'objectOf' | 'firstSeq'>): Promise<{ findings: Finding[]; notes: Finding[] }> {
+export async function checkInventory(
+  reader: ArchiveReader,
+  chain: Pick<ChainReport, 'referenced' | 'objectOf' | 'firstSeq'>,
+): Promise<{ findings: Finding[]; notes: Finding[] }> {
   const findings: Finding[] = [];
   const notes: Finding[] = [];
   for await (const key of reader.list('')) {
@@ -18,7 +21,11 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
       if (chain.referenced.has(key)) continue;
       const parsed = parseDataKey(key);
       if (parsed && parsed.fileSeq < chain.firstSeq) {
-        notes.push({ code: 'before-start', where: key, message: `file ${parsed.fileSeq} lies before the starting point (file ${chain.firstSeq}): not checked` });
+        notes.push({
+          code: 'before-start',
+          where: key,
+          message: `file ${parsed.fileSeq} lies before the starting point (file ${chain.firstSeq}): not checked`,
+        });
         continue;
       }
       // A shipper stopped between storing a file and its digest seals the same records again
@@ -27,18 +34,26 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
       // chain hash is not enough: a made-up body can carry a real record's seq and chain value.
       const copy = parsed && chain.objectOf.size > 0 ? await supersededCopy(reader, key, parsed.fileSeq, chain.objectOf) : null;
       if (copy === 'same') {
-        notes.push({ code: 'superseded-copy', where: key,
-          message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives` });
+        notes.push({
+          code: 'superseded-copy',
+          where: key,
+          message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives`,
+        });
         continue;
       }
       if (copy === 'backfill') {
-        notes.push({ code: 'superseded-backfill-copy', where: key,
-          message: `file ${parsed!.fileSeq} as first written by a backfill that was interrupted; the backfill started again from a new snapshot ` +
-            'and archived the same rows, at the same places, under its own WAL position: the rows are in the chain' });
+        notes.push({
+          code: 'superseded-backfill-copy',
+          where: key,
+          message:
+            `file ${parsed!.fileSeq} as first written by a backfill that was interrupted; the backfill started again from a new snapshot ` +
+            'and archived the same rows, at the same places, under its own WAL position: the rows are in the chain',
+        });
         continue;
       }
       findings.push({
-        code: 'unreferenced-object', where: key,
+        code: 'unreferenced-object',
+        where: key,
         message: !parsed
           ? 'an object in the data folder that no signed digest names'
           : chain.objectOf.has(parsed.fileSeq)
@@ -62,7 +77,7 @@ export async function checkInventory(reader: ArchiveReader, chain: Pick<ChainRep
 async function supersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>): Promise<'same' | 'backfill' | null> {
   const same = await isSupersededCopy(reader, key, fileSeq, objectOf, (a, b) => a === b);
   if (same) return 'same';
-  return await isSupersededCopy(reader, key, fileSeq, objectOf, sameBackfillRecord) ? 'backfill' : null;
+  return (await isSupersededCopy(reader, key, fileSeq, objectOf, sameBackfillRecord)) ? 'backfill' : null;
 }
 
 function sameBackfillRecord(archived: string, copy: string): boolean {
@@ -78,8 +93,13 @@ function sameBackfillRecord(archived: string, copy: string): boolean {
   return a !== null && a === strip(copy);
 }
 
-async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>,
-  equal: (archived: string, copy: string) => boolean): Promise<boolean> {
+async function isSupersededCopy(
+  reader: ArchiveReader,
+  key: string,
+  fileSeq: number,
+  objectOf: Map<number, string>,
+  equal: (archived: string, copy: string) => boolean,
+): Promise<boolean> {
   // The shipper names a file by the hash of its content: a renamed or edited file fails this.
   const body = await reader.get(key);
   const content = body ? tryGunzip(body) : null;
@@ -106,7 +126,10 @@ async function isSupersededCopy(reader: ArchiveReader, key: string, fileSeq: num
     for (const l of lines) archived.set(l.seq, l.line);
     if (lines[lines.length - 1]!.seq >= last) break;
   }
-  return copy.every((l) => { const a = archived.get(l.seq); return a !== undefined && equal(a, l.line); });
+  return copy.every((l) => {
+    const a = archived.get(l.seq);
+    return a !== undefined && equal(a, l.line);
+  });
 }
 
 async function linesOf(reader: ArchiveReader, key: string): Promise<{ seq: number; line: string }[] | null> {

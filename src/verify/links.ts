@@ -27,7 +27,10 @@ export class DigestWalk {
   /** whether the chain state before the next digest is known (from file 1, or after an anchor) */
   private anchored: boolean;
 
-  constructor(private readonly keys: Map<string, VerifyKey>, from: 'genesis' | 'anchor' = 'genesis') {
+  constructor(
+    private readonly keys: Map<string, VerifyKey>,
+    from: 'genesis' | 'anchor' = 'genesis',
+  ) {
     this.anchored = from === 'genesis';
   }
 
@@ -38,7 +41,9 @@ export class DigestWalk {
   step(seq: number, bytes: Buffer | null): { digest: Digest | null; before: ChainState; findings: Finding[]; sha256: string | null } {
     const findings: Finding[] = [];
     const key = digestKey(seq);
-    const add = (code: string, message: string): void => { findings.push({ code, where: key, message }); };
+    const add = (code: string, message: string): void => {
+      findings.push({ code, where: key, message });
+    };
     if (!bytes) {
       add('missing-digest', `digest ${seq} is missing: the chain has a gap between files ${seq - 1} and ${seq + 1}`);
       this.prevDigestSha = null;
@@ -61,8 +66,11 @@ export class DigestWalk {
     const prev = this.prevDigest;
     const sameSource = prev !== null && d.system_identifier === prev.system_identifier && d.database === prev.database && d.slot === prev.slot;
     if (prev && !sameSource) {
-      add('source-changed', `the source changed from system ${prev.system_identifier} database ${prev.database} slot ${prev.slot} to ` +
-        `system ${d.system_identifier} database ${d.database} slot ${d.slot}: events in between were not streamed`);
+      add(
+        'source-changed',
+        `the source changed from system ${prev.system_identifier} database ${prev.database} slot ${prev.slot} to ` +
+          `system ${d.system_identifier} database ${d.database} slot ${d.slot}: events in between were not streamed`,
+      );
     }
     const ack = tryParseLsn(d.ack_lsn);
     const prevAck = prev ? tryParseLsn(prev.ack_lsn) : null;
@@ -108,4 +116,3 @@ function after(d: Digest, before: ChainState): ChainState {
     lastPos: lastLsn === null ? before.lastPos : { lsn: lastLsn, idx: d.last_idx ?? 0 },
   };
 }
-

@@ -11,7 +11,10 @@ import type { ArchiveReader } from '../sink/sink.js';
 export class ReadAhead {
   private readonly pending = new Map<string, Promise<Buffer | null>>();
 
-  constructor(private readonly reader: ArchiveReader, private readonly limit = 4) {}
+  constructor(
+    private readonly reader: ArchiveReader,
+    private readonly limit = 4,
+  ) {}
 
   /** Start fetching `key` (unless already on its way, or the limit is reached); its bytes when they arrive. */
   start(key: string): Promise<Buffer | null> | null {

@@ -29,16 +29,26 @@ export class ReceiptCheck {
       const range = `bytes ${receipt.from}-${receipt.to} of log file ${receipt.file_name}`;
       if (!prev) {
         if (receipt.from !== 0) {
-          this.notes.push({ code: 'ingest-receipts-start-late', where, message:
-            `the first receipt seen for log file ${receipt.file_name} (record ${r.seq}) starts at byte ${receipt.from}: ` +
-            'the bytes before were ingested before receipts existed, or in files this run did not read' });
+          this.notes.push({
+            code: 'ingest-receipts-start-late',
+            where,
+            message:
+              `the first receipt seen for log file ${receipt.file_name} (record ${r.seq}) starts at byte ${receipt.from}: ` +
+              'the bytes before were ingested before receipts existed, or in files this run did not read',
+          });
         }
       } else if (receipt.from > prev.to) {
-        this.findings.push({ code: 'ingest-skipped', where, message:
-          `bytes ${prev.to}-${receipt.from} of log file ${receipt.file_name} were never ingested: receipt ${r.seq} (${range}) follows receipt ${prev.seq}, which ended at ${prev.to}` });
+        this.findings.push({
+          code: 'ingest-skipped',
+          where,
+          message: `bytes ${prev.to}-${receipt.from} of log file ${receipt.file_name} were never ingested: receipt ${r.seq} (${range}) follows receipt ${prev.seq}, which ended at ${prev.to}`,
+        });
       } else if (receipt.from < prev.to) {
-        this.findings.push({ code: 'ingest-reread', where, message:
-          `bytes ${receipt.from}-${Math.min(prev.to, receipt.to)} of log file ${receipt.file_name} were ingested twice: receipt ${r.seq} (${range}) starts before receipt ${prev.seq} ended (${prev.to})` });
+        this.findings.push({
+          code: 'ingest-reread',
+          where,
+          message: `bytes ${receipt.from}-${Math.min(prev.to, receipt.to)} of log file ${receipt.file_name} were ingested twice: receipt ${r.seq} (${range}) starts before receipt ${prev.seq} ended (${prev.to})`,
+        });
       }
       this.last.set(receipt.file_key, { to: receipt.to, seq: r.seq, name: receipt.file_name });
     }

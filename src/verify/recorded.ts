@@ -69,10 +69,20 @@ export class RecordedFindings {
 
   private gap(r: ArchivedRecord, d: Digest, where: string): void {
     this.open = null;
-    const detail: Record<string, unknown> = { seq: r.seq, reason: r.reason, archived_up_to_lsn: r.archived_up_to_lsn ?? null, recovery: r.recovery ?? null, archived_by: d.created_at };
+    const detail: Record<string, unknown> = {
+      seq: r.seq,
+      reason: r.reason,
+      archived_up_to_lsn: r.archived_up_to_lsn ?? null,
+      recovery: r.recovery ?? null,
+      archived_by: d.created_at,
+    };
     this.findings.push({
-      code: 'gap', where, id: findingId(r.seq), detail,
-      message: `events were not streamed before ${d.created_at} (${String(r.reason)}): ` +
+      code: 'gap',
+      where,
+      id: findingId(r.seq),
+      detail,
+      message:
+        `events were not streamed before ${d.created_at} (${String(r.reason)}): ` +
         `everything after WAL position ${String(r.archived_up_to_lsn ?? 'unknown')} that was no longer in audit_log is lost; ` +
         'the rows still there follow as backfill "slot-lost"',
     });
@@ -81,8 +91,12 @@ export class RecordedFindings {
   private ack(r: ArchivedRecord): void {
     this.open = null;
     this.acks.push({
-      finding: String(r.row_id ?? ''), by: String(r.session_user_name ?? ''), reviewer: (r.app_user_id as string | null) ?? null,
-      at: String(r.occurred_at ?? ''), reason: String(r.statement ?? ''), seq: r.seq,
+      finding: String(r.row_id ?? ''),
+      by: String(r.session_user_name ?? ''),
+      reviewer: (r.app_user_id as string | null) ?? null,
+      at: String(r.occurred_at ?? ''),
+      reason: String(r.statement ?? ''),
+      seq: r.seq,
     });
   }
 
@@ -101,8 +115,11 @@ export class RecordedFindings {
       const f = byId.get(a.finding);
       const seqOfFinding = f ? Number(a.finding.slice('record:'.length)) : NaN;
       if (!f || !(seqOfFinding < a.seq)) {
-        notes.push({ code: 'acknowledgement-unmatched', where: findingId(a.seq),
-          message: `record ${a.seq} acknowledges ${JSON.stringify(a.finding)}, which is not a finding recorded before it in what this run read` });
+        notes.push({
+          code: 'acknowledgement-unmatched',
+          where: findingId(a.seq),
+          message: `record ${a.seq} acknowledges ${JSON.stringify(a.finding)}, which is not a finding recorded before it in what this run read`,
+        });
         continue;
       }
       if (!acked.has(a.finding)) acked.set(a.finding, a);
@@ -120,8 +137,10 @@ export class RecordedFindings {
 
 function tamperMessage(op: string, count: number, lsn: string, sealed: string, old: unknown): string {
   const what = op === 'truncate' ? 'a TRUNCATE of audit_log' : `a ${op.toUpperCase()} of ${count} audit_log row${count === 1 ? '' : 's'}`;
-  return `${what} was committed (transaction at WAL position ${lsn}, archived by ${sealed}): the database's copy of the trail was changed; ` +
-    `the archive keeps the original rows${describeOld(old, count)}`;
+  return (
+    `${what} was committed (transaction at WAL position ${lsn}, archived by ${sealed}): the database's copy of the trail was changed; ` +
+    `the archive keeps the original rows${describeOld(old, count)}`
+  );
 }
 
 /** The first changed event in words: which event, of what, by whom, when. */

@@ -23,7 +23,9 @@ const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
   const findings: Finding[] = [];
   const where = d.object_key ?? digestKey(d.file_seq);
-  const add = (code: string, message: string): void => { findings.push({ code, where, message }); };
+  const add = (code: string, message: string): void => {
+    findings.push({ code, where, message });
+  };
 
   let first: string | null = null;
   let last: string | null = null;
@@ -37,8 +39,11 @@ export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
     }
   }
   if (d.first_event_at !== first || d.last_event_at !== last) {
-    add('digest-event-range', `file ${d.file_seq}'s digest says its events run from ${d.first_event_at ?? 'none'} to ${d.last_event_at ?? 'none'}, ` +
-      `its records from ${first ?? 'none'} to ${last ?? 'none'}: a time-range query would look for them in the wrong place`);
+    add(
+      'digest-event-range',
+      `file ${d.file_seq}'s digest says its events run from ${d.first_event_at ?? 'none'} to ${d.last_event_at ?? 'none'}, ` +
+        `its records from ${first ?? 'none'} to ${last ?? 'none'}: a time-range query would look for them in the wrong place`,
+    );
   }
   findings.push(...checkBackfillPartition(d, lines));
   const head = lines[0]?.record;
@@ -48,8 +53,11 @@ export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
       add('digest-sequence', `file ${d.file_seq}'s digest names records ${d.first_seq}..${d.last_seq}, the file holds ${head.seq}..${tail.seq}`);
     }
     if (!sameLsn(d.first_lsn, head.lsn) || !sameLsn(d.last_lsn, tail.lsn) || d.last_idx !== tail.idx) {
-      add('digest-positions', `file ${d.file_seq}'s digest says its records run from ${d.first_lsn} to ${d.last_lsn}#${d.last_idx}, ` +
-        `they run from ${head.lsn} to ${tail.lsn}#${tail.idx}`);
+      add(
+        'digest-positions',
+        `file ${d.file_seq}'s digest says its records run from ${d.first_lsn} to ${d.last_lsn}#${d.last_idx}, ` +
+          `they run from ${head.lsn} to ${tail.lsn}#${tail.idx}`,
+      );
     }
   }
   return findings;
@@ -72,8 +80,15 @@ function checkBackfillPartition(d: Digest, lines: ArchivedLine[]): Finding[] {
   const dt = parseDataKey(d.object_key)?.date;
   if (!dt) return [];
   const off = backfilled.find((r) => typeof r.occurred_at === 'string' && utcDate(r.occurred_at) !== dt);
-  return off ? [{ code: 'partition-mismatch', where, message:
-    `file ${d.file_seq} of backfilled events is filed under ${dt}, but record ${off.seq} occurred at ${String(off.occurred_at)}: a time-range query would not look for it there` }] : [];
+  return off
+    ? [
+        {
+          code: 'partition-mismatch',
+          where,
+          message: `file ${d.file_seq} of backfilled events is filed under ${dt}, but record ${off.seq} occurred at ${String(off.occurred_at)}: a time-range query would not look for it there`,
+        },
+      ]
+    : [];
 }
 
 /** What is wrong with one record's own fields, or null. */
@@ -103,17 +118,32 @@ export function recordProblem(r: ArchivedRecord): string | null {
 export function checkDigestFields(d: Digest): Finding[] {
   const where = digestKey(d.file_seq);
   const out: Finding[] = [];
-  const add = (code: string, message: string): void => { out.push({ code, where, message }); };
+  const add = (code: string, message: string): void => {
+    out.push({ code, where, message });
+  };
   if (typeof d.created_at !== 'string' || !ISO_UTC.test(d.created_at) || Number.isNaN(Date.parse(d.created_at))) {
     add('bad-digest-field', `digest ${d.file_seq}: created_at ${JSON.stringify(d.created_at)} is not a UTC time`);
   }
-  for (const [field, value, nullable] of [['ack_lsn', d.ack_lsn, false], ['first_lsn', d.first_lsn, true], ['last_lsn', d.last_lsn, true]] as const) {
+  for (const [field, value, nullable] of [
+    ['ack_lsn', d.ack_lsn, false],
+    ['first_lsn', d.first_lsn, true],
+    ['last_lsn', d.last_lsn, true],
+  ] as const) {
     if (nullable && value === null) continue;
-    if (typeof value !== 'string' || !SERVER_LSN_TEXT.test(value)) add('bad-digest-field', `digest ${d.file_seq}: ${field} ${JSON.stringify(value)} is not an LSN`);
+    if (typeof value !== 'string' || !SERVER_LSN_TEXT.test(value))
+      add('bad-digest-field', `digest ${d.file_seq}: ${field} ${JSON.stringify(value)} is not an LSN`);
   }
   if (d.kind === 'heartbeat') {
-    if (d.object_key !== null || d.object_bytes !== null || d.object_sha256 !== null || d.content_sha256 !== null ||
-      d.first_seq !== null || d.first_lsn !== null || d.first_event_at !== null || d.last_event_at !== null) {
+    if (
+      d.object_key !== null ||
+      d.object_bytes !== null ||
+      d.object_sha256 !== null ||
+      d.content_sha256 !== null ||
+      d.first_seq !== null ||
+      d.first_lsn !== null ||
+      d.first_event_at !== null ||
+      d.last_event_at !== null
+    ) {
       add('bad-heartbeat', `heartbeat ${d.file_seq} names a file, records or events`);
     }
     return out;
@@ -143,8 +173,10 @@ export function checkDigestFields(d: Digest): Finding[] {
   }
   const latest = d.last_event_at === null ? null : timeKey(d.last_event_at);
   if (latest !== null && parsed.date < dateOf(latest)) {
-    add('partition-mismatch', `file ${d.file_seq} is filed under commit date ${parsed.date}, before its events of ${dateOf(latest)}: ` +
-      'a time-range query would not look there');
+    add(
+      'partition-mismatch',
+      `file ${d.file_seq} is filed under commit date ${parsed.date}, before its events of ${dateOf(latest)}: ` + 'a time-range query would not look there',
+    );
   }
   const sealedBy = new Date(Date.parse(d.created_at) + CLOCK_ALLOWANCE_MS).toISOString().slice(0, 10);
   if (parsed.date > sealedBy) {

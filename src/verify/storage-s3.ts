@@ -34,8 +34,10 @@ export async function checkS3Storage(client: S3Client, bucket: string, prefix: s
     const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionMarker }));
     for (const m of page.DeleteMarkers ?? []) {
       report.findings.push({
-        code: 'delete-marker', where: rel(m.Key!, prefix),
-        message: `a delete marker${m.IsLatest ? ' hides this object from readers' : ' stands in its history'} (set ${m.LastModified?.toISOString()}); ` +
+        code: 'delete-marker',
+        where: rel(m.Key!, prefix),
+        message:
+          `a delete marker${m.IsLatest ? ' hides this object from readers' : ' stands in its history'} (set ${m.LastModified?.toISOString()}); ` +
           'the locked data is still stored, but a plain GET no longer returns it',
       });
     }
@@ -52,9 +54,15 @@ export async function checkS3Storage(client: S3Client, bucket: string, prefix: s
   for (const [key, versions] of byKey) {
     if (versions.length > 1) {
       const same = versions.every((v) => v.etag === versions[0]!.etag);
-      (same ? report.notes : report.findings).push(same
-        ? { code: 'identical-versions', where: rel(key, prefix), message: `${versions.length} byte-identical versions (a retried write)` }
-        : { code: 'overwritten', where: rel(key, prefix), message: `${versions.length} versions with different content: the object was written again after it was sealed` });
+      (same ? report.notes : report.findings).push(
+        same
+          ? { code: 'identical-versions', where: rel(key, prefix), message: `${versions.length} byte-identical versions (a retried write)` }
+          : {
+              code: 'overwritten',
+              where: rel(key, prefix),
+              message: `${versions.length} versions with different content: the object was written again after it was sealed`,
+            },
+      );
     }
     for (const v of versions) work.push({ key, versionId: v.versionId, lastModified: v.lastModified });
   }
@@ -70,8 +78,14 @@ export async function checkS3Storage(client: S3Client, bucket: string, prefix: s
   return report;
 }
 
-async function checkVersion(client: S3Client, bucket: string, prefix: string,
-  v: { key: string; versionId: string; lastModified: Date }, minimum: Retention, report: StorageReport): Promise<void> {
+async function checkVersion(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  v: { key: string; versionId: string; lastModified: Date },
+  minimum: Retention,
+  report: StorageReport,
+): Promise<void> {
   const where = rel(v.key, prefix);
   let head;
   try {
@@ -82,7 +96,8 @@ async function checkVersion(client: S3Client, bucket: string, prefix: string,
   }
   if (head.ObjectLockMode !== 'COMPLIANCE') {
     report.findings.push({
-      code: head.ObjectLockMode ? 'governance-mode' : 'not-locked', where,
+      code: head.ObjectLockMode ? 'governance-mode' : 'not-locked',
+      where,
       message: head.ObjectLockMode
         ? `locked in ${head.ObjectLockMode} mode, which privileged users can lift: it can be deleted before its retention ends`
         : 'not locked: anyone with delete permission can remove this version',
@@ -92,8 +107,10 @@ async function checkVersion(client: S3Client, bucket: string, prefix: string,
   const until = head.ObjectLockRetainUntilDate;
   if (head.ObjectLockMode && (!until || until.getTime() < required.getTime() - DAY)) {
     report.findings.push({
-      code: 'retention-too-short', where,
-      message: `retained until ${until?.toISOString().slice(0, 10) ?? 'never'}, but written ${v.lastModified.toISOString().slice(0, 10)} ` +
+      code: 'retention-too-short',
+      where,
+      message:
+        `retained until ${until?.toISOString().slice(0, 10) ?? 'never'}, but written ${v.lastModified.toISOString().slice(0, 10)} ` +
         `it must be kept until at least ${required.toISOString().slice(0, 10)}`,
     });
   }

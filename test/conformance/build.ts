@@ -59,11 +59,30 @@ let nextId = 1;
 export function auditRow(over: Partial<Record<string, string | null>> = {}): RowText {
   const id = String(nextId++);
   return {
-    id, occurred_at: '2026-03-02 09:15:00.120034+00', tx_started_at: '2026-03-02 09:15:00.118+00', source: 'trigger',
-    action: 'UPDATE', outcome: 'success', schema_name: 'public', table_name: 'customers', row_id: '4711',
-    changed_columns: '{full_name}', session_user_name: 'phi_app', current_role_name: 'phi_app', app_user_id: 'dr.alice',
-    app_customer_id: '4711', application_name: 'clinic-web', client_addr: '10.0.0.7', client_port: '50432', backend_pid: '4242',
-    txid: '771', statement: null, error: null, log_session_id: null, log_line_num: null, ...over,
+    id,
+    occurred_at: '2026-03-02 09:15:00.120034+00',
+    tx_started_at: '2026-03-02 09:15:00.118+00',
+    source: 'trigger',
+    action: 'UPDATE',
+    outcome: 'success',
+    schema_name: 'public',
+    table_name: 'customers',
+    row_id: '4711',
+    changed_columns: '{full_name}',
+    session_user_name: 'phi_app',
+    current_role_name: 'phi_app',
+    app_user_id: 'dr.alice',
+    app_customer_id: '4711',
+    application_name: 'clinic-web',
+    client_addr: '10.0.0.7',
+    client_port: '50432',
+    backend_pid: '4242',
+    txid: '771',
+    statement: null,
+    error: null,
+    log_session_id: null,
+    log_line_num: null,
+    ...over,
   };
 }
 
@@ -107,7 +126,10 @@ export async function buildArchive(files: FileSpec[]): Promise<Objects> {
     if (data && digest.object_key) objects.set(digest.object_key, data);
     objects.set(digestKey(digest.file_seq), digestBytes);
     head = {
-      fileSeq: digest.file_seq, digestSha256: sha256Hex(digestBytes), ackLsn: ack, lastWrittenAt: now.getTime(),
+      fileSeq: digest.file_seq,
+      digestSha256: sha256Hex(digestBytes),
+      ackLsn: ack,
+      lastWrittenAt: now.getTime(),
       position: sealed.position,
     };
   }

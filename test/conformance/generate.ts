@@ -31,7 +31,10 @@ async function main(): Promise<void> {
       await writeFile(path.join(dir, 'archive', key), body);
     }
     const keys = (c.keys ?? ['A']).map((k) => `keys/${k}.pem`);
-    await writeFile(path.join(dir, 'case.json'), `${JSON.stringify({ description: c.description, verify_keys: keys, ...args, expected: c.expected }, null, 2)}\n`);
+    await writeFile(
+      path.join(dir, 'case.json'),
+      `${JSON.stringify({ description: c.description, verify_keys: keys, ...args, expected: c.expected }, null, 2)}\n`,
+    );
     const got = await judge(memoryReader(objects), keysFor(c.keys), args);
     const same = JSON.stringify(got) === JSON.stringify(c.expected);
     if (!same) failed++;

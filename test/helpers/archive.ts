@@ -6,7 +6,12 @@ import type { ArchiveReader } from '../../src/sink/sink.js';
 import { fileArchive } from '../../src/sink/file/file-archive.js';
 import { verifyChain, type ArchivedRecord, type ChainReport } from '../../src/verify/chain.js';
 
-export interface TestKeys { dir: string; signingKey: string; verifyKey: string; keys: Map<string, VerifyKey> }
+export interface TestKeys {
+  dir: string;
+  signingKey: string;
+  verifyKey: string;
+  keys: Map<string, VerifyKey>;
+}
 
 export async function makeKeys(): Promise<TestKeys> {
   const dir = path.join(await mkdtemp(path.join(tmpdir(), 'pgas-keys-')), 'k');
@@ -23,12 +28,30 @@ export async function tempArchiveDir(): Promise<string> {
 export async function readArchive(reader: ArchiveReader | string, keys: Map<string, VerifyKey>): Promise<{ report: ChainReport; records: ArchivedRecord[] }> {
   const r = typeof reader === 'string' ? fileArchive(reader).reader : reader;
   const records: ArchivedRecord[] = [];
-  const report = await verifyChain(r, { keys, onRecords: (recs) => { records.push(...recs); } });
+  const report = await verifyChain(r, {
+    keys,
+    onRecords: (recs) => {
+      records.push(...recs);
+    },
+  });
   return { report, records };
 }
 
 /** The environment `ship` needs, for the CLI. */
 export function shipArgs(opts: { archive: string; keys: TestKeys; extra?: string[] }): string[] {
-  return ['ship', '--archive', opts.archive, '--signing-key', opts.keys.signingKey, '--http-port', '0',
-    '--batch-max-age', '200ms', '--allow-short-retention', '--retention', '1d', ...(opts.extra ?? [])];
+  return [
+    'ship',
+    '--archive',
+    opts.archive,
+    '--signing-key',
+    opts.keys.signingKey,
+    '--http-port',
+    '0',
+    '--batch-max-age',
+    '200ms',
+    '--allow-short-retention',
+    '--retention',
+    '1d',
+    ...(opts.extra ?? []),
+  ];
 }

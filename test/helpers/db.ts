@@ -37,7 +37,9 @@ export async function dropCreatedSlots(): Promise<void> {
   if (created.length === 0) return;
   await withClient(urlFor('postgres'), async (c) => {
     const { rows } = await c.query<{ slot_name: string; active_pid: number | null }>(
-      'SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = ANY($1)', [created]);
+      'SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = ANY($1)',
+      [created],
+    );
     for (const r of rows) {
       if (r.active_pid) await c.query('SELECT pg_terminate_backend($1)', [r.active_pid]);
       await c.query('SELECT pg_drop_replication_slot($1)', [r.slot_name]).catch(() => undefined);

@@ -15,7 +15,8 @@ export async function expectExactlyOnce(records: readonly ArchivedRecord[], data
   const dup = archived.find((id, i) => archived.indexOf(id) !== i);
   expect(dup, `audit_log row ${dup} archived more than once`).toBeUndefined();
   const inDatabase = await withClient(databaseUrl, async (c) =>
-    (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
+    (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id),
+  );
   const missing = inDatabase.filter((id) => !archived.includes(id));
   expect(missing.slice(0, 10), `${missing.length} audit_log rows not archived`).toEqual([]);
   expect(opts.inIdOrder ? archived : [...archived].sort((a, b) => Number(a) - Number(b))).toEqual(inDatabase);

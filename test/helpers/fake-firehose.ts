@@ -1,7 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import {
-  DescribeDeliveryStreamCommand, FirehoseClient, PutRecordBatchCommand, ServiceUnavailableException,
-  type DescribeDeliveryStreamCommandOutput, type PutRecordBatchCommandInput, type PutRecordBatchCommandOutput,
+  DescribeDeliveryStreamCommand,
+  FirehoseClient,
+  PutRecordBatchCommand,
+  ServiceUnavailableException,
+  type DescribeDeliveryStreamCommandOutput,
+  type PutRecordBatchCommandInput,
+  type PutRecordBatchCommandOutput,
 } from '@aws-sdk/client-firehose';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
@@ -28,17 +33,37 @@ export class FakeFirehose {
   readonly mock = mockClient(FirehoseClient);
   private description: NonNullable<DescribeDeliveryStreamCommandOutput['DeliveryStreamDescription']>;
 
-  constructor(readonly stream: string, readonly bucket: string, readonly prefix: string, seed = 7) {
+  constructor(
+    readonly stream: string,
+    readonly bucket: string,
+    readonly prefix: string,
+    seed = 7,
+  ) {
     let s = seed;
-    this.rnd = () => { s = (s * 1103515245 + 12345) % 2 ** 31; return s / 2 ** 31; };
+    this.rnd = () => {
+      s = (s * 1103515245 + 12345) % 2 ** 31;
+      return s / 2 ** 31;
+    };
     this.description = {
-      DeliveryStreamName: stream, DeliveryStreamARN: `arn:aws:firehose:us-east-1:000000000000:deliverystream/${stream}`,
-      DeliveryStreamStatus: 'ACTIVE', DeliveryStreamType: 'DirectPut', VersionId: '1', HasMoreDestinations: false,
-      Destinations: [{ DestinationId: 'destinationId-000000000001', ExtendedS3DestinationDescription: {
-        RoleARN: 'arn:aws:iam::000000000000:role/firehose', BucketARN: `arn:aws:s3:::${bucket}`, Prefix: prefix,
-        BufferingHints: { SizeInMBs: 5, IntervalInSeconds: 300 }, CompressionFormat: 'UNCOMPRESSED',
-        EncryptionConfiguration: { NoEncryptionConfig: 'NoEncryption' },
-      } }],
+      DeliveryStreamName: stream,
+      DeliveryStreamARN: `arn:aws:firehose:us-east-1:000000000000:deliverystream/${stream}`,
+      DeliveryStreamStatus: 'ACTIVE',
+      DeliveryStreamType: 'DirectPut',
+      VersionId: '1',
+      HasMoreDestinations: false,
+      Destinations: [
+        {
+          DestinationId: 'destinationId-000000000001',
+          ExtendedS3DestinationDescription: {
+            RoleARN: 'arn:aws:iam::000000000000:role/firehose',
+            BucketARN: `arn:aws:s3:::${bucket}`,
+            Prefix: prefix,
+            BufferingHints: { SizeInMBs: 5, IntervalInSeconds: 300 },
+            CompressionFormat: 'UNCOMPRESSED',
+            EncryptionConfiguration: { NoEncryptionConfig: 'NoEncryption' },
+          },
+        },
+      ],
     };
     this.mock.on(DescribeDeliveryStreamCommand).callsFake(async () => ({ DeliveryStreamDescription: this.description }));
     this.mock.on(PutRecordBatchCommand).callsFake((input: PutRecordBatchCommandInput) => this.putRecordBatch(input));
@@ -87,7 +112,8 @@ export class FakeFirehose {
       const body = Buffer.concat(items.splice(0, 1 + Math.floor(this.rnd() * 4)));
       const now = new Date();
       const iso = now.toISOString();
-      const key = `${this.prefix}${iso.slice(0, 4)}/${iso.slice(5, 7)}/${iso.slice(8, 10)}/${iso.slice(11, 13)}/` +
+      const key =
+        `${this.prefix}${iso.slice(0, 4)}/${iso.slice(5, 7)}/${iso.slice(8, 10)}/${iso.slice(11, 13)}/` +
         `${this.stream}-1-${iso.slice(0, 19).replace(/[T:]/g, '-')}-${randomUUID()}`;
       // No lock headers: like Firehose, the bucket's default retention is the lock.
       await s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentMD5: createHash('md5').update(body).digest('base64') }));

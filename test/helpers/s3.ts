@@ -19,9 +19,12 @@ export function s3Env(endpoint = requireEnv('TEST_S3_ENDPOINT')): Record<string,
 
 export function testS3Client(): S3Client {
   return new S3Client({
-    endpoint: requireEnv('TEST_S3_ENDPOINT'), region: requireEnv('TEST_S3_REGION'), forcePathStyle: true,
+    endpoint: requireEnv('TEST_S3_ENDPOINT'),
+    region: requireEnv('TEST_S3_REGION'),
+    forcePathStyle: true,
     credentials: { accessKeyId: requireEnv('TEST_S3_ACCESS_KEY'), secretAccessKey: requireEnv('TEST_S3_SECRET_KEY') },
-    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
   });
 }
 
@@ -32,8 +35,15 @@ export async function makeBucket(opts: { lock?: boolean; mode?: 'COMPLIANCE' | '
   const name = `audit-${process.pid}-${Date.now().toString(36)}-${n++}`;
   await s3.send(new CreateBucketCommand({ Bucket: name, ObjectLockEnabledForBucket: opts.lock !== false }));
   if (opts.lock !== false && opts.mode !== null) {
-    await s3.send(new PutObjectLockConfigurationCommand({ Bucket: name, ObjectLockConfiguration: {
-      ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: opts.mode ?? 'COMPLIANCE', Days: opts.days ?? 1 } } } }));
+    await s3.send(
+      new PutObjectLockConfigurationCommand({
+        Bucket: name,
+        ObjectLockConfiguration: {
+          ObjectLockEnabled: 'Enabled',
+          Rule: { DefaultRetention: { Mode: opts.mode ?? 'COMPLIANCE', Days: opts.days ?? 1 } },
+        },
+      }),
+    );
   }
   return name;
 }

@@ -25,18 +25,28 @@ function prng(seed: number): () => number {
  * pgaudit and `ingest`.
  */
 export async function clinicWorkload(db: { name: string; url: string }, customers: number): Promise<{ pgauditEvents: number }> {
-  await withClient(urlFor('postgres'), (c) => c.query(`DO $$ BEGIN
+  await withClient(urlFor('postgres'), (c) =>
+    c
+      .query(
+        `DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'report_login') THEN CREATE ROLE report_login LOGIN IN ROLE phi_app; END IF;
-  END $$`).catch(() => undefined));
+  END $$`,
+      )
+      .catch(() => undefined),
+  );
   const rnd = prng(4711);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   let pgauditEvents = 0;
   const roles = ['app_login', 'report_login'];
-  const clients = await Promise.all(roles.map(async (r) => {
-    const c = new (await import('pg')).default.Client({ connectionString: urlFor(db.name, r, { application_name: r === 'app_login' ? 'clinic-portal' : 'reports' }) });
-    await c.connect();
-    return c;
-  }));
+  const clients = await Promise.all(
+    roles.map(async (r) => {
+      const c = new (await import('pg')).default.Client({
+        connectionString: urlFor(db.name, r, { application_name: r === 'app_login' ? 'clinic-portal' : 'reports' }),
+      });
+      await c.connect();
+      return c;
+    }),
+  );
   try {
     const as = async (user: string, customer: number) => {
       const c = pick(clients);
@@ -83,8 +93,15 @@ export async function ingestAll(db: { name: string; url: string }, expected: num
   for (let i = 0; i < 100; i++) {
     const r = await runCli(['ingest'], env);
     expect(r.code, r.stderr).toBe(0);
-    const n = await withClient(db.url, async (c) => (await c.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND NOT (schema_name = 'audit' AND action = 'SELECT')`)).rows[0]!.n);
+    const n = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND NOT (schema_name = 'audit' AND action = 'SELECT')`,
+          )
+        ).rows[0]!.n,
+    );
     if (n >= expected) {
       expect(n).toBe(expected);
       return;

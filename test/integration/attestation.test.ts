@@ -23,8 +23,10 @@ afterAll(dropCreatedSlots);
 
 /** A shipper that checks the configuration every 200 ms and promises an attestation every 2 s. */
 function startShipper(db: { name: string }, archive: string) {
-  return startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, '--attest-check-interval', '200ms', '--heartbeat-interval', '2s'] }),
-    { DATABASE_URL: urlFor(db.name, 'ship_login') });
+  return startCli(
+    shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, '--attest-check-interval', '200ms', '--heartbeat-interval', '2s'] }),
+    { DATABASE_URL: urlFor(db.name, 'ship_login') },
+  );
 }
 
 async function attestations(archive: string): Promise<number> {
@@ -47,11 +49,12 @@ async function attackedDatabase(label: string) {
   const shipper = startShipper(db, archive);
   const done = waitFor(shipper);
   await expect.poll(() => attestations(archive), { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(1);
-  const asAuditOwner = (fn: (c: pg.Client) => Promise<void>) => withClient(urlFor(db.name, mallory), async (c) => {
-    await c.query(`GRANT audit_owner TO ${mallory}`);
-    await c.query('SET ROLE audit_owner');
-    await fn(c);
-  });
+  const asAuditOwner = (fn: (c: pg.Client) => Promise<void>) =>
+    withClient(urlFor(db.name, mallory), async (c) => {
+      await c.query(`GRANT audit_owner TO ${mallory}`);
+      await c.query('SET ROLE audit_owner');
+      await fn(c);
+    });
   const stop = async () => {
     shipper.kill('SIGTERM');
     expect((await done).code).toBe(0);
@@ -104,7 +107,9 @@ describe('the capture configuration, attested in the chain', () => {
       await c.query('DROP POLICY audit_read_context ON customers');
     });
     const changed = await theOneChange(archive, stop);
-    expect(changed[0]!.message).toContain('tables["public.customers"].row_security.policy: "restrictive * ( SELECT audit.read_context() AS read_context) / ( SELECT audit.read_context() AS read_context)" -> null');
+    expect(changed[0]!.message).toContain(
+      'tables["public.customers"].row_security.policy: "restrictive * ( SELECT audit.read_context() AS read_context) / ( SELECT audit.read_context() AS read_context)" -> null',
+    );
     expect(changed[0]!.message).toContain('event_triggers.audit_guard_protected_ddl.enabled: "A" -> "D"');
   });
 
@@ -120,6 +125,8 @@ describe('the capture configuration, attested in the chain', () => {
     const { code, findings } = await verifyJson(archive);
     expect(code).toBe(1);
     expect(findings.map((f) => f.code)).toContain('attestation-gap');
-    expect(findings.find((f) => f.code === 'attestation-gap')!.message).toMatch(/^no attestation of the capture configuration since .* though the archive goes on until /);
+    expect(findings.find((f) => f.code === 'attestation-gap')!.message).toMatch(
+      /^no attestation of the capture configuration since .* though the archive goes on until /,
+    );
   });
 });

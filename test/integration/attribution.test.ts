@@ -37,7 +37,10 @@ beforeAll(async () => {
       BEGIN RAISE LOG 'audit read context {"user":"dr.alice","customer":"4711"}'; END $f$`);
     await c.query('GRANT EXECUTE ON FUNCTION clinic.read_as_14(), clinic.read_context() TO phi_app');
   });
-  for (const [table, extra] of [['clinic.charts', []], ['clinic.loads', ['--read-context', 'off']]] as const) {
+  for (const [table, extra] of [
+    ['clinic.charts', []],
+    ['clinic.loads', ['--read-context', 'off']],
+  ] as const) {
     const r = await runCli(['protect', table, ...extra], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
   }
@@ -55,15 +58,24 @@ async function read(c: pg.Client, tag: string): Promise<Seen> {
   return seenOf((await c.query<{ u: string; c: string }>(READ(tag))).rows);
 }
 
-async function ingestUntil(tags: string[]): Promise<Map<string, { app_user_id: string | null; app_customer_id: string | null; app_context: string | null; action: string }[]>> {
+async function ingestUntil(
+  tags: string[],
+): Promise<Map<string, { app_user_id: string | null; app_customer_id: string | null; app_context: string | null; action: string }[]>> {
   const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: requireEnv('TEST_PG_LOG_DIR'), AUDIT_CONTEXT_WAIT: '2s' };
   let found = new Map<string, { app_user_id: string | null; app_customer_id: string | null; app_context: string | null; action: string }[]>();
   for (let i = 0; i < 60 && tags.some((t) => !found.has(t)); i++) {
     const r = await runCli(['ingest'], env);
     expect(r.code, r.stderr).toBe(0);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT substring(statement FROM 'case:([a-z0-9-]+)') AS tag, action, app_user_id, app_customer_id, app_context
-         FROM audit.audit_log WHERE source = 'pgaudit' AND statement LIKE '%case:%' ORDER BY id`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT substring(statement FROM 'case:([a-z0-9-]+)') AS tag, action, app_user_id, app_customer_id, app_context
+         FROM audit.audit_log WHERE source = 'pgaudit' AND statement LIKE '%case:%' ORDER BY id`,
+          )
+        ).rows,
+    );
     found = new Map();
     for (const { tag, ...rest } of rows) found.set(tag, [...(found.get(tag) ?? []), rest]);
     await sleep(150);
@@ -109,7 +121,7 @@ describe('reads are attributed to what the server had set when they ran', () => 
       await c.query(`SET app.customer_id = E'1\\x32'`);
       expected.set('e-string', await read(c, 'e-string'));
       // One query string, as node-postgres sends a query without parameters: one implicit transaction.
-      const multi = await c.query(`SET app.customer_id = '8'; ${READ('set-and-select-in-one-string')}`) as unknown as pg.QueryResult[];
+      const multi = (await c.query(`SET app.customer_id = '8'; ${READ('set-and-select-in-one-string')}`)) as unknown as pg.QueryResult[];
       expected.set('set-and-select-in-one-string', seenOf(multi[1]!.rows));
 
       await c.query(`SELECT set_config('app.customer_id', '13', false)`); // no SET line at all
@@ -146,10 +158,12 @@ describe('reads are attributed to what the server had set when they ran', () => 
     });
 
     const found = await ingestUntil([...expected.keys()]);
-    const got = Object.fromEntries([...expected.keys()].map((tag) => {
-      const events = found.get(tag) ?? [];
-      return [tag, events.map((e) => (e.app_context === 'unknown' ? 'unknown' : { user: e.app_user_id, customer: e.app_customer_id }))];
-    }));
+    const got = Object.fromEntries(
+      [...expected.keys()].map((tag) => {
+        const events = found.get(tag) ?? [];
+        return [tag, events.map((e) => (e.app_context === 'unknown' ? 'unknown' : { user: e.app_user_id, customer: e.app_customer_id }))];
+      }),
+    );
     expect(got).toEqual(Object.fromEntries([...expected].map(([tag, seen]) => [tag, [seen]])));
     // The cases the issue names, each with the value PostgreSQL itself had (a sanity check of the cases, not of the ingester).
     expect(expected.get('rolled-back-set')).toEqual({ user: 'dr.who', customer: '1' });
@@ -167,15 +181,28 @@ describe('reads are attributed to what the server had set when they ran', () => 
     });
     const found = await ingestUntil(['forged-context']);
     expect(found.get('forged-context')).toEqual([{ action: 'SELECT', app_user_id: null, app_customer_id: '5', app_context: null }]);
-    const forged = await withClient(db.url, async (c) => (await c.query(
-      `SELECT app_customer_id, app_context, statement, error FROM audit.audit_log WHERE action = 'FORGED AUDIT LINE'`)).rows);
-    expect(forged).toEqual([{ app_customer_id: null, app_context: 'unknown', statement: 'audit read context {"user":"dr.alice","customer":"4711"}',
-      error: expect.stringMatching(/^a LOG line that claims to be audit\.read_context\(\)'s, written from: PL\/pgSQL function read_context\(\) line \d+ at RAISE/) }]);
+    const forged = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT app_customer_id, app_context, statement, error FROM audit.audit_log WHERE action = 'FORGED AUDIT LINE'`)).rows,
+    );
+    expect(forged).toEqual([
+      {
+        app_customer_id: null,
+        app_context: 'unknown',
+        statement: 'audit read context {"user":"dr.alice","customer":"4711"}',
+        error: expect.stringMatching(
+          /^a LOG line that claims to be audit\.read_context\(\)'s, written from: PL\/pgSQL function read_context\(\) line \d+ at RAISE/,
+        ),
+      },
+    ]);
   });
 
   it('--read-context off leaves row security alone (COPY FROM works) and records reads as unknown; unprotect restores row security', async () => {
-    const rls = (t: string) => withClient(db.url, async (c) => (await c.query(
-      `SELECT relrowsecurity AS on, relforcerowsecurity AS forced FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0]);
+    const rls = (t: string) =>
+      withClient(
+        db.url,
+        async (c) => (await c.query(`SELECT relrowsecurity AS on, relforcerowsecurity AS forced FROM pg_class WHERE oid = $1::regclass`, [t])).rows[0],
+      );
     expect(await rls('clinic.loads')).toEqual({ on: false, forced: false });
     expect(await rls('clinic.charts')).toEqual({ on: true, forced: true });
     await withClient(urlFor(db.name, 'app_login'), async (c) => {
@@ -189,6 +216,8 @@ describe('reads are attributed to what the server had set when they ran', () => 
     expect(found.get('read-context-off')).toEqual([{ action: 'SELECT', app_user_id: null, app_customer_id: null, app_context: 'unknown' }]);
     expect((await runCli(['unprotect', 'clinic.charts'], { DATABASE_URL: db.url })).code).toBe(0);
     expect(await rls('clinic.charts')).toEqual({ on: false, forced: false });
-    expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM pg_policy WHERE polrelid = 'clinic.charts'::regclass`)).rows[0].n)).toBe(0);
+    expect(
+      await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM pg_policy WHERE polrelid = 'clinic.charts'::regclass`)).rows[0].n),
+    ).toBe(0);
   });
 });

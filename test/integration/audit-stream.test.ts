@@ -54,7 +54,10 @@ async function collect(url: string, slot: string, readThroughLibrary: boolean): 
     },
     onKeepalive: () => undefined,
   };
-  const failed = stream.run(consumer, null).then(() => new Error('the stream ended early'), (err: Error) => err);
+  const failed = stream.run(consumer, null).then(
+    () => new Error('the stream ended early'),
+    (err: Error) => err,
+  );
   for (let i = 0; i < 300 && !done; i++) {
     const err = await Promise.race([failed, new Promise<null>((r) => setTimeout(() => r(null), 50))]);
     if (err) throw err;
@@ -67,10 +70,15 @@ async function collect(url: string, slot: string, readThroughLibrary: boolean): 
 
 function describeEvent(e: StreamEvent): string {
   switch (e.type) {
-    case 'begin': return `begin ${formatLsn(e.commitLsn)} ${e.commitTime.toISOString()}`;
-    case 'commit': return `commit ${formatLsn(e.commitLsn)} ${formatLsn(e.endLsn)}`;
-    case 'audit-insert': return `audit-insert ${e.tuple.buf.subarray(e.tuple.offset).toString('utf8')}`;
-    case 'change': return `change ${e.op} ${e.relation} ${JSON.stringify(e.row)} ${JSON.stringify(e.old)}`;
-    case 'message': return `message ${formatLsn(e.lsn)} ${e.transactional} ${e.content.toString('utf8')}`;
+    case 'begin':
+      return `begin ${formatLsn(e.commitLsn)} ${e.commitTime.toISOString()}`;
+    case 'commit':
+      return `commit ${formatLsn(e.commitLsn)} ${formatLsn(e.endLsn)}`;
+    case 'audit-insert':
+      return `audit-insert ${e.tuple.buf.subarray(e.tuple.offset).toString('utf8')}`;
+    case 'change':
+      return `change ${e.op} ${e.relation} ${JSON.stringify(e.row)} ${JSON.stringify(e.old)}`;
+    case 'message':
+      return `message ${formatLsn(e.lsn)} ${e.transactional} ${e.content.toString('utf8')}`;
   }
 }

@@ -10,11 +10,18 @@ beforeAll(async () => {
 });
 
 async function auditRows(where = 'true') {
-  return withClient(db.url, async (c) => (await c.query(
-    `SELECT action, outcome, source, schema_name, table_name, row_id, changed_columns, session_user_name,
+  return withClient(
+    db.url,
+    async (c) =>
+      (
+        await c.query(
+          `SELECT action, outcome, source, schema_name, table_name, row_id, changed_columns, session_user_name,
             current_role_name, app_user_id, app_customer_id, application_name, txid IS NOT NULL AS has_txid,
             backend_pid IS NOT NULL AS has_pid, occurred_at IS NOT NULL AS has_time
-       FROM audit.audit_log WHERE action NOT IN ('PROTECT', 'UNPROTECT') AND (${where}) ORDER BY id`)).rows); // protection events: protection.test.ts
+       FROM audit.audit_log WHERE action NOT IN ('PROTECT', 'UNPROTECT') AND (${where}) ORDER BY id`,
+        )
+      ).rows,
+  ); // protection events: protection.test.ts
 }
 
 describe('row triggers on a protected table', () => {
@@ -30,10 +37,50 @@ describe('row triggers on a protected table', () => {
     const rows = await auditRows(`source = 'trigger'`);
     const common = { outcome: 'success', source: 'trigger', schema_name: 'public', table_name: 'customers', has_txid: true, has_pid: true, has_time: true };
     expect(rows).toEqual([
-      { ...common, action: 'INSERT', row_id: '7', changed_columns: null, session_user_name: 'app_login', current_role_name: 'app_login', app_user_id: 'dr.smith', app_customer_id: '7', application_name: 'clinic-web' },
-      { ...common, action: 'UPDATE', row_id: '7', changed_columns: ['full_name'], session_user_name: 'app_login', current_role_name: 'app_login', app_user_id: 'dr.smith', app_customer_id: '7', application_name: 'clinic-web' },
-      { ...common, action: 'DELETE', row_id: '7', changed_columns: null, session_user_name: 'app_login', current_role_name: 'app_login', app_user_id: 'dr.smith', app_customer_id: '7', application_name: 'clinic-web' },
-      { ...common, action: 'TRUNCATE', row_id: null, changed_columns: null, session_user_name: 'postgres', current_role_name: 'postgres', app_user_id: null, app_customer_id: null, application_name: null },
+      {
+        ...common,
+        action: 'INSERT',
+        row_id: '7',
+        changed_columns: null,
+        session_user_name: 'app_login',
+        current_role_name: 'app_login',
+        app_user_id: 'dr.smith',
+        app_customer_id: '7',
+        application_name: 'clinic-web',
+      },
+      {
+        ...common,
+        action: 'UPDATE',
+        row_id: '7',
+        changed_columns: ['full_name'],
+        session_user_name: 'app_login',
+        current_role_name: 'app_login',
+        app_user_id: 'dr.smith',
+        app_customer_id: '7',
+        application_name: 'clinic-web',
+      },
+      {
+        ...common,
+        action: 'DELETE',
+        row_id: '7',
+        changed_columns: null,
+        session_user_name: 'app_login',
+        current_role_name: 'app_login',
+        app_user_id: 'dr.smith',
+        app_customer_id: '7',
+        application_name: 'clinic-web',
+      },
+      {
+        ...common,
+        action: 'TRUNCATE',
+        row_id: null,
+        changed_columns: null,
+        session_user_name: 'postgres',
+        current_role_name: 'postgres',
+        app_user_id: null,
+        app_customer_id: null,
+        application_name: null,
+      },
     ]);
     // Never a PHI value in the trail.
     const text = JSON.stringify(await withClient(db.url, async (c) => (await c.query('SELECT * FROM audit.audit_log')).rows));
@@ -103,8 +150,10 @@ describe('audit_log is append-only', () => {
         for (const sql of ['UPDATE audit.audit_log SET action = $$x$$', 'DELETE FROM audit.audit_log', 'TRUNCATE audit.audit_log']) {
           await expect(c.query(sql), `${user}: ${sql}`).rejects.toMatchObject({ code: '42501' });
         }
-        await expect(c.query(`INSERT INTO audit.audit_log (occurred_at, source, action, outcome, session_user_name)
-          VALUES (now(), 'trigger', 'INSERT', 'success', 'forged')`)).rejects.toMatchObject({ code: '42501' });
+        await expect(
+          c.query(`INSERT INTO audit.audit_log (occurred_at, source, action, outcome, session_user_name)
+          VALUES (now(), 'trigger', 'INSERT', 'success', 'forged')`),
+        ).rejects.toMatchObject({ code: '42501' });
       });
     }
     // The owner (and a superuser acting through it) is stopped by the trigger, not by privileges.
@@ -114,7 +163,7 @@ describe('audit_log is append-only', () => {
       await expect(c.query(`UPDATE audit.audit_log SET outcome = 'failure'`)).rejects.toThrow(/append-only: UPDATE refused/);
       await expect(c.query('TRUNCATE audit.audit_log')).rejects.toThrow(/append-only: TRUNCATE refused/);
     });
-    expect((await auditRows(`row_id = '20'`))).toHaveLength(1);
+    expect(await auditRows(`row_id = '20'`)).toHaveLength(1);
   });
 });
 
@@ -139,8 +188,9 @@ describe('HIPAA basics of the example schema', () => {
       expect(stored.rows[0].raw).not.toContain('two@example.org');
       const ok = await c.query('SELECT pgp_sym_decrypt(email_encrypted, $1) AS email FROM customers WHERE id = 102', ['the-key']);
       expect(ok.rows[0].email).toBe('two@example.org');
-      await expect(c.query('SELECT pgp_sym_decrypt(email_encrypted, $1) FROM customers WHERE id = 102', ['wrong-key']))
-        .rejects.toThrow(/Wrong key or corrupt data/);
+      await expect(c.query('SELECT pgp_sym_decrypt(email_encrypted, $1) FROM customers WHERE id = 102', ['wrong-key'])).rejects.toThrow(
+        /Wrong key or corrupt data/,
+      );
     });
     // The key is nowhere in the database's definitions.
     await withClient(db.url, async (c) => {
@@ -162,8 +212,10 @@ describe('HIPAA basics of the example schema', () => {
     const tcp = { host: process.env.TEST_PG_HOST ?? '127.0.0.1', port: Number(port), user: 'postgres', database: db.name };
     await expect(withClient({ ...tcp, ssl: false }, (c) => c.query('SELECT 1'))).rejects.toThrow(/no encryption/);
     // The test cluster's certificate is self-signed; production verifies it (sslmode=verify-full).
-    const ok = await withClient({ ...tcp, ssl: { rejectUnauthorized: false } }, async (c) =>
-      (await c.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0].ssl);
+    const ok = await withClient(
+      { ...tcp, ssl: { rejectUnauthorized: false } },
+      async (c) => (await c.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0].ssl,
+    );
     expect(ok).toBe(true);
   });
 });

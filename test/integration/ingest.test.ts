@@ -31,7 +31,10 @@ async function ingestUntil(where: string, count: number): Promise<void> {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/, 0 already present\)/);
-    const n = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND ${where}`)).rows[0].n);
+    const n = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND ${where}`)).rows[0].n,
+    );
     if (n >= count) return;
     await sleep(100);
   }
@@ -56,26 +59,85 @@ describe('ingest', () => {
       await expect(c.query('DELETE FROM audit.audit_log')).rejects.toThrow(/permission denied/);
     });
     await ingestUntil('true', 5);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT action, outcome, schema_name, table_name, session_user_name, app_user_id, app_customer_id, application_name,
-              statement, error FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS} ORDER BY occurred_at, log_line_num`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT action, outcome, schema_name, table_name, session_user_name, app_user_id, app_customer_id, application_name,
+              statement, error FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS} ORDER BY occurred_at, log_line_num`,
+          )
+        ).rows,
+    );
     expect(rows).toEqual([
-      { action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers', session_user_name: 'app_login',
-        app_user_id: 'dr.who', app_customer_id: '5', application_name: 'portal', statement: 'SELECT full_name FROM customers WHERE id = 5', error: null },
-      { action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers', session_user_name: 'app_login',
-        app_user_id: 'nurse.joy', app_customer_id: '5', application_name: 'portal', statement: 'SELECT count(*) FROM customers', error: null },
-      { action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers', session_user_name: 'app_login',
-        app_user_id: 'dr.who', app_customer_id: '5', application_name: 'portal', statement: 'SELECT 1 FROM customers WHERE id = 5 /* after the transaction */', error: null },
-      { action: 'SELECT', outcome: 'failure', schema_name: 'public', table_name: 'customers', session_user_name: 'ship_login',
-        app_user_id: null, app_customer_id: null, application_name: null, statement: 'SELECT * FROM customers', error: '42501: permission denied for table customers' },
-      { action: 'DELETE', outcome: 'failure', schema_name: 'audit', table_name: 'audit_log', session_user_name: 'app_login',
-        app_user_id: null, app_customer_id: null, application_name: null, statement: 'DELETE FROM audit.audit_log', error: '42501: permission denied for schema audit' },
+      {
+        action: 'SELECT',
+        outcome: 'success',
+        schema_name: 'public',
+        table_name: 'customers',
+        session_user_name: 'app_login',
+        app_user_id: 'dr.who',
+        app_customer_id: '5',
+        application_name: 'portal',
+        statement: 'SELECT full_name FROM customers WHERE id = 5',
+        error: null,
+      },
+      {
+        action: 'SELECT',
+        outcome: 'success',
+        schema_name: 'public',
+        table_name: 'customers',
+        session_user_name: 'app_login',
+        app_user_id: 'nurse.joy',
+        app_customer_id: '5',
+        application_name: 'portal',
+        statement: 'SELECT count(*) FROM customers',
+        error: null,
+      },
+      {
+        action: 'SELECT',
+        outcome: 'success',
+        schema_name: 'public',
+        table_name: 'customers',
+        session_user_name: 'app_login',
+        app_user_id: 'dr.who',
+        app_customer_id: '5',
+        application_name: 'portal',
+        statement: 'SELECT 1 FROM customers WHERE id = 5 /* after the transaction */',
+        error: null,
+      },
+      {
+        action: 'SELECT',
+        outcome: 'failure',
+        schema_name: 'public',
+        table_name: 'customers',
+        session_user_name: 'ship_login',
+        app_user_id: null,
+        app_customer_id: null,
+        application_name: null,
+        statement: 'SELECT * FROM customers',
+        error: '42501: permission denied for table customers',
+      },
+      {
+        action: 'DELETE',
+        outcome: 'failure',
+        schema_name: 'audit',
+        table_name: 'audit_log',
+        session_user_name: 'app_login',
+        app_user_id: null,
+        app_customer_id: null,
+        application_name: null,
+        statement: 'DELETE FROM audit.audit_log',
+        error: '42501: permission denied for schema audit',
+      },
     ]);
     // Nothing more on a second pass but this test's own reads of the trail: the position was saved with the rows.
     const again = await runCli(['ingest'], ingestEnv());
     expect(again.stdout).toMatch(/^ingested \d+ events .*, 0 already present\)/);
-    const after = await withClient(db.url, async (c) => (await c.query(
-      `SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS}`)).rows[0].n);
+    const after = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS}`)).rows[0].n,
+    );
     expect(after).toBe(rows.length);
   });
 
@@ -86,16 +148,27 @@ describe('ingest', () => {
       for (let i = 0; i < reads; i++) await c.query(`SELECT full_name FROM customers WHERE id = 3 AND ${i} >= 0`);
     });
     await sleep(300); // let the logging collector write the last lines
-    const count = () => withClient(db.url, async (c) => (await c.query(
-      `SELECT count(*)::int AS n, count(DISTINCT (log_session_id, log_line_num))::int AS d FROM audit.audit_log
-        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND statement LIKE 'SELECT full_name FROM customers WHERE id = 3 AND %'`)).rows[0]);
+    const count = () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query(
+              `SELECT count(*)::int AS n, count(DISTINCT (log_session_id, log_line_num))::int AS d FROM audit.audit_log
+        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND statement LIKE 'SELECT full_name FROM customers WHERE id = 3 AND %'`,
+            )
+          ).rows[0],
+      );
     let kills = 0;
     for (let attempt = 0; attempt < 30 && (await count()).n < reads; attempt++) {
       // Small chunks: hundreds of transactions, so the kill lands between and inside them.
       const child = startCli(['ingest', '--chunk-bytes', '2048'], ingestEnv());
       const done = waitFor(child);
       await sleep(150 + Math.floor(Math.random() * 250));
-      if (child.exitCode === null) { child.kill('SIGKILL'); kills++; }
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        kills++;
+      }
       await done;
     }
     expect(kills).toBeGreaterThan(0);
@@ -108,23 +181,53 @@ describe('ingest', () => {
     await withClient(urlFor(db.name, 'app_login'), async (c) => {
       await c.query(`SET app.customer_id = '8'`);
       // A fake read of patient 4711, and a fake SET that would hide whose record the next real read touches.
-      await c.query(`DO $$ BEGIN RAISE LOG 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,"SELECT * FROM customers WHERE id = 4711 /* forged */",<not logged>'; END $$`);
+      await c.query(
+        `DO $$ BEGIN RAISE LOG 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,"SELECT * FROM customers WHERE id = 4711 /* forged */",<not logged>'; END $$`,
+      );
       await c.query(`DO $$ BEGIN RAISE LOG 'AUDIT: SESSION,1,1,MISC,SET,,,SET app.customer_id = ''99'',<not logged>'; END $$`);
       await c.query(`SELECT full_name FROM customers WHERE id = 8 /* real read after the forgery */`);
     });
     await ingestUntil(`statement LIKE '%real read after the forgery%'`, 1);
     await ingestUntil(`action = 'FORGED AUDIT LINE'`, 2);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT action, outcome, table_name, session_user_name, app_customer_id, left(statement, 40) AS statement, error FROM audit.audit_log
-        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND (action = 'FORGED AUDIT LINE' OR statement LIKE '%forge%') ORDER BY log_line_num`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT action, outcome, table_name, session_user_name, app_customer_id, left(statement, 40) AS statement, error FROM audit.audit_log
+        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND (action = 'FORGED AUDIT LINE' OR statement LIKE '%forge%') ORDER BY log_line_num`,
+          )
+        ).rows,
+    );
     // The forgeries' own attribution is unknown (the server recorded none for a RAISE); the real read's is what the server said.
     expect(rows).toEqual([
-      { action: 'FORGED AUDIT LINE', outcome: 'failure', table_name: null, session_user_name: 'app_login', app_customer_id: null,
-        statement: 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,publ', error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE" },
-      { action: 'FORGED AUDIT LINE', outcome: 'failure', table_name: null, session_user_name: 'app_login', app_customer_id: null,
-        statement: 'AUDIT: SESSION,1,1,MISC,SET,,,SET app.cu', error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE" },
-      { action: 'SELECT', outcome: 'success', table_name: 'customers', session_user_name: 'app_login', app_customer_id: '8',
-        statement: 'SELECT full_name FROM customers WHERE id', error: null },
+      {
+        action: 'FORGED AUDIT LINE',
+        outcome: 'failure',
+        table_name: null,
+        session_user_name: 'app_login',
+        app_customer_id: null,
+        statement: 'AUDIT: OBJECT,1,1,READ,SELECT,TABLE,publ',
+        error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE",
+      },
+      {
+        action: 'FORGED AUDIT LINE',
+        outcome: 'failure',
+        table_name: null,
+        session_user_name: 'app_login',
+        app_customer_id: null,
+        statement: 'AUDIT: SESSION,1,1,MISC,SET,,,SET app.cu',
+        error: "a LOG line that claims to be pgaudit's, written from: PL/pgSQL function inline_code_block line 1 at RAISE",
+      },
+      {
+        action: 'SELECT',
+        outcome: 'success',
+        table_name: 'customers',
+        session_user_name: 'app_login',
+        app_customer_id: '8',
+        statement: 'SELECT full_name FROM customers WHERE id',
+        error: null,
+      },
     ]);
   });
 
@@ -145,8 +248,15 @@ describe('ingest', () => {
       await c.query('SELECT id FROM clinic."user"');
     });
     await ingestUntil(`schema_name = 'clinic'`, 2);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT table_name, statement FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND schema_name = 'clinic' ORDER BY log_line_num`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT table_name, statement FROM audit.audit_log WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND schema_name = 'clinic' ORDER BY log_line_num`,
+          )
+        ).rows,
+    );
     expect(rows).toEqual([
       { table_name: 'PatientNotes', statement: 'SELECT note FROM clinic."PatientNotes" WHERE id = 1' },
       { table_name: 'user', statement: 'SELECT id FROM clinic."user"' },
@@ -171,9 +281,16 @@ describe('ingest', () => {
       await expect(c.query(`UPDATE customers SET id = full_name::int WHERE id = 7 /* rw5 */`)).rejects.toThrow(/invalid input syntax/);
     });
     await ingestUntil(`statement LIKE '%/* rw5 */%' AND outcome = 'failure'`, 1);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT action, outcome, app_customer_id, app_context, substring(statement FROM '/\\* (rw\\d)') AS tag, error FROM audit.audit_log
-        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND statement ~ '/\\* rw\\d' ORDER BY log_line_num`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT action, outcome, app_customer_id, app_context, substring(statement FROM '/\\* (rw\\d)') AS tag, error FROM audit.audit_log
+        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND statement ~ '/\\* rw\\d' ORDER BY log_line_num`,
+          )
+        ).rows,
+    );
     // Each statement that reached a row carries the context the server recorded in it; the ERROR
     // line (the server records no context in it) says unknown.
     expect(rows).toEqual([
@@ -183,10 +300,20 @@ describe('ingest', () => {
       // the policy is checked on row 7 before LIKE 'Z%' rejects it: the oracle is attributed too
       { action: 'DELETE', outcome: 'success', app_customer_id: '7', app_context: null, tag: 'rw4', error: null },
       { action: 'UPDATE', outcome: 'success', app_customer_id: '7', app_context: null, tag: 'rw5', error: null },
-      { action: 'UPDATE', outcome: 'failure', app_customer_id: null, app_context: 'unknown', tag: 'rw5', error: "22P02: the statement failed (the server's message is not kept: it may quote values)" },
+      {
+        action: 'UPDATE',
+        outcome: 'failure',
+        app_customer_id: null,
+        app_context: 'unknown',
+        tag: 'rw5',
+        error: "22P02: the statement failed (the server's message is not kept: it may quote values)",
+      },
     ]);
     // The value the failing statement echoed is not in the trail.
-    const leaked = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE error LIKE '%name 7%'`)).rows[0].n);
+    const leaked = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE error LIKE '%name 7%'`)).rows[0].n,
+    );
     expect(leaked).toBe(0);
   });
 
@@ -195,7 +322,9 @@ describe('ingest', () => {
     const keys = await makeKeys();
     const slot = `s_${db.name}_receipts`;
     const ship = async () => {
-      const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slot] }), { DATABASE_URL: urlFor(db.name, 'ship_login') });
+      const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slot] }), {
+        DATABASE_URL: urlFor(db.name, 'ship_login'),
+      });
       expect(r.code, r.stderr).toBe(0);
     };
     const verify = async () => {
@@ -215,8 +344,13 @@ describe('ingest', () => {
     const files = (await readdir(logDir)).filter((f) => f.endsWith('.csv'));
     const newest = (await Promise.all(files.map(async (f) => ({ f, m: (await stat(`${logDir}/${f}`)).mtimeMs })))).sort((a, b) => b.m - a.m)[0]!.f;
     // (A read held for its context line may be written by this pass: count lines written twice, not rows.)
-    const twice = () => withClient(db.url, async (c) => (await c.query(
-      `SELECT count(*)::int - count(DISTINCT (log_session_id, log_line_num))::int AS n FROM audit.audit_log WHERE source = 'pgaudit'`)).rows[0].n);
+    const twice = () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (await c.query(`SELECT count(*)::int - count(DISTINCT (log_session_id, log_line_num))::int AS n FROM audit.audit_log WHERE source = 'pgaudit'`))
+            .rows[0].n,
+      );
     await copyFile(`${logDir}/${newest}`, `${logDir}/copy-of-${newest}`);
     try {
       const again = await runCli(['ingest'], ingestEnv());
@@ -231,8 +365,9 @@ describe('ingest', () => {
     // The ingester's own role moves its position forward past lines it has not read.
     await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 9 /* receipts 2: skipped */`));
     await sleep(300);
-    await withClient(urlFor(db.name, 'ingest_login'), (c) => c.query(
-      `UPDATE audit.ingest_files SET byte_offset = byte_offset + 50 WHERE file_name = $1`, [newest]));
+    await withClient(urlFor(db.name, 'ingest_login'), (c) =>
+      c.query(`UPDATE audit.ingest_files SET byte_offset = byte_offset + 50 WHERE file_name = $1`, [newest]),
+    );
     await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 9 /* receipts 3 */`));
     // The moved position lands inside the line of "receipts 2": ingest says so, records the bytes it
     // skips to the next record as unreadable, and goes on with "receipts 3".
@@ -241,15 +376,27 @@ describe('ingest', () => {
       const r = await runCli(['ingest'], ingestEnv());
       expect(r.code).toBe(0);
       said += r.stderr;
-      const n = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%receipts 3%' AND ${NOT_OUR_READS}`)).rows[0].n);
+      const n = await withClient(
+        db.url,
+        async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%receipts 3%' AND ${NOT_OUR_READS}`)).rows[0].n,
+      );
       if (n > 0) break;
       await sleep(100);
     }
     expect(said).toMatch(/the saved position is inside a log record; resuming at the next record/);
-    const unreadable = await withClient(db.url, async (c) => (await c.query(
-      `SELECT action, outcome, statement FROM audit.audit_log WHERE action = 'UNREADABLE LOG RECORD'`)).rows);
-    expect(unreadable).toEqual([{ action: 'UNREADABLE LOG RECORD', outcome: 'failure', statement: expect.stringMatching(new RegExp(`^${newest.replace('.', '\\.')} bytes \\d+-\\d+$`)) }]);
-    expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%receipts 3%' AND ${NOT_OUR_READS}`)).rows[0].n)).toBe(1);
+    const unreadable = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT action, outcome, statement FROM audit.audit_log WHERE action = 'UNREADABLE LOG RECORD'`)).rows,
+    );
+    expect(unreadable).toEqual([
+      { action: 'UNREADABLE LOG RECORD', outcome: 'failure', statement: expect.stringMatching(new RegExp(`^${newest.replace('.', '\\.')} bytes \\d+-\\d+$`)) },
+    ]);
+    expect(
+      await withClient(
+        db.url,
+        async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE '%receipts 3%' AND ${NOT_OUR_READS}`)).rows[0].n,
+      ),
+    ).toBe(1);
     await ship();
     const found = await verify();
     expect(found.code).toBe(1);
@@ -263,9 +410,16 @@ describe('ingest', () => {
       await c.query(`SELECT full_name FROM customers WHERE id = 4 /* after the huge one */`);
     });
     await ingestUntil(`statement LIKE '%after the huge one%'`, 1);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT length(statement) AS len, left(statement, 60) AS head FROM audit.audit_log
-        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND (statement LIKE 'SELECT full_name FROM customers WHERE id = 4 AND%' OR statement LIKE '%after the huge one%') ORDER BY log_line_num`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT length(statement) AS len, left(statement, 60) AS head FROM audit.audit_log
+        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND (statement LIKE 'SELECT full_name FROM customers WHERE id = 4 AND%' OR statement LIKE '%after the huge one%') ORDER BY log_line_num`,
+          )
+        ).rows,
+    );
     expect(rows).toEqual([
       { len: 2000, head: `SELECT full_name FROM customers WHERE id = 4 AND '${'"'.repeat(10)}` },
       { len: 69, head: 'SELECT full_name FROM customers WHERE id = 4 /* after the hu' },
@@ -288,19 +442,30 @@ describe('ingest', () => {
     const r = await runCli(['ingest', '--log-dir', dir, '--context-wait', '1ms'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/a log record was cut short/);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT action, statement, error FROM audit.audit_log WHERE statement LIKE '%torn-%' OR (action = 'UNREADABLE LOG RECORD' AND statement LIKE 'postgresql-a.csv%') ORDER BY id`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT action, statement, error FROM audit.audit_log WHERE statement LIKE '%torn-%' OR (action = 'UNREADABLE LOG RECORD' AND statement LIKE 'postgresql-a.csv%') ORDER BY id`,
+          )
+        ).rows,
+    );
     // (the reads are written at the end of the pass, after the unreadable record: compared in file order)
     const order = (r: { statement: string }) => ['torn-before', 'postgresql-a.csv', 'torn-next-file'].findIndex((k) => r.statement.includes(k));
     rows.sort((a, b) => order(a) - order(b));
     expect(rows).toEqual([
       { action: 'SELECT', statement: 'SELECT 1 FROM customers /* torn-before */', error: null },
-      { action: 'UNREADABLE LOG RECORD', statement: `postgresql-a.csv bytes ${before.length}-${before.length + torn.length}`, error: 'the record was cut short and never completed' },
+      {
+        action: 'UNREADABLE LOG RECORD',
+        statement: `postgresql-a.csv bytes ${before.length}-${before.length + torn.length}`,
+        error: 'the record was cut short and never completed',
+      },
       { action: 'SELECT', statement: 'SELECT 3 FROM customers /* torn-next-file */', error: null },
     ]);
   });
 
-  it('records denied attempts to switch auditing off: the owner\'s commands, audit settings, a protected table\'s schema', async () => {
+  it("records denied attempts to switch auditing off: the owner's commands, audit settings, a protected table's schema", async () => {
     await withClient(db.url, async (c) => {
       await c.query('CREATE SCHEMA IF NOT EXISTS records');
       await c.query('CREATE TABLE IF NOT EXISTS records.charts (id int PRIMARY KEY)');
@@ -318,9 +483,16 @@ describe('ingest', () => {
       for (const sql of tries) await expect(c.query(sql)).rejects.toThrow(/must be owner|permission denied/);
     });
     await ingestUntil(`statement LIKE '%denied-5%'`, 1);
-    const rows = await withClient(db.url, async (c) => (await c.query(
-      `SELECT action, outcome, schema_name, table_name, error FROM audit.audit_log
-        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND (statement LIKE '%denied-%' OR statement LIKE '%not about auditing%') ORDER BY log_line_num`)).rows);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT action, outcome, schema_name, table_name, error FROM audit.audit_log
+        WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND (statement LIKE '%denied-%' OR statement LIKE '%not about auditing%') ORDER BY log_line_num`,
+          )
+        ).rows,
+    );
     expect(rows).toEqual([
       { action: 'ALTER TABLE', outcome: 'failure', schema_name: 'public', table_name: 'customers', error: '42501: must be owner of table customers' },
       { action: 'SET', outcome: 'failure', schema_name: null, table_name: null, error: '42501: permission denied to set parameter "pgaudit.log"' },

@@ -29,15 +29,19 @@ describe('init', () => {
     const first = await runCli(['init', '--example'], { DATABASE_URL: db.url });
     expect(first.stderr).not.toMatch(/error/);
     expect(first.code).toBe(0);
-    expect(first.stdout).toContain('applied migrations/001_audit_schema, migrations/002_shipping, migrations/003_review, migrations/004_protection, migrations/005_partitions_keys, migrations/006_attestation, migrations/007_read_context, migrations/008_row_reads, example/001_customers');
+    expect(first.stdout).toContain(
+      'applied migrations/001_audit_schema, migrations/002_shipping, migrations/003_review, migrations/004_protection, migrations/005_partitions_keys, migrations/006_attestation, migrations/007_read_context, migrations/008_row_reads, example/001_customers',
+    );
     const before = await fingerprint(db.url);
     const second = await runCli(['init', '--example'], { DATABASE_URL: db.url });
     expect(second.code).toBe(0);
     expect(second.stdout).toContain('nothing changed');
     expect(await fingerprint(db.url)).toBe(before);
     // pgaudit is configured for this database: object auditing through audit_auditor, SETs logged.
-    const settings = await withClient(db.url, async (c) =>
-      (await c.query(`SELECT current_setting('pgaudit.role') AS role, current_setting('pgaudit.log') AS log`)).rows[0]);
+    const settings = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT current_setting('pgaudit.role') AS role, current_setting('pgaudit.log') AS log`)).rows[0],
+    );
     expect(settings).toEqual({ role: 'audit_auditor', log: 'misc_set' });
   });
 
@@ -54,13 +58,17 @@ describe('configuration and connection errors: one line, exit 2', () => {
   const cases: [string, string[], Record<string, string>, RegExp][] = [
     ['missing URL', ['init'], {}, /--database-url \(DATABASE_URL\) is required/],
     ['not a URL', ['init'], { DATABASE_URL: 'localhost:5432' }, /--database-url \(DATABASE_URL\) is invalid: must be a postgresql:\/\/ URL/],
-    ['unreachable server', ['init', '--database-url', 'postgresql://u:hunter2@127.0.0.1:1/db'], {}, /cannot connect to PostgreSQL at postgresql:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/],
+    [
+      'unreachable server',
+      ['init', '--database-url', 'postgresql://u:hunter2@127.0.0.1:1/db'],
+      {},
+      /cannot connect to PostgreSQL at postgresql:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/,
+    ],
     ['unknown database', ['init'], {}, /does not exist/],
   ];
   for (const [name, args, env, re] of cases) {
     it(name, async () => {
-      const e = name === 'unknown database'
-        ? { DATABASE_URL: `${process.env.TEST_DATABASE_URL!.replace('/postgres?', '/no_such_db?')}` } : env;
+      const e = name === 'unknown database' ? { DATABASE_URL: `${process.env.TEST_DATABASE_URL!.replace('/postgres?', '/no_such_db?')}` } : env;
       const r = await runCli(args, e);
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

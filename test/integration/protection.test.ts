@@ -33,15 +33,28 @@ async function ownedTable(name: string): Promise<string> {
   return `clinic.${name}`;
 }
 
-async function events(table: string): Promise<{ action: string; session_user_name: string; schema_name: string; table_name: string; statement: string | null }[]> {
-  return withClient(db.url, async (c) => (await c.query(
-    `SELECT action, session_user_name, schema_name, table_name, statement FROM audit.audit_log
-      WHERE source = 'trigger' AND action NOT IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND table_name LIKE $1 ORDER BY id`, [`${table}%`])).rows);
+async function events(
+  table: string,
+): Promise<{ action: string; session_user_name: string; schema_name: string; table_name: string; statement: string | null }[]> {
+  return withClient(
+    db.url,
+    async (c) =>
+      (
+        await c.query(
+          `SELECT action, session_user_name, schema_name, table_name, statement FROM audit.audit_log
+      WHERE source = 'trigger' AND action NOT IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND table_name LIKE $1 ORDER BY id`,
+          [`${table}%`],
+        )
+      ).rows,
+  );
 }
 
 async function isProtected(schema: string, table: string): Promise<boolean> {
-  return withClient(db.url, async (c) => (await c.query(
-    'SELECT count(*)::int AS n FROM audit.protected_tables WHERE schema_name = $1 AND table_name = $2', [schema, table])).rows[0].n === 1);
+  return withClient(
+    db.url,
+    async (c) =>
+      (await c.query('SELECT count(*)::int AS n FROM audit.protected_tables WHERE schema_name = $1 AND table_name = $2', [schema, table])).rows[0].n === 1,
+  );
 }
 
 describe("protection survives the table's owner", () => {
@@ -57,20 +70,32 @@ describe("protection survives the table's owner", () => {
     ['CREATE RULE ... DO INSTEAD', (t) => `CREATE RULE divert AS ON UPDATE TO ${t} DO INSTEAD NOTHING`],
     // The policy through which the server records who each read was for (sql/migrations/007).
     ['DISABLE ROW LEVEL SECURITY (reads no longer attributed)', (t) => `ALTER TABLE ${t} DISABLE ROW LEVEL SECURITY`],
-    ['NO FORCE ROW LEVEL SECURITY (its owner\'s reads unattributed)', (t) => `ALTER TABLE ${t} NO FORCE ROW LEVEL SECURITY`],
+    ["NO FORCE ROW LEVEL SECURITY (its owner's reads unattributed)", (t) => `ALTER TABLE ${t} NO FORCE ROW LEVEL SECURITY`],
     ['DROP POLICY audit_read_context', (t) => `DROP POLICY audit_read_context ON ${t}`],
     ['ALTER POLICY audit_read_context USING (true)', (t) => `ALTER POLICY audit_read_context ON ${t} USING (true)`],
     ['a policy of its own, which the permissive audit_read_context would void', (t) => `CREATE POLICY mine ON ${t} USING (id > 0)`],
   ];
   for (const [attack, sql] of refused) {
     it(`refuses ${attack}, and capture goes on`, async () => {
-      const t = await ownedTable(`t_${attack.replace(/[^a-z]/gi, '').toLowerCase().slice(0, 30)}`);
+      const t = await ownedTable(
+        `t_${attack
+          .replace(/[^a-z]/gi, '')
+          .toLowerCase()
+          .slice(0, 30)}`,
+      );
       await withClient(ownerUrl(), async (c) => {
         await expect(c.query(sql(t))).rejects.toThrow(/^refused: clinic\.\S+ is protected by pg-audit-shipper and /);
         await c.query(`INSERT INTO ${t} VALUES (1, 'after the attempt')`);
       });
-      const rows = await withClient(db.url, async (c) => (await c.query(
-        `SELECT action, row_id FROM audit.audit_log WHERE schema_name = 'clinic' AND table_name = $1 AND action = 'INSERT'`, [t.split('.')[1]])).rows);
+      const rows = await withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query(`SELECT action, row_id FROM audit.audit_log WHERE schema_name = 'clinic' AND table_name = $1 AND action = 'INSERT'`, [
+              t.split('.')[1],
+            ])
+          ).rows,
+      );
       expect(rows).toEqual([{ action: 'INSERT', row_id: '1' }]);
     });
   }
@@ -94,11 +119,14 @@ describe("protection survives the table's owner", () => {
     expect(await isProtected('archive_2026', 'visits_old')).toBe(true);
     const renames = (await events('visits')).filter((e) => e.action === 'RENAME');
     expect(renames.map((e) => [e.session_user_name, e.schema_name, e.table_name])).toEqual([
-      [owner(), 'clinic', 'visits_old'], [owner(), 'archive_2026', 'visits_old'],
+      [owner(), 'clinic', 'visits_old'],
+      [owner(), 'archive_2026', 'visits_old'],
     ]);
     expect(renames[0]!.statement).toMatch(/^clinic\.visits is now clinic\.visits_old \(still protected\): ALTER TABLE clinic\.visits RENAME TO visits_old$/);
-    const write = await withClient(db.url, async (c) => (await c.query(
-      `SELECT schema_name, table_name, row_id FROM audit.audit_log WHERE action = 'INSERT' AND table_name = 'visits_old'`)).rows);
+    const write = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT schema_name, table_name, row_id FROM audit.audit_log WHERE action = 'INSERT' AND table_name = 'visits_old'`)).rows,
+    );
     expect(write).toEqual([{ schema_name: 'archive_2026', table_name: 'visits_old', row_id: '5' }]);
   });
 
@@ -124,17 +152,31 @@ describe("protection survives the table's owner", () => {
     const r = await runCli(['unprotect', t], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
     expect(await isProtected('clinic', 'plans')).toBe(false);
-    expect((await events('plans')).map((e) => [e.action, e.session_user_name])).toEqual([['PROTECT', 'postgres'], ['UNPROTECT', 'postgres']]);
+    expect((await events('plans')).map((e) => [e.action, e.session_user_name])).toEqual([
+      ['PROTECT', 'postgres'],
+      ['UNPROTECT', 'postgres'],
+    ]);
     // Unprotected, the owner may do what it likes with its table.
     await withClient(ownerUrl(), (c) => c.query(`ALTER TABLE ${t} ENABLE ROW LEVEL SECURITY`));
   });
 });
 
 /** Row and protection events of a protected table, as the trail holds them. */
-async function trail(schema: string, table: string): Promise<{ action: string; table_name: string; relation_name: string | null; row_id: string | null; old_row_id: string | null }[]> {
-  return withClient(db.url, async (c) => (await c.query(
-    `SELECT action, table_name, relation_name, row_id, old_row_id FROM audit.audit_log
-      WHERE source = 'trigger' AND schema_name = $1 AND table_name = $2 ORDER BY id`, [schema, table])).rows);
+async function trail(
+  schema: string,
+  table: string,
+): Promise<{ action: string; table_name: string; relation_name: string | null; row_id: string | null; old_row_id: string | null }[]> {
+  return withClient(
+    db.url,
+    async (c) =>
+      (
+        await c.query(
+          `SELECT action, table_name, relation_name, row_id, old_row_id FROM audit.audit_log
+      WHERE source = 'trigger' AND schema_name = $1 AND table_name = $2 ORDER BY id`,
+          [schema, table],
+        )
+      ).rows,
+  );
 }
 
 /** A partitioned table owned by the table owner, with one partition, protected. */
@@ -191,7 +233,9 @@ describe('protection covers partitions, present and future', () => {
     });
     expect(await isProtected('clinic', 'notes_p_2025')).toBe(true);
     expect((await trail('clinic', 'notes_p_2025')).map((e) => [e.action, e.row_id])).toEqual([
-      ['DETACH', null], ['INSERT', '9,2025-05-05'], ['TRUNCATE', null],
+      ['DETACH', null],
+      ['INSERT', '9,2025-05-05'],
+      ['TRUNCATE', null],
     ]);
   });
 });
@@ -244,8 +288,10 @@ describe('protection follows key columns', () => {
       await c.query(`UPDATE ${t} SET id = 99 WHERE id = 2`);
       await c.query(`UPDATE ${t} SET note = 'y' WHERE id = 99`);
     });
-    expect((await trail('clinic', 'keyed')).filter((e) => e.action === 'UPDATE').map((e) => [e.row_id, e.old_row_id]))
-      .toEqual([['99', '2'], ['99', null]]);
+    expect((await trail('clinic', 'keyed')).filter((e) => e.action === 'UPDATE').map((e) => [e.row_id, e.old_row_id])).toEqual([
+      ['99', '2'],
+      ['99', null],
+    ]);
   });
 
   it('follows RENAME COLUMN of the key: writes keep their row identifier', async () => {
@@ -255,12 +301,19 @@ describe('protection follows key columns', () => {
       await c.query(`INSERT INTO ${t} VALUES (4, 'x')`);
     });
     const rows = await trail('clinic', 'renamed_key');
-    expect(rows.map((e) => [e.action, e.row_id])).toEqual([['PROTECT', null], ['KEY RENAMED', null], ['ALTER TABLE', null], ['INSERT', '4']]);
+    expect(rows.map((e) => [e.action, e.row_id])).toEqual([
+      ['PROTECT', null],
+      ['KEY RENAMED', null],
+      ['ALTER TABLE', null],
+      ['INSERT', '4'],
+    ]);
   });
 
   it('refuses DROP COLUMN of the key (every later event would have no row identifier)', async () => {
     const t = await ownedTable('dropped_key');
-    await withClient(ownerUrl(), (c) => expect(c.query(`ALTER TABLE ${t} DROP COLUMN id`)).rejects.toThrow(/^refused: .* key column\(s\) id are the row identifier/));
+    await withClient(ownerUrl(), (c) =>
+      expect(c.query(`ALTER TABLE ${t} DROP COLUMN id`)).rejects.toThrow(/^refused: .* key column\(s\) id are the row identifier/),
+    );
   });
 });
 
@@ -272,9 +325,17 @@ describe('reads no grant shows: through a parent, of the trail, of planner stati
     for (let i = 0; i < 50 && rows.length < count; i++) {
       const r = await runCli(['ingest'], ingestEnv());
       expect(r.code, r.stderr).toBe(0);
-      rows = await withClient(db.url, async (c) => (await c.query(
-        `SELECT action, schema_name, table_name, relation_name, session_user_name, statement FROM audit.audit_log
-          WHERE source = 'pgaudit' AND ${where} ORDER BY id`, params)).rows);
+      rows = await withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query(
+              `SELECT action, schema_name, table_name, relation_name, session_user_name, statement FROM audit.audit_log
+          WHERE source = 'pgaudit' AND ${where} ORDER BY id`,
+              params,
+            )
+          ).rows,
+      );
       if (rows.length < count) await sleep(100);
     }
     return rows;
@@ -318,8 +379,7 @@ describe('reads no grant shows: through a parent, of the trail, of planner stati
   });
 
   it('a read of pg_stats (most common values are column values) is recorded', async () => {
-    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(
-      `SELECT most_common_vals FROM pg_stats WHERE tablename = 'customers' /* statistics read */`));
+    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT most_common_vals FROM pg_stats WHERE tablename = 'customers' /* statistics read */`));
     const rows = await ingested(`statement LIKE '%/* statistics read */'`, [], 1);
     expect(rows.map((r) => [r.action, r.schema_name, r.table_name, r.session_user_name])).toEqual([['SELECT', 'pg_catalog', 'pg_stats', 'app_login']]);
   });

@@ -17,15 +17,27 @@ let archive: string;
 
 /** Ground truth: audit_log ids for a WHERE clause, in id order. */
 async function truth(where: string, params: unknown[] = []): Promise<string[]> {
-  return withClient(db.url, async (c) => (await c.query<{ id: string }>(
-    // Receipts (source 'ingest') and attestations ('attest') are bookkeeping, checked by verify, never an answer.
-    `SELECT id::text FROM audit.audit_log WHERE source NOT IN ('ingest', 'attest') AND (${where}) ORDER BY audit_log.id`, params)).rows.map((r) => r.id));
+  return withClient(db.url, async (c) =>
+    (
+      await c.query<{ id: string }>(
+        // Receipts (source 'ingest') and attestations ('attest') are bookkeeping, checked by verify, never an answer.
+        `SELECT id::text FROM audit.audit_log WHERE source NOT IN ('ingest', 'attest') AND (${where}) ORDER BY audit_log.id`,
+        params,
+      )
+    ).rows.map((r) => r.id),
+  );
 }
 
 /** `query --format json` as audit_log ids (the archive is in commit order; ids are compared as sets). */
 async function answer(args: string[], archiveDir = archive): Promise<{ ids: string[]; code: number | null; stderr: string; stdout: string }> {
   const r = await runCli(['query', '--archive', `file://${archiveDir}`, '--verify-key', keys.verifyKey, '--format', 'json', ...args]);
-  const ids = r.code === 2 ? [] : r.stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { id: string }).id);
+  const ids =
+    r.code === 2
+      ? []
+      : r.stdout
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => (JSON.parse(l) as { id: string }).id);
   return { ids: [...ids].sort((a, b) => Number(a) - Number(b)), code: r.code, stderr: r.stderr, stdout: r.stdout };
 }
 
@@ -34,8 +46,9 @@ beforeAll(async () => {
   db = await freshDatabase('query');
   archive = await tempArchiveDir();
   const drain = async () => {
-    const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, '--drain', '--batch-max-records', '60'] }),
-      { DATABASE_URL: urlFor(db.name, 'ship_login') });
+    const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, '--drain', '--batch-max-records', '60'] }), {
+      DATABASE_URL: urlFor(db.name, 'ship_login'),
+    });
     expect(r.code, r.stderr).toBe(0);
   };
   await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'early ' || g FROM generate_series(100001, 100020) g`));
@@ -53,21 +66,40 @@ describe('query', () => {
     // Most events came through the replication stream (partitioned by commit date), some from the backfill.
     const { records } = await readArchive(archive, keys.keys);
     // Backfilled: the 20 early rows and the PROTECT event of init --example.
-    expect(records.filter((r) => r.op === 'insert' && r.backfill === undefined && r.source !== 'ingest' && r.source !== 'attest').length).toBe(total.length - 21);
+    expect(records.filter((r) => r.op === 'insert' && r.backfill === undefined && r.source !== 'ingest' && r.source !== 'attest').length).toBe(
+      total.length - 21,
+    );
 
     // A moment inside the workload, for time-range questions.
-    const [mid, late] = await withClient(db.url, async (c) => (await c.query<{ t: string }>(
-      `SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t FROM audit.audit_log
-        WHERE id IN ((SELECT max(id) / 3 FROM audit.audit_log), (SELECT max(id) * 2 / 3 FROM audit.audit_log)) ORDER BY id`)).rows.map((r) => r.t));
+    const [mid, late] = await withClient(db.url, async (c) =>
+      (
+        await c.query<{ t: string }>(
+          `SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t FROM audit.audit_log
+        WHERE id IN ((SELECT max(id) / 3 FROM audit.audit_log), (SELECT max(id) * 2 / 3 FROM audit.audit_log)) ORDER BY id`,
+        )
+      ).rows.map((r) => r.t),
+    );
     const cases: { args: string[]; where: string; params?: unknown[] }[] = [
       { args: [], where: 'true' },
       { args: ['--app-user', 'dr.smith'], where: `app_user_id = 'dr.smith'` },
       { args: ['--customer', '42', '--action', 'select'], where: `app_customer_id = '42' AND action = 'SELECT'` },
       { args: ['--outcome', 'failure'], where: `outcome = 'failure'` },
-      { args: ['--db-user', 'report_login', '--from', mid!, '--to', late!], where: `session_user_name = 'report_login' AND occurred_at >= $1 AND occurred_at < $2`, params: [mid, late] },
+      {
+        args: ['--db-user', 'report_login', '--from', mid!, '--to', late!],
+        where: `session_user_name = 'report_login' AND occurred_at >= $1 AND occurred_at < $2`,
+        params: [mid, late],
+      },
       { args: ['--table', 'public.customers', '--row-id', '17'], where: `schema_name = 'public' AND table_name = 'customers' AND row_id = '17'` },
-      { args: ['--source', 'pgaudit', '--action', 'SELECT,DELETE', '--from', mid!], where: `source = 'pgaudit' AND action IN ('SELECT', 'DELETE') AND occurred_at >= $1`, params: [mid] },
-      { args: ['--app-user', APP_USERS[2]!, '--action', 'UPDATE', '--to', late!], where: `app_user_id = $1 AND action = 'UPDATE' AND occurred_at < $2`, params: [APP_USERS[2], late] },
+      {
+        args: ['--source', 'pgaudit', '--action', 'SELECT,DELETE', '--from', mid!],
+        where: `source = 'pgaudit' AND action IN ('SELECT', 'DELETE') AND occurred_at >= $1`,
+        params: [mid],
+      },
+      {
+        args: ['--app-user', APP_USERS[2]!, '--action', 'UPDATE', '--to', late!],
+        where: `app_user_id = $1 AND action = 'UPDATE' AND occurred_at < $2`,
+        params: [APP_USERS[2], late],
+      },
     ];
     for (const c of cases) {
       const expected = await truth(c.where, c.params);
@@ -129,7 +161,9 @@ describe('query', () => {
     expect(r.stderr).toMatch(new RegExp(`${victim}: file ${fileSeq} does not match the hash its signed digest records`));
     // Everything else is still shown, verified; nothing of the altered file is.
     const all = await truth('true');
-    const digest = JSON.parse((await readFile(path.join(copy, 'digests', `${victim.slice(0, 12)}.digest`), 'utf8')).split('\n')[0]!) as { record_count: number };
+    const digest = JSON.parse((await readFile(path.join(copy, 'digests', `${victim.slice(0, 12)}.digest`), 'utf8')).split('\n')[0]!) as {
+      record_count: number;
+    };
     expect(r.ids.length).toBe(all.length - digest.record_count);
     expect(r.stdout).not.toContain('someone.else');
   });
@@ -200,7 +234,10 @@ describe('query', () => {
       format = 'newline_delimited', hive_partitioning = true, columns = {${spec}})`);
     const duck = async (where: string): Promise<string[]> => {
       const r = await conn.runAndReadAll(`SELECT id FROM audit_archive WHERE op = 'insert' AND ${where} ORDER BY seq`);
-      return r.getRowObjectsJson().map((o) => String(o.id)).sort((a, b) => Number(a) - Number(b));
+      return r
+        .getRowObjectsJson()
+        .map((o) => String(o.id))
+        .sort((a, b) => Number(a) - Number(b));
     };
     const today = new Date().toISOString().slice(0, 10);
     const pairs: [string, string[]][] = [

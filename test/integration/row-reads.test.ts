@@ -23,8 +23,7 @@ async function newArchive(): Promise<string> {
   slots.set(archive, `s_${db.name}_${slots.size}`);
   return archive;
 }
-const ship = (archive: string, extra: string[] = []) =>
-  shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slots.get(archive)!, ...extra] });
+const ship = (archive: string, extra: string[] = []) => shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slots.get(archive)!, ...extra] });
 
 async function drain(archive: string): Promise<void> {
   const r = await runCli(ship(archive, ['--drain']), { DATABASE_URL: urlFor(db.name, 'ship_login') });
@@ -39,14 +38,15 @@ async function as<T>(user: string, app: string, fn: (c: pg.Client) => Promise<T>
   });
 }
 
-const readsOf = (records: ArchivedRecord[], app: string) =>
-  records.filter((r) => r.op === 'read' && r.application_name === app);
+const readsOf = (records: ArchivedRecord[], app: string) => records.filter((r) => r.op === 'read' && r.application_name === app);
 
 beforeAll(async () => {
   keys = await makeKeys();
   db = await freshDatabase('rowreads');
-  await withClient(urlFor('postgres'), (c) => c.query(`DO $$ BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${OWNER}') THEN CREATE ROLE ${OWNER} LOGIN; END IF; END $$`));
+  await withClient(urlFor('postgres'), (c) =>
+    c.query(`DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${OWNER}') THEN CREATE ROLE ${OWNER} LOGIN; END IF; END $$`),
+  );
   await withClient(db.url, async (c) => {
     await c.query('CREATE SCHEMA clinic');
     await c.query(`GRANT USAGE, CREATE ON SCHEMA clinic TO ${OWNER}`);
@@ -61,7 +61,9 @@ beforeAll(async () => {
     const r = await runCli(['protect', table, '--row-reads', 'on'], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe(`protected ${table} (every row read recorded: --row-reads on)\n`);
-    expect(r.stderr).toMatch(/^warning: reads by .*\bpostgres\b.* skip row-level security \(superuser or BYPASSRLS\): they are recorded as statements by pgaudit, not row by row\n$/);
+    expect(r.stderr).toMatch(
+      /^warning: reads by .*\bpostgres\b.* skip row-level security \(superuser or BYPASSRLS\): they are recorded as statements by pgaudit, not row by row\n$/,
+    );
   }
 });
 
@@ -71,11 +73,16 @@ describe('protect --row-reads on', () => {
     await drain(archive); // the slot exists from here
 
     // A lookup by key, and a range: the rows returned, no other.
-    const pk = await as('app_login', 'case-pk', async (c) => (await c.query('SELECT body FROM clinic.notes WHERE id = 7')).rowCount, { 'app.user_id': 'dr.alice', 'app.customer_id': '7' });
+    const pk = await as('app_login', 'case-pk', async (c) => (await c.query('SELECT body FROM clinic.notes WHERE id = 7')).rowCount, {
+      'app.user_id': 'dr.alice',
+      'app.customer_id': '7',
+    });
     const range = await as('app_login', 'case-range', async (c) => (await c.query('SELECT id FROM clinic.notes WHERE id BETWEEN 10 AND 19')).rowCount);
     // Under the example's own policy (customer isolation): the customer sees their row only, as without
     // row reads, and only that row is recorded as read (the audit part runs after the table's policy).
-    const isolated = await as('app_login', 'case-rls', async (c) => (await c.query('SELECT id FROM customers')).rows.map((r: { id: number }) => r.id), { 'app.customer_id': '23' });
+    const isolated = await as('app_login', 'case-rls', async (c) => (await c.query('SELECT id FROM customers')).rows.map((r: { id: number }) => r.id), {
+      'app.customer_id': '23',
+    });
     // A read in a read-only transaction that rolls back happened all the same.
     await as('app_login', 'case-rollback', async (c) => {
       await c.query('BEGIN READ ONLY');
@@ -92,7 +99,8 @@ describe('protect --row-reads on', () => {
     await drain(archive);
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
-    const seen = (app: string) => readsOf(records, app).map((r) => [r.schema_name, r.table_name, r.row_id, r.session_user_name, r.app_user_id ?? null, r.app_customer_id ?? null]);
+    const seen = (app: string) =>
+      readsOf(records, app).map((r) => [r.schema_name, r.table_name, r.row_id, r.session_user_name, r.app_user_id ?? null, r.app_customer_id ?? null]);
     expect(seen('case-pk')).toEqual([['clinic', 'notes', '7', 'app_login', 'dr.alice', '7']]);
     expect(readsOf(records, 'case-range').map((r) => r.row_id)).toEqual(['10', '11', '12', '13', '14', '15', '16', '17', '18', '19']);
     expect(seen('case-rls')).toEqual([['public', 'customers', '23', 'app_login', null, '23']]);
@@ -104,23 +112,59 @@ describe('protect --row-reads on', () => {
     expect(Math.abs(Date.parse(String(pkRead.occurred_at).replace(' ', 'T').replace('+00', 'Z')) - Date.now())).toBeLessThan(120_000);
 
     // query finds them by row and by customer, verified like every answer.
-    const byRow = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--table', 'clinic.notes', '--row-id', '7', '--format', 'json']);
+    const byRow = await runCli([
+      'query',
+      '--archive',
+      `file://${archive}`,
+      '--verify-key',
+      keys.verifyKey,
+      '--table',
+      'clinic.notes',
+      '--row-id',
+      '7',
+      '--format',
+      'json',
+    ]);
     expect(byRow.code, byRow.stderr).toBe(0);
-    expect(byRow.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.source === 'row-read')
-      .map((e) => [e.action, e.row_id, e.app_user_id])).toEqual([['SELECT', '7', 'dr.alice']]);
-    const byCustomer = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--customer', '23', '--source', 'row-read', '--format', 'json']);
+    expect(
+      byRow.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((e) => e.source === 'row-read')
+        .map((e) => [e.action, e.row_id, e.app_user_id]),
+    ).toEqual([['SELECT', '7', 'dr.alice']]);
+    const byCustomer = await runCli([
+      'query',
+      '--archive',
+      `file://${archive}`,
+      '--verify-key',
+      keys.verifyKey,
+      '--customer',
+      '23',
+      '--source',
+      'row-read',
+      '--format',
+      'json',
+    ]);
     expect(byCustomer.code, byCustomer.stderr).toBe(0);
-    expect(byCustomer.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { row_id: string }).row_id)).toEqual(['23']);
+    expect(
+      byCustomer.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { row_id: string }).row_id),
+    ).toEqual(['23']);
     const verified = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
     expect(verified.code, verified.stdout).toBe(0);
   });
 
-  it('an application can neither write read messages nor call the policy\'s function; a role that can records its own login', async () => {
+  it("an application can neither write read messages nor call the policy's function; a role that can records its own login", async () => {
     const archive = await newArchive();
     await drain(archive);
     await as('app_login', 'case-forge', async (c) => {
-      await expect(c.query(`SELECT pg_logical_emit_message(false, 'pg-audit-shipper/read', '{"s":"clinic","t":"notes","k":"1","su":"dr.mallory"}')`))
-        .rejects.toThrow(/permission denied for function pg_logical_emit_message/);
+      await expect(
+        c.query(`SELECT pg_logical_emit_message(false, 'pg-audit-shipper/read', '{"s":"clinic","t":"notes","k":"1","su":"dr.mallory"}')`),
+      ).rejects.toThrow(/permission denied for function pg_logical_emit_message/);
     });
     // Nor call the policy's function by hand: it cannot even name it (no USAGE on schema audit; the
     // policy holds the function by its oid, and EXECUTE is PUBLIC's so that it runs for every reader).

@@ -22,7 +22,9 @@ const pgDir = process.env.TEST_PG_DIR;
 const ctl = (...args: string[]) => run('bash', [path.join(PACKAGE_ROOT, 'scripts/test-services/pg.sh'), 'ctl', pgDir!, ...args]);
 
 let keys: TestKeys;
-beforeAll(async () => { keys = await makeKeys(); });
+beforeAll(async () => {
+  keys = await makeKeys();
+});
 
 async function httpGet(port: number, p: string): Promise<{ status: number; body: string }> {
   try {
@@ -41,16 +43,33 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     const endpoint = await proxy.listen();
     const port = 20000 + Math.floor(Math.random() * 1000);
     const env = { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env(endpoint), AUDIT_STORAGE_TIMEOUT: '1s' };
-    const child = startCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--slot', `s_${db.name}`, '--http-port', String(port),
-      // Little room for unstored records: while storage is down the shipper stops reading the stream,
-      // and the walsender, with data it cannot send, cannot finish a shutdown.
-      '--max-inflight-bytes', '64KiB', '--batch-max-bytes', '32KiB'] }), env);
+    const child = startCli(
+      shipArgs({
+        archive: `s3://${bucket}`,
+        keys,
+        extra: [
+          '--slot',
+          `s_${db.name}`,
+          '--http-port',
+          String(port),
+          // Little room for unstored records: while storage is down the shipper stops reading the stream,
+          // and the walsender, with data it cannot send, cannot finish a shutdown.
+          '--max-inflight-bytes',
+          '64KiB',
+          '--batch-max-bytes',
+          '32KiB',
+        ],
+      }),
+      env,
+    );
     const done = waitFor(child);
-    const insert = (from: number, n = 100) => withClient(db.url, (c) => c.query(
-      `INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $1::int + $2::int - 1) g`, [from, n]));
+    const insert = (from: number, n = 100) =>
+      withClient(db.url, (c) =>
+        c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $1::int + $2::int - 1) g`, [from, n]),
+      );
     const reader = s3ArchiveReader((Object.assign(process.env, s3Env()), s3Client(true)), bucket, '').reader;
-    const archived = async () => (await readArchive(reader, keys.keys).catch(() => ({ records: [] as { op: string; id?: unknown }[] }))).records
-      .filter((r) => r.op === 'insert').length;
+    const archived = async () =>
+      (await readArchive(reader, keys.keys).catch(() => ({ records: [] as { op: string; id?: unknown }[] }))).records.filter((r) => r.op === 'insert').length;
     await expect.poll(async () => (await httpGet(port, '/readyz')).status, { timeout: 10_000, interval: 100 }).toBe(200);
     await insert(1);
     await expect.poll(archived, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(100);
@@ -60,7 +79,10 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     await insert(1000, 5000);
     // /readyz says so, with the reason (not only after ten minutes of nothing stored).
     let failing = await httpGet(port, '/readyz');
-    for (let i = 0; i < 100 && failing.status === 200; i++) { await sleep(100); failing = await httpGet(port, '/readyz'); }
+    for (let i = 0; i < 100 && failing.status === 200; i++) {
+      await sleep(100);
+      failing = await httpGet(port, '/readyz');
+    }
     expect(failing.status).toBe(503);
     expect(failing.body).toMatch(/^storage: storing .* failing: /m);
     expect((await httpGet(port, '/metrics')).body).toMatch(/audit_shipper_component_failing\{component="storage"\} 1/);
@@ -73,7 +95,10 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     const total = await withClient(db.url, async (c) => (await c.query('SELECT count(*)::int AS n FROM audit.audit_log')).rows[0].n as number);
     await expect.poll(archived, { timeout: 60_000, interval: 200 }).toBeGreaterThanOrEqual(total);
     let ready = await httpGet(port, '/readyz');
-    for (let i = 0; i < 100 && ready.status !== 200; i++) { await sleep(200); ready = await httpGet(port, '/readyz'); }
+    for (let i = 0; i < 100 && ready.status !== 200; i++) {
+      await sleep(200);
+      ready = await httpGet(port, '/readyz');
+    }
     expect(ready).toEqual({ status: 200, body: 'ready\n' });
     child.kill('SIGTERM');
     const stopped = await done;
@@ -85,7 +110,10 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     expect(report.findings).toEqual([]);
     await expectExactlyOnce(records, db.url, { inIdOrder: false });
     // The head in the database caught up with the archive after the restart.
-    const head = await withClient(db.url, async (c) => (await c.query('SELECT file_seq::int AS f FROM audit.shipper_head WHERE slot_name = $1', [`s_${db.name}`])).rows[0]);
+    const head = await withClient(
+      db.url,
+      async (c) => (await c.query('SELECT file_seq::int AS f FROM audit.shipper_head WHERE slot_name = $1', [`s_${db.name}`])).rows[0],
+    );
     expect(head.f).toBe(report.head!.file_seq);
   });
 });

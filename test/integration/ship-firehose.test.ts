@@ -25,22 +25,39 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 
 let keys: TestKeys;
 let fake: FakeFirehose | null = null;
-afterEach(() => { fake?.restore(); fake = null; });
+afterEach(() => {
+  fake?.restore();
+  fake = null;
+});
 
 beforeAll(async () => {
   keys = await makeKeys();
   Object.assign(process.env, s3Env());
 });
 
-const openStream = (stream: string) => openArchive(`firehose://${stream}`, {
-  forcePathStyle: true, sse: 'none', retention: { days: 1 },
-});
+const openStream = (stream: string) =>
+  openArchive(`firehose://${stream}`, {
+    forcePathStyle: true,
+    sse: 'none',
+    retention: { days: 1 },
+  });
 
 async function shipOnce(db: { name: string }, stream: string, slot: string, limits = { maxRecords: 150, maxBytes: 8 << 20, maxAgeMs: 200 }) {
   return ship({
-    databaseUrl: urlFor(db.name, 'ship_login'), archive: await openStream(stream), key: await loadSigningKey(keys.signingKey),
-    verifyKeys: [], slot, limits, maxInflightBytes: 64 << 20, heartbeatMs: 3_600_000, drain: true, graceMs: 10_000,
-    log: createLogger('silent'), metrics: createMetrics(), signal: new AbortController().signal, statementMaxLength: 2000,
+    databaseUrl: urlFor(db.name, 'ship_login'),
+    archive: await openStream(stream),
+    key: await loadSigningKey(keys.signingKey),
+    verifyKeys: [],
+    slot,
+    limits,
+    maxInflightBytes: 64 << 20,
+    heartbeatMs: 3_600_000,
+    drain: true,
+    graceMs: 10_000,
+    log: createLogger('silent'),
+    metrics: createMetrics(),
+    signal: new AbortController().signal,
+    statementMaxLength: 2000,
   });
 }
 
@@ -74,25 +91,54 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
 
     // verify and query, as an operator runs them, agree.
     const env = s3Env();
-    const v = await runCli(['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention'], env);
+    const v = await runCli(
+      ['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention'],
+      env,
+    );
     expect(v.code, v.stdout + v.stderr).toBe(0);
     const q = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json'], env);
     expect(q.code, q.stderr).toBe(0);
-    expect(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action)).toEqual(['INSERT', 'UPDATE']);
+    expect(
+      q.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { action: string }).action),
+    ).toEqual(['INSERT', 'UPDATE']);
     // A time range over a stream archive: found by bisecting digest seal times, ended by the walk.
-    const ranged = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--format', 'json',
-      '--from', new Date(Date.now() - 3600_000).toISOString(), '--to', new Date(Date.now() + 60_000).toISOString()], env);
+    const ranged = await runCli(
+      [
+        'query',
+        '--archive',
+        `s3://${bucket}/clinic`,
+        '--verify-key',
+        keys.verifyKey,
+        '--row-id',
+        '9',
+        '--format',
+        'json',
+        '--from',
+        new Date(Date.now() - 3600_000).toISOString(),
+        '--to',
+        new Date(Date.now() + 60_000).toISOString(),
+      ],
+      env,
+    );
     expect(ranged.code, ranged.stderr).toBe(0);
     expect(ranged.stdout).toBe(q.stdout);
-    const before = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--format', 'json',
-      '--from', '2020-01-01', '--to', '2020-01-02'], env);
+    const before = await runCli(
+      ['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--format', 'json', '--from', '2020-01-01', '--to', '2020-01-02'],
+      env,
+    );
     expect(before.code, before.stderr).toBe(0);
     expect(before.stdout).toBe('');
     expect(before.stderr).toMatch(/; 1 digest checked link by link, 0 files read/); // the walk stops at the first digest sealed after the range
     expect(before.stderr).toMatch(/searched: files sealed 2020-01-01 to 2020-01-03;/); // no date partitions in a stream archive
     // An evidence package of streamed files checks out offline like any other.
     const evidence = path.join(await mkdtemp(path.join(tmpdir(), 'pgas-ev-')), 'row9');
-    const withEvidence = await runCli(['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--evidence', evidence], env);
+    const withEvidence = await runCli(
+      ['query', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--row-id', '9', '--evidence', evidence],
+      env,
+    );
     expect(withEvidence.code, withEvidence.stderr).toBe(0);
     const checked = await runCli(['verify-evidence', evidence, '--verify-key', keys.verifyKey]);
     expect(checked.code, checked.stdout).toBe(0);
@@ -100,7 +146,10 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
 
     // retention extend locks longer what the stream delivered (a streamed file is no object of its own).
     const until = new Date(Date.now() + 3 * 86_400_000);
-    const extended = await runCli(['retention', 'extend', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--until', until.toISOString()], env);
+    const extended = await runCli(
+      ['retention', 'extend', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--until', until.toISOString()],
+      env,
+    );
     expect(extended.code, extended.stderr).toBe(0);
     const { GetObjectRetentionCommand } = await import('@aws-sdk/client-s3');
     const delivered = (await testS3Client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'clinic/firehose/' }))).Contents!.map((o) => o.Key!);
@@ -119,18 +168,33 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     let someKey = '';
     let line = '';
     for (const o of Contents!) {
-      const text = Buffer.from(await (await testS3Client().send(new GetObjectCommand({ Bucket: bucket, Key: o.Key! }))).Body!.transformToByteArray()).toString('utf8');
+      const text = Buffer.from(await (await testS3Client().send(new GetObjectCommand({ Bucket: bucket, Key: o.Key! }))).Body!.transformToByteArray()).toString(
+        'utf8',
+      );
       const withRow = text.split('\n').find((l) => /"row_id":"\d+"/.test(l));
-      if (withRow !== undefined) { someKey = o.Key!; line = withRow; break; }
+      if (withRow !== undefined) {
+        someKey = o.Key!;
+        line = withRow;
+        break;
+      }
     }
     expect(line, 'a delivered record with a row id').not.toBe('');
     const forged = Buffer.from(`${line.replace(/"row_id":"(\d+)"/, '"row_id":"99999"')}\n`);
     expect(forged.toString('utf8')).not.toBe(`${line}\n`);
     const { createHash } = await import('node:crypto');
-    await testS3Client().send(new PutObjectCommand({ Bucket: bucket, Key: `${someKey.slice(0, someKey.lastIndexOf('/'))}/forged`, Body: forged,
-      ContentMD5: createHash('md5').update(forged).digest('base64') }));
+    await testS3Client().send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: `${someKey.slice(0, someKey.lastIndexOf('/'))}/forged`,
+        Body: forged,
+        ContentMD5: createHash('md5').update(forged).digest('base64'),
+      }),
+    );
     const seq = (JSON.parse(line) as { seq: number }).seq;
-    const bad = await runCli(['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention', '--json'], env);
+    const bad = await runCli(
+      ['verify', '--archive', `s3://${bucket}/clinic`, '--verify-key', keys.verifyKey, '--min-retention', '1d', '--allow-short-retention', '--json'],
+      env,
+    );
     expect(bad.code, bad.stdout + bad.stderr).toBe(1);
     const findings = (JSON.parse(bad.stdout) as { findings: { code: string; where: string; message: string }[] }).findings;
     expect(findings.length).toBeGreaterThan(0);
@@ -150,14 +214,26 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
     fake.refuseAll = true;
     const running = shipOnce(db, 'audit-ack', slot);
     await expect.poll(() => fake!.refusedEntries, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(5);
-    const confirmedBelow = await withClient(db.url, async (c) => (await c.query<{ below: boolean }>(
-      'SELECT confirmed_flush_lsn < $1::pg_lsn AS below FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot])).rows[0]!.below);
+    const confirmedBelow = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ below: boolean }>('SELECT confirmed_flush_lsn < $1::pg_lsn AS below FROM pg_replication_slots WHERE slot_name = $2', [
+            commitLsn,
+            slot,
+          ])
+        ).rows[0]!.below,
+    );
     expect(confirmedBelow).toBe(true);
     fake.refuseAll = false;
     const result = await running;
     expect(result.records).toBe(300); // 299 rows and the attestation every start appends
-    const confirmedPast = await withClient(db.url, async (c) => (await c.query<{ past: boolean }>(
-      'SELECT confirmed_flush_lsn >= $1::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot])).rows[0]!.past);
+    const confirmedPast = await withClient(
+      db.url,
+      async (c) =>
+        (await c.query<{ past: boolean }>('SELECT confirmed_flush_lsn >= $1::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $2', [commitLsn, slot]))
+          .rows[0]!.past,
+    );
     expect(confirmedPast).toBe(true);
     await fake.flush();
     const { report, records } = await readArchive(s3ArchiveReader(testS3Client(), bucket, '').reader, keys.keys);
@@ -168,12 +244,18 @@ describe('ship through Amazon Data Firehose (API faked in-process, delivery into
   it('refuses a stream that would not keep the records as sent, or a bucket without COMPLIANCE default retention', async () => {
     const locked = await makeBucket({ days: 2 });
     fake = new FakeFirehose('audit-check', locked, 'x/firehose/');
-    fake.describeAs((d) => { d.Destinations![0]!.ExtendedS3DestinationDescription!.Prefix = 'x/dt=!{timestamp:yyyy-MM-dd}/'; });
-    await expect(openStream('audit-check')).rejects.toThrow(/delivers under the S3 prefix "x\/dt=!\{timestamp:yyyy-MM-dd\}\/"; set it to "<archive prefix>\/firehose\/"/);
+    fake.describeAs((d) => {
+      d.Destinations![0]!.ExtendedS3DestinationDescription!.Prefix = 'x/dt=!{timestamp:yyyy-MM-dd}/';
+    });
+    await expect(openStream('audit-check')).rejects.toThrow(
+      /delivers under the S3 prefix "x\/dt=!\{timestamp:yyyy-MM-dd\}\/"; set it to "<archive prefix>\/firehose\/"/,
+    );
     fake.restore();
 
     fake = new FakeFirehose('audit-check', locked, 'x/firehose/');
-    fake.describeAs((d) => { d.Destinations![0]!.ExtendedS3DestinationDescription!.ProcessingConfiguration = { Enabled: true }; });
+    fake.describeAs((d) => {
+      d.Destinations![0]!.ExtendedS3DestinationDescription!.ProcessingConfiguration = { Enabled: true };
+    });
     await expect(openStream('audit-check')).rejects.toThrow(/transforms records/);
     fake.restore();
 

@@ -10,7 +10,9 @@ import { expectExactlyOnce } from '../helpers/exactly-once.js';
 import { requireEnv } from '../helpers/env.js';
 
 let keys: TestKeys;
-beforeAll(async () => { keys = await makeKeys(); });
+beforeAll(async () => {
+  keys = await makeKeys();
+});
 
 function readerFor(bucket: string, prefix: string, endpoint?: string) {
   const env = s3Env(endpoint);
@@ -19,11 +21,13 @@ function readerFor(bucket: string, prefix: string, endpoint?: string) {
 }
 
 async function writeEvents(url: string, from: number, n: number): Promise<void> {
-  await withClient(url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [from, from + n - 1]));
+  await withClient(url, (c) =>
+    c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [from, from + n - 1]),
+  );
 }
 
-const ids = (url: string) => withClient(url, async (c) =>
-  (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
+const ids = (url: string) =>
+  withClient(url, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM audit.audit_log ORDER BY audit_log.id')).rows.map((r) => r.id));
 
 describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
   it('stores every file and digest locked in COMPLIANCE mode, and the chain verifies from S3', async () => {
@@ -61,19 +65,25 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     ];
     for (const [bucketOpts, message] of cases) {
       const bucket = await makeBucket(bucketOpts);
-      const r = await runCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', `s_${db.name}`] }),
-        { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() });
+      const r = await runCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', `s_${db.name}`] }), {
+        DATABASE_URL: urlFor(db.name, 'ship_login'),
+        ...s3Env(),
+      });
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(message);
     }
     const sixYears = await makeBucket({ days: 1 });
-    const strict = await runCli(['ship', '--archive', `s3://${sixYears}`, '--signing-key', keys.signingKey, '--http-port', '0', '--drain', '--slot', `s_${db.name}`],
-      { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() });
+    const strict = await runCli(
+      ['ship', '--archive', `s3://${sixYears}`, '--signing-key', keys.signingKey, '--http-port', '0', '--drain', '--slot', `s_${db.name}`],
+      { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() },
+    );
     expect(strict.code).toBe(2);
     expect(strict.stderr).toMatch(/default retention is 1 days; at least 2190 are required/);
-    const short = await runCli(['ship', '--archive', `s3://${sixYears}`, '--signing-key', keys.signingKey, '--retention', '30d'],
-      { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() });
+    const short = await runCli(['ship', '--archive', `s3://${sixYears}`, '--signing-key', keys.signingKey, '--retention', '30d'], {
+      DATABASE_URL: urlFor(db.name, 'ship_login'),
+      ...s3Env(),
+    });
     expect(short.stderr).toMatch(/--retention 30d is shorter than the six years HIPAA requires/);
   });
 
@@ -83,7 +93,9 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     const args = shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', `s_${db.name}`] });
     const wrongSecret = await runCli(args, { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env(), AWS_SECRET_ACCESS_KEY: 'not-the-secret' });
     expect(wrongSecret.code).toBe(2);
-    expect(wrongSecret.stderr.trim().split('\n').at(-1)).toMatch(/^pg-audit-shipper: error: .*SignatureDoesNotMatch: the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY$/);
+    expect(wrongSecret.stderr.trim().split('\n').at(-1)).toMatch(
+      /^pg-audit-shipper: error: .*SignatureDoesNotMatch: the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY$/,
+    );
     // This radosgw has no KMS: it refuses server-side encryption headers. Retrying would never end.
     await writeEvents(db.url, 1, 10);
     const sse = await runCli(args, { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env(), AUDIT_S3_SSE: 'AES256' });
@@ -99,8 +111,14 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
   it('never replaces an object (If-None-Match): the same bytes again are a stored retry, other bytes are another writer', async () => {
     const bucket = await makeBucket();
     Object.assign(process.env, s3Env());
-    const sink = s3Archive(s3Client(true), { bucket, prefix: 'p/', forcePathStyle: true, sse: 'none',
-      retainUntil: (now) => new Date(now.getTime() + 86_400_000), minDefaultRetentionDays: 1 }).sink;
+    const sink = s3Archive(s3Client(true), {
+      bucket,
+      prefix: 'p/',
+      forcePathStyle: true,
+      sse: 'none',
+      retainUntil: (now) => new Date(now.getTime() + 86_400_000),
+      minDefaultRetentionDays: 1,
+    }).sink;
     const obj = (body: string) => ({ key: 'digests/000000000007.digest', body: Buffer.from(body), contentType: 'application/x-ndjson' });
     await sink.put(obj('first'));
     await expect(sink.put(obj('first'))).resolves.toMatchObject({ key: 'digests/000000000007.digest' });
@@ -119,7 +137,8 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     const done = waitFor(child);
     await writeEvents(db.url, 1, 100);
     const reader = readerFor(bucket, '');
-    const archived = async () => (await readArchive(reader, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
+    const archived = async () =>
+      (await readArchive(reader, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
     await expect.poll(archived, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(100);
     proxy.hang();
     await writeEvents(db.url, 1000, 300);
@@ -127,7 +146,7 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     proxy.unhang();
     const all = (await ids(db.url)).length;
     // Reading the whole archive back is the slow part under load: look once a second, for up to two minutes.
-    for (const until = Date.now() + 120_000; Date.now() < until && await archived() < all;) await sleep(1000);
+    for (const until = Date.now() + 120_000; Date.now() < until && (await archived()) < all;) await sleep(1000);
     child.kill('SIGTERM');
     const stopped = await done;
     expect(stopped.code, stopped.stderr).toBe(0);
@@ -152,10 +171,18 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     await outage.cut();
     await writeEvents(db.url, 1, 1500);
     const committedBy = await withClient(db.url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l);
-    const confirmedLe = async (bound: string) => withClient(db.url, async (c) => (await c.query(
-      `SELECT confirmed_flush_lsn <= $1::pg_lsn AS le FROM pg_replication_slots WHERE slot_name = $2`, [bound, `s_${db.name}`])).rows[0].le);
-    const confirmed = async () => withClient(db.url, async (c) => (await c.query(
-      `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [`s_${db.name}`])).rows[0].l as string);
+    const confirmedLe = async (bound: string) =>
+      withClient(
+        db.url,
+        async (c) =>
+          (await c.query(`SELECT confirmed_flush_lsn <= $1::pg_lsn AS le FROM pg_replication_slots WHERE slot_name = $2`, [bound, `s_${db.name}`])).rows[0].le,
+      );
+    const confirmed = async () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (await c.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [`s_${db.name}`])).rows[0].l as string,
+      );
     await sleep(1000); // the shipper has the rows now, and cannot store them
     const held = await confirmed();
     // Below the end of the commit that holds the rows: a restart would receive them again.

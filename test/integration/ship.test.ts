@@ -9,7 +9,9 @@ import { expectExactlyOnce } from '../helpers/exactly-once.js';
 import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
 
 let keys: TestKeys;
-beforeAll(async () => { keys = await makeKeys(); });
+beforeAll(async () => {
+  keys = await makeKeys();
+});
 
 const shipperUrl = (db: string) => urlFor(db, 'ship_login');
 /** Slots are cluster-wide: one per test database. */
@@ -18,9 +20,16 @@ const args = (db: { name: string }, archive: string, extra: string[] = []) =>
   shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slotOf(db), ...extra] });
 
 async function slotPosition(url: string): Promise<{ confirmed: string; lagBytes: number } | null> {
-  return withClient(url, async (c) => (await c.query(
-    `SELECT confirmed_flush_lsn::text AS confirmed, (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 AS "lagBytes"
-       FROM pg_replication_slots WHERE database = current_database()`)).rows[0] ?? null);
+  return withClient(
+    url,
+    async (c) =>
+      (
+        await c.query(
+          `SELECT confirmed_flush_lsn::text AS confirmed, (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 AS "lagBytes"
+       FROM pg_replication_slots WHERE database = current_database()`,
+        )
+      ).rows[0] ?? null,
+  );
 }
 
 async function drain(db: { name: string }, archive: string, extra: string[] = [], alerts = false) {
@@ -34,7 +43,10 @@ async function drain(db: { name: string }, archive: string, extra: string[] = []
 async function writeEvents(url: string, from: number, n: number, perTx = 1000): Promise<void> {
   await withClient(url, async (c) => {
     for (let i = from; i < from + n; i += perTx) {
-      await c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [i, Math.min(i + perTx, from + n) - 1]);
+      await c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [
+        i,
+        Math.min(i + perTx, from + n) - 1,
+      ]);
     }
   });
 }
@@ -61,7 +73,8 @@ describe('ship to a file archive', () => {
     await writeEvents(db.url, 1, 500); // before the slot exists: archived as the initial backfill
     await drain(db, archive);
     await writeEvents(db.url, 1000, 100_000, 997);
-    await withClient(db.url, async (c) => { // rolled back: must not appear
+    await withClient(db.url, async (c) => {
+      // rolled back: must not appear
       await c.query('BEGIN');
       await c.query(`INSERT INTO customers (id, full_name) VALUES (-1, 'rolled back')`);
       await c.query('ROLLBACK');
@@ -83,7 +96,11 @@ describe('ship to a file archive', () => {
     const partitions = (await readdir(path.join(archive, 'data'))).map((d) => d.replace(/^dt=/, ''));
     const days = [...new Set(events.map((e) => String(e.occurred_at).slice(0, 10)))];
     expect(partitions.length).toBeGreaterThan(0);
-    for (const p of partitions) expect(days.some((d) => Math.abs(Date.parse(p) - Date.parse(d)) <= 86_400_000), p).toBe(true);
+    for (const p of partitions)
+      expect(
+        days.some((d) => Math.abs(Date.parse(p) - Date.parse(d)) <= 86_400_000),
+        p,
+      ).toBe(true);
     // Values are the server's exact text (microseconds kept), not re-rendered by JavaScript.
     expect(events[600]!.occurred_at).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{1,6}\+00$/);
     // The database knows the head the archive ends with.
@@ -108,8 +125,7 @@ describe('ship to a file archive', () => {
     let next = 1;
     let kills = 0;
     for (let round = 0; round < 8; round++) {
-      const child = startCli(args(db, archive, ['--batch-max-records', '300', '--batch-max-age', '50ms']),
-        { DATABASE_URL: shipperUrl(db.name) });
+      const child = startCli(args(db, archive, ['--batch-max-records', '300', '--batch-max-age', '50ms']), { DATABASE_URL: shipperUrl(db.name) });
       const done = waitFor(child);
       const writing = writeEvents(db.url, next, 3000, 100);
       next += 3000;
@@ -161,7 +177,10 @@ describe('ship to a file archive', () => {
       dropsAt.push(writtenTo);
     }
     await writing;
-    expect(dropsAt.some((n) => n > 0 && n < 60_000), `drops while writing (at ${dropsAt.join(', ')})`).toBe(true);
+    expect(
+      dropsAt.some((n) => n > 0 && n < 60_000),
+      `drops while writing (at ${dropsAt.join(', ')})`,
+    ).toBe(true);
     child.kill('SIGTERM');
     const stopped = await done;
     expect(stopped.code, stopped.stderr).toBe(0);
@@ -180,13 +199,18 @@ describe('ship to a file archive', () => {
     const second = await freshDatabase('shipdb_b');
     const archive = await tempArchiveDir();
     const slot = `s_shared_${first.name}`;
-    const shipTo = (db: { name: string }) => runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slot] }), { DATABASE_URL: shipperUrl(db.name) });
+    const shipTo = (db: { name: string }) =>
+      runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slot] }), { DATABASE_URL: shipperUrl(db.name) });
     expect((await shipTo(first)).code).toBe(0);
     await withClient(first.url, (c) => c.query('SELECT pg_drop_replication_slot($1)', [slot]));
     const r = await shipTo(second);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(new RegExp(`holds the trail of database ${first.name} \\(system \\d+, slot ${slot}\\), not of ${second.name} \\(system \\d+, slot ${slot}\\): give each database and slot its own --archive prefix`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `holds the trail of database ${first.name} \\(system \\d+, slot ${slot}\\), not of ${second.name} \\(system \\d+, slot ${slot}\\): give each database and slot its own --archive prefix`,
+      ),
+    );
   });
 
   it('never acknowledges past what is stored, and recovers by itself when storage comes back', async () => {
@@ -260,7 +284,7 @@ describe('ship to a file archive', () => {
     const done = waitFor(child);
     // The attestation at start is a file of its own; heartbeats follow once a second of idleness has passed.
     const heartbeats = async () => (await readArchive(archive, keys.keys).catch(() => ({ report: { heartbeats: 0 } }))).report.heartbeats;
-    for (const until = Date.now() + 15_000; Date.now() < until && await heartbeats() < 2;) await sleep(250);
+    for (const until = Date.now() + 15_000; Date.now() < until && (await heartbeats()) < 2;) await sleep(250);
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
     const { report } = await readArchive(archive, keys.keys);
@@ -325,8 +349,9 @@ describe('ship to a file archive', () => {
     const archive = await tempArchiveDir();
     await drain(db, archive);
     const port = 19000 + Math.floor(Math.random() * 1000);
-    const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]),
-      { DATABASE_URL: urlFor(db.name, 'ship_ingest_login') });
+    const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]), {
+      DATABASE_URL: urlFor(db.name, 'ship_ingest_login'),
+    });
     const done = waitFor(child);
     const get = httpGet(port);
     expect((await get('/healthz')).status).toBe(200);
@@ -339,7 +364,7 @@ describe('ship to a file archive', () => {
     const readArchived = async () => (await readArchive(archive, keys.keys)).records.some((r) => r.source === 'pgaudit');
     await expect.poll(readArchived, { timeout: 15_000, interval: 200 }).toBe(true);
     const metrics = (await get('/metrics')).body;
-    expect((await get('/readyz'))).toEqual({ status: 200, body: 'ready\n' });
+    expect(await get('/readyz')).toEqual({ status: 200, body: 'ready\n' });
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
     expect(metrics).toMatch(/audit_shipper_rows_shipped_total (1[1-9]|[2-9]\d)/);
@@ -347,8 +372,9 @@ describe('ship to a file archive', () => {
     expect(metrics).toMatch(/audit_shipper_upload_seconds_count \d+/);
     const { report, records } = await readArchive(archive, keys.keys);
     expect(report.findings).toEqual([]);
-    expect(records.filter((r) => r.source === 'pgaudit' && r.table_name === 'customers').map((r) => [r.action, r.outcome, r.app_customer_id]))
-      .toEqual([['SELECT', 'success', '3']]);
+    expect(records.filter((r) => r.source === 'pgaudit' && r.table_name === 'customers').map((r) => [r.action, r.outcome, r.app_customer_id])).toEqual([
+      ['SELECT', 'success', '3'],
+    ]);
     // The shipper's own snapshot read of the trail (the initial backfill) is audited like any read of it.
     expect(records.filter((r) => r.source === 'pgaudit' && r.table_name === 'audit_log').map((r) => r.action)).toContain('SELECT');
   });
@@ -365,16 +391,24 @@ describe('ship to a file archive', () => {
     // and every other test's shipper attests them.
     const login = 'ship_ingest_login';
     const port = 19000 + Math.floor(Math.random() * 1000);
-    const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]), { DATABASE_URL: urlFor(db.name, login) });
+    const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]), {
+      DATABASE_URL: urlFor(db.name, login),
+    });
     const done = waitFor(child);
     const get = httpGet(port);
     const until = async (p: string, ok: (r: { status: number; body: string }) => boolean) => {
       let r = await get(p);
-      for (let i = 0; i < 100 && !ok(r); i++) { await sleep(200); r = await get(p); }
+      for (let i = 0; i < 100 && !ok(r); i++) {
+        await sleep(200);
+        r = await get(p);
+      }
       return r;
     };
     expect(await until('/readyz', (r) => r.status === 200)).toEqual({ status: 200, body: 'ready\n' });
     await withClient(db.url, (c) => c.query('REVOKE INSERT ON audit.audit_log FROM audit_ingester'));
+    // Something for the ingester to write (pgaudit's WRITE line of this insert): it must fail now, not
+    // whenever some other line of this database comes by.
+    await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) VALUES (2, 'two')`));
     const failing = await until('/readyz', (r) => r.status === 503);
     expect(failing.status).toBe(503);
     // (Which refusal comes first depends on whether the chunk held events: the table's grant, or the source guard.)
@@ -383,13 +417,19 @@ describe('ship to a file archive', () => {
     await withClient(db.url, (c) => c.query('GRANT INSERT ON audit.audit_log TO audit_ingester'));
     // (a read that returns a row: one that returns none waits a minute for the server's line with its context)
     await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) VALUES (3, 'three')`));
-    await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SET app.customer_id = '3'; SELECT full_name FROM customers WHERE id = 3 /* after the restart */`));
+    await withClient(urlFor(db.name, 'app_login'), (c) =>
+      c.query(`SET app.customer_id = '3'; SELECT full_name FROM customers WHERE id = 3 /* after the restart */`),
+    );
     expect(await until('/readyz', (r) => r.status === 200)).toEqual({ status: 200, body: 'ready\n' });
     const metrics = (await get('/metrics')).body;
     expect(metrics).toMatch(/audit_shipper_ingest_up 1/);
     expect(metrics).toMatch(/audit_shipper_ingest_restarts_total [1-9]/);
     for (let i = 0; i < 50; i++) {
-      const n = await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n);
+      const n = await withClient(
+        db.url,
+        async (c) =>
+          (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n,
+      );
       if (n > 0) break;
       await sleep(200);
     }
@@ -398,7 +438,13 @@ describe('ship to a file archive', () => {
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/"msg":"ingest stopped; restarting it"/);
     expect(r.stderr, r.stderr.slice(0, 3000)).toMatch(/"msg":"ingest is running again"/);
-    expect(await withClient(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n)).toBe(1);
+    expect(
+      await withClient(
+        db.url,
+        async (c) =>
+          (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE table_name = 'customers' AND statement LIKE '%after the restart%'`)).rows[0].n,
+      ),
+    ).toBe(1);
   });
 
   it('kill -9 in the middle of the initial backfill: the restart finishes it, every row is archived once, verify finds nothing', async () => {
@@ -413,7 +459,7 @@ describe('ship to a file archive', () => {
     };
     const child = startCli(args(db, archive, ['--batch-max-records', '1000']), { DATABASE_URL: shipperUrl(db.name) });
     const done = waitFor(child);
-    for (let i = 0; i < 600 && await dataFiles() < 5; i++) await sleep(20);
+    for (let i = 0; i < 600 && (await dataFiles()) < 5; i++) await sleep(20);
     child.kill('SIGKILL');
     await done;
     const atKill = await dataFiles();
@@ -429,7 +475,7 @@ describe('ship to a file archive', () => {
     expect(verify.code, verify.stdout).toBe(0);
   });
 
-  it('killed after its first heartbeat and before the backfill\'s first digest: the restart backfills (an archive of heartbeats only holds no row)', async () => {
+  it("killed after its first heartbeat and before the backfill's first digest: the restart backfills (an archive of heartbeats only holds no row)", async () => {
     // The state a kill -9 leaves in that window (CI hit it once): the slot exists, created with the
     // snapshot the rows before it were to be archived from, and the archive holds one heartbeat.
     const db = await freshDatabase('shipheartbeatonly');
@@ -439,7 +485,9 @@ describe('ship to a file archive', () => {
       await c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slotOf(db)]);
       const r = await c.query<{ sys: string; tli: number; lsn: string }>(
         `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sys, (SELECT timeline_id FROM pg_control_checkpoint()) AS tli,
-                (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1) AS lsn`, [slotOf(db)]);
+                (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1) AS lsn`,
+        [slotOf(db)],
+      );
       return { systemIdentifier: r.rows[0]!.sys, timeline: r.rows[0]!.tli, database: db.name, slot: slotOf(db), lsn: r.rows[0]!.lsn };
     });
     const { sealHeartbeat } = await import('../../src/seal/sealer.js');
@@ -461,7 +509,9 @@ describe('ship to a file archive', () => {
     await writeEvents(db.url, 1, 5);
     await drain(db, archive);
     const days = await readdir(path.join(archive, 'data'));
-    const files = (await Promise.all(days.map(async (d) => (await readdir(path.join(archive, 'data', d))).map((f) => path.join(archive, 'data', d, f))))).flat();
+    const files = (
+      await Promise.all(days.map(async (d) => (await readdir(path.join(archive, 'data', d))).map((f) => path.join(archive, 'data', d, f))))
+    ).flat();
     const newest = files.sort((a, b) => path.basename(a).localeCompare(path.basename(b))).at(-1)!;
     // A last record saying the initial backfill never finished would make the shipper drop the slot and back-fill again.
     const { gzipSync } = await import('node:zlib');
@@ -481,7 +531,13 @@ describe('ship to a file archive', () => {
     const archive = await tempArchiveDir();
     const bin = path.resolve(path.dirname(CLI), '../../bin/pg-audit-shipper');
     const heapLimit = async (nodeOptions?: string) => {
-      const env = { PATH: process.env.PATH!, HOME: '/tmp', LOG_LEVEL: 'info', DATABASE_URL: shipperUrl(db.name), ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) };
+      const env = {
+        PATH: process.env.PATH!,
+        HOME: '/tmp',
+        LOG_LEVEL: 'info',
+        DATABASE_URL: shipperUrl(db.name),
+        ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
+      };
       const r = await waitFor(spawn(bin, args(db, archive, ['--drain']), { env, stdio: ['ignore', 'pipe', 'pipe'] }));
       expect(r.code, r.stderr).toBe(0);
       return Number(/"heap_limit_mib":(\d+)/.exec(r.stderr)?.[1]);
@@ -495,10 +551,22 @@ describe('ship to a file archive', () => {
   it('refuses at start what would fail later or forever: a file:// URL with a host, a retention Object Lock cannot keep, heartbeats under a minute', async () => {
     const base = ['ship', '--signing-key', keys.signingKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--http-port', '0'];
     const cases: [string[], string][] = [
-      [['--archive', 'file://tmp/x'], '--archive (AUDIT_ARCHIVE) file://tmp/x names a host (tmp): a local archive is file:///absolute/path, e.g. file:///tmp/x'],
-      [['--archive', 'file:///tmp/never-written', '--retention', '300000y'], '--retention 300000y is longer than 100 years (36500 days), the most Object Lock keeps'],
-      [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '1ms'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: must be at least 1s, not 1ms'],
-      [['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '10s'], '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) 10s is shorter than a minute: every heartbeat is an object locked for the retention period; shorter only with --allow-short-retention (tests and trials)'],
+      [
+        ['--archive', 'file://tmp/x'],
+        '--archive (AUDIT_ARCHIVE) file://tmp/x names a host (tmp): a local archive is file:///absolute/path, e.g. file:///tmp/x',
+      ],
+      [
+        ['--archive', 'file:///tmp/never-written', '--retention', '300000y'],
+        '--retention 300000y is longer than 100 years (36500 days), the most Object Lock keeps',
+      ],
+      [
+        ['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '1ms'],
+        '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: must be at least 1s, not 1ms',
+      ],
+      [
+        ['--archive', 'file:///tmp/never-written', '--heartbeat-interval', '10s'],
+        '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) 10s is shorter than a minute: every heartbeat is an object locked for the retention period; shorter only with --allow-short-retention (tests and trials)',
+      ],
     ];
     for (const [extra, message] of cases) {
       const r = await runCli([...base, ...extra]);
@@ -513,13 +581,33 @@ describe('ship to a file archive', () => {
     await new Promise<void>((resolve) => taken.listen(0, '0.0.0.0', resolve));
     const port = (taken.address() as { port: number }).port;
     try {
-      const r = await runCli(['ship', '--signing-key', keys.signingKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--archive', 'file:///tmp/never-written', '--http-port', String(port)]);
+      const r = await runCli([
+        'ship',
+        '--signing-key',
+        keys.signingKey,
+        '--database-url',
+        'postgresql://nobody@127.0.0.1:1/none',
+        '--archive',
+        'file:///tmp/never-written',
+        '--http-port',
+        String(port),
+      ]);
       expect(r.code).toBe(2);
-      expect(r.stderr.trim()).toBe(`pg-audit-shipper: error: --http-port (AUDIT_HTTP_PORT) ${port} is in use by another process: choose another port, or 0 to serve no health and metrics endpoint`);
+      expect(r.stderr.trim()).toBe(
+        `pg-audit-shipper: error: --http-port (AUDIT_HTTP_PORT) ${port} is in use by another process: choose another port, or 0 to serve no health and metrics endpoint`,
+      );
     } finally {
       taken.close();
     }
-    const publicKey = await runCli(['ship', '--signing-key', keys.verifyKey, '--database-url', 'postgresql://nobody@127.0.0.1:1/none', '--archive', 'file:///tmp/never-written']);
+    const publicKey = await runCli([
+      'ship',
+      '--signing-key',
+      keys.verifyKey,
+      '--database-url',
+      'postgresql://nobody@127.0.0.1:1/none',
+      '--archive',
+      'file:///tmp/never-written',
+    ]);
     expect(publicKey.code).toBe(2);
     expect(publicKey.stderr).toMatch(/is a public key \(the verify key\?\); --signing-key takes the private key/);
   });
@@ -550,7 +638,9 @@ describe('ship to a file archive', () => {
     a.kill('SIGCONT'); // A wakes up with its old head and the slot free again: its next file's place is B's
     const stopped = await aDone;
     expect(stopped.code).toBe(2);
-    expect(stopped.stderr.trim().split('\n').at(-1)).toMatch(/^pg-audit-shipper: error: .*failed 3 times and retrying cannot fix it: ObjectExists: two shippers write to this archive/);
+    expect(stopped.stderr.trim().split('\n').at(-1)).toMatch(
+      /^pg-audit-shipper: error: .*failed 3 times and retrying cannot fix it: ObjectExists: two shippers write to this archive/,
+    );
     expect(await listAll(archive)).toEqual(objectsBefore); // not one object from the stale writer
     await drain(db, archive); // what A held is still in the slot
     const { report, records } = await readArchive(archive, keys.keys);
@@ -558,14 +648,19 @@ describe('ship to a file archive', () => {
     expect(records.filter((r) => r.op === 'insert' && r.action === 'INSERT').length).toBe(110);
   });
 
-  it('refuses to start with a clock far from the database server\'s (faketime: 400 days behind, 3 hours ahead); a minute off is fine', async () => {
+  it("refuses to start with a clock far from the database server's (faketime: 400 days behind, 3 hours ahead); a minute off is fine", async () => {
     const db = await freshDatabase('shipclock');
     const archive = await tempArchiveDir();
-    for (const [offset, words] of [['-400d', '400 days behind'], ['+3h', '3 h ahead of']] as const) {
+    for (const [offset, words] of [
+      ['-400d', '400 days behind'],
+      ['+3h', '3 h ahead of'],
+    ] as const) {
       const r = await waitFor(startCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) }, ['faketime', '-f', offset]));
       expect(r.code).toBe(2);
-      expect(r.stderr.trim()).toBe(`pg-audit-shipper: error: this machine's clock is ${words} the database server's (more than 60s): ` +
-        'Object Lock retention dates and event-date partitions are computed from it; fix the clock (NTP) on the machine that is wrong');
+      expect(r.stderr.trim()).toBe(
+        `pg-audit-shipper: error: this machine's clock is ${words} the database server's (more than 60s): ` +
+          'Object Lock retention dates and event-date partitions are computed from it; fix the clock (NTP) on the machine that is wrong',
+      );
     }
     expect(await listAll(archive)).toEqual([]); // nothing written with the wrong dates
     const ok = await waitFor(startCli(args(db, archive, ['--drain']), { DATABASE_URL: shipperUrl(db.name) }, ['faketime', '-f', '-50s']));
@@ -583,10 +678,14 @@ describe('ship to a file archive', () => {
     first.kill('SIGTERM');
     await firstDone;
     expect(second.code).toBe(2);
-    expect(second.stderr).toMatch(/replication slot s_t_shipbusy_[0-9a-f]+ is in use by process \d+ \(serving pg-audit-shipper from .* since .*\): another shipper is running; .*\(waited 15s for it to be released\)/);
+    expect(second.stderr).toMatch(
+      /replication slot s_t_shipbusy_[0-9a-f]+ is in use by process \d+ \(serving pg-audit-shipper from .* since .*\): another shipper is running; .*\(waited 15s for it to be released\)/,
+    );
     const nokey = await runCli(['ship', '--archive', `file://${archive}`], { DATABASE_URL: shipperUrl(db.name) });
     expect(nokey.code).toBe(2);
-    expect(nokey.stderr.trim()).toBe('pg-audit-shipper: error: --signing-key (AUDIT_SIGNING_KEY) is required; e.g. --signing-key /etc/pg-audit-shipper/signing-key.pem');
+    expect(nokey.stderr.trim()).toBe(
+      'pg-audit-shipper: error: --signing-key (AUDIT_SIGNING_KEY) is required; e.g. --signing-key /etc/pg-audit-shipper/signing-key.pem',
+    );
   });
 });
 
@@ -600,7 +699,8 @@ async function pausedShipper(label: string, events: number) {
   const a = startCli(args(db, archive), { DATABASE_URL: shipperUrl(db.name) });
   const aDone = waitFor(a);
   await writeEvents(db.url, 1, events);
-  const archived = async () => (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
+  const archived = async () =>
+    (await readArchive(archive, keys.keys).catch(() => ({ records: [] as { op: string }[] }))).records.filter((r) => r.op === 'insert').length;
   await expect.poll(archived, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(events);
   a.kill('SIGSTOP');
   await withClient(db.url, (c) => c.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotOf(db)]));
@@ -610,7 +710,10 @@ async function pausedShipper(label: string, events: number) {
 async function listAll(dir: string): Promise<string[]> {
   const { readdir } = await import('node:fs/promises');
   const all = await readdir(dir, { recursive: true }).catch(() => [] as string[]); // not created yet: nothing written
-  return all.map(String).filter((f) => f.endsWith('.gz') || f.endsWith('.digest')).sort();
+  return all
+    .map(String)
+    .filter((f) => f.endsWith('.gz') || f.endsWith('.digest'))
+    .sort();
 }
 
 async function lsnLe(url: string, a: string, b: string): Promise<boolean> {

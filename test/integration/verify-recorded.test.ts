@@ -10,7 +10,9 @@ import { makeKeys, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/ar
  * Archives made by the real shipper from a real PostgreSQL.
  */
 let keys: TestKeys;
-beforeAll(async () => { keys = await makeKeys(); });
+beforeAll(async () => {
+  keys = await makeKeys();
+});
 
 interface Report {
   ok: boolean;
@@ -22,7 +24,9 @@ interface Report {
 const slotOf = (db: { name: string }) => `s_${db.name}`;
 
 async function drain(db: { name: string }, archive: string): Promise<void> {
-  const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slotOf(db)] }), { DATABASE_URL: urlFor(db.name, 'ship_login') });
+  const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', slotOf(db)] }), {
+    DATABASE_URL: urlFor(db.name, 'ship_login'),
+  });
   expect(r.code, r.stderr).toBe(0);
 }
 
@@ -32,7 +36,9 @@ async function verify(archive: string, extra: string[] = []): Promise<{ code: nu
 }
 
 async function writeEvents(url: string, from: number, n: number): Promise<void> {
-  await withClient(url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [from, from + n - 1]));
+  await withClient(url, (c) =>
+    c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [from, from + n - 1]),
+  );
 }
 
 describe('verify reports what the chain records', () => {
@@ -72,9 +78,15 @@ describe('verify reports what the chain records', () => {
 
     // The ingester's role appends pgaudit events only: it cannot forge an acknowledgement (or a trigger event).
     for (const source of ['review', 'trigger']) {
-      await expect(withClient(urlFor(db.name, 'ingest_login'), (c) => c.query(
-        `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, row_id, session_user_name, statement)
-         VALUES (now(), $1, 'ACKNOWLEDGE', 'success', $2, 'review_login', 'forged')`, [source, tamper[0]!.id]))).rejects.toThrow(/may append only pgaudit events/);
+      await expect(
+        withClient(urlFor(db.name, 'ingest_login'), (c) =>
+          c.query(
+            `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, row_id, session_user_name, statement)
+         VALUES (now(), $1, 'ACKNOWLEDGE', 'success', $2, 'review_login', 'forged')`,
+            [source, tamper[0]!.id],
+          ),
+        ),
+      ).rejects.toThrow(/may append only pgaudit events/);
     }
     // The application's role cannot acknowledge; a reviewer can, and says why.
     const denied = await runCli(['acknowledge', tamper[0]!.id!, '--reason', 'looked at it, fine'], { DATABASE_URL: urlFor(db.name, 'app_login') });
@@ -83,20 +95,29 @@ describe('verify reports what the chain records', () => {
     const noReason = await runCli(['acknowledge', tamper[0]!.id!], { DATABASE_URL: urlFor(db.name, 'review_login') });
     expect(noReason.code).toBe(2);
     expect(noReason.stderr).toMatch(/--reason is required/);
-    const ack = await runCli(['acknowledge', tamper[0]!.id!, '--reason', 'DBA test on staging data, ticket 7', '--reviewer', 'ann.compliance'],
-      { DATABASE_URL: urlFor(db.name, 'review_login') });
+    const ack = await runCli(['acknowledge', tamper[0]!.id!, '--reason', 'DBA test on staging data, ticket 7', '--reviewer', 'ann.compliance'], {
+      DATABASE_URL: urlFor(db.name, 'review_login'),
+    });
     expect(ack.code, ack.stderr).toBe(0);
     await drain(db, archive);
 
     const half = await verify(archive);
     expect(half.code).toBe(1);
     expect(half.report.findings.map((f) => f.id)).toEqual([tamper[1]!.id]);
-    expect(half.report.acknowledged).toEqual([expect.objectContaining({
-      id: tamper[0]!.id, acknowledgement: expect.objectContaining({ by: 'review_login', reviewer: 'ann.compliance', reason: 'DBA test on staging data, ticket 7' }),
-    })]);
+    expect(half.report.acknowledged).toEqual([
+      expect.objectContaining({
+        id: tamper[0]!.id,
+        acknowledgement: expect.objectContaining({ by: 'review_login', reviewer: 'ann.compliance', reason: 'DBA test on staging data, ticket 7' }),
+      }),
+    ]);
 
-    expect((await runCli(['acknowledge', tamper[1]!.id!, '--reason', 'restored rows 3 and 4 from the archive, ticket 8'],
-      { DATABASE_URL: urlFor(db.name, 'review_login') })).code).toBe(0);
+    expect(
+      (
+        await runCli(['acknowledge', tamper[1]!.id!, '--reason', 'restored rows 3 and 4 from the archive, ticket 8'], {
+          DATABASE_URL: urlFor(db.name, 'review_login'),
+        })
+      ).code,
+    ).toBe(0);
     await drain(db, archive);
     const green = await verify(archive);
     expect(green.code, JSON.stringify(green.report.findings)).toBe(0);
@@ -142,7 +163,10 @@ describe('verify reports what the chain records', () => {
     const dataDir = `${archive}/data`;
     for (const part of await readdir(dataDir)) {
       for (const f of await readdir(`${dataDir}/${part}`)) {
-        if (f.startsWith(String(seq).padStart(12, '0'))) { await chmod(`${dataDir}/${part}/${f}`, 0o644); await rm(`${dataDir}/${part}/${f}`); }
+        if (f.startsWith(String(seq).padStart(12, '0'))) {
+          await chmod(`${dataDir}/${part}/${f}`, 0o644);
+          await rm(`${dataDir}/${part}/${f}`);
+        }
       }
     }
     await chmod(digest, 0o644);
@@ -154,27 +178,46 @@ describe('verify reports what the chain records', () => {
     // Compared with a database that is not the shipper's: say so, not "relation does not exist".
     const wrongDb = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--database-url', urlFor('postgres')]);
     expect(wrongDb.code).toBe(2);
-    expect(wrongDb.stderr.trim()).toBe('pg-audit-shipper: error: --database-url (DATABASE_URL) names database postgres, which has no pg-audit-shipper schema (audit.shipper_head): name the database the shipper streams from');
+    expect(wrongDb.stderr.trim()).toBe(
+      'pg-audit-shipper: error: --database-url (DATABASE_URL) names database postgres, which has no pg-audit-shipper schema (audit.shipper_head): name the database the shipper streams from',
+    );
     const bad = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--expect-head', 'latest']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr.trim()).toBe('pg-audit-shipper: error: --expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "latest"');
+    expect(bad.stderr.trim()).toBe(
+      'pg-audit-shipper: error: --expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "latest"',
+    );
   });
 
   it('rows that predate the slot are filed under their event dates: a March query finds them, and verify checks the partition', async () => {
     const db = await freshDatabase('vrbackfill');
     const archive = await tempArchiveDir();
     // Events of two March days already in audit_log before the shipper first starts (in id order, interleaved).
-    await withClient(db.url, (c) => c.query(`INSERT INTO audit.audit_log (occurred_at, source, action, outcome, schema_name, table_name, row_id, session_user_name, app_customer_id)
+    await withClient(db.url, (c) =>
+      c.query(`INSERT INTO audit.audit_log (occurred_at, source, action, outcome, schema_name, table_name, row_id, session_user_name, app_customer_id)
       SELECT timestamptz '2026-03-01 23:59:59+00' + (g % 2) * interval '1 second', 'trigger', 'UPDATE', 'success', 'public', 'customers', g::text, 'phi_app', '4711'
-        FROM generate_series(1, 20) g`));
+        FROM generate_series(1, 20) g`),
+    );
     await writeEvents(db.url, 1, 2); // and two of today
     await drain(db, archive);
     const { readdir } = await import('node:fs/promises');
     expect((await readdir(`${archive}/data`)).sort()).toEqual(expect.arrayContaining(['dt=2026-03-01', 'dt=2026-03-02']));
     const ok = await verify(archive);
     expect(ok.code, JSON.stringify(ok.report.findings)).toBe(0);
-    const q = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--customer', '4711',
-      '--from', '2026-03-01', '--to', '2026-06-01', '--format', 'json']);
+    const q = await runCli([
+      'query',
+      '--archive',
+      `file://${archive}`,
+      '--verify-key',
+      keys.verifyKey,
+      '--customer',
+      '4711',
+      '--from',
+      '2026-03-01',
+      '--to',
+      '2026-06-01',
+      '--format',
+      'json',
+    ]);
     expect(q.code, q.stderr).toBe(0);
     expect(q.stdout.trim().split('\n')).toHaveLength(20);
   });

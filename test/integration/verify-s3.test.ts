@@ -19,17 +19,25 @@ beforeAll(async () => {
 async function shippedBucket(): Promise<string> {
   const bucket = await makeBucket({ days: 3 });
   const slot = `s_${db.name}_${bucket.slice(-6).replace(/[^a-z0-9]/g, '')}`;
-  const r = await runCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', slot, '--batch-max-records', '100', '--retention', '3d'] }),
-    { DATABASE_URL: urlFor(db.name, 'ship_login'), ...s3Env() });
+  const r = await runCli(shipArgs({ archive: `s3://${bucket}`, keys, extra: ['--drain', '--slot', slot, '--batch-max-records', '100', '--retention', '3d'] }), {
+    DATABASE_URL: urlFor(db.name, 'ship_login'),
+    ...s3Env(),
+  });
   expect(r.code, r.stderr).toBe(0);
   await withClient(db.url, (c) => c.query('SELECT pg_drop_replication_slot($1)', [slot]));
   return bucket;
 }
 
 async function verify(bucket: string) {
-  const r = await runCli(['verify', '--archive', `s3://${bucket}`, '--verify-key', keys.verifyKey, '--min-retention', '2d',
-    '--allow-short-retention', '--json'], s3Env());
-  const report = JSON.parse(r.stdout || '{}') as { findings?: { code: string; where: string }[]; notes?: { code: string }[]; checked?: { storage_versions: number } };
+  const r = await runCli(
+    ['verify', '--archive', `s3://${bucket}`, '--verify-key', keys.verifyKey, '--min-retention', '2d', '--allow-short-retention', '--json'],
+    s3Env(),
+  );
+  const report = JSON.parse(r.stdout || '{}') as {
+    findings?: { code: string; where: string }[];
+    notes?: { code: string }[];
+    checked?: { storage_versions: number };
+  };
   return { code: r.code, stderr: r.stderr, report, codes: (report.findings ?? []).map((f) => f.code) };
 }
 
@@ -47,11 +55,30 @@ describe('verify on radosgw: is the storage really keeping the data?', () => {
     expect(r.report.checked!.storage_versions).toBeGreaterThan(6);
 
     // query reads the same bucket through a listing that starts at --from's date partition.
-    const q = await runCli(['query', '--archive', `s3://${bucket}`, '--verify-key', keys.verifyKey, '--format', 'json',
-      '--from', new Date(Date.now() - 3600_000).toISOString(), '--row-id', '7'], s3Env());
+    const q = await runCli(
+      [
+        'query',
+        '--archive',
+        `s3://${bucket}`,
+        '--verify-key',
+        keys.verifyKey,
+        '--format',
+        'json',
+        '--from',
+        new Date(Date.now() - 3600_000).toISOString(),
+        '--row-id',
+        '7',
+      ],
+      s3Env(),
+    );
     expect(q.code, q.stderr).toBe(0);
-    expect(q.stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; row_id: string })
-      .map((e) => [e.action, e.row_id])).toEqual([['INSERT', '7']]);
+    expect(
+      q.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { action: string; row_id: string })
+        .map((e) => [e.action, e.row_id]),
+    ).toEqual([['INSERT', '7']]);
     expect(q.stderr).toMatch(/verified: every event shown/);
   });
 
@@ -60,16 +87,34 @@ describe('verify on radosgw: is the storage really keeping the data?', () => {
     const s3 = testS3Client();
     const body = Buffer.from('x');
     const md5 = createHash('md5').update(body).digest('base64');
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'data/dt=2026-01-01/governance.bin', Body: body, ContentMD5: md5,
-      ObjectLockMode: 'GOVERNANCE', ObjectLockRetainUntilDate: new Date(Date.now() + 5 * 86_400_000) }));
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'data/dt=2026-01-01/short.bin', Body: body, ContentMD5: md5,
-      ObjectLockMode: 'COMPLIANCE', ObjectLockRetainUntilDate: new Date(Date.now() + 3600_000) }));
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: 'data/dt=2026-01-01/governance.bin',
+        Body: body,
+        ContentMD5: md5,
+        ObjectLockMode: 'GOVERNANCE',
+        ObjectLockRetainUntilDate: new Date(Date.now() + 5 * 86_400_000),
+      }),
+    );
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: 'data/dt=2026-01-01/short.bin',
+        Body: body,
+        ContentMD5: md5,
+        ObjectLockMode: 'COMPLIANCE',
+        ObjectLockRetainUntilDate: new Date(Date.now() + 3600_000),
+      }),
+    );
     const r = await verify(bucket);
     expect(r.code).toBe(1);
-    expect(r.report.findings).toEqual(expect.arrayContaining([
-      expect.objectContaining({ code: 'governance-mode', where: 'data/dt=2026-01-01/governance.bin' }),
-      expect.objectContaining({ code: 'retention-too-short', where: 'data/dt=2026-01-01/short.bin' }),
-    ]));
+    expect(r.report.findings).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ code: 'governance-mode', where: 'data/dt=2026-01-01/governance.bin' }),
+        expect.objectContaining({ code: 'retention-too-short', where: 'data/dt=2026-01-01/short.bin' }),
+      ]),
+    );
   });
 
   it('reports a delete marker over a sealed file (and the file as missing to readers)', async () => {
@@ -78,10 +123,9 @@ describe('verify on radosgw: is the storage really keeping the data?', () => {
     await testS3Client().send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
     const r = await verify(bucket);
     expect(r.code).toBe(1);
-    expect(r.report.findings).toEqual(expect.arrayContaining([
-      expect.objectContaining({ code: 'delete-marker', where: key }),
-      expect.objectContaining({ code: 'missing-file', where: key }),
-    ]));
+    expect(r.report.findings).toEqual(
+      expect.arrayContaining([expect.objectContaining({ code: 'delete-marker', where: key }), expect.objectContaining({ code: 'missing-file', where: key })]),
+    );
   });
 
   it('retention extend keeps a time range longer and under legal hold, and never shortens', async () => {

@@ -23,11 +23,15 @@ beforeAll(async () => {
   db = await freshDatabase('verify');
   pristine = await tempArchiveDir();
   await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 50) g`));
-  const ship = (extra: string[] = []) => runCli(shipArgs({ archive: `file://${pristine}`, keys, extra: ['--drain', '--slot', slot(), '--batch-max-records', '100', ...extra] }),
-    { DATABASE_URL: urlFor(db.name, 'ship_login') });
+  const ship = (extra: string[] = []) =>
+    runCli(shipArgs({ archive: `file://${pristine}`, keys, extra: ['--drain', '--slot', slot(), '--batch-max-records', '100', ...extra] }), {
+      DATABASE_URL: urlFor(db.name, 'ship_login'),
+    });
   expect((await ship()).code).toBe(0);
   for (let i = 0; i < 5; i++) {
-    await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $1::int + 99) g`, [1000 + i * 100]));
+    await withClient(db.url, (c) =>
+      c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $1::int + 99) g`, [1000 + i * 100]),
+    );
   }
   expect((await ship()).code).toBe(0);
 });
@@ -43,7 +47,7 @@ async function walk(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...await walk(p));
+    if (e.isDirectory()) out.push(...(await walk(p)));
     else out.push(p);
   }
   return out.sort();
@@ -57,7 +61,14 @@ async function walk(dir: string): Promise<string[]> {
 async function dataFiles(dir: string): Promise<string[]> {
   const files = (await walk(path.join(dir, 'data'))).filter((f) => f.endsWith('.jsonl.gz'));
   const out: string[] = [];
-  for (const f of files) if (gunzipSync(await readFile(f)).toString('utf8').trimEnd().split('\n').length > 1) out.push(f);
+  for (const f of files)
+    if (
+      gunzipSync(await readFile(f))
+        .toString('utf8')
+        .trimEnd()
+        .split('\n').length > 1
+    )
+      out.push(f);
   return out;
 }
 
@@ -67,12 +78,15 @@ async function digestFiles(dir: string): Promise<string[]> {
 
 async function verify(dir: string, extra: string[] = []) {
   const r = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--json', ...extra]);
-  const report = r.stdout ? JSON.parse(r.stdout) as { ok: boolean; findings: { code: string; where: string; message: string }[] } : null;
+  const report = r.stdout ? (JSON.parse(r.stdout) as { ok: boolean; findings: { code: string; where: string; message: string }[] }) : null;
   return { code: r.code, stderr: r.stderr, report, codes: new Set(report?.findings.map((f) => f.code) ?? []) };
 }
 
 async function rewriteLines(file: string, edit: (lines: string[]) => string[]): Promise<void> {
-  const lines = gunzipSync(await readFile(file)).toString('utf8').trimEnd().split('\n');
+  const lines = gunzipSync(await readFile(file))
+    .toString('utf8')
+    .trimEnd()
+    .split('\n');
   await writeFile(file, gzipSync(Buffer.from(`${edit(lines).join('\n')}\n`)));
 }
 
@@ -88,59 +102,118 @@ describe('verify', () => {
 
   // Each case: what an attacker (or an accident) does to a copy, and the finding that must name it.
   const cases: [string, (dir: string) => Promise<void>, string[], string[]?][] = [
-    ['a changed byte in a record', async (dir) => {
-      await rewriteLines((await dataFiles(dir))[1]!, (l) => { l[3] = l[3]!.replace('"INSERT"', '"DELETE"'); return l; });
-    }, ['file-altered', 'content-altered', 'record-altered']],
-    ['a record removed', async (dir) => {
-      await rewriteLines((await dataFiles(dir))[2]!, (l) => l.filter((_, i) => i !== 10));
-    }, ['file-altered', 'record-altered']],
-    ['two records swapped', async (dir) => {
-      await rewriteLines((await dataFiles(dir))[2]!, (l) => { [l[4], l[5]] = [l[5]!, l[4]!]; return l; });
-    }, ['file-altered', 'record-altered']],
-    ['a file removed from the middle', async (dir) => {
-      await rm((await dataFiles(dir))[2]!);
-      await rm((await digestFiles(dir))[2]!);
-    }, ['missing-digest']],
-    ['a data file removed, its digest kept', async (dir) => {
-      await rm((await dataFiles(dir))[3]!);
-    }, ['missing-file']],
-    ['the newest files removed', async (dir) => {
-      const data = await dataFiles(dir);
-      const digests = await digestFiles(dir);
-      for (const f of [...data.slice(-2), ...digests.slice(-2)]) await rm(f);
-    }, ['tail-missing'], ['--database-url', 'DB']],
-    ['a file duplicated under another name', async (dir) => {
-      const f = (await dataFiles(dir))[1]!;
-      await copyFile(f, f.replace(/-[0-9a-f]{16}\.jsonl\.gz$/, '-0000000000000000.jsonl.gz'));
-    }, ['unreferenced-object']],
-    ['a file re-signed with a different key', async (dir) => {
-      const f = (await digestFiles(dir))[2]!;
-      const d = JSON.parse((await readFile(f, 'utf8')).split('\n')[0]!) as Digest;
-      const k = await loadSigningKey(other.signingKey);
-      await writeFile(f, signDigest({ ...d, key_id: k.keyId }, k));
-    }, ['bad-digest', 'broken-digest-link']],
-    ['a foreign file added', async (dir) => {
-      await writeFile(path.join(dir, 'notes.txt'), 'not part of the archive');
-    }, ['foreign-object']],
-    ['a compressed file truncated', async (dir) => {
-      const f = (await dataFiles(dir))[1]!;
-      const b = await readFile(f);
-      await writeFile(f, b.subarray(0, b.length - 20));
-    }, ['file-altered', 'file-unreadable']],
-    ['extra bytes after the compressed stream', async (dir) => {
-      await appendFile((await dataFiles(dir))[1]!, 'appended');
-    }, ['file-altered']],
-    ['a digest edited to match edited data, left unsigned', async (dir) => {
-      const f = (await dataFiles(dir))[1]!;
-      await rewriteLines(f, (l) => l.slice(0, -1));
-      const dg = (await digestFiles(dir))[1]!;
-      const [line1, line2] = (await readFile(dg, 'utf8')).split('\n');
-      const d = JSON.parse(line1!) as Digest;
-      const gz = await readFile(f);
-      const edited = { ...d, record_count: d.record_count - 1, object_bytes: gz.length,
-        object_sha256: (await import('node:crypto')).createHash('sha256').update(gz).digest('hex') };
-      await writeFile(dg, `${JSON.stringify(edited)}\n${line2}\n`);
-    }, ['bad-digest']],
+    [
+      'a changed byte in a record',
+      async (dir) => {
+        await rewriteLines((await dataFiles(dir))[1]!, (l) => {
+          l[3] = l[3]!.replace('"INSERT"', '"DELETE"');
+          return l;
+        });
+      },
+      ['file-altered', 'content-altered', 'record-altered'],
+    ],
+    [
+      'a record removed',
+      async (dir) => {
+        await rewriteLines((await dataFiles(dir))[2]!, (l) => l.filter((_, i) => i !== 10));
+      },
+      ['file-altered', 'record-altered'],
+    ],
+    [
+      'two records swapped',
+      async (dir) => {
+        await rewriteLines((await dataFiles(dir))[2]!, (l) => {
+          [l[4], l[5]] = [l[5]!, l[4]!];
+          return l;
+        });
+      },
+      ['file-altered', 'record-altered'],
+    ],
+    [
+      'a file removed from the middle',
+      async (dir) => {
+        await rm((await dataFiles(dir))[2]!);
+        await rm((await digestFiles(dir))[2]!);
+      },
+      ['missing-digest'],
+    ],
+    [
+      'a data file removed, its digest kept',
+      async (dir) => {
+        await rm((await dataFiles(dir))[3]!);
+      },
+      ['missing-file'],
+    ],
+    [
+      'the newest files removed',
+      async (dir) => {
+        const data = await dataFiles(dir);
+        const digests = await digestFiles(dir);
+        for (const f of [...data.slice(-2), ...digests.slice(-2)]) await rm(f);
+      },
+      ['tail-missing'],
+      ['--database-url', 'DB'],
+    ],
+    [
+      'a file duplicated under another name',
+      async (dir) => {
+        const f = (await dataFiles(dir))[1]!;
+        await copyFile(f, f.replace(/-[0-9a-f]{16}\.jsonl\.gz$/, '-0000000000000000.jsonl.gz'));
+      },
+      ['unreferenced-object'],
+    ],
+    [
+      'a file re-signed with a different key',
+      async (dir) => {
+        const f = (await digestFiles(dir))[2]!;
+        const d = JSON.parse((await readFile(f, 'utf8')).split('\n')[0]!) as Digest;
+        const k = await loadSigningKey(other.signingKey);
+        await writeFile(f, signDigest({ ...d, key_id: k.keyId }, k));
+      },
+      ['bad-digest', 'broken-digest-link'],
+    ],
+    [
+      'a foreign file added',
+      async (dir) => {
+        await writeFile(path.join(dir, 'notes.txt'), 'not part of the archive');
+      },
+      ['foreign-object'],
+    ],
+    [
+      'a compressed file truncated',
+      async (dir) => {
+        const f = (await dataFiles(dir))[1]!;
+        const b = await readFile(f);
+        await writeFile(f, b.subarray(0, b.length - 20));
+      },
+      ['file-altered', 'file-unreadable'],
+    ],
+    [
+      'extra bytes after the compressed stream',
+      async (dir) => {
+        await appendFile((await dataFiles(dir))[1]!, 'appended');
+      },
+      ['file-altered'],
+    ],
+    [
+      'a digest edited to match edited data, left unsigned',
+      async (dir) => {
+        const f = (await dataFiles(dir))[1]!;
+        await rewriteLines(f, (l) => l.slice(0, -1));
+        const dg = (await digestFiles(dir))[1]!;
+        const [line1, line2] = (await readFile(dg, 'utf8')).split('\n');
+        const d = JSON.parse(line1!) as Digest;
+        const gz = await readFile(f);
+        const edited = {
+          ...d,
+          record_count: d.record_count - 1,
+          object_bytes: gz.length,
+          object_sha256: (await import('node:crypto')).createHash('sha256').update(gz).digest('hex'),
+        };
+        await writeFile(dg, `${JSON.stringify(edited)}\n${line2}\n`);
+      },
+      ['bad-digest'],
+    ],
   ];
 
   for (const [name, tamper, expected, extra] of cases) {
@@ -160,7 +233,10 @@ describe('verify', () => {
     // restart, cut differently: the first copy stays behind, named by its own content hash.
     const dir = await copyArchive();
     const file2 = (await dataFiles(dir))[1]!;
-    const lines = gunzipSync(await readFile(file2)).toString('utf8').trimEnd().split('\n');
+    const lines = gunzipSync(await readFile(file2))
+      .toString('utf8')
+      .trimEnd()
+      .split('\n');
     const place = async (content: string) => {
       const key = file2.replace(/-[0-9a-f]{16}\.jsonl\.gz$/, `-${createHash('sha256').update(content).digest('hex').slice(0, 16)}.jsonl.gz`);
       await writeFile(key, gzipSync(Buffer.from(content)));
@@ -170,8 +246,9 @@ describe('verify', () => {
     const ok = await verify(dir);
     expect(ok.report?.findings).toEqual([]);
     expect(ok.code).toBe(0);
-    expect((ok.report as unknown as { notes: { code: string; where: string }[] }).notes)
-      .toEqual([expect.objectContaining({ code: 'superseded-copy', where: path.relative(dir, leftover) })]);
+    expect((ok.report as unknown as { notes: { code: string; where: string }[] }).notes).toEqual([
+      expect.objectContaining({ code: 'superseded-copy', where: path.relative(dir, leftover) }),
+    ]);
     await rm(leftover);
 
     // Anyone can compute an unkeyed chain: fabricated records that chain perfectly are still not the archived ones.
@@ -208,7 +285,10 @@ describe('verify', () => {
     expect(second.json.checked.files_read).toBe(0); // nothing new, no sample
 
     // Silent damage to an old file: found by the sample that includes it, and by --full.
-    await rewriteLines((await dataFiles(dir))[1]!, (l) => { l[2] = l[2]!.replace('"INSERT"', '"DELETE"'); return l; });
+    await rewriteLines((await dataFiles(dir))[1]!, (l) => {
+      l[2] = l[2]!.replace('"INSERT"', '"DELETE"');
+      return l;
+    });
     const sampledAll = await run(['--sample', '1000']);
     expect(sampledAll.code).toBe(1);
     expect(sampledAll.json.findings.map((f) => f.code)).toContain('file-altered');

@@ -15,8 +15,17 @@ import { retentionDays, SIX_YEARS } from '../../src/sink/open.js';
  */
 const file = readFileSync(path.join(PACKAGE_ROOT, 'docker-compose.yml'), 'utf8');
 const doc = parseDocument(file, { merge: true });
-type Service = { image?: string; build?: unknown; command?: string[] | string; entrypoint?: string[]; environment?: Record<string, string>;
-  depends_on?: Record<string, { condition: string }>; profiles?: string[]; volumes?: string[]; user?: string };
+type Service = {
+  image?: string;
+  build?: unknown;
+  command?: string[] | string;
+  entrypoint?: string[];
+  environment?: Record<string, string>;
+  depends_on?: Record<string, { condition: string }>;
+  profiles?: string[];
+  volumes?: string[];
+  user?: string;
+};
 const compose = doc.toJS({ maxAliasCount: 100 }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
 const CLI = 'node /app/dist/src/cli.js';
 
@@ -62,8 +71,11 @@ describe('docker-compose.yml', () => {
   it('has the stack: database, storage, bucket, keys, schema, sidecar, ingester and the verification job', () => {
     const s = compose.services;
     expect(Object.keys(s)).toEqual(expect.arrayContaining(['postgres', 'minio', 'bucket', 'keygen', 'init', 'ship', 'ingest', 'verify']));
-    expect(s.ship!.depends_on).toMatchObject({ init: { condition: 'service_completed_successfully' },
-      keygen: { condition: 'service_completed_successfully' }, bucket: { condition: 'service_completed_successfully' } });
+    expect(s.ship!.depends_on).toMatchObject({
+      init: { condition: 'service_completed_successfully' },
+      keygen: { condition: 'service_completed_successfully' },
+      bucket: { condition: 'service_completed_successfully' },
+    });
     expect(s.ingest!.volumes).toContain('pglog:/var/log/postgresql/audit:ro');
     expect(s.postgres!.volumes).toContain('pglog:/var/log/postgresql/audit');
     expect(s.verify!.profiles).toEqual(['jobs']);
@@ -88,7 +100,10 @@ describe('docker-compose.yml', () => {
         expect(cmd, `${name}: ${argv.join(' ')}`).not.toBe(program);
         seen.push(cmd.name());
         for (const flag of rest.filter((a) => a.startsWith('--'))) {
-          expect(cmd.options.map((o) => o.long), `${name}: ${flag}`).toContain(flag);
+          expect(
+            cmd.options.map((o) => o.long),
+            `${name}: ${flag}`,
+          ).toContain(flag);
         }
       }
       for (const k of Object.keys(s.environment ?? {})) {
@@ -100,8 +115,15 @@ describe('docker-compose.yml', () => {
 
   it('builds PostgreSQL with what the shipper checks for: pgaudit, logical decoding, csvlog, TLS-only TCP', () => {
     const dockerfile = readFileSync(path.join(PACKAGE_ROOT, 'docker', 'postgres', 'Dockerfile'), 'utf8');
-    for (const setting of ['shared_preload_libraries=pgaudit', 'wal_level=logical', 'logging_collector=on', 'log_destination=csvlog',
-      'log_directory=/var/log/postgresql/audit', 'ssl=on', 'hba_file=/etc/postgresql/pg_hba.conf']) {
+    for (const setting of [
+      'shared_preload_libraries=pgaudit',
+      'wal_level=logical',
+      'logging_collector=on',
+      'log_destination=csvlog',
+      'log_directory=/var/log/postgresql/audit',
+      'ssl=on',
+      'hba_file=/etc/postgresql/pg_hba.conf',
+    ]) {
       expect(dockerfile).toContain(`"${setting}"`);
     }
     expect(dockerfile).toMatch(/postgresql-15-pgaudit/);
@@ -110,7 +132,7 @@ describe('docker-compose.yml', () => {
     expect(hba.split('\n').filter((l) => /^host\s/.test(l))).toEqual([]);
   });
 
-  it("builds the shipper image with every file its build reads copied in before `npm ci` (which runs the build)", () => {
+  it('builds the shipper image with every file its build reads copied in before `npm ci` (which runs the build)', () => {
     const dockerfile = readFileSync(path.join(PACKAGE_ROOT, 'Dockerfile'), 'utf8');
     const beforeInstall = dockerfile.slice(0, dockerfile.indexOf('RUN npm ci'));
     const copied = [...beforeInstall.matchAll(/^COPY (.+)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/).slice(0, -1)); // every source, not the target
@@ -118,6 +140,10 @@ describe('docker-compose.yml', () => {
     expect(pkg.scripts.prepare).toBe('npm run build');
     const needed = ['package.json', 'package-lock.json', ...[...pkg.scripts.build!.matchAll(/(?:-p |node )(\S+)/g)].map((m) => m[1]!), 'src'];
     expect(needed).toContain('scripts/bundle.mjs');
-    for (const f of needed) expect(copied.some((c) => c === f || f.startsWith(`${c}/`)), f).toBe(true);
+    for (const f of needed)
+      expect(
+        copied.some((c) => c === f || f.startsWith(`${c}/`)),
+        f,
+      ).toBe(true);
   });
 });

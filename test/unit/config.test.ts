@@ -1,7 +1,18 @@
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { redactUrl, settingDefault, settingOption, SETTINGS, settingsSchema, validate, wholeNumber, yesNo, type SettingName, type SettingSpec } from '../../src/config.js';
+import {
+  redactUrl,
+  settingDefault,
+  settingOption,
+  SETTINGS,
+  settingsSchema,
+  validate,
+  wholeNumber,
+  yesNo,
+  type SettingName,
+  type SettingSpec,
+} from '../../src/config.js';
 import { buildProgram } from '../../src/program.js';
 
 /** The message a call throws (null if it does not): the whole line, compared exactly. */
@@ -23,10 +34,18 @@ describe('whole-number settings', () => {
   });
 
   it.each([
-    ['abc', 'not "abc"'], ['1.5', 'not "1.5"'], ['0', 'not "0"'], ['-5', 'not "-5"'], ['2000000', 'not "2000000"'],
-    ['1e3', 'not "1e3"'], ['0x10', 'not "0x10"'], ['99999999999999999999', 'not "99999999999999999999"'],
+    ['abc', 'not "abc"'],
+    ['1.5', 'not "1.5"'],
+    ['0', 'not "0"'],
+    ['-5', 'not "-5"'],
+    ['2000000', 'not "2000000"'],
+    ['1e3', 'not "1e3"'],
+    ['0x10', 'not "0x10"'],
+    ['99999999999999999999', 'not "99999999999999999999"'],
   ])('refuses %s, saying what it takes and what it got, naming the flag once', (given, got) => {
-    expect(errorOf(() => validate(schema, { batchMaxRecords: given, sample: '1' }))).toBe(`--batch-max-records is invalid: takes a whole number from 1 to 1000000, ${got}`);
+    expect(errorOf(() => validate(schema, { batchMaxRecords: given, sample: '1' }))).toBe(
+      `--batch-max-records is invalid: takes a whole number from 1 to 1000000, ${got}`,
+    );
   });
 
   it('names an open upper end as such', () => {
@@ -39,7 +58,9 @@ describe('configuration errors', () => {
   const schema = settingsSchema('httpPort', 'batchMaxRecords');
 
   it('name the environment variable of a setting that has one', () => {
-    expect(() => validate(schema, { httpPort: 'abc', batchMaxRecords: '1' }, cmd)).toThrow(/^--http-port \(AUDIT_HTTP_PORT\) is invalid: takes a whole number from 0 to 65535, not "abc"$/);
+    expect(() => validate(schema, { httpPort: 'abc', batchMaxRecords: '1' }, cmd)).toThrow(
+      /^--http-port \(AUDIT_HTTP_PORT\) is invalid: takes a whole number from 0 to 65535, not "abc"$/,
+    );
   });
 
   it('name only the flag of a setting without one', () => {
@@ -47,11 +68,21 @@ describe('configuration errors', () => {
   });
 
   it('durations, sizes and heads are checked by their type, in every command alike', () => {
-    expect(errorOf(() => validate(settingsSchema('heartbeatInterval'), { heartbeatInterval: '1ms' }))).toBe('--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: must be at least 1s, not 1ms');
-    expect(errorOf(() => validate(settingsSchema('maxHeadAge'), { maxHeadAge: 'two hours' }))).toBe('--max-head-age is invalid: takes a duration such as 500ms, 5s, 10m, 1h, not "two hours"');
-    expect(errorOf(() => validate(settingsSchema('batchMaxBytes'), { batchMaxBytes: 'big' }))).toBe('--batch-max-bytes is invalid: takes a size such as 8MiB, not "big"');
-    expect(errorOf(() => validate(settingsSchema('expectHead'), { expectHead: '12:abc' }))).toBe('--expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "12:abc"');
-    expect(validate(settingsSchema('expectHead'), { expectHead: `12:${'a'.repeat(64)}` })).toEqual({ expectHead: { fileSeq: 12, digestSha256: 'a'.repeat(64) } });
+    expect(errorOf(() => validate(settingsSchema('heartbeatInterval'), { heartbeatInterval: '1ms' }))).toBe(
+      '--heartbeat-interval (AUDIT_HEARTBEAT_INTERVAL) is invalid: must be at least 1s, not 1ms',
+    );
+    expect(errorOf(() => validate(settingsSchema('maxHeadAge'), { maxHeadAge: 'two hours' }))).toBe(
+      '--max-head-age is invalid: takes a duration such as 500ms, 5s, 10m, 1h, not "two hours"',
+    );
+    expect(errorOf(() => validate(settingsSchema('batchMaxBytes'), { batchMaxBytes: 'big' }))).toBe(
+      '--batch-max-bytes is invalid: takes a size such as 8MiB, not "big"',
+    );
+    expect(errorOf(() => validate(settingsSchema('expectHead'), { expectHead: '12:abc' }))).toBe(
+      '--expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "12:abc"',
+    );
+    expect(validate(settingsSchema('expectHead'), { expectHead: `12:${'a'.repeat(64)}` })).toEqual({
+      expectHead: { fileSeq: 12, digestSha256: 'a'.repeat(64) },
+    });
     expect(validate(settingsSchema('verifyKey'), { verifyKey: ' a.pem, b.pem ,' })).toEqual({ verifyKey: ['a.pem', 'b.pem'] });
   });
 });
@@ -106,7 +137,9 @@ describe('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE)', () => {
   });
 
   it('refuses anything else, naming the variable', () => {
-    expect(() => parse([], 'maybe')).toThrow('--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE) is invalid: takes true or false (or 1/0, yes/no, on/off), not "maybe"');
+    expect(() => parse([], 'maybe')).toThrow(
+      '--s3-force-path-style (AUDIT_S3_FORCE_PATH_STYLE) is invalid: takes true or false (or 1/0, yes/no, on/off), not "maybe"',
+    );
   });
 });
 
@@ -114,7 +147,9 @@ describe('redactUrl', () => {
   it('hides every credential form libpq takes in a URL', () => {
     expect(redactUrl('postgresql://ship:s3cret@db.example/app')).toBe('postgresql://ship:***@db.example/app');
     expect(redactUrl('postgresql://ship@db.example/app?password=s3cret&sslmode=require')).toBe('postgresql://ship@db.example/app?password=***&sslmode=require');
-    expect(redactUrl('postgresql://db.example/app?sslmode=verify-full&sslpassword=k3y&PASSWORD=x')).toBe('postgresql://db.example/app?sslmode=verify-full&sslpassword=***&PASSWORD=***');
+    expect(redactUrl('postgresql://db.example/app?sslmode=verify-full&sslpassword=k3y&PASSWORD=x')).toBe(
+      'postgresql://db.example/app?sslmode=verify-full&sslpassword=***&PASSWORD=***',
+    );
     expect(redactUrl('postgresql://db.example/app?passfile=/etc/pgpass')).toBe('postgresql://db.example/app?passfile=/etc/pgpass');
   });
 });

@@ -14,17 +14,26 @@ async function listFiles(root: string, under = ''): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(path.join(root, under), { withFileTypes: true })) {
     const rel = under ? `${under}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...await listFiles(root, rel));
+    if (e.isDirectory()) out.push(...(await listFiles(root, rel)));
     else out.push(rel);
   }
   return out.sort();
 }
 
-interface CaseFile { description: string; verify_keys: string[]; expect_head?: string; start?: string; expected: unknown }
+interface CaseFile {
+  description: string;
+  verify_keys: string[];
+  expect_head?: string;
+  start?: string;
+  expected: unknown;
+}
 
 describe('conformance corpus (docs/format.md): every case gets its verdict', () => {
   it('the committed corpus holds exactly the defined cases (run `npm run conformance` after changing one)', async () => {
-    const dirs = (await readdir(corpus, { withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== 'keys').map((e) => e.name).sort();
+    const dirs = (await readdir(corpus, { withFileTypes: true }))
+      .filter((e) => e.isDirectory() && e.name !== 'keys')
+      .map((e) => e.name)
+      .sort();
     expect(dirs).toEqual(CASES.map((c) => c.name).sort());
     expect(CASES.filter((c) => c.expected.ok).length).toBeGreaterThan(5);
     expect(CASES.filter((c) => !c.expected.ok).length).toBeGreaterThan(20);
@@ -45,8 +54,10 @@ describe('conformance corpus (docs/format.md): every case gets its verdict', () 
         const vk = await loadVerifyKey(path.join(corpus, k));
         keys.set(vk.keyId, vk);
       }
-      const committed = await judge(fileArchive(path.join(dir, 'archive')).reader, keys,
-        { ...(spec.expect_head ? { expect_head: spec.expect_head } : {}), ...(spec.start ? { start: spec.start } : {}) });
+      const committed = await judge(fileArchive(path.join(dir, 'archive')).reader, keys, {
+        ...(spec.expect_head ? { expect_head: spec.expect_head } : {}),
+        ...(spec.start ? { start: spec.start } : {}),
+      });
       expect(committed).toEqual(c.expected);
       // Byte for byte: the corpus is reproducible (stored gzip, fixed clock and keys) on every Node.
       const files = await listFiles(path.join(dir, 'archive'));

@@ -35,8 +35,7 @@ describe('CsvRecordStream, whole buffers', () => {
 describe('parseCsvLine', () => {
   it('parses a pgaudit payload whose statement is quoted CSV inside CSV', () => {
     const f = parseCsvLine('OBJECT,3,1,READ,SELECT,TABLE,public.customers,"SELECT id, full_name FROM customers WHERE id = 1;",<not logged>');
-    expect(f).toEqual(['OBJECT', '3', '1', 'READ', 'SELECT', 'TABLE', 'public.customers',
-      'SELECT id, full_name FROM customers WHERE id = 1;', '<not logged>']);
+    expect(f).toEqual(['OBJECT', '3', '1', 'READ', 'SELECT', 'TABLE', 'public.customers', 'SELECT id, full_name FROM customers WHERE id = 1;', '<not logged>']);
     expect(parseCsvLine('OBJECT,3,1,READ,SELECT,TABLE,public.customers,"SELECT cut shor')).toBeNull(); // a cut payload: not one whole record
   });
 });
@@ -47,12 +46,21 @@ describe('CsvRecordStream', () => {
   it('reads the same records whatever the chunk boundaries (every split of the sample)', () => {
     const buf = Buffer.from(sample);
     const whole = read(buf);
-    expect(whole.map((r) => r.fields)).toEqual([['a', 'b', 'c'], ['x,1', 'say "hi"', ''], ['line1\nline2', 'é', 'z'], ['', '"'], ['', '']]);
+    expect(whole.map((r) => r.fields)).toEqual([
+      ['a', 'b', 'c'],
+      ['x,1', 'say "hi"', ''],
+      ['line1\nline2', 'é', 'z'],
+      ['', '"'],
+      ['', ''],
+    ]);
     for (let size = 1; size <= buf.length; size++) {
       const s = new CsvRecordStream(100, 1 << 20);
       const got = [];
       for (let at = 0; at < buf.length; at += size) got.push(...s.push(buf.subarray(at, at + size)));
-      expect(got.map((r) => r.fields), `chunks of ${size}`).toEqual(whole.map((r) => r.fields));
+      expect(
+        got.map((r) => r.fields),
+        `chunks of ${size}`,
+      ).toEqual(whole.map((r) => r.fields));
       expect(got.map((r) => r.end - 100)).toEqual(whole.map((r) => r.end));
       expect(got[1]!.start).toBe(106);
       expect(got.every((r) => !r.truncated)).toBe(true);

@@ -8,7 +8,7 @@ const event = (fields: Record<string, string | null>): ArchivedRecord =>
 describe('query filter', () => {
   const partitionRow = event({ schema_name: 'clinic', table_name: 'visits', relation_name: 'clinic.visits_2025', row_id: '8', old_row_id: '7' });
 
-  it('finds a partition\'s event under the partitioned table and under the partition, qualified or bare', () => {
+  it("finds a partition's event under the partitioned table and under the partition, qualified or bare", () => {
     for (const table of ['clinic.visits', 'visits', 'clinic.visits_2025', 'visits_2025']) {
       expect(matches(partitionRow, { ...EVERYTHING, table }), table).toBe(true);
     }

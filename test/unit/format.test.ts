@@ -16,7 +16,7 @@ async function vectorArchive() {
 }
 
 describe('docs/format.md test vectors', () => {
-  it('quotes every line of every object of the vector archive exactly as the sealer writes it, with each digest\'s hash', async () => {
+  it("quotes every line of every object of the vector archive exactly as the sealer writes it, with each digest's hash", async () => {
     const objects = await vectorArchive();
     expect(objects.size).toBe(7);
     for (const [key, body] of objects) {
@@ -67,7 +67,9 @@ describe('docs/format.md test vectors', () => {
     const digest = objects.get('digests/000000000001.digest')!;
     const bad = Buffer.from(digest.toString().replace('"record_count":2', '"record_count":3'));
     expect(openDigest(bad, new Map([[KEY_A.keyId, KEY_A]]))).toMatchObject({ ok: false, problem: 'digest signature does not match its content' });
-    const [l1, l2] = gunzipSync(objects.get([...objects.keys()].find((k) => k.startsWith('data/'))!)!).toString('utf8').split('\n');
+    const [l1, l2] = gunzipSync(objects.get([...objects.keys()].find((k) => k.startsWith('data/'))!)!)
+      .toString('utf8')
+      .split('\n');
     const { body } = openRecord(l2!.replace('UPDATE', 'DELETE'))!;
     expect(chainHash(openRecord(l1!)!.claimed as ChainHash, body)).not.toBe(openRecord(l2!)!.claimed);
   });

@@ -6,7 +6,9 @@ describe('archive settings that would fail later are refused at start', () => {
     expect(fileArchivePath('file:///var/lib/audit')).toBe('/var/lib/audit');
     expect(fileArchivePath('file://localhost/var/lib/audit')).toBe('/var/lib/audit');
     expect(fileArchivePath('file:///tmp/with%20space')).toBe('/tmp/with space');
-    expect(() => fileArchivePath('file://tmp/x')).toThrow('--archive (AUDIT_ARCHIVE) file://tmp/x names a host (tmp): a local archive is file:///absolute/path, e.g. file:///tmp/x');
+    expect(() => fileArchivePath('file://tmp/x')).toThrow(
+      '--archive (AUDIT_ARCHIVE) file://tmp/x names a host (tmp): a local archive is file:///absolute/path, e.g. file:///tmp/x',
+    );
   });
 
   it('a retention longer than Object Lock keeps (every upload would fail, forever)', () => {

@@ -7,20 +7,41 @@ import { PgoutputDecoder } from '../../src/source/replication-library.js';
  */
 const str = (s: string) => Buffer.from(`${s}\0`);
 const i8 = (n: number) => Buffer.from([n]);
-const i16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
-const i32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
-const i64 = (n: bigint) => { const b = Buffer.alloc(8); b.writeBigInt64BE(n); return b; };
+const i16 = (n: number) => {
+  const b = Buffer.alloc(2);
+  b.writeInt16BE(n);
+  return b;
+};
+const i32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+};
+const i64 = (n: bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigInt64BE(n);
+  return b;
+};
 
 /** 'R': relid, namespace, name, replica identity, columns (flags, name, type oid, typmod). */
 function relation(relid: number, schema: string, name: string, columns: [string, number][]): Buffer {
-  return Buffer.concat([Buffer.from('R'), i32(relid), str(schema), str(name), i8(0x64 /* d */), i16(columns.length),
-    ...columns.flatMap(([c, oid], i) => [i8(i === 0 ? 1 : 0), str(c), i32(oid), i32(-1)])]);
+  return Buffer.concat([
+    Buffer.from('R'),
+    i32(relid),
+    str(schema),
+    str(name),
+    i8(0x64 /* d */),
+    i16(columns.length),
+    ...columns.flatMap(([c, oid], i) => [i8(i === 0 ? 1 : 0), str(c), i32(oid), i32(-1)]),
+  ]);
 }
 
 /** TupleData: each value as text ('t', length, bytes) or null ('n'). */
 function tuple(values: (string | null)[]): Buffer {
-  return Buffer.concat([i16(values.length), ...values.map((v) => v === null ? Buffer.from('n')
-    : Buffer.concat([Buffer.from('t'), i32(Buffer.byteLength(v)), Buffer.from(v)]))]);
+  return Buffer.concat([
+    i16(values.length),
+    ...values.map((v) => (v === null ? Buffer.from('n') : Buffer.concat([Buffer.from('t'), i32(Buffer.byteLength(v)), Buffer.from(v)]))),
+  ]);
 }
 
 const insert = (relid: number, values: (string | null)[]) => Buffer.concat([Buffer.from('I'), i32(relid), Buffer.from('N'), tuple(values)]);
@@ -30,7 +51,11 @@ const INT4 = 23;
 const INT8 = 20;
 const TEXT = 25;
 const TIMESTAMPTZ = 1184;
-const AUDIT_COLUMNS: [string, number][] = [['id', INT8], ['occurred_at', TIMESTAMPTZ], ['action', TEXT]];
+const AUDIT_COLUMNS: [string, number][] = [
+  ['id', INT8],
+  ['occurred_at', TIMESTAMPTZ],
+  ['action', TEXT],
+];
 
 describe('pgoutput decoding', () => {
   it('leaves an audit_log insert as its bytes once the relation is known, with the column layout', () => {
@@ -51,7 +76,14 @@ describe('pgoutput decoding', () => {
   it('decodes every other table as the library does, with each value kept as the server wrote it', () => {
     const d = new PgoutputDecoder('audit.audit_log');
     d.decode(relation(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
-    d.decode(relation(16500, 'public', 'customers', [['id', INT4], ['full_name', TEXT], ['born', TIMESTAMPTZ], ['note', TEXT]]));
+    d.decode(
+      relation(16500, 'public', 'customers', [
+        ['id', INT4],
+        ['full_name', TEXT],
+        ['born', TIMESTAMPTZ],
+        ['note', TEXT],
+      ]),
+    );
     const out = d.decode(insert(16500, ['42', 'Ann', '1990-02-03 04:05:06.123456+00', null]));
     expect(out).toMatchObject({ tag: 'insert', relation: { schema: 'public', name: 'customers' } });
     // Text as written: not the number 42, not a Date (which would lose the microseconds).

@@ -24,14 +24,18 @@ class HeldSink implements Sink {
     return new Promise((resolve, reject) => {
       this.puts.push({
         key: obj.key,
-        release: () => { this.stored.push(obj.key); resolve({ key: obj.key, bytes: obj.body.length }); },
+        release: () => {
+          this.stored.push(obj.key);
+          resolve({ key: obj.key, bytes: obj.body.length });
+        },
         fail: reject,
       });
     });
   }
   /** Let the oldest waiting PUT whose key matches finish. */
   async release(match: RegExp): Promise<string> {
-    for (let i = 0; i < 400; i++) { // up to 2 s: a loaded machine may take a while to issue the next PUT
+    for (let i = 0; i < 400; i++) {
+      // up to 2 s: a loaded machine may take a while to issue the next PUT
       const idx = this.puts.findIndex((p) => match.test(p.key));
       if (idx >= 0) {
         const [p] = this.puts.splice(idx, 1);
@@ -53,17 +57,35 @@ function signingKey(): SigningKey {
 }
 
 let pipeline: Pipeline | null = null;
-afterEach(() => { pipeline?.close(); pipeline = null; });
+afterEach(() => {
+  pipeline?.close();
+  pipeline = null;
+});
 
 function setup(opts: { maxRecords?: number; maxInflightBytes?: number; heartbeatMs?: number } = {}) {
   const sink = new HeldSink();
   const confirmed: Lsn[] = [];
-  const flow = { paused: 0, resumed: 0, pause() { this.paused++; }, resume() { this.resumed++; } };
+  const flow = {
+    paused: 0,
+    resumed: 0,
+    pause() {
+      this.paused++;
+    },
+    resume() {
+      this.resumed++;
+    },
+  };
   pipeline = new Pipeline(EMPTY_HEAD, {
-    limits: { maxRecords: opts.maxRecords ?? 2, maxBytes: 1 << 20, maxAgeMs: 60_000 }, maxInflightBytes: opts.maxInflightBytes ?? 64 << 20,
-    heartbeatMs: opts.heartbeatMs ?? 3_600_000, source: { systemIdentifier: '7000000000000000001', timeline: 1, database: 'clinic', slot: 's' },
-    key: signingKey(), sink, log: createLogger('silent'), metrics: createMetrics(),
-    onStored: async () => undefined, commitOffset: (l) => confirmed.push(l),
+    limits: { maxRecords: opts.maxRecords ?? 2, maxBytes: 1 << 20, maxAgeMs: 60_000 },
+    maxInflightBytes: opts.maxInflightBytes ?? 64 << 20,
+    heartbeatMs: opts.heartbeatMs ?? 3_600_000,
+    source: { systemIdentifier: '7000000000000000001', timeline: 1, database: 'clinic', slot: 's' },
+    key: signingKey(),
+    sink,
+    log: createLogger('silent'),
+    metrics: createMetrics(),
+    onStored: async () => undefined,
+    commitOffset: (l) => confirmed.push(l),
   });
   pipeline.flow = flow;
   let id = 0;
@@ -71,8 +93,20 @@ function setup(opts: { maxRecords?: number; maxInflightBytes?: number; heartbeat
   const tx = (commit: number, end: number, n: number, relation = AUDIT_LOG) => {
     pipeline!.onEvent({ type: 'begin', xid: commit, commitLsn: lsn(commit), commitTime: new Date('2026-11-28T10:00:00Z') });
     for (let i = 0; i < n; i++) {
-      pipeline!.onEvent({ type: 'change', op: 'insert', relation, old: null,
-        row: { id: String(++id), occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success', statement: randomBytes(300).toString('hex') } }); // incompressible: bytes count
+      pipeline!.onEvent({
+        type: 'change',
+        op: 'insert',
+        relation,
+        old: null,
+        row: {
+          id: String(++id),
+          occurred_at: '2026-11-28 10:00:00+00',
+          source: 'trigger',
+          action: 'INSERT',
+          outcome: 'success',
+          statement: randomBytes(300).toString('hex'),
+        },
+      }); // incompressible: bytes count
     }
     pipeline!.onEvent({ type: 'commit', commitLsn: lsn(commit), endLsn: lsn(end) });
   };
@@ -218,7 +252,10 @@ describe('IdSet (archived audit_log ids, for recovery)', () => {
     const ids = new IdSet();
     const truth = new Set<number>();
     let seed = 7;
-    const rand = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     // 600k ids in commit order (blocks of interleaved transactions), 1 in 500 rolled back (a gap), some seen twice
     const order: number[] = [];
     for (let base = 1; base <= 600_000; base += 1000) {
@@ -226,7 +263,10 @@ describe('IdSet (archived audit_log ids, for recovery)', () => {
       block.sort(() => rand() - 0.5);
       order.push(...block, ...block.slice(0, 3));
     }
-    for (const n of order) { ids.add(String(n)); truth.add(n); }
+    for (const n of order) {
+      ids.add(String(n));
+      truth.add(n);
+    }
     expect(ids.size).toBe(truth.size);
     for (let n = 0; n <= 600_001; n += 1) if (ids.has(String(n)) !== truth.has(n)) throw new Error(`differs at ${n}`);
     // one run per gap (about 1 in 500 ids), not one entry per id
@@ -236,7 +276,10 @@ describe('IdSet (archived audit_log ids, for recovery)', () => {
 });
 
 describe('pipeline: row reads (messages between transactions)', () => {
-  const read = (k: string) => Buffer.from(JSON.stringify({ s: 'clinic', t: 'notes', k, su: 'app_login', cu: 'app_login', au: null, ac: '7', at: '2026-11-28 10:00:00.250000', pid: 42, app: 'x' }));
+  const read = (k: string) =>
+    Buffer.from(
+      JSON.stringify({ s: 'clinic', t: 'notes', k, su: 'app_login', cu: 'app_login', au: null, ac: '7', at: '2026-11-28 10:00:00.250000', pid: 42, app: 'x' }),
+    );
 
   it('a read stands at its own position and is confirmed just past it once its file is stored; a replay is not archived twice', async () => {
     const { sink, confirmed, p } = setup({ maxRecords: 1 });
@@ -248,7 +291,16 @@ describe('pipeline: row reads (messages between transactions)', () => {
     const line = sink.bodies.get(sink.stored.find((k) => k.startsWith('data/'))!)!;
     const { gunzipSync } = await import('node:zlib');
     const record = JSON.parse(gunzipSync(line).toString('utf8').split('\n')[0]!) as Record<string, unknown>;
-    expect(record).toMatchObject({ seq: 1, lsn: '0/1F4', idx: 0, op: 'read', occurred_at: '2026-11-28 10:00:00.25+00', source: 'row-read', row_id: '7', app_customer_id: '7' });
+    expect(record).toMatchObject({
+      seq: 1,
+      lsn: '0/1F4',
+      idx: 0,
+      op: 'read',
+      occurred_at: '2026-11-28 10:00:00.25+00',
+      source: 'row-read',
+      row_id: '7',
+      app_customer_id: '7',
+    });
     // The same message again (a reconnect resumes at the slot's position): already stored, only confirmed.
     p.onEvent({ type: 'message', lsn: lsn(500), transactional: false, content: read('7') });
     await settle();

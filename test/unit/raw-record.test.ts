@@ -18,14 +18,22 @@ function insertMessage(relid: number, values: (string | null)[]): Buffer {
 }
 /** A batch's JSON lines (this finishes the batch). */
 const lines = (b: Batch) => Buffer.concat(b.take()).toString('utf8');
-const int32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
-const int16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+const int32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+};
+const int16 = (n: number) => {
+  const b = Buffer.alloc(2);
+  b.writeInt16BE(n);
+  return b;
+};
 
 const COLUMNS = ['id', 'occurred_at', 'source', 'action', 'statement', 'app_user_id', 'error'];
 const SAMPLES: (string | null)[][] = [
   ['1', '2026-11-27 02:11:09.129119+00', 'trigger', 'INSERT', null, 'dr.smith', null],
   ['2', '2026-11-27 02:11:09+00', 'pgaudit', 'SELECT', 'SELECT "x" FROM t WHERE a = \'b\\c\'', 'nurse "joy"', 'line1\nline2\ttab\u0001'],
-  ['3', '2026-11-27 02:11:10.5+00', 'pgaudit', 'SELECT', 'SELECT * FROM patients WHERE name = \'Zoë Ünal 🙂\'', '\u2028 sep', ''],
+  ['3', '2026-11-27 02:11:10.5+00', 'pgaudit', 'SELECT', "SELECT * FROM patients WHERE name = 'Zoë Ünal 🙂'", '\u2028 sep', ''],
   ['4', '2026-11-27 02:11:11+00', 'trigger', 'DELETE', 'x'.repeat(5000), null, '\u007f del'],
 ];
 
@@ -44,8 +52,12 @@ describe('the raw insert path writes exactly what the general path writes', () =
     });
     expect(lines(viaBytes)).toBe(lines(viaRow));
     expect(viaBytes.position).toEqual(viaRow.position);
-    expect([viaBytes.firstEventAt, viaBytes.lastEventAt, viaBytes.bytes, viaBytes.count])
-      .toEqual([viaRow.firstEventAt, viaRow.lastEventAt, viaRow.bytes, viaRow.count]);
+    expect([viaBytes.firstEventAt, viaBytes.lastEventAt, viaBytes.bytes, viaBytes.count]).toEqual([
+      viaRow.firstEventAt,
+      viaRow.lastEventAt,
+      viaRow.bytes,
+      viaRow.count,
+    ]);
     expect(viaBytes.firstEventAt).toBe('2026-11-27 02:11:09+00');
   });
 

@@ -3,11 +3,26 @@ import { eventTime, readRow } from '../../src/seal/read-record.js';
 
 describe('a row read, from the message audit.note_read() writes', () => {
   it('becomes the fields of an audit event, named as audit_log names them', () => {
-    const content = Buffer.from('{"s" : "public", "t" : "customers", "k" : "7", "su" : "app_login", "cu" : "phi_app", "au" : "dr.x", "ac" : "7", ' +
-      '"at" : "2026-11-29 03:46:23.692500", "pid" : 24358, "app" : "psql"}'); // as json_build_object prints it
+    const content = Buffer.from(
+      '{"s" : "public", "t" : "customers", "k" : "7", "su" : "app_login", "cu" : "phi_app", "au" : "dr.x", "ac" : "7", ' +
+        '"at" : "2026-11-29 03:46:23.692500", "pid" : 24358, "app" : "psql"}',
+    ); // as json_build_object prints it
     expect(readRow(content)).toEqual({
-      row: { occurred_at: '2026-11-29 03:46:23.6925+00', source: 'row-read', action: 'SELECT', outcome: 'success', schema_name: 'public', table_name: 'customers',
-        row_id: '7', session_user_name: 'app_login', current_role_name: 'phi_app', app_user_id: 'dr.x', app_customer_id: '7', application_name: 'psql', backend_pid: '24358' },
+      row: {
+        occurred_at: '2026-11-29 03:46:23.6925+00',
+        source: 'row-read',
+        action: 'SELECT',
+        outcome: 'success',
+        schema_name: 'public',
+        table_name: 'customers',
+        row_id: '7',
+        session_user_name: 'app_login',
+        current_role_name: 'phi_app',
+        app_user_id: 'dr.x',
+        app_customer_id: '7',
+        application_name: 'psql',
+        backend_pid: '24358',
+      },
       malformed: null,
     });
   });

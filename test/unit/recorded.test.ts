@@ -46,12 +46,31 @@ describe('a record whose lsn is not an LSN', () => {
     const content = Buffer.from(`${r1.line}\n${r2.line}\n`);
     const body = gzipSync(content);
     const digest = {
-      format: 'pg-audit-shipper/digest/2', kind: 'data', file_seq: 1, prev_digest_sha256: null, created_at: '2026-03-02T09:16:00.000Z',
-      system_identifier: '1', timeline: 1, database: 'd', slot: 's', record_count: 2, first_seq: 1, last_seq: 2,
-      prev_chain: GENESIS_CHAIN, last_chain: r2.chain, first_lsn: 'not-an-lsn', last_lsn: '0/10', last_idx: 0, ack_lsn: '0/20',
-      first_event_at: row.occurred_at, last_event_at: row.occurred_at,
+      format: 'pg-audit-shipper/digest/2',
+      kind: 'data',
+      file_seq: 1,
+      prev_digest_sha256: null,
+      created_at: '2026-03-02T09:16:00.000Z',
+      system_identifier: '1',
+      timeline: 1,
+      database: 'd',
+      slot: 's',
+      record_count: 2,
+      first_seq: 1,
+      last_seq: 2,
+      prev_chain: GENESIS_CHAIN,
+      last_chain: r2.chain,
+      first_lsn: 'not-an-lsn',
+      last_lsn: '0/10',
+      last_idx: 0,
+      ack_lsn: '0/20',
+      first_event_at: row.occurred_at,
+      last_event_at: row.occurred_at,
       object_key: `data/dt=2026-03-02/000000000001-${sha256Hex(content).slice(0, 16)}.jsonl.gz`,
-      object_bytes: body.length, object_sha256: sha256Hex(body), content_sha256: sha256Hex(content), key_id: 'k',
+      object_bytes: body.length,
+      object_sha256: sha256Hex(body),
+      content_sha256: sha256Hex(content),
+      key_id: 'k',
     } as const;
     const check = checkFile(body, digest as never, { chain: GENESIS_CHAIN, recordSeq: 0, lastPos: null });
     expect(check.findings.map((f) => f.code)).toEqual(['bad-record-field', 'digest-positions']);

@@ -5,7 +5,7 @@ import { libraryDataListener } from '../../src/source/replication-library.js';
 
 // The stream reads data messages itself only when the replication library's connection looks as
 // expected; otherwise the library's own path stays in use (src/source/replication-library.ts).
-describe('which CopyData listener is the replication library\'s', () => {
+describe("which CopyData listener is the replication library's", () => {
   const pgClientListener = () => {
     // The real thing: pg's Client binds its handler when it attaches to a connection.
     const client = new pg.Client();

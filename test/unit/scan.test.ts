@@ -43,13 +43,24 @@ async function monthArchive(): Promise<{ root: string; key: SigningKey }> {
         lsn += 0x100n;
         id++;
         const hh = String(f * 8 + Math.floor(i / 3)).padStart(2, '0');
-        batch.append({ op: 'insert', commitLsn: asLsn(lsn), idx: 0, row: {
-          id: String(id), occurred_at: `${date} ${hh}:${String(i * 2).padStart(2, '0')}:07.25+00`, source: i === 5 ? 'pgaudit' : 'trigger',
-          action: i % 4 === 0 ? 'SELECT' : 'UPDATE', outcome: 'success', schema_name: 'public', table_name: 'customers',
-          row_id: String(id % 50), session_user_name: 'app',
-          // one read in twenty the server could not attribute (a read that returned no row)
-          ...(i === 5 ? { app_context: 'unknown' } : { app_customer_id: String(id % 50) }),
-        } });
+        batch.append({
+          op: 'insert',
+          commitLsn: asLsn(lsn),
+          idx: 0,
+          row: {
+            id: String(id),
+            occurred_at: `${date} ${hh}:${String(i * 2).padStart(2, '0')}:07.25+00`,
+            source: i === 5 ? 'pgaudit' : 'trigger',
+            action: i % 4 === 0 ? 'SELECT' : 'UPDATE',
+            outcome: 'success',
+            schema_name: 'public',
+            table_name: 'customers',
+            row_id: String(id % 50),
+            session_user_name: 'app',
+            // one read in twenty the server could not attribute (a read that returned no row)
+            ...(i === 5 ? { app_context: 'unknown' } : { app_customer_id: String(id % 50) }),
+          },
+        });
       }
       batch.ackLsn = asLsn(lsn);
       const sealed = await sealBatch(batch, head, source, key, new Date(`${date}T23:00:00Z`));
@@ -68,11 +79,18 @@ function counting(reader: ArchiveReader): { reader: ArchiveReader; gets: string[
   const gets: string[] = [];
   const listed: string[] = [];
   return {
-    gets, listed,
+    gets,
+    listed,
     reader: {
-      get: (k) => { gets.push(k); return reader.get(k); },
+      get: (k) => {
+        gets.push(k);
+        return reader.get(k);
+      },
       exists: (k) => reader.exists(k),
-      list: (p, s) => { listed.push(`${p}${s ? ` after ${s}` : ''}`); return reader.list(p, s); },
+      list: (p, s) => {
+        listed.push(`${p}${s ? ` after ${s}` : ''}`);
+        return reader.list(p, s);
+      },
     },
   };
 }
@@ -87,7 +105,14 @@ describe('scanArchive', () => {
     const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer: '7' };
     const c = counting(fileArchive(root).reader);
     const seen: number[] = [];
-    const report = await scanArchive(c.reader, { keys, query: q, maxCommitDelayMs: 86_400_000, onMatches: (_f, m) => { seen.push(...m.map((l) => l.record.seq)); } });
+    const report = await scanArchive(c.reader, {
+      keys,
+      query: q,
+      maxCommitDelayMs: 86_400_000,
+      onMatches: (_f, m) => {
+        seen.push(...m.map((l) => l.record.seq));
+      },
+    });
     expect(report.findings).toEqual([]);
     expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
     expect(seen.length).toBeGreaterThan(0);
@@ -95,7 +120,10 @@ describe('scanArchive', () => {
     // Files are 4 per day (3 data + heartbeat): day d's data files are 4d-3 .. 4d-1.
     // One look for delivery-stream objects, then the listing starts at the range's first partition.
     expect(c.listed).toEqual(['firehose/', 'data/ after data/dt=2026-04-10']);
-    const dataRead = c.gets.filter((k) => k.startsWith('data/')).map((k) => Number(/(\d{12})-/.exec(k)![1])).sort((a, b) => a - b);
+    const dataRead = c.gets
+      .filter((k) => k.startsWith('data/'))
+      .map((k) => Number(/(\d{12})-/.exec(k)![1]))
+      .sort((a, b) => a - b);
     // Apr 10 from noon (its last two files), all of Apr 11; Apr 12's files are listed (delay) but their events are after --to.
     expect(dataRead).toEqual([38, 39, 41, 42, 43]);
     const digestsRead = c.gets.filter((k) => k.startsWith('digests/')).map((k) => Number(/(\d{12})/.exec(k)![1]));
@@ -123,7 +151,13 @@ describe('scanArchive', () => {
     const unknown = records.filter((r) => r.app_context === 'unknown' && r.action === 'UPDATE').length;
     expect(unknown).toBeGreaterThan(0);
     expect(report.matches).toBe(records.filter((r) => matches(r, q)).length);
-    expect(report.notes).toEqual([{ code: 'unknown-attribution', where: 'query', message: expect.stringMatching(new RegExp(`^${unknown} more events match everything asked but the customer: their app_context is unknown`)) }]);
+    expect(report.notes).toEqual([
+      {
+        code: 'unknown-attribution',
+        where: 'query',
+        message: expect.stringMatching(new RegExp(`^${unknown} more events match everything asked but the customer: their app_context is unknown`)),
+      },
+    ]);
     const none = await scanArchive(fileArchive(root).reader, { keys, query: { ...q, customer: null }, maxCommitDelayMs: 0, onMatches: () => undefined });
     expect(none.notes).toEqual([]);
   });

@@ -11,8 +11,10 @@ describe('test service backend selection', () => {
   const probe = path.join(PACKAGE_ROOT, 'scripts', 'container-runtime.mjs');
 
   it('reports no container runtime when the configured one does not answer, so local processes are used', async () => {
-    const r = await run(process.execPath, [probe], { env: { ...process.env, DOCKER_HOST: 'tcp://127.0.0.1:9', CONTAINER_PROBE_TIMEOUT_MS: '10000' } })
-      .then(() => 0, (err: { code: number }) => err.code);
+    const r = await run(process.execPath, [probe], { env: { ...process.env, DOCKER_HOST: 'tcp://127.0.0.1:9', CONTAINER_PROBE_TIMEOUT_MS: '10000' } }).then(
+      () => 0,
+      (err: { code: number }) => err.code,
+    );
     expect(r).toBe(1);
   });
 

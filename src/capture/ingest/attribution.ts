@@ -11,7 +11,10 @@ import type { LogAuditEvent, PendingRead, ReadContextLine, SessionContext } from
  * - it waited longer than the ingester's wait (a read that returned no row never has the line).
  * Pure functions on a session's context: each returns the new context and the events now final.
  */
-export interface Settled { context: SessionContext; done: LogAuditEvent[] }
+export interface Settled {
+  context: SessionContext;
+  done: LogAuditEvent[];
+}
 
 /** Before any line of a session: its held reads of other transactions are final. */
 export function endTransactions(ctx: SessionContext | undefined, vxid: string): Settled | null {
@@ -26,8 +29,7 @@ export function endTransactions(ctx: SessionContext | undefined, vxid: string): 
  * one statement share its IDs and each get a line of their own.
  */
 export function holdRead(ctx: SessionContext, read: Omit<PendingRead, 'heldAt'>, now: number): Settled {
-  const settled = split(ctx, (p) => p.statementId === read.statementId &&
-    (p.statement !== read.statement || p.substatementId === read.substatementId));
+  const settled = split(ctx, (p) => p.statementId === read.statementId && (p.statement !== read.statement || p.substatementId === read.substatementId));
   settled.context.pending = [...(settled.context.pending ?? []), { ...read, heldAt: now }];
   return settled;
 }

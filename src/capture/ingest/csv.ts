@@ -49,7 +49,10 @@ export class CsvRecordStream {
   private runFrom = 0;
   private runTo = 0;
 
-  constructor(start: number, private readonly maxFieldBytes: number) {
+  constructor(
+    start: number,
+    private readonly maxFieldBytes: number,
+  ) {
     this.pos = start;
     this.recordStart = start;
   }
@@ -71,7 +74,8 @@ export class CsvRecordStream {
     for (let i = 0; i < chunk.length; i++) {
       const b = chunk[i]!;
       if (this.state === 2) {
-        if (b === QUOTE) { // "" inside quotes: one quote
+        if (b === QUOTE) {
+          // "" inside quotes: one quote
           this.keep(LITERAL_QUOTE, 0, 1);
           this.state = 1;
           seg = i + 1;

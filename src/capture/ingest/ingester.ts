@@ -48,7 +48,12 @@ const IDENTITY_BYTES = 64;
 /** A session not seen in the log for this long has ended; what was kept of it is dropped. */
 const SESSION_TTL_DAYS = 30;
 
-interface LogFile { name: string; key: string; size: number; mtimeMs: number }
+interface LogFile {
+  name: string;
+  key: string;
+  size: number;
+  mtimeMs: number;
+}
 
 /**
  * Turns pgaudit lines of the server's csvlog into audit_log rows, exactly once: each transaction
@@ -66,7 +71,10 @@ export class Ingester {
   /** the most bytes of one csvlog field held in memory (the rest is scanned, not kept) */
   private readonly maxFieldBytes: number;
 
-  constructor(private readonly client: pg.Client, private readonly opts: IngestOptions) {
+  constructor(
+    private readonly client: pg.Client,
+    private readonly opts: IngestOptions,
+  ) {
     this.chunkBytes = opts.chunkBytes ?? 1 << 20;
     // A kept statement of N characters is at most 4N bytes of UTF-8, doubled once more where
     // pgaudit's CSV quotes it inside the message.
@@ -83,18 +91,25 @@ export class Ingester {
     for (const [i, file] of files.entries()) {
       const saved = offsets.get(file.key) ?? 0;
       if (saved > file.size) {
-        this.opts.log.warn({ file: file.name, saved, size: file.size }, 'log file is shorter than the saved position; it was truncated in place, reading it again from the start');
+        this.opts.log.warn(
+          { file: file.name, saved, size: file.size },
+          'log file is shorter than the saved position; it was truncated in place, reading it again from the start',
+        );
       }
       const from = saved > file.size ? 0 : saved;
       if (from === file.size) continue;
       stats.files++;
       // A file the server has rotated away from is complete: a record still open at its end was torn.
-      stats.pendingBytes += file.size - await this.ingestFile(file, from, stats, i < files.length - 1);
+      stats.pendingBytes += file.size - (await this.ingestFile(file, from, stats, i < files.length - 1));
     }
     await this.writeExpiredReads(stats);
     for (const { context } of this.sessions.values()) stats.held += context.pending?.length ?? 0;
     await this.expireSessions();
-    if (stats.malformed > 0) this.opts.log.warn({ malformed: stats.malformed }, 'log records that could not be read were recorded as UNREADABLE LOG RECORD events (their bytes are not copied)');
+    if (stats.malformed > 0)
+      this.opts.log.warn(
+        { malformed: stats.malformed },
+        'log records that could not be read were recorded as UNREADABLE LOG RECORD events (their bytes are not copied)',
+      );
     return stats;
   }
 
@@ -113,10 +128,13 @@ export class Ingester {
 
   private async load(): Promise<void> {
     if (this.loaded) return;
-    const { rows: [db] } = await this.query<{ db: string }>('SELECT current_database() AS db');
+    const {
+      rows: [db],
+    } = await this.query<{ db: string }>('SELECT current_database() AS db');
     this.database = db!.db;
     const { rows } = await this.query<{ log_session_id: string; context: SessionContext; last_seen: Date }>(
-      'SELECT log_session_id, context, last_seen FROM audit.ingest_sessions');
+      'SELECT log_session_id, context, last_seen FROM audit.ingest_sessions',
+    );
     for (const r of rows) this.sessions.set(r.log_session_id, { context: r.context, lastSeen: r.last_seen.toISOString() });
     this.loaded = true;
   }
@@ -126,8 +144,10 @@ export class Ingester {
     try {
       names = (await readdir(this.opts.logDir)).filter((n) => n.endsWith('.csv'));
     } catch (err) {
-      throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) ${this.opts.logDir} cannot be read: ${(err as NodeJS.ErrnoException).code}; ` +
-        "point it at the server's log_directory with log_destination including 'csvlog'");
+      throw new ConfigError(
+        `--log-dir (PGAUDIT_LOG_DIR) ${this.opts.logDir} cannot be read: ${(err as NodeJS.ErrnoException).code}; ` +
+          "point it at the server's log_directory with log_destination including 'csvlog'",
+      );
     }
     const files: LogFile[] = [];
     for (const name of names) {
@@ -160,8 +180,12 @@ export class Ingester {
         if (boundary === null) return start; // no record starts after it yet
         const skipped = Buffer.alloc(boundary - start);
         await fh.read(skipped, 0, skipped.length, start);
-        await this.commitChunk(file, { from: start, to: boundary, sha256: createHash('sha256').update(skipped).digest('hex') },
-          [unreadable(start, boundary, 'the saved position was inside a record: these bytes were skipped to the next one')], stats);
+        await this.commitChunk(
+          file,
+          { from: start, to: boundary, sha256: createHash('sha256').update(skipped).digest('hex') },
+          [unreadable(start, boundary, 'the saved position was inside a record: these bytes were skipped to the next one')],
+          stats,
+        );
         from = boundary;
       }
       // Bounded memory whatever a record's size: fields are cut while parsing (CsvRecordStream), and
@@ -189,9 +213,16 @@ export class Ingester {
       }
       if (rotated && parser.position > committed && parser.position === file.size) {
         // Nothing will complete it: the server writes to a newer file. Say so, and move past it.
-        this.opts.log.error({ file: file.name, from: committed, to: file.size }, 'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable');
-        await this.commitChunk(file, { from: committed, to: file.size, sha256: hash.digest('hex') },
-          [unreadable(committed, file.size, 'the record was cut short and never completed')], stats);
+        this.opts.log.error(
+          { file: file.name, from: committed, to: file.size },
+          'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable',
+        );
+        await this.commitChunk(
+          file,
+          { from: committed, to: file.size, sha256: hash.digest('hex') },
+          [unreadable(committed, file.size, 'the record was cut short and never completed')],
+          stats,
+        );
         committed = file.size;
       }
       return committed;
@@ -203,8 +234,14 @@ export class Ingester {
   private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
     const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
-    const { rows } = await this.query<{ schema_name: string; table_name: string; protected_schema: string; protected_table: string; relation: string | null; read_context: boolean }>(
-      'SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
+    const { rows } = await this.query<{
+      schema_name: string;
+      table_name: string;
+      protected_schema: string;
+      protected_table: string;
+      relation: string | null;
+      read_context: boolean;
+    }>('SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
     const tables = protectedTables(rows);
     // Not held for a context line that cannot come (a session that switched to another role with SET
     // ROLE would have had one: its reads are then unknown, never misattributed).
@@ -231,7 +268,10 @@ export class Ingester {
       }
       keep(line.sessionId, endTransactions(this.sessions.get(line.sessionId)?.context, line.virtualTransactionId), line.logTime);
       const c = classify(line, {
-        database: this.database, tables, statementMaxLength: this.opts.statementMaxLength, bypassesRowSecurity,
+        database: this.database,
+        tables,
+        statementMaxLength: this.opts.statementMaxLength,
+        bypassesRowSecurity,
         contextOf: (id) => this.sessions.get(id)?.context,
       });
       if (c.kind === 'event') {
@@ -254,7 +294,8 @@ export class Ingester {
           `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, events) VALUES ($1, $2, $3, $4)
            ON CONFLICT (file_key) DO UPDATE SET byte_offset = excluded.byte_offset,
              events = audit.ingest_files.events + excluded.events, updated_at = now()`,
-          [file.key, file.name, newOffset, inserted]);
+          [file.key, file.name, newOffset, inserted],
+        );
       });
     } catch (err) {
       // The in-memory session context may now be ahead of the database: reload it next time.
@@ -310,7 +351,8 @@ export class Ingester {
       `INSERT INTO audit.ingest_sessions (log_session_id, context, last_seen)
        SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[])
        ON CONFLICT (log_session_id) DO UPDATE SET context = excluded.context, last_seen = excluded.last_seen`,
-      [list.map((s) => s.id), list.map((s) => JSON.stringify(s.context)), list.map((s) => s.lastSeen)]);
+      [list.map((s) => s.id), list.map((s) => JSON.stringify(s.context)), list.map((s) => s.lastSeen)],
+    );
     const newest = list[list.length - 1]!.lastSeen;
     if (this.newestSaved === null || newest > this.newestSaved) this.newestSaved = newest;
   }
@@ -332,7 +374,9 @@ export class Ingester {
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === '42P01' || code === '3F000') {
-        throw new ServiceError('the audit schema is not installed in this database, or is older than this ingester; run `pg-audit-shipper init` (it upgrades in place)');
+        throw new ServiceError(
+          'the audit schema is not installed in this database, or is older than this ingester; run `pg-audit-shipper init` (it upgrades in place)',
+        );
       }
       if (code === '42501') {
         throw new ServiceError(`the ingester's database role lacks a privilege (${describePgError(err)}); grant it audit_ingester`);
@@ -377,16 +421,34 @@ function unreadable(start: number, end: number, why: string): Unreadable {
 
 function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
   return {
-    occurredAt: new Date().toISOString(), action: UNREADABLE_ACTION, outcome: 'failure', schemaName: null, tableName: null, relationName: null,
-    sessionUserName: '(unknown)', appUserId: null, appCustomerId: null, appContext: 'unknown', applicationName: null, clientAddr: null, clientPort: null,
-    backendPid: null, txid: null, statement: `${file.name} bytes ${r.start}-${r.end}`,
+    occurredAt: new Date().toISOString(),
+    action: UNREADABLE_ACTION,
+    outcome: 'failure',
+    schemaName: null,
+    tableName: null,
+    relationName: null,
+    sessionUserName: '(unknown)',
+    appUserId: null,
+    appCustomerId: null,
+    appContext: 'unknown',
+    applicationName: null,
+    clientAddr: null,
+    clientPort: null,
+    backendPid: null,
+    txid: null,
+    statement: `${file.name} bytes ${r.start}-${r.end}`,
     error: 'unreadable' in r ? r.unreadable : `not a csvlog record (${r.fields.length} fields)`,
-    logSessionId: null, logLineNum: null,
+    logSessionId: null,
+    logLineNum: null,
   };
 }
 
 /** Which bytes of a log file one commit consumed. */
-interface ConsumedRange { from: number; to: number; sha256: string }
+interface ConsumedRange {
+  from: number;
+  to: number;
+  sha256: string;
+}
 
 /**
  * The receipt of one commit, in the same transaction as its events and its new offset: an audit
@@ -400,7 +462,8 @@ async function insertReceipt(client: pg.Client, file: LogFile, range: ConsumedRa
   await client.query(
     `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, session_user_name, current_role_name, backend_pid, statement)
      VALUES (clock_timestamp(), '${RECEIPT_SOURCE}', '${RECEIPT_ACTION}', 'success', session_user, current_user, pg_backend_pid(), $1)`,
-    [JSON.stringify(receipt)]);
+    [JSON.stringify(receipt)],
+  );
 }
 
 /** Insert events; returns how many were new (a line already present is skipped, not duplicated). */
@@ -415,9 +478,27 @@ async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise
                    $9::text[], $10::inet[], $11::int[], $12::int[], $13::bigint[], $14::text[], $15::text[], $16::text[],
                    $17::bigint[], $18::text[], $19::text[]) AS x(o, a, oc, s, t, u, au, ac, an, ca, cp, bp, tx, st, er, ls, ln, rn, ax)
      ON CONFLICT (log_session_id, log_line_num) WHERE log_session_id IS NOT NULL DO NOTHING`,
-    [col('occurredAt'), col('action'), col('outcome'), col('schemaName'), col('tableName'), col('sessionUserName'),
-      col('appUserId'), col('appCustomerId'), col('applicationName'), col('clientAddr'), col('clientPort'),
-      col('backendPid'), col('txid'), col('statement'), col('error'), col('logSessionId'), col('logLineNum'), col('relationName'),
-      col('appContext')]);
+    [
+      col('occurredAt'),
+      col('action'),
+      col('outcome'),
+      col('schemaName'),
+      col('tableName'),
+      col('sessionUserName'),
+      col('appUserId'),
+      col('appCustomerId'),
+      col('applicationName'),
+      col('clientAddr'),
+      col('clientPort'),
+      col('backendPid'),
+      col('txid'),
+      col('statement'),
+      col('error'),
+      col('logSessionId'),
+      col('logLineNum'),
+      col('relationName'),
+      col('appContext'),
+    ],
+  );
   return res.rowCount ?? 0;
 }

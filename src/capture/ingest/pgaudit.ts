@@ -82,9 +82,16 @@ export interface ProtectedTables {
  * partitions and, for a protected partition, its parents, each with the protected table it belongs
  * to; the trail itself; the planner-statistics views.
  */
-export function protectedTables(rows: {
-  schema_name: string; table_name: string; protected_schema?: string; protected_table?: string; relation?: string | null; read_context?: boolean;
-}[]): ProtectedTables {
+export function protectedTables(
+  rows: {
+    schema_name: string;
+    table_name: string;
+    protected_schema?: string;
+    protected_table?: string;
+    relation?: string | null;
+    read_context?: boolean;
+  }[],
+): ProtectedTables {
   const qualified = new Map<string, Watched>();
   const byName = new Map<string, Watched[]>();
   const add = (s: string, t: string, ps = s, pt = t, relation: string | null = null, readContext = false): void => {
@@ -120,7 +127,11 @@ export function parseQualifiedName(name: string): { schema: string; table: strin
       for (;;) {
         if (i >= name.length) return null;
         if (name[i] === '"') {
-          if (name[i + 1] === '"') { part += '"'; i += 2; continue; }
+          if (name[i + 1] === '"') {
+            part += '"';
+            i += 2;
+            continue;
+          }
           i++;
           break;
         }
@@ -148,8 +159,7 @@ export function parseQualifiedName(name: string): { schema: string; table: strin
  * context, statement, detail, hint or internal query is a forgery.
  */
 export function writtenByPgaudit(line: LogLine): boolean {
-  return line.context === '' && line.query === '' && line.detail === '' && line.hint === '' && line.internalQuery === '' &&
-    line.sqlStateCode === '00000';
+  return line.context === '' && line.query === '' && line.detail === '' && line.hint === '' && line.internalQuery === '' && line.sqlStateCode === '00000';
 }
 
 /** The action of an event recording a line that claims to be pgaudit's and is not. */
@@ -203,7 +213,8 @@ const NOT_OWNER_RE = /^must be owner of (?:table|relation|view|materialized view
 const DENIED_SCHEMA_RE = /^permission denied for schema "?([^"]+?)"?$/;
 const DENIED_PARAMETER_RE = /^permission denied to set parameter "([^"]+)"$/;
 /** Settings whose change would weaken or redirect the capture: an attempt to set them is recorded. */
-const AUDIT_SETTINGS = /^(pgaudit\..+|session_replication_role|shared_preload_libraries|log_destination|logging_collector|log_directory|log_filename|log_min_messages|log_error_verbosity|log_min_error_statement|wal_level)$/;
+const AUDIT_SETTINGS =
+  /^(pgaudit\..+|session_replication_role|shared_preload_libraries|log_destination|logging_collector|log_directory|log_filename|log_min_messages|log_error_verbosity|log_min_error_statement|wal_level)$/;
 
 export function classify(line: LogLine, opts: ClassifyOptions): Classified {
   if (line.databaseName !== opts.database) return { kind: 'ignored' };
@@ -231,8 +242,11 @@ function classifyReadContext(line: LogLine, opts: ClassifyOptions): Classified {
     kind: 'read-context',
     sessionId: line.sessionId,
     line: {
-      vxid: line.virtualTransactionId, user: text(values.user), customer: text(values.customer),
-      nested: rest.startsWith(NESTED_FRAME) ? rest.slice(NESTED_FRAME.length) : null, query: line.query,
+      vxid: line.virtualTransactionId,
+      user: text(values.user),
+      customer: text(values.customer),
+      nested: rest.startsWith(NESTED_FRAME) ? rest.slice(NESTED_FRAME.length) : null,
+      query: line.query,
     },
   };
 }
@@ -242,10 +256,17 @@ function forgery(line: LogLine, opts: ClassifyOptions): Classified {
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
-      action: FORGED_ACTION, outcome: 'failure', schemaName: null, tableName: null, relationName: null,
+      action: FORGED_ACTION,
+      outcome: 'failure',
+      schemaName: null,
+      tableName: null,
+      relationName: null,
       statement: truncate(line.message, opts.statementMaxLength),
-      error: truncate(`a ${line.errorSeverity} line that claims to be ${line.message.startsWith(AUDIT_PREFIX) ? "pgaudit's" : "audit.read_context()'s"}, ` +
-        `written from: ${line.context || line.query || 'unknown'}`, opts.statementMaxLength),
+      error: truncate(
+        `a ${line.errorSeverity} line that claims to be ${line.message.startsWith(AUDIT_PREFIX) ? "pgaudit's" : "audit.read_context()'s"}, ` +
+          `written from: ${line.context || line.query || 'unknown'}`,
+        opts.statementMaxLength,
+      ),
     }),
   };
 }
@@ -259,7 +280,16 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   // SET lines are not followed: what a SET did depends on how its transaction ended, and
   // set_config(), SET clauses of functions, startup options and role defaults write none. The
   // server itself says the context of each read (classifyReadContext).
-  const [auditType, statementId, substatementId, auditClass, command, , objectName, statement] = f as [string, string, string, string, string, string, string, string];
+  const [auditType, statementId, substatementId, auditClass, command, , objectName, statement] = f as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   // Object audit lines, reads and writes. A WRITE line is a statement-level event: the row triggers
   // record which rows a committed write changed, but `UPDATE ... RETURNING` (or a DELETE that
   // matches nothing, a MERGE) in a transaction that rolls back returns PHI and leaves no row event.
@@ -269,11 +299,23 @@ function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   // An INSERT into the trail is the trail growing (the ingester's own ON CONFLICT insert is logged,
   // as it reads the arbiter columns): its rows are in the trail already. Reads of it are events.
   if (watched.schema === 'audit' && watched.table === 'audit_log' && auditClass === 'WRITE' && command === 'INSERT') return { kind: 'ignored' };
-  const last: AuditedStatement = { vxid: line.virtualTransactionId, sql: sha256(statement), action: command, schema: watched.schema, table: watched.table, relation: watched.relation };
+  const last: AuditedStatement = {
+    vxid: line.virtualTransactionId,
+    sql: sha256(statement),
+    action: command,
+    schema: watched.schema,
+    table: watched.table,
+    relation: watched.relation,
+  };
   const kept = truncate(statement, opts.statementMaxLength);
   const event = baseEvent(line, opts, {
-    action: command, outcome: 'success', schemaName: watched.schema, tableName: watched.table, relationName: watched.relation,
-    statement: kept, error: null,
+    action: command,
+    outcome: 'success',
+    schemaName: watched.schema,
+    tableName: watched.table,
+    relationName: watched.relation,
+    statement: kept,
+    error: null,
   });
   const context = { ...opts.contextOf(line.sessionId), last };
   if (watched.readContext && !opts.bypassesRowSecurity?.has(line.userName)) {
@@ -298,10 +340,12 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
     return true;
   };
   if (line.message.startsWith('audit.audit_log is append-only')) {
-    schemaName = 'audit'; tableName = 'audit_log';
+    schemaName = 'audit';
+    tableName = 'audit_log';
   } else if (line.sqlStateCode === '42501' && line.message === 'permission denied for schema audit') {
     // Roles without USAGE on the audit schema are stopped there, before the table is named.
-    schemaName = 'audit'; tableName = /\baudit_log\b/i.test(line.query) ? 'audit_log' : null;
+    schemaName = 'audit';
+    tableName = /\baudit_log\b/i.test(line.query) ? 'audit_log' : null;
   } else if (line.sqlStateCode === '42501' && DENIED_SCHEMA_RE.test(line.message)) {
     // The schema of a protected table: the table is not named, the schema is.
     const schema = DENIED_SCHEMA_RE.exec(line.message)![1]!;
@@ -324,7 +368,11 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
     return {
       kind: 'event',
       event: baseEvent(line, opts, {
-        action: last.action, outcome: 'failure', schemaName: last.schema, tableName: last.table, relationName: last.relation ?? null,
+        action: last.action,
+        outcome: 'failure',
+        schemaName: last.schema,
+        tableName: last.table,
+        relationName: last.relation ?? null,
         statement: truncate(line.query, opts.statementMaxLength),
         error: `${line.sqlStateCode}: the statement failed (the server's message is not kept: it may quote values)`,
       }),
@@ -334,7 +382,11 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
   return {
     kind: 'event',
     event: baseEvent(line, opts, {
-      action, outcome: 'failure', schemaName, tableName, relationName,
+      action,
+      outcome: 'failure',
+      schemaName,
+      tableName,
+      relationName,
       statement: line.query ? truncate(line.query, opts.statementMaxLength) : null,
       error: `${line.sqlStateCode}: ${line.message}`,
     }),
@@ -342,7 +394,8 @@ function classifyError(line: LogLine, opts: ClassifyOptions): Classified {
 }
 
 function baseEvent(
-  line: LogLine, opts: ClassifyOptions,
+  line: LogLine,
+  opts: ClassifyOptions,
   rest: Pick<LogAuditEvent, 'action' | 'outcome' | 'schemaName' | 'tableName' | 'relationName' | 'statement' | 'error'>,
 ): LogAuditEvent {
   const { addr, port } = splitConnectionFrom(line.connectionFrom);

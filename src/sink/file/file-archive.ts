@@ -86,7 +86,10 @@ class FileReader implements ArchiveReader {
   }
 
   async exists(key: string): Promise<boolean> {
-    return stat(path.join(this.root, key)).then(() => true, () => false);
+    return stat(path.join(this.root, key)).then(
+      () => true,
+      () => false,
+    );
   }
 
   async *list(prefix: string, startAfter = ''): AsyncIterable<string> {

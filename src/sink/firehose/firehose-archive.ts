@@ -1,8 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { storageRequestHandler } from '../http.js';
-import {
-  DescribeDeliveryStreamCommand, FirehoseClient, FirehoseServiceException, PutRecordBatchCommand,
-} from '@aws-sdk/client-firehose';
+import { DescribeDeliveryStreamCommand, FirehoseClient, FirehoseServiceException, PutRecordBatchCommand } from '@aws-sdk/client-firehose';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ConfigError, ServiceError } from '../../errors.js';
 import { DIGEST_DIR, parseStreamKey, STREAM_DIR } from '../keys.js';
@@ -20,10 +18,17 @@ export function parseFirehoseUrl(url: string): string {
 }
 
 export function firehoseClient(): FirehoseClient {
-  return new FirehoseClient({ region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1', maxAttempts: 3, requestHandler: storageRequestHandler() });
+  return new FirehoseClient({
+    region: process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1',
+    maxAttempts: 3,
+    requestHandler: storageRequestHandler(),
+  });
 }
 
-export interface StreamDestination { bucket: string; root: string }
+export interface StreamDestination {
+  bucket: string;
+  root: string;
+}
 
 /**
  * What the stream does with records, checked before anything is sent: it must deliver them to S3
@@ -55,8 +60,10 @@ export async function checkStream(client: FirehoseClient, s3: S3Client, stream: 
   }
   const prefix = s3d.Prefix ?? '';
   if (!prefix.endsWith(STREAM_DIR) || prefix.includes('!{')) {
-    throw new ConfigError(`${where} delivers under the S3 prefix "${prefix}"; set it to "<archive prefix>/${STREAM_DIR}" ` +
-      '(no expressions: Firehose then adds YYYY/MM/DD/HH/, where verify and query look)');
+    throw new ConfigError(
+      `${where} delivers under the S3 prefix "${prefix}"; set it to "<archive prefix>/${STREAM_DIR}" ` +
+        '(no expressions: Firehose then adds YYYY/MM/DD/HH/, where verify and query look)',
+    );
   }
   const bucket = /^arn:aws[\w-]*:s3:::(.+)$/.exec(s3d.BucketARN)?.[1];
   if (!bucket) throw new ConfigError(`${where} names the bucket ${s3d.BucketARN}, which is not an S3 bucket ARN`);
@@ -70,8 +77,12 @@ export async function checkStream(client: FirehoseClient, s3: S3Client, stream: 
  * partly successful call are sent again), so the shipper acknowledges nothing Firehose refused.
  */
 class FirehoseSink implements Sink {
-  constructor(private readonly client: FirehoseClient, private readonly stream: string, private readonly digests: Sink,
-    private readonly onPartialFailure: (failed: number, code: string) => void) {}
+  constructor(
+    private readonly client: FirehoseClient,
+    private readonly stream: string,
+    private readonly digests: Sink,
+    private readonly onPartialFailure: (failed: number, code: string) => void,
+  ) {}
 
   async put(obj: ArchiveObject): Promise<Receipt> {
     if (obj.key.startsWith(DIGEST_DIR)) return this.digests.put(obj);
@@ -106,8 +117,14 @@ class FirehoseSink implements Sink {
   }
 }
 
-export function firehoseArchive(client: FirehoseClient, s3: S3Client, stream: string, dest: StreamDestination,
-  s3cfg: Omit<S3ArchiveConfig, 'bucket' | 'prefix'>, onPartialFailure: (failed: number, code: string) => void = () => undefined): Archive {
+export function firehoseArchive(
+  client: FirehoseClient,
+  s3: S3Client,
+  stream: string,
+  dest: StreamDestination,
+  s3cfg: Omit<S3ArchiveConfig, 'bucket' | 'prefix'>,
+  onPartialFailure: (failed: number, code: string) => void = () => undefined,
+): Archive {
   const digests = s3Archive(s3, { ...s3cfg, bucket: dest.bucket, prefix: dest.root });
   return {
     location: `firehose://${stream} (s3://${dest.bucket}/${dest.root})`,

@@ -46,7 +46,7 @@ class StreamedLines {
     const range = await this.gather(fileSeq);
     if (!range) return null;
     const out: string[] = [];
-    for (let seq = range.first; seq <= range.last; seq++) out.push(...this.bySeq.get(seq) ?? []);
+    for (let seq = range.first; seq <= range.last; seq++) out.push(...(this.bySeq.get(seq) ?? []));
     return out.length === 0 ? null : Buffer.from(`${out.join('\n')}\n`);
   }
 
@@ -74,7 +74,11 @@ class StreamedLines {
     const last = d.last_seq;
     const start = Math.floor((Date.parse(d.created_at) - LOOK_BEFORE) / HOUR) * HOUR;
     for (let h = 0; h <= LOOK_AHEAD_HOURS && !this.complete(first, last); h++) await this.load(start + h * HOUR);
-    for (const seq of [...this.bySeq.keys()]) if (seq < first) { this.bySeq.delete(seq); this.objectsBySeq.delete(seq); }
+    for (const seq of [...this.bySeq.keys()])
+      if (seq < first) {
+        this.bySeq.delete(seq);
+        this.objectsBySeq.delete(seq);
+      }
     return { first, last };
   }
 

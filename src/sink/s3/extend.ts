@@ -3,7 +3,12 @@ import type { Digest } from '../../seal/digest.js';
 import { timeKey } from '../../seal/event-time.js';
 import { digestKey } from '../keys.js';
 
-export interface ExtendResult { extended: number; alreadyLonger: number; held: number; objects: number }
+export interface ExtendResult {
+  extended: number;
+  alreadyLonger: number;
+  held: number;
+  objects: number;
+}
 
 /** The digest and data objects of files whose events (or, for heartbeats, sealing time) touch [from, to]. */
 export function inRange(d: Digest, from: string | null, to: string | null): boolean {
@@ -22,8 +27,13 @@ export function objectsOf(d: Digest): string[] {
  * Litigation and longer policies: move retain-until later, or place/lift a legal hold. COMPLIANCE
  * retention can only grow; a date earlier than the current one is left alone and counted.
  */
-export async function extendRetention(client: S3Client, bucket: string, prefix: string, keys: string[],
-  change: { until?: Date; legalHold?: 'ON' | 'OFF' }): Promise<ExtendResult> {
+export async function extendRetention(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  keys: string[],
+  change: { until?: Date; legalHold?: 'ON' | 'OFF' },
+): Promise<ExtendResult> {
   const result: ExtendResult = { extended: 0, alreadyLonger: 0, held: 0, objects: keys.length };
   for (const rel of keys) {
     const Key = prefix + rel;

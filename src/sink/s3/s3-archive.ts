@@ -2,8 +2,15 @@ import { createHash } from 'node:crypto';
 import { storageRequestHandler } from '../http.js';
 import { permanentReason } from '../retry.js';
 import {
-  GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadObjectCommand,
-  ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException, type ServerSideEncryption,
+  GetBucketVersioningCommand,
+  GetObjectCommand,
+  GetObjectLockConfigurationCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { ConfigError, ServiceError } from '../../errors.js';
 import type { Archive, ArchiveObject, ArchiveReader, Receipt, Sink } from '../sink.js';
@@ -82,8 +89,10 @@ export async function checkBucket(client: S3Client, cfg: Pick<S3ArchiveConfig, '
     const err = lock.reason;
     const code = (err as { name?: string }).name;
     if (code === 'ObjectLockConfigurationNotFoundError' || code === 'NoSuchObjectLockConfiguration') {
-      throw new ConfigError(`${where} does not have Object Lock enabled; audit files there could be deleted. ` +
-        'Object Lock can only be enabled when a bucket is created: create one with --object-lock-enabled-for-bucket');
+      throw new ConfigError(
+        `${where} does not have Object Lock enabled; audit files there could be deleted. ` +
+          'Object Lock can only be enabled when a bucket is created: create one with --object-lock-enabled-for-bucket',
+      );
     }
     throw new ServiceError(`cannot read the Object Lock configuration of ${where}: ${describeS3Error(err)}`);
   }
@@ -105,7 +114,10 @@ export async function checkBucket(client: S3Client, cfg: Pick<S3ArchiveConfig, '
 }
 
 class S3Sink implements Sink {
-  constructor(private readonly client: S3Client, private readonly cfg: S3ArchiveConfig) {}
+  constructor(
+    private readonly client: S3Client,
+    private readonly cfg: S3ArchiveConfig,
+  ) {}
 
   /** `key` when it holds exactly `body` (with its version); null when there is no such key; ObjectExists when it holds other bytes. */
   private async existing(key: string, body: Buffer): Promise<{ versionId: string | undefined } | null> {
@@ -142,42 +154,51 @@ class S3Sink implements Sink {
     // race of milliseconds between two writers.
     const before = await this.existing(key, obj.body);
     let versionId = before?.versionId;
-    if (before === null) try {
-      const put = await this.client.send(new PutObjectCommand({
-        Bucket: this.cfg.bucket,
-        Key: key,
-        Body: obj.body,
-        ContentType: obj.contentType,
-        ContentLength: obj.body.length,
-        ContentMD5: createHash('md5').update(obj.body).digest('base64'),
-        ObjectLockMode: 'COMPLIANCE',
-        ObjectLockRetainUntilDate: retainUntil,
-        IfNoneMatch: '*',
-        ...sse,
-      }));
-      versionId = put.VersionId;
-    } catch (err) {
-      if ((err as { name?: string }).name !== 'PreconditionFailed') throw err;
-      versionId = (await this.existing(key, obj.body))?.versionId;
-    }
+    if (before === null)
+      try {
+        const put = await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.cfg.bucket,
+            Key: key,
+            Body: obj.body,
+            ContentType: obj.contentType,
+            ContentLength: obj.body.length,
+            ContentMD5: createHash('md5').update(obj.body).digest('base64'),
+            ObjectLockMode: 'COMPLIANCE',
+            ObjectLockRetainUntilDate: retainUntil,
+            IfNoneMatch: '*',
+            ...sse,
+          }),
+        );
+        versionId = put.VersionId;
+      } catch (err) {
+        if ((err as { name?: string }).name !== 'PreconditionFailed') throw err;
+        versionId = (await this.existing(key, obj.body))?.versionId;
+      }
     // Trust, then check: the object version we wrote must carry the lock we asked for.
     const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: versionId }));
-    if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate
-        || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
-      const err = new ServiceError(`s3://${this.cfg.bucket}/${key} was stored without the requested lock ` +
-        `(mode ${head.ObjectLockMode ?? 'none'}, retain until ${head.ObjectLockRetainUntilDate?.toISOString() ?? 'never'})`);
+    if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
+      const err = new ServiceError(
+        `s3://${this.cfg.bucket}/${key} was stored without the requested lock ` +
+          `(mode ${head.ObjectLockMode ?? 'none'}, retain until ${head.ObjectLockRetainUntilDate?.toISOString() ?? 'never'})`,
+      );
       err.name = 'LockNotApplied'; // retrying cannot fix it (src/sink/retry.ts)
       throw err;
     }
     return {
-      key: obj.key, bytes: obj.body.length, ...(versionId ? { versionId } : {}),
+      key: obj.key,
+      bytes: obj.body.length,
+      ...(versionId ? { versionId } : {}),
       lock: { mode: head.ObjectLockMode, retainUntil: head.ObjectLockRetainUntilDate },
     };
   }
 }
 
 class S3Reader implements ArchiveReader {
-  constructor(private readonly client: S3Client, private readonly cfg: Pick<S3ArchiveConfig, 'bucket' | 'prefix'>) {}
+  constructor(
+    private readonly client: S3Client,
+    private readonly cfg: Pick<S3ArchiveConfig, 'bucket' | 'prefix'>,
+  ) {}
 
   async get(key: string): Promise<Buffer | null> {
     try {
@@ -202,10 +223,14 @@ class S3Reader implements ArchiveReader {
   async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
     let token: string | undefined;
     do {
-      const r = await this.client.send(new ListObjectsV2Command({
-        Bucket: this.cfg.bucket, Prefix: this.cfg.prefix + prefix, ContinuationToken: token,
-        ...(startAfter && !token ? { StartAfter: this.cfg.prefix + startAfter } : {}),
-      }));
+      const r = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.cfg.bucket,
+          Prefix: this.cfg.prefix + prefix,
+          ContinuationToken: token,
+          ...(startAfter && !token ? { StartAfter: this.cfg.prefix + startAfter } : {}),
+        }),
+      );
       for (const o of r.Contents ?? []) yield o.Key!.slice(this.cfg.prefix.length);
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
