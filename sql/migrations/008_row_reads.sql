@@ -37,8 +37,11 @@ $revoke$;
 ALTER TABLE audit.protected_tables ADD COLUMN IF NOT EXISTS row_reads text; -- the policy's USING as pg_get_expr prints it while row reads are on
 
 -- One message per row read. SECURITY DEFINER: it may emit messages, which the caller may not.
--- The prefix is what the shipper listens for; the fields are short to keep WAL small (one row read
--- of the example's customers is about 300 bytes of WAL).
+-- The prefix is what the shipper listens for; the fields are short to keep WAL small (about 270 bytes
+-- of WAL per row read). Measured with pgbench lookups by key (2 clients), against the same table
+-- protected without row reads: 0.55-0.65x. A plpgsql body without the SET search_path clause (every
+-- name schema-qualified instead) was not measurably faster in alternating rounds (0.55-0.68x); a
+-- LANGUAGE sql body was slower (0.31-0.36x). The clause stays: it is the plainer defence.
 CREATE OR REPLACE FUNCTION audit.note_read(rel oid, row_key text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER COST 1000 SET search_path = pg_catalog AS $fn$
 DECLARE
