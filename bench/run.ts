@@ -788,7 +788,6 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
 - The same number of rows committed before the slot existed (the initial backfill, from the slot's snapshot): ${f.initial_seconds}s,
   peak RSS ${f.initial_peak_rss_mib} MiB; recovery after the slot was dropped (every archived id read to skip it): ${f.recovery_seconds}s,
   peak RSS ${f.recovery_peak_rss_mib} MiB (target <= ${f.target_peak_rss_mib} MiB for both).
-
 ${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}
 Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS and BENCH_BACKLOG change the sizes).
 `;
