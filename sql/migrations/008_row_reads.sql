@@ -18,8 +18,9 @@
 --   types, which index lookups use) come first, so a lookup by key records the rows it returns.
 -- * Superusers and roles with BYPASSRLS skip row-level security: their reads have no row events
 --   (the statement-level path, pgaudit, still records them).
--- * The server writes WAL asynchronously for a read-only transaction (about every 200 ms): a server
---   crash can lose the last fraction of a second of row reads.
+-- * Nothing here flushes the message: PostgreSQL 15 flushes it about a second after a read-only
+--   transaction commits, not after one that rolls back; the shipper flushes the WAL once a second while
+--   row reads are on (src/ship/shipper.ts). A server crash before that loses the read.
 
 -- Nobody but audit.note_read() (and superusers) may write messages into the WAL: an application
 -- could otherwise forge reads, or flood the slot. (PostgreSQL grants it to PUBLIC.)

@@ -181,6 +181,31 @@ describe('protect --row-reads on', () => {
     expect(readsOf(records, 'case-by-hand').map((r) => [r.row_id, r.session_user_name])).toEqual([['999', 'ingest_login']]);
   });
 
+  it('a read on a quiet server reaches the archive within seconds while the shipper runs', async () => {
+    // The first test of row reads with a running shipper (the others drain). The read's transaction
+    // rolls back, so PostgreSQL 15 does not ask for its WAL to be flushed: the shipper's once-a-second
+    // flush does (src/ship/shipper.ts). Without it the read still arrives, later: whatever else flushes
+    // the cluster's WAL (3-10 s on a quiet server, measured), so this checks the promise, not the timing.
+    const archive = await newArchive();
+    await drain(archive);
+    const child = startCli(ship(archive), { DATABASE_URL: urlFor(db.name, 'ship_login') });
+    const done = waitFor(child);
+    try {
+      await sleep(1500); // streaming
+      await as('app_login', 'case-quiet', async (c) => {
+        await c.query('BEGIN READ ONLY');
+        await c.query('SELECT body FROM clinic.notes WHERE id = 42');
+        await c.query('ROLLBACK');
+      });
+      await expect
+        .poll(async () => readsOf((await readArchive(archive, keys.keys)).records, 'case-quiet').map((r) => r.row_id), { timeout: 8000, interval: 250 })
+        .toEqual(['42']);
+    } finally {
+      child.kill('SIGTERM');
+      await done;
+    }
+  });
+
   it('archives every row read exactly once while the shipper is killed (kill -9) and restarted', async () => {
     const archive = await newArchive();
     await drain(archive);
