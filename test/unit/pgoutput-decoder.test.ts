@@ -1,52 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { PgoutputDecoder } from '../../src/source/replication-library.js';
+import { i32, i64, i8, insertMessage, relationMessage, updateMessage } from '../helpers/pgoutput.js';
 
 /**
  * The pgoutput decoding the stream uses, on byte buffers built as PostgreSQL's protocol 1 writes
  * them (https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html): no server.
  */
-const str = (s: string) => Buffer.from(`${s}\0`);
-const i8 = (n: number) => Buffer.from([n]);
-const i16 = (n: number) => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const i32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-const i64 = (n: bigint) => {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(n);
-  return b;
-};
-
-/** 'R': relid, namespace, name, replica identity, columns (flags, name, type oid, typmod). */
-function relation(relid: number, schema: string, name: string, columns: [string, number][]): Buffer {
-  return Buffer.concat([
-    Buffer.from('R'),
-    i32(relid),
-    str(schema),
-    str(name),
-    i8(0x64 /* d */),
-    i16(columns.length),
-    ...columns.flatMap(([c, oid], i) => [i8(i === 0 ? 1 : 0), str(c), i32(oid), i32(-1)]),
-  ]);
-}
-
-/** TupleData: each value as text ('t', length, bytes) or null ('n'). */
-function tuple(values: (string | null)[]): Buffer {
-  return Buffer.concat([
-    i16(values.length),
-    ...values.map((v) => (v === null ? Buffer.from('n') : Buffer.concat([Buffer.from('t'), i32(Buffer.byteLength(v)), Buffer.from(v)]))),
-  ]);
-}
-
-const insert = (relid: number, values: (string | null)[]) => Buffer.concat([Buffer.from('I'), i32(relid), Buffer.from('N'), tuple(values)]);
-const update = (relid: number, values: (string | null)[]) => Buffer.concat([Buffer.from('U'), i32(relid), Buffer.from('N'), tuple(values)]);
-
 const INT4 = 23;
 const INT8 = 20;
 const TEXT = 25;
@@ -60,9 +19,9 @@ const AUDIT_COLUMNS: [string, number][] = [
 describe('pgoutput decoding', () => {
   it('leaves an audit_log insert as its bytes once the relation is known, with the column layout', () => {
     const d = new PgoutputDecoder('audit.audit_log');
-    const before = d.decode(relation(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
+    const before = d.decode(relationMessage(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
     expect(before).toMatchObject({ tag: 'relation', schema: 'audit', name: 'audit_log', relationOid: 16400 });
-    const msg = insert(16400, ['12345678901234567890', '2026-11-29 03:00:00.123456+00', 'SELECT']);
+    const msg = insertMessage(16400, ['12345678901234567890', '2026-11-29 03:00:00.123456+00', 'SELECT']);
     const out = d.decode(msg);
     expect(out.tag).toBe('audit-insert');
     if (out.tag !== 'audit-insert') return;
@@ -75,16 +34,16 @@ describe('pgoutput decoding', () => {
 
   it('decodes every other table as the library does, with each value kept as the server wrote it', () => {
     const d = new PgoutputDecoder('audit.audit_log');
-    d.decode(relation(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
+    d.decode(relationMessage(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
     d.decode(
-      relation(16500, 'public', 'customers', [
+      relationMessage(16500, 'public', 'customers', [
         ['id', INT4],
         ['full_name', TEXT],
         ['born', TIMESTAMPTZ],
         ['note', TEXT],
       ]),
     );
-    const out = d.decode(insert(16500, ['42', 'Ann', '1990-02-03 04:05:06.123456+00', null]));
+    const out = d.decode(insertMessage(16500, ['42', 'Ann', '1990-02-03 04:05:06.123456+00', null]));
     expect(out).toMatchObject({ tag: 'insert', relation: { schema: 'public', name: 'customers' } });
     // Text as written: not the number 42, not a Date (which would lose the microseconds).
     expect((out as { new: Record<string, unknown> }).new).toEqual({ id: '42', full_name: 'Ann', born: '1990-02-03 04:05:06.123456+00', note: null });
@@ -92,15 +51,15 @@ describe('pgoutput decoding', () => {
 
   it('decodes a change of audit_log other than an insert in full (it is evidence of tampering)', () => {
     const d = new PgoutputDecoder('audit.audit_log');
-    d.decode(relation(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
-    const out = d.decode(update(16400, ['7', '2026-11-29 03:00:00+00', 'UPDATE']));
+    d.decode(relationMessage(16400, 'audit', 'audit_log', AUDIT_COLUMNS));
+    const out = d.decode(updateMessage(16400, ['7', '2026-11-29 03:00:00+00', 'UPDATE']));
     expect(out).toMatchObject({ tag: 'update', new: { id: '7', action: 'UPDATE' } });
   });
 
   it('takes a table of the same name in another schema for what it is', () => {
     const d = new PgoutputDecoder('audit.audit_log');
-    d.decode(relation(16600, 'public', 'audit_log', AUDIT_COLUMNS));
-    expect(d.decode(insert(16600, ['1', '2026-11-29 03:00:00+00', 'SELECT'])).tag).toBe('insert');
+    d.decode(relationMessage(16600, 'public', 'audit_log', AUDIT_COLUMNS));
+    expect(d.decode(insertMessage(16600, ['1', '2026-11-29 03:00:00+00', 'SELECT'])).tag).toBe('insert');
   });
 
   it('reads begin and commit positions', () => {

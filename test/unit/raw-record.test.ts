@@ -3,32 +3,10 @@ import { Batch } from '../../src/seal/batch.js';
 import { GENESIS_CHAIN } from '../../src/seal/record.js';
 import { tupleLayout } from '../../src/seal/raw-record.js';
 import type { Lsn } from '../../src/source/lsn.js';
+import { insertMessage } from '../helpers/pgoutput.js';
 
-/** A pgoutput (protocol 1) insert message for `values` (null = SQL NULL). */
-function insertMessage(relid: number, values: (string | null)[]): Buffer {
-  const parts: Buffer[] = [Buffer.from([0x49]), int32(relid), Buffer.from([0x4e]), int16(values.length)];
-  for (const v of values) {
-    if (v === null) parts.push(Buffer.from([0x6e]));
-    else {
-      const b = Buffer.from(v, 'utf8');
-      parts.push(Buffer.from([0x74]), int32(b.length), b);
-    }
-  }
-  return Buffer.concat(parts);
-}
 /** A batch's JSON lines (this finishes the batch). */
 const lines = (b: Batch) => Buffer.concat(b.take()).toString('utf8');
-const int32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-const int16 = (n: number) => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-
 const COLUMNS = ['id', 'occurred_at', 'source', 'action', 'statement', 'app_user_id', 'error'];
 const SAMPLES: (string | null)[][] = [
   ['1', '2026-11-27 02:11:09.129119+00', 'trigger', 'INSERT', null, 'dr.smith', null],
