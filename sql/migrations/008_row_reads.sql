@@ -109,6 +109,8 @@ BEGIN
     SELECT pg_get_expr(polqual, polrelid) INTO qual FROM pg_policy WHERE polrelid = target AND polname = 'audit_read_context';
   END IF;
   UPDATE audit.protected_tables SET read_context = pt.read_context, row_reads = qual WHERE relid = target AND part_of IS NULL;
+  -- Protecting again with the same key changes nothing: no event for it.
+  IF qual IS NOT DISTINCT FROM pt.row_reads THEN RETURN; END IF;
   PERFORM audit.record_protection_event('ROW READS', pt.schema_name, pt.table_name,
     CASE WHEN enabled THEN format('every row read is recorded with its key (%s), through the replication slot', array_to_string(pt.key_columns, ', '))
          ELSE 'rows read are no longer recorded one by one (statements still are)' END);

@@ -51,9 +51,10 @@ export async function protect(
       [name],
       what,
     );
-    const rowReads = opts.rowReads ?? (now[0]?.on === true && attributeReads);
-    // Off first: protect() may replace the policy that carries them.
-    await callAudit(client, 'SELECT audit.set_row_reads(to_regclass($1), false) WHERE to_regclass($1) IS NOT NULL', [name], what);
+    const wasOn = now[0]?.on === true;
+    const rowReads = opts.rowReads ?? (wasOn && attributeReads);
+    // Off first when they go: protect() may drop the policy that carries them (--read-context off).
+    if (wasOn && !rowReads) await callAudit(client, 'SELECT audit.set_row_reads($1::regclass, false)', [name], what);
     await callAudit(
       client,
       'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)',

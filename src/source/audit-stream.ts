@@ -60,11 +60,11 @@ export class AuditStream {
   /** data messages received over every connection so far (a reconnect knows whether the last one worked) */
   messagesReceived = 0;
   private timer: NodeJS.Timeout | null = null;
-  /** whether data messages bypass the library on the current connection (see readDataDirectly) */
+  /** whether data messages bypass the library on the current connection (see takeOverDataMessages in replication-library.ts) */
   readsDirectly = false;
 
   /**
-   * `readThroughLibrary`: never replace the library's data listener (see readDataDirectly); what
+   * `readThroughLibrary`: never replace the library's data listener (see takeOverDataMessages in replication-library.ts); what
    * the consumer is handed must be the same either way, and a test holds the two paths to that.
    */
   constructor(
