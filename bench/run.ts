@@ -31,6 +31,7 @@ const run = promisify(execFile);
 const PGBIN = '/usr/lib/postgresql/15/bin';
 const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
+const READ_MESSAGES = Number(process.env.BENCH_READS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /** BENCH_ONLY=throughput or =trigger: just that ratio, for quick iterations (writes no results). */
 const ONLY = process.env.BENCH_ONLY ?? null;
@@ -134,7 +135,7 @@ async function main(): Promise<void> {
   }
 
   if (ONLY === null || ONLY === 'reads') {
-    say('0/4 reads: pgbench lookups by key and 100-row ranges on a table unprotected, protected (pgaudit statements), and with --row-reads on…');
+    say('0/4 reads: pgbench lookups by key and 100-row ranges on a table unprotected, and protected with --reads statements, rows and both…');
     results.reads = await readCost(adminUrl);
     say(`    ${JSON.stringify(results.reads)}`);
     if (ONLY === 'reads') {
@@ -233,6 +234,10 @@ async function main(): Promise<void> {
     say('(BENCH_ONLY=throughput: the other steps and the results files were skipped)');
     return;
   }
+  say(`    row reads through the slot: ${READ_MESSAGES} rows read from a table protected with --reads rows, pg_recvlogical (messages on) vs ship --drain…`);
+  results.row_reads = await readMessagesThroughput(db, dbUrl, shipArgs, shipEnv);
+  say(`    ${JSON.stringify(results.row_reads)}`);
+
   say('3/4 commit-to-locked latency (single-row commits, --batch-max-age 250ms)…');
   results.latency = await latency(db, shipArgs, shipEnv);
   say(`    ${JSON.stringify(results.latency)}`);
@@ -248,7 +253,7 @@ async function main(): Promise<void> {
   const backlogRecv = await timed(() => recvlogical(dbUrl, backlogEnd));
   await db.query(`SELECT pg_drop_replication_slot('bench_recv')`);
   const backlog = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
-  const ARCHIVED = ROUNDS * ROWS + BACKLOG + 200; // the rounds, the backlog, the latency commits
+  const ARCHIVED = ROUNDS * ROWS + READ_MESSAGES + BACKLOG + 200; // the rounds, the row reads, the backlog, the latency commits
   say('    verify --full over the same archive (every file, record hash and object lock)…');
   const verifyRun = await timed(() =>
     runCli(
@@ -429,8 +434,9 @@ async function ingestBench(adminUrl: string) {
 }
 
 /** The baseline: the server's own client decodes slot bench_recv up to `endpos` and discards it. */
-function recvlogical(dbUrl: string, endpos: string) {
+function recvlogical(dbUrl: string, endpos: string, options: string[] = []) {
   return run(`${PGBIN}/pg_recvlogical`, [
+    ...options.flatMap((o) => ['-o', o]),
     '-d',
     dbUrl,
     '-S',
@@ -446,6 +452,48 @@ function recvlogical(dbUrl: string, endpos: string) {
     '-f',
     '/dev/null',
   ]);
+}
+
+/**
+ * The shipper on row-read messages (sql/migrations/009), against the server's own client on the
+ * same WAL: a table protected with --reads rows is read by a login without superuser, 1,000 rows a
+ * statement, each row a message; pg_recvlogical (pgoutput with messages) decodes them from a slot
+ * made just before, then `ship --drain` archives them. Also the shipper's CPU per message.
+ */
+async function readMessagesThroughput(db: pg.Client, dbUrl: string, shipArgs: string[], shipEnv: Record<string, string>) {
+  await db.query('CREATE TABLE bench_notes (id int PRIMARY KEY, body text)');
+  await db.query(`INSERT INTO bench_notes SELECT g, 'note ' || g FROM generate_series(1, ${READ_MESSAGES}) g`);
+  await db.query('VACUUM ANALYZE bench_notes');
+  await protect(db, 'public.bench_notes', undefined, { reads: 'rows' });
+  await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
+  await db.query('GRANT SELECT ON bench_notes TO bench_reader');
+  await timed(() => runShip(shipArgs, shipEnv, ['--drain'])); // the protection events: the round starts empty
+  await db.query(`SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
+  const reader = new URL(dbUrl);
+  reader.username = 'bench_reader';
+  const r = new pg.Client({ connectionString: reader.toString() });
+  await r.connect();
+  try {
+    for (let from = 1; from <= READ_MESSAGES; from += 1000) {
+      await r.query('SELECT id FROM bench_notes WHERE id BETWEEN $1 AND $2', [from, from + 999]);
+    }
+  } finally {
+    await r.end();
+  }
+  await db.query('CHECKPOINT'); // flushes the messages (read-only statements do not ask for it)
+  const endpos = (await db.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
+  const recv = await timed(() => recvlogical(dbUrl, endpos, ['messages=true']));
+  await db.query(`SELECT pg_drop_replication_slot('bench_recv')`);
+  const ship = await timed(() => runShip(shipArgs, shipEnv, ['--drain']));
+  return {
+    messages: READ_MESSAGES,
+    pg_recvlogical_s: round3(recv.seconds),
+    ship_s: round3(ship.seconds),
+    ship_streaming_s: round3(ship.value.streamingSeconds),
+    ratio: round(recv.seconds / ship.seconds),
+    streaming_ratio: round(recv.seconds / ship.value.streamingSeconds),
+    ship_cpu_us_per_message: ship.value.cpu ? round((ship.value.cpu.all_threads_s * 1e6) / READ_MESSAGES) : null,
+  };
 }
 
 async function writeRows(db: pg.Client, n: number, from = 1): Promise<void> {
@@ -602,10 +650,11 @@ async function triggerCost(db: pg.Client, dbUrl: string) {
 
 /**
  * What reading costs: pgbench (2 clients, 8 s a side) of lookups by key and of 100-row range scans
- * on three copies of one table: unprotected; protected (pgaudit logs each statement, the read
- * context policy runs once per scan); protected with --row-reads on (a WAL message per row
- * returned). Each round runs the three back to back in rotating order; the median round's ratios
- * are reported, with the WAL written per transaction (row reads are WAL; pgaudit's lines are not).
+ * on four copies of one table: unprotected; protected with --reads statements (pgaudit logs each
+ * statement, the read-context policy writes a line per scan); --reads rows (a WAL message per row
+ * returned, no log line); --reads both. Each round runs the four back to back in rotating order;
+ * the median round (by the rows ratio) is reported, with the WAL written per transaction (row
+ * reads are WAL; pgaudit's lines are not).
  */
 async function readCost(adminUrl: string) {
   const url = new URL(adminUrl);
@@ -619,16 +668,17 @@ async function readCost(adminUrl: string) {
   await db.connect();
   try {
     await init(db, { example: false, log: createLogger('silent') });
-    for (const t of ['reads_plain', 'reads_statements', 'reads_rows']) {
+    for (const t of ['reads_plain', 'reads_statements', 'reads_rows', 'reads_both']) {
       await db.query(`CREATE TABLE ${t} (id int PRIMARY KEY, name text NOT NULL, note text)`);
       await db.query(`INSERT INTO ${t} SELECT g, 'patient ' || g, repeat('x', 200) FROM generate_series(1, 100000) g`);
       await db.query(`VACUUM ANALYZE ${t}`);
     }
-    await protect(db, 'public.reads_statements', undefined);
-    await protect(db, 'public.reads_rows', undefined, { rowReads: true });
+    await protect(db, 'public.reads_statements', undefined, { reads: 'statements' });
+    await protect(db, 'public.reads_rows', undefined, { reads: 'rows' });
+    await protect(db, 'public.reads_both', undefined, { reads: 'both' });
     // As an application reads: a role without superuser (which would skip row-level security).
     await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
-    await db.query('GRANT SELECT ON reads_plain, reads_statements, reads_rows TO bench_reader');
+    await db.query('GRANT SELECT ON reads_plain, reads_statements, reads_rows, reads_both TO bench_reader');
     const reader = new URL(url.toString());
     reader.username = 'bench_reader';
     const dir = await mkdtemp(path.join(tmpdir(), 'bench-reads-'));
@@ -647,31 +697,21 @@ async function readCost(adminUrl: string) {
     };
     const out: Record<string, unknown> = { seconds_each: 8, clients: 2, table_rows: 100_000 };
     for (const kind of ['pk', 'range'] as const) {
-      const rounds: {
-        plain_tps: number;
-        statements_tps: number;
-        rows_tps: number;
-        statements_ratio: number;
-        rows_ratio: number;
-        ratio: number;
-        rows_wal_per_tx: number;
-        statements_wal_per_tx: number;
-      }[] = [];
+      const rounds: (Record<string, number> & { ratio: number })[] = [];
       for (let i = 0; i < 3; i++) {
-        const order = ['reads_plain', 'reads_statements', 'reads_rows'];
+        const order = ['reads_plain', 'reads_statements', 'reads_rows', 'reads_both'];
         const got: Record<string, { tps: number; wal_per_tx: number }> = {};
         for (const t of [...order.slice(i), ...order.slice(0, i)]) got[t] = await measure(kind, t);
         const plain = got.reads_plain!.tps;
-        rounds.push({
-          plain_tps: Math.round(plain),
-          statements_tps: Math.round(got.reads_statements!.tps),
-          rows_tps: Math.round(got.reads_rows!.tps),
-          statements_ratio: round(got.reads_statements!.tps / plain),
-          rows_ratio: round(got.reads_rows!.tps / plain),
-          ratio: round(got.reads_rows!.tps / plain),
-          rows_wal_per_tx: got.reads_rows!.wal_per_tx,
-          statements_wal_per_tx: got.reads_statements!.wal_per_tx,
-        });
+        const round_: Record<string, number> & { ratio: number } = { plain_tps: Math.round(plain), ratio: 0 };
+        for (const mode of ['statements', 'rows', 'both']) {
+          const m = got[`reads_${mode}`]!;
+          round_[`${mode}_tps`] = Math.round(m.tps);
+          round_[`${mode}_ratio`] = round(m.tps / plain);
+          round_[`${mode}_wal_per_tx`] = m.wal_per_tx;
+        }
+        round_.ratio = round_.rows_ratio!;
+        rounds.push(round_);
       }
       out[kind] = { ...medianRound(rounds), rounds };
     }
@@ -743,9 +783,19 @@ function round3(x: number): number {
 function readsLines(r: Record<string, Record<string, number>> | undefined): string {
   if (!r) return '';
   const line = (what: string, x: Record<string, number>): string =>
-    `  - ${what}: unprotected ${x.plain_tps} tps; protected (pgaudit statements) ${x.statements_tps} tps (${x.statements_ratio}); ` +
-    `with --row-reads on ${x.rows_tps} tps (${x.rows_ratio}), ${x.rows_wal_per_tx} bytes of WAL per transaction (protected without row reads: ${x.statements_wal_per_tx}).`;
+    `  - ${what}: unprotected ${x.plain_tps} tps; --reads statements ${x.statements_tps} tps (${x.statements_ratio}); ` +
+    `--reads rows ${x.rows_tps} tps (${x.rows_ratio}), ${x.rows_wal_per_tx} bytes of WAL per transaction; ` +
+    `--reads both ${x.both_tps} tps (${x.both_ratio}).`;
   return `- Reads (pgbench, 2 clients, 8 s a side, median of 3 rounds; ratios against the unprotected table):\n${line('lookup by key', r.pk!)}\n${line('100-row range', r.range!)}\n`;
+}
+
+function readMessagesLine(x: Record<string, number> | undefined): string {
+  if (!x) return '';
+  return (
+    `- Row reads through the slot (${x.messages} rows read, 1,000 a statement, from a table protected with --reads rows): pg_recvlogical (messages on) ` +
+    `${x.pg_recvlogical_s}s, ship --drain ${x.ship_s}s (${x.ship_streaming_s}s streaming): ratio ${x.ratio}, ${x.streaming_ratio} streaming only; ` +
+    `the shipper's CPU ${x.ship_cpu_us_per_message ?? 'n/a'} us per message.\n`
+  );
 }
 
 function report(r: Record<string, unknown>): string {
@@ -788,8 +838,8 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
 - The same number of rows committed before the slot existed (the initial backfill, from the slot's snapshot): ${f.initial_seconds}s,
   peak RSS ${f.initial_peak_rss_mib} MiB; recovery after the slot was dropped (every archived id read to skip it): ${f.recovery_seconds}s,
   peak RSS ${f.recovery_peak_rss_mib} MiB (target <= ${f.target_peak_rss_mib} MiB for both).
-${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}
-Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS and BENCH_BACKLOG change the sizes).
+${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}${readMessagesLine(r.row_reads as Record<string, number> | undefined)}
+Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS, BENCH_READS and BENCH_BACKLOG change the sizes).
 `;
 }
 

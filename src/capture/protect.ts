@@ -25,43 +25,49 @@ async function callAudit<R extends pg.QueryResultRow = pg.QueryResultRow>(client
   }
 }
 
+/** How a protected table's reads are recorded: pgaudit's statements, the policy's rows, or both. */
+export const READS_MODES = ['statements', 'rows', 'both'] as const;
+export type ReadsMode = (typeof READS_MODES)[number];
+
 /**
  * attributeReads (default): the table gets the row-level security policy audit_read_context, through
  * which the server records app.user_id and app.customer_id in every read (sql/migrations/007).
- * rowReads: every row read is recorded with its key, through that policy and the replication slot
- * (sql/migrations/008); unset keeps what the table had (with its key as protected now).
+ * reads: `statements` (pgaudit), `rows` (every row read recorded with its key, through that policy
+ * and the replication slot: sql/migrations/008, 009), or `both`; unset keeps what the table had (with
+ * its key as protected now), `statements` for a table protected for the first time.
  */
 export async function protect(
   client: pg.Client,
   table: string,
   keyColumns: string[] | undefined,
-  opts: { attributeReads?: boolean; rowReads?: boolean } = {},
+  opts: { attributeReads?: boolean; reads?: ReadsMode } = {},
 ): Promise<void> {
   const name = parseTableName(table);
   const attributeReads = opts.attributeReads ?? true;
-  if (opts.rowReads === true && !attributeReads) {
-    throw new ConfigError('--row-reads on records reads through the policy that --read-context on installs: use both, or --row-reads off');
+  if (opts.reads !== undefined && opts.reads !== 'statements' && !attributeReads) {
+    throw new ConfigError(`--reads ${opts.reads} records rows through the policy that --read-context on installs: use both, or --reads statements`);
   }
   const what = `cannot protect ${table}`;
   await callAudit(client, 'BEGIN', [], what);
   try {
-    const now = await callAudit<{ on: boolean }>(
+    const now = await callAudit<{ rows: boolean; statements: boolean }>(
       client,
-      'SELECT row_reads IS NOT NULL AS on FROM audit.protected_tables WHERE relid = to_regclass($1) AND part_of IS NULL',
+      'SELECT row_reads IS NOT NULL AS rows, statement_reads AS statements FROM audit.protected_tables WHERE relid = to_regclass($1) AND part_of IS NULL',
       [name],
       what,
     );
-    const wasOn = now[0]?.on === true;
-    const rowReads = opts.rowReads ?? (wasOn && attributeReads);
-    // Off first when they go: protect() may drop the policy that carries them (--read-context off).
-    if (wasOn && !rowReads) await callAudit(client, 'SELECT audit.set_row_reads($1::regclass, false)', [name], what);
+    const was = now[0] ?? { rows: false, statements: true };
+    const kept: ReadsMode = was.rows ? (was.statements ? 'both' : 'rows') : 'statements';
+    const reads: ReadsMode = opts.reads ?? (attributeReads ? kept : 'statements');
+    // Rows off first when they go: protect() may drop the policy that carries them (--read-context off).
+    if (was.rows && reads === 'statements') await callAudit(client, 'SELECT audit.set_reads($1::regclass, true, false)', [name], what);
     await callAudit(
       client,
       'SELECT audit.protect($1::regclass, $2::text[], $3::boolean)',
       [name, keyColumns?.length ? keyColumns : null, attributeReads],
       what,
     );
-    if (rowReads) await callAudit(client, 'SELECT audit.set_row_reads($1::regclass, true)', [name], what);
+    await callAudit(client, 'SELECT audit.set_reads($1::regclass, $2, $3)', [name, reads !== 'rows', reads !== 'statements'], what);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -71,7 +77,7 @@ export async function protect(
 
 /**
  * Logins whose reads skip row-level security (superusers, BYPASSRLS): with row reads on, their
- * reads have no row events (their statements are still pgaudit's).
+ * reads have no row events (their statements are pgaudit's, unless the table records rows only).
  */
 export async function rowSecurityBypassers(client: pg.Client): Promise<string[]> {
   const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolcanlogin AND (rolsuper OR rolbypassrls) ORDER BY rolname');

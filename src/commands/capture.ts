@@ -4,7 +4,7 @@ import { addSettings, settingOption, settingsSchema, validate } from '../config.
 import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
-import { protect, rowSecurityBypassers, unprotect } from '../capture/protect.js';
+import { protect, READS_MODES, rowSecurityBypassers, unprotect } from '../capture/protect.js';
 import { Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
 
@@ -40,7 +40,7 @@ export function registerCaptureCommands(program: Command): void {
 
   program
     .command('protect')
-    .description('audit a table: row triggers for writes, pgaudit object logging for reads (idempotent)')
+    .description('audit a table: row triggers for writes; reads through pgaudit statements, the rows they return, or both (idempotent)')
     .argument('<table>', 'schema.table')
     .addOption(settingOption('databaseUrl'))
     .option('--key <column...>', 'column(s) recorded as the row identifier (default: the primary key)')
@@ -55,30 +55,31 @@ export function registerCaptureCommands(program: Command): void {
     )
     .addOption(
       new Option(
-        '--row-reads <on|off>',
-        'record every row read with its key, through the policy and the replication slot ' +
-          "(beside pgaudit's statements; costs WAL per row read; default: as the table had it)",
-      ).choices(['on', 'off']),
+        '--reads <mode>',
+        'how reads are recorded: statements (pgaudit logs each statement), rows (every row a read returns, with its key, through the policy and the replication slot; no pgaudit), or both (default: as the table had it; statements when first protected)',
+      ).choices(READS_MODES),
     )
     .action(async (table: string, raw, cmd: Command) => {
       const cfg = validate(
-        dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']), rowReads: z.enum(['on', 'off']).optional() }),
+        dbSchema.extend({ key: z.array(z.string().min(1)).optional(), readContext: z.enum(['on', 'off']), reads: z.enum(READS_MODES).optional() }),
         raw,
         cmd,
       );
       const bypass = await withClient(cfg.databaseUrl, async (c) => {
-        await protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on', ...(cfg.rowReads ? { rowReads: cfg.rowReads === 'on' } : {}) });
-        return cfg.rowReads === 'on' ? rowSecurityBypassers(c) : [];
+        await protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on', ...(cfg.reads ? { reads: cfg.reads } : {}) });
+        return cfg.reads === 'rows' || cfg.reads === 'both' ? rowSecurityBypassers(c) : [];
       });
       if (bypass.length > 0) {
         process.stderr.write(
           `warning: reads by ${bypass.join(', ')} skip row-level security (superuser or BYPASSRLS): ` +
-            'they are recorded as statements by pgaudit, not row by row\n',
+            (cfg.reads === 'rows'
+              ? 'with --reads rows they are not recorded at all (--reads both keeps their statements)\n'
+              : 'they are recorded as statements by pgaudit, not row by row\n'),
         );
       }
       process.stdout.write(
         `protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}` +
-          `${cfg.rowReads === 'on' ? ' (every row read recorded: --row-reads on)' : ''}\n`,
+          `${cfg.reads ? ` (reads recorded: ${cfg.reads})` : ''}\n`,
       );
     });
 

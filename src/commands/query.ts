@@ -51,7 +51,7 @@ export function registerQueryCommands(program: Command): void {
     .option('--action <action...>', `${ACTIONS.join(', ')} (repeat or comma-separate)`)
     .addOption(new Option('--outcome <outcome>', 'success, or failure (denied)').choices(['success', 'failure']))
     .addOption(
-      new Option('--source <source>', 'trigger (writes), pgaudit (statements: reads, denials) or row-read (each row read, protect --row-reads on)').choices([
+      new Option('--source <source>', 'trigger (writes), pgaudit (statements: reads, denials) or row-read (each row read, protect --reads rows|both)').choices([
         'trigger',
         'pgaudit',
         'row-read',

@@ -1,55 +1,142 @@
 import type { RowText } from './record.js';
 
-/** What a read record says in `source`: a row returned through the policy (sql/migrations/008). */
+/** What a read record says in `source`: a row returned through the policy (sql/migrations/008, 009). */
 export const ROW_READ_SOURCE = 'row-read';
 
 /** Longest message text kept in a malformed read record. */
 const MALFORMED_MAX = 2000;
 
+/** A read message's values, before they become a record's fields. */
+interface ReadMessage {
+  schema: string;
+  table: string;
+  key: string;
+  sessionUser: string;
+  currentRole: string;
+  appUser: string | null;
+  appCustomer: string | null;
+  at: string;
+  pid: number | null;
+  application: string | null;
+}
+
 /**
- * A row read, from the message audit.note_read() wrote (JSON with short keys, to keep WAL small),
- * as the record's fields, named like audit_log's columns so `query` filters them alike. A message
- * that is not what note_read() writes (only a superuser or audit_owner can emit one) is kept whole
- * as `malformed`, never dropped and never read as a valid event.
+ * A row read, from the message audit.note_read() wrote, as the record's fields, named like
+ * audit_log's columns so `query` filters them alike. A message that is not what note_read() writes
+ * (only a superuser or audit_owner can emit one) is kept whole as `malformed`, never dropped and
+ * never read as a valid event.
  */
 export function readRow(content: Buffer): { row: RowText; malformed: string | null } {
   const text = content.toString('utf8');
-  let m: Record<string, unknown> | null = null;
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(text);
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) m = parsed as Record<string, unknown>;
+    parsed = JSON.parse(text);
   } catch {
-    m = null;
+    parsed = undefined;
   }
-  const str = (k: string): string | null => (m && typeof m[k] === 'string' ? m[k] : null);
-  const at = eventTime(str('at'));
-  const pid = m && Number.isSafeInteger(m.pid) ? String(m.pid) : null;
-  const valid = m !== null && at !== null && str('s') !== null && str('t') !== null && str('k') !== null && str('su') !== null && str('cu') !== null;
+  const m = Array.isArray(parsed) ? fromArray(parsed) : parsed !== null && typeof parsed === 'object' ? fromObject(parsed as Record<string, unknown>) : null;
   return {
     row: {
-      occurred_at: at,
+      occurred_at: m?.at ?? null,
       source: ROW_READ_SOURCE,
       action: 'SELECT',
       outcome: 'success',
-      schema_name: str('s'),
-      table_name: str('t'),
-      row_id: str('k'),
-      session_user_name: str('su'),
-      current_role_name: str('cu'),
-      app_user_id: str('au'),
-      app_customer_id: str('ac'),
-      application_name: str('app'),
-      backend_pid: pid,
+      schema_name: m?.schema ?? null,
+      table_name: m?.table ?? null,
+      row_id: m?.key ?? null,
+      session_user_name: m?.sessionUser ?? null,
+      current_role_name: m?.currentRole ?? null,
+      app_user_id: m?.appUser ?? null,
+      app_customer_id: m?.appCustomer ?? null,
+      application_name: m?.application ?? null,
+      backend_pid: m?.pid != null ? String(m.pid) : null,
     },
-    malformed: valid ? null : text.slice(0, MALFORMED_MAX),
+    malformed: m ? null : text.slice(0, MALFORMED_MAX),
+  };
+}
+
+const isText = (v: unknown): v is string => typeof v === 'string';
+const orNull = (v: unknown): string | null => (isText(v) && v !== '' ? v : null);
+
+/**
+ * Version 9's message (sql/migrations/009): `[1, table, key, session_user, role setting,
+ * app.user_id, app.customer_id, statement start, pid, application_name]`. The table is a regclass
+ * printed schema-qualified; the role setting is `none` when the session did not SET ROLE (the role
+ * in effect is then the login); the time is JSON's ISO 8601 with the session's UTC offset.
+ */
+function fromArray(a: unknown[]): ReadMessage | null {
+  const [version, rel, key, su, role, au, ac, at, pid, app] = a;
+  if (version !== 1 || a.length !== 10 || !isText(rel) || !isText(key) || !isText(su) || !isText(role) || !isText(at)) return null;
+  if (!(au === null || isText(au)) || !(ac === null || isText(ac)) || !(app === null || isText(app)) || !Number.isSafeInteger(pid)) return null;
+  const name = splitQualifiedName(rel);
+  const time = isoTime(at);
+  if (!name || !time) return null;
+  return {
+    schema: name[0],
+    table: name[1],
+    key,
+    sessionUser: su,
+    currentRole: role === 'none' ? su : role,
+    appUser: orNull(au),
+    appCustomer: orNull(ac),
+    at: time,
+    pid: pid as number,
+    application: orNull(app),
+  };
+}
+
+/** Version 8's message: an object with short keys, the time already in UTC. Still read: the slot may hold some at an upgrade. */
+function fromObject(m: Record<string, unknown>): ReadMessage | null {
+  const { s, t, k, su, cu, au, ac, at, pid, app } = m;
+  const time = eventTime(isText(at) ? at : null);
+  if (!isText(s) || !isText(t) || !isText(k) || !isText(su) || !isText(cu) || !time) return null;
+  return {
+    schema: s,
+    table: t,
+    key: k,
+    sessionUser: su,
+    currentRole: cu,
+    appUser: orNull(au),
+    appCustomer: orNull(ac),
+    at: time,
+    pid: Number.isSafeInteger(pid) ? (pid as number) : null,
+    application: orNull(app),
   };
 }
 
 /**
- * note_read() writes the statement's start in UTC as `YYYY-MM-DD HH:MM:SS.ffffff`; the archive
- * spells times as the server prints a timestamptz in UTC (`2026-11-29 03:46:23.6925+00`: trailing
- * zeros of the fraction dropped), so records of both paths compare alike.
+ * `schema.table` as PostgreSQL prints a qualified name: each part bare or double-quoted with `""`
+ * for a quote. Null unless exactly two parts.
  */
+export function splitQualifiedName(text: string): [string, string] | null {
+  const part = '("(?:[^"]|"")+"|[^".]+)';
+  const m = new RegExp(`^${part}\\.${part}$`).exec(text);
+  if (!m) return null;
+  const unquote = (p: string) => (p.startsWith('"') ? p.slice(1, -1).replaceAll('""', '"') : p);
+  return [unquote(m[1]!), unquote(m[2]!)];
+}
+
+/**
+ * The archive spells times as the server prints a timestamptz in UTC (`2026-11-29 03:46:23.6925+00`:
+ * trailing zeros of the fraction dropped), so records of every path compare alike.
+ */
+function utcText(epochSeconds: number, fraction: string): string {
+  const d = new Date(epochSeconds * 1000).toISOString(); // 2026-11-29T03:46:23.000Z
+  const f = fraction.replace(/0+$/, '');
+  return `${d.slice(0, 10)} ${d.slice(11, 19)}${f ? `.${f}` : ''}+00`;
+}
+
+/** JSON's timestamptz, `2026-11-29T04:46:23.6925+01:00` (an offset of the session's time zone), in UTC. */
+export function isoTime(text: string): string | null {
+  const t = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(text);
+  if (!t) return null;
+  const [, y, mo, d, h, mi, s, fraction = '', sign, oh, om, os = '0'] = t;
+  const local = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)) / 1000;
+  const offset = (sign === '-' ? -1 : 1) * (Number(oh) * 3600 + Number(om) * 60 + Number(os));
+  return utcText(local - offset, fraction);
+}
+
+/** Version 8's time: the statement's start in UTC as `YYYY-MM-DD HH:MM:SS.ffffff`. */
 export function eventTime(text: string | null): string | null {
   const t = text === null ? null : /^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?$/.exec(text);
   if (!t) return null;

@@ -256,7 +256,7 @@ export const CASES: Case[] = [
   },
   {
     name: 'valid-row-reads',
-    description: 'rows read through a table protected with --row-reads on (op "read", each at its own message LSN, idx 0), then a transaction\'s events',
+    description: 'rows read through a table protected with --reads rows or both (op "read", each at its own message LSN, idx 0), then a transaction\'s events',
     build: build(() => [
       {
         records: [

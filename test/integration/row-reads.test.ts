@@ -7,8 +7,8 @@ import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 
 /**
- * Reads with row identifiers, through the replication slot (`protect --row-reads on`,
- * sql/migrations/008): each row a read returns is a `read` record with its key, the login, the role
+ * Reads with row identifiers, through the replication slot (`protect --reads rows|both`,
+ * sql/migrations/008, 009): each row a read returns is a `read` record with its key, the login, the role
  * and the application's settings of that moment. Real PostgreSQL 15; the reads are made as the
  * application would make them, and the archive is read back through the shipper's own files.
  */
@@ -68,16 +68,16 @@ beforeAll(async () => {
     await c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series(1, 50) g`);
   });
   for (const table of ['clinic.notes', 'public.customers']) {
-    const r = await runCli(['protect', table, '--row-reads', 'on'], { DATABASE_URL: db.url });
+    const r = await runCli(['protect', table, '--reads', 'both'], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toBe(`protected ${table} (every row read recorded: --row-reads on)\n`);
+    expect(r.stdout).toBe(`protected ${table} (reads recorded: both)\n`);
     expect(r.stderr).toMatch(
       /^warning: reads by .*\bpostgres\b.* skip row-level security \(superuser or BYPASSRLS\): they are recorded as statements by pgaudit, not row by row\n$/,
     );
   }
   // Protecting again (as a migration script would, every deploy) keeps row reads on and records no
   // new protection event for them: the trail says when they were switched, not how often protect ran.
-  for (const again of [[], ['--row-reads', 'on']]) {
+  for (const again of [[], ['--reads', 'both']]) {
     const r = await runCli(['protect', 'clinic.notes', ...again], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
   }
@@ -89,7 +89,7 @@ beforeAll(async () => {
   expect(switched.map((r) => r.statement)).toEqual(['every row read is recorded with its key (id), through the replication slot']);
 });
 
-describe('protect --row-reads on', () => {
+describe('protect --reads both', () => {
   it('records each row a read returns, with its key, login, role and the settings of that moment; exactly what was seen', async () => {
     const archive = await newArchive();
     await drain(archive); // the slot exists from here
@@ -218,5 +218,177 @@ describe('protect --row-reads on', () => {
     const ids = readsOf(records, 'case-kill').map((r) => Number(r.row_id));
     expect(ids.length, 'read records (none twice)').toBe(400);
     expect(ids).toEqual(Array.from({ length: 400 }, (_, i) => i + 1)); // once each, in the order read
+  });
+});
+
+describe('protect --reads rows', () => {
+  const pgauditReads = (table: string) =>
+    withClient(
+      db.url,
+      async (c) =>
+        (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND table_name = $1`, [table])).rows[0]!.n,
+    );
+
+  beforeAll(async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE TABLE clinic.scans (id int PRIMARY KEY, body text)');
+      await c.query(`INSERT INTO clinic.scans SELECT g, 'scan ' || g FROM generate_series(1, 50) g`);
+      await c.query(`ALTER TABLE clinic.scans OWNER TO ${OWNER}`);
+      await c.query('GRANT SELECT ON clinic.scans TO phi_app');
+    });
+    const r = await runCli(['protect', 'clinic.scans', '--reads', 'rows'], { DATABASE_URL: db.url });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('protected clinic.scans (reads recorded: rows)\n');
+    expect(r.stderr).toMatch(/: with --reads rows they are not recorded at all \(--reads both keeps their statements\)\n$/);
+  });
+
+  it('records each row read through the slot, and pgaudit no statement (no grant, no read-context line per scan)', async () => {
+    const archive = await newArchive();
+    await drain(archive);
+    await as('app_login', 'case-rows-only', (c) => c.query('SELECT body FROM clinic.scans WHERE id BETWEEN 3 AND 5'), { 'app.customer_id': '3' });
+    // A superuser skips row-level security, and with rows only there is no statement either: this
+    // read is recorded nowhere (the trust model says so; `protect` warned above).
+    await as('postgres', 'case-rows-superuser', (c) => c.query('SELECT body FROM clinic.scans WHERE id = 9'));
+    // pgaudit logs a later read of a table with statements; once that line is ingested, a line for
+    // the reads above would have been too (the server writes its log in order).
+    const before = await pgauditReads('notes');
+    await as('app_login', 'case-rows-marker', (c) => c.query('SELECT body FROM clinic.notes WHERE id = 1'));
+    const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: process.env.TEST_PG_LOG_DIR! };
+    await expect
+      .poll(
+        async () => {
+          expect((await runCli(['ingest'], env)).code).toBe(0);
+          return pgauditReads('notes');
+        },
+        { timeout: 20_000, interval: 200 },
+      )
+      .toBeGreaterThan(before);
+    expect(await pgauditReads('scans')).toBe(0);
+    const setup = await withClient(db.url, async (c) => {
+      const { rows } = await c.query<{ grant: boolean; qual: string; statement_reads: boolean }>(
+        `SELECT has_table_privilege('audit_auditor', 'clinic.scans', 'SELECT') AS grant, pg_get_expr(polqual, polrelid) AS qual, pt.statement_reads
+           FROM pg_policy JOIN audit.protected_tables pt ON pt.relid = polrelid WHERE polrelid = 'clinic.scans'::regclass AND polname = 'audit_read_context'`,
+      );
+      return rows[0];
+    });
+    expect(setup).toEqual({ grant: false, qual: expect.stringMatching(/^audit\.note_read\('\d+'::oid, \(id\)::text\)$/), statement_reads: false });
+
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(readsOf(records, 'case-rows-only').map((r) => [r.table_name, r.row_id, r.app_customer_id])).toEqual([
+      ['scans', '3', '3'],
+      ['scans', '4', '3'],
+      ['scans', '5', '3'],
+    ]);
+    expect(readsOf(records, 'case-rows-superuser')).toEqual([]);
+  });
+
+  it("the table's owner can neither take the policy's row part off nor need pgaudit's grant back; protecting again keeps rows only", async () => {
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      for (const sql of [
+        'ALTER POLICY audit_read_context ON clinic.scans USING (true)',
+        'ALTER TABLE clinic.scans NO FORCE ROW LEVEL SECURITY',
+        'DROP POLICY audit_read_context ON clinic.scans',
+      ]) {
+        await expect(c.query(sql), sql).rejects.toThrow(
+          /refused: clinic\.scans is protected by pg-audit-shipper and its row-level security policy audit_read_context/,
+        );
+      }
+      await c.query("COMMENT ON TABLE clinic.scans IS 'scans'"); // other DDL passes the guard: a missing grant is not a finding here
+    });
+    const r = await runCli(['protect', 'clinic.scans'], { DATABASE_URL: db.url });
+    expect(r.code, r.stderr).toBe(0);
+    const mode = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ statement_reads: boolean; rows: boolean; grant: boolean }>(
+            `SELECT statement_reads, row_reads IS NOT NULL AS rows, has_table_privilege('audit_auditor', relid, 'SELECT') AS grant FROM audit.protected_tables WHERE relid = 'clinic.scans'::regclass`,
+          )
+        ).rows[0],
+    );
+    expect(mode).toEqual({ statement_reads: false, rows: true, grant: false });
+  });
+
+  it('switches between rows, both and statements, one protection event per change', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE TABLE clinic.labs (id int PRIMARY KEY, body text)');
+    });
+    const events = () =>
+      withClient(db.url, async (c) =>
+        (
+          await c.query<{ action: string }>(
+            `SELECT action FROM audit.audit_log WHERE table_name = 'labs' AND action IN ('ROW READS', 'STATEMENT READS') ORDER BY id`,
+          )
+        ).rows.map((r) => r.action),
+      );
+    const modeOf = () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query<{ statements: boolean; rows: boolean; grant: boolean }>(
+              `SELECT statement_reads AS statements, row_reads IS NOT NULL AS rows, has_table_privilege('audit_auditor', relid, 'SELECT') AS grant
+                 FROM audit.protected_tables WHERE relid = 'clinic.labs'::regclass`,
+            )
+          ).rows[0],
+      );
+    const steps: [string[], { statements: boolean; rows: boolean; grant: boolean }, string[]][] = [
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS']],
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, []],
+      [['--reads', 'both'], { statements: true, rows: true, grant: true }, ['STATEMENT READS']],
+      [['--reads', 'statements'], { statements: true, rows: false, grant: true }, ['ROW READS']],
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS']],
+      [['--reads', 'statements'], { statements: true, rows: false, grant: true }, ['ROW READS', 'STATEMENT READS']],
+    ];
+    let seen = await events();
+    for (const [args, mode, added] of steps) {
+      const r = await runCli(['protect', 'clinic.labs', ...args], { DATABASE_URL: db.url });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await modeOf(), args.join(' ')).toEqual(mode);
+      const now = await events();
+      expect(now.slice(seen.length).sort(), args.join(' ')).toEqual(added);
+      seen = now;
+    }
+  });
+
+  it('follows a rename of the table and of its key column (the policy holds both by number): reads are still recorded, under the new names', async () => {
+    const archive = await newArchive();
+    await drain(archive);
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      await c.query('ALTER TABLE clinic.scans RENAME COLUMN id TO scan_id');
+      await c.query('ALTER TABLE clinic.scans RENAME TO imaging');
+    });
+    await as('app_login', 'case-renamed', (c) => c.query('SELECT body FROM clinic.imaging WHERE scan_id = 8'));
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(readsOf(records, 'case-renamed').map((r) => [r.table_name, r.row_id])).toEqual([['imaging', '8']]);
+    const renames = records.filter((r) => r.action === 'KEY RENAMED' || (r.action === 'RENAME' && r.table_name === 'imaging')).map((r) => r.action);
+    expect(renames).toEqual(['KEY RENAMED', 'RENAME']);
+    // And the guard still holds the policy as it was made.
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      await expect(c.query('ALTER POLICY audit_read_context ON clinic.imaging USING (true)')).rejects.toThrow(/refused: clinic\.imaging is protected/);
+    });
+  });
+
+  it('refuses what would leave reads unrecorded or recorded only in part, saying why', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE TABLE clinic.visits (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)');
+      await c.query("CREATE TABLE clinic.visits_2026 PARTITION OF clinic.visits FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+    });
+    const partitioned = await runCli(['protect', 'clinic.visits', '--reads', 'rows'], { DATABASE_URL: db.url });
+    expect(partitioned.code).toBe(2);
+    expect(partitioned.stderr).toMatch(/reads of clinic\.visits must keep their statements \(pgaudit\): a read of a partition by its own name/);
+    const noPolicy = await runCli(['protect', 'clinic.scans', '--reads', 'rows', '--read-context', 'off'], { DATABASE_URL: db.url });
+    expect(noPolicy.code).toBe(2);
+    expect(noPolicy.stderr).toMatch(/--reads rows records rows through the policy that --read-context on installs/);
+    // Nothing changed by either.
+    const listed = await withClient(
+      db.url,
+      async (c) => (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.protected_tables WHERE relid = 'clinic.visits'::regclass`)).rows[0]!.n,
+    );
+    expect(listed).toBe(0);
   });
 });
