@@ -69,6 +69,7 @@ async function main(): Promise<void> {
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
   await init(db, { example: true, log: createLogger('silent') });
+  await readMessagesSetup(db);
 
   const s3 = new S3Client({
     endpoint: env('TEST_S3_ENDPOINT'),
@@ -455,19 +456,27 @@ function recvlogical(dbUrl: string, endpos: string, options: string[] = []) {
 }
 
 /**
- * The shipper on row-read messages (sql/migrations/009), against the server's own client on the
- * same WAL: a table protected with --reads rows is read by a login without superuser, 1,000 rows a
- * statement, each row a message; pg_recvlogical (pgoutput with messages) decodes them from a slot
- * made just before, then `ship --drain` archives them. Also the shipper's CPU per message.
+ * The table of the row-read step, protected with --reads rows before the shipper first starts: a
+ * table protected while it runs changes the capture configuration it attests, which `verify`
+ * reports as a finding (capture-changed), as it should.
  */
-async function readMessagesThroughput(db: pg.Client, dbUrl: string, shipArgs: string[], shipEnv: Record<string, string>) {
+async function readMessagesSetup(db: pg.Client): Promise<void> {
   await db.query('CREATE TABLE bench_notes (id int PRIMARY KEY, body text)');
   await db.query(`INSERT INTO bench_notes SELECT g, 'note ' || g FROM generate_series(1, ${READ_MESSAGES}) g`);
   await db.query('VACUUM ANALYZE bench_notes');
   await protect(db, 'public.bench_notes', undefined, { reads: 'rows' });
   await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
   await db.query('GRANT SELECT ON bench_notes TO bench_reader');
-  await timed(() => runShip(shipArgs, shipEnv, ['--drain'])); // the protection events: the round starts empty
+}
+
+/**
+ * The shipper on row-read messages (sql/migrations/009), against the server's own client on the
+ * same WAL: a table protected with --reads rows is read by a login without superuser, 1,000 rows a
+ * statement, each row a message; pg_recvlogical (pgoutput with messages) decodes them from a slot
+ * made just before, then `ship --drain` archives them. Also the shipper's CPU per message.
+ */
+async function readMessagesThroughput(db: pg.Client, dbUrl: string, shipArgs: string[], shipEnv: Record<string, string>) {
+  await timed(() => runShip(shipArgs, shipEnv, ['--drain'])); // whatever came before: the round starts empty
   await db.query(`SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')`);
   const reader = new URL(dbUrl);
   reader.username = 'bench_reader';

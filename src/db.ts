@@ -62,6 +62,8 @@ export class ReconnectingClient implements Queryable {
   private client: pg.Client | null;
   private lost = false;
   private reopening: Promise<void> | null = null;
+  /** The last query given to the connection: the next one starts after it settles. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly databaseUrl: string,
@@ -84,7 +86,18 @@ export class ReconnectingClient implements Queryable {
     this.hooks.onLost?.(describePgError(err), SHUTDOWN_CODES.has(err.code ?? ''));
   }
 
-  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  /**
+   * One query at a time, in the order asked: the shipper's timers (heads, lease, attestations, WAL
+   * flush, slot watch) share this connection, and node-postgres queues a query given while another
+   * runs only with a deprecation warning (pg 8.23; pg 9 will refuse).
+   */
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    const run = this.tail.then(() => this.runQuery<R>(text, values));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runQuery<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.lost || this.client === null) {
       // One reconnection at a time: concurrent callers wait for the same one.
       this.reopening ??= this.reopen().finally(() => {

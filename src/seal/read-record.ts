@@ -104,16 +104,22 @@ function fromObject(m: Record<string, unknown>): ReadMessage | null {
   };
 }
 
+const NAME_PART = '("(?:[^"]|"")+"|[^".]+)';
+const QUALIFIED_NAME = new RegExp(`^${NAME_PART}\\.${NAME_PART}$`);
+const unquote = (p: string) => (p.startsWith('"') ? p.slice(1, -1).replaceAll('""', '"') : p);
+let lastName: { text: string; parts: [string, string] | null } = { text: '', parts: null };
+
 /**
  * `schema.table` as PostgreSQL prints a qualified name: each part bare or double-quoted with `""`
- * for a quote. Null unless exactly two parts.
+ * for a quote. Null unless exactly two parts. (The rows of one scan name one table: the last answer
+ * is kept.)
  */
 export function splitQualifiedName(text: string): [string, string] | null {
-  const part = '("(?:[^"]|"")+"|[^".]+)';
-  const m = new RegExp(`^${part}\\.${part}$`).exec(text);
-  if (!m) return null;
-  const unquote = (p: string) => (p.startsWith('"') ? p.slice(1, -1).replaceAll('""', '"') : p);
-  return [unquote(m[1]!), unquote(m[2]!)];
+  if (text === lastName.text) return lastName.parts;
+  const m = QUALIFIED_NAME.exec(text);
+  const parts: [string, string] | null = m ? [unquote(m[1]!), unquote(m[2]!)] : null;
+  lastName = { text, parts };
+  return parts;
 }
 
 /**
@@ -126,14 +132,26 @@ function utcText(epochSeconds: number, fraction: string): string {
   return `${d.slice(0, 10)} ${d.slice(11, 19)}${f ? `.${f}` : ''}+00`;
 }
 
-/** JSON's timestamptz, `2026-11-29T04:46:23.6925+01:00` (an offset of the session's time zone), in UTC. */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):(\d{2})(?::(\d{2}))?$/;
+let lastTime: { text: string; utc: string | null } = { text: '', utc: null };
+
+/**
+ * JSON's timestamptz, `2026-11-29T04:46:23.6925+01:00` (an offset of the session's time zone), in
+ * UTC. The rows of one statement share its start: the last answer is kept (a 1,000-row read spent
+ * a third of the shipper's time per message here before).
+ */
 export function isoTime(text: string): string | null {
-  const t = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(text);
-  if (!t) return null;
-  const [, y, mo, d, h, mi, s, fraction = '', sign, oh, om, os = '0'] = t;
-  const local = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)) / 1000;
-  const offset = (sign === '-' ? -1 : 1) * (Number(oh) * 3600 + Number(om) * 60 + Number(os));
-  return utcText(local - offset, fraction);
+  if (text === lastTime.text) return lastTime.utc;
+  const t = ISO_TIME.exec(text);
+  let utc: string | null = null;
+  if (t) {
+    const [, y, mo, d, h, mi, s, fraction = '', sign, oh, om, os = '0'] = t;
+    const local = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)) / 1000;
+    const offset = (sign === '-' ? -1 : 1) * (Number(oh) * 3600 + Number(om) * 60 + Number(os));
+    utc = utcText(local - offset, fraction);
+  }
+  lastTime = { text, utc };
+  return utc;
 }
 
 /** Version 8's time: the statement's start in UTC as `YYYY-MM-DD HH:MM:SS.ffffff`. */

@@ -169,7 +169,8 @@ export class Pipeline implements StreamConsumer {
           { lsn: formatLsn(lsn), content: malformed.slice(0, 200) },
           'a read message not as audit.note_read() writes it: archived as malformed',
         );
-      const date = tx ? tx.commitDate : row.occurred_at ? dateOf(timeKey(row.occurred_at)!) : todayUtc();
+      // readRow spells occurred_at in UTC, date first (`2026-11-29 03:46:23.6925+00`).
+      const date = tx ? tx.commitDate : row.occurred_at ? row.occurred_at.slice(0, 10) : todayUtc();
       if (this.batch && this.batch.count > 0 && this.batch.commitDate !== date) this.sealOpenBatch();
       const batch = this.openBatch(date);
       batch.append({ op: 'read', commitLsn: at, idx, row, ...(malformed !== null ? { extra: { malformed } } : {}) });

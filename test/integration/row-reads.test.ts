@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -111,6 +112,11 @@ describe('protect --reads both', () => {
       await c.query('SELECT body FROM clinic.notes WHERE id = 3');
       await c.query('ROLLBACK');
     });
+    // The role in effect is the one the session SET, the login stays the login.
+    await as('app_login', 'case-setrole', async (c) => {
+      await c.query('SET ROLE phi_app');
+      await c.query('SELECT body FROM clinic.notes WHERE id = 8');
+    });
     // The table's owner is no exception (row-level security is forced for owners too).
     const owned = await as(OWNER, 'case-owner', async (c) => (await c.query('SELECT body FROM clinic.notes WHERE id = 5')).rowCount);
     // A superuser skips row-level security: no row event (pgaudit's statement path still has the read).
@@ -129,6 +135,7 @@ describe('protect --reads both', () => {
     expect(seen('case-rollback')).toEqual([['clinic', 'notes', '3', 'app_login', null, null]]);
     expect(seen('case-owner')).toEqual([['clinic', 'notes', '5', OWNER, null, null]]);
     expect(seen('case-superuser')).toEqual([]);
+    expect(readsOf(records, 'case-setrole').map((r) => [r.row_id, r.session_user_name, r.current_role_name])).toEqual([['8', 'app_login', 'phi_app']]);
     const pkRead = readsOf(records, 'case-pk')[0]!;
     expect(pkRead).toMatchObject({ source: 'row-read', action: 'SELECT', outcome: 'success', current_role_name: 'app_login' });
     expect(Math.abs(Date.parse(String(pkRead.occurred_at).replace(' ', 'T').replace('+00', 'Z')) - Date.now())).toBeLessThan(120_000);
@@ -390,5 +397,47 @@ describe('protect --reads rows', () => {
       async (c) => (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.protected_tables WHERE relid = 'clinic.visits'::regclass`)).rows[0]!.n,
     );
     expect(listed).toBe(0);
+  });
+});
+
+describe('an upgrade from version 8 (object messages, the policy held by its text)', () => {
+  it('reads messages written before and after it alike, and keeps guarding the policy, now by its tree', async () => {
+    const archive = await newArchive();
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE TABLE clinic.legacy (id int PRIMARY KEY, body text)');
+      await c.query(`INSERT INTO clinic.legacy SELECT g, 'old ' || g FROM generate_series(1, 20) g`);
+      await c.query(`ALTER TABLE clinic.legacy OWNER TO ${OWNER}`);
+      await c.query('GRANT SELECT ON clinic.legacy TO phi_app');
+    });
+    expect((await runCli(['protect', 'clinic.legacy', '--reads', 'both'], { DATABASE_URL: db.url })).code).toBe(0);
+    await drain(archive);
+    // Back to version 8 as it was installed: its functions, and every table's row reads held by the
+    // policy's text (version 8's set_row_reads made the same policy as --reads both does).
+    const v8 = await readFile(new URL('../../sql/migrations/008_row_reads.sql', import.meta.url), 'utf8');
+    await withClient(db.url, async (c) => {
+      await c.query('BEGIN');
+      await c.query('ALTER EVENT TRIGGER audit_guard_protected_ddl DISABLE'); // no DDL guard while the clock goes back
+      await c.query(`DELETE FROM audit.schema_migrations WHERE id = 'migrations/009_row_reads_only'`);
+      await c.query(`UPDATE audit.protected_tables pt SET row_reads = (SELECT pg_get_expr(polqual, polrelid) FROM pg_policy
+                      WHERE polrelid = pt.relid AND polname = 'audit_read_context') WHERE row_reads IS NOT NULL`);
+      await c.query(v8);
+      await c.query('ALTER EVENT TRIGGER audit_guard_protected_ddl ENABLE ALWAYS');
+      await c.query('COMMIT');
+    });
+    await as('app_login', 'case-v8', (c) => c.query('SELECT body FROM clinic.legacy WHERE id = 4'), { 'app.user_id': 'dr.old' });
+    const up = await runCli(['init'], { DATABASE_URL: db.url });
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stdout).toBe('applied migrations/009_row_reads_only\n');
+    await as('app_login', 'case-v9', (c) => c.query('SELECT body FROM clinic.legacy WHERE id = 4'), { 'app.user_id': 'dr.new' });
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      await c.query('ALTER TABLE clinic.legacy RENAME COLUMN id TO legacy_id'); // followed
+      await expect(c.query('ALTER POLICY audit_read_context ON clinic.legacy USING (true)')).rejects.toThrow(/refused: clinic\.legacy is protected/);
+    });
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const fields = (r: ArchivedRecord) => [r.schema_name, r.table_name, r.row_id, r.session_user_name, r.current_role_name, r.app_user_id, r.malformed ?? null];
+    expect(readsOf(records, 'case-v8').map(fields)).toEqual([['clinic', 'legacy', '4', 'app_login', 'app_login', 'dr.old', null]]);
+    expect(readsOf(records, 'case-v9').map(fields)).toEqual([['clinic', 'legacy', '4', 'app_login', 'app_login', 'dr.new', null]]);
   });
 });
