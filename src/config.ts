@@ -216,6 +216,23 @@ export const SETTINGS = {
     description: 'accept a retention under six years (tests and trials only)',
     type: switchFlag,
   },
+  lockReadbackEvery: {
+    flag: '--lock-readback-every',
+    env: 'AUDIT_LOCK_READBACK_EVERY',
+    value: 'n',
+    default: '16',
+    description:
+      "read back the Object Lock of the first stored object and then of one in this many (1: every object); the bucket's lock configuration is read again every --lock-config-check-interval, and verify reads every lock",
+    type: wholeNumber(1, 1_000_000),
+  },
+  lockConfigCheckInterval: {
+    flag: '--lock-config-check-interval',
+    env: 'AUDIT_LOCK_CONFIG_CHECK_INTERVAL',
+    value: 'duration',
+    default: '10m',
+    description: "read the bucket's versioning and Object Lock configuration again this often (it is read at start)",
+    type: durationMs(1000),
+  },
   // ship
   batchMaxRecords: {
     flag: '--batch-max-records',

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { z } from 'zod';
 import { loadVerifyKey, type VerifyKey } from '../seal/keys.js';
-import { openArchive, parseRetention } from '../sink/open.js';
+import { openArchive, parseRetention, type LockChecks } from '../sink/open.js';
 import type { Archive } from '../sink/sink.js';
 import { addSettings, settingsSchema } from '../config.js';
 
@@ -18,11 +18,13 @@ export async function archiveFrom(
   cfg: z.infer<typeof archiveSchema>,
   checkBucket = true,
   onStreamRetry?: (refused: number, code: string) => void,
+  lockChecks?: LockChecks,
 ): Promise<Archive> {
   return openArchive(
     cfg.archive,
     {
       ...(onStreamRetry ? { onStreamRetry } : {}),
+      ...(lockChecks ? { lockChecks } : {}),
       forcePathStyle: cfg.s3ForcePathStyle,
       sse: cfg.s3Sse,
       ...(cfg.s3KmsKeyId ? { kmsKeyId: cfg.s3KmsKeyId } : {}),

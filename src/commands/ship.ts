@@ -32,6 +32,8 @@ const SHIP_SETTINGS = [
   'logDir',
   'statementMaxLength',
   'httpPort',
+  'lockReadbackEvery',
+  'lockConfigCheckInterval',
 ] as const;
 
 export function registerShipCommand(program: Command): void {
@@ -50,8 +52,11 @@ export function registerShipCommand(program: Command): void {
     const log = createLogger();
     const key = await loadSigningKey(cfg.signingKey);
     const verifyKeys = await verifyKeysFrom(cfg.verifyKey);
-    const archive = await archiveFrom(cfg, true, (refused, code) =>
-      log.warn({ refused, error_code: code }, 'the delivery stream refused some records; sending them again'),
+    const archive = await archiveFrom(
+      cfg,
+      true,
+      (refused, code) => log.warn({ refused, error_code: code }, 'the delivery stream refused some records; sending them again'),
+      { readbackEvery: cfg.lockReadbackEvery, configCheckMs: cfg.lockConfigCheckInterval },
     );
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
     if (cfg.logDir) {

@@ -12,6 +12,18 @@ export interface ArchiveOptions {
   retention: Retention;
   /** a delivery stream refused some records of a call (they are sent again) */
   onStreamRetry?: (refused: number, code: string) => void;
+  /** how an S3 sink confirms locks; unset: every object read back */
+  lockChecks?: LockChecks;
+}
+
+/**
+ * How often a writer confirms Object Lock beyond the PUT's own headers: the lock of the first
+ * object and of one in `readbackEvery` is read back (HeadObject), and the bucket's configuration
+ * again every `configCheckMs`. `verify` reads every object's lock either way.
+ */
+export interface LockChecks {
+  readbackEvery: number;
+  configCheckMs: number;
 }
 
 /** How long every object is locked: calendar years (the HIPAA six) or days (tests, with consent). */
@@ -82,6 +94,7 @@ export async function openArchive(url: string, opts: ArchiveOptions, check = tru
       ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
       retainUntil: (now: Date) => retainUntil(opts.retention, now),
       minDefaultRetentionDays: Math.min(retentionDays(opts.retention), retentionDays(SIX_YEARS)),
+      lockChecks: opts.lockChecks ?? { readbackEvery: 1, configCheckMs: Infinity },
     };
     if (check) await checkBucket(client, cfg);
     return s3Archive(client, cfg);

@@ -41,6 +41,8 @@ const PERMANENT: Record<string, string> = {
   ObjectExists:
     'two shippers write to this archive (one paused or partitioned while the other took over its slot): stop the other one; each database and slot needs its own --archive prefix',
   LockNotApplied: 'the store kept the object without the Object Lock asked for: use a bucket, and a store, that enforce Object Lock in COMPLIANCE mode',
+  BucketLockChanged:
+    "the bucket's versioning or default Object Lock retention changed while shipping: restore a COMPLIANCE default of at least the retention, or ship to another bucket",
 };
 
 /** Retried whatever their HTTP status says. */

@@ -1,7 +1,8 @@
-import { GetObjectRetentionCommand, ListObjectVersionsCommand } from '@aws-sdk/client-s3';
+import { GetObjectRetentionCommand, ListObjectVersionsCommand, PutObjectLockConfigurationCommand } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { s3Archive, s3ArchiveReader, s3Client } from '../../src/sink/s3/s3-archive.js';
+import { permanentReason } from '../../src/sink/retry.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { makeKeys, readArchive, shipArgs, type TestKeys } from '../helpers/archive.js';
@@ -125,6 +126,69 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
     await expect(sink.put(obj('second'))).rejects.toMatchObject({ name: 'ObjectExists' });
     const versions = await testS3Client().send(new ListObjectVersionsCommand({ Bucket: bucket }));
     expect(versions.Versions!.length).toBe(1);
+  });
+
+  it('reads back the lock of the first object and of one in --lock-readback-every; the others are locked by their PUT alone', async () => {
+    const bucket = await makeBucket();
+    Object.assign(process.env, s3Env());
+    const client = s3Client(true);
+    const heads: { versioned: boolean }[] = [];
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'HeadObjectCommand') heads.push({ versioned: (args.input as { VersionId?: string }).VersionId !== undefined });
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+    const sink = s3Archive(client, {
+      bucket,
+      prefix: '',
+      forcePathStyle: true,
+      sse: 'none',
+      retainUntil: (now) => new Date(now.getTime() + 86_400_000),
+      minDefaultRetentionDays: 1,
+      lockChecks: { readbackEvery: 4, configCheckMs: 3_600_000 },
+    }).sink;
+    for (let i = 0; i < 10; i++)
+      await sink.put({ key: `digests/${String(i).padStart(12, '0')}.digest`, body: Buffer.from(`d${i}`), contentType: 'text/plain' });
+    // One HEAD per object asks whether the key exists (radosgw ignores If-None-Match in versioned
+    // buckets); the version's lock was read back for objects 0, 4 and 8 only.
+    expect(heads.filter((h) => !h.versioned)).toHaveLength(10);
+    expect(heads.filter((h) => h.versioned)).toHaveLength(3);
+    // The storage locked every one of them all the same: the PUT carried the lock.
+    const s3 = testS3Client();
+    const versions = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket }));
+    expect(versions.Versions).toHaveLength(10);
+    for (const v of versions.Versions!) {
+      const ret = await s3.send(new GetObjectRetentionCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }));
+      expect(ret.Retention?.Mode, v.Key).toBe('COMPLIANCE');
+    }
+  });
+
+  it("stops writing when the bucket's default retention stops being COMPLIANCE while shipping, and says what to restore", async () => {
+    const bucket = await makeBucket();
+    Object.assign(process.env, s3Env());
+    const sink = s3Archive(s3Client(true), {
+      bucket,
+      prefix: '',
+      forcePathStyle: true,
+      sse: 'none',
+      retainUntil: (now) => new Date(now.getTime() + 86_400_000),
+      minDefaultRetentionDays: 1,
+      lockChecks: { readbackEvery: 16, configCheckMs: 0 }, // read the bucket again before every object
+    }).sink;
+    await sink.put({ key: 'digests/000000000001.digest', body: Buffer.from('one'), contentType: 'text/plain' });
+    await testS3Client().send(
+      new PutObjectLockConfigurationCommand({
+        Bucket: bucket,
+        ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 1 } } },
+      }),
+    );
+    const refused = sink.put({ key: 'digests/000000000002.digest', body: Buffer.from('two'), contentType: 'text/plain' });
+    await expect(refused).rejects.toMatchObject({ name: 'BucketLockChanged', message: expect.stringMatching(/default retention is GOVERNANCE/) });
+    expect(permanentReason(await refused.catch((e: unknown) => e))).toMatch(/^BucketLockChanged: .*restore a COMPLIANCE default/);
+    const versions = await testS3Client().send(new ListObjectVersionsCommand({ Bucket: bucket }));
+    expect(versions.Versions!.map((v) => v.Key)).toEqual(['digests/000000000001.digest']);
   });
 
   it('a storage endpoint that accepts connections and never answers: requests time out and are retried, nothing is lost', async () => {

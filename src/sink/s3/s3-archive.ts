@@ -29,6 +29,8 @@ export interface S3ArchiveConfig {
   retainUntil: (now: Date) => Date;
   /** the shortest default retention the bucket may have, in days */
   minDefaultRetentionDays: number;
+  /** how often locks are read back and the bucket checked again (src/sink/open.ts) */
+  lockChecks?: { readbackEvery: number; configCheckMs: number };
 }
 
 /** `s3://bucket/prefix` -> bucket and normalised prefix. */
@@ -114,10 +116,42 @@ export async function checkBucket(client: S3Client, cfg: Pick<S3ArchiveConfig, '
 }
 
 class S3Sink implements Sink {
+  /** objects stored by this process; the first, and one in lockChecks.readbackEvery, have their lock read back */
+  private stored = 0;
+  /** when the bucket's configuration was last confirmed (openArchive checks it before the sink exists) */
+  private bucketCheckedAt = Date.now();
+  private bucketCheck: Promise<void> | null = null;
+
   constructor(
     private readonly client: S3Client,
     private readonly cfg: S3ArchiveConfig,
   ) {}
+
+  /**
+   * The bucket's versioning and default COMPLIANCE retention, read again once the interval has
+   * passed. What changed there is no failure a retry fixes: the error stops the shipper, which
+   * acknowledges nothing it has not stored under a lock.
+   */
+  private async bucketStillLocked(): Promise<void> {
+    const every = this.cfg.lockChecks?.configCheckMs ?? Infinity;
+    if (Date.now() - this.bucketCheckedAt < every) return;
+    this.bucketCheck ??= checkBucket(this.client, this.cfg)
+      .then(
+        () => {
+          this.bucketCheckedAt = Date.now();
+        },
+        (err: unknown) => {
+          if (!(err instanceof ConfigError)) throw err; // cannot read it now: retried like any request
+          const e = new ServiceError(`the bucket changed while shipping: ${err.message}`);
+          e.name = 'BucketLockChanged'; // retrying cannot fix it (src/sink/retry.ts)
+          throw e;
+        },
+      )
+      .finally(() => {
+        this.bucketCheck = null;
+      });
+    await this.bucketCheck;
+  }
 
   /** `key` when it holds exactly `body` (with its version); null when there is no such key; ObjectExists when it holds other bytes. */
   private async existing(key: string, body: Buffer): Promise<{ versionId: string | undefined } | null> {
@@ -141,6 +175,7 @@ class S3Sink implements Sink {
   }
 
   async put(obj: ArchiveObject): Promise<Receipt> {
+    await this.bucketStillLocked();
     const key = this.cfg.prefix + obj.key;
     const retainUntil = this.cfg.retainUntil(new Date());
     const sse: { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } =
@@ -175,7 +210,12 @@ class S3Sink implements Sink {
         if ((err as { name?: string }).name !== 'PreconditionFailed') throw err;
         versionId = (await this.existing(key, obj.body))?.versionId;
       }
-    // Trust, then check: the object version we wrote must carry the lock we asked for.
+    // Trust, then check: the object version we wrote must carry the lock we asked for. The PUT
+    // carried COMPLIANCE and its retain-until and S3 accepted it; reading the lock back is one more
+    // request per object (two per sealed file), so it is done for the first object and then one in
+    // --lock-readback-every (README, "What the lock checks trade"). verify reads every lock.
+    const readback = this.stored++ % (this.cfg.lockChecks?.readbackEvery ?? 1) === 0;
+    if (!readback) return { key: obj.key, bytes: obj.body.length, ...(versionId ? { versionId } : {}), lock: { mode: 'COMPLIANCE', retainUntil } };
     const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: versionId }));
     if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
       const err = new ServiceError(
