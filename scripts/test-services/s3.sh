@@ -146,11 +146,21 @@ cleanup_on_failure() {
   local rc=$? f pid
   (( rc == 0 )) && return
   for f in "$DIR/run/client.rgw.s3.pid" "$DIR/run/osd.0.pid" "$DIR/run/mon.a.pid"; do
-    pid=$(cat "$f" 2>/dev/null) || continue
+    pid=$(cat "$f" 2>/dev/null) || pid=
+    # radosgw forks before its child writes the pid file: on a busy machine a failure can come
+    # first, so a radosgw of this cluster is also found by its command line.
+    [[ -z $pid && $f == *rgw* ]] && pid=$(pid_by_cmdline radosgw)
+    [[ -n $pid ]] || continue
     if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF"; then
       kill -TERM "$pid" 2>/dev/null && echo "start-s3: stopped pid $pid ($(basename "$f" .pid)) after failure" >&2
       for _ in $(seq 100); do tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF" || break; sleep 0.1; done
     fi
+  done
+}
+pid_by_cmdline() { # process name -> the pid of that process started with this cluster's config, if any
+  local p
+  for p in $(pgrep -x "$1" 2>/dev/null); do
+    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$CONF" && { echo "$p"; return; }
   done
 }
 trap cleanup_on_failure EXIT
@@ -186,6 +196,8 @@ log "osd.0 ($BACKEND) up (pid $(cat "$DIR/run/osd.0.pid"))"
 # ---- 5. radosgw ----------------------------------------------------------------------------------------------------
 # radosgw forks into the background once it has fetched its config from the mon
 timeout 60 radosgw "${C[@]}" -n client.rgw.s3 </dev/null >"$DIR/log/start-rgw.out" 2>&1 || die "radosgw failed to start (see $DIR/log)"
+# ... and its child writes the pid file a moment later (seconds, on a loaded machine: seen in CI).
+wait_for 30 "radosgw's pid file" test -s "$DIR/run/client.rgw.s3.pid"
 RGW_PID=$(cat "$DIR/run/client.rgw.s3.pid")
 s3_ready() {
   kill -0 "$RGW_PID" 2>/dev/null || return 2
@@ -223,9 +235,14 @@ rc=0
 
 ours() { [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$CONF"; }
 
-stop_one() { # pidfile
-  local f=$1 pid i
-  [[ -f $f ]] || return 0
+stop_one() { # pidfile [process name, looked up by this cluster's config when the pid file is missing]
+  local f=$1 pid i p
+  if [[ ! -f $f ]]; then
+    # radosgw writes its pid file a moment after it forks: a start that failed in between left none.
+    [[ -n ${2:-} ]] || return 0
+    for p in $(pgrep -x "$2" 2>/dev/null); do ours "$p" && { echo "$p" >"$f"; break; }; done
+    [[ -f $f ]] || return 0
+  fi
   pid=$(cat "$f" 2>/dev/null)
   if [[ ! $pid =~ ^[0-9]+$ ]] || ! ours "$pid"; then
     echo "stop-s3: $(basename "$f"): pid '${pid}' not running (or not ours); skipping" >&2
@@ -247,7 +264,7 @@ stop_one() { # pidfile
 }
 
 # gateway first, then OSD, then monitor
-stop_one "$DIR/run/client.rgw.s3.pid"
+stop_one "$DIR/run/client.rgw.s3.pid" radosgw
 stop_one "$DIR/run/osd.0.pid"
 stop_one "$DIR/run/mon.a.pid"
 
