@@ -21,6 +21,20 @@ function readerFor(bucket: string, prefix: string, endpoint?: string) {
   return s3ArchiveReader(s3Client(true), bucket, prefix).reader;
 }
 
+/** A sink into `bucket` as the shipper opens one (a day's retention), without the bucket check at open. */
+function sinkFor(bucket: string, prefix: string, lockChecks?: { readbackEvery: number; configCheckMs: number }, client = s3Client(true)) {
+  Object.assign(process.env, s3Env());
+  return s3Archive(client, {
+    bucket,
+    prefix,
+    forcePathStyle: true,
+    sse: 'none',
+    retainUntil: (now) => new Date(now.getTime() + 86_400_000),
+    minDefaultRetentionDays: 1,
+    ...(lockChecks ? { lockChecks } : {}),
+  }).sink;
+}
+
 async function writeEvents(url: string, from: number, n: number): Promise<void> {
   await withClient(url, (c) =>
     c.query(`INSERT INTO customers (id, full_name) SELECT g, 'p' || g FROM generate_series($1::int, $2::int) g`, [from, from + n - 1]),
@@ -111,15 +125,7 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
 
   it('never replaces an object (If-None-Match): the same bytes again are a stored retry, other bytes are another writer', async () => {
     const bucket = await makeBucket();
-    Object.assign(process.env, s3Env());
-    const sink = s3Archive(s3Client(true), {
-      bucket,
-      prefix: 'p/',
-      forcePathStyle: true,
-      sse: 'none',
-      retainUntil: (now) => new Date(now.getTime() + 86_400_000),
-      minDefaultRetentionDays: 1,
-    }).sink;
+    const sink = sinkFor(bucket, 'p/');
     const obj = (body: string) => ({ key: 'digests/000000000007.digest', body: Buffer.from(body), contentType: 'application/x-ndjson' });
     await sink.put(obj('first'));
     await expect(sink.put(obj('first'))).resolves.toMatchObject({ key: 'digests/000000000007.digest' });
@@ -140,15 +146,7 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
       },
       { step: 'initialize' },
     );
-    const sink = s3Archive(client, {
-      bucket,
-      prefix: '',
-      forcePathStyle: true,
-      sse: 'none',
-      retainUntil: (now) => new Date(now.getTime() + 86_400_000),
-      minDefaultRetentionDays: 1,
-      lockChecks: { readbackEvery: 4, configCheckMs: 3_600_000 },
-    }).sink;
+    const sink = sinkFor(bucket, '', { readbackEvery: 4, configCheckMs: 3_600_000 }, client);
     for (let i = 0; i < 10; i++)
       await sink.put({ key: `digests/${String(i).padStart(12, '0')}.digest`, body: Buffer.from(`d${i}`), contentType: 'text/plain' });
     // One HEAD per object asks whether the key exists (radosgw ignores If-None-Match in versioned
@@ -167,16 +165,7 @@ describe('ship to S3 with Object Lock (Ceph radosgw)', () => {
 
   it("stops writing when the bucket's default retention stops being COMPLIANCE while shipping, and says what to restore", async () => {
     const bucket = await makeBucket();
-    Object.assign(process.env, s3Env());
-    const sink = s3Archive(s3Client(true), {
-      bucket,
-      prefix: '',
-      forcePathStyle: true,
-      sse: 'none',
-      retainUntil: (now) => new Date(now.getTime() + 86_400_000),
-      minDefaultRetentionDays: 1,
-      lockChecks: { readbackEvery: 16, configCheckMs: 0 }, // read the bucket again before every object
-    }).sink;
+    const sink = sinkFor(bucket, '', { readbackEvery: 16, configCheckMs: 0 }); // the bucket read again before every object
     await sink.put({ key: 'digests/000000000001.digest', body: Buffer.from('one'), contentType: 'text/plain' });
     await testS3Client().send(
       new PutObjectLockConfigurationCommand({
