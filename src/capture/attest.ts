@@ -39,6 +39,10 @@ SELECT jsonb_build_object(
   'functions', (SELECT coalesce(jsonb_object_agg(p.oid::regprocedure::text,
                   pg_catalog.pg_get_userbyid(p.proowner) || ' ' || encode(sha256(convert_to(pg_catalog.pg_get_functiondef(p.oid), 'UTF8')), 'hex')), '{}')
                   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'audit' AND p.prokind IN ('f', 'p')),
+  -- who may write logical decoding messages: row reads are such messages (migration 008 revokes it
+  -- from PUBLIC), so a grant back would let an application write made-up reads
+  'emit_message', (SELECT coalesce(jsonb_object_agg(p.oid::regprocedure::text, coalesce(p.proacl::text, 'default: PUBLIC may execute')), '{}')
+                     FROM pg_catalog.pg_proc p WHERE p.proname = 'pg_logical_emit_message' AND p.pronamespace = 'pg_catalog'::regnamespace),
   'event_triggers', (SELECT coalesce(jsonb_object_agg(e.evtname, jsonb_build_object('event', e.evtevent, 'enabled', e.evtenabled::text,
                        'function', e.evtfoid::regprocedure::text, 'owner', pg_catalog.pg_get_userbyid(e.evtowner), 'tags', to_jsonb(e.evttags))), '{}')
                        FROM pg_catalog.pg_event_trigger e),

@@ -113,6 +113,13 @@ describe('the capture configuration, attested in the chain', () => {
     expect(changed[0]!.message).toContain('event_triggers.audit_guard_protected_ddl.enabled: "A" -> "D"');
   });
 
+  it('a superuser who gives pg_logical_emit_message back to PUBLIC (an application could then write made-up row reads) is reported', async () => {
+    const { db, archive, stop } = await attackedDatabase('attest_emit');
+    await withClient(db.url, (c) => c.query('GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC'));
+    const changed = await theOneChange(archive, stop);
+    expect(changed[0]!.message).toMatch(/emit_message\["pg_logical_emit_message\(boolean,text,text\)"\]: "\{[^"]*" -> "\{[^"]*=X\/[^"]*\}"/);
+  });
+
   it('swapping audit_log for an unpublished decoy stops the attestations reaching the archive: verify reports the stretch without one', async () => {
     const { archive, asAuditOwner, stop } = await attackedDatabase('attest_decoy');
     await asAuditOwner(async (c) => {
