@@ -41,7 +41,7 @@ export async function protect(
   table: string,
   keyColumns: string[] | undefined,
   opts: { attributeReads?: boolean; reads?: ReadsMode } = {},
-): Promise<void> {
+): Promise<{ reads: ReadsMode; was: ReadsMode | null }> {
   const name = parseTableName(table);
   const attributeReads = opts.attributeReads ?? true;
   if (opts.reads !== undefined && opts.reads !== 'statements' && !attributeReads) {
@@ -69,6 +69,7 @@ export async function protect(
     );
     await callAudit(client, 'SELECT audit.set_reads($1::regclass, $2, $3)', [name, reads !== 'rows', reads !== 'statements'], what);
     await client.query('COMMIT');
+    return { reads, was: now[0] ? kept : null };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;

@@ -65,21 +65,22 @@ export function registerCaptureCommands(program: Command): void {
         raw,
         cmd,
       );
-      const bypass = await withClient(cfg.databaseUrl, async (c) => {
-        await protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on', ...(cfg.reads ? { reads: cfg.reads } : {}) });
-        return cfg.reads === 'rows' || cfg.reads === 'both' ? rowSecurityBypassers(c) : [];
+      const { done, bypass } = await withClient(cfg.databaseUrl, async (c) => {
+        const result = await protect(c, table, cfg.key, { attributeReads: cfg.readContext === 'on', ...(cfg.reads ? { reads: cfg.reads } : {}) });
+        return { done: result, bypass: result.reads !== 'statements' ? await rowSecurityBypassers(c) : [] };
       });
       if (bypass.length > 0) {
         process.stderr.write(
           `warning: reads by ${bypass.join(', ')} skip row-level security (superuser or BYPASSRLS): ` +
-            (cfg.reads === 'rows'
+            (done.reads === 'rows'
               ? 'with --reads rows they are not recorded at all (--reads both keeps their statements)\n'
               : 'they are recorded as statements by pgaudit, not row by row\n'),
         );
       }
       process.stdout.write(
         `protected ${table}${cfg.readContext === 'off' ? ' (reads not attributed: --read-context off)' : ''}` +
-          `${cfg.reads ? ` (reads recorded: ${cfg.reads})` : ''}\n`,
+          // Said whenever asked for or changed: --read-context off turns row reads off with the policy.
+          `${cfg.reads || (done.was !== null && done.was !== done.reads) ? ` (reads recorded: ${done.reads}${done.was !== null && done.was !== done.reads ? `, were ${done.was}` : ''})` : ''}\n`,
       );
     });
 

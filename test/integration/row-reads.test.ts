@@ -71,7 +71,8 @@ beforeAll(async () => {
   for (const table of ['clinic.notes', 'public.customers']) {
     const r = await runCli(['protect', table, '--reads', 'both'], { DATABASE_URL: db.url });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toBe(`protected ${table} (reads recorded: both)\n`);
+    // The example protects customers already (statements): protect says what changed.
+    expect(r.stdout).toBe(`protected ${table} (reads recorded: both${table === 'public.customers' ? ', were statements' : ''})\n`);
     expect(r.stderr).toMatch(
       /^warning: reads by .*\bpostgres\b.* skip row-level security \(superuser or BYPASSRLS\): they are recorded as statements by pgaudit, not row by row\n$/,
     );
@@ -341,18 +342,30 @@ describe('protect --reads rows', () => {
             )
           ).rows[0],
       );
-    const steps: [string[], { statements: boolean; rows: boolean; grant: boolean }, string[]][] = [
-      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS']],
-      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, []],
-      [['--reads', 'both'], { statements: true, rows: true, grant: true }, ['STATEMENT READS']],
-      [['--reads', 'statements'], { statements: true, rows: false, grant: true }, ['ROW READS']],
-      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS']],
-      [['--reads', 'statements'], { statements: true, rows: false, grant: true }, ['ROW READS', 'STATEMENT READS']],
+    // Each step: the arguments, the mode it leaves, the events it adds, and what `protect` says.
+    const steps: [string[], { statements: boolean; rows: boolean; grant: boolean }, string[], string][] = [
+      // Not protected before: PROTECT, then rows instead of the first protection's statements.
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS'], '(reads recorded: rows)'],
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, [], '(reads recorded: rows)'],
+      [['--reads', 'both'], { statements: true, rows: true, grant: true }, ['STATEMENT READS'], '(reads recorded: both, were rows)'],
+      [['--reads', 'statements'], { statements: true, rows: false, grant: true }, ['ROW READS'], '(reads recorded: statements, were both)'],
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS'], '(reads recorded: rows, were statements)'],
+      [['--reads', 'statements'], { statements: true, rows: false, grant: true }, ['ROW READS', 'STATEMENT READS'], '(reads recorded: statements, were rows)'],
+      [['--reads', 'rows'], { statements: false, rows: true, grant: false }, ['ROW READS', 'STATEMENT READS'], '(reads recorded: rows, were statements)'],
+      // Taking the policy off takes the rows with it: said, not only recorded.
+      [
+        ['--read-context', 'off'],
+        { statements: true, rows: false, grant: true },
+        ['ROW READS', 'STATEMENT READS'],
+        '(reads not attributed: --read-context off) (reads recorded: statements, were rows)',
+      ],
+      [[], { statements: true, rows: false, grant: true }, [], ''],
     ];
     let seen = await events();
-    for (const [args, mode, added] of steps) {
+    for (const [args, mode, added, said] of steps) {
       const r = await runCli(['protect', 'clinic.labs', ...args], { DATABASE_URL: db.url });
       expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout, args.join(' ')).toBe(`protected clinic.labs${said ? ` ${said}` : ''}\n`);
       expect(await modeOf(), args.join(' ')).toEqual(mode);
       const now = await events();
       expect(now.slice(seen.length).sort(), args.join(' ')).toEqual(added);
