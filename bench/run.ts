@@ -100,10 +100,11 @@ async function main(): Promise<void> {
     AUDIT_S3_FORCE_PATH_STYLE: 'true',
     AUDIT_S3_SSE: 'none',
   };
-  const shipArgs = [
+  /** `ship` into a prefix of the bench bucket, locked for a day. */
+  const shipInto = (prefix: string, ...extra: string[]) => [
     'ship',
     '--archive',
-    `s3://${bucket}/bench`,
+    `s3://${bucket}/${prefix}`,
     '--signing-key',
     keys.signingKeyPath,
     '--http-port',
@@ -111,7 +112,9 @@ async function main(): Promise<void> {
     '--retention',
     '1d',
     '--allow-short-retention',
+    ...extra,
   ];
+  const shipArgs = shipInto('bench');
   const results: Record<string, unknown> = {
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version },
     settings: {
@@ -315,20 +318,7 @@ async function main(): Promise<void> {
   await bdb.connect();
   await init(bdb, { example: true, log: createLogger('silent') });
   await writeRows(bdb, BACKLOG);
-  const backfillArgs = [
-    'ship',
-    '--archive',
-    `s3://${bucket}/backfill`,
-    '--signing-key',
-    keys.signingKeyPath,
-    '--http-port',
-    '0',
-    '--retention',
-    '1d',
-    '--allow-short-retention',
-    '--slot',
-    'bench_backfill',
-  ];
+  const backfillArgs = shipInto('backfill', '--slot', 'bench_backfill');
   const initial = await timed(() => runShip(backfillArgs, { ...shipEnv, DATABASE_URL: backfillUrl.toString() }, ['--drain']));
   // Recovery: the slot is gone, so the shipper reads every archived id (to skip them) and archives what is missing (nothing here).
   await bdb.query(`SELECT pg_drop_replication_slot('bench_backfill')`);
@@ -455,6 +445,11 @@ function recvlogical(dbUrl: string, endpos: string, options: string[] = []) {
   ]);
 }
 
+/** The login the read steps read as: no superuser, which would skip row-level security. */
+async function ensureReader(db: pg.Client): Promise<void> {
+  await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
+}
+
 /**
  * The table of the row-read step, protected with --reads rows before the shipper first starts: a
  * table protected while it runs changes the capture configuration it attests, which `verify`
@@ -465,7 +460,7 @@ async function readMessagesSetup(db: pg.Client): Promise<void> {
   await db.query(`INSERT INTO bench_notes SELECT g, 'note ' || g FROM generate_series(1, ${READ_MESSAGES}) g`);
   await db.query('VACUUM ANALYZE bench_notes');
   await protect(db, 'public.bench_notes', undefined, { reads: 'rows' });
-  await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
+  await ensureReader(db);
   await db.query('GRANT SELECT ON bench_notes TO bench_reader');
 }
 
@@ -686,7 +681,7 @@ async function readCost(adminUrl: string) {
     await protect(db, 'public.reads_rows', undefined, { reads: 'rows' });
     await protect(db, 'public.reads_both', undefined, { reads: 'both' });
     // As an application reads: a role without superuser (which would skip row-level security).
-    await db.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_reader') THEN CREATE ROLE bench_reader LOGIN; END IF; END $$`);
+    await ensureReader(db);
     await db.query('GRANT SELECT ON reads_plain, reads_statements, reads_rows, reads_both TO bench_reader');
     const reader = new URL(url.toString());
     reader.username = 'bench_reader';

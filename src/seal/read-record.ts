@@ -128,8 +128,13 @@ export function splitQualifiedName(text: string): [string, string] | null {
  */
 function utcText(epochSeconds: number, fraction: string): string {
   const d = new Date(epochSeconds * 1000).toISOString(); // 2026-11-29T03:46:23.000Z
+  return spelled(`${d.slice(0, 10)} ${d.slice(11, 19)}`, fraction);
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in UTC and a fraction's digits, as the archive spells them. */
+function spelled(dateTime: string, fraction: string): string {
   const f = fraction.replace(/0+$/, '');
-  return `${d.slice(0, 10)} ${d.slice(11, 19)}${f ? `.${f}` : ''}+00`;
+  return `${dateTime}${f ? `.${f}` : ''}+00`;
 }
 
 const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):(\d{2})(?::(\d{2}))?$/;
@@ -157,7 +162,5 @@ export function isoTime(text: string): string | null {
 /** Version 8's time: the statement's start in UTC as `YYYY-MM-DD HH:MM:SS.ffffff`. */
 export function eventTime(text: string | null): string | null {
   const t = text === null ? null : /^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?$/.exec(text);
-  if (!t) return null;
-  const fraction = (t[2] ?? '').replace(/0+$/, '');
-  return `${t[1]}${fraction ? `.${fraction}` : ''}+00`;
+  return t ? spelled(t[1]!, t[2] ?? '') : null;
 }

@@ -36,39 +36,35 @@ describe('row triggers on a protected table', () => {
     await withClient(db.url, (c) => c.query('TRUNCATE customers'));
     const rows = await auditRows(`source = 'trigger'`);
     const common = { outcome: 'success', source: 'trigger', schema_name: 'public', table_name: 'customers', has_txid: true, has_pid: true, has_time: true };
+    // The application's writes: its login, its settings, its name.
+    const byApp = {
+      session_user_name: 'app_login',
+      current_role_name: 'app_login',
+      app_user_id: 'dr.smith',
+      app_customer_id: '7',
+      application_name: 'clinic-web',
+    };
     expect(rows).toEqual([
       {
         ...common,
         action: 'INSERT',
         row_id: '7',
         changed_columns: null,
-        session_user_name: 'app_login',
-        current_role_name: 'app_login',
-        app_user_id: 'dr.smith',
-        app_customer_id: '7',
-        application_name: 'clinic-web',
+        ...byApp,
       },
       {
         ...common,
         action: 'UPDATE',
         row_id: '7',
         changed_columns: ['full_name'],
-        session_user_name: 'app_login',
-        current_role_name: 'app_login',
-        app_user_id: 'dr.smith',
-        app_customer_id: '7',
-        application_name: 'clinic-web',
+        ...byApp,
       },
       {
         ...common,
         action: 'DELETE',
         row_id: '7',
         changed_columns: null,
-        session_user_name: 'app_login',
-        current_role_name: 'app_login',
-        app_user_id: 'dr.smith',
-        app_customer_id: '7',
-        application_name: 'clinic-web',
+        ...byApp,
       },
       {
         ...common,

@@ -215,7 +215,7 @@ class S3Sink implements Sink {
     // request per object (two per sealed file), so it is done for the first object and then one in
     // --lock-readback-every (README, "What the lock checks trade"). verify reads every lock.
     const readback = this.stored++ % (this.cfg.lockChecks?.readbackEvery ?? 1) === 0;
-    if (!readback) return { key: obj.key, bytes: obj.body.length, ...(versionId ? { versionId } : {}), lock: { mode: 'COMPLIANCE', retainUntil } };
+    if (!readback) return { key: obj.key, bytes: obj.body.length, ...(versionId ? { versionId } : {}) }; // Receipt.lock: only what was read back
     const head = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: key, VersionId: versionId }));
     if (head.ObjectLockMode !== 'COMPLIANCE' || !head.ObjectLockRetainUntilDate || head.ObjectLockRetainUntilDate.getTime() < retainUntil.getTime() - 1000) {
       const err = new ServiceError(
