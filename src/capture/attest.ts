@@ -87,8 +87,7 @@ export interface Attestation {
   config: CaptureConfig;
 }
 
-export const ATTEST_SOURCE = 'attest';
-export const ATTEST_ACTION = 'ATTESTATION';
+export { ATTEST_ACTION, ATTEST_SOURCE } from './attest-record.js';
 
 export function attestation(config: CaptureConfig, intervalS: number): Attestation {
   return { attestation: 1, interval_s: intervalS, config_sha256: hash('sha256', JSON.stringify(config), 'hex'), config };

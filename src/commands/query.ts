@@ -123,6 +123,7 @@ export function registerQueryCommands(program: Command): void {
               first_file: report.firstFile,
               last_file: report.lastFile,
               files_read: report.filesRead,
+              files_skipped_by_index: report.filesSkippedByIndex,
               digests_checked: report.digests,
             },
           },

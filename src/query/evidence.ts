@@ -42,6 +42,8 @@ export interface EvidenceQuery {
     first_file: number | null;
     last_file: number | null;
     files_read: number;
+    /** files whose signed key index ruled out every match (digest format 3) */
+    files_skipped_by_index: number;
     digests_checked: number;
   };
   records: number;

@@ -1,5 +1,6 @@
 import { timeKey, type TimeKey } from '../seal/event-time.js';
-import type { Digest } from '../seal/digest.js';
+import { DIGEST_FORMAT, type Digest } from '../seal/digest.js';
+import { mayContain, openIndex, tableNames, type OpenIndex } from '../seal/key-index.js';
 import type { ArchivedRecord } from '../verify/file.js';
 import { RECEIPT_SOURCE } from '../capture/ingest/receipt.js';
 import { ATTEST_SOURCE } from '../capture/attest.js';
@@ -56,20 +57,14 @@ export function matches(r: ArchivedRecord, q: Query): boolean {
   if (q.appUser !== null && r.app_user_id !== q.appUser) return false;
   if (q.customer !== null && r.app_customer_id !== q.customer) return false;
   // A partition's events are recorded under the protected table, with the partition as relation_name:
-  // either name finds them.
-  if (q.table !== null && !namesTable(r, q.table)) return false;
+  // either name finds them. The same names the key index holds (src/seal/key-index.ts).
+  if (q.table !== null && !tableNames(r).includes(q.table)) return false;
   // An UPDATE that changed the key touched the row under its old key too.
   if (q.rowId !== null && r.row_id !== q.rowId && r.old_row_id !== q.rowId) return false;
   if (q.actions.length > 0 && !q.actions.includes(String(r.action))) return false;
   if (q.outcome !== null && r.outcome !== q.outcome) return false;
   if (q.source !== null && r.source !== q.source) return false;
   return true;
-}
-
-function namesTable(r: ArchivedRecord, table: string): boolean {
-  const relation = typeof r.relation_name === 'string' ? r.relation_name : null;
-  if (!table.includes('.')) return r.table_name === table || (relation !== null && relation.endsWith(`.${table}`));
-  return `${r.schema_name}.${r.table_name}` === table || relation === table;
 }
 
 /** Whether a file's events (by its signed digest's time range) can hold a match: skip it otherwise. */
@@ -82,6 +77,28 @@ export function mayHold(d: Digest, q: Query): boolean {
   const last = timeKey(d.last_event_at);
   if (first === null || last === null) return true; // unreadable times: read the file rather than guess
   return (q.from === null || last >= q.from) && (q.to === null || first < q.to);
+}
+
+/** A format-3 digest's key index, decoded; null for earlier formats and unreadable indexes (the file is read). */
+export function indexOfDigest(d: Digest): OpenIndex | null {
+  return d.format === DIGEST_FORMAT && d.kind === 'data' ? openIndex(d.index) : null;
+}
+
+/**
+ * Whether the file's signed key index rules out every match: one key the query asks for that the
+ * file does not hold. A file with tamper or gap records is always read (the answer must say the
+ * trail it searched was changed or broken there). A false positive of the filter costs one file
+ * read; a match whose key is not in the index cannot be, as matches() compares exactly the
+ * values the index holds (recordKeys).
+ */
+export function indexRulesOut(index: OpenIndex | null, q: Query): boolean {
+  if (index === null || index.index.tamper_or_gap > 0) return false;
+  if (q.customer !== null && !mayContain(index, 'customer', q.customer)) return true;
+  if (q.appUser !== null && !mayContain(index, 'app_user', q.appUser)) return true;
+  if (q.dbUser !== null && !mayContain(index, 'db_user', q.dbUser)) return true;
+  if (q.table !== null && !mayContain(index, 'table', q.table)) return true;
+  if (q.rowId !== null && !mayContain(index, 'row', q.rowId)) return true;
+  return false;
 }
 
 /** The query in words, for reports: "events from … to … by database user … on …". */

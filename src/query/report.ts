@@ -11,7 +11,10 @@ export function scanSummary(r: ScanReport, q: Query, archive: string): string {
   const dates = r.partitions.by === 'commit date' ? 'commit dates' : 'files sealed';
   out.push(
     `searched: ${dates} ${r.partitions.from ?? 'the beginning'} to ${r.partitions.to ?? 'now'}; ` +
-      `${r.digests} digest${r.digests === 1 ? '' : 's'} checked link by link, ${r.filesRead} file${r.filesRead === 1 ? '' : 's'} read${range}, ${r.recordsRead} records`,
+      `${r.digests} digest${r.digests === 1 ? '' : 's'} checked link by link, ${r.filesRead} file${r.filesRead === 1 ? '' : 's'} read${range}, ${r.recordsRead} records` +
+      (r.filesSkippedByIndex > 0
+        ? `; ${r.filesSkippedByIndex} file${r.filesSkippedByIndex === 1 ? '' : 's'} not read: the key index in ${r.filesSkippedByIndex === 1 ? 'its' : 'their'} signed digest rules out a match`
+        : ''),
   );
   for (const n of r.notes) out.push(`note:     ${n.where}: ${n.message}`);
   if (r.findings.length === 0) {

@@ -10,7 +10,7 @@ import { DigestWalk } from '../verify/links.js';
 import { RecordedFindings, findingId } from '../verify/recorded.js';
 import { AttestationCheck } from '../verify/attestations.js';
 import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
-import { matches, mayHold, type Query } from './filter.js';
+import { indexOfDigest, indexRulesOut, matches, mayHold, type Query } from './filter.js';
 
 /** A data file whose bytes, records and signed digest all checked out. */
 export interface VerifiedFile {
@@ -41,6 +41,8 @@ export interface ScanReport {
   /** digests checked (signature and link), data files read and verified, and which */
   digests: number;
   filesRead: number;
+  /** files in the range whose signed key index rules out every match: not read */
+  filesSkippedByIndex: number;
   firstFile: number | null;
   lastFile: number | null;
   recordsRead: number;
@@ -69,6 +71,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     partitions: { from: fromDate, to: toDate, by: 'commit date' },
     digests: 0,
     filesRead: 0,
+    filesSkippedByIndex: 0,
     firstFile: null,
     lastFile: null,
     recordsRead: 0,
@@ -80,7 +83,9 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   };
   // Events the server could not attribute (app_context unknown) match no app user or customer, but
   // may be theirs: counted, so the answer says how many it cannot rule in or out.
-  const unattributed = q.appUser !== null || q.customer !== null ? { query: { ...q, appUser: null, customer: null }, count: 0 } : null;
+  // Files the index let the search skip may hold such events too: their number is in the index, not
+  // narrowed by the rest of the query (`skipped`).
+  const unattributed = q.appUser !== null || q.customer !== null ? { query: { ...q, appUser: null, customer: null }, count: 0, skipped: 0 } : null;
   const walk = new DigestWalk(opts.keys, 'anchor');
   // Changes of the capture configuration between the attestations in the files read.
   const attestations = new AttestationCheck();
@@ -93,7 +98,9 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
       void digest?.then(
         (b) => {
           const d = peekDigest(b);
-          if (d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q)) ahead.start(d.object_key);
+          if (d?.object_key && inPartitions(d.object_key) && mayHold(d as Digest, q) && !indexRulesOut(indexOfDigest(d as Digest), q)) {
+            ahead.start(d.object_key);
+          }
         },
         () => undefined,
       );
@@ -128,6 +135,16 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     report.findings.push(...step.findings);
     const d = step.digest;
     if (!d || d.kind !== 'data' || !d.object_key || !inPartitions(d.object_key) || !mayHold(d, q)) return;
+    const index = indexOfDigest(d);
+    if (index && step.findings.length === 0) {
+      // Format 3: the index lists the file's attestations, so their continuity is checked whether the file is read or not.
+      for (const a of index.index.attestations) attestations.addIndexed(a, d.object_key, findingId(a.seq));
+    }
+    if (step.findings.length === 0 && indexRulesOut(index, q)) {
+      report.filesSkippedByIndex++;
+      if (unattributed) unattributed.skipped += index!.index.unattributed;
+      return;
+    }
     report.keyIds.add(d.key_id);
     const body = await ahead.take(d.object_key);
     const file = checkFile(body, d, step.before);
@@ -145,7 +162,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     for (const l of file.lines) if (matches(l.record, q)) matched.push(l);
     if (unattributed) for (const l of file.lines) if (l.record.app_context === 'unknown' && matches(l.record, unattributed.query)) unattributed.count++;
     noteRecorded(report, d, file.lines);
-    for (const l of file.lines) if (AttestationCheck.is(l.record)) attestations.add(l.record, d.object_key, findingId(l.record.seq));
+    if (!index) for (const l of file.lines) if (AttestationCheck.is(l.record)) attestations.add(l.record, d.object_key, findingId(l.record.seq));
     if (matched.length > 0) {
       report.matches += matched.length;
       await opts.onMatches({ digest: d, digestBytes: bytes!, body: body!, lines: file.lines }, matched);
@@ -166,14 +183,17 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     for (let s = done + 1; s <= seq; s++) await visit(s, seq);
     done = seq;
   }
-  if (unattributed && unattributed.count > 0) {
+  if (unattributed && (unattributed.count > 0 || unattributed.skipped > 0)) {
+    const who = `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}`;
     report.notes.push({
       code: 'unknown-attribution',
       where: 'query',
       message:
-        `${unattributed.count} more events match everything asked but ` +
-        `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}: ` +
-        'their app_context is unknown (the server recorded no app.user_id / app.customer_id for them: a read that returned no row, a superuser or ' +
+        `${unattributed.count} more events in the files read match everything asked but ${who}` +
+        (unattributed.skipped > 0
+          ? `, and the files skipped by their key index hold ${unattributed.skipped} more events without attribution (not narrowed by the rest of the query)`
+          : '') +
+        ': their app_context is unknown (the server recorded no app.user_id / app.customer_id for them: a read that returned no row, a superuser or ' +
         'BYPASSRLS role, an ERROR line), so they may or may not be this one; not shown (ask without --app-user / --customer to see them)',
     });
   }

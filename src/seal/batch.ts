@@ -1,6 +1,7 @@
 import { formatLsn, type Lsn } from '../source/lsn.js';
 import { recordBody, sealRecord, type ChainHash, type RecordOp, type RowText } from './record.js';
 import { rawLineBound, sealRawInsert, type ByteRange, type RawTuple } from './raw-record.js';
+import { KEY_COLUMNS, KeyIndexBuilder } from './key-index.js';
 
 export interface BatchLimits {
   maxRecords: number;
@@ -44,6 +45,9 @@ export class Batch {
   private firstAt: Uint8Array | null = null;
   private lastAt: Uint8Array | null = null;
   private readonly eventAt: ByteRange = { start: 0, end: 0 };
+  private readonly keyAt = new Int32Array(2 * KEY_COLUMNS.length);
+  /** the file's key index (digest format 3), built as records are appended */
+  readonly keys = new KeyIndexBuilder();
   /** highest commit end LSN whose transaction is entirely in this or earlier batches */
   ackLsn: Lsn | null = null;
   private lsnOf: { lsn: Lsn; text: string } | null = null;
@@ -62,6 +66,7 @@ export class Batch {
     const { line, chain } = sealRecord(this.position.chain, body);
     this.write(Buffer.from(`${line}\n`));
     this.appended(seq, chain, r.commitLsn, r.idx);
+    this.keys.addRecord(r.op, seq, r.row);
     const at = r.row?.occurred_at;
     if (typeof at === 'string') {
       const b = Buffer.from(at, 'latin1');
@@ -74,10 +79,11 @@ export class Batch {
     const seq = this.position.recordSeq + 1;
     const head = { seq, lsn: this.lsnText(commitLsn), idx };
     this.room(rawLineBound(head, tuple));
-    const { end, chain } = sealRawInsert(this.position.chain, head, tuple, this.chunk, this.used, this.eventAt);
+    const { end, chain } = sealRawInsert(this.position.chain, head, tuple, this.chunk, this.used, this.eventAt, this.keyAt);
     this.bytes += end - this.used;
     this.used = end;
     this.appended(seq, chain, commitLsn, idx);
+    this.keys.addRaw(tuple.buf, this.keyAt, seq);
     if (this.eventAt.end > this.eventAt.start) this.sawEventAt(tuple.buf, this.eventAt.start, this.eventAt.end);
   }
 

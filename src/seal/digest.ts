@@ -1,16 +1,18 @@
 import { createHash, sign, verify } from 'node:crypto';
 import type { ChainHash } from './record.js';
 import type { KeyId, SigningKey, VerifyKey } from './keys.js';
+import type { KeyIndex } from './key-index.js';
 
 /**
- * Version 2 (this writer): a data file of backfill records (rows archived from a slot's snapshot)
- * holds one UTC event date and is filed under it, so its partition can be checked against its
- * records and a time-range query finds it. Version 1 filed them under the day they were sealed.
- * Readers accept both (docs/format.md, "Versions").
+ * Version 3 (this writer): a data digest carries its file's key index, so a query can skip files
+ * on a signed statement (src/seal/key-index.ts). Version 2: a data file of backfill records (rows
+ * archived from a slot's snapshot) holds one UTC event date and is filed under it. Version 1 filed
+ * them under the day they were sealed. Readers accept all three (docs/format.md, "Versions").
  */
-export const DIGEST_FORMAT = 'pg-audit-shipper/digest/2';
+export const DIGEST_FORMAT = 'pg-audit-shipper/digest/3';
+export const DIGEST_FORMAT_V2 = 'pg-audit-shipper/digest/2';
 export const DIGEST_FORMAT_V1 = 'pg-audit-shipper/digest/1';
-export const DIGEST_FORMATS: readonly string[] = [DIGEST_FORMAT_V1, DIGEST_FORMAT];
+export const DIGEST_FORMATS: readonly string[] = [DIGEST_FORMAT_V1, DIGEST_FORMAT_V2, DIGEST_FORMAT];
 
 /**
  * What a digest says about one stored file (kind "data") or about a quiet period (kind
@@ -18,7 +20,7 @@ export const DIGEST_FORMATS: readonly string[] = [DIGEST_FORMAT_V1, DIGEST_FORMA
  * Field order is fixed: the digest's first line is exactly JSON.stringify of this object.
  */
 export interface Digest {
-  format: typeof DIGEST_FORMAT | typeof DIGEST_FORMAT_V1;
+  format: typeof DIGEST_FORMAT | typeof DIGEST_FORMAT_V2 | typeof DIGEST_FORMAT_V1;
   kind: 'data' | 'heartbeat';
   file_seq: number;
   /** SHA-256 of the previous digest object's bytes; null only for file_seq 1 */
@@ -47,6 +49,8 @@ export interface Digest {
   /** SHA-256 of the stored (gzip) bytes, and of the uncompressed JSON lines */
   object_sha256: string | null;
   content_sha256: string | null;
+  /** format 3: the data file's key index; null in a heartbeat; absent before format 3 */
+  index?: KeyIndex | null;
   key_id: KeyId;
 }
 

@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { jsonString, type ChainHash } from './record.js';
+import { KEY_COLUMNS } from './key-index.js';
 
 /**
  * The shipper's hot path: an audit_log insert as pgoutput sent it (a text tuple) becomes an
@@ -20,6 +21,8 @@ export interface TupleLayout {
   nameAt: Int32Array;
   /** index of occurred_at (event time range of the file), or -1 */
   occurredAt: number;
+  /** for each column, its slot in KEY_COLUMNS (the file's key index reads it), or -1 */
+  keySlot: Int8Array;
 }
 
 export function tupleLayout(relid: number, columns: string[]): TupleLayout {
@@ -28,7 +31,12 @@ export function tupleLayout(relid: number, columns: string[]): TupleLayout {
   parts.forEach((p, i) => {
     nameAt[i + 1] = nameAt[i]! + p.length;
   });
-  return { relid, names: new Uint8Array(Buffer.concat(parts)), nameAt, occurredAt: columns.indexOf('occurred_at') };
+  const keySlot = new Int8Array(columns.length).fill(-1);
+  KEY_COLUMNS.forEach((c, slot) => {
+    const i = columns.indexOf(c);
+    if (i >= 0) keySlot[i] = slot;
+  });
+  return { relid, names: new Uint8Array(Buffer.concat(parts)), nameAt, occurredAt: columns.indexOf('occurred_at'), keySlot };
 }
 
 /** An insert message of the relation: 'I', relid, 'N', then the tuple at `offset` (pgoutput protocol 1). */
@@ -97,12 +105,23 @@ function readInt32(b: Uint8Array, at: number): number {
 /**
  * Encode and chain one insert record, writing its line into `out` at `at` (which must have
  * rawLineBound() bytes free). Returns where the line ends and its chain hash; `eventAt` is set to
- * where occurred_at's text lies in `t.buf`, for the file's event time range.
+ * where occurred_at's text lies in `t.buf`, for the file's event time range, and `keyAt` (two
+ * entries per KEY_COLUMNS slot: start, end) to where the key index's columns lie (-1: NULL or absent).
  */
-export function sealRawInsert(prev: ChainHash, h: RawHead, t: RawTuple, out: Buffer, at: number, eventAt: ByteRange): { end: number; chain: ChainHash } {
+export function sealRawInsert(
+  prev: ChainHash,
+  h: RawHead,
+  t: RawTuple,
+  out: Buffer,
+  at: number,
+  eventAt: ByteRange,
+  keyAt: Int32Array,
+): { end: number; chain: ChainHash } {
   const { buf, layout } = t;
   const names = layout.names;
   const nameAt = layout.nameAt;
+  const keySlot = layout.keySlot;
+  keyAt.fill(-1);
   // The line is `{"chain":"` + 64 hex + `",` (76 bytes) + the body after its "{". The chain input
   // (64 hex of prev, then the body from "{") is laid out first, ending where the body will stay,
   // and the prefix is written over it once hashed.
@@ -151,6 +170,11 @@ export function sealRawInsert(prev: ChainHash, h: RawHead, t: RawTuple, out: Buf
       if (i === layout.occurredAt) {
         eventAt.start = off;
         eventAt.end = end;
+      }
+      const slot = keySlot[i]!;
+      if (slot >= 0) {
+        keyAt[2 * slot] = off;
+        keyAt[2 * slot + 1] = end;
       }
       off = end;
     } else if (kind === 0x6e /* n: null */ || kind === 0x75 /* u: unchanged TOAST, never in an insert */) {

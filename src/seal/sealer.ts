@@ -60,6 +60,7 @@ function baseDigest(kind: Digest['kind'], head: ArchiveHead, source: Source, key
     object_bytes: null,
     object_sha256: null,
     content_sha256: null,
+    index: null,
     key_id: key.keyId,
   };
 }
@@ -96,6 +97,7 @@ export async function sealBatch(
     object_bytes: body.length,
     object_sha256: bodySha256,
     content_sha256: contentSha,
+    index: batch.keys.build(),
   };
   const digestBytes = signDigest(digest, key);
   return {

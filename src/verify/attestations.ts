@@ -1,5 +1,6 @@
 import { ATTEST_ACTION, ATTEST_SOURCE, type Attestation } from '../capture/attest.js';
 import { timeKey } from '../seal/event-time.js';
+import type { IndexedAttestation } from '../seal/key-index.js';
 import type { ArchivedRecord } from './file.js';
 import type { Finding } from './findings.js';
 
@@ -10,7 +11,7 @@ import type { Finding } from './findings.js';
  * back on unseen), also at the archive's end. Pure: fed records, it remembers only the last one.
  */
 export class AttestationCheck {
-  private last: { seq: number; at: string; ms: number; intervalS: number; config: Record<string, unknown> } | null = null;
+  private last: { seq: number; at: string; ms: number; intervalS: number; config: Record<string, unknown> | null; configSha: string } | null = null;
   readonly findings: Finding[] = [];
 
   static is(r: ArchivedRecord): boolean {
@@ -20,9 +21,28 @@ export class AttestationCheck {
   add(r: ArchivedRecord, where: string, id: string): void {
     const a = parse(r.statement);
     const at = typeof r.occurred_at === 'string' ? r.occurred_at : '';
+    this.next(r.seq, at, a ? { intervalS: a.interval_s, config: a.config, configSha: String(a.config_sha256) } : null, where, id);
+  }
+
+  /**
+   * An attestation as a file's signed key index lists it (a search that skips the file): compared
+   * with the one before by configuration hash, as the configuration itself is in the file.
+   */
+  addIndexed(a: IndexedAttestation, where: string, id: string): void {
+    const ok = a.interval_s !== null && a.interval_s > 0 && a.config_sha256 !== null;
+    this.next(a.seq, a.occurred_at ?? '', ok ? { intervalS: a.interval_s!, config: null, configSha: a.config_sha256! } : null, where, id);
+  }
+
+  private next(
+    seq: number,
+    at: string,
+    a: { intervalS: number; config: Record<string, unknown> | null; configSha: string } | null,
+    where: string,
+    id: string,
+  ): void {
     const key = timeKey(at);
     if (!a || key === null) {
-      this.findings.push({ code: 'bad-attestation', where, id, message: `record ${r.seq} is an attestation of the capture configuration that cannot be read` });
+      this.findings.push({ code: 'bad-attestation', where, id, message: `record ${seq} is an attestation of the capture configuration that cannot be read` });
       return;
     }
     const ms = Date.parse(key);
@@ -33,26 +53,31 @@ export class AttestationCheck {
           code: 'attestation-gap',
           where,
           id,
-          detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: r.seq },
+          detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: seq },
           message:
-            `no attestation of the capture configuration between ${prev.at} and ${at} (records ${prev.seq} and ${r.seq}), ` +
+            `no attestation of the capture configuration between ${prev.at} and ${at} (records ${prev.seq} and ${seq}), ` +
             `though one was due every ${prev.intervalS}s: capture could have been switched off and on again unseen in that stretch`,
         });
       }
-      const changes = diffConfig(prev.config, a.config);
+      const changes =
+        prev.config !== null && a.config !== null
+          ? diffConfig(prev.config, a.config)
+          : prev.configSha !== a.configSha
+            ? [`config_sha256 ${prev.configSha.slice(0, 16)}… -> ${a.configSha.slice(0, 16)}… (\`verify --full\` names what changed)`]
+            : [];
       if (changes.length > 0) {
         this.findings.push({
           code: 'capture-changed',
           where,
           id,
-          detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: r.seq, changes },
+          detail: { from: prev.at, to: at, previous_seq: prev.seq, seq: seq, changes },
           message:
-            `the capture configuration changed between ${prev.at} and ${at} (attestations ${prev.seq} and ${r.seq}): ` +
+            `the capture configuration changed between ${prev.at} and ${at} (attestations ${prev.seq} and ${seq}): ` +
             `${changes.slice(0, 12).join('; ')}${changes.length > 12 ? `; and ${changes.length - 12} more` : ''}`,
         });
       }
     }
-    this.last = { seq: r.seq, at, ms, intervalS: a.interval_s, config: a.config };
+    this.last = { seq: seq, at, ms, intervalS: a.intervalS, config: a.config, configSha: a.configSha };
   }
 
   /** The archive goes on until `end` (its newest digest): a missing attestation at the tail is a finding too. */

@@ -1,4 +1,5 @@
-import { DIGEST_FORMAT, type Digest } from '../seal/digest.js';
+import { DIGEST_FORMAT, DIGEST_FORMAT_V1, type Digest } from '../seal/digest.js';
+import { indexOf, openIndex, type KeyIndex } from '../seal/key-index.js';
 import { dateOf, timeKey } from '../seal/event-time.js';
 import { digestKey, parseDataKey, parseStreamKey } from '../sink/keys.js';
 import { SERVER_LSN_TEXT, tryParseLsn } from '../source/lsn.js';
@@ -46,6 +47,17 @@ export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
     );
   }
   findings.push(...checkBackfillPartition(d, lines));
+  // Format 3: the index a query skips files by must be the one these records make, bit for bit.
+  if (d.format === DIGEST_FORMAT && d.kind === 'data' && openIndex(d.index) !== null) {
+    const recomputed = indexOf(lines.map((l) => l.record));
+    if (JSON.stringify(recomputed) !== JSON.stringify(d.index)) {
+      add(
+        'index-mismatch',
+        `file ${d.file_seq}'s digest carries a key index that its records do not make (${indexDifference(d.index!, recomputed)}): ` +
+          'a query skipping files by it could miss events of this file',
+      );
+    }
+  }
   const head = lines[0]?.record;
   const tail = lines[lines.length - 1]?.record;
   if (head && tail) {
@@ -63,13 +75,23 @@ export function checkRecords(d: Digest, lines: ArchivedLine[]): Finding[] {
   return findings;
 }
 
+function indexDifference(claimed: KeyIndex, actual: KeyIndex): string {
+  const parts: string[] = [];
+  for (const f of ['keys', 'bits', 'hashes', 'unattributed', 'tamper_or_gap'] as const) {
+    if (claimed[f] !== actual[f]) parts.push(`${f} ${claimed[f]}, recomputed ${actual[f]}`);
+  }
+  if (claimed.bloom !== actual.bloom && parts.length === 0) parts.push('the filter differs');
+  if (JSON.stringify(claimed.attestations) !== JSON.stringify(actual.attestations)) parts.push('its attestations differ');
+  return parts.join('; ') || 'field order differs';
+}
+
 /**
  * Format 2: a file of backfill records holds rows of one UTC event date, filed under that date, and
  * nothing streamed. (Format 1 filed them under the day they were sealed: nothing to check there but
  * what checkDigestFields checks.)
  */
 function checkBackfillPartition(d: Digest, lines: ArchivedLine[]): Finding[] {
-  if (d.format !== DIGEST_FORMAT || !d.object_key) return [];
+  if (d.format === DIGEST_FORMAT_V1 || !d.object_key) return [];
   const inserts = lines.filter((l) => l.record.op === 'insert').map((l) => l.record);
   const backfilled = inserts.filter((r) => 'backfill' in r);
   if (backfilled.length === 0) return [];
@@ -142,7 +164,8 @@ export function checkDigestFields(d: Digest): Finding[] {
       d.first_seq !== null ||
       d.first_lsn !== null ||
       d.first_event_at !== null ||
-      d.last_event_at !== null
+      d.last_event_at !== null ||
+      (d.format === DIGEST_FORMAT && d.index !== null)
     ) {
       add('bad-heartbeat', `heartbeat ${d.file_seq} names a file, records or events`);
     }
@@ -155,6 +178,9 @@ export function checkDigestFields(d: Digest): Finding[] {
   if (typeof d.object_key !== 'string') {
     add('bad-digest-field', `data digest ${d.file_seq} names no object`);
     return out;
+  }
+  if (d.format === DIGEST_FORMAT && openIndex(d.index) === null) {
+    add('bad-digest-field', `data digest ${d.file_seq} (format 3) carries no readable key index`);
   }
   const streamed = parseStreamKey(d.object_key);
   if (streamed) {

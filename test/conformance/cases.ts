@@ -316,7 +316,9 @@ export const CASES: Case[] = [
   {
     name: 'valid-v1-backfill-under-seal-date',
     description: 'format 1: backfilled rows were filed under the day they were sealed; still read',
-    build: build(() => backfillFiles().map((f) => ({ ...f, commitDate: '2026-11-28', tweak: (d: Digest) => ({ ...d, format: DIGEST_FORMAT_V1 }) }))),
+    build: build(() =>
+      backfillFiles().map((f) => ({ ...f, commitDate: '2026-11-28', tweak: (d: Digest) => ({ ...d, format: DIGEST_FORMAT_V1, index: undefined }) })),
+    ),
     expected: { ok: true, findings: [] },
   },
   {
@@ -726,6 +728,30 @@ export const CASES: Case[] = [
       return [a!, { ...b!, tweak: (d) => ({ ...d, first_lsn: '0/1A2B3C8' }) }];
     }),
     expected: { ok: false, findings: ['digest-positions'] },
+  },
+  {
+    name: 'insider-index-omits-key',
+    description: "a data digest signed with a key index that leaves out the file's keys (a search for them would skip the file)",
+    build: build(() => {
+      const [a, b] = basic();
+      return [
+        a!,
+        {
+          ...b!,
+          tweak: (d) => ({ ...d, index: { ...d.index!, bloom: Buffer.alloc(Buffer.from(d.index!.bloom, 'base64').length).toString('base64') } }),
+        },
+      ];
+    }),
+    expected: { ok: false, findings: ['index-mismatch'] },
+  },
+  {
+    name: 'insider-index-missing',
+    description: 'a data digest of format 3 without its key index',
+    build: build(() => {
+      const [a, b] = basic();
+      return [a!, { ...b!, tweak: (d) => ({ ...d, index: undefined }) }];
+    }),
+    expected: { ok: false, findings: ['bad-digest-field'] },
   },
   {
     name: 'insider-ack-regressed',

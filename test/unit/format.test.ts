@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createPublicKey, verify } from 'node:crypto';
+import { createHash, createPublicKey, verify } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { chainHash, GENESIS_CHAIN, openRecord, type ChainHash } from '../../src/seal/record.js';
@@ -46,7 +46,7 @@ describe('docs/format.md test vectors', () => {
     const pub = createPublicKey(pem);
     expect(doc).toContain(`key_id: ${KEY_A.keyId}`);
     expect(sha256Hex(pub.export({ type: 'spki', format: 'der' }))).toBe(KEY_A.keyId);
-    const digests = [...doc.matchAll(/\n(\{"format":"pg-audit-shipper\/digest\/2"[^\n]+)\n(\{"signature":"[^\n]+)\n/g)];
+    const digests = [...doc.matchAll(/\n(\{"format":"pg-audit-shipper\/digest\/3"[^\n]+)\n(\{"signature":"[^\n]+)\n/g)];
     expect(digests.length).toBe(4);
     let prevSha: string | null = null;
     for (const [, line1, line2] of digests) {
@@ -60,6 +60,22 @@ describe('docs/format.md test vectors', () => {
     // Key B, the rotated key the corpus uses, is documented by its seed.
     expect(doc).toContain('seed `20 21 … 3f`');
     expect(KEY_B.keyId).not.toBe(KEY_A.keyId);
+  });
+
+  it("the key index example recomputes by the documented rule alone, and is file 1's index as the sealer writes it", async () => {
+    const documented = JSON.parse(/`"index":(\{"keys":1[^`]+\})`/.exec(doc)![1]!) as { bits: number; hashes: number; bloom: string };
+    // Section 4.4, written from the text: SHA-256 of the key, h1/h2 big-endian words, (h1 + i*h2) mod m, bit j of byte j >> 3.
+    const d = createHash('sha256').update('row=7', 'utf8').digest();
+    const filter = Buffer.alloc(Math.ceil(documented.bits / 8));
+    for (let i = 0; i < documented.hashes; i++) {
+      const j = (d.readUInt32BE(0) + i * d.readUInt32BE(4)) % documented.bits;
+      filter[j >> 3] = filter[j >> 3]! | (1 << (j & 7));
+    }
+    expect(filter.toString('base64')).toBe(documented.bloom);
+    expect(doc).toContain(d.toString('hex'));
+    const objects = await vectorArchive();
+    const line1 = objects.get('digests/000000000001.digest')!.toString('utf8').split('\n')[0]!;
+    expect((JSON.parse(line1) as { index: unknown }).index).toEqual(documented);
   });
 
   it('a changed byte anywhere breaks the signature or the chain', async () => {

@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
@@ -14,6 +14,8 @@ import type { Lsn } from '../../src/source/lsn.js';
 const asLsn = (n: bigint): Lsn => n as Lsn;
 import { EVERYTHING, matches, type Query } from '../../src/query/filter.js';
 import { scanArchive } from '../../src/query/scan.js';
+import { scanSummary } from '../../src/query/report.js';
+import { DIGEST_FORMAT_V2, sha256Hex, signDigest, type Digest } from '../../src/seal/digest.js';
 import { readArchive } from '../helpers/archive.js';
 import { EMPTY_HEAD } from '../../src/ship/resume.js';
 
@@ -74,6 +76,43 @@ async function monthArchive(): Promise<{ root: string; key: SigningKey }> {
   return { root, key };
 }
 
+// Day d's data files are 4d-3 .. 4d-1; file f of the day holds ids ((d-1)*3+f)*20 + 1 .. +20, customer id % 50 (the sixth unattributed).
+const ALL_FILES = Array.from({ length: 90 }, (_, k) => 4 * Math.floor(k / 3) + (k % 3) + 1);
+/** the files of 2026-04-10 from noon to 2026-04-12, as the first test's range reads them */
+const RANGE_FILES = [38, 39, 41, 42, 43];
+
+function customersOf(fileSeq: number): Set<string> {
+  const k = fileSeq - 1 - Math.floor((fileSeq - 1) / 4); // data files before it
+  const out = new Set<string>();
+  for (let i = 0; i < 20; i++) if (i !== 5) out.add(String((k * 20 + i + 1) % 50));
+  return out;
+}
+
+function dataFileOfRecord(seq: number): number {
+  return ALL_FILES[Math.floor((seq - 1) / 20)]!;
+}
+
+function dataRead(gets: string[]): number[] {
+  return gets
+    .filter((k) => k.startsWith('data/'))
+    .map((k) => Number(/(\d{12})-/.exec(k)![1]))
+    .sort((a, b) => a - b);
+}
+
+/** Rewrite every digest as format 2 (no index), signed again: an archive written before indexes. */
+async function downgradeToFormat2(root: string, key: SigningKey): Promise<void> {
+  const dir = path.join(root, 'digests');
+  const names = (await readdir(dir)).sort();
+  let prev: string | null = null;
+  for (const name of names) {
+    const d = JSON.parse((await readFile(path.join(dir, name), 'utf8')).split('\n')[0]!) as Digest;
+    const { index: _index, ...rest } = d;
+    const bytes = signDigest({ ...rest, format: DIGEST_FORMAT_V2, prev_digest_sha256: prev }, key);
+    await writeFile(path.join(dir, name), bytes);
+    prev = sha256Hex(bytes);
+  }
+}
+
 /** A reader that remembers what was listed and read. */
 function counting(reader: ArchiveReader): { reader: ArchiveReader; gets: string[]; listed: string[] } {
   const gets: string[] = [];
@@ -102,7 +141,7 @@ describe('scanArchive', () => {
     const { records } = await readArchive(root, keys);
     expect(records.length).toBe(30 * 3 * 20);
 
-    const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer: '7' };
+    const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), actions: ['UPDATE'] };
     const c = counting(fileArchive(root).reader);
     const seen: number[] = [];
     const report = await scanArchive(c.reader, {
@@ -120,16 +159,78 @@ describe('scanArchive', () => {
     // Files are 4 per day (3 data + heartbeat): day d's data files are 4d-3 .. 4d-1.
     // One look for delivery-stream objects, then the listing starts at the range's first partition.
     expect(c.listed).toEqual(['firehose/', 'data/ after data/dt=2026-04-10']);
-    const dataRead = c.gets
-      .filter((k) => k.startsWith('data/'))
-      .map((k) => Number(/(\d{12})-/.exec(k)![1]))
-      .sort((a, b) => a - b);
     // Apr 10 from noon (its last two files), all of Apr 11; Apr 12's files are listed (delay) but their events are after --to.
-    expect(dataRead).toEqual([38, 39, 41, 42, 43]);
+    expect(dataRead(c.gets)).toEqual(RANGE_FILES);
+    expect(report.filesSkippedByIndex).toBe(0); // nothing asked that the index holds
     const digestsRead = c.gets.filter((k) => k.startsWith('digests/')).map((k) => Number(/(\d{12})/.exec(k)![1]));
     expect(Math.min(...digestsRead)).toBe(36); // the anchor: the heartbeat before Apr 10's first file
     expect(Math.max(...digestsRead)).toBeLessThanOrEqual(4 * 12 - 1 + 8); // Apr 12's last file, plus the prefetch window
     expect(report.partitions).toEqual({ from: '2026-04-10', to: '2026-04-13', by: 'commit date' });
+  });
+
+  it("asked for a customer, reads only the range's files whose signed key index may hold them, with the same answer", async () => {
+    const { root, key } = await monthArchive();
+    const keys = new Map([[key.keyId, key]]);
+    const { records } = await readArchive(root, keys);
+    for (const customer of ['7', '13', '49', 'nobody']) {
+      const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer };
+      const c = counting(fileArchive(root).reader);
+      const seen: number[] = [];
+      const report = await scanArchive(c.reader, {
+        keys,
+        query: q,
+        maxCommitDelayMs: 86_400_000,
+        onMatches: (_f, m) => void seen.push(...m.map((l) => l.record.seq)),
+      });
+      expect(report.findings).toEqual([]);
+      expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
+      const holding = RANGE_FILES.filter((f) => customersOf(f).has(customer));
+      // A wrong positive of the filter (about 7 in 100,000) would read one more file: none here, and never one fewer.
+      expect(dataRead(c.gets), customer).toEqual(holding);
+      expect(report.filesRead).toBe(holding.length);
+      expect(report.filesSkippedByIndex).toBe(RANGE_FILES.length - holding.length);
+      expect(scanSummary(report, q, root)).toMatch(
+        holding.length < RANGE_FILES.length ? /files? not read: the key index in (its|their) signed digest rules out a match/ : /records\n/,
+      );
+    }
+  });
+
+  it('reads every file of the range in an archive of format 2 (no index), with the same answer', async () => {
+    const { root, key } = await monthArchive();
+    const keys = new Map([[key.keyId, key]]);
+    await downgradeToFormat2(root, key);
+    const { records } = await readArchive(root, keys);
+    const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer: '7' };
+    const c = counting(fileArchive(root).reader);
+    const seen: number[] = [];
+    const report = await scanArchive(c.reader, {
+      keys,
+      query: q,
+      maxCommitDelayMs: 86_400_000,
+      onMatches: (_f, m) => void seen.push(...m.map((l) => l.record.seq)),
+    });
+    expect(report.findings).toEqual([]);
+    expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
+    expect(dataRead(c.gets)).toEqual(RANGE_FILES);
+    expect(report.filesSkippedByIndex).toBe(0);
+  });
+
+  it("does not skip on an index nobody signed: a changed index breaks the digest's signature and the answer is not verified", async () => {
+    const { root, key } = await monthArchive();
+    const keys = new Map([[key.keyId, key]]);
+    // An outsider empties file 41's filter (so customer 7 would be skipped there) without the signing key.
+    const file = path.join(root, 'digests/000000000041.digest');
+    const text = await readFile(file, 'utf8');
+    const line = JSON.parse(text.split('\n')[0]!) as { index: { bloom: string } };
+    line.index.bloom = Buffer.alloc(Buffer.from(line.index.bloom, 'base64').length).toString('base64');
+    await writeFile(file, `${JSON.stringify(line)}\n${text.split('\n')[1]!}\n`);
+    const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer: customersOf(41).values().next().value! };
+    const report = await scanArchive(fileArchive(root).reader, { keys, query: q, maxCommitDelayMs: 86_400_000, onMatches: () => undefined });
+    expect(report.findings).toContainEqual(expect.objectContaining({ code: 'bad-digest', where: 'digests/000000000041.digest' }));
+    // The answer says it is not verified and why; nothing of file 41 is shown on the strength of an index nobody signed.
+    const summary = scanSummary(report, q, root);
+    expect(summary).toContain('NOT VERIFIED: ');
+    expect(summary).toContain('\n  - digests/000000000041.digest: ');
   });
 
   it('an open-ended query reads everything from its start, and a query without time reads all', async () => {
@@ -148,14 +249,24 @@ describe('scanArchive', () => {
     const { records } = await readArchive(root, keys);
     const q: Query = { ...EVERYTHING, customer: '7', actions: ['UPDATE'] };
     const report = await scanArchive(fileArchive(root).reader, { keys, query: q, maxCommitDelayMs: 0, onMatches: () => undefined });
-    const unknown = records.filter((r) => r.app_context === 'unknown' && r.action === 'UPDATE').length;
+    // Files the index says hold customer 7 are read, and their unattributed UPDATEs counted; the others' unattributed events are counted from their index.
+    const read = new Set(ALL_FILES.filter((f) => customersOf(f).has('7')));
+    const fileOf = (seq: number): number => dataFileOfRecord(seq);
+    const unknown = records.filter((r) => r.app_context === 'unknown' && r.action === 'UPDATE' && read.has(fileOf(r.seq))).length;
+    const skipped = records.filter((r) => r.app_context === 'unknown' && !read.has(fileOf(r.seq))).length;
     expect(unknown).toBeGreaterThan(0);
+    expect(skipped).toBeGreaterThan(0);
+    expect(report.filesRead).toBe(read.size);
     expect(report.matches).toBe(records.filter((r) => matches(r, q)).length);
     expect(report.notes).toEqual([
       {
         code: 'unknown-attribution',
         where: 'query',
-        message: expect.stringMatching(new RegExp(`^${unknown} more events match everything asked but the customer: their app_context is unknown`)),
+        message: expect.stringMatching(
+          new RegExp(
+            `^${unknown} more events in the files read match everything asked but the customer, and the files skipped by their key index hold ${skipped} more events without attribution \\(not narrowed by the rest of the query\\): their app_context is unknown`,
+          ),
+        ),
       },
     ]);
     const none = await scanArchive(fileArchive(root).reader, { keys, query: { ...q, customer: null }, maxCommitDelayMs: 0, onMatches: () => undefined });
