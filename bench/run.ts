@@ -13,7 +13,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { readFile, writeFile, mkdtemp } from 'node:fs/promises';
+import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -23,7 +23,8 @@ import { CreateBucketCommand, PutObjectLockConfigurationCommand, S3Client } from
 import { init } from '../src/capture/migrate.js';
 import { protect } from '../src/capture/protect.js';
 import { createLogger } from '../src/log.js';
-import { keygen } from '../src/seal/keys.js';
+import { keygen, loadSigningKey } from '../src/seal/keys.js';
+import { buildSyntheticArchive, downgradeToFormat2, TARGET } from './synthetic-archive.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -33,11 +34,16 @@ const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
 const READ_MESSAGES = Number(process.env.BENCH_READS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-/** BENCH_ONLY=throughput or =trigger: just that ratio, for quick iterations (writes no results). */
+/**
+ * BENCH_ONLY=throughput, trigger, ingest or reads: just that step, for quick iterations (writes no
+ * results). BENCH_ONLY=index: the key index step alone (no database), written into the results.
+ */
 const ONLY = process.env.BENCH_ONLY ?? null;
-if (ONLY !== null && ONLY !== 'throughput' && ONLY !== 'trigger' && ONLY !== 'ingest' && ONLY !== 'reads') {
-  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger, ingest or reads, or leave it unset for all`);
+if (ONLY !== null && !['throughput', 'trigger', 'ingest', 'reads', 'index'].includes(ONLY)) {
+  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger, ingest, reads or index, or leave it unset for all`);
 }
+/** Sizes of the synthetic archives the key index step searches (events). */
+const INDEX_SIZES = (process.env.BENCH_INDEX_SIZES ?? '1000000,10000000,50000000').split(',').map(Number);
 /** Lines of the normal pgaudit log, and bytes of the one huge record (a 140 MB statement of quotes). */
 const INGEST_LINES = Number(process.env.BENCH_INGEST_LINES ?? 200_000);
 const HUGE_RECORD_BYTES = Number(process.env.BENCH_HUGE_RECORD_BYTES ?? 560 * 2 ** 20);
@@ -57,6 +63,16 @@ const say = (s: string): void => {
 };
 
 async function main(): Promise<void> {
+  if (ONLY === 'index') {
+    // No database: merged into the last full run's results, saying when it was measured.
+    const file = path.join(PACKAGE_ROOT, 'bench', 'results.json');
+    const results = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    results.key_index = await keyIndexBench();
+    await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
+    await writeFile(path.join(PACKAGE_ROOT, 'bench', 'results.md'), report(results));
+    say(`\nwritten: bench/results.json, bench/results.md (the key index step; the others are the last full run's)`);
+    return;
+  }
   const adminUrl = env('TEST_DATABASE_URL');
   const url = new URL(adminUrl);
   url.pathname = '/bench';
@@ -337,6 +353,7 @@ async function main(): Promise<void> {
   say(`    ${JSON.stringify(results.backfill)}`);
 
   await db.end();
+  results.key_index = await keyIndexBench();
   const out = path.join(PACKAGE_ROOT, 'bench');
   await writeFile(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFile(path.join(out, 'results.md'), report(results));
@@ -425,6 +442,71 @@ async function ingestBench(adminUrl: string) {
 }
 
 /** The baseline: the server's own client decodes slot bench_recv up to `endpos` and discards it. */
+/**
+ * Point queries over archives of INDEX_SIZES events, built by the sealer (bench/synthetic-archive.ts):
+ * `query --customer` for a patient in 0.1% of the files, which reads the digests and only the files
+ * whose signed key index may hold the patient. Baseline, same run: the smallest archive with its
+ * digests rewritten as format 2 (no index), where the same query reads every file.
+ */
+async function keyIndexBench() {
+  const dir = await mkdtemp(path.join(tmpdir(), 'bench-index-'));
+  const k = await keygen(path.join(dir, 'keys'));
+  const key = await loadSigningKey(k.signingKeyPath);
+  const query = async (root: string): Promise<{ seconds: number; filesRead: number; skipped: number; matches: number; peakRssMib: number }> => {
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      const t = await timed(() =>
+        runCli(['query', '--archive', `file://${root}`, '--verify-key', k.verifyKeyPath, '--customer', TARGET, '--format', 'json'], {
+          PATH: process.env.PATH ?? '',
+        }),
+      );
+      const summary = t.value.stderr;
+      runs.push({
+        seconds: t.seconds,
+        filesRead: Number(/(\d+) files? read/.exec(summary)?.[1] ?? NaN),
+        skipped: Number(/(\d+) files? not read: the key index/.exec(summary)?.[1] ?? 0),
+        matches: Number(/answer: +(\d+) event/.exec(summary)?.[1] ?? NaN),
+        peakRssMib: Math.round(t.value.peakRssKib / 1024),
+      });
+    }
+    return runs.sort((a, b) => a.seconds - b.seconds)[1]!; // the median of three
+  };
+  const sizes = [];
+  let baseline: { events: number; files_read: number; query_s: number } | null = null;
+  for (const events of INDEX_SIZES) {
+    say(`    key index: sealing a synthetic archive of ${events} events…`);
+    const built = await timed(() => buildSyntheticArchive(path.join(dir, String(events)), events, key, () => undefined));
+    const a = built.value;
+    const q = await query(a.root);
+    if (q.matches !== a.targetFiles) throw new Error(`query --customer found ${q.matches} events, the archive holds ${a.targetFiles}`);
+    const row = {
+      events,
+      files: a.files,
+      target_files: a.targetFiles,
+      files_read: q.filesRead,
+      files_skipped_by_index: q.skipped,
+      query_s: round3(q.seconds),
+      query_peak_rss_mib: q.peakRssMib,
+      data_kib_per_file: Math.round(a.compressedBytes / a.files / 1024),
+      digest_kib_per_file: Math.round(a.digestBytes / a.files / 1024),
+      seal_s: round(built.seconds),
+    };
+    say(`    ${JSON.stringify(row)}`);
+    sizes.push(row);
+    if (baseline === null) {
+      await downgradeToFormat2(a.root, key);
+      const b = await query(a.root);
+      baseline = { events, files_read: b.filesRead, query_s: round3(b.seconds) };
+      say(`    baseline (the same archive without indexes): ${JSON.stringify(baseline)}`);
+    }
+    await rm(path.join(dir, String(events)), { recursive: true, force: true });
+  }
+  await rm(dir, { recursive: true, force: true });
+  const first = sizes[0]!;
+  const last = sizes[sizes.length - 1]!;
+  return { sizes, baseline, ratio_largest_to_smallest: round(last.query_s / first.query_s), target_ratio: 3 };
+}
+
 function recvlogical(dbUrl: string, endpos: string, options: string[] = []) {
   return run(`${PGBIN}/pg_recvlogical`, [
     ...options.flatMap((o) => ['-o', o]),
@@ -802,6 +884,27 @@ function readMessagesLine(x: Record<string, number> | undefined): string {
   );
 }
 
+type KeyIndexResult = Awaited<ReturnType<typeof keyIndexBench>>;
+
+function keyIndexLines(x: KeyIndexResult | undefined): string {
+  if (!x) return '';
+  const rows = x.sizes.map(
+    (s) =>
+      `| ${(s.events / 1e6).toString()}M | ${s.files} | ${s.target_files} | ${s.files_read} | ${s.query_s} s | ${s.query_peak_rss_mib} MiB | ${s.digest_kib_per_file} KiB / ${s.data_kib_per_file} KiB | ${s.seal_s} s |`,
+  );
+  const b = x.baseline;
+  return `
+\`query --customer X\` over synthetic archives sealed by the sealer (a hospital at 5,000 events/s, files of 10,000 records, X in one file in a thousand;
+median of 3 queries, file:// archive). Time should grow with the files that match, not with the archive: largest over smallest ${x.ratio_largest_to_smallest} (target <= ${x.target_ratio}).
+
+| events | files | files holding X | files read | query | peak RSS | digest / data per file | sealing |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+${rows.join('\n')}
+
+Baseline, same run: the ${b ? `${(b.events / 1e6).toString()}M archive with its digests rewritten as format 2 (no index): ${b.files_read} files read, ${b.query_s} s` : 'none'}.
+`;
+}
+
 function report(r: Record<string, unknown>): string {
   const t = r.throughput as Record<string, number>;
   const l = r.latency as Record<string, number>;
@@ -842,7 +945,7 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
 - The same number of rows committed before the slot existed (the initial backfill, from the slot's snapshot): ${f.initial_seconds}s,
   peak RSS ${f.initial_peak_rss_mib} MiB; recovery after the slot was dropped (every archived id read to skip it): ${f.recovery_seconds}s,
   peak RSS ${f.recovery_peak_rss_mib} MiB (target <= ${f.target_peak_rss_mib} MiB for both).
-${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}${readMessagesLine(r.row_reads as Record<string, number> | undefined)}
+${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}${readMessagesLine(r.row_reads as Record<string, number> | undefined)}${keyIndexLines(r.key_index as KeyIndexResult | undefined)}
 Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS, BENCH_READS and BENCH_BACKLOG change the sizes).
 `;
 }

@@ -101,6 +101,11 @@ export function indexRulesOut(index: OpenIndex | null, q: Query): boolean {
   return false;
 }
 
+/** Whether the query asks for a key the key index holds (so most files may be skipped). */
+export function asksIndexedKey(q: Query): boolean {
+  return q.customer !== null || q.appUser !== null || q.dbUser !== null || q.table !== null || q.rowId !== null;
+}
+
 /** The query in words, for reports: "events from … to … by database user … on …". */
 export function describe(q: Query): string {
   const parts: string[] = [];

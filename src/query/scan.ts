@@ -10,7 +10,7 @@ import { DigestWalk } from '../verify/links.js';
 import { RecordedFindings, findingId } from '../verify/recorded.js';
 import { AttestationCheck } from '../verify/attestations.js';
 import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
-import { indexOfDigest, indexRulesOut, matches, mayHold, type Query } from './filter.js';
+import { asksIndexedKey, indexOfDigest, indexRulesOut, matches, mayHold, type Query } from './filter.js';
 
 /** A data file whose bytes, records and signed digest all checked out. */
 export interface VerifiedFile {
@@ -86,15 +86,20 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   // Files the index let the search skip may hold such events too: their number is in the index, not
   // narrowed by the rest of the query (`skipped`).
   const unattributed = q.appUser !== null || q.customer !== null ? { query: { ...q, appUser: null, customer: null }, count: 0, skipped: 0 } : null;
-  const walk = new DigestWalk(opts.keys, 'anchor');
+  // Signatures are checked where they are relied on: before a file's records are used, and at the
+  // end; each vouches for the digests before it through the hashes the walk checks link by link.
+  const walk = new DigestWalk(opts.keys, 'anchor', 'deferred');
   // Changes of the capture configuration between the attestations in the files read.
   const attestations = new AttestationCheck();
   // Digests a few files ahead, and the data of the next files worth reading, while this one is checked.
   const ahead = new ReadAhead(reader, PREFETCH + 2);
+  // Asked for a key the index holds, most files are skipped: their data is not fetched early, which
+  // saves parsing each digest twice (about 35 us of 250 per digest skipped, 50 KiB digests).
+  const prefetchData = !asksIndexedKey(q);
   const fetchDigest = (seq: number, last: number): Promise<Buffer | null> => {
     for (let s = seq + 1; s <= Math.min(seq + PREFETCH, last); s++) {
       const digest = ahead.start(digestKey(s));
-      if (s > seq + 2) continue;
+      if (s > seq + 2 || !prefetchData) continue;
       void digest?.then(
         (b) => {
           const d = peekDigest(b);
@@ -145,6 +150,12 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
       if (unattributed) unattributed.skipped += index!.index.unattributed;
       return;
     }
+    const signature = walk.confirm();
+    if (signature.length > 0) {
+      report.findings.push(...signature);
+      report.failedFiles.add(seq);
+      return;
+    }
     report.keyIds.add(d.key_id);
     const body = await ahead.take(d.object_key);
     const file = checkFile(body, d, step.before);
@@ -183,6 +194,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     for (let s = done + 1; s <= seq; s++) await visit(s, seq);
     done = seq;
   }
+  // The newest digest walked vouches for every one before it, and so for every file skipped.
+  report.findings.push(...walk.confirm());
   if (unattributed && (unattributed.count > 0 || unattributed.skipped > 0)) {
     const who = `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}`;
     report.notes.push({

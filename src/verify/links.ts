@@ -1,4 +1,4 @@
-import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
+import { openDigest, sha256Hex, signatureHolds, type Digest } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
 import { GENESIS_CHAIN } from '../seal/record.js';
 import { digestKey } from '../sink/keys.js';
@@ -26,12 +26,30 @@ export class DigestWalk {
   private state: ChainState = CHAIN_START;
   /** whether the chain state before the next digest is known (from file 1, or after an anchor) */
   private anchored: boolean;
+  /** the newest digest stepped whose signature is not checked yet ('deferred' walks) */
+  private unconfirmed: { seq: number; bytes: Buffer; key: VerifyKey } | null = null;
 
+  /**
+   * signatures 'deferred': a digest's signature is checked only when confirm() is called (before
+   * its file's records are used, and at the end of the walk). A checked signature vouches for every
+   * digest before it as well, through the previous-digest hashes the walk checked link by link (a
+   * broken or missing link is a finding of its own): a search over 5,000 digests checks a handful
+   * of signatures instead of 5,000 (150 us each here).
+   */
   constructor(
     private readonly keys: Map<string, VerifyKey>,
     from: 'genesis' | 'anchor' = 'genesis',
+    private readonly signatures: 'every' | 'deferred' = 'every',
   ) {
     this.anchored = from === 'genesis';
+  }
+
+  /** Check the signature of the newest digest stepped (deferred walks): a finding if it does not hold. */
+  confirm(): Finding[] {
+    const u = this.unconfirmed;
+    this.unconfirmed = null;
+    if (!u || signatureHolds(u.bytes, u.key)) return [];
+    return [{ code: 'bad-digest', where: digestKey(u.seq), message: 'digest signature does not match its content' }];
   }
 
   /**
@@ -39,19 +57,29 @@ export class DigestWalk {
    * chain state its file's records must continue from.
    */
   step(seq: number, bytes: Buffer | null): { digest: Digest | null; before: ChainState; findings: Finding[]; sha256: string | null } {
+    // A deferred signature vouches for the digests before it only while every link holds: where the
+    // chain breaks (a gap, an unreadable digest, a wrong previous-digest hash), the one before is checked now.
     const findings: Finding[] = [];
+    const pending = this.unconfirmed;
+    const breakHere = (): void => {
+      this.unconfirmed = pending;
+      findings.push(...this.confirm());
+    };
     const key = digestKey(seq);
     const add = (code: string, message: string): void => {
       findings.push({ code, where: key, message });
     };
     if (!bytes) {
+      breakHere();
       add('missing-digest', `digest ${seq} is missing: the chain has a gap between files ${seq - 1} and ${seq + 1}`);
       this.prevDigestSha = null;
       this.prevDigest = null;
       return { digest: null, before: this.state, findings, sha256: null };
     }
-    const opened = openDigest(bytes, this.keys);
+    const deferred = this.signatures === 'deferred';
+    const opened = openDigest(bytes, this.keys, !deferred);
     if (!opened.ok) {
+      breakHere();
       add('bad-digest', opened.problem);
       this.prevDigestSha = sha256Hex(bytes);
       this.prevDigest = null;
@@ -61,8 +89,10 @@ export class DigestWalk {
     const linked = this.prevDigest !== null;
     if (d.file_seq !== seq) add('wrong-sequence', `digest at position ${seq} says it is file ${d.file_seq}`);
     if (seq === 1 ? d.prev_digest_sha256 !== null : this.prevDigestSha !== null && d.prev_digest_sha256 !== this.prevDigestSha) {
+      breakHere();
       add('broken-digest-link', `digest ${seq} does not follow digest ${seq - 1}: its previous-digest hash does not match`);
     }
+    if (deferred) this.unconfirmed = { seq, bytes, key: this.keys.get(d.key_id)! };
     const prev = this.prevDigest;
     const sameSource = prev !== null && d.system_identifier === prev.system_identifier && d.database === prev.database && d.slot === prev.slot;
     if (prev && !sameSource) {

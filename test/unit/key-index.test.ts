@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Batch } from '../../src/seal/batch.js';
-import { indexOf, KEY_COLUMNS, mayContain, openIndex, recordKeys, tableNames, type KeyIndex } from '../../src/seal/key-index.js';
+import { indexOf, KEY_COLUMNS, mayContain, murmur3, openIndex, recordKeys, tableNames, type KeyIndex } from '../../src/seal/key-index.js';
 import { keyIdOf, type SigningKey } from '../../src/seal/keys.js';
 import { GENESIS_CHAIN, openRecord } from '../../src/seal/record.js';
 import { tupleLayout } from '../../src/seal/raw-record.js';
@@ -100,6 +100,22 @@ function bothPaths(rows: (string | null)[][]): { raw: KeyIndex; general: KeyInde
 }
 
 describe('the key index (docs/format.md 4.4)', () => {
+  it('hashes with MurmurHash3 x86 32-bit as published (SMHasher vectors), over every tail length', () => {
+    const m = (text: string, seed: number): number => {
+      const b = Buffer.from(text, 'utf8');
+      return murmur3(b, b.length, seed);
+    };
+    expect(m('', 0)).toBe(0);
+    expect(m('', 1)).toBe(0x514e28b7);
+    expect(m('', 0xffffffff)).toBe(0x81f16f39);
+    expect(m('The quick brown fox jumps over the lazy dog', 0)).toBe(0x2e4ff723);
+    expect(m('Hello, world!', 1234)).toBe(0xfaf6cdb3);
+    expect(m('aaaa', 0x9747b28c)).toBe(0x5a97808a);
+    expect(m('aaa', 0x9747b28c)).toBe(0x283e0130);
+    expect(m('aa', 0x9747b28c)).toBe(0x5d211726);
+    expect(m('a', 0x9747b28c)).toBe(0x7fa09ea6);
+  });
+
   it('is the same from the raw path, the general path and a verifier reading the lines back, on odd values', () => {
     const rows = randomRows(3000, 1);
     const { raw, general, records } = bothPaths(rows);

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
@@ -15,7 +15,7 @@ const asLsn = (n: bigint): Lsn => n as Lsn;
 import { EVERYTHING, matches, type Query } from '../../src/query/filter.js';
 import { scanArchive } from '../../src/query/scan.js';
 import { scanSummary } from '../../src/query/report.js';
-import { DIGEST_FORMAT_V2, sha256Hex, signDigest, type Digest } from '../../src/seal/digest.js';
+import { downgradeToFormat2 } from '../../bench/synthetic-archive.js';
 import { readArchive } from '../helpers/archive.js';
 import { EMPTY_HEAD } from '../../src/ship/resume.js';
 
@@ -97,20 +97,6 @@ function dataRead(gets: string[]): number[] {
     .filter((k) => k.startsWith('data/'))
     .map((k) => Number(/(\d{12})-/.exec(k)![1]))
     .sort((a, b) => a - b);
-}
-
-/** Rewrite every digest as format 2 (no index), signed again: an archive written before indexes. */
-async function downgradeToFormat2(root: string, key: SigningKey): Promise<void> {
-  const dir = path.join(root, 'digests');
-  const names = (await readdir(dir)).sort();
-  let prev: string | null = null;
-  for (const name of names) {
-    const d = JSON.parse((await readFile(path.join(dir, name), 'utf8')).split('\n')[0]!) as Digest;
-    const { index: _index, ...rest } = d;
-    const bytes = signDigest({ ...rest, format: DIGEST_FORMAT_V2, prev_digest_sha256: prev }, key);
-    await writeFile(path.join(dir, name), bytes);
-    prev = sha256Hex(bytes);
-  }
 }
 
 /** A reader that remembers what was listed and read. */

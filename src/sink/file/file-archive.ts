@@ -1,4 +1,5 @@
 import { constants } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { chmod, link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../../errors.js';
@@ -78,7 +79,10 @@ class FileReader implements ArchiveReader {
 
   async get(key: string): Promise<Buffer | null> {
     try {
-      return await readFile(path.join(this.root, key));
+      // Synchronous: a local file of an archive (a 50 KiB digest, a 1 MiB data file) is read in tens
+      // of microseconds, while fs.promises.readFile's four thread-pool round trips left a search
+      // over 1,000 digests waiting 0.38 ms per digest (measured with --cpu-prof: 381 ms idle).
+      return readFileSync(path.join(this.root, key));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
