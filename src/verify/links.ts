@@ -63,7 +63,10 @@ export class DigestWalk {
     const pending = this.unconfirmed;
     const breakHere = (): void => {
       this.unconfirmed = pending;
-      findings.push(...this.confirm());
+      const bad = this.confirm();
+      findings.push(...bad);
+      // As a walk that checks every signature would: nothing is compared with a digest that failed its own.
+      if (bad.length > 0) this.prevDigest = null;
     };
     const key = digestKey(seq);
     const add = (code: string, message: string): void => {
@@ -86,12 +89,12 @@ export class DigestWalk {
       return { digest: null, before: this.state, findings, sha256: this.prevDigestSha };
     }
     const d = opened.digest;
-    const linked = this.prevDigest !== null;
     if (d.file_seq !== seq) add('wrong-sequence', `digest at position ${seq} says it is file ${d.file_seq}`);
     if (seq === 1 ? d.prev_digest_sha256 !== null : this.prevDigestSha !== null && d.prev_digest_sha256 !== this.prevDigestSha) {
       breakHere();
       add('broken-digest-link', `digest ${seq} does not follow digest ${seq - 1}: its previous-digest hash does not match`);
     }
+    const linked = this.prevDigest !== null;
     if (deferred) this.unconfirmed = { seq, bytes, key: this.keys.get(d.key_id)! };
     const prev = this.prevDigest;
     const sameSource = prev !== null && d.system_identifier === prev.system_identifier && d.database === prev.database && d.slot === prev.slot;
