@@ -55,6 +55,7 @@ export interface ScanReport {
 }
 
 const PREFETCH = 8;
+const DIGEST_PREFETCH = 32;
 
 /**
  * Answer a query from the archive, verifying everything it shows. The data listing starts at the
@@ -91,13 +92,16 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   const walk = new DigestWalk(opts.keys, 'anchor', 'deferred');
   // Changes of the capture configuration between the attestations in the files read.
   const attestations = new AttestationCheck();
-  // Digests a few files ahead, and the data of the next files worth reading, while this one is checked.
-  const ahead = new ReadAhead(reader, PREFETCH + 2);
   // Asked for a key the index holds, most files are skipped: their data is not fetched early, which
-  // saves parsing each digest twice (about 35 us of 250 per digest skipped, 50 KiB digests).
+  // saves parsing each digest twice (about 35 us of 250 per digest skipped, 50 KiB digests), and
+  // more digests are in flight, as the walk then waits on little but digests (an S3 GET takes
+  // milliseconds; 32 in flight hold at most about 2 MiB).
   const prefetchData = !asksIndexedKey(q);
+  const depth = prefetchData ? PREFETCH : DIGEST_PREFETCH;
+  // Digests a few files ahead, and the data of the next files worth reading, while this one is checked.
+  const ahead = new ReadAhead(reader, depth + 2);
   const fetchDigest = (seq: number, last: number): Promise<Buffer | null> => {
-    for (let s = seq + 1; s <= Math.min(seq + PREFETCH, last); s++) {
+    for (let s = seq + 1; s <= Math.min(seq + depth, last); s++) {
       const digest = ahead.start(digestKey(s));
       if (s > seq + 2 || !prefetchData) continue;
       void digest?.then(

@@ -15,6 +15,7 @@ const asLsn = (n: bigint): Lsn => n as Lsn;
 import { EVERYTHING, matches, type Query } from '../../src/query/filter.js';
 import { scanArchive } from '../../src/query/scan.js';
 import { scanSummary } from '../../src/query/report.js';
+import type { ArchivedRecord } from '../../src/verify/file.js';
 import { downgradeToFormat2 } from '../../bench/synthetic-archive.js';
 import { readArchive } from '../helpers/archive.js';
 import { EMPTY_HEAD } from '../../src/ship/resume.js';
@@ -99,6 +100,22 @@ function dataRead(gets: string[]): number[] {
     .sort((a, b) => a - b);
 }
 
+/** Search RANGE_FILES' time range, counting reads; the answer must be what a full read of `records` answers. */
+async function scanRange(root: string, keys: Map<string, SigningKey>, records: ArchivedRecord[], ask: Partial<Query>) {
+  const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), ...ask };
+  const c = counting(fileArchive(root).reader);
+  const seen: number[] = [];
+  const report = await scanArchive(c.reader, {
+    keys,
+    query: q,
+    maxCommitDelayMs: 86_400_000,
+    onMatches: (_f, m) => void seen.push(...m.map((l) => l.record.seq)),
+  });
+  expect(report.findings).toEqual([]);
+  expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
+  return { q, c, report, seen };
+}
+
 /** A reader that remembers what was listed and read. */
 function counting(reader: ArchiveReader): { reader: ArchiveReader; gets: string[]; listed: string[] } {
   const gets: string[] = [];
@@ -127,19 +144,7 @@ describe('scanArchive', () => {
     const { records } = await readArchive(root, keys);
     expect(records.length).toBe(30 * 3 * 20);
 
-    const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), actions: ['UPDATE'] };
-    const c = counting(fileArchive(root).reader);
-    const seen: number[] = [];
-    const report = await scanArchive(c.reader, {
-      keys,
-      query: q,
-      maxCommitDelayMs: 86_400_000,
-      onMatches: (_f, m) => {
-        seen.push(...m.map((l) => l.record.seq));
-      },
-    });
-    expect(report.findings).toEqual([]);
-    expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
+    const { c, report, seen } = await scanRange(root, keys, records, { actions: ['UPDATE'] });
     expect(seen.length).toBeGreaterThan(0);
 
     // Files are 4 per day (3 data + heartbeat): day d's data files are 4d-3 .. 4d-1.
@@ -159,17 +164,7 @@ describe('scanArchive', () => {
     const keys = new Map([[key.keyId, key]]);
     const { records } = await readArchive(root, keys);
     for (const customer of ['7', '13', '49', 'nobody']) {
-      const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer };
-      const c = counting(fileArchive(root).reader);
-      const seen: number[] = [];
-      const report = await scanArchive(c.reader, {
-        keys,
-        query: q,
-        maxCommitDelayMs: 86_400_000,
-        onMatches: (_f, m) => void seen.push(...m.map((l) => l.record.seq)),
-      });
-      expect(report.findings).toEqual([]);
-      expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
+      const { q, c, report } = await scanRange(root, keys, records, { customer });
       const holding = RANGE_FILES.filter((f) => customersOf(f).has(customer));
       // A wrong positive of the filter (about 7 in 100,000) would read one more file: none here, and never one fewer.
       expect(dataRead(c.gets), customer).toEqual(holding);
@@ -186,17 +181,7 @@ describe('scanArchive', () => {
     const keys = new Map([[key.keyId, key]]);
     await downgradeToFormat2(root, key);
     const { records } = await readArchive(root, keys);
-    const q: Query = { ...EVERYTHING, from: timeKey('2026-04-10T12:00:00Z'), to: timeKey('2026-04-12'), customer: '7' };
-    const c = counting(fileArchive(root).reader);
-    const seen: number[] = [];
-    const report = await scanArchive(c.reader, {
-      keys,
-      query: q,
-      maxCommitDelayMs: 86_400_000,
-      onMatches: (_f, m) => void seen.push(...m.map((l) => l.record.seq)),
-    });
-    expect(report.findings).toEqual([]);
-    expect(seen).toEqual(records.filter((r) => matches(r, q)).map((r) => r.seq));
+    const { c, report } = await scanRange(root, keys, records, { customer: '7' });
     expect(dataRead(c.gets)).toEqual(RANGE_FILES);
     expect(report.filesSkippedByIndex).toBe(0);
   });
