@@ -45,7 +45,10 @@ describe('a walk that defers signatures (query) reports what checking every one 
   const good = chain(key);
   const cases: [string, (Buffer | null)[]][] = [
     ['an intact chain', good],
-    ['a signature line changed in the middle', good.map((b, i) => (i === 5 ? Buffer.from(b.toString().replace(/"signature":"./, '"signature":"A')) : b))],
+    [
+      'a signature line changed in the middle',
+      good.map((b, i) => (i === 5 ? Buffer.from(b.toString().replace(/"signature":"(.)/, (_m, c: string) => `"signature":"${c === 'A' ? 'B' : 'A'}`)) : b)),
+    ],
     ['the last digest signed by a stranger', good.map((b, i) => (i === 11 ? resigned(good, 11, signingKey(), (d) => ({ ...d, key_id: key.keyId })) : b))],
     [
       'a digest in the middle rewritten by a stranger',
