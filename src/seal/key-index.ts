@@ -137,8 +137,16 @@ function hashScratch(n: number): void {
 /** The key `<prefix><text>` (prefix: `field=` as bytes) into scratch; its length. */
 function writeKey(prefix: Uint8Array, text: string): number {
   if (prefix.length + text.length * 3 > scratch.length) scratch = Buffer.allocUnsafe(prefix.length + text.length * 3);
-  scratch.set(prefix, 0);
-  return prefix.length + scratch.write(text, prefix.length, 'utf8');
+  const out = scratch;
+  for (let i = 0; i < prefix.length; i++) out[i] = prefix[i]!;
+  // ASCII (ids, names) is copied by hand: Buffer.write's call into the runtime cost more than the hashing of a short key
+  let at = prefix.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) return prefix.length + out.write(text, prefix.length, 'utf8');
+    out[at++] = c;
+  }
+  return at;
 }
 
 /** Bit positions of a key: h1 = murmur3(key, 0), h2 = murmur3(key, h1) over its UTF-8; bit (h1 + i·h2) mod bits. */
