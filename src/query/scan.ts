@@ -151,7 +151,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     }
     if (step.findings.length === 0 && indexRulesOut(index, q)) {
       report.filesSkippedByIndex++;
-      if (unattributed) unattributed.skipped += index!.index.unattributed;
+      // Its unattributed events are candidates only if the rest of the query could match in it.
+      if (unattributed && !indexRulesOut(index, unattributed.query)) unattributed.skipped += index!.index.unattributed;
       return;
     }
     const signature = walk.confirm();

@@ -242,5 +242,9 @@ describe('scanArchive', () => {
     ]);
     const none = await scanArchive(fileArchive(root).reader, { keys, query: { ...q, customer: null }, maxCommitDelayMs: 0, onMatches: () => undefined });
     expect(none.notes).toEqual([]);
+    // A database user no file holds: every file is skipped, and none of their unattributed events can be this customer's.
+    const nobody = await scanArchive(fileArchive(root).reader, { keys, query: { ...q, dbUser: 'nobody' }, maxCommitDelayMs: 0, onMatches: () => undefined });
+    expect(nobody.filesSkippedByIndex).toBe(90);
+    expect(nobody.notes).toEqual([]);
   });
 });
