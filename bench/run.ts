@@ -14,7 +14,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir, cpus, totalmem } from 'node:os';
+import { availableParallelism, tmpdir, cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,12 +36,15 @@ const READ_MESSAGES = Number(process.env.BENCH_READS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /**
  * BENCH_ONLY=throughput, trigger, ingest or reads: just that step, for quick iterations (writes no
- * results). BENCH_ONLY=index: the key index step alone (no database), written into the results.
+ * results). BENCH_ONLY=index or verify: the key index or the parallel verify step alone (no
+ * database), written into the results.
  */
 const ONLY = process.env.BENCH_ONLY ?? null;
-if (ONLY !== null && !['throughput', 'trigger', 'ingest', 'reads', 'index'].includes(ONLY)) {
-  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger, ingest, reads or index, or leave it unset for all`);
+if (ONLY !== null && !['throughput', 'trigger', 'ingest', 'reads', 'index', 'verify'].includes(ONLY)) {
+  throw new Error(`BENCH_ONLY=${ONLY} is not a step: use throughput, trigger, ingest, reads, index or verify, or leave it unset for all`);
 }
+/** Events of the synthetic archive the parallel verify step checks. */
+const VERIFY_EVENTS = Number(process.env.BENCH_VERIFY_EVENTS ?? 1_000_000);
 /** Sizes of the synthetic archives the key index step searches (events). */
 const INDEX_SIZES = (process.env.BENCH_INDEX_SIZES ?? '1000000,10000000,50000000').split(',').map(Number);
 /** Lines of the normal pgaudit log, and bytes of the one huge record (a 140 MB statement of quotes). */
@@ -63,14 +66,15 @@ const say = (s: string): void => {
 };
 
 async function main(): Promise<void> {
-  if (ONLY === 'index') {
+  if (ONLY === 'index' || ONLY === 'verify') {
     // No database: merged into the last full run's results, saying when it was measured.
     const file = path.join(PACKAGE_ROOT, 'bench', 'results.json');
     const results = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-    results.key_index = await keyIndexBench();
+    if (ONLY === 'index') results.key_index = await keyIndexBench();
+    else results.parallel_verify = await parallelVerifyBench();
     await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
     await writeFile(path.join(PACKAGE_ROOT, 'bench', 'results.md'), report(results));
-    say(`\nwritten: bench/results.json, bench/results.md (the key index step; the others are the last full run's)`);
+    say(`\nwritten: bench/results.json, bench/results.md (the ${ONLY} step; the others are the last full run's)`);
     return;
   }
   const adminUrl = env('TEST_DATABASE_URL');
@@ -354,6 +358,7 @@ async function main(): Promise<void> {
 
   await db.end();
   results.key_index = await keyIndexBench();
+  results.parallel_verify = await parallelVerifyBench();
   const out = path.join(PACKAGE_ROOT, 'bench');
   await writeFile(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFile(path.join(out, 'results.md'), report(results));
@@ -439,6 +444,60 @@ async function ingestBench(adminUrl: string) {
     huge_record: { ...hugeRun, record_mib: round(HUGE_RECORD_BYTES / 2 ** 20), longest_statement_kept: huge.longest },
     target_peak_rss_mib: 256,
   };
+}
+
+/**
+ * `verify --full` with worker threads against the same command on one thread, over one synthetic
+ * archive (no database, no S3: the checking is measured, not the storage), rounds alternating so
+ * the neighbours' noise hits both sides alike. The reports must be byte-identical.
+ */
+async function parallelVerifyBench() {
+  const dir = await mkdtemp(path.join(tmpdir(), 'bench-verify-'));
+  const k = await keygen(path.join(dir, 'keys'));
+  const key = await loadSigningKey(k.signingKeyPath);
+  say(`    parallel verify: sealing a synthetic archive of ${VERIFY_EVENTS} events…`);
+  const a = await buildSyntheticArchive(path.join(dir, 'archive'), VERIFY_EVENTS, key, () => undefined);
+  const workers = availableParallelism();
+  const verify = async (n: number) => {
+    const t = await timed(() =>
+      runCli(
+        // The synthetic archive's head is years old: the age check is not what is measured.
+        ['verify', '--archive', `file://${a.root}`, '--verify-key', k.verifyKeyPath, '--full', '--max-head-age', '100000d', '--workers', String(n), '--json'],
+        { PATH: process.env.PATH ?? '' },
+        { stdout: true },
+      ),
+    );
+    return { seconds: t.seconds, cpu: t.value.cpu?.all_threads_s ?? null, rss: Math.round(t.value.peakRssKib / 1024), report: t.value.stdout };
+  };
+  const ROUNDS_V = 3;
+  const one: Awaited<ReturnType<typeof verify>>[] = [];
+  const many: Awaited<ReturnType<typeof verify>>[] = [];
+  for (let i = 0; i < ROUNDS_V; i++) {
+    one.push(await verify(0));
+    many.push(await verify(workers));
+  }
+  const median = <T extends { seconds: number }>(xs: T[]): T => [...xs].sort((p, q) => p.seconds - q.seconds)[Math.floor(xs.length / 2)]!;
+  const side = (xs: Awaited<ReturnType<typeof verify>>[]) => {
+    const m = median(xs);
+    return { seconds: round3(m.seconds), events_per_s: Math.round(a.events / m.seconds), cpu_s: m.cpu, peak_rss_mib: m.rss };
+  };
+  const ratios = one.map((o, i) => round(o.seconds / many[i]!.seconds)).sort((p, q) => p - q);
+  const result = {
+    measured_at: new Date().toISOString().slice(0, 10),
+    events: a.events,
+    files: a.files,
+    rounds: ROUNDS_V,
+    workers,
+    one_thread: side(one),
+    workers_side: side(many),
+    ratio: round(median(one).seconds / median(many).seconds),
+    ratio_range: [ratios[0]!, ratios[ratios.length - 1]!],
+    target_ratio: 1.8,
+    same_report: one.every((o) => o.report === many[0]!.report) && many.every((m) => m.report === many[0]!.report),
+  };
+  say(`    ${JSON.stringify(result)}`);
+  await rm(dir, { recursive: true, force: true });
+  return result;
 }
 
 /** The baseline: the server's own client decodes slot bench_recv up to `endpos` and discards it. */
@@ -642,17 +701,25 @@ async function cpuUse(pid: number): Promise<CpuUse | null> {
 }
 
 /** Run the CLI, sampling its resident memory and CPU use; resolves with the peaks, its stderr and when it exited. */
-function runCli(args: string[], envVars: Record<string, string>): Promise<{ peakRssKib: number; stderr: string; exitedAt: number; cpu: CpuUse | null }> {
+function runCli(
+  args: string[],
+  envVars: Record<string, string>,
+  opts: { stdout?: boolean } = {},
+): Promise<{ peakRssKib: number; stderr: string; stdout: string; exitedAt: number; cpu: CpuUse | null }> {
   return new Promise((resolve, reject) => {
     const [cmd, argv] = args[0] === 'ship' ? [BIN, args] : [process.execPath, [CLI, ...args]];
     const child = spawn(cmd, argv, {
       env: { ...envVars, PATH: `${path.dirname(process.execPath)}:${envVars.PATH ?? process.env.PATH ?? ''}` },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout?.on('data', (d) => {
+      stdout += d;
     });
     let stderr = '';
     let peak = 0;
     let cpu: CpuUse | null = null;
-    child.stderr.on('data', (d) => {
+    child.stderr!.on('data', (d) => {
       stderr += d;
     });
     const sampler = setInterval(async () => {
@@ -663,7 +730,7 @@ function runCli(args: string[], envVars: Record<string, string>): Promise<{ peak
     }, 50);
     child.on('close', (code) => {
       clearInterval(sampler);
-      if (code === 0) resolve({ peakRssKib: peak, stderr, exitedAt: Date.now(), cpu });
+      if (code === 0) resolve({ peakRssKib: peak, stderr, stdout, exitedAt: Date.now(), cpu });
       else reject(new Error(`${args[0]} exited ${code}: ${stderr.slice(-2000)}`));
     });
   });
@@ -891,6 +958,18 @@ function readMessagesLine(x: Record<string, number> | undefined): string {
 }
 
 type KeyIndexResult = Awaited<ReturnType<typeof keyIndexBench>>;
+type ParallelVerifyResult = Awaited<ReturnType<typeof parallelVerifyBench>>;
+
+function parallelVerifyLines(x: ParallelVerifyResult | undefined): string {
+  if (!x) return '';
+  const side = (s: ParallelVerifyResult['one_thread']): string =>
+    `${s.seconds} s (${s.events_per_s} events/s), CPU ${s.cpu_s ?? 'n/a'} s, peak RSS ${s.peak_rss_mib} MiB`;
+  return `
+\`verify --full\` over a synthetic archive of ${x.events} events (${x.files} files, file://; median of ${x.rounds} alternating rounds; measured ${x.measured_at}):
+--workers 0 (the walk and every file on one thread) ${side(x.one_thread)}; --workers ${x.workers} ${side(x.workers_side)}:
+${x.ratio}x the events/s (rounds: ${x.ratio_range.join(' to ')}; target >= ${x.target_ratio}). Both reports identical: ${x.same_report}.
+`;
+}
 
 function keyIndexLines(x: KeyIndexResult | undefined): string {
   if (!x) return '';
@@ -951,7 +1030,7 @@ ${cpuLine(t.median_round as unknown as { ship_s: number; ship_cpu: CpuUse | null
 - The same number of rows committed before the slot existed (the initial backfill, from the slot's snapshot): ${f.initial_seconds}s,
   peak RSS ${f.initial_peak_rss_mib} MiB; recovery after the slot was dropped (every archived id read to skip it): ${f.recovery_seconds}s,
   peak RSS ${f.recovery_peak_rss_mib} MiB (target <= ${f.target_peak_rss_mib} MiB for both).
-${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}${readMessagesLine(r.row_reads as Record<string, number> | undefined)}${keyIndexLines(r.key_index as KeyIndexResult | undefined)}
+${readsLines(r.reads as Record<string, Record<string, number>> | undefined)}${readMessagesLine(r.row_reads as Record<string, number> | undefined)}${keyIndexLines(r.key_index as KeyIndexResult | undefined)}${parallelVerifyLines(r.parallel_verify as ParallelVerifyResult | undefined)}
 Reproduce: \`npm run bench\` (BENCH_ROWS, BENCH_ROUNDS, BENCH_READS and BENCH_BACKLOG change the sizes).
 `;
 }

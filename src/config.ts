@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { parseBytes, parseDuration } from './duration.js';
@@ -71,6 +72,17 @@ export function wholeNumber(min: number, max?: number) {
     return n;
   });
 }
+
+/** Worker threads: `cores` (one per core the process may use) or a whole number from 0 to 64. */
+const workerCount = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  if (v === 'cores') return availableParallelism();
+  const n = typeof v === 'number' ? v : /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n > 64) {
+    ctx.addIssue({ code: 'custom', message: `takes "cores" or a whole number from 0 to 64, not ${JSON.stringify(String(v))}` });
+    return z.NEVER;
+  }
+  return n;
+});
 
 /** A duration (500ms, 5s, 10m, 1h) as milliseconds, at least minMs. */
 export const durationMs = (minMs = 1) =>
@@ -339,6 +351,14 @@ export const SETTINGS = {
     description: 'when the oldest files have expired: a digest an earlier report printed, taken as proven; the walk starts there',
   },
   full: { flag: '--full', description: 'read every file, whatever --state says', type: switchFlag },
+  workers: {
+    flag: '--workers',
+    env: 'AUDIT_VERIFY_WORKERS',
+    value: 'n',
+    default: 'cores',
+    description: 'worker threads checking data files beside the chain walk (0: all on the main thread); each holds up to two files in memory',
+    type: workerCount,
+  },
   json: { flag: '--json', description: 'machine-readable report on stdout', type: switchFlag },
   // acknowledge
   reviewer: {

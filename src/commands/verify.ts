@@ -29,6 +29,7 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(settingOption('expectHead'))
     .addOption(settingOption('start'))
     .addOption(settingOption('full'))
+    .addOption(settingOption('workers'))
     .addOption(settingOption('json'))
     .action(async (raw, cmd: Command) => {
       const cfg = validate(
@@ -46,6 +47,7 @@ export function registerVerifyCommand(program: Command): void {
           'expectHead',
           'start',
           'full',
+          'workers',
           'json',
         ).partial({ databaseUrl: true }),
         raw,
@@ -63,6 +65,7 @@ export function registerVerifyCommand(program: Command): void {
       const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
       const verdict = await verifyArchive(archive.reader, {
         keys: new Map(keys.map((k) => [k.keyId, k])),
+        workers: cfg.workers,
         ...(expectHead ? { expectHead } : {}),
         ...(start ? { start } : {}),
         // Progress only for a person at a terminal; logs and pipes get the report alone.

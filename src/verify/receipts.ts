@@ -1,7 +1,7 @@
 import { RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from '../capture/ingest/receipt.js';
 import type { Digest } from '../seal/digest.js';
 import { digestKey } from '../sink/keys.js';
-import type { ArchivedLine } from './file.js';
+import type { ArchivedLine, ArchivedRecord } from './file.js';
 import type { Finding } from './findings.js';
 
 /**
@@ -16,10 +16,15 @@ export class ReceiptCheck {
   readonly findings: Finding[] = [];
   readonly notes: Finding[] = [];
 
+  /** The records add() looks at. */
+  static reads(r: ArchivedRecord): boolean {
+    return r.op === 'insert' && r.source === RECEIPT_SOURCE && r.action === RECEIPT_ACTION;
+  }
+
   add(d: Digest, lines: ArchivedLine[]): void {
     const where = d.object_key ?? digestKey(d.file_seq);
     for (const { record: r } of lines) {
-      if (r.op !== 'insert' || r.source !== RECEIPT_SOURCE || r.action !== RECEIPT_ACTION) continue;
+      if (!ReceiptCheck.reads(r)) continue;
       const receipt = parse(r.statement);
       if (!receipt) {
         this.findings.push({ code: 'bad-ingest-receipt', where, message: `record ${r.seq} is an ingest receipt that does not say which bytes it covers` });

@@ -33,13 +33,18 @@ export class RecordedFindings {
   /** changes of the capture configuration between attestations, and stretches without one */
   private readonly attestations = new AttestationCheck();
 
-  /** Feed each verified file's records, in chain order. */
+  /** The records add() looks at: a file's other records cannot change what it finds. */
+  static reads(r: ArchivedRecord): boolean {
+    return r.op === 'update' || r.op === 'delete' || r.op === 'truncate' || r.op === 'gap' || isAcknowledgement(r) || AttestationCheck.is(r);
+  }
+
+  /** Feed each verified file's records (all, or at least those `reads` picks), in chain order. */
   add(d: Digest, lines: ArchivedLine[]): void {
     const where = d.object_key ?? digestKey(d.file_seq);
     for (const { record: r } of lines) {
       if (r.op === 'update' || r.op === 'delete' || r.op === 'truncate') this.tamper(r, d, where);
       else if (r.op === 'gap') this.gap(r, d, where);
-      else if (r.op === 'insert' && r.source === REVIEW_SOURCE && r.action === ACKNOWLEDGE_ACTION) this.ack(r);
+      else if (isAcknowledgement(r)) this.ack(r);
       else if (AttestationCheck.is(r)) {
         this.open = null;
         this.attestations.add(r, where, findingId(r.seq));
@@ -133,6 +138,10 @@ export class RecordedFindings {
     }
     return { open, acknowledged, notes };
   }
+}
+
+function isAcknowledgement(r: ArchivedRecord): boolean {
+  return r.op === 'insert' && r.source === REVIEW_SOURCE && r.action === ACKNOWLEDGE_ACTION;
 }
 
 function tamperMessage(op: string, count: number, lsn: string, sealed: string, old: unknown): string {
