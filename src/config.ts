@@ -120,6 +120,38 @@ const headRef = z.string().transform((v, ctx) => {
   return h;
 });
 
+/** --shard I/N: this run checks shard I (from 0) of N. */
+const shardRef = z.string().transform((v, ctx) => {
+  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(v);
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!m || count < 1 || count > 10_000 || index >= count) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `takes I/N, shard I (0 to N-1) of N shards (an Indexed Job passes $JOB_COMPLETION_INDEX as I), not ${JSON.stringify(v)}`,
+    });
+    return z.NEVER;
+  }
+  return { index, count };
+});
+
+/** --through: a file sequence, `hour` (digests sealed before this hour began, UTC), or a time. */
+const throughRef = z.string().transform((v, ctx): { seq: number } | { sealedBefore: string } => {
+  const t = v.trim();
+  if (/^\d+$/.test(t) && Number(t) >= 1) return { seq: Number(t) };
+  if (t === 'hour') {
+    const now = new Date();
+    now.setUTCMinutes(0, 0, 0);
+    return { sealedBefore: now.toISOString() };
+  }
+  const ms = /^\d{4}-\d{2}-\d{2}T/.test(t) ? Date.parse(t) : NaN;
+  if (Number.isNaN(ms)) {
+    ctx.addIssue({ code: 'custom', message: `takes a file sequence, "hour", or a time such as 2026-12-07T05:00:00Z, not ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return { sealedBefore: new Date(ms).toISOString() };
+});
+
 /** One or more files: the flag repeated, or the variable's comma-separated list. */
 const fileList = z
   .union([z.array(z.string()), z.string()])
@@ -360,6 +392,27 @@ export const SETTINGS = {
     type: workerCount,
   },
   json: { flag: '--json', description: 'machine-readable report on stdout', type: switchFlag },
+  shard: {
+    flag: '--shard',
+    env: 'AUDIT_VERIFY_SHARD',
+    value: 'i/n',
+    type: shardRef.optional(),
+    description: 'check only shard I of N (every digest, 1/N of the data files) and write a shard report for verify-merge',
+  },
+  through: {
+    flag: '--through',
+    env: 'AUDIT_VERIFY_THROUGH',
+    value: 'seq|hour|time',
+    type: throughRef.optional(),
+    description: 'end the walk at this file, or before the first digest sealed at or after this time ("hour": this UTC hour); give shards the same one',
+  },
+  shardReport: {
+    flag: '--shard-report',
+    env: 'AUDIT_VERIFY_SHARD_REPORT',
+    value: 'file',
+    type: z.string().min(1).optional(),
+    description: "with --shard: write the shard's report to this file (default: stdout)",
+  },
   // acknowledge
   reviewer: {
     flag: '--reviewer',

@@ -3,7 +3,7 @@ import { settingOption, settingsSchema, validate } from '../config.js';
 import { connect } from '../db.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { openArchiveReader, parseRetention } from '../sink/open.js';
-import { verifyArchive } from '../verify/archive.js';
+import { verifyArchive, type ArchiveVerdict } from '../verify/archive.js';
 import { checkAgainstDatabase, checkHeadAge } from '../verify/completeness.js';
 import { toJson, toText, type VerifyResult } from '../verify/report.js';
 import { checkS3Storage, type StorageReport } from '../verify/storage-s3.js';
@@ -11,6 +11,9 @@ import { verifyKeysFrom } from './archive-options.js';
 import { readState, sampleOf, writeState } from '../verify/state.js';
 import { digestKey } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
+import { readFile, writeFile } from 'node:fs/promises';
+import { BLOCK_FILES, mergeShards, verifyShard } from '../verify/shards.js';
+import type { Finding } from '../verify/findings.js';
 
 export function registerVerifyCommand(program: Command): void {
   program
@@ -30,6 +33,9 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(settingOption('start'))
     .addOption(settingOption('full'))
     .addOption(settingOption('workers'))
+    .addOption(settingOption('through'))
+    .addOption(settingOption('shard'))
+    .addOption(settingOption('shardReport'))
     .addOption(settingOption('json'))
     .action(async (raw, cmd: Command) => {
       const cfg = validate(
@@ -48,24 +54,37 @@ export function registerVerifyCommand(program: Command): void {
           'start',
           'full',
           'workers',
+          'through',
+          'shard',
+          'shardReport',
           'json',
         ).partial({ databaseUrl: true }),
         raw,
         cmd,
       );
-      const { start, expectHead, maxHeadAge: maxHeadAgeMs } = cfg;
+      const { start, expectHead } = cfg;
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
       const minimum = parseRetention(cfg.minRetention, cfg.allowShortRetention === true);
 
+      if (cfg.through && cfg.databaseUrl) {
+        throw new ConfigError(
+          '--through and --database-url (DATABASE_URL) do not go together: the database knows the head now, not at the cut; compare with it in a run without --through',
+        );
+      }
+      if (cfg.shardReport && !cfg.shard) throw new ConfigError('--shard-report (AUDIT_VERIFY_SHARD_REPORT) is for shard runs: give --shard I/N too');
+      if (cfg.shard && (cfg.state || cfg.databaseUrl)) {
+        throw new ConfigError(
+          '--shard checks every file of its shard and leaves the verdict to verify-merge: it takes neither --state nor --database-url (give --database-url to verify-merge)',
+        );
+      }
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       const s3 = archive.bucket;
       const storage = async (): Promise<StorageReport | null> => (s3 ? checkS3Storage(s3.client, s3.bucket, s3.prefix, minimum) : null);
-
-      const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
-      const verdict = await verifyArchive(archive.reader, {
+      const common = {
         keys: new Map(keys.map((k) => [k.keyId, k])),
         workers: cfg.workers,
+        ...(cfg.through ? { through: cfg.through } : {}),
         ...(expectHead ? { expectHead } : {}),
         ...(start ? { start } : {}),
         // Progress only for a person at a terminal; logs and pipes get the report alone.
@@ -76,6 +95,27 @@ export function registerVerifyCommand(program: Command): void {
               },
             }
           : {}),
+      };
+
+      if (cfg.shard) {
+        const shard = { ...cfg.shard, blockFiles: BLOCK_FILES };
+        const report = await verifyShard(archive.reader, archive.location, { ...common, shard });
+        // The locks of the whole bucket are read by shard 0 alone (one listing of every version).
+        if (shard.index === 0) report.storage = await storage();
+        const text = `${JSON.stringify(report)}\n`;
+        if (cfg.shardReport) await writeFile(cfg.shardReport, text);
+        else process.stdout.write(text);
+        const read = report.blocks.reduce((n, b) => n + b.files_read, 0);
+        process.stderr.write(
+          `shard ${shard.index}/${shard.count}: walked ${report.walk.files} files' digests up to ${report.walk.head ? `file ${report.walk.head.file_seq}` : 'none'}, ` +
+            `read ${read} files in ${report.blocks.length} blocks; the verdict is verify-merge's${cfg.shardReport ? ` (report: ${cfg.shardReport})` : ''}\n`,
+        );
+        return;
+      }
+
+      const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
+      const verdict = await verifyArchive(archive.reader, {
+        ...common,
         ...(trusted
           ? {
               trusted: { fileSeq: trusted.file_seq, digestSha256: trusted.digest_sha256 },
@@ -85,27 +125,7 @@ export function registerVerifyCommand(program: Command): void {
           : {}),
       });
       const chain = verdict.chain;
-      const findings = [...verdict.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs })];
-      const storageReport = await storage();
-      if (storageReport) findings.push(...storageReport.findings);
-      if (cfg.databaseUrl) {
-        const client = await connect(cfg.databaseUrl, 'pg-audit-shipper verify');
-        try {
-          findings.push(...(await checkAgainstDatabase(client, cfg.slot, chain.head)));
-        } finally {
-          await client.end();
-        }
-      }
-      const result: VerifyResult = {
-        archive: archive.location,
-        chain,
-        storage: storageReport,
-        comparedWithDatabase: Boolean(cfg.databaseUrl),
-        findings,
-        acknowledged: verdict.acknowledged,
-        notes: [...verdict.notes, ...(storageReport?.notes ?? [])],
-      };
-      process.stdout.write(cfg.json ? toJson(result) : toText(result));
+      const { findings } = await conclude(archive.location, verdict, await storage(), cfg);
       if (cfg.state && findings.length === 0 && chain.head) {
         const bytes = await archive.reader.get(digestKey(chain.head.file_seq));
         await writeState(cfg.state, {
@@ -117,4 +137,75 @@ export function registerVerifyCommand(program: Command): void {
       }
       if (findings.length > 0) throw new FindingsError(`${findings.length} problem${findings.length === 1 ? '' : 's'} found in ${archive.location}`);
     });
+
+  program
+    .command('verify-merge')
+    .description(
+      'join the reports of verify --shard I/N runs into one verdict: exit 0 intact, 1 findings, 2 could not run (a shard missing, twice, or of another archive)',
+    )
+    .argument('<reports...>', 'the shard reports (files written by --shard-report, or saved from stdout), all N of them')
+    .addOption(settingOption('databaseUrl', 'compare the archive head with the head the shipper recorded (optional)'))
+    .addOption(settingOption('slot'))
+    .addOption(settingOption('maxHeadAge'))
+    .addOption(settingOption('json'))
+    .action(async (files: string[], raw, cmd: Command) => {
+      const cfg = validate(settingsSchema('databaseUrl', 'slot', 'maxHeadAge', 'json').partial({ databaseUrl: true }), raw, cmd);
+      const reports: unknown[] = [];
+      for (const f of files) {
+        let text: string;
+        try {
+          text = await readFile(f, 'utf8');
+        } catch (err) {
+          throw new ConfigError(`verify-merge: cannot read shard report ${f} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        }
+        try {
+          reports.push(JSON.parse(text));
+        } catch {
+          throw new ConfigError(`verify-merge: ${f} is not JSON: a shard report is what verify --shard I/N writes`);
+        }
+      }
+      const merged = mergeShards(reports);
+      if (merged.verdict.chain.cut !== null && cfg.databaseUrl) {
+        throw new ConfigError(
+          '--database-url (DATABASE_URL): the shards were cut with --through, and the database knows the head now, not at the cut; compare in a run without --through',
+        );
+      }
+      const { findings } = await conclude(merged.archive, merged.verdict, merged.storage, cfg);
+      if (findings.length > 0)
+        throw new FindingsError(`${findings.length} problem${findings.length === 1 ? '' : 's'} found in ${merged.archive} (${merged.shards} shards)`);
+    });
+}
+
+/**
+ * What verify and verify-merge add to the archive's own verdict, and the report they print: the
+ * head's age by the clock, the storage's locks, and the head the database remembers.
+ */
+async function conclude(
+  archive: string,
+  verdict: ArchiveVerdict,
+  storageReport: StorageReport | null,
+  cfg: { maxHeadAge: number; databaseUrl?: string | undefined; slot: string; json?: boolean | undefined },
+): Promise<{ findings: Finding[] }> {
+  const chain = verdict.chain;
+  const findings = [...verdict.findings, ...checkHeadAge(chain.head, { maxHeadAgeMs: cfg.maxHeadAge })];
+  if (storageReport) findings.push(...storageReport.findings);
+  if (cfg.databaseUrl) {
+    const client = await connect(cfg.databaseUrl, 'pg-audit-shipper verify');
+    try {
+      findings.push(...(await checkAgainstDatabase(client, cfg.slot, chain.head)));
+    } finally {
+      await client.end();
+    }
+  }
+  const result: VerifyResult = {
+    archive,
+    chain,
+    storage: storageReport,
+    comparedWithDatabase: Boolean(cfg.databaseUrl),
+    findings,
+    acknowledged: verdict.acknowledged,
+    notes: [...verdict.notes, ...(storageReport?.notes ?? [])],
+  };
+  process.stdout.write(cfg.json ? toJson(result) : toText(result));
+  return { findings };
 }

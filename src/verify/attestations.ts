@@ -10,9 +10,40 @@ import type { Finding } from './findings.js';
  * is a stretch longer than twice the promised interval without one (capture could have been off and
  * back on unseen), also at the archive's end. Pure: fed records, it remembers only the last one.
  */
+type Attested = { intervalS: number; config: Record<string, unknown> | null; configSha: string };
+type Last = { seq: number; at: string; ms: number; intervalS: number; config: Record<string, unknown> | null; configSha: string };
+
+/** A block's attestations checked without the blocks before: the first one waits to be compared with them. */
+export interface AttestationSegment {
+  findings: Finding[];
+  first: { seq: number; at: string; a: Attested; where: string; id: string } | null;
+  /** config null with sameConfigAsFirst: the first one's (a configuration rarely changes; reports stay small) */
+  last: Last | null;
+  sameConfigAsFirst?: boolean;
+}
+
 export class AttestationCheck {
-  private last: { seq: number; at: string; ms: number; intervalS: number; config: Record<string, unknown> | null; configSha: string } | null = null;
+  private last: Last | null = null;
   readonly findings: Finding[] = [];
+  private first: AttestationSegment['first'] = null;
+
+  /** segment: the blocks before are unknown, so the first attestation is kept, not compared */
+  constructor(private readonly segment = false) {}
+
+  segmentOf(): AttestationSegment {
+    const { first, last } = this;
+    if (first && last && last.configSha === first.a.configSha && JSON.stringify(last.config) === JSON.stringify(first.a.config)) {
+      return { findings: this.findings, first, last: { ...last, config: null }, sameConfigAsFirst: true };
+    }
+    return { findings: this.findings, first, last };
+  }
+
+  /** The next block's attestations, compared where it meets the blocks before (blocks in chain order). */
+  absorb(s: AttestationSegment): void {
+    if (s.first) this.next(s.first.seq, s.first.at, s.first.a, s.first.where, s.first.id);
+    this.findings.push(...s.findings);
+    if (s.last) this.last = s.sameConfigAsFirst && s.first ? { ...s.last, config: s.first.a.config } : s.last;
+  }
 
   static is(r: ArchivedRecord): boolean {
     return r.op === 'insert' && r.source === ATTEST_SOURCE && r.action === ATTEST_ACTION;
@@ -33,13 +64,7 @@ export class AttestationCheck {
     this.next(a.seq, a.occurred_at ?? '', ok ? { intervalS: a.interval_s!, config: null, configSha: a.config_sha256! } : null, where, id);
   }
 
-  private next(
-    seq: number,
-    at: string,
-    a: { intervalS: number; config: Record<string, unknown> | null; configSha: string } | null,
-    where: string,
-    id: string,
-  ): void {
+  private next(seq: number, at: string, a: Attested | null, where: string, id: string): void {
     const key = timeKey(at);
     if (!a || key === null) {
       this.findings.push({ code: 'bad-attestation', where, id, message: `record ${seq} is an attestation of the capture configuration that cannot be read` });
@@ -47,6 +72,7 @@ export class AttestationCheck {
     }
     const ms = Date.parse(key);
     const prev = this.last;
+    if (!prev && this.segment && !this.first) this.first = { seq, at, a, where, id };
     if (prev) {
       if (ms - prev.ms > 2 * prev.intervalS * 1000) {
         this.findings.push({

@@ -8,10 +8,10 @@ import type { ArchivedRecord } from './file.js';
 import { inlineChecker, type FileChecker, type FileOutcome } from './file-check.js';
 import { WorkerChecker } from './worker-pool.js';
 import type { Acknowledged, Finding } from './findings.js';
-import { RecordedFindings } from './recorded.js';
-import { ReceiptCheck } from './receipts.js';
+import { RecordedFindings, type RecordedSegment } from './recorded.js';
+import { ReceiptCheck, type ReceiptSegment } from './receipts.js';
 import { DigestWalk } from './links.js';
-import { objectKeyOf, ReadAhead } from './read-ahead.js';
+import { objectKeyOf, peekDigest, ReadAhead } from './read-ahead.js';
 
 /** Files fetched ahead of the one being checked. */
 const LOOK_AHEAD = 2;
@@ -46,6 +46,10 @@ export interface ChainReport {
   recorded: { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] };
   /** the ingester's receipts in the files read: coverage of the server's log files */
   receipts: { findings: Finding[]; notes: Finding[] };
+  /** --through: the walk stopped here on purpose; data files after it are not part of this run */
+  cut: number | null;
+  /** a shard's blocks (ChainOptions.shard), in chain order */
+  blocks: BlockReport[];
 }
 
 export interface ChainOptions {
@@ -81,6 +85,42 @@ export interface ChainOptions {
    * digest, which is a finding.
    */
   start?: ExpectedHead;
+  /**
+   * Check only the data files of one shard: blocks of `blockFiles` consecutive files, block b to
+   * shard b mod count (every shard still walks every digest). Each block's outcome is a segment in
+   * `blocks`; `verify-merge` joins the shards' segments in chain order (src/verify/shards.ts).
+   */
+  shard?: Shard;
+  /** where the walk ends: a file sequence, or before the first digest sealed at or after a time */
+  through?: Through;
+}
+
+export interface Shard {
+  index: number;
+  count: number;
+  blockFiles: number;
+}
+
+export type Through = { seq: number } | { sealedBefore: string };
+
+/** One block of files as a shard checked it: what the merge needs of it, and nothing it can recompute. */
+export interface BlockReport {
+  block: number;
+  files_read: number;
+  records: number;
+  findings: Finding[];
+  recorded: RecordedSegment;
+  receipts: ReceiptSegment;
+}
+
+export function blockOf(seq: number, blockFiles: number): number {
+  return Math.floor((seq - 1) / blockFiles);
+}
+
+/** Whether a digest says it was sealed at or after `ms` (read unchecked: the caller verifies the digest before acting on it). */
+function sealedAtOrAfter(bytes: Buffer, ms: number): boolean {
+  const at = peekDigest(bytes)?.created_at;
+  return typeof at === 'string' && Date.parse(at) >= ms;
 }
 
 /** (seq, exact line) of every record line, in order; null when a line is not a record. */
@@ -125,6 +165,8 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     findings,
     recorded: { open: [], acknowledged: [], notes: [] },
     receipts: { findings: [], notes: [] },
+    cut: null,
+    blocks: [],
   };
   const recorded = new RecordedFindings();
   const receipts = new ReceiptCheck();
@@ -142,6 +184,12 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     if (s > maxSeq) maxSeq = s;
     if (minSeq === 0 || s < minSeq) minSeq = s;
   }
+  const through = opts.through;
+  if (through && 'seq' in through && through.seq < maxSeq) {
+    maxSeq = through.seq;
+    report.cut = maxSeq;
+  }
+  const sealedBefore = through && 'sealedBefore' in through ? Date.parse(through.sealedBefore) : null;
   if (opts.trusted) {
     // Digests link by hash, so if the head a previous run accepted is unchanged, so is all before it.
     const t = await reader.get(digestKey(opts.trusted.fileSeq));
@@ -175,7 +223,23 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   }
   report.firstSeq = firstSeq;
   const walk = new DigestWalk(opts.keys, firstSeq === 1 ? 'genesis' : 'anchor');
-  const readsData = (seq: number): boolean => seq >= fullFrom || opts.sample?.has(seq) === true;
+  const shard = opts.shard;
+  const mine = (seq: number): boolean => !shard || blockOf(seq, shard.blockFiles) % shard.count === shard.index;
+  const readsData = (seq: number): boolean => (seq >= fullFrom || opts.sample?.has(seq) === true) && mine(seq);
+  const blocks = new Map<number, { report: BlockReport; recorded: RecordedFindings; receipts: ReceiptCheck }>();
+  const blockFor = (seq: number) => {
+    const b = blockOf(seq, shard!.blockFiles);
+    let e = blocks.get(b);
+    if (!e) {
+      e = {
+        report: { block: b, files_read: 0, records: 0, findings: [], recorded: null as never, receipts: null as never },
+        recorded: new RecordedFindings(true),
+        receipts: new ReceiptCheck(true),
+      };
+      blocks.set(b, e);
+    }
+    return e;
+  };
   const keepLines = opts.onRecords !== undefined;
   const toRead = Math.max(0, maxSeq - Math.max(firstSeq, fullFrom) + 1) + (opts.sample?.size ?? 0);
   const checker: FileChecker =
@@ -205,6 +269,15 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     inFlight--;
     const d = e.file.d;
     const file = await e.file.outcome;
+    if (shard) {
+      const b = blockFor(d.file_seq);
+      b.report.findings.push(...file.findings);
+      b.report.files_read++;
+      b.report.records += file.records;
+      b.recorded.add(d, file.notable);
+      b.receipts.add(d, file.notable);
+      return;
+    }
     findings.push(...file.findings);
     report.records += file.records;
     // Lines before any break chain from the signed prev_chain: authentic, whatever else is wrong with
@@ -225,18 +298,28 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     for (let seq = firstSeq; seq <= maxSeq; seq++) {
       opts.onProgress?.(seq, maxSeq);
       plan(seq + lookAhead); // each file planned once, lookAhead files before its turn
-      const step = walk.step(seq, listed.has(seq) ? await ahead.take(digestKey(seq)) : null);
-      const mine = [...step.findings];
+      const bytes = listed.has(seq) ? await ahead.take(digestKey(seq)) : null;
+      if (sealedBefore !== null && bytes && sealedAtOrAfter(bytes, sealedBefore)) {
+        // The cut, taken only at a digest whose signature and link verify: a digest whose time was
+        // edited cannot end the walk early and hide what follows it.
+        const probe = walk.clone().step(seq, bytes);
+        if (probe.digest && probe.findings.length === 0) {
+          report.cut = seq - 1;
+          break;
+        }
+      }
+      const step = walk.step(seq, bytes);
+      const own = [...step.findings];
       const d = step.digest;
       if (opts.start?.fileSeq === seq && step.sha256 !== null && step.sha256 !== opts.start.digestSha256) {
-        mine.push({
+        own.push({
           code: 'start-changed',
           where: digestKey(seq),
           message: `digest ${seq} is not the starting point recorded earlier (${formatHead(seq, opts.start.digestSha256)})`,
         });
       }
       if (opts.expectHead?.fileSeq === seq && step.sha256 !== opts.expectHead.digestSha256) {
-        mine.push({
+        own.push({
           code: 'expected-head-changed',
           where: digestKey(seq),
           message: `digest ${seq} is not the one recorded earlier as the head (${formatHead(seq, opts.expectHead.digestSha256)}): the archive was rewritten from there`,
@@ -269,14 +352,20 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
           }
         }
       }
-      queue.push({ findings: mine, file });
+      queue.push({ findings: own, file });
       while (queue.length > 0 && (inFlight >= checker.window || !queue[0]!.file)) await takeOldest();
     }
     while (queue.length > 0) await takeOldest();
   } finally {
     await checker.close();
   }
-  if (opts.expectHead && opts.expectHead.fileSeq > maxSeq) {
+  for (const b of [...blocks.values()].sort((x, y) => x.report.block - y.report.block)) {
+    b.report.recorded = b.recorded.segmentOf();
+    b.report.receipts = b.receipts.segmentOf();
+    report.blocks.push(b.report);
+  }
+  if (report.cut !== null) maxSeq = report.cut;
+  if (opts.expectHead && opts.expectHead.fileSeq > maxSeq && report.cut === null) {
     findings.push({
       code: 'tail-missing',
       where: digestKey(opts.expectHead.fileSeq),

@@ -10,7 +10,7 @@ import { recordLines, type ChainReport, type Finding } from './chain.js';
  */
 export async function checkInventory(
   reader: ArchiveReader,
-  chain: Pick<ChainReport, 'referenced' | 'objectOf' | 'firstSeq'>,
+  chain: Pick<ChainReport, 'referenced' | 'objectOf' | 'firstSeq'> & Partial<Pick<ChainReport, 'cut'>>,
 ): Promise<{ findings: Finding[]; notes: Finding[] }> {
   const findings: Finding[] = [];
   const notes: Finding[] = [];
@@ -20,6 +20,8 @@ export async function checkInventory(
     if (key.startsWith(DATA_DIR)) {
       if (chain.referenced.has(key)) continue;
       const parsed = parseDataKey(key);
+      // After the cut (--through): stored since the run began, or left for the next one.
+      if (parsed && chain.cut != null && parsed.fileSeq > chain.cut) continue;
       if (parsed && parsed.fileSeq < chain.firstSeq) {
         notes.push({
           code: 'before-start',

@@ -44,6 +44,17 @@ export class DigestWalk {
     this.anchored = from === 'genesis';
   }
 
+  /** A walk in the same state, to step a digest without moving this one (state is replaced, never mutated, by step). */
+  clone(): DigestWalk {
+    const c = new DigestWalk(this.keys, 'genesis', this.signatures);
+    c.prevDigestSha = this.prevDigestSha;
+    c.prevDigest = this.prevDigest;
+    c.state = this.state;
+    c.anchored = this.anchored;
+    c.unconfirmed = this.unconfirmed;
+    return c;
+  }
+
   /** Check the signature of the newest digest stepped (deferred walks): a finding if it does not hold. */
   confirm(): Finding[] {
     const u = this.unconfirmed;

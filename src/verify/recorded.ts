@@ -2,7 +2,7 @@ import type { Digest } from '../seal/digest.js';
 import { digestKey } from '../sink/keys.js';
 import type { ArchivedLine, ArchivedRecord } from './file.js';
 import type { Acknowledged, Acknowledgement, Finding } from './findings.js';
-import { AttestationCheck } from './attestations.js';
+import { AttestationCheck, type AttestationSegment } from './attestations.js';
 
 /**
  * What the chain itself records as wrong: a committed UPDATE, DELETE or TRUNCATE of audit_log (the
@@ -25,13 +25,79 @@ export function findingId(seq: number): string {
   return `record:${seq}`;
 }
 
+/**
+ * What a block of files records when checked without the blocks before it (a shard of `verify
+ * --shard`): its findings and acknowledgements, and what may join the blocks around it (a tamper
+ * finding that goes on from the block before, one still open at its end, its first attestation).
+ */
+export interface RecordedSegment {
+  findings: Finding[];
+  acks: Acknowledgement[];
+  /** whether the block holds any record add() looks at (one that does not leaves the state as it was) */
+  touched: boolean;
+  /** the block's first such record was a tamper record: findings[0] may continue the block before's */
+  leadingTamper: boolean;
+  /** its last tamper finding may go on in the next block */
+  openTamper: boolean;
+  attestations: AttestationSegment;
+}
+
+type OpenTamper = { finding: Finding; op: string; lsn: string; lastSeq: number; old: unknown[] };
+
 export class RecordedFindings {
   private readonly findings: Finding[] = [];
   private readonly acks: Acknowledgement[] = [];
   /** the tamper finding the next record may extend: same op, same transaction, next sequence */
-  private open: { finding: Finding; op: string; lsn: string; lastSeq: number; old: unknown[] } | null = null;
+  private open: OpenTamper | null = null;
   /** changes of the capture configuration between attestations, and stretches without one */
-  private readonly attestations = new AttestationCheck();
+  private readonly attestations: AttestationCheck;
+  private touched = false;
+  private leadingTamper = false;
+
+  /** segment: checked without the blocks before (see RecordedSegment) */
+  constructor(segment = false) {
+    this.attestations = new AttestationCheck(segment);
+  }
+
+  segmentOf(): RecordedSegment {
+    return {
+      findings: this.findings,
+      acks: this.acks,
+      touched: this.touched,
+      leadingTamper: this.leadingTamper,
+      openTamper: this.open !== null,
+      attestations: this.attestations.segmentOf(),
+    };
+  }
+
+  /**
+   * The next block, joined where it meets the blocks before (blocks in chain order): a tamper run
+   * that crosses the boundary is one finding, as it is when one process reads both blocks.
+   */
+  absorb(s: RecordedSegment): void {
+    let findings = s.findings;
+    const o = this.open;
+    const f = findings[0];
+    if (o && s.leadingTamper && f?.code === 'tamper' && f.detail?.op === o.op && f.detail.lsn === o.lsn && f.detail.first_seq === o.lastSeq + 1) {
+      const d = o.finding.detail!;
+      d.count = (d.count as number) + (f.detail.count as number);
+      d.last_seq = f.detail.last_seq;
+      for (const old of f.detail.old_rows as unknown[]) if (o.old.length < OLD_ROWS_QUOTED) o.old.push(old);
+      o.lastSeq = f.detail.last_seq as number;
+      o.finding.message = tamperMessage(o.op, d.count as number, o.lsn, d.archived_by as string, o.old[0]);
+      findings = findings.slice(1);
+    }
+    this.findings.push(...findings);
+    this.acks.push(...s.acks);
+    this.attestations.absorb(s.attestations);
+    if (!s.touched) return;
+    const last = findings[findings.length - 1];
+    if (!s.openTamper) this.open = null;
+    else if (last) {
+      const d = last.detail!;
+      this.open = { finding: last, op: d.op as string, lsn: d.lsn as string, lastSeq: d.last_seq as number, old: d.old_rows as unknown[] };
+    } // else: the block's one open finding continued the one before, which stays open
+  }
 
   /** The records add() looks at: a file's other records cannot change what it finds. */
   static reads(r: ArchivedRecord): boolean {
@@ -42,6 +108,11 @@ export class RecordedFindings {
   add(d: Digest, lines: ArchivedLine[]): void {
     const where = d.object_key ?? digestKey(d.file_seq);
     for (const { record: r } of lines) {
+      if (!RecordedFindings.reads(r)) continue;
+      if (!this.touched) {
+        this.touched = true;
+        this.leadingTamper = r.op === 'update' || r.op === 'delete' || r.op === 'truncate';
+      }
       if (r.op === 'update' || r.op === 'delete' || r.op === 'truncate') this.tamper(r, d, where);
       else if (r.op === 'gap') this.gap(r, d, where);
       else if (isAcknowledgement(r)) this.ack(r);
@@ -61,7 +132,7 @@ export class RecordedFindings {
       detail.count = (detail.count as number) + 1;
       detail.last_seq = r.seq;
       if (o.old.length < OLD_ROWS_QUOTED && old) o.old.push(old);
-      o.finding.message = tamperMessage(r.op, detail.count as number, r.lsn, d.created_at, o.old[0]);
+      o.finding.message = tamperMessage(r.op, detail.count as number, r.lsn, detail.archived_by as string, o.old[0]);
       return;
     }
     const detail: Record<string, unknown> = { op: r.op, lsn: r.lsn, first_seq: r.seq, last_seq: r.seq, count: 1, archived_by: d.created_at, old_rows: [] };

@@ -34,6 +34,7 @@ export function toJson(r: VerifyResult): string {
           ? { file_seq: r.chain.head.file_seq, created_at: r.chain.head.created_at, key_id: r.chain.head.key_id, digest_sha256: r.chain.headSha256 }
           : null,
         storage_versions: r.storage?.versions ?? null,
+        cut_at: r.chain.cut,
         compared_with_database: r.comparedWithDatabase,
       },
       findings: r.findings,
@@ -56,6 +57,7 @@ export function toText(r: VerifyResult): string {
           `up to file ${c.head.file_seq} sealed ${c.head.created_at} with key ${c.head.key_id.slice(0, 16)}…`
       : 'Checked: the archive holds no digest.',
   );
+  if (c.cut !== null) lines.push(`The walk ended at file ${c.cut} on purpose (--through): the files after it are left to the next run.`);
   if (c.skipped > 0) {
     lines.push(
       `  Incremental: ${c.files - c.skipped} of ${c.files} files read (the new ones and a random sample); the rest were ` +

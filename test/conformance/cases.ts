@@ -80,7 +80,7 @@ function backfillFiles(): FileSpec[] {
 }
 
 /** An ingest receipt (source 'ingest') for bytes [from, to) of one log file. */
-function receipt(idx: number, from: number, to: number): RecordSpec {
+export function receipt(idx: number, from: number, to: number): RecordSpec {
   const statement = JSON.stringify({
     file_key: '2049:131077:0f1e2d3c4b5a69788796a5b4c3d2e1f0',
     file_name: 'postgresql-2026-03-02.csv',
@@ -114,7 +114,7 @@ function receipt(idx: number, from: number, to: number): RecordSpec {
  * A shipper's attestation of the capture configuration (source 'attest', docs/format.md 3.4): one
  * protected table whose row trigger is enabled ('O') or disabled ('D'). Spelled out, not computed.
  */
-function attest(idx: number, at: string, rowTrigger: 'O' | 'D', intervalS = 3600): RecordSpec {
+export function attest(idx: number, at: string, rowTrigger: 'O' | 'D', intervalS = 3600): RecordSpec {
   const config = {
     tables: { 'clinic.patients': { key: ['id'], triggers: { audit_row_change: rowTrigger, audit_truncate: 'O' }, auditor_select: true } },
     roles: { superusers: ['postgres'], createrole: [] },
@@ -145,7 +145,9 @@ function attest(idx: number, at: string, rowTrigger: 'O' | 'D', intervalS = 3600
   };
 }
 
-const OLD_ROW = { ...{ id: '2', occurred_at: '2026-03-02 09:15:00.120034+00', source: 'trigger', action: 'UPDATE', outcome: 'success', row_id: '4711' } };
+export const OLD_ROW = {
+  ...{ id: '2', occurred_at: '2026-03-02 09:15:00.120034+00', source: 'trigger', action: 'UPDATE', outcome: 'success', row_id: '4711' },
+};
 
 /** Replace one data file's content (gzip'd again) without touching its digest: what an attacker without the key can do. */
 function editData(objects: Objects, fileSeq: number, edit: (lines: string[]) => string[]): void {

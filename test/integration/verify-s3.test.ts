@@ -1,3 +1,6 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand, GetObjectRetentionCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -115,6 +118,31 @@ describe('verify on radosgw: is the storage really keeping the data?', () => {
         expect.objectContaining({ code: 'retention-too-short', where: 'data/dt=2026-01-01/short.bin' }),
       ]),
     );
+    // Sharded: shard 0 reads every lock of the bucket; the merge reports what one run reports.
+    const dir = await mkdtemp(path.join(tmpdir(), 'shards-'));
+    for (const i of [0, 1]) {
+      const shard = await runCli(
+        [
+          'verify',
+          '--archive',
+          `s3://${bucket}`,
+          '--verify-key',
+          keys.verifyKey,
+          '--min-retention',
+          '2d',
+          '--allow-short-retention',
+          '--shard',
+          `${i}/2`,
+          '--shard-report',
+          path.join(dir, `${i}.json`),
+        ],
+        s3Env(),
+      );
+      expect(shard.code, shard.stderr).toBe(0);
+    }
+    const merged = await runCli(['verify-merge', path.join(dir, '0.json'), path.join(dir, '1.json'), '--json']);
+    expect(merged.code).toBe(1);
+    expect(JSON.parse(merged.stdout)).toEqual(r.report);
   });
 
   it('reports a delete marker over a sealed file (and the file as missing to readers)', async () => {

@@ -311,4 +311,71 @@ describe('verify', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe('pg-audit-shipper: error: --verify-key (AUDIT_VERIFY_KEY) is required: the public key(s) the archive is signed with');
   });
+
+  it('worker threads and shards reach the verdict of one thread: the same JSON report, tampered or not', async () => {
+    const dir = await copyArchive();
+    // One altered file in the middle, one removed record later: findings in different shards.
+    const files = await dataFiles(dir);
+    await rewriteLines(files[1]!, (l) => {
+      l[3] = l[3]!.replace('"INSERT"', '"DELETE"');
+      return l;
+    });
+    await rewriteLines(files[3]!, (l) => l.filter((_, i) => i !== 10));
+    const one = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--json', '--workers', '0']);
+    expect(one.code).toBe(1);
+    const codes = (JSON.parse(one.stdout) as { findings: { code: string }[] }).findings.map((f) => f.code);
+    expect(codes).toEqual(expect.arrayContaining(['file-altered', 'record-altered']));
+    const two = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--json', '--workers', '2']);
+    expect(two.stdout).toBe(one.stdout);
+
+    // The shard reports as an Indexed Job's pods would write them (file-per-block 64: a short archive is one
+    // block, so the test splits by running 3 shards where 2 read nothing: the merge must still agree).
+    const reports: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const out = path.join(dir, `..`, `shard-${path.basename(dir)}-${i}.json`);
+      const r = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--shard', `${i}/3`, '--shard-report', out]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`^shard ${i}/3: walked \\d+ files' digests up to file \\d+, read \\d+ files`));
+      reports.push(out);
+    }
+    const merged = await runCli(['verify-merge', ...reports, '--json']);
+    expect(merged.code).toBe(1);
+    expect(merged.stdout).toBe(one.stdout);
+    expect(merged.stderr).toMatch(/problems? found in file:\/\/.* \(3 shards\)/);
+
+    const missing = await runCli(['verify-merge', reports[0]!, reports[2]!]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr.trim()).toBe('pg-audit-shipper: error: verify-merge: 1 of 3 shard reports missing (shards 1)');
+    const notJson = await runCli(['verify-merge', path.join(dir, 'digests', (await readdir(path.join(dir, 'digests')))[0]!)]);
+    expect(notJson.code).toBe(2);
+  });
+
+  it('--through ends the walk at a file, or before the first digest sealed at a time: what follows is left for the next run', async () => {
+    const digests = await digestFiles(pristine);
+    const third = JSON.parse((await readFile(digests[2]!, 'utf8')).split('\n')[0]!) as Digest;
+    const bySeq = await verify(pristine, ['--through', '3']);
+    expect(bySeq.code, JSON.stringify(bySeq.report?.findings)).toBe(0);
+    const checked = (bySeq.report as unknown as { checked: { head: { file_seq: number }; cut_at: number } }).checked;
+    expect(checked.head.file_seq).toBe(3);
+    expect(checked.cut_at).toBe(3);
+    // The same cut by time: the digest sealed right after file 3 ends it.
+    const fourth = JSON.parse((await readFile(digests[3]!, 'utf8')).split('\n')[0]!) as Digest;
+    expect(fourth.created_at > third.created_at).toBe(true);
+    const byTime = await verify(pristine, ['--through', fourth.created_at]);
+    expect(byTime.code).toBe(0);
+    expect((byTime.report as unknown as { checked: { head: { file_seq: number } } }).checked.head.file_seq).toBe(3);
+
+    // A digest whose time was edited to end the walk early does not: its signature fails, the walk goes on.
+    const dir = await copyArchive();
+    const ds = await digestFiles(dir);
+    await writeFile(ds[1]!, (await readFile(ds[1]!, 'utf8')).replace(/"created_at":"[^"]+"/, '"created_at":"2099-01-01T00:00:00.000Z"'));
+    const forged = await verify(dir, ['--through', '2098-01-01T00:00:00Z']);
+    expect(forged.code).toBe(1);
+    expect(forged.codes.has('bad-digest')).toBe(true);
+    expect((forged.report as unknown as { checked: { head: { file_seq: number } } }).checked.head.file_seq).toBe(ds.length);
+
+    const bad = await runCli(['verify', '--archive', `file://${pristine}`, '--verify-key', keys.verifyKey, '--through', 'yesterday']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--through \(AUDIT_VERIFY_THROUGH\) is invalid: takes a file sequence, "hour", or a time/);
+  });
 });
