@@ -73,9 +73,13 @@ export function wholeNumber(min: number, max?: number) {
   });
 }
 
-/** Worker threads: `cores` (one per core the process may use) or a whole number from 0 to 64. */
+/**
+ * Worker threads: `cores` or a whole number from 0 to 64. `cores` is one per core the process may
+ * use, at most 8: Node counts a container's CPU limit only in newer versions and never its request,
+ * so on a large node a pod could otherwise start dozens of workers of ~110 MiB each.
+ */
 const workerCount = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  if (v === 'cores') return availableParallelism();
+  if (v === 'cores') return Math.min(availableParallelism(), 8);
   const n = typeof v === 'number' ? v : /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
   if (!Number.isSafeInteger(n) || n > 64) {
     ctx.addIssue({ code: 'custom', message: `takes "cores" or a whole number from 0 to 64, not ${JSON.stringify(String(v))}` });
@@ -388,7 +392,8 @@ export const SETTINGS = {
     env: 'AUDIT_VERIFY_WORKERS',
     value: 'n',
     default: 'cores',
-    description: 'worker threads checking data files beside the chain walk (0: all on the main thread); each holds up to two files in memory',
+    description:
+      'worker threads checking data files beside the chain walk (0: all on the main thread; cores: one per core, at most 8); each holds up to two files, ~110 MiB with files of 10,000 records',
     type: workerCount,
   },
   json: { flag: '--json', description: 'machine-readable report on stdout', type: switchFlag },
