@@ -5,9 +5,9 @@
 // (the benchmark imports them); the tests run this bundle, as users do.
 import { build } from 'esbuild';
 
-// The worker threads of `verify` load a script of their own, bundled the same way beside the CLI.
+// The worker threads of `verify` and `query` load scripts of their own, bundled the same way beside the CLI.
 await build({
-  entryPoints: { cli: 'src/cli.ts', 'verify-worker': 'src/verify/verify-worker.ts' },
+  entryPoints: { cli: 'src/cli.ts', 'verify-worker': 'src/verify/verify-worker.ts', 'query-worker': 'src/query/query-worker.ts' },
   outdir: 'dist/src',
   bundle: true,
   platform: 'node',

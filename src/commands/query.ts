@@ -41,6 +41,7 @@ export function registerQueryCommands(program: Command): void {
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
     .addOption(settingOption('s3ForcePathStyle'))
+    .addOption(settingOption('workers', 'worker threads checking and matching files when a search reads many (0: this thread; cores: one per core, at most 8)'))
     .option('--from <time>', 'events that occurred at or after this time (UTC unless the time says otherwise)')
     .option('--to <time>', 'events that occurred before this time')
     .option('--db-user <role>', 'database role: the session user or the role in effect')
@@ -66,7 +67,7 @@ export function registerQueryCommands(program: Command): void {
     .option('--max-commit-delay <duration>', 'files are filed by commit date: look this far past --to for events committed late', '1d')
     .action(async (raw, cmd: Command) => {
       const cfg = validate(
-        settingsSchema('archive', 'verifyKey', 's3ForcePathStyle').extend({
+        settingsSchema('archive', 'verifyKey', 's3ForcePathStyle', 'workers').extend({
           from: time().optional(),
           to: time().optional(),
           dbUser: z.string().optional(),
@@ -107,7 +108,15 @@ export function registerQueryCommands(program: Command): void {
       const out = (s: string): void => {
         process.stdout.write(s);
       };
-      const { report, summary } = await answerQuery(archive, { keys, query, format: cfg.format as Format, maxCommitDelayMs: delay, write: out, evidence });
+      const { report, summary } = await answerQuery(archive, {
+        keys,
+        query,
+        format: cfg.format as Format,
+        maxCommitDelayMs: delay,
+        write: out,
+        evidence,
+        workers: cfg.workers,
+      });
       if (cfg.format === 'table') out(`\n${summary}`);
       else process.stderr.write(summary);
       if (evidence) {

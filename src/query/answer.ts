@@ -16,6 +16,7 @@ export async function answerQuery(
     maxCommitDelayMs: number;
     write: (s: string) => void;
     evidence?: EvidenceWriter | null;
+    workers?: number;
   },
 ): Promise<{ report: ScanReport; summary: string }> {
   const rows = createRowWriter(opts.format, opts.write);
@@ -23,6 +24,7 @@ export async function answerQuery(
     keys: new Map(opts.keys.map((k) => [k.keyId, k])),
     query: opts.query,
     maxCommitDelayMs: opts.maxCommitDelayMs,
+    ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     onMatches: async (file, matched) => {
       for (const m of matched) rows.row(m.record);
       await opts.evidence?.add(file, matched);

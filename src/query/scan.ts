@@ -4,20 +4,22 @@ import type { VerifyKey } from '../seal/keys.js';
 import { DATA_DIR, digestKey, parseDataKey, parseStreamKey, STREAM_DIR } from '../sink/keys.js';
 import { findHeadSeq } from '../sink/probe.js';
 import type { ArchiveReader } from '../sink/sink.js';
-import { checkFile, type ArchivedLine } from '../verify/file.js';
+import type { ArchivedLine } from '../verify/file.js';
+import type { ChainState } from '../verify/links.js';
+import { WorkerPool } from '../verify/worker-pool.js';
+import { checkAndMatch, type FileMatch } from './file-match.js';
 import type { Finding } from '../verify/findings.js';
 import { DigestWalk } from '../verify/links.js';
 import { RecordedFindings, findingId } from '../verify/recorded.js';
 import { AttestationCheck } from '../verify/attestations.js';
 import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
-import { asksIndexedKey, indexOfDigest, indexRulesOut, matches, mayHold, type Query } from './filter.js';
+import { asksIndexedKey, indexOfDigest, indexRulesOut, mayHold, type Query } from './filter.js';
 
-/** A data file whose bytes, records and signed digest all checked out. */
+/** A data file whose bytes, records and signed digest all checked out (an evidence package holds it whole). */
 export interface VerifiedFile {
   digest: Digest;
   digestBytes: Buffer;
   body: Buffer;
-  lines: ArchivedLine[];
 }
 
 export interface ScanOptions {
@@ -30,6 +32,10 @@ export interface ScanOptions {
   maxCommitDelayMs: number;
   /** each verified file that holds matches, with them, in archive order */
   onMatches: (file: VerifiedFile, matched: ArchivedLine[]) => void | Promise<void>;
+  /** worker threads checking files when a search reads many (0 or absent: this thread); the answer is the same */
+  workers?: number;
+  /** the worker script, when not the one beside this module (tests running the sources) */
+  workerScript?: URL | string;
 }
 
 export interface ScanReport {
@@ -123,81 +129,128 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     return date !== undefined && (fromDate === null || date >= fromDate) && (toDate === null || date <= toDate);
   };
 
+  // Files are checked and matched on worker threads when a search reads many (not asked for an
+  // indexed key): the walk, the decisions and every change to the report stay here, in chain order
+  // (`queue`), so the answer is the same with any number of workers.
+  let pool: WorkerPool | null = null;
+  let dispatched = 0;
+  const check = (body: Buffer | null, d: Digest, before: ChainState): Promise<FileMatch> => {
+    dispatched++;
+    if (pool === null && (opts.workers ?? 0) > 0 && prefetchData && dispatched >= 2) {
+      pool = new WorkerPool(opts.workers!, opts.workerScript ?? new URL('./query-worker.js', import.meta.url));
+    }
+    if (pool === null) return Promise.resolve(checkAndMatch(body, d, before, q, unattributed?.query ?? null));
+    // A copy goes to the worker: an evidence package writes these very bytes.
+    return pool.run<FileMatch>({ body: body ? Buffer.from(body) : null, digest: d, before, query: q, unattributed: unattributed?.query ?? null });
+  };
+  const queue: { apply: () => void | Promise<void>; file: boolean }[] = [];
+  let inFlight = 0;
+  const settle = async (all: boolean): Promise<void> => {
+    const window = pool === null ? 1 : (pool as WorkerPool).window;
+    while (queue.length > 0 && (all || !queue[0]!.file || inFlight >= window)) {
+      const e = queue.shift()!;
+      if (e.file) inFlight--;
+      await e.apply();
+    }
+  };
+  const later = async (apply: () => void | Promise<void>, file = false): Promise<void> => {
+    queue.push({ apply, file });
+    if (file) inFlight++;
+    await settle(false);
+  };
+
   /** when the last digest walked was sealed (a stream archive's walk ends by it) */
   let lastSealedAt: string | null = null;
   const visit = async (seq: number, last: number): Promise<void> => {
     const bytes = await fetchDigest(seq, last);
     if (!bytes && seq === last && !(await reader.exists(digestKey(seq + 1)))) {
       // A data file with no digest at the head: the shipper stopped between the two writes.
-      report.notes.push({
-        code: 'unsealed-file',
-        where: digestKey(seq),
-        message:
-          `file ${seq} was stored but its digest was not ` +
-          'written yet (the shipper stopped between the two writes and seals those records again when it restarts): not shown',
+      return later(() => {
+        report.notes.push({
+          code: 'unsealed-file',
+          where: digestKey(seq),
+          message:
+            `file ${seq} was stored but its digest was not ` +
+            'written yet (the shipper stopped between the two writes and seals those records again when it restarts): not shown',
+        });
       });
-      return;
     }
     const step = walk.step(seq, bytes);
     lastSealedAt = step.digest?.created_at ?? lastSealedAt;
-    report.digests++;
-    report.findings.push(...step.findings);
+    const walked = (): void => {
+      report.digests++;
+      report.findings.push(...step.findings);
+    };
     const d = step.digest;
-    if (!d || d.kind !== 'data' || !d.object_key || !inPartitions(d.object_key) || !mayHold(d, q)) return;
+    if (!d || d.kind !== 'data' || !d.object_key || !inPartitions(d.object_key) || !mayHold(d, q)) return later(walked);
+    const key = d.object_key;
     const index = indexOfDigest(d);
-    if (index && step.findings.length === 0) {
+    const indexed = (): void => {
+      walked();
       // Format 3: the index lists the file's attestations, so their continuity is checked whether the file is read or not.
-      for (const a of index.index.attestations) attestations.addIndexed(a, d.object_key, findingId(a.seq));
-    }
+      if (index && step.findings.length === 0) for (const a of index.index.attestations) attestations.addIndexed(a, key, findingId(a.seq));
+    };
     if (step.findings.length === 0 && indexRulesOut(index, q)) {
-      report.filesSkippedByIndex++;
-      // Its unattributed events are candidates only if the rest of the query could match in it.
-      if (unattributed && !indexRulesOut(index, unattributed.query)) unattributed.skipped += index!.index.unattributed;
-      return;
+      return later(() => {
+        indexed();
+        report.filesSkippedByIndex++;
+        // Its unattributed events are candidates only if the rest of the query could match in it.
+        if (unattributed && !indexRulesOut(index, unattributed.query)) unattributed.skipped += index!.index.unattributed;
+      });
     }
     const signature = walk.confirm();
     if (signature.length > 0) {
-      report.findings.push(...signature);
-      report.failedFiles.add(seq);
-      return;
+      return later(() => {
+        indexed();
+        report.findings.push(...signature);
+        report.failedFiles.add(seq);
+      });
     }
-    report.keyIds.add(d.key_id);
-    const body = await ahead.take(d.object_key);
-    const file = checkFile(body, d, step.before);
-    report.filesRead++;
-    report.firstFile ??= seq;
-    report.lastFile = seq;
-    if (step.findings.length > 0 || file.findings.length > 0) {
-      // Nothing from a file that failed is shown: not even the records before the break.
-      report.findings.push(...file.findings);
-      report.failedFiles.add(seq);
-      return;
-    }
-    report.recordsRead += file.lines.length;
-    const matched: ArchivedLine[] = [];
-    for (const l of file.lines) if (matches(l.record, q)) matched.push(l);
-    if (unattributed) for (const l of file.lines) if (l.record.app_context === 'unknown' && matches(l.record, unattributed.query)) unattributed.count++;
-    noteRecorded(report, d, file.lines);
-    if (!index) for (const l of file.lines) if (AttestationCheck.is(l.record)) attestations.add(l.record, d.object_key, findingId(l.record.seq));
-    if (matched.length > 0) {
-      report.matches += matched.length;
-      await opts.onMatches({ digest: d, digestBytes: bytes!, body: body!, lines: file.lines }, matched);
-    }
+    const body = await ahead.take(key);
+    const outcome = check(body, d, step.before);
+    outcome.catch(() => undefined); // taken in its turn, below
+    return later(async () => {
+      indexed();
+      report.keyIds.add(d.key_id);
+      const file = await outcome;
+      report.filesRead++;
+      report.firstFile ??= seq;
+      report.lastFile = seq;
+      if (step.findings.length > 0 || file.findings.length > 0) {
+        // Nothing from a file that failed is shown: not even the records before the break.
+        report.findings.push(...file.findings);
+        report.failedFiles.add(seq);
+        return;
+      }
+      report.recordsRead += file.records;
+      if (unattributed) unattributed.count += file.unattributed;
+      noteRecorded(report, d, file.notable);
+      if (!index) for (const l of file.notable) if (AttestationCheck.is(l.record)) attestations.add(l.record, key, findingId(l.record.seq));
+      if (file.matched.length > 0) {
+        report.matches += file.matched.length;
+        await opts.onMatches({ digest: d, digestBytes: bytes!, body: body! }, file.matched);
+      }
+    }, true);
   };
 
   let done: number | null = null;
   const streamed = await isStreamed(reader);
   if (streamed) report.partitions.by = 'seal time';
   const files = streamed ? streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt) : listedFiles(reader, fromDate, toDate);
-  for await (const seq of files) {
-    if (done !== null && seq <= done) continue; // already walked past it
-    if (done === null) {
-      // The digest before the range anchors the walk: the first file must continue its chain.
-      done = seq - 1;
-      if (done > 0) await visit(done, done);
+  try {
+    for await (const seq of files) {
+      if (done !== null && seq <= done) continue; // already walked past it
+      if (done === null) {
+        // The digest before the range anchors the walk: the first file must continue its chain.
+        done = seq - 1;
+        if (done > 0) await visit(done, done);
+      }
+      for (let s = done + 1; s <= seq; s++) await visit(s, seq);
+      done = seq;
     }
-    for (let s = done + 1; s <= seq; s++) await visit(s, seq);
-    done = seq;
+    await settle(true);
+  } finally {
+    await (pool as WorkerPool | null)?.close();
   }
   // The newest digest walked vouches for every one before it, and so for every file skipped.
   report.findings.push(...walk.confirm());

@@ -6,7 +6,7 @@ import { DIGEST_DIR, digestKey } from '../sink/keys.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import type { ArchivedRecord } from './file.js';
 import { inlineChecker, type FileChecker, type FileOutcome } from './file-check.js';
-import { WorkerChecker } from './worker-pool.js';
+import { workerChecker } from './worker-pool.js';
 import type { Acknowledged, Finding } from './findings.js';
 import { RecordedFindings, type RecordedSegment } from './recorded.js';
 import { ReceiptCheck, type ReceiptSegment } from './receipts.js';
@@ -247,7 +247,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const toRead = Math.max(0, maxSeq - Math.max(firstSeq, fullFrom) + 1) + (opts.sample?.size ?? 0);
   const checker: FileChecker =
     (opts.workers ?? 0) > 0 && toRead >= (opts.workerMinFiles ?? MIN_FILES_FOR_WORKERS)
-      ? new WorkerChecker(opts.workers!, keepLines, opts.workerScript)
+      ? workerChecker(opts.workers!, keepLines, opts.workerScript)
       : inlineChecker(keepLines);
   const lookAhead = Math.max(LOOK_AHEAD, checker.window);
   const ahead = new ReadAhead(reader, 2 * lookAhead);

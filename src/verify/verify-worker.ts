@@ -3,22 +3,16 @@
 // Built twice, beside the module that starts it: by tsc (dist/src/verify/) and as a bundle of its
 // own beside the CLI bundle (dist/src/), so `new URL('./verify-worker.js', import.meta.url)` finds it in both.
 import { parentPort } from 'node:worker_threads';
-import { checkTask, type FileTask } from './file-check.js';
+import type { Digest } from '../seal/digest.js';
+import { checkTask } from './file-check.js';
+import type { ChainState } from './links.js';
+import { serveRequests } from './worker-pool.js';
 
-interface Request {
-  id: number;
-  task: Omit<FileTask, 'body'> & { body: Uint8Array | null };
-  keepLines: boolean;
-}
-
-const port = parentPort;
-if (!port) throw new Error('verify-worker.js runs as a worker thread of pg-audit-shipper verify');
-port.on('message', (m: Request) => {
+serveRequests(parentPort, 'verify-worker.js', (m) => {
+  const digest = m.digest as Digest;
   try {
-    const b = m.task.body;
-    const body = b ? Buffer.from(b.buffer, b.byteOffset, b.byteLength) : null;
-    port.postMessage({ id: m.id, outcome: checkTask({ ...m.task, body }, m.keepLines) });
+    return checkTask({ body: m.body, digest, before: m.before as ChainState }, m.keepLines === true);
   } catch (err) {
-    port.postMessage({ id: m.id, error: `checking file ${m.task.digest.file_seq} failed: ${(err as Error).message}` });
+    throw new Error(`checking file ${digest.file_seq} failed: ${(err as Error).message}`);
   }
 });

@@ -5,9 +5,9 @@ import type { FileChecker, FileOutcome, FileTask } from './file-check.js';
 
 /**
  * Files checked by worker threads: gunzip, two SHA-256 passes and a chain hash per record cost
- * ~14 us a record on one core, while the walk itself (a digest's signature, ~0.15 ms a file of
- * 10,000 records) is light, so N workers beside the walk scale with the cores. Each worker holds at
- * most two files (one being checked, one queued), so memory is bounded by 2 x N files.
+ * ~7.6 us a record on one core, while the walk itself (a digest's signature and links, ~0.3 ms a
+ * file of 10,000 records) is light, so N workers beside the walk scale with the cores. Each worker
+ * holds at most two files (one being checked, one queued), so memory is bounded by 2 x N files.
  *
  * worker_threads directly, not a pool library: a fixed set of workers, request and reply by id,
  * is ~80 lines; piscina loads its own wrapper script by path, which the CLI's one-file bundle cannot
@@ -15,18 +15,24 @@ import type { FileChecker, FileOutcome, FileTask } from './file-check.js';
  */
 export const PER_WORKER = 2;
 
-/** The worker script beside this module: dist/src/verify-worker.js (bundle) or dist/src/verify/verify-worker.js (tsc). */
-export function defaultWorkerScript(): URL {
-  return new URL('./verify-worker.js', import.meta.url);
+/** A script beside the module that names it: dist/src/NAME (bundle) or dist/src/<folder>/NAME (tsc). */
+export function scriptPath(script: URL | string): string {
+  const path = typeof script === 'string' ? script : fileURLToPath(script);
+  if (!existsSync(path)) throw new Error(`the worker script ${path} is missing: rebuild (npm run build), or run with --workers 0`);
+  return path;
 }
 
 interface Pending {
-  resolve: (o: FileOutcome) => void;
+  resolve: (o: unknown) => void;
   reject: (e: Error) => void;
   worker: number;
 }
 
-export class WorkerChecker implements FileChecker {
+/**
+ * N workers running `script`, each sent `{ id, ...request }` and answering `{ id, result }` or
+ * `{ id, error }`. A request's `body` (a Buffer) moves to the worker instead of being copied.
+ */
+export class WorkerPool {
   readonly window: number;
   private readonly workers: Worker[] = [];
   private readonly load: number[] = [];
@@ -34,23 +40,18 @@ export class WorkerChecker implements FileChecker {
   private nextId = 0;
   private failed: Error | null = null;
 
-  constructor(
-    count: number,
-    private readonly keepLines: boolean,
-    script: URL | string = defaultWorkerScript(),
-  ) {
-    const path = typeof script === 'string' ? script : fileURLToPath(script);
-    if (!existsSync(path)) throw new Error(`the verify worker script ${path} is missing: rebuild (npm run build), or run with --workers 0`);
+  constructor(count: number, script: URL | string) {
+    const path = scriptPath(script);
     this.window = count * PER_WORKER;
     for (let i = 0; i < count; i++) {
       const w = new Worker(path);
-      w.on('message', (m: { id: number; outcome?: FileOutcome; error?: string }) => {
+      w.on('message', (m: { id: number; result?: unknown; error?: string }) => {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
         this.load[i]!--;
-        if (m.outcome) p.resolve(m.outcome);
-        else p.reject(new Error(m.error ?? 'a verify worker answered nothing'));
+        if (m.error === undefined) p.resolve(m.result);
+        else p.reject(new Error(m.error));
       });
       // A worker that dies takes its files with it: every file in flight fails, and so does the run
       // (exit 2, could not run), never a verdict over files nobody checked.
@@ -63,30 +64,58 @@ export class WorkerChecker implements FileChecker {
         }
       };
       w.on('error', die);
-      w.on('exit', (code) => die(new Error(`a verify worker stopped (exit code ${code})`)));
+      w.on('exit', (code) => die(new Error(`a worker thread stopped (exit code ${code})`)));
       this.workers.push(w);
       this.load.push(0);
     }
   }
 
-  check(task: FileTask): Promise<FileOutcome> {
+  run<T>(request: Record<string, unknown> & { body?: Buffer | null }): Promise<T> {
     if (this.failed) return Promise.reject(this.failed);
     let w = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[w]!) w = i;
     const id = this.nextId++;
-    const body = task.body;
+    const body = request.body ?? null;
     // The bytes move to the worker (no copy) when the Buffer owns its whole ArrayBuffer; a slice of
     // Node's shared pool is copied first, as moving it would take its neighbours along.
     const own = body && body.byteOffset === 0 && body.byteLength === body.buffer.byteLength ? body : body ? Buffer.from(body) : null;
-    return new Promise<FileOutcome>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, worker: w });
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (o: unknown) => void, reject, worker: w });
       this.load[w]!++;
-      this.workers[w]!.postMessage({ id, task: { ...task, body: own }, keepLines: this.keepLines }, own ? [own.buffer as ArrayBuffer] : []);
+      this.workers[w]!.postMessage({ ...request, id, body: own }, own ? [own.buffer as ArrayBuffer] : []);
     });
   }
 
   async close(): Promise<void> {
-    this.failed ??= new Error('the verify workers were closed');
+    this.failed ??= new Error('the worker threads were closed');
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
+}
+
+/** verify's checker on a pool of src/verify/verify-worker.ts. */
+export function workerChecker(count: number, keepLines: boolean, script: URL | string = new URL('./verify-worker.js', import.meta.url)): FileChecker {
+  const pool = new WorkerPool(count, script);
+  return {
+    window: pool.window,
+    check: (t: FileTask) => pool.run<FileOutcome>({ body: t.body, digest: t.digest, before: t.before, keepLines }),
+    close: () => pool.close(),
+  };
+}
+
+/** Answer a pool's requests in a worker script: `handle` gets each request (its body a Buffer again). */
+export function serveRequests(
+  port: import('node:worker_threads').MessagePort | null,
+  name: string,
+  handle: (m: Record<string, unknown> & { body: Buffer | null }) => unknown,
+): void {
+  if (!port) throw new Error(`${name} runs as a worker thread of pg-audit-shipper`);
+  port.on('message', (m: Record<string, unknown> & { id: number; body: Uint8Array | null }) => {
+    try {
+      const b = m.body;
+      const body = b ? Buffer.from(b.buffer, b.byteOffset, b.byteLength) : null;
+      port.postMessage({ id: m.id, result: handle({ ...m, body }) });
+    } catch (err) {
+      port.postMessage({ id: m.id, error: (err as Error).message });
+    }
+  });
 }

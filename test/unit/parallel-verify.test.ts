@@ -44,7 +44,7 @@ describe('verify with worker threads: the same verdict as one thread', () => {
     const valid = CASES.find((c) => c.name === 'valid-basic')!;
     const objects = await valid.build();
     await expect(verifyArchive(memoryReader(objects), { keys: keysFor(valid.keys), workers: 2, workerScript: script, workerMinFiles: 0 })).rejects.toThrow(
-      /verify worker stopped \(exit code 3\)/,
+      /worker thread stopped \(exit code 3\)/,
     );
   });
 
@@ -53,7 +53,7 @@ describe('verify with worker threads: the same verdict as one thread', () => {
     const script = path.join(dir, 'worker.mjs');
     await writeFile(
       script,
-      "import { parentPort } from 'node:worker_threads';\nparentPort.on('message', (m) => parentPort.postMessage({ id: m.id, error: `checking file ${m.task.digest.file_seq} failed: boom` }));\n",
+      "import { parentPort } from 'node:worker_threads';\nparentPort.on('message', (m) => parentPort.postMessage({ id: m.id, error: `checking file ${m.digest.file_seq} failed: boom` }));\n",
     );
     const valid = CASES.find((c) => c.name === 'valid-basic')!;
     const objects = await valid.build();

@@ -1,0 +1,37 @@
+import type { Digest } from '../seal/digest.js';
+import type { ArchivedLine } from '../verify/archived.js';
+import { checkFile } from '../verify/file.js';
+import type { Finding } from '../verify/findings.js';
+import type { ChainState } from '../verify/links.js';
+import { RecordedFindings } from '../verify/recorded.js';
+import { matches, type Query } from './filter.js';
+
+/** What a search needs of one file it read: checked against its signed digest, then matched. */
+export interface FileMatch {
+  findings: Finding[];
+  records: number;
+  matched: ArchivedLine[];
+  /** events that match everything but the app user and customer, and are not attributed (scan.ts) */
+  unattributed: number;
+  /** the records the answer's notes are made from (tamper, gap, acknowledgements, attestations) */
+  notable: ArchivedLine[];
+}
+
+/** Check one file and match its records; pure, and the same code on the main thread and in a worker. */
+export function checkAndMatch(body: Buffer | null, d: Digest, before: ChainState, q: Query, unattributed: Query | null): FileMatch {
+  const file = checkFile(body, d, before);
+  if (file.findings.length > 0) return { findings: file.findings, records: 0, matched: [], unattributed: 0, notable: [] };
+  const matched: ArchivedLine[] = [];
+  let count = 0;
+  for (const l of file.lines) {
+    if (matches(l.record, q)) matched.push(l);
+    if (unattributed && l.record.app_context === 'unknown' && matches(l.record, unattributed)) count++;
+  }
+  return {
+    findings: [],
+    records: file.lines.length,
+    matched,
+    unattributed: count,
+    notable: file.lines.filter((l) => RecordedFindings.reads(l.record)),
+  };
+}
