@@ -2,11 +2,13 @@ import { openRecord } from '../seal/record.js';
 import { formatHead, sha256Hex, type Digest, type ExpectedHead } from '../seal/digest.js';
 export { formatHead, parseExpectedHead, type ExpectedHead } from '../seal/digest.js';
 import type { VerifyKey } from '../seal/keys.js';
-import { DIGEST_DIR, digestKey } from '../sink/keys.js';
+import { DIGEST_DIR, digestKey, parseDigestKey } from '../sink/keys.js';
+import { findHeadSeq } from '../sink/probe.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import type { ArchivedRecord } from './file.js';
 import { inlineChecker, type FileChecker, type FileOutcome } from './file-check.js';
 import { workerChecker } from './worker-pool.js';
+import { ObjectIndex } from './object-index.js';
 import type { Acknowledged, Finding } from './findings.js';
 import { RecordedFindings, type RecordedSegment } from './recorded.js';
 import { ReceiptCheck, type ReceiptSegment } from './receipts.js';
@@ -25,10 +27,8 @@ export type { Finding } from './findings.js';
 export type { ArchivedRecord } from './file.js';
 
 export interface ChainReport {
-  /** data object keys named by a digest that verified */
-  referenced: Set<string>;
-  /** the data object each verified file sequence names */
-  objectOf: Map<number, string>;
+  /** the data object each verified digest names (10 bytes a file: object-index.ts) */
+  objects: ObjectIndex;
   files: number;
   /** data files whose bytes this run did not read (incremental mode) */
   skipped: number;
@@ -117,6 +117,67 @@ export function blockOf(seq: number, blockFiles: number): number {
   return Math.floor((seq - 1) / blockFiles);
 }
 
+/**
+ * The digest folder's listing, read only as far as the walk needs it: memory holds the few
+ * sequences between where the walk is and how far it looks ahead. Listings come in key order,
+ * which is sequence order (12 digits, zero-padded); anything else in the folder is a finding.
+ */
+class DigestListing {
+  private readonly it: AsyncIterator<string>;
+  private buf: number[] = [];
+  private done = false;
+  highest = 0;
+
+  constructor(
+    reader: ArchiveReader,
+    private readonly findings: Finding[],
+  ) {
+    this.it = reader.list(DIGEST_DIR)[Symbol.asyncIterator]();
+  }
+
+  /** Read the listing until it is past `seq`, or ended. */
+  async ensure(seq: number): Promise<void> {
+    while (!this.done && this.highest <= seq) {
+      const r = await this.it.next();
+      if (r.done) {
+        this.done = true;
+        break;
+      }
+      const n = parseDigestKey(r.value);
+      if (n === null) {
+        this.findings.push({ code: 'unexpected-object', where: r.value, message: 'an object in the digest folder that is not a digest' });
+        continue;
+      }
+      if (n > this.highest) {
+        this.buf.push(n);
+        this.highest = n;
+      } else if (!this.buf.includes(n)) {
+        this.buf.push(n); // out of order: a store that does not list in key order
+        this.buf.sort((a, b) => a - b);
+      }
+    }
+  }
+
+  first(): number | null {
+    return this.buf[0] ?? null;
+  }
+
+  has(seq: number): boolean {
+    return this.buf.includes(seq);
+  }
+
+  /** Nothing is listed at or after `seq` (once ensure(seq) has run). */
+  endsBefore(seq: number): boolean {
+    return this.done && this.highest < seq;
+  }
+
+  forgetBefore(seq: number): void {
+    let i = 0;
+    while (i < this.buf.length && this.buf[i]! < seq) i++;
+    if (i > 0) this.buf = this.buf.slice(i);
+  }
+}
+
 /** Whether a digest says it was sealed at or after `ms` (read unchecked: the caller verifies the digest before acting on it). */
 function sealedAtOrAfter(bytes: Buffer, ms: number): boolean {
   const at = peekDigest(bytes)?.created_at;
@@ -151,8 +212,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const findings: Finding[] = [];
   let fullFrom = opts.fullFrom ?? 1;
   const report: ChainReport = {
-    referenced: new Set(),
-    objectOf: new Map(),
+    objects: new ObjectIndex(),
     files: 0,
     skipped: 0,
     firstSeq: 1,
@@ -171,24 +231,14 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   const recorded = new RecordedFindings();
   const receipts = new ReceiptCheck();
 
-  const listed = new Set<number>();
-  for await (const key of reader.list(DIGEST_DIR)) {
-    const m = /^digests\/(\d{12})\.digest$/.exec(key);
-    if (m) listed.add(Number(m[1]));
-    else findings.push({ code: 'unexpected-object', where: key, message: 'an object in the digest folder that is not a digest' });
-  }
-  // A loop, not Math.max(...listed): a spread of millions of arguments overflows the stack.
-  let maxSeq = 0;
-  let minSeq = 0;
-  for (const s of listed) {
-    if (s > maxSeq) maxSeq = s;
-    if (minSeq === 0 || s < minSeq) minSeq = s;
-  }
+  // The digests as listed, read as the walk goes: a Set of every sequence stopped at 2^24 entries
+  // and held ~20 bytes a file (object-index.ts says why that matters).
+  const listingFindings: Finding[] = [];
+  const listing = new DigestListing(reader, listingFindings);
+  await listing.ensure(0);
+  const minSeq = listing.first() ?? 0;
   const through = opts.through;
-  if (through && 'seq' in through && through.seq < maxSeq) {
-    maxSeq = through.seq;
-    report.cut = maxSeq;
-  }
+  const throughSeq = through && 'seq' in through ? through.seq : null;
   const sealedBefore = through && 'sealedBefore' in through ? Date.parse(through.sealedBefore) : null;
   if (opts.trusted) {
     // Digests link by hash, so if the head a previous run accepted is unchanged, so is all before it.
@@ -204,7 +254,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   }
   let firstSeq = Math.max(minSeq, 1);
   if (opts.start) {
-    if (!listed.has(opts.start.fileSeq)) {
+    if (!(await reader.exists(digestKey(opts.start.fileSeq)))) {
       findings.push({
         code: 'start-missing',
         where: digestKey(opts.start.fileSeq),
@@ -244,15 +294,19 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     return e;
   };
   const keepLines = opts.onRecords !== undefined;
-  const toRead = Math.max(0, maxSeq - Math.max(firstSeq, fullFrom) + 1) + (opts.sample?.size ?? 0);
+  // Where the archive ends, found by probing (a few dozen existence checks): only to decide whether
+  // workers pay and to show progress; the walk goes by the listing.
+  const wantsWorkers = (opts.workers ?? 0) > 0;
+  const headGuess = wantsWorkers || opts.onProgress ? await findHeadSeq(reader, Math.max(firstSeq - 1, 0)) : 0;
+  const toRead = Math.max(0, Math.min(headGuess, throughSeq ?? Infinity) - Math.max(firstSeq, fullFrom) + 1) + (opts.sample?.size ?? 0);
   const checker: FileChecker =
-    (opts.workers ?? 0) > 0 && toRead >= (opts.workerMinFiles ?? MIN_FILES_FOR_WORKERS)
+    wantsWorkers && toRead >= (opts.workerMinFiles ?? MIN_FILES_FOR_WORKERS)
       ? workerChecker(opts.workers!, keepLines, opts.workerScript)
       : inlineChecker(keepLines);
   const lookAhead = Math.max(LOOK_AHEAD, checker.window);
   const ahead = new ReadAhead(reader, 2 * lookAhead);
   const plan = (seq: number): void => {
-    if (seq > maxSeq || !listed.has(seq)) return;
+    if ((throughSeq !== null && seq > throughSeq) || !listing.has(seq)) return;
     void ahead.start(digestKey(seq))?.then(
       (b) => {
         const key = objectKeyOf(b);
@@ -297,11 +351,20 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       );
   };
   try {
+    await listing.ensure(firstSeq + lookAhead);
     for (let next = firstSeq; next < firstSeq + lookAhead; next++) plan(next);
-    for (let seq = firstSeq; seq <= maxSeq; seq++) {
-      opts.onProgress?.(seq, maxSeq);
+    for (let seq = firstSeq; ; seq++) {
+      if (throughSeq !== null && seq > throughSeq) {
+        await listing.ensure(seq);
+        if (!listing.endsBefore(seq)) report.cut = throughSeq;
+        break;
+      }
+      await listing.ensure(seq + lookAhead);
+      if (listing.endsBefore(seq)) break;
+      listing.forgetBefore(seq);
+      opts.onProgress?.(seq, Math.max(headGuess, listing.highest));
       plan(seq + lookAhead); // each file planned once, lookAhead files before its turn
-      const bytes = listed.has(seq) ? await ahead.take(digestKey(seq)) : null;
+      const bytes = listing.has(seq) ? await ahead.take(digestKey(seq)) : null;
       if (sealedBefore !== null && bytes && sealedAtOrAfter(bytes, sealedBefore)) {
         // The cut, taken only at a digest whose signature and link verify: a digest whose time was
         // edited cannot end the walk early and hide what follows it.
@@ -337,10 +400,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
         if (d.kind === 'heartbeat') report.heartbeats++;
         else {
           report.files++;
-          if (d.object_key) {
-            report.referenced.add(d.object_key);
-            report.objectOf.set(seq, d.object_key);
-          }
+          if (d.object_key) report.objects.set(seq, d.object_key);
           if (d.first_event_at && (!report.firstEventAt || d.first_event_at < report.firstEventAt)) report.firstEventAt = d.first_event_at;
           if (d.last_event_at && (!report.lastEventAt || d.last_event_at > report.lastEventAt)) report.lastEventAt = d.last_event_at;
           if (!readsData(seq)) {
@@ -368,7 +428,8 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     b.report.receipts = b.receipts.segmentOf();
     report.blocks.push(b.report);
   }
-  if (report.cut !== null) maxSeq = report.cut;
+  findings.push(...listingFindings);
+  const maxSeq = report.cut ?? listing.highest;
   if (opts.expectHead && opts.expectHead.fileSeq > maxSeq && report.cut === null) {
     findings.push({
       code: 'tail-missing',

@@ -3,6 +3,7 @@ import type { ArchiveReader } from '../sink/sink.js';
 import { DATA_DIR, DIGEST_DIR, parseDataKey, STREAM_DIR } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
 import { recordLines, type ChainReport, type Finding } from './chain.js';
+import type { ObjectIndex } from './object-index.js';
 
 /**
  * Everything stored must be accounted for by the chain: a data file no digest names (a copy under
@@ -10,7 +11,7 @@ import { recordLines, type ChainReport, type Finding } from './chain.js';
  */
 export async function checkInventory(
   reader: ArchiveReader,
-  chain: Pick<ChainReport, 'referenced' | 'objectOf' | 'firstSeq'> & Partial<Pick<ChainReport, 'cut'>>,
+  chain: Pick<ChainReport, 'objects' | 'firstSeq'> & Partial<Pick<ChainReport, 'cut'>>,
 ): Promise<{ findings: Finding[]; notes: Finding[] }> {
   const findings: Finding[] = [];
   const notes: Finding[] = [];
@@ -18,7 +19,7 @@ export async function checkInventory(
     if (key.startsWith(DIGEST_DIR)) continue; // the chain walk judged these
     if (key.startsWith(STREAM_DIR)) continue; // delivered by a stream: its lines were checked as the files they belong to
     if (key.startsWith(DATA_DIR)) {
-      if (chain.referenced.has(key)) continue;
+      if (chain.objects.names(key)) continue;
       const parsed = parseDataKey(key);
       // After the cut (--through): stored since the run began, or left for the next one.
       if (parsed && chain.cut != null && parsed.fileSeq > chain.cut) continue;
@@ -34,7 +35,7 @@ export async function checkInventory(
       // after restart, maybe cut differently. A copy whose every line is byte for byte the line the
       // archive holds at that sequence number is those same records: harmless. Comparing only the
       // chain hash is not enough: a made-up body can carry a real record's seq and chain value.
-      const copy = parsed && chain.objectOf.size > 0 ? await supersededCopy(reader, key, parsed.fileSeq, chain.objectOf) : null;
+      const copy = parsed && chain.objects.size > 0 ? await supersededCopy(reader, key, parsed.fileSeq, chain.objects) : null;
       if (copy === 'same') {
         notes.push({
           code: 'superseded-copy',
@@ -58,7 +59,7 @@ export async function checkInventory(
         where: key,
         message: !parsed
           ? 'an object in the data folder that no signed digest names'
-          : chain.objectOf.has(parsed.fileSeq)
+          : chain.objects.has(parsed.fileSeq)
             ? `a data file for file ${parsed.fileSeq} that no signed digest names and whose records differ from the archived ones`
             : `a data file for file ${parsed.fileSeq} stored without its digest: the shipper stopped between the two writes ` +
               '(it seals these records again when it restarts), or the file was added',
@@ -76,7 +77,7 @@ export async function checkInventory(
  * everything but `chain`, `lsn` and `idx`: a backfill interrupted by a crash starts again from a new
  * snapshot, whose WAL position differs, so its records cannot be byte-identical. null: neither.
  */
-async function supersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: Map<number, string>): Promise<'same' | 'backfill' | null> {
+async function supersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: ObjectIndex): Promise<'same' | 'backfill' | null> {
   const same = await isSupersededCopy(reader, key, fileSeq, objectOf, (a, b) => a === b);
   if (same) return 'same';
   return (await isSupersededCopy(reader, key, fileSeq, objectOf, sameBackfillRecord)) ? 'backfill' : null;
@@ -99,7 +100,7 @@ async function isSupersededCopy(
   reader: ArchiveReader,
   key: string,
   fileSeq: number,
-  objectOf: Map<number, string>,
+  objectOf: ObjectIndex,
   equal: (archived: string, copy: string) => boolean,
 ): Promise<boolean> {
   // The shipper names a file by the hash of its content: a renamed or edited file fails this.
@@ -113,9 +114,7 @@ async function isSupersededCopy(
   // numbers, cut differently: start at the archived file that holds the copy's first record.
   const archived = new Map<number, string>(); // seq -> the verified archive's line
   const last = copy[copy.length - 1]!.seq;
-  let newest = 0;
-  for (const k of objectOf.keys()) if (k > newest) newest = k; // no spread: archives hold millions of files
-  let start = Math.min(fileSeq, newest);
+  let start = Math.min(fileSeq, objectOf.newestSeq);
   if (!objectOf.has(start)) return false; // its own digest is missing or bad: not a copy of anything verified
   while (start > 1 && objectOf.has(start - 1)) {
     const lines = await linesOf(reader, objectOf.get(start)!);

@@ -4,6 +4,7 @@ import type { ArchiveVerdict } from './archive.js';
 import { verifyChain, type BlockReport, type ChainOptions, type ChainReport, type Shard } from './chain.js';
 import type { Finding } from './findings.js';
 import { checkInventory } from './inventory.js';
+import { ObjectIndex } from './object-index.js';
 import { RecordedFindings } from './recorded.js';
 import { ReceiptCheck } from './receipts.js';
 import type { ArchiveReader } from '../sink/sink.js';
@@ -153,8 +154,7 @@ export function mergeShards(reports: unknown[]): { archive: string; verdict: Arc
   }
   const settled = recorded.settle(walk.head?.created_at ?? null);
   const chain: ChainReport = {
-    referenced: new Set(),
-    objectOf: new Map(),
+    objects: new ObjectIndex(),
     files: walk.files,
     skipped: 0,
     firstSeq: walk.first_seq,

@@ -67,14 +67,20 @@ export async function checkS3Storage(client: S3Client, bucket: string, prefix: s
     for (const v of versions) work.push({ key, versionId: v.versionId, lastModified: v.lastModified });
   }
   report.versions = work.length;
+  // Checked CONCURRENCY at a time, reported in listing order: the same archive gives the same report.
+  const each: StorageReport[] = work.map(() => ({ versions: 0, findings: [], notes: [] }));
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < work.length) {
-      const item = work[next++]!;
-      await checkVersion(client, bucket, prefix, item, minimum, report);
+      const i = next++;
+      await checkVersion(client, bucket, prefix, work[i]!, minimum, each[i]!);
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  for (const r of each) {
+    report.findings.push(...r.findings);
+    report.notes.push(...r.notes);
+  }
   return report;
 }
 
