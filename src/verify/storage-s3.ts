@@ -27,31 +27,18 @@ export async function checkS3Storage(client: S3Client, bucket: string, prefix: s
     if (!(err instanceof ConfigError)) throw err;
     report.findings.push({ code: 'bucket-settings', where: `s3://${bucket}`, message: err.message });
   }
-  const byKey = new Map<string, { versionId: string; etag: string; lastModified: Date }[]>();
-  let keyMarker: string | undefined;
-  let versionMarker: string | undefined;
-  do {
-    const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionMarker }));
-    for (const m of page.DeleteMarkers ?? []) {
-      report.findings.push({
-        code: 'delete-marker',
-        where: rel(m.Key!, prefix),
-        message:
-          `a delete marker${m.IsLatest ? ' hides this object from readers' : ' stands in its history'} (set ${m.LastModified?.toISOString()}); ` +
-          'the locked data is still stored, but a plain GET no longer returns it',
-      });
-    }
-    for (const v of page.Versions ?? []) {
-      const list = byKey.get(v.Key!) ?? [];
-      list.push({ versionId: v.VersionId!, etag: v.ETag ?? '', lastModified: v.LastModified! });
-      byKey.set(v.Key!, list);
-    }
-    keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
-    versionMarker = page.IsTruncated ? page.NextVersionIdMarker : undefined;
-  } while (keyMarker);
-
-  const work: { key: string; versionId: string; lastModified: Date }[] = [];
-  for (const [key, versions] of byKey) {
+  // Versions come grouped by key, in key order: each key's are judged when the listing moves past
+  // it, and their locks read CONCURRENCY at a time, reported in listing order. Memory holds one
+  // key's versions and the reads in flight (a Map of every key stopped at 2^24 objects, 194 days
+  // of files at 5,000 events/s, and held ~200 bytes an object before).
+  type Version = { versionId: string; etag: string; lastModified: Date };
+  const inFlight: Promise<StorageReport>[] = [];
+  const takeOldest = async (): Promise<void> => {
+    const r = await inFlight.shift()!;
+    report.findings.push(...r.findings);
+    report.notes.push(...r.notes);
+  };
+  const judge = async (key: string, versions: Version[]): Promise<void> => {
     if (versions.length > 1) {
       const same = versions.every((v) => v.etag === versions[0]!.etag);
       (same ? report.notes : report.findings).push(
@@ -64,22 +51,41 @@ export async function checkS3Storage(client: S3Client, bucket: string, prefix: s
             },
       );
     }
-    for (const v of versions) work.push({ key, versionId: v.versionId, lastModified: v.lastModified });
-  }
-  report.versions = work.length;
-  // Checked CONCURRENCY at a time, reported in listing order: the same archive gives the same report.
-  const each: StorageReport[] = work.map(() => ({ versions: 0, findings: [], notes: [] }));
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < work.length) {
-      const i = next++;
-      await checkVersion(client, bucket, prefix, work[i]!, minimum, each[i]!);
+    for (const v of versions) {
+      report.versions++;
+      const one: StorageReport = { versions: 0, findings: [], notes: [] };
+      inFlight.push(checkVersion(client, bucket, prefix, { key, versionId: v.versionId, lastModified: v.lastModified }, minimum, one).then(() => one));
+      if (inFlight.length >= CONCURRENCY) await takeOldest();
     }
   };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  for (const r of each) {
-    report.findings.push(...r.findings);
-    report.notes.push(...r.notes);
+  let current: { key: string; versions: Version[] } | null = null;
+  let keyMarker: string | undefined;
+  let versionMarker: string | undefined;
+  try {
+    do {
+      const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionMarker }));
+      for (const m of page.DeleteMarkers ?? []) {
+        report.findings.push({
+          code: 'delete-marker',
+          where: rel(m.Key!, prefix),
+          message:
+            `a delete marker${m.IsLatest ? ' hides this object from readers' : ' stands in its history'} (set ${m.LastModified?.toISOString()}); ` +
+            'the locked data is still stored, but a plain GET no longer returns it',
+        });
+      }
+      for (const v of page.Versions ?? []) {
+        if (current && current.key !== v.Key) await judge(current.key, current.versions);
+        if (!current || current.key !== v.Key) current = { key: v.Key!, versions: [] };
+        current.versions.push({ versionId: v.VersionId!, etag: v.ETag ?? '', lastModified: v.LastModified! });
+      }
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      versionMarker = page.IsTruncated ? page.NextVersionIdMarker : undefined;
+    } while (keyMarker);
+    if (current) await judge(current.key, current.versions);
+    while (inFlight.length > 0) await takeOldest();
+  } finally {
+    // A failed listing leaves reads in flight: let them end before the error is reported.
+    await Promise.allSettled(inFlight);
   }
   return report;
 }
