@@ -107,8 +107,8 @@ export function registerVerifyCommand(program: Command): void {
         else process.stdout.write(text);
         const read = report.blocks.reduce((n, b) => n + b.files_read, 0);
         process.stderr.write(
-          `shard ${shard.index}/${shard.count}: walked ${report.walk.files} files' digests up to ${report.walk.head ? `file ${report.walk.head.file_seq}` : 'none'}, ` +
-            `read ${read} files in ${report.blocks.length} blocks; the verdict is verify-merge's${cfg.shardReport ? ` (report: ${cfg.shardReport})` : ''}\n`,
+          `shard ${shard.index}/${shard.count}: files ${report.frame.first_seq}-${report.frame.last_seq} of the archive, ${report.blocks.length} block${report.blocks.length === 1 ? '' : 's'} of ${shard.blockFiles} its own, ` +
+            `${read} data files read; the verdict is verify-merge's${cfg.shardReport ? ` (report: ${cfg.shardReport})` : ''}\n`,
         );
         return;
       }

@@ -1,9 +1,29 @@
 import { gunzipSync } from 'node:zlib';
 import type { ArchiveReader } from '../sink/sink.js';
-import { DATA_DIR, DIGEST_DIR, parseDataKey, STREAM_DIR } from '../sink/keys.js';
+import { DATA_DIR, DIGEST_DIR, parseDataKey, parseDigestKey, STREAM_DIR } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
 import { recordLines, type ChainReport, type Finding } from './chain.js';
-import type { ObjectIndex } from './object-index.js';
+
+/**
+ * Which objects a run judges, and how it learns what a digest names. One run over the archive
+ * judges all, from its own index; a shard (shards.ts) judges the data files of its blocks, shard 0
+ * everything else, and looks up digests outside its blocks when a leftover copy needs them.
+ */
+export interface InventoryScope {
+  owns(fileSeq: number): boolean;
+  /** objects of no file: foreign objects, misnamed ones, files before the start, the digest folder's strays */
+  globals: boolean;
+  /** the object a digest that verifies names (a digest this run did not walk is read and checked) */
+  objectAt(fileSeq: number): Promise<string | undefined>;
+  newestSeq: number;
+}
+
+export interface InventoryItem {
+  finding: Finding;
+  note: boolean;
+  /** the file it concerns, when its name says */
+  fileSeq: number | null;
+}
 
 /**
  * Everything stored must be accounted for by the chain: a data file no digest names (a copy under
@@ -12,63 +32,89 @@ import type { ObjectIndex } from './object-index.js';
 export async function checkInventory(
   reader: ArchiveReader,
   chain: Pick<ChainReport, 'objects' | 'firstSeq'> & Partial<Pick<ChainReport, 'cut'>>,
-): Promise<{ findings: Finding[]; notes: Finding[] }> {
-  const findings: Finding[] = [];
-  const notes: Finding[] = [];
+  scope?: InventoryScope,
+): Promise<{ findings: Finding[]; notes: Finding[]; items: InventoryItem[] }> {
+  const items: InventoryItem[] = [];
+  const add = (finding: Finding, note: boolean, fileSeq: number | null): void => {
+    items.push({ finding, note, fileSeq });
+  };
+  const globals = scope?.globals ?? true;
+  const objectAt = scope ? scope.objectAt : (seq: number) => Promise.resolve(chain.objects.get(seq));
+  const newest = scope ? scope.newestSeq : chain.objects.newestSeq;
   for await (const key of reader.list('')) {
-    if (key.startsWith(DIGEST_DIR)) continue; // the chain walk judged these
+    if (key.startsWith(DIGEST_DIR)) {
+      // The walk judged the digests; a shard's walk lists only its blocks, so shard 0 looks for strays here.
+      if (scope && globals && parseDigestKey(key) === null)
+        add({ code: 'unexpected-object', where: key, message: 'an object in the digest folder that is not a digest' }, false, null);
+      continue;
+    }
     if (key.startsWith(STREAM_DIR)) continue; // delivered by a stream: its lines were checked as the files they belong to
     if (key.startsWith(DATA_DIR)) {
-      if (chain.objects.names(key)) continue;
       const parsed = parseDataKey(key);
       // After the cut (--through): stored since the run began, or left for the next one.
       if (parsed && chain.cut != null && parsed.fileSeq > chain.cut) continue;
       if (parsed && parsed.fileSeq < chain.firstSeq) {
-        notes.push({
-          code: 'before-start',
-          where: key,
-          message: `file ${parsed.fileSeq} lies before the starting point (file ${chain.firstSeq}): not checked`,
-        });
+        if (globals)
+          add(
+            { code: 'before-start', where: key, message: `file ${parsed.fileSeq} lies before the starting point (file ${chain.firstSeq}): not checked` },
+            true,
+            null,
+          );
         continue;
       }
+      if (parsed ? scope && !scope.owns(parsed.fileSeq) : !globals) continue;
+      if (chain.objects.names(key)) continue;
       // A shipper stopped between storing a file and its digest seals the same records again
       // after restart, maybe cut differently. A copy whose every line is byte for byte the line the
       // archive holds at that sequence number is those same records: harmless. Comparing only the
       // chain hash is not enough: a made-up body can carry a real record's seq and chain value.
-      const copy = parsed && chain.objects.size > 0 ? await supersededCopy(reader, key, parsed.fileSeq, chain.objects) : null;
+      const copy = parsed && newest > 0 ? await supersededCopy(reader, key, parsed.fileSeq, objectAt, newest) : null;
+      const seq = parsed?.fileSeq ?? null;
       if (copy === 'same') {
-        notes.push({
-          code: 'superseded-copy',
-          where: key,
-          message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives`,
-        });
+        add(
+          {
+            code: 'superseded-copy',
+            where: key,
+            message: `file ${parsed!.fileSeq} as first written before an interrupted shutdown; its records are in the chain, sealed again under the name the digest gives`,
+          },
+          true,
+          seq,
+        );
         continue;
       }
       if (copy === 'backfill') {
-        notes.push({
-          code: 'superseded-backfill-copy',
-          where: key,
-          message:
-            `file ${parsed!.fileSeq} as first written by a backfill that was interrupted; the backfill started again from a new snapshot ` +
-            'and archived the same rows, at the same places, under its own WAL position: the rows are in the chain',
-        });
+        add(
+          {
+            code: 'superseded-backfill-copy',
+            where: key,
+            message:
+              `file ${parsed!.fileSeq} as first written by a backfill that was interrupted; the backfill started again from a new snapshot ` +
+              'and archived the same rows, at the same places, under its own WAL position: the rows are in the chain',
+          },
+          true,
+          seq,
+        );
         continue;
       }
-      findings.push({
-        code: 'unreferenced-object',
-        where: key,
-        message: !parsed
-          ? 'an object in the data folder that no signed digest names'
-          : chain.objects.has(parsed.fileSeq)
-            ? `a data file for file ${parsed.fileSeq} that no signed digest names and whose records differ from the archived ones`
-            : `a data file for file ${parsed.fileSeq} stored without its digest: the shipper stopped between the two writes ` +
-              '(it seals these records again when it restarts), or the file was added',
-      });
+      add(
+        {
+          code: 'unreferenced-object',
+          where: key,
+          message: !parsed
+            ? 'an object in the data folder that no signed digest names'
+            : (await objectAt(parsed.fileSeq)) !== undefined
+              ? `a data file for file ${parsed.fileSeq} that no signed digest names and whose records differ from the archived ones`
+              : `a data file for file ${parsed.fileSeq} stored without its digest: the shipper stopped between the two writes ` +
+                '(it seals these records again when it restarts), or the file was added',
+        },
+        false,
+        seq,
+      );
       continue;
     }
-    findings.push({ code: 'foreign-object', where: key, message: 'an object that is not part of the archive layout' });
+    if (globals) add({ code: 'foreign-object', where: key, message: 'an object that is not part of the archive layout' }, false, null);
   }
-  return { findings, notes };
+  return { findings: items.filter((i) => !i.note).map((i) => i.finding), notes: items.filter((i) => i.note).map((i) => i.finding), items };
 }
 
 /**
@@ -77,10 +123,12 @@ export async function checkInventory(
  * everything but `chain`, `lsn` and `idx`: a backfill interrupted by a crash starts again from a new
  * snapshot, whose WAL position differs, so its records cannot be byte-identical. null: neither.
  */
-async function supersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectOf: ObjectIndex): Promise<'same' | 'backfill' | null> {
-  const same = await isSupersededCopy(reader, key, fileSeq, objectOf, (a, b) => a === b);
+type ObjectAt = (fileSeq: number) => Promise<string | undefined>;
+
+async function supersededCopy(reader: ArchiveReader, key: string, fileSeq: number, objectAt: ObjectAt, newest: number): Promise<'same' | 'backfill' | null> {
+  const same = await isSupersededCopy(reader, key, fileSeq, objectAt, newest, (a, b) => a === b);
   if (same) return 'same';
-  return (await isSupersededCopy(reader, key, fileSeq, objectOf, sameBackfillRecord)) ? 'backfill' : null;
+  return (await isSupersededCopy(reader, key, fileSeq, objectAt, newest, sameBackfillRecord)) ? 'backfill' : null;
 }
 
 function sameBackfillRecord(archived: string, copy: string): boolean {
@@ -100,7 +148,8 @@ async function isSupersededCopy(
   reader: ArchiveReader,
   key: string,
   fileSeq: number,
-  objectOf: ObjectIndex,
+  objectAt: ObjectAt,
+  newest: number,
   equal: (archived: string, copy: string) => boolean,
 ): Promise<boolean> {
   // The shipper names a file by the hash of its content: a renamed or edited file fails this.
@@ -114,15 +163,17 @@ async function isSupersededCopy(
   // numbers, cut differently: start at the archived file that holds the copy's first record.
   const archived = new Map<number, string>(); // seq -> the verified archive's line
   const last = copy[copy.length - 1]!.seq;
-  let start = Math.min(fileSeq, objectOf.newestSeq);
-  if (!objectOf.has(start)) return false; // its own digest is missing or bad: not a copy of anything verified
-  while (start > 1 && objectOf.has(start - 1)) {
-    const lines = await linesOf(reader, objectOf.get(start)!);
+  let start = Math.min(fileSeq, newest);
+  if ((await objectAt(start)) === undefined) return false; // its own digest is missing or bad: not a copy of anything verified
+  while (start > 1 && (await objectAt(start - 1)) !== undefined) {
+    const lines = await linesOf(reader, (await objectAt(start))!);
     if (!lines?.length || lines[0]!.seq <= copy[0]!.seq) break;
     start--;
   }
-  for (let seq = start; objectOf.has(seq); seq++) {
-    const lines = await linesOf(reader, objectOf.get(seq)!);
+  for (let seq = start; ; seq++) {
+    const at = await objectAt(seq);
+    if (at === undefined) break;
+    const lines = await linesOf(reader, at);
     if (!lines || lines.length === 0) return false;
     for (const l of lines) archived.set(l.seq, l.line);
     if (lines[lines.length - 1]!.seq >= last) break;

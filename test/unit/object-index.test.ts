@@ -38,7 +38,8 @@ describe('ObjectIndex: which object each verified digest names, in 10 bytes a fi
     const n = 2 ** 24 + 1000;
     const ix = new ObjectIndex();
     const before = process.memoryUsage();
-    for (let seq = 1; seq <= n; seq++) ix.set(seq, `data/dt=2026-03-02/${String(seq).padStart(12, '0')}-${(seq >>> 0).toString(16).padStart(16, '0')}.jsonl.gz`);
+    for (let seq = 1; seq <= n; seq++)
+      ix.set(seq, `data/dt=2026-03-02/${String(seq).padStart(12, '0')}-${(seq >>> 0).toString(16).padStart(16, '0')}.jsonl.gz`);
     const after = process.memoryUsage();
     expect(ix.size).toBe(n);
     expect(ix.names(`data/dt=2026-03-02/${String(n).padStart(12, '0')}-${n.toString(16).padStart(16, '0')}.jsonl.gz`)).toBe(true);

@@ -112,8 +112,15 @@ describe('verify --shard and verify merge: the verdict of one run over the whole
     expect(() => mergeShards([a, a, b])).toThrow(/shard 0\/2 is given twice/);
     expect(() => mergeShards([a, ofThree])).toThrow(/shards of two splits/);
     expect(() => mergeShards([a, otherArchive])).toThrow(/shards of two archives/);
-    expect(() => mergeShards([a, { ...b, walk: { ...b.walk, head: { ...b.walk.head!, file_seq: 99 } } }])).toThrow(/walked different archives.*--through/);
-    expect(() => mergeShards([a, { ...b, blocks: [] }])).toThrow(/the shards read \d+ files, the chain names \d+/);
+    expect(() => mergeShards([a, { ...b, frame: { ...b.frame, last_seq: 99 } }])).toThrow(
+      /found the archive to end at different files \(\d+ and 99\).*--through/,
+    );
+    expect(() => mergeShards([a, { ...b, blocks: [] }])).toThrow(/shard 1\/2 does not report block 1 \(files 2-2\): its report is incomplete/);
+    expect(() => mergeShards([a, { ...b, blocks: [...b.blocks, { ...b.blocks[0]!, block: 99 }] }])).toThrow(
+      /reports block 99, which is not its own|past the end/,
+    );
+    const short = { ...b, blocks: b.blocks.map((x) => ({ ...x, files_read: 0 })) };
+    expect(() => mergeShards([a, short])).toThrow(/the shards read \d+ files, their digests name \d+/);
     expect(() => mergeShards([{ hello: 1 }])).toThrow(/not a shard report/);
   });
 

@@ -26,7 +26,9 @@ describe('checkS3Storage: streaming the version listing', () => {
     s3.on(HeadObjectCommand).callsFake((input: { Key: string; VersionId: string }) => {
       // Answers out of order: the first read is the slowest.
       const delay = input.VersionId === '1' ? 30 : 1;
-      return new Promise((r) => setTimeout(() => r({ ObjectLockMode: input.Key === 'p/c' ? 'GOVERNANCE' : 'COMPLIANCE', ObjectLockRetainUntilDate: retained }), delay));
+      return new Promise((r) =>
+        setTimeout(() => r({ ObjectLockMode: input.Key === 'p/c' ? 'GOVERNANCE' : 'COMPLIANCE', ObjectLockRetainUntilDate: retained }), delay),
+      );
     });
     const report = await checkS3Storage(new S3Client({ region: 'us-east-1' }), 'bucket', 'p/', { days: 2 });
     expect(report.versions).toBe(4);
