@@ -482,6 +482,23 @@ async function parallelVerifyBench() {
     return { seconds: round3(m.seconds), events_per_s: Math.round(a.events / m.seconds), cpu_s: m.cpu, peak_rss_mib: m.rss };
   };
   const ratios = one.map((o, i) => round(o.seconds / many[i]!.seconds)).sort((p, q) => p - q);
+  // An unbounded query that reads every file (actions are not in the key index), rows to stdout.
+  const query = async (n: number) => {
+    const t = await timed(() =>
+      runCli(
+        ['query', '--archive', `file://${a.root}`, '--verify-key', k.verifyKeyPath, '--action', 'UPDATE', '--format', 'json', '--workers', String(n)],
+        { PATH: process.env.PATH ?? '' },
+        { stdout: true },
+      ),
+    );
+    return { seconds: t.seconds, cpu: t.value.cpu?.all_threads_s ?? null, rss: Math.round(t.value.peakRssKib / 1024), report: t.value.stdout };
+  };
+  const qOne: Awaited<ReturnType<typeof query>>[] = [];
+  const qMany: Awaited<ReturnType<typeof query>>[] = [];
+  for (let i = 0; i < ROUNDS_V; i++) {
+    qOne.push(await query(0));
+    qMany.push(await query(workers));
+  }
   const result = {
     measured_at: new Date().toISOString().slice(0, 10),
     events: a.events,
@@ -494,6 +511,13 @@ async function parallelVerifyBench() {
     ratio_range: [ratios[0]!, ratios[ratios.length - 1]!],
     target_ratio: 1.8,
     same_report: one.every((o) => o.report === many[0]!.report) && many.every((m) => m.report === many[0]!.report),
+    query: {
+      matches: qOne[0]!.report.split('\n').filter(Boolean).length,
+      one_thread: side(qOne),
+      workers_side: side(qMany),
+      ratio: round(median(qOne).seconds / median(qMany).seconds),
+      same_answer: [...qOne, ...qMany].every((x) => x.report === qOne[0]!.report),
+    },
   };
   say(`    ${JSON.stringify(result)}`);
   await rm(dir, { recursive: true, force: true });
@@ -969,7 +993,12 @@ function parallelVerifyLines(x: ParallelVerifyResult | undefined): string {
 --workers 0 (the walk and every file on one thread) ${side(x.one_thread)}; --workers ${x.workers} ${side(x.workers_side)}:
 ${x.ratio}x the events/s (rounds: ${x.ratio_range.join(' to ')}; target >= ${x.target_ratio}). Both reports identical: ${x.same_report}.
 One thread already keeps more than one core busy (V8 collects garbage on threads of its own), which bounds the ratio on two cores below 2.
-`;
+${
+  x.query
+    ? `\`query --action UPDATE\` over the same archive (every file read, ${x.query.matches} events written out): --workers 0 ${side(x.query.one_thread)}; ` +
+      `--workers ${x.workers} ${side(x.query.workers_side)}: ${x.query.ratio}x. Same answer: ${x.query.same_answer}.\n`
+    : ''
+}`;
 }
 
 function keyIndexLines(x: KeyIndexResult | undefined): string {

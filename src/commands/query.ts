@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { durationMs, settingOption, settingsSchema, validate } from '../config.js';
@@ -116,6 +117,9 @@ export function registerQueryCommands(program: Command): void {
         write: out,
         evidence,
         workers: cfg.workers,
+        // Rows go to a pipe as fast as files are read; a reader slower than that (gzip, a network)
+        // filled memory instead, the writes queueing (250k rows to a reader 3 s late: 880 MiB).
+        drained: () => (process.stdout.writableNeedDrain ? once(process.stdout, 'drain').then(() => undefined) : Promise.resolve()),
       });
       if (cfg.format === 'table') out(`\n${summary}`);
       else process.stderr.write(summary);

@@ -17,6 +17,8 @@ export async function answerQuery(
     write: (s: string) => void;
     evidence?: EvidenceWriter | null;
     workers?: number;
+    /** resolves when the output has room again: a slow reader of a large answer holds the search, not memory */
+    drained?: () => Promise<void>;
   },
 ): Promise<{ report: ScanReport; summary: string }> {
   const rows = createRowWriter(opts.format, opts.write);
@@ -28,6 +30,7 @@ export async function answerQuery(
     onMatches: async (file, matched) => {
       for (const m of matched) rows.row(m.record);
       await opts.evidence?.add(file, matched);
+      await opts.drained?.();
     },
   });
   rows.end();
