@@ -335,7 +335,9 @@ describe('verify', () => {
       const out = path.join(dir, `..`, `shard-${path.basename(dir)}-${i}.json`);
       const r = await runCli(['verify', '--archive', `file://${dir}`, '--verify-key', keys.verifyKey, '--shard', `${i}/3`, '--shard-report', out]);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`^shard ${i}/3: files 1-\\d+ of the archive, ${i === 0 ? '1 block' : '0 blocks'} of 64 its own, \\d+ data files read`));
+      expect(r.stderr).toMatch(
+        new RegExp(`^shard ${i}/3: files 1-\\d+ of the archive, ${i === 0 ? '1 block' : '0 blocks'} of 64 its own, \\d+ data files read`),
+      );
       reports.push(out);
     }
     const merged = await runCli(['verify-merge', ...reports, '--json']);
