@@ -27,14 +27,9 @@ const MIN_FILES_FOR_WORKERS = 4;
 export type { Finding } from './findings.js';
 export type { ArchivedRecord } from './file.js';
 
-export interface ChainReport {
-  /** the data object each verified digest names (10 bytes a file: object-index.ts) */
-  objects: ObjectIndex;
+/** What a walk counts: the whole archive's (ChainReport) or one block's (a shard's). */
+export interface Tally {
   files: number;
-  /** data files whose bytes this run did not read (incremental mode) */
-  skipped: number;
-  /** the first file walked: 1, or a later starting point */
-  firstSeq: number;
   heartbeats: number;
   firstEventAt: string | null;
   lastEventAt: string | null;
@@ -43,6 +38,19 @@ export interface ChainReport {
   /** SHA-256 of the head digest's bytes: with its sequence, what `--expect-head` takes next time */
   headSha256: string | null;
   findings: Finding[];
+}
+
+export function emptyTally(): Tally {
+  return { files: 0, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, headSha256: null, findings: [] };
+}
+
+export interface ChainReport extends Tally {
+  /** the data object each verified digest names (10 bytes a file: object-index.ts) */
+  objects: ObjectIndex;
+  /** data files whose bytes this run did not read (incremental mode) */
+  skipped: number;
+  /** the first file walked: 1, or a later starting point */
+  firstSeq: number;
   /** tamper and gap records in the files read, acknowledged or not, and acknowledgements that matched nothing */
   recorded: { open: Finding[]; acknowledged: Acknowledged[]; notes: Finding[] };
   /** the ingester's receipts in the files read: coverage of the server's log files */
@@ -106,18 +114,6 @@ export interface Shard {
 
 export type Through = { seq: number } | { sealedBefore: string };
 
-/** What a walk counts: the whole archive's (ChainReport) or one block's (a shard's). */
-export interface Tally {
-  files: number;
-  heartbeats: number;
-  firstEventAt: string | null;
-  lastEventAt: string | null;
-  records: number;
-  head: Digest | null;
-  headSha256: string | null;
-  findings: Finding[];
-}
-
 /** One block of files as a shard checked it: what the merge needs of it, and nothing it can recompute. */
 export interface BlockReport {
   block: number;
@@ -127,6 +123,21 @@ export interface BlockReport {
   notes: Finding[];
   recorded: RecordedSegment;
   receipts: ReceiptSegment;
+}
+
+/** A report of nothing walked yet. */
+export function emptyChainReport(firstSeq: number): ChainReport {
+  return {
+    ...emptyTally(),
+    objects: new ObjectIndex(),
+    skipped: 0,
+    firstSeq,
+    recorded: { open: [], acknowledged: [], notes: [] },
+    receipts: { findings: [], notes: [] },
+    cut: null,
+    blocks: [],
+    lastSeq: 0,
+  };
 }
 
 export function blockOf(seq: number, blockFiles: number): number {
@@ -284,24 +295,8 @@ export function recordLines(content: Buffer): { seq: number; line: string }[] | 
 export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Promise<ChainReport> {
   const findings: Finding[] = [];
   let fullFrom = opts.fullFrom ?? 1;
-  const report: ChainReport = {
-    objects: new ObjectIndex(),
-    files: 0,
-    skipped: 0,
-    firstSeq: 1,
-    heartbeats: 0,
-    firstEventAt: null,
-    lastEventAt: null,
-    records: 0,
-    head: null,
-    headSha256: null,
-    findings,
-    recorded: { open: [], acknowledged: [], notes: [] },
-    receipts: { findings: [], notes: [] },
-    cut: null,
-    blocks: [],
-    lastSeq: 0,
-  };
+  const report = emptyChainReport(1);
+  report.findings = findings;
   const recorded = new RecordedFindings();
   const receipts = new ReceiptCheck();
 
@@ -372,9 +367,8 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     const b = blockOf(seq, shard!.blockFiles);
     let e = blocks.get(b);
     if (!e) {
-      const tally: Tally = { files: 0, heartbeats: 0, firstEventAt: null, lastEventAt: null, records: 0, head: null, headSha256: null, findings: [] };
       e = {
-        report: { block: b, files_read: 0, tally, notes: [], recorded: null as never, receipts: null as never },
+        report: { block: b, files_read: 0, tally: emptyTally(), notes: [], recorded: null as never, receipts: null as never },
         recorded: new RecordedFindings(true),
         receipts: new ReceiptCheck(true),
       };

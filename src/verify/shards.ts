@@ -1,11 +1,10 @@
 import { ConfigError } from '../errors.js';
 import type { ArchiveVerdict } from './archive.js';
-import { blockOf, verifyChain, type BlockReport, type ChainOptions, type ChainReport, type Shard } from './chain.js';
+import { blockOf, emptyChainReport, verifyChain, type BlockReport, type ChainOptions, type Shard } from './chain.js';
 import { openDigest } from '../seal/digest.js';
 import { digestKey } from '../sink/keys.js';
 import type { Finding } from './findings.js';
 import { checkInventory } from './inventory.js';
-import { ObjectIndex } from './object-index.js';
 import { RecordedFindings } from './recorded.js';
 import { ReceiptCheck } from './receipts.js';
 import type { ArchiveReader } from '../sink/sink.js';
@@ -166,24 +165,9 @@ export function mergeShards(reports: unknown[]): { archive: string; verdict: Arc
   const receipts = new ReceiptCheck();
   const walkFindings: Finding[] = [];
   const blockNotes: Finding[] = [];
-  const chain: ChainReport = {
-    objects: new ObjectIndex(),
-    files: 0,
-    skipped: 0,
-    firstSeq: frame.first_seq,
-    heartbeats: 0,
-    firstEventAt: null,
-    lastEventAt: null,
-    records: 0,
-    head: null,
-    headSha256: null,
-    findings: [],
-    recorded: { open: [], acknowledged: [], notes: [] },
-    receipts: { findings: [], notes: [] },
-    cut: frame.cut,
-    blocks: [],
-    lastSeq: frame.last_seq,
-  };
+  const chain = emptyChainReport(frame.first_seq);
+  chain.cut = frame.cut;
+  chain.lastSeq = frame.last_seq;
   for (const b of blocks) {
     const t = b.tally;
     walkFindings.push(...t.findings);

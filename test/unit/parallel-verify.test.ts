@@ -4,9 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { verifyArchive } from '../../src/verify/archive.js';
-import { parseExpectedHead } from '../../src/verify/chain.js';
 import { CASES } from '../conformance/cases.js';
-import { keysFor } from '../conformance/judge.js';
+import { chainOptions, keysFor } from '../conformance/judge.js';
 import { memoryReader } from '../conformance/build.js';
 
 // The workers run the built script (tsc's output): a worker thread cannot load the TypeScript
@@ -21,12 +20,7 @@ describe('verify with worker threads: the same verdict as one thread', () => {
   for (const c of CASES) {
     it(`${c.name}: identical report with 0, 1 and 3 workers`, async () => {
       const objects = await c.build();
-      const args = c.args ? await c.args(objects) : {};
-      const opts = {
-        keys: keysFor(c.keys),
-        ...(args.expect_head ? { expectHead: parseExpectedHead(args.expect_head)! } : {}),
-        ...(args.start ? { start: parseExpectedHead(args.start)! } : {}),
-      };
+      const opts = chainOptions(keysFor(c.keys), c.args ? await c.args(objects) : {});
       const one = await verifyArchive(memoryReader(objects), opts);
       for (const workers of [1, 3]) {
         const many = await verifyArchive(memoryReader(objects), { ...opts, workers, workerScript: WORKER, workerMinFiles: 0 });

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { verifyArchive, type ArchiveVerdict } from '../../src/verify/archive.js';
-import { parseExpectedHead } from '../../src/verify/chain.js';
 import { mergeShards, parseShard, verifyShard, type ShardReport } from '../../src/verify/shards.js';
 import type { Finding } from '../../src/verify/findings.js';
 import { attest, CASES, OLD_ROW, receipt } from '../conformance/cases.js';
-import { keysFor } from '../conformance/judge.js';
+import { chainOptions, keysFor } from '../conformance/judge.js';
 import { auditRow, buildArchive, memoryReader, resetIds, type Objects, type RecordSpec } from '../conformance/build.js';
 
 /** A verdict as an auditor reads it: findings and notes as sets (their order is not part of it), the rest as is. */
@@ -33,12 +32,7 @@ describe('verify --shard and verify merge: the verdict of one run over the whole
   for (const c of CASES) {
     it(`${c.name}: shards of 1, 2 and 3 files a block, 2 and 3 shards, merged = unsharded`, async () => {
       const objects = await c.build();
-      const args = c.args ? await c.args(objects) : {};
-      const opts = {
-        keys: keysFor(c.keys),
-        ...(args.expect_head ? { expectHead: parseExpectedHead(args.expect_head)! } : {}),
-        ...(args.start ? { start: parseExpectedHead(args.start)! } : {}),
-      };
+      const opts = chainOptions(keysFor(c.keys), c.args ? await c.args(objects) : {});
       const whole = canonical(await verifyArchive(memoryReader(objects), opts));
       expect(whole.findings.length === 0).toBe(c.expected.ok);
       for (const [count, blockFiles] of [
