@@ -402,7 +402,7 @@ export const SETTINGS = {
     env: 'AUDIT_VERIFY_SHARD',
     value: 'i/n',
     type: shardRef.optional(),
-    description: 'check only shard I of N (every digest, 1/N of the data files) and write a shard report for verify-merge',
+    description: "check only shard I of N (1/N of the archive's files, in blocks of 64) and write a shard report for verify-merge",
   },
   through: {
     flag: '--through',
