@@ -140,8 +140,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
       pool = new WorkerPool(opts.workers!, opts.workerScript ?? new URL('./query-worker.js', import.meta.url));
     }
     if (pool === null) return Promise.resolve(checkAndMatch(body, d, before, q, unattributed?.query ?? null));
-    // A copy goes to the worker: an evidence package writes these very bytes.
-    return pool.run<FileMatch>({ body: body ? Buffer.from(body) : null, digest: d, before, query: q, unattributed: unattributed?.query ?? null });
+    // The pool sends a copy: an evidence package writes these very bytes.
+    return pool.run<FileMatch>({ body, digest: d, before, query: q, unattributed: unattributed?.query ?? null });
   };
   const queue: { apply: () => void | Promise<void>; file: boolean }[] = [];
   let inFlight = 0;

@@ -30,7 +30,7 @@ interface Pending {
 
 /**
  * N workers running `script`, each sent `{ id, ...request }` and answering `{ id, result }` or
- * `{ id, error }`. A request's `body` (a Buffer) moves to the worker instead of being copied.
+ * `{ id, error }`. A request's `body` (a Buffer) is copied once and the copy moved to the worker.
  */
 export class WorkerPool {
   readonly window: number;
@@ -76,13 +76,15 @@ export class WorkerPool {
     for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[w]!) w = i;
     const id = this.nextId++;
     const body = request.body ?? null;
-    // The bytes move to the worker (no copy) when the Buffer owns its whole ArrayBuffer; a slice of
-    // Node's shared pool is copied first, as moving it would take its neighbours along.
-    const own = body && body.byteOffset === 0 && body.byteLength === body.buffer.byteLength ? body : body ? Buffer.from(body) : null;
+    // One copy into an ArrayBuffer of its own, which then moves to the worker. Node 22 and later
+    // refuse to move the ArrayBuffers behind Buffers they allocate (pooled or not: "Cannot transfer
+    // object of unsupported type"), and a plain clone would copy a pooled Buffer's whole pool.
+    // The caller keeps its Buffer (query writes it into evidence packages).
+    const own = body ? new Uint8Array(body) : null;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (o: unknown) => void, reject, worker: w });
       this.load[w]!++;
-      this.workers[w]!.postMessage({ ...request, id, body: own }, own ? [own.buffer as ArrayBuffer] : []);
+      this.workers[w]!.postMessage({ ...request, id, body: own }, own ? [own.buffer] : []);
     });
   }
 
