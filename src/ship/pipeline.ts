@@ -182,6 +182,15 @@ export class Pipeline implements StreamConsumer {
     this.acks.transactionEnded(end, this.batch ? 'open-file' : this.nothingPending() ? 'nothing' : 'storing');
   }
 
+  /**
+   * A (new) stream begins: the server sends whole transactions again from the slot's position, so a
+   * transaction the last stream broke off in is over. Without this, a read sent again before it was
+   * taken as that transaction's next record (and the record that really was next, skipped).
+   */
+  streamStarted(): void {
+    this.tx = null;
+  }
+
   /** Nothing received is waiting to be stored, and no transaction is open. */
   isIdle(): boolean {
     return this.tx === null && this.nothingPending();

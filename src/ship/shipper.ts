@@ -385,6 +385,7 @@ async function runStream(stream: AuditStream, pipeline: Pipeline, startFrom: Lsn
     const received = stream.messagesReceived;
     try {
       pipeline.flow = stream.flow;
+      pipeline.streamStarted();
       await Promise.race([stream.run(pipeline, pipeline.acks.resumeFrom(startFrom)), stopRequested]);
       if (stopped.aborted) return;
     } catch (err) {

@@ -308,6 +308,44 @@ describe('pipeline: row reads (messages between transactions)', () => {
     expect(p.head.position.recordSeq).toBe(1);
   });
 
+  it('a stream that breaks inside a transaction starts the next one clean: a read sent again is not taken into the broken transaction', async () => {
+    const { sink, p } = setup({ maxRecords: 3 });
+    const change = (id: string) =>
+      p.onEvent({
+        type: 'change',
+        op: 'insert',
+        relation: AUDIT_LOG,
+        old: null,
+        row: { id, occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success' },
+      });
+    const begin = () => p.onEvent({ type: 'begin', xid: 9, commitLsn: lsn(900), commitTime: new Date('2026-11-28T10:00:00Z') });
+    p.onEvent({ type: 'message', lsn: lsn(800), transactional: false, content: read('7') });
+    begin();
+    change('1');
+    // The connection drops inside the transaction; the server sends again from the slot's position:
+    // the read, then the whole transaction.
+    p.streamStarted();
+    p.onEvent({ type: 'message', lsn: lsn(800), transactional: false, content: read('7') });
+    begin();
+    change('1');
+    change('2');
+    p.onEvent({ type: 'commit', commitLsn: lsn(900), endLsn: lsn(950) });
+    await sink.release(/^data\//);
+    await sink.release(/^digests\//);
+    const { gunzipSync } = await import('node:zlib');
+    const records = [...sink.bodies.entries()]
+      .filter(([k]) => k.startsWith('data/'))
+      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
+      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string; row_id?: string });
+    // Without the reset the second read became the transaction's second record and the real one was
+    // skipped as already stored: a read twice, an event lost.
+    expect(records.map((r) => [r.op, r.lsn, r.idx, r.op === 'read' ? r.row_id : r.id])).toEqual([
+      ['read', '0/320', 0, '7'],
+      ['insert', '0/384', 0, '1'],
+      ['insert', '0/384', 1, '2'],
+    ]);
+  });
+
   it('a malformed message is archived as such, never dropped', async () => {
     const { sink, p } = setup({ maxRecords: 1 });
     p.onEvent({ type: 'message', lsn: lsn(600), transactional: false, content: Buffer.from('not json') });
