@@ -123,7 +123,9 @@ export function recordProblem(r: ArchivedRecord): string | null {
   if (!tamper && 'tamper' in r) return `a ${r.op} record marked as tamper`;
   if ((r.op === 'gap' || r.op === 'marker') && typeof r.reason !== 'string') return `a ${r.op} record without a reason`;
   if (r.op === 'gap' && r.idx !== -1) return 'a gap record with idx other than -1';
-  if (r.op !== 'gap' && r.idx === -1) return `a ${r.op} record with idx -1`;
+  // A read outside any transaction stands at -1 (before a transaction committing at the same LSN:
+  // docs/format.md 3); archives written before that hold 0, which stays valid.
+  if (r.op !== 'gap' && r.op !== 'read' && r.idx === -1) return `a ${r.op} record with idx -1`;
   if ('backfill' in r && !(BACKFILL_REASONS as readonly unknown[]).includes(r.backfill)) return `unknown backfill ${JSON.stringify(r.backfill)}`;
   if ('backfill' in r && r.op !== 'insert' && r.op !== 'marker') return `a ${r.op} record marked as backfill`;
   if (r.op === 'insert' && (typeof r.id !== 'string' || typeof r.occurred_at !== 'string')) return 'an audit event without id or occurred_at';

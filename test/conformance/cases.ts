@@ -242,6 +242,39 @@ export function everyKind(): FileSpec[] {
   ];
 }
 
+/** Two rows read (at `readLsns`, each at `idx`), then a transaction of two events committing at 0/1A2B3C8. */
+function rowReads(idx: number, readLsns: string[]): FileSpec[] {
+  return [
+    {
+      records: [
+        ...['7', '8'].map((k, i): RecordSpec => ({
+          op: 'read',
+          lsn: readLsns[i]!,
+          idx,
+          row: {
+            occurred_at: '2026-03-02 09:14:59.25+00',
+            source: 'row-read',
+            action: 'SELECT',
+            outcome: 'success',
+            schema_name: 'public',
+            table_name: 'customers',
+            row_id: k,
+            session_user_name: 'app_login',
+            current_role_name: 'app_login',
+            app_user_id: 'dr.alice',
+            app_customer_id: k,
+            application_name: 'portal',
+            backend_pid: '4242',
+          },
+        })),
+        ...events('0/1A2B3C8', 2),
+      ],
+      createdAt: '2026-03-02T09:15:05.000Z',
+      ackLsn: '0/1A2B400',
+    },
+  ];
+}
+
 export const CASES: Case[] = [
   {
     name: 'vectors-every-kind',
@@ -258,37 +291,22 @@ export const CASES: Case[] = [
   },
   {
     name: 'valid-row-reads',
-    description: 'rows read through a table protected with --reads rows or both (op "read", each at its own message LSN, idx 0), then a transaction\'s events',
-    build: build(() => [
-      {
-        records: [
-          ...['7', '8'].map((k, i): RecordSpec => ({
-            op: 'read',
-            lsn: `0/1A2B${100 + i * 8}`,
-            idx: 0,
-            row: {
-              occurred_at: '2026-03-02 09:14:59.25+00',
-              source: 'row-read',
-              action: 'SELECT',
-              outcome: 'success',
-              schema_name: 'public',
-              table_name: 'customers',
-              row_id: k,
-              session_user_name: 'app_login',
-              current_role_name: 'app_login',
-              app_user_id: 'dr.alice',
-              app_customer_id: k,
-              application_name: 'portal',
-              backend_pid: '4242',
-            },
-          })),
-          ...events('0/1A2B3C8', 2),
-        ],
-        createdAt: '2026-03-02T09:15:05.000Z',
-        ackLsn: '0/1A2B400',
-      },
-    ]),
+    description:
+      'rows read through a table protected with --reads rows or both (op "read", each at its own message LSN, idx -1), then the events of a transaction whose commit record follows the last read (its commit LSN is that read\'s LSN)',
+    build: build(() => rowReads(-1, ['0/1A2B390', '0/1A2B3C8'])),
     expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'valid-row-reads-idx-0',
+    description: 'row reads as archives written before the idx -1 rule hold them (idx 0), then a later transaction',
+    build: build(() => rowReads(0, ['0/1A2B100', '0/1A2B108'])),
+    expected: { ok: true, findings: [] },
+  },
+  {
+    name: 'row-read-idx-0-then-same-lsn',
+    description: 'a read at idx 0 and a transaction committing at the same LSN: two records at the same position',
+    build: build(() => rowReads(0, ['0/1A2B390', '0/1A2B3C8'])),
+    expected: { ok: false, findings: ['lsn-order'] },
   },
   {
     name: 'valid-heartbeat',

@@ -6,6 +6,12 @@ import type { ArchivedRecord } from '../../src/verify/chain.js';
 import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { createLogger } from '../../src/log.js';
+import { loadSigningKey } from '../../src/seal/keys.js';
+import { createMetrics } from '../../src/ship/metrics.js';
+import { ship as shipInProcess } from '../../src/ship/shipper.js';
+import { openArchive } from '../../src/sink/open.js';
+import type { Archive } from '../../src/sink/sink.js';
 
 /**
  * Reads with row identifiers, through the replication slot (`protect --reads rows|both`,
@@ -171,6 +177,100 @@ describe('protect --reads both', () => {
     const { records } = await readArchive(archive, keys.keys);
     expect(readsOf(records, 'case-forge')).toEqual([]);
     expect(readsOf(records, 'case-by-hand').map((r) => [r.row_id, r.session_user_name])).toEqual([['999', 'ingest_login']]);
+  });
+
+  it("keeps a transaction's first event when its commit record follows a read (the read's LSN is the transaction's commit LSN)", async () => {
+    // PostgreSQL gives a message the LSN where its record ends, where the next record begins: an
+    // UPDATE then a read of the row in one transaction puts the commit record right after the read.
+    // When both stood at (LSN, 0), the UPDATE's event was skipped as already stored. Another session's
+    // WAL may slip in between (this suite runs files in parallel), so the case is made until it happens.
+    const archive = await newArchive();
+    await drain(archive);
+    const rounds = 5;
+    for (let i = 0; i < rounds; i++) {
+      await as(
+        'app_login',
+        `case-write-read-${i}`,
+        async (c) => {
+          await c.query('BEGIN');
+          await c.query(`UPDATE customers SET full_name = full_name || '.' WHERE id = 24`);
+          await c.query('SELECT full_name FROM customers WHERE id = 24');
+          await c.query('COMMIT');
+        },
+        { 'app.customer_id': '24' },
+      );
+    }
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const updates = records.filter((r) => r.op === 'insert' && r.action === 'UPDATE' && r.row_id === '24');
+    const reads = records.filter((r) => r.op === 'read' && String(r.application_name).startsWith('case-write-read-'));
+    expect(updates).toHaveLength(rounds); // one lost per coinciding round before the fix
+    // The SELECT's read of row 24 (the UPDATE's own reads of the row are recorded too, before it).
+    const coinciding = reads.filter((r) => updates.some((u) => u.lsn === r.lsn));
+    expect(coinciding.length, 'no round had its commit record right after its read: the case was not made').toBeGreaterThan(0);
+    for (const r of coinciding) expect(r.idx).toBe(-1);
+  });
+
+  it('a read right after one whose file was stored and confirmed survives a crash of the shipper before its own file is stored', async () => {
+    // Two rows read by one statement: two messages, the second beginning where the first ends. The
+    // shipper stores the first (one record a file), confirms it, and dies while storing the second.
+    // The server skips, after a restart, every message beginning before the confirmed position, so
+    // confirming one byte past the first lost the second (the kill -9 test's 399 of 400, once).
+    const archive = await newArchive();
+    await drain(archive);
+    await as('app_login', 'case-confirm', (c) => c.query('SELECT body FROM clinic.notes WHERE id IN (31, 32) ORDER BY id'));
+    const real = await openArchive(`file://${archive}`, { forcePathStyle: false, sse: 'none', retention: { days: 1 } });
+    let dataPuts = 0;
+    const crashed: Archive = {
+      ...real,
+      sink: { put: (obj) => (obj.key.startsWith('data/') && ++dataPuts > 1 ? new Promise(() => undefined) : real.sink.put(obj)) },
+    };
+    const stop = new AbortController();
+    const running = shipInProcess({
+      databaseUrl: urlFor(db.name, 'ship_login'),
+      archive: crashed,
+      key: await loadSigningKey(keys.signingKey),
+      verifyKeys: [],
+      slot: slots.get(archive)!,
+      limits: { maxRecords: 1, maxBytes: 1 << 20, maxAgeMs: 200 },
+      maxInflightBytes: 64 << 20,
+      heartbeatMs: 3_600_000,
+      drain: false,
+      graceMs: 500,
+      log: createLogger('silent'),
+      metrics: createMetrics(),
+      signal: stop.signal,
+      statementMaxLength: 2000,
+    }).catch((err: unknown) => err);
+    try {
+      const first = await expect
+        .poll(async () => readsOf((await readArchive(archive, keys.keys)).records, 'case-confirm'), { timeout: 10_000, interval: 100 })
+        .toHaveLength(1)
+        .then(async () => readsOf((await readArchive(archive, keys.keys)).records, 'case-confirm')[0]!);
+      expect(first.row_id).toBe('31');
+      const confirmedPast = () =>
+        withClient(
+          db.url,
+          async (c) =>
+            (
+              await c.query<{ past: boolean }>('SELECT confirmed_flush_lsn >= $2::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $1', [
+                slots.get(archive),
+                first.lsn,
+              ])
+            ).rows[0]!.past,
+        );
+      // The first read is confirmed (its file is stored) before the shipper dies storing the second.
+      await expect.poll(confirmedPast, { timeout: 10_000, interval: 100 }).toBe(true);
+    } finally {
+      stop.abort();
+      await running;
+    }
+    await sleep(1500); // a slot whose walsender went away stays active a moment
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(readsOf(records, 'case-confirm').map((r) => r.row_id)).toEqual(['31', '32']);
   });
 
   it('ship --drain ships a read made just before it, though nothing has flushed its WAL yet', async () => {

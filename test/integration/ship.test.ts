@@ -1,12 +1,14 @@
 import { rename, writeFile, rm, readdir, unlink, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { spawn } from 'node:child_process';
 import { CLI, runCli, startCli, waitFor } from '../helpers/cli.js';
 import { expectExactlyOnce } from '../helpers/exactly-once.js';
 import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
+import { parseLsn } from '../../src/source/lsn.js';
 
 let keys: TestKeys;
 beforeAll(async () => {
@@ -106,6 +108,62 @@ describe('ship to a file archive', () => {
     // The database knows the head the archive ends with.
     const head = await withClient(db.url, async (c) => (await c.query('SELECT file_seq::int FROM audit.shipper_head')).rows[0]);
     expect(head.file_seq).toBe(report.head!.file_seq);
+  });
+
+  it('a slot created while others write: the first transaction it streams, committing at its consistent point, is archived whole', async () => {
+    // The consistent point is where the record that made the new slot consistent ends, so the next WAL
+    // record may be a commit: that transaction's commit LSN is then the point itself (5 of 10 slot
+    // creations under two concurrent writers, measured). The backfill stood at the point too and took
+    // that transaction's first positions: its events were skipped as already stored, silently.
+    // Made here step by step, as PostgreSQL builds a slot's snapshot (snapbuild.c): A runs when the
+    // slot is created, so the server waits for A; C starts meanwhile, so the server then waits for C;
+    // D starts meanwhile and still runs when the slot becomes consistent; D commits right after that.
+    // Another session's WAL can slip in between (test files run in parallel): then it is made again.
+    const db = await freshDatabase('shipcreate');
+    const waitedOn = (xid: string) =>
+      withClient(
+        db.url,
+        async (c) => (await c.query(`SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND transactionid = $1::xid AND NOT granted`, [xid])).rowCount,
+      );
+    const open = async (id: number): Promise<{ c: pg.Client; xid: string }> => {
+      const c = new pg.Client(db.url);
+      await c.connect();
+      await c.query('BEGIN');
+      await c.query(`INSERT INTO customers (id, full_name) VALUES ($1, 'p'), ($1 + 1, 'p')`, [id]);
+      return { c, xid: (await c.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x };
+    };
+    const commit = async (t: { c: pg.Client }) => {
+      await t.c.query('COMMIT');
+      await t.c.end();
+    };
+    let made = false;
+    for (let attempt = 0; attempt < 4 && !made; attempt++) {
+      const archive = await tempArchiveDir();
+      const slot = `${slotOf(db)}_${attempt}`;
+      const a = await open(1000 + attempt * 10);
+      const child = startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slot, '--drain'] }), { DATABASE_URL: shipperUrl(db.name) });
+      const done = waitFor(child);
+      await expect.poll(() => waitedOn(a.xid), { timeout: 15_000, interval: 20 }).toBe(1);
+      const c = await open(1002 + attempt * 10);
+      await commit(a);
+      await expect.poll(() => waitedOn(c.xid), { timeout: 15_000, interval: 20 }).toBe(1);
+      const d = await open(1004 + attempt * 10);
+      await commit(c);
+      // The server writes the record that makes the slot consistent as soon as C ends (it waits on C's
+      // lock); the shipper writes its first row some 40 ms after (measured). D commits in between.
+      await sleep(5);
+      await commit(d);
+      const r = await done;
+      expect(r.code, r.stderr).toBe(0);
+      const { report, records } = await readArchive(archive, keys.keys);
+      expect(report.findings).toEqual([]);
+      await expectExactlyOnce(records, db.url, { inIdOrder: false });
+      const marker = records.findIndex((x) => x.op === 'marker');
+      const first = records[marker + 1]!;
+      made = parseLsn(first.lsn) === parseLsn(records[marker]!.lsn) + 1n; // D, at the consistent point
+      if (made) expect(records.slice(marker + 1, marker + 3).map((x) => x.row_id)).toEqual([String(1004 + attempt * 10), String(1005 + attempt * 10)]);
+    }
+    expect(made, 'no attempt had its transaction commit right at the consistent point: the case was not made').toBe(true);
   });
 
   it('--drain seals the open file once the stream has passed the start position, not at --batch-max-age', async () => {

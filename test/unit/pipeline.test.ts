@@ -281,20 +281,22 @@ describe('pipeline: row reads (messages between transactions)', () => {
       JSON.stringify({ s: 'clinic', t: 'notes', k, su: 'app_login', cu: 'app_login', au: null, ac: '7', at: '2026-11-28 10:00:00.250000', pid: 42, app: 'x' }),
     );
 
-  it('a read stands at its own position and is confirmed just past it once its file is stored; a replay is not archived twice', async () => {
+  it('a read stands at its own position and is confirmed at it (not past it) once its file is stored; a replay is not archived twice', async () => {
     const { sink, confirmed, p } = setup({ maxRecords: 1 });
     p.onEvent({ type: 'message', lsn: lsn(500), transactional: false, content: read('7') });
     expect(confirmed).toEqual([]);
     await sink.release(/^data\//);
     await sink.release(/^digests\/000000000001/);
-    expect(confirmed).toEqual([lsn(501)]);
+    // The server skips after a restart every message that begins before the confirmed position, and
+    // the next message begins where this one ends (its LSN): confirming 501 would lose it.
+    expect(confirmed).toEqual([lsn(500)]);
     const line = sink.bodies.get(sink.stored.find((k) => k.startsWith('data/'))!)!;
     const { gunzipSync } = await import('node:zlib');
     const record = JSON.parse(gunzipSync(line).toString('utf8').split('\n')[0]!) as Record<string, unknown>;
     expect(record).toMatchObject({
       seq: 1,
       lsn: '0/1F4',
-      idx: 0,
+      idx: -1,
       op: 'read',
       occurred_at: '2026-11-28 10:00:00.25+00',
       source: 'row-read',
@@ -340,9 +342,71 @@ describe('pipeline: row reads (messages between transactions)', () => {
     // Without the reset the second read became the transaction's second record and the real one was
     // skipped as already stored: a read twice, an event lost.
     expect(records.map((r) => [r.op, r.lsn, r.idx, r.op === 'read' ? r.row_id : r.id])).toEqual([
-      ['read', '0/320', 0, '7'],
+      ['read', '0/320', -1, '7'],
       ['insert', '0/384', 0, '1'],
       ['insert', '0/384', 1, '2'],
+    ]);
+  });
+
+  it('a transaction whose commit LSN is the LSN of the read before it keeps its first event', async () => {
+    // PostgreSQL gives a message the LSN where its record ends; a commit record written right after
+    // it begins there, so the transaction's commit LSN equals the read's (measured on PostgreSQL 15:
+    // an INSERT, a read, COMMIT). At idx 0 the read took the transaction's first position and its
+    // first event was skipped as already stored.
+    const { sink, confirmed, p } = setup({ maxRecords: 3 }); // the read and both events: one file
+    p.onEvent({ type: 'message', lsn: lsn(800), transactional: false, content: read('7') });
+    p.onEvent({ type: 'begin', xid: 9, commitLsn: lsn(800), commitTime: new Date('2026-11-28T10:00:00Z') });
+    for (const id of ['1', '2'])
+      p.onEvent({
+        type: 'change',
+        op: 'insert',
+        relation: AUDIT_LOG,
+        old: null,
+        row: { id, occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success' },
+      });
+    p.onEvent({ type: 'commit', commitLsn: lsn(800), endLsn: lsn(850) });
+    await sink.release(/^data\//);
+    await sink.release(/^digests\//);
+    const { gunzipSync } = await import('node:zlib');
+    const records = [...sink.bodies.entries()]
+      .filter(([k]) => k.startsWith('data/'))
+      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
+      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string; row_id?: string });
+    expect(records.map((r) => [r.op, r.lsn, r.idx, r.op === 'read' ? r.row_id : r.id])).toEqual([
+      ['read', '0/320', -1, '7'],
+      ['insert', '0/320', 0, '1'],
+      ['insert', '0/320', 1, '2'],
+    ]);
+    expect(confirmed.at(-1)).toEqual(lsn(850));
+  });
+
+  it("a backfill stands before the slot's consistent point: a transaction committing at the point keeps its first events", async () => {
+    // Measured on PostgreSQL 15 under two concurrent writers: in 5 of 10 slot creations the first
+    // streamed transaction's commit LSN was the consistent point. A backfill at the point itself took
+    // positions 0..n there, and that transaction's first n + 2 events were skipped as already stored.
+    const { sink, p } = setup({ maxRecords: 4 });
+    const row = (id: string) => ({ id, occurred_at: '2026-11-28 09:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success' });
+    await p.appendBackfill(lsn(800), 0, row('1'), 'initial');
+    p.appendMarker(lsn(800), 1, 'backfill-complete', { rows: 1, backfill: 'initial' });
+    p.onEvent({ type: 'begin', xid: 9, commitLsn: lsn(800), commitTime: new Date('2026-11-28T10:00:00Z') });
+    for (const id of ['2', '3']) p.onEvent({ type: 'change', op: 'insert', relation: AUDIT_LOG, old: null, row: row(id) });
+    p.onEvent({ type: 'commit', commitLsn: lsn(800), endLsn: lsn(850) });
+    await p.drain(Date.now() + 50).catch(() => undefined);
+    await sink.release(/^data\//);
+    await sink.release(/^digests\//);
+    await sink.release(/^data\//);
+    await sink.release(/^digests\//);
+    const { gunzipSync } = await import('node:zlib');
+    const records = [...sink.bodies.entries()]
+      .filter(([k]) => k.startsWith('data/'))
+      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
+      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string })
+      .sort((a, b) => (a.lsn === b.lsn ? a.idx - b.idx : a.lsn < b.lsn ? -1 : 1));
+    expect(records.map((r) => [r.op, r.lsn, r.idx, r.id ?? null])).toEqual([
+      ['insert', '0/31F', 0, '1'],
+      ['marker', '0/31F', 1, null],
+      ['insert', '0/320', 0, '2'],
+      ['insert', '0/320', 1, '3'],
     ]);
   });
 
