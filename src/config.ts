@@ -387,6 +387,19 @@ export const SETTINGS = {
     description: 'when the oldest files have expired: a digest an earlier report printed, taken as proven; the walk starts there',
   },
   full: { flag: '--full', description: 'read every file, whatever --state says', type: switchFlag },
+  reconcile: {
+    flag: '--reconcile',
+    description:
+      "with --database-url: every audit_log row committed before the run began must be in the archive (waits for the running shipper's slot to pass that point; reads every file)",
+    type: switchFlag,
+  },
+  reconcileWait: {
+    flag: '--reconcile-wait',
+    value: 'duration',
+    default: '2m',
+    description: 'how long --reconcile waits for the shipper to confirm everything committed before it began',
+    type: durationMs(),
+  },
   workers: {
     flag: '--workers',
     env: 'AUDIT_VERIFY_WORKERS',

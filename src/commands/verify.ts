@@ -14,6 +14,11 @@ import { sha256Hex } from '../seal/digest.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { BLOCK_FILES, mergeShards, verifyShard } from '../verify/shards.js';
 import type { Finding } from '../verify/findings.js';
+import type pg from 'pg';
+import type { ArchivedIds } from '../verify/file-check.js';
+import { Reconciliation } from '../verify/reconcile.js';
+import { IdSet } from '../ship/id-set.js';
+import { formatLsn } from '../source/lsn.js';
 
 export function registerVerifyCommand(program: Command): void {
   program
@@ -32,6 +37,8 @@ export function registerVerifyCommand(program: Command): void {
     .addOption(settingOption('expectHead'))
     .addOption(settingOption('start'))
     .addOption(settingOption('full'))
+    .addOption(settingOption('reconcile'))
+    .addOption(settingOption('reconcileWait'))
     .addOption(settingOption('workers'))
     .addOption(settingOption('through'))
     .addOption(settingOption('shard'))
@@ -53,6 +60,8 @@ export function registerVerifyCommand(program: Command): void {
           'expectHead',
           'start',
           'full',
+          'reconcile',
+          'reconcileWait',
           'workers',
           'through',
           'shard',
@@ -77,6 +86,14 @@ export function registerVerifyCommand(program: Command): void {
         throw new ConfigError(
           '--shard checks every file of its shard and leaves the verdict to verify-merge: it takes neither --state nor --database-url (give --database-url to verify-merge)',
         );
+      }
+      if (cfg.reconcile) {
+        if (!cfg.databaseUrl) throw new ConfigError('--reconcile compares the archive with audit_log: give --database-url (DATABASE_URL) too');
+        if (cfg.shard || cfg.through || cfg.start || (cfg.state && !cfg.full)) {
+          throw new ConfigError(
+            '--reconcile needs every audit_log id the archive holds, so a walk of every file from the first: it takes no --shard, --through or --start, and --state only with --full',
+          );
+        }
       }
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
       const s3 = archive.bucket;
@@ -114,8 +131,20 @@ export function registerVerifyCommand(program: Command): void {
       }
 
       const trusted = cfg.state && !cfg.full ? await readState(cfg.state, archive.location) : null;
+      // --reconcile: the database's ids first, then (once the shipper stored everything committed
+      // before that) the archive's, collected as the walk reads each file.
+      const reconciling = cfg.reconcile ? await beginReconciliation(cfg.databaseUrl!, cfg.slot, cfg.reconcileWait) : null;
+      const archived = new IdSet();
       const verdict = await verifyArchive(archive.reader, {
         ...common,
+        ...(reconciling
+          ? {
+              onArchivedIds: (ids: ArchivedIds) => {
+                for (let i = 0; i < ids.runs.length; i += 2) archived.addRun(ids.runs[i]!, ids.runs[i + 1]!);
+                for (const t of ids.text) archived.add(t);
+              },
+            }
+          : {}),
         ...(trusted
           ? {
               trusted: { fileSeq: trusted.file_seq, digestSha256: trusted.digest_sha256 },
@@ -125,6 +154,26 @@ export function registerVerifyCommand(program: Command): void {
           : {}),
       });
       const chain = verdict.chain;
+      if (reconciling) {
+        try {
+          if (chain.head && chain.head.slot !== cfg.slot) {
+            throw new ConfigError(
+              `--reconcile: --slot (AUDIT_SLOT) is ${cfg.slot}, but ${archive.location} is shipped from slot ${chain.head.slot}: name that one`,
+            );
+          }
+          const { findings, missing } = await reconciling.reconciliation.findings(archived);
+          verdict.findings.push(...findings);
+          const { rows, position } = reconciling.reconciliation;
+          verdict.notes.push({
+            code: 'reconciled',
+            where: 'audit.audit_log',
+            message: `${rows} rows committed before ${formatLsn(position)}: ${missing === 0 ? 'every one archived' : `${missing} not archived`}`,
+            detail: { rows, missing, position: formatLsn(position) },
+          });
+        } finally {
+          await reconciling.client.end();
+        }
+      }
       const { findings } = await conclude(archive.location, verdict, await storage(), cfg);
       if (cfg.state && findings.length === 0 && chain.head) {
         const bytes = await archive.reader.get(digestKey(chain.head.file_seq));
@@ -208,4 +257,23 @@ async function conclude(
   };
   process.stdout.write(cfg.json ? toJson(result) : toText(result));
   return { findings };
+}
+
+/** Connect and collect what --reconcile compares with the archive (see src/verify/reconcile.ts). */
+async function beginReconciliation(url: string, slot: string, waitMs: number): Promise<{ reconciliation: Reconciliation; client: pg.Client }> {
+  const client = await connect(url, 'pg-audit-shipper verify');
+  try {
+    let said = false;
+    const r = await Reconciliation.begin(client, slot, waitMs, (confirmed, needed) => {
+      if (said) return;
+      said = true;
+      process.stderr.write(
+        `reconciling: waiting for slot ${slot} to be confirmed past ${formatLsn(needed)} (it is at ${confirmed === null ? 'nothing' : formatLsn(confirmed)})\n`,
+      );
+    });
+    return { reconciliation: r, client };
+  } catch (err) {
+    await client.end();
+    throw err;
+  }
 }

@@ -33,6 +33,14 @@ export class IdSet {
     this.buffer[this.buffered++] = n;
   }
 
+  /** Every whole number from `start` to `end`. */
+  addRun(start: number, end: number): void {
+    for (let n = start; n <= end; n++) {
+      if (this.buffered === this.buffer.length) this.merge();
+      this.buffer[this.buffered++] = n;
+    }
+  }
+
   has(id: string): boolean {
     const n = asNumber(id);
     if (n === null) return this.text.has(id);
@@ -58,6 +66,32 @@ export class IdSet {
   get runs(): number {
     if (this.buffered > 0) this.merge();
     return this.starts.length;
+  }
+
+  /**
+   * The ids held here and not in `other`, as runs [first, last] in ascending order (ids kept as
+   * text come last, each a run of its own). Linear in both sets' runs, not in their ids.
+   */
+  missingFrom(other: IdSet): Array<[string, string]> {
+    if (this.buffered > 0) this.merge();
+    if (other.buffered > 0) other.merge();
+    const out: Array<[string, string]> = [];
+    let j = 0;
+    for (let i = 0; i < this.starts.length; i++) {
+      let s = this.starts[i]!;
+      const e = this.ends[i]!;
+      while (s <= e) {
+        while (j < other.starts.length && other.ends[j]! < s) j++;
+        if (j === other.starts.length || other.starts[j]! > e) {
+          out.push([String(s), String(e)]);
+          break;
+        }
+        if (other.starts[j]! > s) out.push([String(s), String(other.starts[j]! - 1)]);
+        s = other.ends[j]! + 1;
+      }
+    }
+    for (const t of this.text) if (!other.text.has(t)) out.push([t, t]);
+    return out;
   }
 
   /** Sort the buffered ids and merge them into the runs (duplicates count once). */

@@ -7,7 +7,7 @@ import { DIGEST_DIR, digestKey, parseDigestKey } from '../sink/keys.js';
 import { findHeadSeq } from '../sink/probe.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import type { ArchivedRecord } from './file.js';
-import { inlineChecker, type FileChecker, type FileOutcome } from './file-check.js';
+import { inlineChecker, type ArchivedIds, type FileChecker, type FileOutcome } from './file-check.js';
 import { workerChecker } from './worker-pool.js';
 import { ObjectIndex } from './object-index.js';
 import type { Acknowledged, Finding } from './findings.js';
@@ -77,6 +77,8 @@ export interface ChainOptions {
   onDigest?: (d: Digest) => void;
   /** after each digest: how far the walk is */
   onProgress?: (done: number, total: number) => void;
+  /** called with the audit_log ids of each data file read, whatever its findings (verify --reconcile) */
+  onArchivedIds?: (ids: ArchivedIds) => void;
   /** called with each file's records once they verified (query reads through this) */
   onRecords?: (records: ArchivedRecord[], digest: Digest) => void | Promise<void>;
   /**
@@ -378,7 +380,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   };
   /** where a sequence's counts and findings go: the archive's, or its block's */
   const tallyOf = (seq: number): Tally => (shard ? blockFor(seq).report.tally : report);
-  const keepLines = opts.onRecords !== undefined;
+  const want = { lines: opts.onRecords !== undefined, ids: opts.onArchivedIds !== undefined };
   // Where the archive ends, found by probing (a few dozen existence checks): only to decide whether
   // workers pay and to show progress; the walk goes by the listing.
   const wantsWorkers = (opts.workers ?? 0) > 0;
@@ -387,9 +389,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
     ? ranges.reduce((n, r) => n + r.hi - r.lo + 1, 0)
     : Math.max(0, Math.min(headGuess, throughSeq ?? Infinity) - Math.max(firstSeq, fullFrom) + 1) + (opts.sample?.size ?? 0);
   const checker: FileChecker =
-    wantsWorkers && toRead >= (opts.workerMinFiles ?? MIN_FILES_FOR_WORKERS)
-      ? workerChecker(opts.workers!, keepLines, opts.workerScript)
-      : inlineChecker(keepLines);
+    wantsWorkers && toRead >= (opts.workerMinFiles ?? MIN_FILES_FOR_WORKERS) ? workerChecker(opts.workers!, want, opts.workerScript) : inlineChecker(want);
   const lookAhead = Math.max(LOOK_AHEAD, checker.window);
   const ahead = new ReadAhead(reader, 2 * lookAhead);
   // Each file's findings, in chain order: a file checked by a worker is taken back in its turn, so
@@ -419,6 +419,7 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
       recorded.add(d, file.notable);
       receipts.add(d, file.notable);
     }
+    if (file.ids) opts.onArchivedIds?.(file.ids);
     if (file.lines && opts.onRecords)
       await opts.onRecords(
         file.lines.map((l) => l.record),

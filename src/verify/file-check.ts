@@ -26,6 +26,43 @@ export interface FileOutcome {
   notable: ArchivedLine[];
   /** every record, when the caller asked for them (query) and the file had no findings */
   lines?: ArchivedLine[];
+  /** the audit_log ids of its `insert` records, when asked for (verify --reconcile) */
+  ids?: ArchivedIds;
+}
+
+/** What a file should hand back besides its findings. */
+export interface Wanted {
+  /** every record (query) */
+  lines: boolean;
+  /** the audit_log ids it archives (verify --reconcile) */
+  ids: boolean;
+}
+
+/**
+ * audit_log ids, compact enough to cross threads: whole numbers as sorted runs (start, end, start,
+ * end, ...: a file of 10,000 events is usually one run), anything else as text.
+ */
+export interface ArchivedIds {
+  runs: number[];
+  text: string[];
+}
+
+export function idsOf(lines: readonly ArchivedLine[]): ArchivedIds {
+  const numbers: number[] = [];
+  const text: string[] = [];
+  for (const { record } of lines) {
+    if (record.op !== 'insert' || typeof record.id !== 'string') continue;
+    const n = Number(record.id);
+    if (Number.isSafeInteger(n) && n >= 0 && String(n) === record.id) numbers.push(n);
+    else text.push(record.id);
+  }
+  numbers.sort((a, b) => a - b);
+  const runs: number[] = [];
+  for (const n of numbers) {
+    if (runs.length > 0 && n <= runs[runs.length - 1]! + 1) runs[runs.length - 1] = Math.max(runs[runs.length - 1]!, n);
+    else runs.push(n, n);
+  }
+  return { runs, text };
 }
 
 export function isNotable(line: ArchivedLine): boolean {
@@ -33,10 +70,11 @@ export function isNotable(line: ArchivedLine): boolean {
 }
 
 /** Check one file; pure, and the same code on the main thread and in a worker. */
-export function checkTask(t: FileTask, keepLines: boolean): FileOutcome {
+export function checkTask(t: FileTask, want: Wanted): FileOutcome {
   const { findings, lines } = checkFile(t.body, t.digest, t.before);
   const out: FileOutcome = { findings, records: lines.length, notable: lines.filter(isNotable) };
-  if (keepLines && findings.length === 0) out.lines = lines;
+  if (want.lines && findings.length === 0) out.lines = lines;
+  if (want.ids) out.ids = idsOf(lines);
   return out;
 }
 
@@ -49,10 +87,10 @@ export interface FileChecker {
 }
 
 /** Every file on the calling thread, one at a time (small archives, `--workers 0`, query). */
-export function inlineChecker(keepLines: boolean): FileChecker {
+export function inlineChecker(want: Wanted): FileChecker {
   return {
     window: 1,
-    check: (t) => Promise.resolve(checkTask(t, keepLines)),
+    check: (t) => Promise.resolve(checkTask(t, want)),
     close: () => Promise.resolve(),
   };
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { FileChecker, FileOutcome, FileTask } from './file-check.js';
+import type { FileChecker, FileOutcome, FileTask, Wanted } from './file-check.js';
 
 /**
  * Files checked by worker threads: gunzip, two SHA-256 passes and a chain hash per record cost
@@ -95,11 +95,11 @@ export class WorkerPool {
 }
 
 /** verify's checker on a pool of src/verify/verify-worker.ts. */
-export function workerChecker(count: number, keepLines: boolean, script: URL | string = new URL('./verify-worker.js', import.meta.url)): FileChecker {
+export function workerChecker(count: number, want: Wanted, script: URL | string = new URL('./verify-worker.js', import.meta.url)): FileChecker {
   const pool = new WorkerPool(count, script);
   return {
     window: pool.window,
-    check: (t: FileTask) => pool.run<FileOutcome>({ body: t.body, digest: t.digest, before: t.before, keepLines }),
+    check: (t: FileTask) => pool.run<FileOutcome>({ body: t.body, digest: t.digest, before: t.before, want }),
     close: () => pool.close(),
   };
 }

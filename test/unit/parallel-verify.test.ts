@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { verifyArchive } from '../../src/verify/archive.js';
+import type { ArchivedIds } from '../../src/verify/file-check.js';
 import { CASES } from '../conformance/cases.js';
 import { chainOptions, keysFor } from '../conformance/judge.js';
 import { memoryReader } from '../conformance/build.js';
@@ -30,6 +31,30 @@ describe('verify with worker threads: the same verdict as one thread', () => {
       expect(one.findings.length === 0).toBe(c.expected.ok);
     });
   }
+
+  it('the audit_log ids of every file read (verify --reconcile) are the same with workers as without, and are what the files hold', async () => {
+    const c = CASES.find((x) => x.name === 'vectors-every-kind')!;
+    const objects = await c.build();
+    const collect = async (workers: number) => {
+      const ids: ArchivedIds[] = [];
+      await verifyArchive(memoryReader(objects), {
+        ...chainOptions(keysFor(c.keys), {}),
+        workers,
+        workerScript: WORKER,
+        workerMinFiles: 0,
+        onArchivedIds: (i) => ids.push(i),
+      });
+      return ids;
+    };
+    const inline = await collect(0);
+    expect(await collect(2)).toEqual(inline);
+    // docs/format.md's vectors: inserts 1 and 2, then 3 (an acknowledgement), then 4 (slot-lost backfill)
+    expect(inline).toEqual([
+      { runs: [1, 2], text: [] },
+      { runs: [3, 3], text: [] },
+      { runs: [4, 4], text: [] },
+    ]);
+  });
 
   it('a worker that dies fails the run (no verdict over files nobody checked)', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'dying-worker-'));
