@@ -1,4 +1,5 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Pipeline } from '../../src/ship/pipeline.js';
 import { EMPTY_HEAD } from '../../src/ship/resume.js';
@@ -19,6 +20,17 @@ class HeldSink implements Sink {
   readonly puts: { key: string; release: () => void; fail: (e: Error) => void }[] = [];
   readonly stored: string[] = [];
   readonly bodies = new Map<string, Buffer>();
+  /** each record's op, position and id (a read's row id), in the order the files were put */
+  positions(): [string, string, number, string | null][] {
+    return this.records().map((r) => [r.op, r.lsn, r.idx, (r.op === 'read' ? r.row_id : r.id) ?? null]);
+  }
+  /** the records of every data file put, in the order they were put */
+  records(): { op: string; lsn: string; idx: number; id?: string; row_id?: string }[] {
+    return [...this.bodies.entries()]
+      .filter(([k]) => k.startsWith('data/'))
+      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
+      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string; row_id?: string });
+  }
   put(obj: ArchiveObject): Promise<Receipt> {
     this.bodies.set(obj.key, obj.body);
     return new Promise((resolve, reject) => {
@@ -275,6 +287,16 @@ describe('IdSet (archived audit_log ids, for recovery)', () => {
   });
 });
 
+/** One audit_log insert as the stream hands it on. */
+const auditInsert = (p: Pipeline, id: string) =>
+  p.onEvent({
+    type: 'change',
+    op: 'insert',
+    relation: AUDIT_LOG,
+    old: null,
+    row: { id, occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success' },
+  });
+
 describe('pipeline: row reads (messages between transactions)', () => {
   const read = (k: string) =>
     Buffer.from(
@@ -291,7 +313,6 @@ describe('pipeline: row reads (messages between transactions)', () => {
     // the next message begins where this one ends (its LSN): confirming 501 would lose it.
     expect(confirmed).toEqual([lsn(500)]);
     const line = sink.bodies.get(sink.stored.find((k) => k.startsWith('data/'))!)!;
-    const { gunzipSync } = await import('node:zlib');
     const record = JSON.parse(gunzipSync(line).toString('utf8').split('\n')[0]!) as Record<string, unknown>;
     expect(record).toMatchObject({
       seq: 1,
@@ -312,14 +333,7 @@ describe('pipeline: row reads (messages between transactions)', () => {
 
   it('a stream that breaks inside a transaction starts the next one clean: a read sent again is not taken into the broken transaction', async () => {
     const { sink, p } = setup({ maxRecords: 3 });
-    const change = (id: string) =>
-      p.onEvent({
-        type: 'change',
-        op: 'insert',
-        relation: AUDIT_LOG,
-        old: null,
-        row: { id, occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success' },
-      });
+    const change = (id: string) => auditInsert(p, id);
     const begin = () => p.onEvent({ type: 'begin', xid: 9, commitLsn: lsn(900), commitTime: new Date('2026-11-28T10:00:00Z') });
     p.onEvent({ type: 'message', lsn: lsn(800), transactional: false, content: read('7') });
     begin();
@@ -334,14 +348,9 @@ describe('pipeline: row reads (messages between transactions)', () => {
     p.onEvent({ type: 'commit', commitLsn: lsn(900), endLsn: lsn(950) });
     await sink.release(/^data\//);
     await sink.release(/^digests\//);
-    const { gunzipSync } = await import('node:zlib');
-    const records = [...sink.bodies.entries()]
-      .filter(([k]) => k.startsWith('data/'))
-      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
-      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string; row_id?: string });
     // Without the reset the second read became the transaction's second record and the real one was
     // skipped as already stored: a read twice, an event lost.
-    expect(records.map((r) => [r.op, r.lsn, r.idx, r.op === 'read' ? r.row_id : r.id])).toEqual([
+    expect(sink.positions()).toEqual([
       ['read', '0/320', -1, '7'],
       ['insert', '0/384', 0, '1'],
       ['insert', '0/384', 1, '2'],
@@ -356,23 +365,11 @@ describe('pipeline: row reads (messages between transactions)', () => {
     const { sink, confirmed, p } = setup({ maxRecords: 3 }); // the read and both events: one file
     p.onEvent({ type: 'message', lsn: lsn(800), transactional: false, content: read('7') });
     p.onEvent({ type: 'begin', xid: 9, commitLsn: lsn(800), commitTime: new Date('2026-11-28T10:00:00Z') });
-    for (const id of ['1', '2'])
-      p.onEvent({
-        type: 'change',
-        op: 'insert',
-        relation: AUDIT_LOG,
-        old: null,
-        row: { id, occurred_at: '2026-11-28 10:00:00+00', source: 'trigger', action: 'INSERT', outcome: 'success' },
-      });
+    for (const id of ['1', '2']) auditInsert(p, id);
     p.onEvent({ type: 'commit', commitLsn: lsn(800), endLsn: lsn(850) });
     await sink.release(/^data\//);
     await sink.release(/^digests\//);
-    const { gunzipSync } = await import('node:zlib');
-    const records = [...sink.bodies.entries()]
-      .filter(([k]) => k.startsWith('data/'))
-      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
-      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string; row_id?: string });
-    expect(records.map((r) => [r.op, r.lsn, r.idx, r.op === 'read' ? r.row_id : r.id])).toEqual([
+    expect(sink.positions()).toEqual([
       ['read', '0/320', -1, '7'],
       ['insert', '0/320', 0, '1'],
       ['insert', '0/320', 1, '2'],
@@ -389,20 +386,14 @@ describe('pipeline: row reads (messages between transactions)', () => {
     await p.appendBackfill(lsn(800), 0, row('1'), 'initial');
     p.appendMarker(lsn(800), 1, 'backfill-complete', { rows: 1, backfill: 'initial' });
     p.onEvent({ type: 'begin', xid: 9, commitLsn: lsn(800), commitTime: new Date('2026-11-28T10:00:00Z') });
-    for (const id of ['2', '3']) p.onEvent({ type: 'change', op: 'insert', relation: AUDIT_LOG, old: null, row: row(id) });
+    for (const id of ['2', '3']) auditInsert(p, id);
     p.onEvent({ type: 'commit', commitLsn: lsn(800), endLsn: lsn(850) });
     await p.drain(Date.now() + 50).catch(() => undefined);
     await sink.release(/^data\//);
     await sink.release(/^digests\//);
     await sink.release(/^data\//);
     await sink.release(/^digests\//);
-    const { gunzipSync } = await import('node:zlib');
-    const records = [...sink.bodies.entries()]
-      .filter(([k]) => k.startsWith('data/'))
-      .flatMap(([, b]) => gunzipSync(b).toString('utf8').trimEnd().split('\n'))
-      .map((l) => JSON.parse(l) as { op: string; lsn: string; idx: number; id?: string })
-      .sort((a, b) => (a.lsn === b.lsn ? a.idx - b.idx : a.lsn < b.lsn ? -1 : 1));
-    expect(records.map((r) => [r.op, r.lsn, r.idx, r.id ?? null])).toEqual([
+    expect(sink.positions()).toEqual([
       ['insert', '0/31F', 0, '1'],
       ['marker', '0/31F', 1, null],
       ['insert', '0/320', 0, '2'],
@@ -414,7 +405,6 @@ describe('pipeline: row reads (messages between transactions)', () => {
     const { sink, p } = setup({ maxRecords: 1 });
     p.onEvent({ type: 'message', lsn: lsn(600), transactional: false, content: Buffer.from('not json') });
     await sink.release(/^data\//);
-    const { gunzipSync } = await import('node:zlib');
     const body = sink.bodies.get(sink.stored[0]!)!;
     expect(JSON.parse(gunzipSync(body).toString('utf8').split('\n')[0]!)).toMatchObject({ op: 'read', occurred_at: null, malformed: 'not json' });
   });
