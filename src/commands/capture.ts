@@ -7,6 +7,9 @@ import { init } from '../capture/migrate.js';
 import { protect, READS_MODES, rowSecurityBypassers, unprotect } from '../capture/protect.js';
 import { Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
+import { readServerFacts } from '../capture/doctor.js';
+import { diagnose, looksLike, PLATFORMS } from '../capture/platform.js';
+import { FindingsError } from '../errors.js';
 
 const dbSchema = settingsSchema('databaseUrl');
 const INGEST_SETTINGS = ['databaseUrl', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
@@ -36,6 +39,30 @@ export function registerCaptureCommands(program: Command): void {
           ? `schema up to date (${r.alreadyApplied.length} migrations already applied, nothing changed)\n`
           : `applied ${r.applied.join(', ')}\n`,
       );
+    });
+
+  program
+    .command('doctor')
+    .description(
+      'check a database against what the capture and the shipper need on its platform, and say what to change there: exit 0 ready, 1 something to fix, 2 could not run',
+    )
+    .addOption(settingOption('databaseUrl'))
+    .addOption(settingOption('slot'))
+    .addOption(new Option('--platform <name>', 'where the database runs (default: what the server looks like)').choices(PLATFORMS))
+    .action(async (raw, cmd: Command) => {
+      const cfg = validate(settingsSchema('databaseUrl', 'slot').extend({ platform: z.enum(PLATFORMS).optional() }), raw, cmd);
+      const facts = await withClient(cfg.databaseUrl, (c) => readServerFacts(c, cfg.slot));
+      const platform = cfg.platform ?? looksLike(facts);
+      const checks = diagnose(platform, facts);
+      const mark = { ok: 'ok  ', fix: 'FIX ', note: 'note' } as const;
+      const lines = checks.flatMap((c) => [`${mark[c.verdict]} ${c.says}`, ...(c.todo ? [`     -> ${c.todo}`] : [])]);
+      const fixes = checks.filter((c) => c.verdict === 'fix').length;
+      const notes = checks.filter((c) => c.verdict === 'note').length;
+      process.stdout.write(
+        `${cfg.platform ? '' : `platform: ${platform} (what the server looks like; --platform to say otherwise)\n`}${lines.join('\n')}\n` +
+          `${fixes === 0 ? 'ready' : `${fixes} to fix`}${notes > 0 ? `, ${notes} to know` : ''}\n`,
+      );
+      if (fixes > 0) throw new FindingsError(`${fixes} thing${fixes === 1 ? '' : 's'} to fix before the capture and the shipper can work`);
     });
 
   program
