@@ -215,11 +215,20 @@ export const SETTINGS = {
     example: '2000',
     type: wholeNumber(16, 1_000_000),
   },
+  logSource: {
+    flag: '--log-source',
+    env: 'PGAUDIT_LOG_SOURCE',
+    value: 'dir|sql',
+    default: 'dir',
+    description:
+      'where ingest reads the csvlog: dir (the directory --log-dir, on the database host) or sql (through its own connection: audit.read_log(), csvlog files of log_directory only)',
+    type: z.enum(['dir', 'sql']),
+  },
   logDir: {
     flag: '--log-dir',
     env: 'PGAUDIT_LOG_DIR',
     value: 'dir',
-    description: "the server's csvlog directory (pgaudit events)",
+    description: "the server's csvlog directory (pgaudit events), with --log-source dir",
     example: '/var/lib/postgresql/15/main/log',
     type: z.string().min(1),
   },

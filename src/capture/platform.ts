@@ -186,7 +186,7 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
         `the server does not write a csvlog (log_destination = ${s.log_destination ?? '?'}, logging_collector = ${s.logging_collector ?? '?'}): ingest has nothing to read`,
         `${setParameter(p, 'log_destination', 'csvlog', false)} and ALTER SYSTEM SET logging_collector = on, then restart PostgreSQL; ${onlyRows}`,
       );
-    } else ok('the server writes a csvlog for ingest (give ingest its directory: --log-dir)');
+    } else ok('the server writes a csvlog for ingest (--log-dir on the host, or --log-source sql anywhere)');
   } else {
     note(
       `${NAMES[p]} does not expose its server log as a directory, which ingest reads: pgaudit's statement reads cannot be ingested yet`,

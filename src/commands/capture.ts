@@ -9,10 +9,11 @@ import { Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
 import { readServerFacts } from '../capture/doctor.js';
 import { diagnose, looksLike, PLATFORMS } from '../capture/platform.js';
-import { FindingsError } from '../errors.js';
+import { ConfigError, FindingsError } from '../errors.js';
+import { directoryLogs, sqlLogs } from '../capture/ingest/log-files.js';
 
 const dbSchema = settingsSchema('databaseUrl');
-const INGEST_SETTINGS = ['databaseUrl', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
+const INGEST_SETTINGS = ['databaseUrl', 'logSource', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
 
 async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
   const client = await connect(databaseUrl);
@@ -124,11 +125,14 @@ export function registerCaptureCommands(program: Command): void {
 
   addSettings(program.command('ingest').description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once"), ...INGEST_SETTINGS).action(
     async (raw, cmd: Command) => {
-      const cfg = validate(settingsSchema(...INGEST_SETTINGS), raw, cmd);
+      const cfg = validate(settingsSchema(...INGEST_SETTINGS).partial({ logDir: true }), raw, cmd);
+      if (cfg.logSource === 'dir' && !cfg.logDir) {
+        throw new ConfigError("--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory, or read the log over SQL with --log-source sql");
+      }
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {
         const ingester = new Ingester(client, {
-          logDir: cfg.logDir,
+          logs: cfg.logSource === 'sql' ? sqlLogs(client) : directoryLogs(cfg.logDir!),
           statementMaxLength: cfg.statementMaxLength,
           log,
           chunkBytes: cfg.chunkBytes,
@@ -138,7 +142,7 @@ export function registerCaptureCommands(program: Command): void {
         const stop = new AbortController();
         const onSignal = (): void => stop.abort();
         process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
-        log.info({ logDir: cfg.logDir }, 'following the server log');
+        log.info({ log_source: cfg.logSource, log_dir: cfg.logDir ?? null }, 'following the server log');
         return ingester.follow(stop.signal, cfg.pollMs);
       });
       process.stdout.write(

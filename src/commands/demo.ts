@@ -10,6 +10,7 @@ import { createLogger } from '../log.js';
 import { SCRIPTS_DIR } from '../paths.js';
 import { init } from '../capture/migrate.js';
 import { Ingester } from '../capture/ingest/ingester.js';
+import { directoryLogs } from '../capture/ingest/log-files.js';
 import { keygen, loadSigningKey } from '../seal/keys.js';
 import { fileArchive } from '../sink/file/file-archive.js';
 import { createMetrics } from '../ship/metrics.js';
@@ -122,7 +123,11 @@ export function registerDemoCommand(program: Command): void {
           await generateTraffic(cluster.databaseUrl);
           await new Promise((r) => setTimeout(r, 300)); // the server's logging collector writes asynchronously
           say('4/7 ingesting pgaudit reads from the server log…');
-          const stats = await new Ingester(client, { logDir: cluster.logDir, statementMaxLength: settingDefault('statementMaxLength'), log }).runOnce();
+          const stats = await new Ingester(client, {
+            logs: directoryLogs(cluster.logDir),
+            statementMaxLength: settingDefault('statementMaxLength'),
+            log,
+          }).runOnce();
           say(`    ${stats.events} read/denied events from ${stats.lines} log lines`);
           say('5/7 shipping audit_log through a replication slot into sealed, signed files (ship --drain)…');
           const archiveDir = path.join(cluster.dir, 'archive');

@@ -4,6 +4,7 @@ import { ConfigError, ServiceError } from '../errors.js';
 import { connect, describePgError, ReconnectingClient, type Queryable } from '../db.js';
 import type { Logger } from '../log.js';
 import { Ingester } from '../capture/ingest/ingester.js';
+import { directoryLogs } from '../capture/ingest/log-files.js';
 import type { BatchLimits } from '../seal/batch.js';
 import type { SigningKey, VerifyKey } from '../seal/keys.js';
 import type { SealedFile } from '../seal/sealer.js';
@@ -347,7 +348,7 @@ async function keepIngesting(opts: ShipOptions, logDir: string, signal: AbortSig
     let client: pg.Client | null = null;
     try {
       client = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
-      const ingester = new Ingester(client, { logDir, statementMaxLength: opts.statementMaxLength, log });
+      const ingester = new Ingester(client, { logs: directoryLogs(logDir), statementMaxLength: opts.statementMaxLength, log });
       await ingester.follow(signal, 500, (s) => {
         metrics.ingestUp.set(1);
         metrics.ingestLastPass.set(Date.now() / 1000);

@@ -502,6 +502,64 @@ describe('ingest', () => {
     ]);
   });
 
+  it('--log-source sql reads the same log through the connection, and either source takes up where the other left off', async () => {
+    // The ingester's login has no file access to the server: audit.read_log() reads csvlog files of
+    // log_directory for it (sql/migrations/010). Switching sources reads nothing twice: every pass
+    // below finds no line already present, and the receipts stay contiguous for verify.
+    const sqlEnv = () => ({ DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_SOURCE: 'sql', AUDIT_CONTEXT_WAIT: '2s' });
+    // The receipts so far, as verify judges them (an earlier test here moved a position on purpose).
+    const archive = await tempArchiveDir();
+    const keys = await makeKeys();
+    const ingestFindings = async () => {
+      const shipped = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--drain', '--slot', `s_${db.name}_sql`] }), {
+        DATABASE_URL: urlFor(db.name, 'ship_login'),
+      });
+      expect(shipped.code, shipped.stderr).toBe(0);
+      const verified = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+      return (JSON.parse(verified.stdout) as { findings: { code: string; message: string }[] }).findings.filter((f) => f.code.startsWith('ingest-'));
+    };
+    const before = await ingestFindings();
+    const count = (marker: string) =>
+      withClient(
+        db.url,
+        async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE statement LIKE $1 AND ${NOT_OUR_READS}`, [`%${marker}%`])).rows[0].n,
+      );
+    const read = (marker: string) => withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 9 /* ${marker} */`));
+    const overSql = async (marker: string) => {
+      for (let i = 0; i < 50 && (await count(marker)) === 0; i++) {
+        const r = await runCli(['ingest'], sqlEnv());
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/, 0 already present\)/);
+        await sleep(100);
+      }
+      expect(await count(marker)).toBe(1);
+    };
+    await read('over sql 1');
+    await overSql('over sql 1');
+    await read('over sql 2');
+    await ingestUntil(`statement LIKE '%over sql 2%'`, 1); // the directory again (asserts 0 already present)
+    await read('over sql 3');
+    await overSql('over sql 3');
+
+    // What the functions refuse: anything but a csvlog file name, and unbounded reads; nobody but the ingester may call them.
+    await withClient(urlFor(db.name, 'ingest_login'), async (c) => {
+      await expect(c.query(`SELECT audit.read_log('../postgresql.auto.conf', 0, 100)`)).rejects.toThrow(/not a csvlog file name/);
+      await expect(c.query(`SELECT audit.read_log('postgresql.csv', 0, 100000000)`)).rejects.toThrow(/at most 16 MiB/);
+      expect((await c.query(`SELECT audit.read_log('no-such-file.csv', 0, 10) AS b`)).rows[0].b).toBeNull();
+    });
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await expect(c.query(`SELECT * FROM audit.log_files()`)).rejects.toThrow(/permission denied/);
+    });
+    const noDir = await runCli(['ingest'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
+    expect(noDir.code).toBe(2);
+    expect(noDir.stderr).toBe(
+      "pg-audit-shipper: error: --log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory, or read the log over SQL with --log-source sql\n",
+    );
+
+    // The receipts of all three passes join up: verify finds nothing more skipped or read twice.
+    expect(await ingestFindings()).toEqual(before);
+  });
+
   it('reports an unreadable log directory in one line', async () => {
     const r = await runCli(['ingest', '--log-dir', '/nonexistent/log'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(r.code).toBe(2);

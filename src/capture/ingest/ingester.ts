@@ -1,9 +1,7 @@
 import { createHash } from 'node:crypto';
-import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
-import { ConfigError, ServiceError } from '../../errors.js';
+import { ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import { CsvRecordStream, type StreamedRecord } from './csv.js';
@@ -12,9 +10,11 @@ import { attribute, endTransactions, expire, holdRead, type Settled } from './at
 import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
 import { settingDefault } from '../../config.js';
 import { RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
+import { identityOf, type LogFile, type LogFiles, type LogReader } from './log-files.js';
 
 export interface IngestOptions {
-  logDir: string;
+  /** the server's csvlog: its directory, or read over SQL (log-files.ts) */
+  logs: LogFiles;
   statementMaxLength: number;
   log: Logger;
   /** bytes read per transaction; a record longer than this grows the read */
@@ -43,17 +43,8 @@ export interface IngestStats {
   held: number;
 }
 
-/** Files are known by device, inode and first bytes: a rotated name reused for a new file is a new file. */
-const IDENTITY_BYTES = 64;
 /** A session not seen in the log for this long has ended; what was kept of it is dropped. */
 const SESSION_TTL_DAYS = 30;
-
-interface LogFile {
-  name: string;
-  key: string;
-  size: number;
-  mtimeMs: number;
-}
 
 /**
  * Turns pgaudit lines of the server's csvlog into audit_log rows, exactly once: each transaction
@@ -85,9 +76,11 @@ export class Ingester {
   async runOnce(): Promise<IngestStats> {
     await this.load();
     const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
-    const { rows } = await this.query<{ file_key: string; byte_offset: string }>('SELECT file_key, byte_offset FROM audit.ingest_files');
+    const { rows } = await this.query<{ file_key: string; file_name: string; byte_offset: string }>(
+      'SELECT file_key, file_name, byte_offset FROM audit.ingest_files',
+    );
     const offsets = new Map(rows.map((r) => [r.file_key, Number(r.byte_offset)]));
-    const files = await this.listFiles();
+    const files = adoptSavedKeys(await this.opts.logs.list(), rows);
     for (const [i, file] of files.entries()) {
       const saved = offsets.get(file.key) ?? 0;
       if (saved > file.size) {
@@ -139,37 +132,9 @@ export class Ingester {
     this.loaded = true;
   }
 
-  private async listFiles(): Promise<LogFile[]> {
-    let names: string[];
-    try {
-      names = (await readdir(this.opts.logDir)).filter((n) => n.endsWith('.csv'));
-    } catch (err) {
-      throw new ConfigError(
-        `--log-dir (PGAUDIT_LOG_DIR) ${this.opts.logDir} cannot be read: ${(err as NodeJS.ErrnoException).code}; ` +
-          "point it at the server's log_directory with log_destination including 'csvlog'",
-      );
-    }
-    const files: LogFile[] = [];
-    for (const name of names) {
-      const full = path.join(this.opts.logDir, name);
-      const st = await stat(full).catch(() => null);
-      if (!st?.isFile() || st.size < IDENTITY_BYTES) continue; // not yet identifiable: no complete line either
-      const fh = await open(full, 'r');
-      try {
-        const head = Buffer.alloc(IDENTITY_BYTES);
-        await fh.read(head, 0, IDENTITY_BYTES, 0);
-        const key = `${st.dev}:${st.ino}:${createHash('sha256').update(head).digest('hex').slice(0, 32)}`;
-        files.push({ name, key, size: st.size, mtimeMs: st.mtimeMs });
-      } finally {
-        await fh.close();
-      }
-    }
-    return files.sort((a, b) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name));
-  }
-
   /** Returns the offset ingested up to. */
   private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<number> {
-    const fh = await open(path.join(this.opts.logDir, file.name), 'r');
+    const fh = await this.opts.logs.open(file);
     try {
       let from = start;
       const boundary = await recordBoundaryFrom(fh, start, file.size);
@@ -393,7 +358,7 @@ const RECORD_START = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [^,\n]{1,40},/
  * `offset` itself when a record starts there (offset 0, or just after a newline), else the next
  * place where a newline is followed by a log_time, or null when there is none yet.
  */
-async function recordBoundaryFrom(fh: FileHandle, offset: number, size: number): Promise<number | null> {
+async function recordBoundaryFrom(fh: LogReader, offset: number, size: number): Promise<number | null> {
   if (offset === 0) return 0;
   const before = Buffer.alloc(1);
   await fh.read(before, 0, 1, offset - 1);
@@ -501,4 +466,25 @@ async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise
     ],
   );
   return res.rowCount ?? 0;
+}
+
+/**
+ * A file whose position was saved by the other source (the directory, or SQL: log-files.ts) goes on
+ * under the key it was saved with, when the name and the first bytes are the same: switching
+ * --log-source neither reads a file again nor skips any of it. Within one source keys stay as they
+ * are (a copy under another name is another file: read, its lines refused as already present).
+ */
+export function adoptSavedKeys(files: LogFile[], saved: { file_key: string; file_name: string }[]): LogFile[] {
+  const keys = new Set(saved.map((r) => r.file_key));
+  const isSql = (key: string) => key.startsWith('sql:');
+  const other = new Map<string, string>();
+  for (const r of saved) other.set(`${isSql(r.file_key)}/${r.file_name}/${identityOf(r.file_key)}`, r.file_key);
+  const claimed = new Set(files.map((f) => f.key));
+  return files.map((f) => {
+    if (keys.has(f.key)) return f;
+    const key = other.get(`${!isSql(f.key)}/${f.name}/${identityOf(f.key)}`);
+    if (!key || claimed.has(key)) return f;
+    claimed.add(key);
+    return { ...f, key };
+  });
 }
