@@ -14,7 +14,7 @@ import { ConfigError, ServiceError } from '../errors.js';
 export function registerAcknowledgeCommand(program: Command): void {
   program
     .command('acknowledge')
-    .description('record, through the audit trail, that a person reviewed a tamper or gap finding verify reported')
+    .description('record, through the audit trail, that a person reviewed a finding verify reported with an id (tamper, gap, log-lines-missing)')
     .argument('<finding>', 'the finding id verify printed, e.g. record:1234')
     .addOption(settingOption('databaseUrl'))
     .addOption(new Option('--reason <text>', 'what the review found (archived with the acknowledgement)'))
@@ -23,7 +23,7 @@ export function registerAcknowledgeCommand(program: Command): void {
       const cfg = validate(settingsSchema('databaseUrl', 'reviewer').extend({ reason: z.string().optional() }), raw, cmd);
       if (!/^record:[1-9]\d*$/.test(finding)) {
         throw new ConfigError(
-          `<finding> ${JSON.stringify(finding)} is not a finding id: use the id verify prints before a tamper or gap finding, e.g. record:1234`,
+          `<finding> ${JSON.stringify(finding)} is not a finding id: use the id verify prints before a tamper, gap or log-lines-missing finding, e.g. record:1234`,
         );
       }
       if (!cfg.reason || cfg.reason.trim().length < 10) {

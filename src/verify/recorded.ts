@@ -3,6 +3,7 @@ import { digestKey } from '../sink/keys.js';
 import type { ArchivedLine, ArchivedRecord } from './file.js';
 import type { Acknowledged, Acknowledgement, Finding } from './findings.js';
 import { AttestationCheck, type AttestationSegment } from './attestations.js';
+import { MISSING_LINES_ACTION } from '../capture/ingest/receipt.js';
 
 /**
  * What the chain itself records as wrong: a committed UPDATE, DELETE or TRUNCATE of audit_log (the
@@ -101,7 +102,7 @@ export class RecordedFindings {
 
   /** The records add() looks at: a file's other records cannot change what it finds. */
   static reads(r: ArchivedRecord): boolean {
-    return r.op === 'update' || r.op === 'delete' || r.op === 'truncate' || r.op === 'gap' || isAcknowledgement(r) || AttestationCheck.is(r);
+    return r.op === 'update' || r.op === 'delete' || r.op === 'truncate' || r.op === 'gap' || isLostLines(r) || isAcknowledgement(r) || AttestationCheck.is(r);
   }
 
   /** Feed each verified file's records (all, or at least those `reads` picks), in chain order. */
@@ -115,6 +116,7 @@ export class RecordedFindings {
       }
       if (r.op === 'update' || r.op === 'delete' || r.op === 'truncate') this.tamper(r, d, where);
       else if (r.op === 'gap') this.gap(r, d, where);
+      else if (isLostLines(r)) this.lostLines(r, d, where);
       else if (isAcknowledgement(r)) this.ack(r);
       else if (AttestationCheck.is(r)) {
         this.open = null;
@@ -164,6 +166,20 @@ export class RecordedFindings {
     });
   }
 
+  /** A session's server log lines that never reached ingest (the ingester saw later ones): whatever they held is lost. */
+  private lostLines(r: ArchivedRecord, d: Digest, where: string): void {
+    this.open = null;
+    this.findings.push({
+      code: 'log-lines-missing',
+      where,
+      id: findingId(r.seq),
+      detail: { seq: r.seq, lines: r.statement ?? null, login: r.session_user_name ?? null, noticed_at: r.occurred_at ?? null, archived_by: d.created_at },
+      message:
+        `server log lines never reached ingest (${String(r.statement)}; noticed ${String(r.occurred_at)}): removed or cut before they were read, ` +
+        'so any read recorded as a statement among them is lost',
+    });
+  }
+
   private ack(r: ArchivedRecord): void {
     this.open = null;
     this.acks.push({
@@ -209,6 +225,10 @@ export class RecordedFindings {
     }
     return { open, acknowledged, notes };
   }
+}
+
+function isLostLines(r: ArchivedRecord): boolean {
+  return r.op === 'insert' && r.source === 'pgaudit' && r.action === MISSING_LINES_ACTION;
 }
 
 function isAcknowledgement(r: ArchivedRecord): boolean {

@@ -512,6 +512,55 @@ export const CASES: Case[] = [
     expected: { ok: false, findings: ['gap'] },
   },
   {
+    name: 'log-lines-missing',
+    description:
+      'the ingester read a session\'s server log line numbered past lines it never read: a "LOG LINES MISSING" event, a finding until acknowledged (here acknowledged by a reviewer, then a second one left open)',
+    build: build(() => {
+      const lost = (statement: string) =>
+        auditRow({
+          source: 'pgaudit',
+          action: 'LOG LINES MISSING',
+          outcome: 'failure',
+          statement,
+          error: 'log lines of this session never reached ingest: removed or cut before they were read; any audit event among them is lost',
+          session_user_name: 'app_login',
+          app_context: 'unknown',
+          table_name: null,
+          schema_name: null,
+          row_id: null,
+          changed_columns: null,
+        });
+      return [
+        ...basic(),
+        third({
+          records: [
+            { op: 'insert', lsn: '0/1A2D000', idx: 0, row: lost('session 674c1a2b.4d2: lines 41-57 (17) before line 58 at postgresql-Mon.csv byte 81920') },
+            {
+              op: 'insert',
+              lsn: '0/1A2E000',
+              idx: 0,
+              row: auditRow({
+                source: 'review',
+                action: 'ACKNOWLEDGE',
+                row_id: 'record:6',
+                statement: 'logrotate removed the file early; retention fixed, ticket 5120',
+                session_user_name: 'compliance_ann',
+                app_user_id: 'ann',
+                table_name: null,
+                schema_name: null,
+                changed_columns: null,
+                occurred_at: '2026-03-02 10:00:00+00',
+              }),
+            },
+            { op: 'insert', lsn: '0/1A2F000', idx: 0, row: lost('session 674c1a2b.4d2: lines 90 (1) before line 91 at postgresql-Mon.csv byte 99000') },
+          ],
+          ackLsn: '0/1A2F050',
+        }),
+      ];
+    }),
+    expected: { ok: false, findings: ['log-lines-missing'], acknowledged: ['record:6'] },
+  },
+  {
     name: 'acknowledgement-before-finding',
     description: 'an acknowledgement that names a record after it: it acknowledges nothing',
     build: build(() => [

@@ -5,11 +5,11 @@ import { ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import { CsvRecordStream, type StreamedRecord } from './csv.js';
-import { toLogLine } from './csvlog.js';
+import { toLogLine, type LogLine } from './csvlog.js';
 import { attribute, endTransactions, expire, holdRead, type Settled } from './attribution.js';
 import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
 import { settingDefault } from '../../config.js';
-import { RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
+import { MISSING_LINES_ACTION, RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
 import { identityOf, type LogFile, type LogFiles, type LogReader } from './log-files.js';
 
 export interface IngestOptions {
@@ -216,6 +216,7 @@ export class Ingester {
     const touched = new Set<string>();
     let malformed = 0;
     let ignored = 0;
+    let missing = 0;
     const keep = (sessionId: string, s: Settled | null, logTime: string): boolean => {
       if (!s) return false;
       events.push(...s.done);
@@ -230,6 +231,11 @@ export class Ingester {
         events.push(unreadableRecord(file, record));
         malformed++;
         continue;
+      }
+      const seen = line.databaseName === this.database ? this.sessions.get(line.sessionId)?.context.line : undefined;
+      if (seen !== undefined && line.sessionLineNum > seen + 1) {
+        events.push(missingLines(file, record, line, seen + 1, line.sessionLineNum - 1));
+        missing += line.sessionLineNum - seen - 1;
       }
       keep(line.sessionId, endTransactions(this.sessions.get(line.sessionId)?.context, line.virtualTransactionId), line.logTime);
       const c = classify(line, {
@@ -248,6 +254,11 @@ export class Ingester {
         if (!keep(c.sessionId, attribute(this.sessions.get(c.sessionId)?.context, c.line), line.logTime)) ignored++;
       } else if (c.kind === 'malformed') malformed++;
       else ignored++;
+      if (line.databaseName === this.database && (seen === undefined || line.sessionLineNum > seen)) {
+        const s = this.sessions.get(line.sessionId);
+        this.sessions.set(line.sessionId, { context: { ...s?.context, line: line.sessionLineNum }, lastSeen: line.logTime });
+        touched.add(line.sessionId);
+      }
     }
     let inserted = 0;
     try {
@@ -275,6 +286,12 @@ export class Ingester {
     stats.malformed += malformed;
     if (events.length > inserted) {
       this.opts.log.warn({ file: file.name, duplicates: events.length - inserted }, 'log lines already in audit_log were not inserted again');
+    }
+    if (missing > 0) {
+      this.opts.log.error(
+        { file: file.name, missing_lines: missing },
+        `log lines of this database's sessions never reached ingest (removed or cut before they were read); recorded as ${MISSING_LINES_ACTION} events`,
+      );
     }
   }
 
@@ -403,6 +420,37 @@ function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAud
     txid: null,
     statement: `${file.name} bytes ${r.start}-${r.end}`,
     error: 'unreadable' in r ? r.unreadable : `not a csvlog record (${r.fields.length} fields)`,
+    logSessionId: null,
+    logLineNum: null,
+  };
+}
+
+/**
+ * A session's csvlog lines are numbered 1, 2, 3, ... for the life of its backend, and the logging
+ * collector loses none: a jump means lines removed or cut before ingest read them (a file rotated
+ * away and deleted, a position moved). What they held is unknown, pgaudit's lines included: say so,
+ * with who and where, so the gap stands in the trail like the lines would have.
+ */
+function missingLines(file: LogFile, r: StreamedRecord, line: LogLine, first: number, last: number): LogAuditEvent {
+  return {
+    occurredAt: new Date().toISOString(),
+    action: MISSING_LINES_ACTION,
+    outcome: 'failure',
+    schemaName: null,
+    tableName: null,
+    relationName: null,
+    sessionUserName: line.userName || '(unknown)',
+    appUserId: null,
+    appCustomerId: null,
+    appContext: 'unknown',
+    applicationName: line.applicationName || null,
+    clientAddr: null,
+    clientPort: null,
+    backendPid: line.processId,
+    txid: null,
+    statement: `session ${line.sessionId}: lines ${first === last ? first : `${first}-${last}`} (${last - first + 1}) before line ${line.sessionLineNum} at ${file.name} byte ${r.start}`,
+    error: 'log lines of this session never reached ingest: removed or cut before they were read; any audit event among them is lost',
+    // Not the log line's key: a late line of that number must still be inserted (null never conflicts).
     logSessionId: null,
     logLineNum: null,
   };

@@ -34,6 +34,8 @@ export interface SessionContext {
   last?: AuditedStatement;
   /** reads of tables with audit_read_context, waiting for the line in which the server says their context */
   pending?: PendingRead[];
+  /** the session's last csvlog line number ingested (lines of this database only): a jump is lost lines */
+  line?: number;
 }
 
 interface AuditedStatement {

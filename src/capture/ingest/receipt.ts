@@ -4,6 +4,8 @@
  */
 export const RECEIPT_SOURCE = 'ingest';
 export const RECEIPT_ACTION = 'RECEIPT';
+/** The action of the event the ingester writes for a session's log lines it never saw (a `log-lines-missing` finding in verify). */
+export const MISSING_LINES_ACTION = 'LOG LINES MISSING';
 
 export interface IngestReceipt {
   /** the log file's identity: device, inode and a hash of its first bytes */
