@@ -9,6 +9,8 @@ import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
+import type pg from 'pg';
+import { directoryLogs, sqlLogs } from '../capture/ingest/log-files.js';
 
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
@@ -29,6 +31,7 @@ const SHIP_SETTINGS = [
   'attestCheckInterval',
   'gracePeriod',
   'drain',
+  'logSource',
   'logDir',
   'statementMaxLength',
   'httpPort',
@@ -59,6 +62,9 @@ export function registerShipCommand(program: Command): void {
       { readbackEvery: cfg.lockReadbackEvery, configCheckMs: cfg.lockConfigCheckInterval },
     );
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
+    if (cfg.logSource === 'sql' && cfg.logDir) {
+      throw new ConfigError('--log-dir (PGAUDIT_LOG_DIR) and --log-source sql do not go together: the built-in ingester reads the log one way; drop one');
+    }
     if (cfg.logDir) {
       // A directory that cannot be read now is a setting to fix, not a failure to retry: say so and stop.
       await readdir(cfg.logDir).catch((err: NodeJS.ErrnoException) => {
@@ -121,7 +127,8 @@ export function registerShipCommand(program: Command): void {
         log,
         metrics,
         signal: stop.signal,
-        ...(cfg.logDir ? { logDir: cfg.logDir } : {}),
+        // The built-in ingester: with --log-dir, or over SQL with --log-source sql.
+        ...(cfg.logDir ? { ingestFrom: () => directoryLogs(cfg.logDir!) } : cfg.logSource === 'sql' ? { ingestFrom: (c: pg.Client) => sqlLogs(c) } : {}),
         statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => {
           ready = r;

@@ -4,7 +4,7 @@ import { ConfigError, ServiceError } from '../errors.js';
 import { connect, describePgError, ReconnectingClient, type Queryable } from '../db.js';
 import type { Logger } from '../log.js';
 import { Ingester } from '../capture/ingest/ingester.js';
-import { directoryLogs } from '../capture/ingest/log-files.js';
+import type { LogFiles } from '../capture/ingest/log-files.js';
 import type { BatchLimits } from '../seal/batch.js';
 import type { SigningKey, VerifyKey } from '../seal/keys.js';
 import type { SealedFile } from '../seal/sealer.js';
@@ -42,8 +42,8 @@ export interface ShipOptions {
   log: Logger;
   metrics: ShipMetrics;
   signal: AbortSignal;
-  /** also ingest pgaudit reads from this csvlog directory */
-  logDir?: string;
+  /** also ingest pgaudit reads, from the server's csvlog as this gives it (a directory, or SQL on the ingester's connection) */
+  ingestFrom?: (client: pg.Client) => LogFiles;
   statementMaxLength: number;
   /** how often the capture configuration is read and, when changed, attested (default 1 min) */
   attestCheckMs?: number;
@@ -201,7 +201,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         await backfill(pgConfig, opts.slot, pipeline, await archivedIds(opts.archive, keys), log, 'slot-lost');
       }
 
-      if (opts.logDir) ingestDone = keepIngesting(opts, opts.logDir, ingestAbort.signal);
+      if (opts.ingestFrom) ingestDone = keepIngesting(opts, opts.ingestFrom, ingestAbort.signal);
 
       // The capture configuration, attested before streaming starts (so a drain ships it too), then
       // checked every minute: appended when it changed, and at least once per heartbeat interval.
@@ -338,17 +338,17 @@ async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipel
 }
 
 /**
- * The built-in ingester (ship --log-dir), kept running: a failure (the database restarted, a
+ * The built-in ingester (ship --log-dir, or --log-source sql), kept running: a failure (the database restarted, a
  * privilege revoked, a disk error) is logged at error level, counted, shown on /readyz, and the
  * ingester starts again after a backoff; its saved position makes the restart exactly-once.
  */
-async function keepIngesting(opts: ShipOptions, logDir: string, signal: AbortSignal): Promise<void> {
+async function keepIngesting(opts: ShipOptions, logsOf: (client: pg.Client) => LogFiles, signal: AbortSignal): Promise<void> {
   const { log, metrics } = opts;
   for (let attempt = 0; !signal.aborted; attempt++) {
     let client: pg.Client | null = null;
     try {
       client = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
-      const ingester = new Ingester(client, { logs: directoryLogs(logDir), statementMaxLength: opts.statementMaxLength, log });
+      const ingester = new Ingester(client, { logs: logsOf(client), statementMaxLength: opts.statementMaxLength, log });
       await ingester.follow(signal, 500, (s) => {
         metrics.ingestUp.set(1);
         metrics.ingestLastPass.set(Date.now() / 1000);

@@ -540,6 +540,29 @@ describe('ingest', () => {
     await ingestUntil(`statement LIKE '%over sql 2%'`, 1); // the directory again (asserts 0 already present)
     await read('over sql 3');
     await overSql('over sql 3');
+    // And the shipper's built-in ingester over SQL (a sidecar with no access to the database host).
+    // (A read that returns its row: the server's context line comes at once, so the shipper's
+    // ingester, which waits a minute for one, writes the event now.)
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SET app.customer_id = '9'`);
+      await c.query(`SELECT full_name FROM customers WHERE id = 9 /* over sql 4 */`);
+    });
+    const sidecar = startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}_sql`, '--log-source', 'sql'] }), {
+      DATABASE_URL: urlFor(db.name, 'ship_ingest_login'), // a shipper that ingests holds both roles
+      AUDIT_CONTEXT_WAIT: '2s',
+    });
+    const stopped = waitFor(sidecar);
+    try {
+      await expect.poll(() => count('over sql 4'), { timeout: 15_000, interval: 200 }).toBe(1);
+    } finally {
+      sidecar.kill('SIGTERM');
+      const out = await stopped;
+      expect(out.code, out.stderr).toBe(0);
+    }
+    const both = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', 'x', '--log-source', 'sql', '--log-dir', logDir] }), {
+      DATABASE_URL: urlFor(db.name, 'ship_login'),
+    });
+    expect(both.stderr).toMatch(/--log-dir \(PGAUDIT_LOG_DIR\) and --log-source sql do not go together/);
 
     // What the functions refuse: anything but a csvlog file name, and unbounded reads; nobody but the ingester may call them.
     await withClient(urlFor(db.name, 'ingest_login'), async (c) => {
