@@ -224,6 +224,14 @@ export const SETTINGS = {
       'where ingest reads the csvlog: dir (the directory --log-dir, on the database host) or sql (through its own connection: audit.read_log(), csvlog files of log_directory only)',
     type: z.enum(['dir', 'sql']),
   },
+  logFormat: {
+    flag: '--log-format',
+    env: 'PGAUDIT_LOG_FORMAT',
+    value: 'csvlog|jsonlog',
+    default: 'csvlog',
+    description: "which of the server's log files ingest reads: csvlog (.csv) or jsonlog (.json, PostgreSQL 15+); log_destination must include it",
+    type: z.enum(['csvlog', 'jsonlog']),
+  },
   logDir: {
     flag: '--log-dir',
     env: 'PGAUDIT_LOG_DIR',

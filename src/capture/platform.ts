@@ -181,12 +181,18 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
 
   // Where ingest reads pgaudit's lines: a csvlog directory on the database host, today.
   if (p === 'self') {
-    if (!listHas(s.log_destination, 'csvlog') || s.logging_collector !== 'on') {
+    const csv = listHas(s.log_destination, 'csvlog');
+    const json = listHas(s.log_destination, 'jsonlog');
+    if ((!csv && !json) || s.logging_collector !== 'on') {
       fix(
-        `the server does not write a csvlog (log_destination = ${s.log_destination ?? '?'}, logging_collector = ${s.logging_collector ?? '?'}): ingest has nothing to read`,
+        `the server writes neither a csvlog nor a jsonlog (log_destination = ${s.log_destination ?? '?'}, logging_collector = ${s.logging_collector ?? '?'}): ingest has nothing to read`,
         `${setParameter(p, 'log_destination', 'csvlog', false)} and ALTER SYSTEM SET logging_collector = on, then restart PostgreSQL; ${onlyRows}`,
       );
-    } else ok('the server writes a csvlog for ingest (--log-dir on the host, or --log-source sql anywhere)');
+    } else {
+      ok(
+        `the server writes a ${csv ? 'csvlog' : 'jsonlog'} for ingest (${csv ? '' : '--log-format jsonlog; '}--log-dir on the host, or --log-source sql anywhere)`,
+      );
+    }
   } else {
     note(
       `${NAMES[p]} does not expose its server log as a directory, which ingest reads: pgaudit's statement reads cannot be ingested yet`,

@@ -13,7 +13,7 @@ import { ConfigError, FindingsError } from '../errors.js';
 import { directoryLogs, sqlLogs } from '../capture/ingest/log-files.js';
 
 const dbSchema = settingsSchema('databaseUrl');
-const INGEST_SETTINGS = ['databaseUrl', 'logSource', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
+const INGEST_SETTINGS = ['databaseUrl', 'logSource', 'logFormat', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
 
 async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
   const client = await connect(databaseUrl);
@@ -132,7 +132,7 @@ export function registerCaptureCommands(program: Command): void {
       const log = createLogger();
       const stats = await withClient(cfg.databaseUrl, async (client) => {
         const ingester = new Ingester(client, {
-          logs: cfg.logSource === 'sql' ? sqlLogs(client) : directoryLogs(cfg.logDir!),
+          logs: cfg.logSource === 'sql' ? sqlLogs(client, cfg.logFormat) : directoryLogs(cfg.logDir!, cfg.logFormat),
           statementMaxLength: cfg.statementMaxLength,
           log,
           chunkBytes: cfg.chunkBytes,

@@ -32,6 +32,7 @@ const SHIP_SETTINGS = [
   'gracePeriod',
   'drain',
   'logSource',
+  'logFormat',
   'logDir',
   'statementMaxLength',
   'httpPort',
@@ -70,7 +71,7 @@ export function registerShipCommand(program: Command): void {
       await readdir(cfg.logDir).catch((err: NodeJS.ErrnoException) => {
         throw new ConfigError(
           `--log-dir (PGAUDIT_LOG_DIR) ${cfg.logDir} cannot be read: ${err.code}; ` +
-            "point it at the server's log_directory with log_destination including 'csvlog', readable by this user",
+            `point it at the server's log_directory with log_destination including '${cfg.logFormat}', readable by this user`,
         );
       });
     }
@@ -128,7 +129,11 @@ export function registerShipCommand(program: Command): void {
         metrics,
         signal: stop.signal,
         // The built-in ingester: with --log-dir, or over SQL with --log-source sql.
-        ...(cfg.logDir ? { ingestFrom: () => directoryLogs(cfg.logDir!) } : cfg.logSource === 'sql' ? { ingestFrom: (c: pg.Client) => sqlLogs(c) } : {}),
+        ...(cfg.logDir
+          ? { ingestFrom: () => directoryLogs(cfg.logDir!, cfg.logFormat) }
+          : cfg.logSource === 'sql'
+            ? { ingestFrom: (c: pg.Client) => sqlLogs(c, cfg.logFormat) }
+            : {}),
         statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => {
           ready = r;

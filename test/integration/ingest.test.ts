@@ -566,7 +566,7 @@ describe('ingest', () => {
 
     // What the functions refuse: anything but a csvlog file name, and unbounded reads; nobody but the ingester may call them.
     await withClient(urlFor(db.name, 'ingest_login'), async (c) => {
-      await expect(c.query(`SELECT audit.read_log('../postgresql.auto.conf', 0, 100)`)).rejects.toThrow(/not a csvlog file name/);
+      await expect(c.query(`SELECT audit.read_log('../postgresql.auto.conf', 0, 100)`)).rejects.toThrow(/not a csvlog or jsonlog file name/);
       await expect(c.query(`SELECT audit.read_log('postgresql.csv', 0, 100000000)`)).rejects.toThrow(/at most 16 MiB/);
       expect((await c.query(`SELECT audit.read_log('no-such-file.csv', 0, 10) AS b`)).rows[0].b).toBeNull();
     });

@@ -133,6 +133,14 @@ describe('doctor: what each platform needs, and how to change it there', () => {
     ]);
   });
 
+  it('a jsonlog is as good as a csvlog for ingest (with --log-format jsonlog)', () => {
+    const checks = diagnose('self', facts({ settings: { log_destination: 'stderr,jsonlog' } }));
+    expect(fixes(checks)).toEqual([]);
+    expect(find(checks, /for ingest/)!.says).toBe(
+      'the server writes a jsonlog for ingest (--log-format jsonlog; --log-dir on the host, or --log-source sql anywhere)',
+    );
+  });
+
   it('a lost slot, and no slot free', () => {
     expect(find(diagnose('self', facts({ slot: { name: 's', walStatus: 'lost' } })), /lost/)!.todo).toMatch(/records a gap and backfills/);
     expect(find(diagnose('self', facts({ freeSlots: 0, slot: { name: 's', walStatus: 'missing' } })), /no replication slot is free/)!.todo).toBe(

@@ -10,7 +10,8 @@ import { attribute, endTransactions, expire, holdRead, type Settled } from './at
 import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
 import { settingDefault } from '../../config.js';
 import { MISSING_LINES_ACTION, RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
-import { identityOf, type LogFile, type LogFiles, type LogReader } from './log-files.js';
+import { EXTENSION, identityOf, type LogFile, type LogFiles, type LogReader } from './log-files.js';
+import { JsonlogRecordStream } from './jsonlog.js';
 
 export interface IngestOptions {
   /** the server's csvlog: its directory, or read over SQL (log-files.ts) */
@@ -137,7 +138,7 @@ export class Ingester {
     const fh = await this.opts.logs.open(file);
     try {
       let from = start;
-      const boundary = await recordBoundaryFrom(fh, start, file.size);
+      const boundary = await recordBoundaryFrom(fh, start, file.size, file.name.endsWith(EXTENSION.jsonlog) ? JSON_RECORD_START : RECORD_START);
       if (boundary !== start) {
         // The saved position is not where a record starts: only a changed position does that (the
         // receipts show the jump). Record the bytes up to the next record as unreadable, go on there.
@@ -153,9 +154,9 @@ export class Ingester {
         );
         from = boundary;
       }
-      // Bounded memory whatever a record's size: fields are cut while parsing (CsvRecordStream), and
+      // Bounded memory whatever a record's size: fields are cut while parsing (csv.ts, jsonlog.ts), and
       // a commit covers the complete records of one read.
-      const parser = new CsvRecordStream(from, this.maxFieldBytes);
+      const parser = file.name.endsWith(EXTENSION.jsonlog) ? new JsonlogRecordStream(from, this.maxFieldBytes) : new CsvRecordStream(from, this.maxFieldBytes);
       const buf = Buffer.alloc(this.chunkBytes);
       let hash = createHash('sha256');
       let committed = from;
@@ -370,12 +371,14 @@ export class Ingester {
 
 /** How a csvlog record starts: its log_time, `2026-11-28 19:59:21.560 UTC,`. */
 const RECORD_START = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [^,\n]{1,40},/;
+/** How a jsonlog record starts: `{"timestamp":"2026-11-28 19:59:21.560 UTC",`. */
+const JSON_RECORD_START = /^\{"timestamp":"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} /;
 
 /**
  * `offset` itself when a record starts there (offset 0, or just after a newline), else the next
  * place where a newline is followed by a log_time, or null when there is none yet.
  */
-async function recordBoundaryFrom(fh: LogReader, offset: number, size: number): Promise<number | null> {
+async function recordBoundaryFrom(fh: LogReader, offset: number, size: number, recordStart: RegExp): Promise<number | null> {
   if (offset === 0) return 0;
   const before = Buffer.alloc(1);
   await fh.read(before, 0, 1, offset - 1);
@@ -385,7 +388,7 @@ async function recordBoundaryFrom(fh: LogReader, offset: number, size: number): 
   for (let at = offset; at < size; at += window) {
     const { bytesRead } = await fh.read(look, 0, look.length, at);
     for (let i = 0; i < Math.min(bytesRead, window); i++) {
-      if (look[i] === 0x0a && RECORD_START.test(look.toString('latin1', i + 1, Math.min(bytesRead, i + 65)))) return at + i + 1;
+      if (look[i] === 0x0a && recordStart.test(look.toString('latin1', i + 1, Math.min(bytesRead, i + 65)))) return at + i + 1;
     }
   }
   return null;

@@ -33,6 +33,10 @@ export interface LogFiles {
   open(file: LogFile): Promise<LogReader>;
 }
 
+/** The server's log formats ingest reads: csvlog (`.csv` files) and, from PostgreSQL 15, jsonlog (`.json`). */
+export type LogFormat = 'csvlog' | 'jsonlog';
+export const EXTENSION: Record<LogFormat, string> = { csvlog: '.csv', jsonlog: '.json' };
+
 /** A file is known by its first bytes: a rotated name reused for a new file is a new file. */
 export const IDENTITY_BYTES = 64;
 
@@ -44,16 +48,16 @@ export const identityOf = (key: string): string => key.slice(key.lastIndexOf(':'
 const byAge = (a: LogFile, b: LogFile) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name);
 
 /** The log directory, read on this host (ingest --log-dir). */
-export function directoryLogs(dir: string): LogFiles {
+export function directoryLogs(dir: string, format: LogFormat = 'csvlog'): LogFiles {
   return {
     async list() {
       let names: string[];
       try {
-        names = (await readdir(dir)).filter((n) => n.endsWith('.csv'));
+        names = (await readdir(dir)).filter((n) => n.endsWith(EXTENSION[format]));
       } catch (err) {
         throw new ConfigError(
           `--log-dir (PGAUDIT_LOG_DIR) ${dir} cannot be read: ${(err as NodeJS.ErrnoException).code}; ` +
-            "point it at the server's log_directory with log_destination including 'csvlog', or read it over SQL: --log-source sql",
+            `point it at the server's log_directory with log_destination including '${format}', or read it over SQL: --log-source sql`,
         );
       }
       const files: LogFile[] = [];
@@ -81,7 +85,7 @@ export function directoryLogs(dir: string): LogFiles {
  * `audit.read_log()` (sql/migrations/010), which read csvlog files of the server's log_directory
  * and nothing else, so the ingester needs no access to the host, nor the server's file functions.
  */
-export function sqlLogs(client: pg.Client): LogFiles {
+export function sqlLogs(client: pg.Client, format: LogFormat = 'csvlog'): LogFiles {
   const ask = async <R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> => {
     try {
       return await client.query<R>(sql, params);
@@ -106,7 +110,7 @@ export function sqlLogs(client: pg.Client): LogFiles {
       );
       const files: LogFile[] = [];
       for (const f of listed.rows) {
-        if (Number(f.size) < IDENTITY_BYTES) continue;
+        if (!f.name.endsWith(EXTENSION[format]) || Number(f.size) < IDENTITY_BYTES) continue;
         const b = await head(f.name);
         if (!b || b.length < IDENTITY_BYTES) continue; // removed since it was listed
         files.push({ name: f.name, key: `sql:${f.name}:${identity(b)}`, size: Number(f.size), mtimeMs: Number(f.mtime) });
