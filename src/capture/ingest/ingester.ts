@@ -404,10 +404,15 @@ function unreadable(start: number, end: number, why: string): Unreadable {
   return { fields: [], start, end, truncated: false, unreadable: why };
 }
 
-function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
+/**
+ * An event the ingester writes about the log itself (not a line pgaudit wrote): a failure, of no
+ * table and no application context, without a log line's key (null never conflicts, so a late line
+ * of the same number is still inserted).
+ */
+function aboutTheLog(action: string, statement: string, error: string, who: Partial<LogAuditEvent> = {}): LogAuditEvent {
   return {
     occurredAt: new Date().toISOString(),
-    action: UNREADABLE_ACTION,
+    action,
     outcome: 'failure',
     schemaName: null,
     tableName: null,
@@ -421,42 +426,32 @@ function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAud
     clientPort: null,
     backendPid: null,
     txid: null,
-    statement: `${file.name} bytes ${r.start}-${r.end}`,
-    error: 'unreadable' in r ? r.unreadable : `not a csvlog record (${r.fields.length} fields)`,
+    statement,
+    error,
     logSessionId: null,
     logLineNum: null,
+    ...who,
   };
 }
 
+function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
+  const why = 'unreadable' in r ? r.unreadable : `not a log record (${r.fields.length} fields)`;
+  return aboutTheLog(UNREADABLE_ACTION, `${file.name} bytes ${r.start}-${r.end}`, why);
+}
+
 /**
- * A session's csvlog lines are numbered 1, 2, 3, ... for the life of its backend, and the logging
+ * A session's log lines are numbered 1, 2, 3, ... for the life of its backend, and the logging
  * collector loses none: a jump means lines removed or cut before ingest read them (a file rotated
  * away and deleted, a position moved). What they held is unknown, pgaudit's lines included: say so,
  * with who and where, so the gap stands in the trail like the lines would have.
  */
 function missingLines(file: LogFile, r: StreamedRecord, line: LogLine, first: number, last: number): LogAuditEvent {
-  return {
-    occurredAt: new Date().toISOString(),
-    action: MISSING_LINES_ACTION,
-    outcome: 'failure',
-    schemaName: null,
-    tableName: null,
-    relationName: null,
-    sessionUserName: line.userName || '(unknown)',
-    appUserId: null,
-    appCustomerId: null,
-    appContext: 'unknown',
-    applicationName: line.applicationName || null,
-    clientAddr: null,
-    clientPort: null,
-    backendPid: line.processId,
-    txid: null,
-    statement: `session ${line.sessionId}: lines ${first === last ? first : `${first}-${last}`} (${last - first + 1}) before line ${line.sessionLineNum} at ${file.name} byte ${r.start}`,
-    error: 'log lines of this session never reached ingest: removed or cut before they were read; any audit event among them is lost',
-    // Not the log line's key: a late line of that number must still be inserted (null never conflicts).
-    logSessionId: null,
-    logLineNum: null,
-  };
+  return aboutTheLog(
+    MISSING_LINES_ACTION,
+    `session ${line.sessionId}: lines ${first === last ? first : `${first}-${last}`} (${last - first + 1}) before line ${line.sessionLineNum} at ${file.name} byte ${r.start}`,
+    'log lines of this session never reached ingest: removed or cut before they were read; any audit event among them is lost',
+    { sessionUserName: line.userName || '(unknown)', applicationName: line.applicationName || null, backendPid: line.processId },
+  );
 }
 
 /** Which bytes of a log file one commit consumed. */
