@@ -1,16 +1,6 @@
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
 import type pg from 'pg';
-import { SQL_DIR } from '../paths.js';
-import { EVENT_TRIGGERS, SETTINGS, type ServerFacts } from './platform.js';
-
-const ADMIN_ROLES = ['rds_superuser', 'rds_replication', 'cloudsqlsuperuser', 'alloydbsuperuser', 'azure_pg_admin'];
-
-/** The newest migration this release carries (what `init` would bring a database to). */
-async function latestMigration(): Promise<string> {
-  const files = (await readdir(path.join(SQL_DIR, 'migrations'))).filter((f) => f.endsWith('.sql')).sort();
-  return `migrations/${files.at(-1)!.replace(/\.sql$/, '')}`;
-}
+import { latestMigration } from './migrate.js';
+import { EVENT_TRIGGERS, PLATFORM_ROLES, SETTINGS, type ServerFacts } from './platform.js';
 
 /** What src/capture/platform.ts judges, read off the server in a few catalog queries (any login can). */
 export async function readServerFacts(client: pg.Client, slot: string): Promise<ServerFacts> {
@@ -23,7 +13,7 @@ export async function readServerFacts(client: pg.Client, slot: string): Promise<
             ARRAY(SELECT g.rolname FROM pg_roles g WHERE g.oid <> r.oid AND pg_has_role(r.oid, g.oid, 'MEMBER') ORDER BY 1)::text[] AS member_of
        FROM pg_roles r WHERE r.rolname = current_user`,
   );
-  const roles = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])', [ADMIN_ROLES]);
+  const roles = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])', [PLATFORM_ROLES]);
   const applied = await client
     .query<{ id: string }>(`SELECT id FROM audit.schema_migrations ORDER BY id`)
     .then((r) => r.rows.map((x) => x.id))

@@ -31,6 +31,11 @@ async function loadSet(folder: 'migrations' | 'example'): Promise<Migration[]> {
   );
 }
 
+/** The newest migration this release carries: what `init` brings a database to (doctor compares). */
+export async function latestMigration(): Promise<string> {
+  return (await loadSet('migrations')).at(-1)!.id;
+}
+
 /** Preconditions the capture side cannot work without, checked before anything is written. */
 export async function checkServer(client: pg.Client): Promise<string[]> {
   const { rows } = await client.query<{ name: string; setting: string }>(

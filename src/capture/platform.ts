@@ -64,6 +64,9 @@ const ADMIN_ROLE: Record<Platform, string | null> = {
   azure: 'azure_pg_admin',
 };
 
+/** The roles only a platform has (its admin roles and RDS's replication role): doctor asks which exist. */
+export const PLATFORM_ROLES = [...new Set(Object.values(ADMIN_ROLE).filter((r): r is string => r !== null)), 'rds_replication'];
+
 export const EVENT_TRIGGERS = ['audit_guard_protected_ddl', 'audit_follow_protected_drop'];
 
 const NAMES: Record<Platform, string> = {

@@ -10,7 +10,7 @@ import { keygen } from '../seal/keys.js';
 import { readServerFacts } from '../capture/doctor.js';
 import { diagnose, looksLike, PLATFORMS } from '../capture/platform.js';
 import { ConfigError, FindingsError } from '../errors.js';
-import { directoryLogs, sqlLogs } from '../capture/ingest/log-files.js';
+import { chooseLogs } from '../capture/ingest/log-files.js';
 
 const dbSchema = settingsSchema('databaseUrl');
 const INGEST_SETTINGS = ['databaseUrl', 'logSource', 'logFormat', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
@@ -123,35 +123,36 @@ export function registerCaptureCommands(program: Command): void {
       process.stdout.write(`unprotected ${table}\n`);
     });
 
-  addSettings(program.command('ingest').description("turn pgaudit lines of the server's csvlog into audit_log rows, exactly once"), ...INGEST_SETTINGS).action(
-    async (raw, cmd: Command) => {
-      const cfg = validate(settingsSchema(...INGEST_SETTINGS).partial({ logDir: true }), raw, cmd);
-      if (cfg.logSource === 'dir' && !cfg.logDir) {
-        throw new ConfigError("--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory, or read the log over SQL with --log-source sql");
-      }
-      const log = createLogger();
-      const stats = await withClient(cfg.databaseUrl, async (client) => {
-        const ingester = new Ingester(client, {
-          logs: cfg.logSource === 'sql' ? sqlLogs(client, cfg.logFormat) : directoryLogs(cfg.logDir!, cfg.logFormat),
-          statementMaxLength: cfg.statementMaxLength,
-          log,
-          chunkBytes: cfg.chunkBytes,
-          contextWaitMs: cfg.contextWait,
-        });
-        if (!cfg.follow) return ingester.runOnce();
-        const stop = new AbortController();
-        const onSignal = (): void => stop.abort();
-        process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
-        log.info({ log_source: cfg.logSource, log_dir: cfg.logDir ?? null }, 'following the server log');
-        return ingester.follow(stop.signal, cfg.pollMs);
+  addSettings(
+    program.command('ingest').description("turn pgaudit lines of the server's csvlog or jsonlog into audit_log rows, exactly once"),
+    ...INGEST_SETTINGS,
+  ).action(async (raw, cmd: Command) => {
+    const cfg = validate(settingsSchema(...INGEST_SETTINGS).partial({ logDir: true }), raw, cmd);
+    const logsOf = chooseLogs(cfg);
+    if (!logsOf)
+      throw new ConfigError("--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory, or read the log over SQL with --log-source sql");
+    const log = createLogger();
+    const stats = await withClient(cfg.databaseUrl, async (client) => {
+      const ingester = new Ingester(client, {
+        logs: logsOf(client),
+        statementMaxLength: cfg.statementMaxLength,
+        log,
+        chunkBytes: cfg.chunkBytes,
+        contextWaitMs: cfg.contextWait,
       });
-      process.stdout.write(
-        `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
-          ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
-          `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`,
-      );
-    },
-  );
+      if (!cfg.follow) return ingester.runOnce();
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+      log.info({ log_source: cfg.logSource, log_dir: cfg.logDir ?? null }, 'following the server log');
+      return ingester.follow(stop.signal, cfg.pollMs);
+    });
+    process.stdout.write(
+      `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
+        ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
+        `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`,
+    );
+  });
 
   program
     .command('keygen')

@@ -9,8 +9,7 @@ import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
-import type pg from 'pg';
-import { directoryLogs, sqlLogs } from '../capture/ingest/log-files.js';
+import { chooseLogs } from '../capture/ingest/log-files.js';
 
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
@@ -63,9 +62,7 @@ export function registerShipCommand(program: Command): void {
       { readbackEvery: cfg.lockReadbackEvery, configCheckMs: cfg.lockConfigCheckInterval },
     );
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
-    if (cfg.logSource === 'sql' && cfg.logDir) {
-      throw new ConfigError('--log-dir (PGAUDIT_LOG_DIR) and --log-source sql do not go together: the built-in ingester reads the log one way; drop one');
-    }
+    const ingestFrom = chooseLogs(cfg); // the built-in ingester: with --log-dir, or over SQL with --log-source sql
     if (cfg.logDir) {
       // A directory that cannot be read now is a setting to fix, not a failure to retry: say so and stop.
       await readdir(cfg.logDir).catch((err: NodeJS.ErrnoException) => {
@@ -128,12 +125,7 @@ export function registerShipCommand(program: Command): void {
         log,
         metrics,
         signal: stop.signal,
-        // The built-in ingester: with --log-dir, or over SQL with --log-source sql.
-        ...(cfg.logDir
-          ? { ingestFrom: () => directoryLogs(cfg.logDir!, cfg.logFormat) }
-          : cfg.logSource === 'sql'
-            ? { ingestFrom: (c: pg.Client) => sqlLogs(c, cfg.logFormat) }
-            : {}),
+        ...(ingestFrom ? { ingestFrom } : {}),
         statementMaxLength: cfg.statementMaxLength,
         onReady: (r) => {
           ready = r;

@@ -16,7 +16,7 @@ import { openDigest, sha256Hex, type Digest } from '../seal/digest.js';
 import { AuditStream } from '../source/audit-stream.js';
 import { formatLsn, parseLsn, type Lsn } from '../source/lsn.js';
 import { createSlotWithSnapshot, rowsInSnapshot } from '../source/snapshot.js';
-import { checkShippingPrerequisites, ensureSlot, identifySystem, slotHealth } from '../source/slot.js';
+import { checkShippingPrerequisites, ensureSlot, identifySystem, slotConfirmed, slotHealth } from '../source/slot.js';
 import type { ShipMetrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
 import { Attestor } from './attestor.js';
@@ -213,7 +213,7 @@ export async function ship(opts: ShipOptions): Promise<ShipResult> {
         throw attestError(err);
       });
 
-      const startFrom = await slotConfirmed(client, opts.slot);
+      const startFrom = (await slotConfirmed(client, opts.slot)) ?? null;
       const target = opts.drain ? parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn) : null;
       if (target !== null) pipeline.acks.drainTo(target);
       const streaming = new AbortController();
@@ -494,11 +494,6 @@ async function recordHead(client: Queryable, slot: string, file: SealedFile): Pr
 function settled<T>(r: PromiseSettledResult<T>): T {
   if (r.status === 'rejected') throw r.reason;
   return r.value;
-}
-
-async function slotConfirmed(client: pg.Client, slot: string): Promise<Lsn | null> {
-  const r = await client.query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-  return r.rows[0]?.lsn ? parseLsn(r.rows[0].lsn) : null;
 }
 
 async function watchSlot(client: Queryable, opts: ShipOptions, log: Logger): Promise<void> {

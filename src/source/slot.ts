@@ -142,6 +142,14 @@ export interface SlotHealth {
   safeWalSize: number | null;
 }
 
+/** Where the slot is confirmed up to: null while nothing is, undefined when there is no such slot. */
+export async function slotConfirmed(client: Queryable, slot: string): Promise<Lsn | null | undefined> {
+  const r = await client.query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  return row.lsn ? parseLsn(row.lsn) : null;
+}
+
 export async function slotHealth(client: Queryable, slot: string): Promise<SlotHealth | null> {
   const r = await client.query<{ wal_status: string | null; lag: string | null; safe_wal_size: string | null }>(
     `SELECT wal_status, (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag, safe_wal_size::text

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ServiceError } from '../errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../source/lsn.js';
+import { slotConfirmed } from '../source/slot.js';
 import { IdSet } from '../ship/id-set.js';
 import type { Finding } from './findings.js';
 
@@ -39,7 +40,7 @@ export class Reconciliation {
 
   /** Collect the database's ids, then wait until the slot is confirmed past where they were committed. */
   static async begin(client: pg.Client, slot: string, waitMs: number, onWait?: (confirmed: Lsn | null, needed: Lsn) => void): Promise<Reconciliation> {
-    await slotConfirmed(client, slot); // a wrong slot name is said before reading anything
+    await confirmedOf(client, slot); // a wrong slot name is said before reading anything
     const inDatabase = new IdSet();
     let rows = 0;
     let position: Lsn;
@@ -65,7 +66,7 @@ export class Reconciliation {
     }
     const started = Date.now();
     for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
-      const confirmed = await slotConfirmed(client, slot);
+      const confirmed = await confirmedOf(client, slot);
       if (confirmed !== null && confirmed >= position) break;
       if (Date.now() - started > waitMs) {
         throw new ServiceError(
@@ -122,11 +123,12 @@ function notArchived(first: string, last: string, count: number, occurredAt: str
   };
 }
 
-async function slotConfirmed(client: pg.Client, slot: string): Promise<Lsn | null> {
-  const r = await client.query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-  if (r.rows.length === 0)
+/** The slot's confirmed position; a slot that does not exist is a wrong --slot. */
+async function confirmedOf(client: pg.Client, slot: string): Promise<Lsn | null> {
+  const confirmed = await slotConfirmed(client, slot);
+  if (confirmed === undefined)
     throw new ServiceError(`--reconcile: the database has no replication slot ${slot}: name the shipper's slot with --slot (AUDIT_SLOT)`);
-  return r.rows[0]!.lsn ? parseLsn(r.rows[0]!.lsn) : null;
+  return confirmed;
 }
 
 function cannotRead(err: unknown): Error {

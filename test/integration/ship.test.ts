@@ -425,7 +425,8 @@ describe('ship to a file archive', () => {
     expect(await get('/readyz')).toEqual({ status: 200, body: 'ready\n' });
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
-    expect(metrics).toMatch(/audit_shipper_rows_shipped_total (1[1-9]|[2-9]\d)/);
+    // at least the 10 writes and the read (a pattern on the digits failed on 100-109: a busy log makes many receipts)
+    expect(Number(/audit_shipper_rows_shipped_total (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(11);
     expect(metrics).toMatch(/audit_shipper_slot_lag_bytes \d+/);
     expect(metrics).toMatch(/audit_shipper_upload_seconds_count \d+/);
     const { report, records } = await readArchive(archive, keys.keys);

@@ -14,7 +14,7 @@ import { EXTENSION, identityOf, type LogFile, type LogFiles, type LogReader } fr
 import { JsonlogRecordStream } from './jsonlog.js';
 
 export interface IngestOptions {
-  /** the server's csvlog: its directory, or read over SQL (log-files.ts) */
+  /** the server's csvlog or jsonlog: its directory, or read over SQL (log-files.ts) */
   logs: LogFiles;
   statementMaxLength: number;
   log: Logger;
@@ -136,9 +136,10 @@ export class Ingester {
   /** Returns the offset ingested up to. */
   private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<number> {
     const fh = await this.opts.logs.open(file);
+    const json = file.name.endsWith(EXTENSION.jsonlog);
     try {
       let from = start;
-      const boundary = await recordBoundaryFrom(fh, start, file.size, file.name.endsWith(EXTENSION.jsonlog) ? JSON_RECORD_START : RECORD_START);
+      const boundary = await recordBoundaryFrom(fh, start, file.size, json ? JSON_RECORD_START : RECORD_START);
       if (boundary !== start) {
         // The saved position is not where a record starts: only a changed position does that (the
         // receipts show the jump). Record the bytes up to the next record as unreadable, go on there.
@@ -156,7 +157,7 @@ export class Ingester {
       }
       // Bounded memory whatever a record's size: fields are cut while parsing (csv.ts, jsonlog.ts), and
       // a commit covers the complete records of one read.
-      const parser = file.name.endsWith(EXTENSION.jsonlog) ? new JsonlogRecordStream(from, this.maxFieldBytes) : new CsvRecordStream(from, this.maxFieldBytes);
+      const parser = json ? new JsonlogRecordStream(from, this.maxFieldBytes) : new CsvRecordStream(from, this.maxFieldBytes);
       const buf = Buffer.alloc(this.chunkBytes);
       let hash = createHash('sha256');
       let committed = from;
