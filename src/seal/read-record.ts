@@ -18,6 +18,8 @@ interface ReadMessage {
   at: string;
   pid: number | null;
   application: string | null;
+  /** the partition the row is stored in (layout 2), when the table is partitioned */
+  relation: string | null;
 }
 
 /**
@@ -44,6 +46,8 @@ export function readRow(content: Buffer): { row: RowText; malformed: string | nu
       schema_name: m?.schema ?? null,
       table_name: m?.table ?? null,
       row_id: m?.key ?? null,
+      // Only rows of partitioned tables carry one; other read records keep the fields they always had.
+      ...(m?.relation ? { relation_name: m.relation } : {}),
       session_user_name: m?.sessionUser ?? null,
       current_role_name: m?.currentRole ?? null,
       app_user_id: m?.appUser ?? null,
@@ -59,15 +63,19 @@ const isText = (v: unknown): v is string => typeof v === 'string';
 const orNull = (v: unknown): string | null => (isText(v) && v !== '' ? v : null);
 
 /**
- * Version 9's message (sql/migrations/009): `[1, table, key, session_user, role setting,
- * app.user_id, app.customer_id, statement start, pid, application_name]`. The table is a regclass
- * printed schema-qualified; the role setting is `none` when the session did not SET ROLE (the role
- * in effect is then the login); the time is JSON's ISO 8601 with the session's UTC offset.
+ * Version 9's message (sql/migrations/009), layout 1: `[1, table, key, session_user, role setting,
+ * app.user_id, app.customer_id, statement start, pid, application_name]`; version 11's layout 2 adds
+ * the partition the row is stored in (a regclass, or null when the table is not partitioned). The
+ * table is a regclass printed schema-qualified; the role setting is `none` when the session did not
+ * SET ROLE (the role in effect is then the login); the time is JSON's ISO 8601 with the session's
+ * UTC offset.
  */
 function fromArray(a: unknown[]): ReadMessage | null {
-  const [version, rel, key, su, role, au, ac, at, pid, app] = a;
-  if (version !== 1 || a.length !== 10 || !isText(rel) || !isText(key) || !isText(su) || !isText(role) || !isText(at)) return null;
+  const [version, rel, key, su, role, au, ac, at, pid, app, part] = a;
+  if (!((version === 1 && a.length === 10) || (version === 2 && a.length === 11))) return null;
+  if (!isText(rel) || !isText(key) || !isText(su) || !isText(role) || !isText(at)) return null;
   if (!(au === null || isText(au)) || !(ac === null || isText(ac)) || !(app === null || isText(app)) || !Number.isSafeInteger(pid)) return null;
+  if (!(part === undefined || part === null || (isText(part) && QUALIFIED_NAME.test(part)))) return null;
   const name = splitQualifiedName(rel);
   const time = isoTime(at);
   if (!name || !time) return null;
@@ -82,6 +90,7 @@ function fromArray(a: unknown[]): ReadMessage | null {
     at: time,
     pid: pid as number,
     application: orNull(app),
+    relation: isText(part) ? part : null,
   };
 }
 
@@ -101,6 +110,7 @@ function fromObject(m: Record<string, unknown>): ReadMessage | null {
     at: time,
     pid: Number.isSafeInteger(pid) ? (pid as number) : null,
     application: orNull(app),
+    relation: null,
   };
 }
 

@@ -197,6 +197,31 @@ describe('reads are attributed to what the server had set when they ran', () => 
     ]);
   });
 
+  it('a read of a partition by its own name is attributed when the partitioned table records rows (--reads both: the partition has the policy), and unknown with statements only', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE TABLE clinic.stays (id int, d date, note text, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)');
+      await c.query("CREATE TABLE clinic.stays_2026 PARTITION OF clinic.stays FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+      await c.query(`INSERT INTO clinic.stays VALUES (1, '2026-05-01', 'stay 1')`);
+      await c.query('GRANT SELECT ON clinic.stays, clinic.stays_2026 TO phi_app');
+    });
+    const readPartition = async (tag: string) =>
+      withClient(urlFor(db.name, 'app_login'), async (c) => {
+        await c.query(`SET app.user_id = 'dr.part'`);
+        await c.query(`SET app.customer_id = '31'`);
+        await c.query(`SELECT note FROM clinic.stays_2026 WHERE id = 1 /* case:${tag} */`);
+      });
+    expect((await runCli(['protect', 'clinic.stays'], { DATABASE_URL: db.url })).code).toBe(0);
+    await readPartition('partition-statements');
+    expect((await runCli(['protect', 'clinic.stays', '--reads', 'both'], { DATABASE_URL: db.url })).code).toBe(0);
+    await readPartition('partition-both');
+    const found = await ingestUntil(['partition-statements', 'partition-both']);
+    expect(found.get('partition-statements')).toEqual([{ action: 'SELECT', app_user_id: null, app_customer_id: null, app_context: 'unknown' }]);
+    expect(found.get('partition-both')).toEqual([
+      { action: 'SELECT', app_user_id: 'dr.part', app_customer_id: '31', app_context: expect.not.stringMatching(/^unknown$/) },
+    ]);
+    expect((await runCli(['unprotect', 'clinic.stays'], { DATABASE_URL: db.url })).code).toBe(0);
+  });
+
   it('--read-context off leaves row security alone (COPY FROM works) and records reads as unknown; unprotect restores row security', async () => {
     const rls = (t: string) =>
       withClient(

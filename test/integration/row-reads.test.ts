@@ -521,23 +521,191 @@ describe('protect --reads rows', () => {
 
   it('refuses what would leave reads unrecorded or recorded only in part, saying why', async () => {
     await withClient(db.url, async (c) => {
-      await c.query('CREATE TABLE clinic.visits (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)');
-      await c.query("CREATE TABLE clinic.visits_2026 PARTITION OF clinic.visits FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+      await c.query('CREATE TABLE clinic.stays (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)');
+      await c.query("CREATE TABLE clinic.stays_2026 PARTITION OF clinic.stays FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
     });
-    const partitioned = await runCli(['protect', 'clinic.visits', '--reads', 'rows'], { DATABASE_URL: db.url });
-    expect(partitioned.code).toBe(2);
-    expect(partitioned.stderr).toMatch(/reads of clinic\.visits must keep their statements \(pgaudit\): a read of a partition by its own name/);
+    // A partition protected on its own: a read through its (unprotected) partitioned table checks
+    // only that table's policies, so its rows would go unrecorded without pgaudit's statements.
+    const partition = await runCli(['protect', 'clinic.stays_2026', '--reads', 'rows'], { DATABASE_URL: db.url });
+    expect(partition.code).toBe(2);
+    expect(partition.stderr).toMatch(
+      /reads of clinic\.stays_2026 must keep their statements \(pgaudit\): it is protected on its own, .* protect that table instead/,
+    );
     const noPolicy = await runCli(['protect', 'clinic.scans', '--reads', 'rows', '--read-context', 'off'], { DATABASE_URL: db.url });
     expect(noPolicy.code).toBe(2);
     expect(noPolicy.stderr).toMatch(/--reads rows records rows through the policy that --read-context on installs/);
     // Nothing changed by either.
     const listed = await withClient(
       db.url,
-      async (c) => (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.protected_tables WHERE relid = 'clinic.visits'::regclass`)).rows[0]!.n,
+      async (c) =>
+        (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.protected_tables WHERE relid = 'clinic.stays_2026'::regclass`)).rows[0]!.n,
     );
     expect(listed).toBe(0);
   });
 });
+
+describe('protect --reads rows on a partitioned table', () => {
+  /** The policy audit_read_context of each relation, and whether its row-level security is on and forced. */
+  const policies = (names: string[]) =>
+    withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ rel: string; policy: string | null; rls: boolean; forced: boolean; auditor: boolean }>(
+            `SELECT r::text AS rel, (SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polrelid = r AND polname = 'audit_read_context') AS policy,
+                  c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, has_table_privilege('audit_auditor', r, 'SELECT') AS auditor
+             FROM unnest($1::regclass[]) WITH ORDINALITY AS u(r, o) JOIN pg_class c ON c.oid = r ORDER BY o`,
+            [names],
+          )
+        ).rows,
+    );
+
+  it('records every row read, through the partitioned table or a partition by its own name (one created later too), with the partition; the owner cannot take a partition out', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('CREATE TABLE clinic.visits (id int, at date, body text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)');
+      await c.query("CREATE TABLE clinic.visits_2025 PARTITION OF clinic.visits FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')");
+      await c.query(`INSERT INTO clinic.visits SELECT g, date '2025-03-01' + g, 'v' || g FROM generate_series(1, 5) g`);
+      await c.query(`ALTER TABLE clinic.visits OWNER TO ${OWNER}`);
+      await c.query(`ALTER TABLE clinic.visits_2025 OWNER TO ${OWNER}`);
+      await c.query('GRANT SELECT ON clinic.visits, clinic.visits_2025 TO phi_app');
+    });
+    const r = await runCli(['protect', 'clinic.visits', '--reads', 'rows'], { DATABASE_URL: db.url });
+    expect(r.code, r.stderr).toBe(0);
+    const archive = await newArchive();
+    await drain(archive);
+    // The owner adds a partition: it is covered as it is created, its policy included.
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      await c.query("CREATE TABLE clinic.visits_2026 PARTITION OF clinic.visits FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+      await c.query(`INSERT INTO clinic.visits VALUES (6, '2026-02-01', 'v6'), (7, '2026-02-02', 'v7')`);
+      await c.query('GRANT SELECT ON clinic.visits_2026 TO phi_app');
+    });
+    expect(await policies(['clinic.visits', 'clinic.visits_2025', 'clinic.visits_2026'])).toEqual([
+      {
+        rel: 'clinic.visits',
+        policy: "audit.note_read('" + (await oidOf('clinic.visits')) + "'::oid, concat_ws(','::text, (id)::text, (at)::text), tableoid)",
+        rls: true,
+        forced: true,
+        auditor: false,
+      },
+      {
+        rel: 'clinic.visits_2025',
+        policy: "audit.note_read('" + (await oidOf('clinic.visits')) + "'::oid, concat_ws(','::text, (id)::text, (at)::text), tableoid)",
+        rls: true,
+        forced: true,
+        auditor: false,
+      },
+      {
+        rel: 'clinic.visits_2026',
+        policy: "audit.note_read('" + (await oidOf('clinic.visits')) + "'::oid, concat_ws(','::text, (id)::text, (at)::text), tableoid)",
+        rls: true,
+        forced: true,
+        auditor: false,
+      },
+    ]);
+
+    // Through the partitioned table (rows of both partitions), and each partition by its own name.
+    await as('app_login', 'case-part-parent', (c) => c.query('SELECT body FROM clinic.visits WHERE id IN (2, 6)'), { 'app.customer_id': '41' });
+    await as('app_login', 'case-part-direct', (c) => c.query('SELECT body FROM clinic.visits_2026 WHERE id = 7'));
+    await as('app_login', 'case-part-range', (c) => c.query('SELECT body FROM clinic.visits_2025 WHERE id BETWEEN 3 AND 4'));
+    await as(OWNER, 'case-part-owner', (c) => c.query('SELECT body FROM clinic.visits_2025 WHERE id = 5'));
+
+    // What would let the partition's reads go unrecorded is refused, as on any protected table.
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      for (const attempt of [
+        'DROP POLICY audit_read_context ON clinic.visits_2026',
+        'ALTER POLICY audit_read_context ON clinic.visits_2025 USING (true)',
+        'ALTER TABLE clinic.visits_2026 DISABLE ROW LEVEL SECURITY',
+        'ALTER TABLE clinic.visits_2026 NO FORCE ROW LEVEL SECURITY',
+        'CREATE POLICY mine ON clinic.visits_2025 USING (true)',
+      ]) {
+        await expect(c.query(attempt), attempt).rejects.toThrow(/refused: clinic\.visits_20(25|26) is protected by pg-audit-shipper/);
+      }
+    });
+
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    const seen = (app: string) => readsOf(records, app).map((x) => [x.table_name, x.relation_name ?? null, x.row_id, x.app_customer_id ?? null]);
+    expect(seen('case-part-parent')).toEqual([
+      ['visits', 'clinic.visits_2025', '2,2025-03-03', '41'],
+      ['visits', 'clinic.visits_2026', '6,2026-02-01', '41'],
+    ]);
+    expect(seen('case-part-direct')).toEqual([['visits', 'clinic.visits_2026', '7,2026-02-02', null]]);
+    expect(seen('case-part-range')).toEqual([
+      ['visits', 'clinic.visits_2025', '3,2025-03-04', null],
+      ['visits', 'clinic.visits_2025', '4,2025-03-05', null],
+    ]);
+    expect(seen('case-part-owner')).toEqual([['visits', 'clinic.visits_2025', '5,2025-03-06', null]]);
+    // Protect's own steps on the new partition are not recorded as the owner's commands: the trail
+    // says the owner created it and that it was covered.
+    const writes = new Set(['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']);
+    const events = records
+      .filter((x) => x.op === 'insert' && x.table_name === 'visits' && !writes.has(String(x.action)))
+      .map((x) => [x.action, x.relation_name ?? null]);
+    expect(events).toEqual([
+      ['PROTECT', null],
+      ['PARTITION', 'clinic.visits_2025'],
+      ['ROW READS', null],
+      ['STATEMENT READS', null],
+      ['PARTITION', 'clinic.visits_2026'],
+      ['CREATE TABLE', 'clinic.visits_2026'],
+    ]);
+    expect(records.find((x) => x.action === 'ROW READS' && x.table_name === 'visits')?.statement).toBe(
+      'every row read is recorded with its key (id, at) and its partition, through the replication slot; its partitions, present and future, record theirs alike',
+    );
+    // query finds them under the partition's name too.
+    const byPartition = await queryJson(archive, ['--table', 'visits_2026', '--source', 'row-read']);
+    expect(byPartition.map((e) => e.row_id)).toEqual(['6,2026-02-01', '7,2026-02-02']);
+  });
+
+  it("a detached partition keeps recording its rows, under its own name; statements again, and unprotect, take the partitions' policies away", async () => {
+    const archive = await newArchive();
+    await drain(archive);
+    await withClient(urlFor(db.name, OWNER), (c) => c.query('ALTER TABLE clinic.visits DETACH PARTITION clinic.visits_2025'));
+    await as('app_login', 'case-detached', (c) => c.query('SELECT body FROM clinic.visits_2025 WHERE id = 1'));
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(readsOf(records, 'case-detached').map((x) => [x.table_name, x.relation_name ?? null, x.row_id])).toEqual([['visits_2025', null, '1,2025-03-02']]);
+    expect(records.filter((x) => x.table_name === 'visits_2025' && x.op === 'insert').map((x) => [x.action, x.statement])).toEqual([
+      ['DETACH', expect.stringMatching(/^no longer a partition of clinic\.visits; still protected: ALTER TABLE clinic\.visits DETACH PARTITION/)],
+      ['ROW READS', 'every row read is recorded with its key (id, at), through the replication slot'],
+    ]);
+
+    // A table the owner attaches is covered like one created as a partition, its policy included.
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      await c.query('CREATE TABLE clinic.visits_2027 (LIKE clinic.visits)');
+      await c.query("ALTER TABLE clinic.visits ATTACH PARTITION clinic.visits_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')");
+    });
+    const [parent, attached] = await policies(['clinic.visits', 'clinic.visits_2027']);
+    expect(attached).toEqual({ ...parent, rel: 'clinic.visits_2027' });
+
+    const back = await runCli(['protect', 'clinic.visits', '--reads', 'statements'], { DATABASE_URL: db.url });
+    expect(back.code, back.stderr).toBe(0);
+    expect(await policies(['clinic.visits', 'clinic.visits_2026', 'clinic.visits_2027'])).toEqual([
+      { rel: 'clinic.visits', policy: '( SELECT audit.read_context() AS read_context)', rls: true, forced: true, auditor: true },
+      { rel: 'clinic.visits_2026', policy: null, rls: false, forced: false, auditor: true },
+      { rel: 'clinic.visits_2027', policy: null, rls: false, forced: false, auditor: true },
+    ]);
+    expect((await runCli(['protect', 'clinic.visits', '--reads', 'both'], { DATABASE_URL: db.url })).code).toBe(0);
+    expect((await policies(['clinic.visits_2026']))[0]!.policy).toMatch(/^\(\( SELECT audit\.read_context\(\) AS read_context\) AND audit\.note_read\(/);
+    for (const table of ['clinic.visits', 'clinic.visits_2025']) {
+      const u = await runCli(['unprotect', table], { DATABASE_URL: db.url });
+      expect(u.code, u.stderr).toBe(0);
+    }
+    expect(await policies(['clinic.visits', 'clinic.visits_2025', 'clinic.visits_2026', 'clinic.visits_2027'])).toEqual(
+      ['clinic.visits', 'clinic.visits_2025', 'clinic.visits_2026', 'clinic.visits_2027'].map((rel) => ({
+        rel,
+        policy: null,
+        rls: false,
+        forced: false,
+        auditor: false,
+      })),
+    );
+  });
+});
+
+const oidOf = (name: string) => withClient(db.url, async (c) => (await c.query<{ oid: string }>('SELECT $1::regclass::oid::text AS oid', [name])).rows[0]!.oid);
 
 describe('an upgrade from version 8 (object messages, the policy held by its text)', () => {
   it('reads messages written before and after it alike, and keeps guarding the policy, now by its tree', async () => {
@@ -553,10 +721,15 @@ describe('an upgrade from version 8 (object messages, the policy held by its tex
     // Back to version 8 as it was installed: its functions, and every table's row reads held by the
     // policy's text (version 8's set_row_reads made the same policy as --reads both does).
     const v8 = await readFile(new URL('../../sql/migrations/008_row_reads.sql', import.meta.url), 'utf8');
+    let later: string[] = [];
     await withClient(db.url, async (c) => {
       await c.query('BEGIN');
       await c.query('ALTER EVENT TRIGGER audit_guard_protected_ddl DISABLE'); // no DDL guard while the clock goes back
-      await c.query(`DELETE FROM audit.schema_migrations WHERE id = 'migrations/009_row_reads_only'`);
+      later = (
+        await c.query<{ id: string }>(`DELETE FROM audit.schema_migrations WHERE id > 'migrations/008_row_reads' AND id LIKE 'migrations/%' RETURNING id`)
+      ).rows
+        .map((m) => m.id)
+        .sort();
       await c.query(`UPDATE audit.protected_tables pt SET row_reads = (SELECT pg_get_expr(polqual, polrelid) FROM pg_policy
                       WHERE polrelid = pt.relid AND polname = 'audit_read_context') WHERE row_reads IS NOT NULL`);
       await c.query(v8);
@@ -566,7 +739,8 @@ describe('an upgrade from version 8 (object messages, the policy held by its tex
     await as('app_login', 'case-v8', (c) => c.query('SELECT body FROM clinic.legacy WHERE id = 4'), { 'app.user_id': 'dr.old' });
     const up = await runCli(['init'], { DATABASE_URL: db.url });
     expect(up.code, up.stderr).toBe(0);
-    expect(up.stdout).toBe('applied migrations/009_row_reads_only\n');
+    expect(later[0]).toBe('migrations/009_row_reads_only');
+    expect(up.stdout).toBe(`applied ${later.join(', ')}\n`);
     await as('app_login', 'case-v9', (c) => c.query('SELECT body FROM clinic.legacy WHERE id = 4'), { 'app.user_id': 'dr.new' });
     await withClient(urlFor(db.name, OWNER), async (c) => {
       await c.query('ALTER TABLE clinic.legacy RENAME COLUMN id TO legacy_id'); // followed

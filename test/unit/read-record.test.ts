@@ -70,6 +70,31 @@ describe('a row read, from the message audit.note_read() writes', () => {
     });
   });
 
+  it('names the partition a row is stored in (layout 2, sql/migrations/011) as relation_name, as the write triggers do', () => {
+    // As PostgreSQL 15 printed it for a read through the partitioned table clinic.visits.
+    const content = Buffer.from(
+      '[2, "clinic.visits", "7,2026-02-01", "app_login", "none", null, "7", "2026-11-29T03:46:23.6925+00:00", 24358, "psql", "clinic.\\"Visits 2026\\""]',
+    );
+    expect(readRow(content)).toEqual({
+      row: {
+        ...fields,
+        occurred_at: '2026-11-29 03:46:23.6925+00',
+        schema_name: 'clinic',
+        table_name: 'visits',
+        row_id: '7,2026-02-01',
+        relation_name: 'clinic."Visits 2026"',
+        current_role_name: 'app_login',
+        app_user_id: null,
+        application_name: 'psql',
+      },
+      malformed: null,
+    });
+    // A table that is not partitioned, through the same function: no relation_name, as in layout 1.
+    const plain = readRow(Buffer.from(JSON.stringify([2, 'public.t', '1', 'u', 'none', null, null, '2026-11-29T03:46:23+00:00', 1, 'psql', null])));
+    expect(plain.malformed).toBeNull();
+    expect(Object.keys(plain.row)).not.toContain('relation_name');
+  });
+
   it('keeps a message it cannot read whole, as malformed', () => {
     const good = [1, 'public.t', '1', 'u', 'none', null, null, '2026-11-29T03:46:23+00:00', 1, 'psql'];
     const unreadable = [
@@ -78,8 +103,11 @@ describe('a row read, from the message audit.note_read() writes', () => {
       '[1]',
       '{"s":"public"}',
       '{"s":"a","t":"b","k":"1","su":"u","cu":"u","at":"yesterday"}',
-      JSON.stringify([2, ...good.slice(1)]), // a layout this version does not know
-      JSON.stringify([...good, 'extra']),
+      JSON.stringify([2, ...good.slice(1)]), // layout 2 without its partition
+      JSON.stringify([3, ...good.slice(1), null]), // a layout this version does not know
+      JSON.stringify([...good, 'extra']), // layout 1 with a partition
+      JSON.stringify([2, ...good.slice(1), 'visits_2026']), // a partition not schema-qualified
+      JSON.stringify([2, ...good.slice(1), 42]),
       JSON.stringify(good.map((v, i) => (i === 1 ? 'customers' : v))), // not schema-qualified
       JSON.stringify(good.map((v, i) => (i === 2 ? 7 : v))), // key not text
       JSON.stringify(good.map((v, i) => (i === 7 ? '2026-11-29 03:46:23' : v))), // no offset
