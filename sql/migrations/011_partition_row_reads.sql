@@ -38,7 +38,8 @@ $fn$;
 ALTER FUNCTION audit.note_read(oid, text, oid) OWNER TO audit_owner;
 GRANT EXECUTE ON FUNCTION audit.note_read(oid, text, oid) TO PUBLIC; -- the policy runs as whoever reads
 
--- Intact: as version 9's, for partitions too (their row holds their own policy's tree).
+-- Intact: as version 9's, for partitions too (their row holds their own policy's tree), whose
+-- row-level security must also stay forced: their owner could otherwise read them by name unrecorded.
 CREATE OR REPLACE FUNCTION audit.read_context_intact(rel oid, mode text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
   SELECT EXISTS (
@@ -49,7 +50,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
        AND CASE WHEN pt.row_reads IS NULL THEN pg_get_expr(p.polqual, p.polrelid) = '( SELECT audit.read_context() AS read_context)'
                 ELSE audit.policy_tree(rel) = pt.row_reads END
        AND pg_get_expr(p.polwithcheck, p.polrelid) = '( SELECT audit.read_context() AS read_context)'
-       AND c.relrowsecurity AND (mode = 'restrictive' OR c.relforcerowsecurity))
+       AND c.relrowsecurity AND (mode = 'restrictive' AND pt.part_of IS NULL OR c.relforcerowsecurity))
 $fn$;
 REVOKE ALL ON FUNCTION audit.read_context_intact(oid, text) FROM PUBLIC;
 
@@ -96,6 +97,13 @@ BEGIN
     EXECUTE format('REVOKE SELECT ON %s FROM audit_auditor', part::regclass);
   END IF;
   IF t.row_reads IS NOT NULL THEN
+    -- A table with row-level security of its own gets the policy as a restrictive one and keeps its
+    -- FORCE as it is; unforced, its owner's reads of it by name would skip every policy, unrecorded.
+    -- An owner could attach such a table on purpose: refused, with what to do instead.
+    IF EXISTS (SELECT FROM pg_class WHERE oid = part AND relrowsecurity AND NOT relforcerowsecurity) THEN
+      RAISE EXCEPTION 'refused: % records its rows read, and its partition % has row-level security that is not forced, so its owner''s reads of it would go unrecorded', top::regclass, part::regclass
+        USING ERRCODE = 'insufficient_privilege', HINT = format('ALTER TABLE %s FORCE ROW LEVEL SECURITY first', part::regclass);
+    END IF;
     ctx := audit.install_read_context(part);
     EXECUTE format('ALTER POLICY audit_read_context ON %s USING (%s)', part::regclass,
       audit.reads_policy(part, top, t.key_columns, t.statement_reads, true));

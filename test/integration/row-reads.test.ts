@@ -679,13 +679,29 @@ describe('protect --reads rows on a partitioned table', () => {
     });
     const [parent, attached] = await policies(['clinic.visits', 'clinic.visits_2027']);
     expect(attached).toEqual({ ...parent, rel: 'clinic.visits_2027' });
+    // A table with row-level security of its own, not forced, would let its owner read it by name
+    // unrecorded: attaching it is refused; forced, it is covered, the policy restrictive beside its own.
+    await withClient(urlFor(db.name, OWNER), async (c) => {
+      await c.query('CREATE TABLE clinic.visits_2028 (LIKE clinic.visits)');
+      await c.query('ALTER TABLE clinic.visits_2028 ENABLE ROW LEVEL SECURITY');
+      await c.query('CREATE POLICY own ON clinic.visits_2028 USING (true)');
+      const attach = "ALTER TABLE clinic.visits ATTACH PARTITION clinic.visits_2028 FOR VALUES FROM ('2028-01-01') TO ('2029-01-01')";
+      await expect(c.query(attach)).rejects.toThrow(
+        /refused: clinic\.visits records its rows read, and its partition clinic\.visits_2028 has row-level security that is not forced/,
+      );
+      await c.query('ALTER TABLE clinic.visits_2028 FORCE ROW LEVEL SECURITY');
+      await c.query(attach);
+      await expect(c.query('ALTER TABLE clinic.visits_2028 NO FORCE ROW LEVEL SECURITY')).rejects.toThrow(/refused: clinic\.visits_2028 is protected/);
+    });
+    expect((await policies(['clinic.visits_2028']))[0]).toEqual({ ...parent, rel: 'clinic.visits_2028' });
 
     const back = await runCli(['protect', 'clinic.visits', '--reads', 'statements'], { DATABASE_URL: db.url });
     expect(back.code, back.stderr).toBe(0);
-    expect(await policies(['clinic.visits', 'clinic.visits_2026', 'clinic.visits_2027'])).toEqual([
+    expect(await policies(['clinic.visits', 'clinic.visits_2026', 'clinic.visits_2027', 'clinic.visits_2028'])).toEqual([
       { rel: 'clinic.visits', policy: '( SELECT audit.read_context() AS read_context)', rls: true, forced: true, auditor: true },
       { rel: 'clinic.visits_2026', policy: null, rls: false, forced: false, auditor: true },
       { rel: 'clinic.visits_2027', policy: null, rls: false, forced: false, auditor: true },
+      { rel: 'clinic.visits_2028', policy: null, rls: true, forced: true, auditor: true },
     ]);
     expect((await runCli(['protect', 'clinic.visits', '--reads', 'both'], { DATABASE_URL: db.url })).code).toBe(0);
     expect((await policies(['clinic.visits_2026']))[0]!.policy).toMatch(/^\(\( SELECT audit\.read_context\(\) AS read_context\) AND audit\.note_read\(/);
