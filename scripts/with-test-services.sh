@@ -4,6 +4,7 @@
 # runs CMD with their coordinates in the environment, and stops them whatever CMD's outcome.
 #   TEST_DATABASE_URL, TEST_PG_LOG_DIR, TEST_PG_SOCKET_DIR  a PostgreSQL 15 cluster (pgaudit, wal_level=logical)
 #   TEST_S3_ENDPOINT, TEST_S3_REGION, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY  Ceph radosgw with Object Lock
+#   TEST_CHROMIUM  Debian's chromium, for the console's browser tests (installed if missing, as root)
 # Set TEST_SERVICES=pg to start PostgreSQL only (quicker unit-level work).
 #
 # Where a container runtime answers (Docker on a laptop, a hosted CI), the services run as
@@ -12,7 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { echo "usage: with-test-services.sh CMD [ARGS...]" >&2; exit 2; }
-want=${TEST_SERVICES:-pg,s3}
+want=${TEST_SERVICES:-pg,s3,browser}
 
 backend=${TEST_BACKEND:-}
 if [ -z "$backend" ]; then
@@ -20,7 +21,12 @@ if [ -z "$backend" ]; then
 fi
 if [ "$backend" = containers ]; then
   echo "test services: containers (testcontainers: PostgreSQL from docker/postgres, MinIO)" >&2
-  TEST_BACKEND=containers exec "$@"
+  TEST_BACKEND=containers exec if [[ ,$want, == *,browser,* ]]; then
+  TEST_CHROMIUM=$(bash "$here/test-services/browser.sh")
+  export TEST_CHROMIUM
+fi
+
+"$@"
 fi
 echo "test services: local processes (no container runtime answered)" >&2
 
@@ -50,6 +56,11 @@ if [[ ,$want, == *,s3,* ]] && [ -f "$here/test-services/s3.sh" ]; then
   # on a busy machine usually comes up the second time.
   s3env=$(bash "$here/test-services/s3.sh" start "$dir/s3") || { sleep 3; s3env=$(bash "$here/test-services/s3.sh" start "$dir/s3"); }
   while IFS='=' read -r k v; do [ -n "$k" ] && export "TEST_$k=$v"; done <<<"$s3env"
+fi
+
+if [[ ,$want, == *,browser,* ]]; then
+  TEST_CHROMIUM=$(bash "$here/test-services/browser.sh")
+  export TEST_CHROMIUM
 fi
 
 "$@"

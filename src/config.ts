@@ -156,6 +156,18 @@ const throughRef = z.string().transform((v, ctx): { seq: number } | { sealedBefo
   return { sealedBefore: new Date(ms).toISOString() };
 });
 
+/** host:port to listen on; an IPv6 host in brackets ([::1]:8080). */
+const listenAddress = z.string().transform((v, ctx) => {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `takes host:port such as 127.0.0.1:8080 or [::1]:8080, not ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  const host = (m[1] ?? m[2])!;
+  return { host, port, loopback: host === 'localhost' || host === '::1' || /^127\./.test(host) };
+});
+
 /** One or more files: the flag repeated, or the variable's comma-separated list. */
 const fileList = z
   .union([z.array(z.string()), z.string()])
@@ -455,6 +467,53 @@ export const SETTINGS = {
     value: 'name',
     type: z.string().min(1).optional(),
     description: 'the person acknowledging, when the database login is shared (recorded as app_user_id)',
+  },
+  // console
+  listen: {
+    flag: '--listen',
+    env: 'AUDIT_CONSOLE_LISTEN',
+    value: 'host:port',
+    default: '127.0.0.1:8080',
+    description: 'where the console listens (port 0: any free port, logged; an address other than loopback needs --tls-cert and --tls-key)',
+    type: listenAddress,
+  },
+  accounts: {
+    flag: '--accounts',
+    env: 'AUDIT_CONSOLE_ACCOUNTS',
+    value: 'file',
+    description: 'the local accounts file (pg-audit-shipper console-account writes its lines)',
+    example: '/etc/pg-audit-shipper/console-accounts',
+    type: z.string().min(1),
+  },
+  tlsCert: {
+    flag: '--tls-cert',
+    env: 'AUDIT_CONSOLE_TLS_CERT',
+    value: 'pem',
+    description: 'serve HTTPS with this certificate (PEM, chain included)',
+    type: z.string().min(1).optional(),
+  },
+  tlsKey: {
+    flag: '--tls-key',
+    env: 'AUDIT_CONSOLE_TLS_KEY',
+    value: 'pem',
+    description: "the certificate's private key (PEM)",
+    type: z.string().min(1).optional(),
+  },
+  sessionTtl: {
+    flag: '--session-ttl',
+    env: 'AUDIT_CONSOLE_SESSION_TTL',
+    value: 'duration',
+    default: '30m',
+    description: 'a session ends after this long without a request',
+    type: durationMs(60_000),
+  },
+  verifyEvery: {
+    flag: '--verify-every',
+    env: 'AUDIT_CONSOLE_VERIFY_EVERY',
+    value: 'duration',
+    default: '15m',
+    description: 'the status page verifies the whole archive again this often (and on demand)',
+    type: durationMs(60_000),
   },
 } as const satisfies Record<string, SettingSpec>;
 

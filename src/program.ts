@@ -6,6 +6,7 @@ import { registerVerifyCommand } from './commands/verify.js';
 import { registerAcknowledgeCommand } from './commands/acknowledge.js';
 import { registerRetentionCommand } from './commands/retention.js';
 import { registerQueryCommands } from './commands/query.js';
+import { registerConsoleCommands } from './commands/console.js';
 import { VERSION } from './paths.js';
 
 /**
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerAcknowledgeCommand(program);
   registerRetentionCommand(program);
   registerQueryCommands(program);
+  registerConsoleCommands(program);
   registerDemoCommand(program);
   const override = (cmd: Command): void => {
     cmd.exitOverride();

@@ -71,7 +71,10 @@ export async function ensureLoginRoles(): Promise<void> {
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingest_login') THEN CREATE ROLE ingest_login LOGIN; END IF;
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ship_ingest_login') THEN CREATE ROLE ship_ingest_login LOGIN REPLICATION; END IF;
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'review_login') THEN CREATE ROLE review_login LOGIN; END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'console_login') THEN CREATE ROLE console_login LOGIN; END IF;
     END $$`);
+    // The compliance console records its use (audit_console) and acknowledges findings (audit_reviewer).
+    await c.query('GRANT audit_console, audit_reviewer TO console_login');
     await c.query('GRANT audit_reviewer TO review_login');
     await c.query('GRANT phi_app TO app_login');
     await c.query('GRANT audit_shipper TO ship_login');

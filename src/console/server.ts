@@ -1,0 +1,329 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from '../log.js';
+import { csvLine, CSV_HEADER } from '../query/format.js';
+import { describe, type Query } from '../query/filter.js';
+import { formatHead } from '../verify/chain.js';
+import type { StorageReport } from '../verify/storage-s3.js';
+import { checkPassword, type Account } from './accounts.js';
+import { html } from './html.js';
+import { CONSOLE_CSS } from './style.js';
+import { FormError, one, queryFrom, reportQueryFrom, type FormBody } from './form.js';
+import { layout, loginPage, messagePage, reportFormPage, reportPage, resultsPage, searchPage, statusPage, type PageContext, type Viewer } from './pages.js';
+import type { Recorder } from './recorder.js';
+import { reportPdf } from './report-pdf.js';
+import { evidenceZip, searchAll, searchPage as runSearch, SearchCancelled, type Archive, type Found } from './search.js';
+import { checkStatus, type Status } from './status.js';
+
+export interface ConsoleOptions {
+  archive: Archive;
+  accounts: Map<string, Account>;
+  recorder: Recorder;
+  /** the storage's locks, read with each verification (null: a local directory) */
+  storage: () => Promise<StorageReport | null>;
+  sessionTtlMs: number;
+  /** how often the status page's verification runs again on its own */
+  refreshMs: number;
+  tls: { key: Buffer; cert: Buffer } | null;
+  log: Logger;
+  now?: () => Date;
+}
+
+/** Events one page of results shows. */
+export const PAGE_SIZE = 50;
+/** Accesses a report page or PDF lists; the CSV lists every one. */
+export const REPORT_ROWS = 10_000;
+
+declare module 'fastify' {
+  interface Session {
+    viewer?: Viewer;
+  }
+}
+
+/** The latest verification, run again every `refreshMs` and on demand, one run at a time. */
+class StatusKeeper {
+  status: Status | null = null;
+  error: string | null = null;
+  private running: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly o: ConsoleOptions) {}
+
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  refresh(): Promise<void> {
+    this.running ??= checkStatus(this.o.archive.reader, {
+      keys: this.o.archive.keys,
+      ...(this.o.archive.workers !== undefined ? { workers: this.o.archive.workers } : {}),
+      storage: this.o.storage,
+      ...(this.o.now ? { now: this.o.now } : {}),
+    })
+      .then((s) => {
+        this.status = s;
+        this.error = null;
+        this.o.log.info({ findings: s.findings.length, files: s.chain.files, seconds: s.seconds }, 'console: archive verified');
+      })
+      .catch((err: unknown) => {
+        this.error = err instanceof Error ? err.message : String(err);
+        this.o.log.error({ err: this.error }, 'console: verification could not run');
+      })
+      .finally(() => {
+        this.running = null;
+      });
+    return this.running;
+  }
+
+  start(): void {
+    void this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.o.refreshMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+}
+
+/**
+ * The compliance console: a read-only web application over the archive (status, search, patient
+ * access reports, evidence), each answer verified as `verify` and `query` verify it, and each use
+ * recorded in audit_log before it is shown. Server-rendered HTML and no script: filters travel in
+ * POST bodies, never in URLs, and no page is cached.
+ */
+export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyInstance; keeper: StatusKeeper }> {
+  const { default: Fastify } = await import('fastify');
+  const { default: cookie } = await import('@fastify/cookie');
+  const { default: session } = await import('@fastify/session');
+  const { default: csrf } = await import('@fastify/csrf-protection');
+  const { default: helmet } = await import('@fastify/helmet');
+  const { default: formbody } = await import('@fastify/formbody');
+  const now = o.now ?? (() => new Date());
+  const app = Fastify({ logger: false, ...(o.tls ? { https: o.tls } : {}), trustProxy: false });
+  const keeper = new StatusKeeper(o);
+
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'none'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'"],
+        formAction: ["'self'"],
+        frameAncestors: ["'none'"],
+        baseUri: ["'none'"],
+      },
+    },
+    referrerPolicy: { policy: 'no-referrer' },
+    hsts: o.tls !== null,
+  });
+  await app.register(formbody);
+  await app.register(cookie);
+  await app.register(session, {
+    secret: randomBytes(32).toString('base64'),
+    cookieName: 'console_session',
+    saveUninitialized: false,
+    cookie: { secure: o.tls !== null, httpOnly: true, sameSite: 'strict', maxAge: o.sessionTtlMs, path: '/' },
+  });
+  await app.register(csrf, { sessionPlugin: '@fastify/session' });
+
+  // Pages hold PHI: nothing is kept by the browser or a proxy.
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (!req.url.startsWith('/static/')) reply.header('cache-control', 'no-store');
+    return payload;
+  });
+
+  const ctx = async (req: FastifyRequest, reply: FastifyReply): Promise<PageContext> => ({
+    viewer: req.session.viewer ?? null,
+    csrf: await reply.generateCsrf(),
+    recording: o.recorder.recording,
+    archive: o.archive.location,
+  });
+  const send = (reply: FastifyReply, page: string, status = 200) => reply.code(status).type('text/html; charset=utf-8').send(page);
+
+  const signedIn = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!req.session.viewer) return reply.redirect('/login', 303);
+  };
+  const investigator = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!req.session.viewer) return reply.redirect('/login', 303);
+    if (req.session.viewer.role !== 'investigator') {
+      return send(
+        reply,
+        messagePage(
+          await ctx(req, reply),
+          'Not allowed',
+          `Your role is ${req.session.viewer.role}: it shows the status only. Searches, reports and evidence need the investigator role.`,
+        ),
+        403,
+      );
+    }
+  };
+  // The token travels in the form body, which is parsed after onRequest: checked before the handler.
+  const guarded = { preHandler: app.csrfProtection };
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const e = err as { code?: string; statusCode?: number; message: string };
+    if (e.code === 'FST_CSRF_INVALID_TOKEN' || e.code === 'FST_CSRF_MISSING_SECRET') {
+      return send(
+        reply,
+        messagePage(await ctx(req, reply), 'Form expired', 'This form expired or did not come from this console: open the page again and resend it.'),
+        403,
+      );
+    }
+    o.log.error({ err: e.message, url: req.url }, 'console: request failed');
+    return send(reply, messagePage(await ctx(req, reply), 'Something went wrong', e.message), e.statusCode && e.statusCode < 600 ? e.statusCode : 500);
+  });
+
+  app.get('/static/console.css', async (_req, reply) => reply.type('text/css').header('cache-control', 'max-age=3600').send(CONSOLE_CSS));
+
+  app.get('/login', async (req, reply) => send(reply, loginPage(await ctx(req, reply), null)));
+  app.post('/login', guarded, async (req, reply) => {
+    const b = req.body as FormBody;
+    const name = one(b, 'name');
+    const account = o.accounts.get(name);
+    const ok = await checkPassword(typeof b.password === 'string' ? b.password : '', account?.hash);
+    if (!ok || !account) {
+      o.log.warn({ account: name.slice(0, 64) }, 'console: sign-in refused');
+      return send(reply, loginPage(await ctx(req, reply), 'That account and password do not match.'), 401);
+    }
+    await req.session.regenerate(); // a new session id at sign-in: none fixed beforehand carries over
+    req.session.viewer = { name: account.name, role: account.role };
+    o.log.info({ account: account.name, role: account.role }, 'console: signed in');
+    return reply.redirect('/', 303);
+  });
+  app.post('/logout', guarded, async (req, reply) => {
+    await req.session.destroy();
+    return reply.redirect('/login', 303);
+  });
+
+  app.get('/', { onRequest: signedIn }, async (req, reply) => send(reply, statusPage(await ctx(req, reply), keeper.status, keeper.busy, keeper.error, now())));
+  app.post('/verify', { onRequest: signedIn, preHandler: app.csrfProtection }, async (_req, reply) => {
+    void keeper.refresh();
+    return reply.redirect('/', 303);
+  });
+
+  app.get('/search', { onRequest: investigator }, async (req, reply) => send(reply, searchPage(await ctx(req, reply), null, null)));
+  app.post('/search', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
+    const b = req.body as FormBody;
+    const c = await ctx(req, reply);
+    let q: Query;
+    try {
+      q = queryFrom(b);
+    } catch (err) {
+      if (err instanceof FormError) return send(reply, searchPage(c, null, err.message), 400);
+      throw err;
+    }
+    const offset = Math.max(0, Number.parseInt(one(b, 'offset') || '0', 10) || 0);
+    const r = await runSearch(o.archive, q, { offset, limit: PAGE_SIZE }, abortOnClose(reply));
+    await o.recorder.record('CONSOLE SEARCH', c.viewer!.name, q.customer, { question: describe(q), query: q, offset, results: r.total });
+    return send(reply, resultsPage(c, q, { ...r, offset, limit: PAGE_SIZE, failed: r.report.findings.length > 0 }));
+  });
+
+  app.get('/report', { onRequest: investigator }, async (req, reply) => send(reply, reportFormPage(await ctx(req, reply), null, null)));
+  const reportOf = async (req: FastifyRequest, reply: FastifyReply, c: PageContext): Promise<Query | null> => {
+    try {
+      return reportQueryFrom(req.body as FormBody);
+    } catch (err) {
+      if (err instanceof FormError) {
+        await send(reply, reportFormPage(c, err.message, null), 400);
+        return null;
+      }
+      throw err;
+    }
+  };
+  const collect = async (reply: FastifyReply, q: Query) => {
+    const events: Found[] = [];
+    let total = 0;
+    const { report, summary } = await searchAll(
+      o.archive,
+      q,
+      (f) => {
+        total++;
+        if (events.length < REPORT_ROWS) events.push(f);
+      },
+      abortOnClose(reply),
+    );
+    const head = keeper.status?.chain.head ? formatHead(keeper.status.chain.head.file_seq, keeper.status.chain.headSha256!) : null;
+    return { events, total, truncated: total > events.length, summary, head, report, madeAt: now().toISOString() };
+  };
+  const reportRoute = (path: string, kind: 'html' | 'pdf') =>
+    app.post(path, { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
+      const c = await ctx(req, reply);
+      const q = await reportOf(req, reply, c);
+      if (!q) return reply;
+      const r = await collect(reply, q);
+      await o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: kind, results: r.total, head: r.head });
+      if (kind === 'html') return send(reply, reportPage(c, q, { ...r, by: c.viewer!.name }));
+      const pdf = await reportPdf(q, { ...r, by: c.viewer!.name });
+      return reply.type('application/pdf').header('content-disposition', 'attachment; filename="access-report.pdf"').send(pdf);
+    });
+  reportRoute('/report', 'html');
+  reportRoute('/report.pdf', 'pdf');
+  app.post('/report.csv', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
+    const c = await ctx(req, reply);
+    const q = await reportOf(req, reply, c);
+    if (!q) return reply;
+    // The same columns as `query --format csv`, every access (no row limit): built in memory, one line per access.
+    const lines: string[] = [CSV_HEADER];
+    const { report } = await searchAll(o.archive, q, (f) => void lines.push(csvLine(f.record)), abortOnClose(reply));
+    await o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: 'csv', results: report.matches });
+    return reply
+      .type('text/csv; charset=utf-8')
+      .header('content-disposition', 'attachment; filename="access-report.csv"')
+      .send(`${lines.join('\n')}\n`);
+  });
+
+  app.post('/evidence.zip', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
+    const c = await ctx(req, reply);
+    let q: Query;
+    try {
+      q = queryFrom(req.body as FormBody);
+    } catch (err) {
+      if (err instanceof FormError) return send(reply, searchPage(c, null, err.message), 400);
+      throw err;
+    }
+    const { zip, events } = await evidenceZip(o.archive, q, `pg-audit-shipper console, ${c.viewer!.name}`, abortOnClose(reply));
+    await o.recorder.record('CONSOLE EVIDENCE', c.viewer!.name, q.customer, { question: describe(q), query: q, results: events });
+    return reply.type('application/zip').header('content-disposition', 'attachment; filename="evidence.zip"').send(Buffer.from(zip));
+  });
+
+  app.post('/acknowledge', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
+    const b = req.body as FormBody;
+    const c = await ctx(req, reply);
+    const finding = one(b, 'finding');
+    const reason = one(b, 'reason');
+    if (!/^record:[1-9]\d*$/.test(finding) || reason.length < 10) {
+      return send(
+        reply,
+        messagePage(c, 'Not acknowledged', 'Give the finding id and a reason of at least 10 characters: the reason is archived with the acknowledgement.'),
+        400,
+      );
+    }
+    const id = await o.recorder.acknowledge(finding, reason, c.viewer!.name);
+    return send(
+      reply,
+      messagePage(
+        c,
+        'Acknowledged',
+        `${finding} is acknowledged as audit event ${id}. Once it is shipped, the next verification reports the finding as acknowledged.`,
+        'info',
+      ),
+    );
+  });
+
+  app.setNotFoundHandler(async (req, reply) => send(reply, layout(await ctx(req, reply), 'Not found', html`<p>There is no such page.</p>`), 404));
+  return { app, keeper };
+}
+
+/** Aborts when the person closes the page: a search over years stops reading instead of finishing for nobody. */
+function abortOnClose(reply: FastifyReply): AbortSignal {
+  const ac = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) ac.abort();
+  });
+  return ac.signal;
+}
+
+export { SearchCancelled };

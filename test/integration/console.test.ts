@@ -1,0 +1,361 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { unzipSync } from 'fflate';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeKeys, readArchive, shipArgs, tempArchiveDir, type TestKeys } from '../helpers/archive.js';
+import { CLI, runCli } from '../helpers/cli.js';
+import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { clinicWorkload } from '../helpers/workload.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
+
+/**
+ * The compliance console end to end, in a real browser: Debian's chromium, headless, driven by
+ * playwright-core with the system executable (nothing is downloaded). The archive is the real
+ * shipper's, from a clinic workload on the real PostgreSQL; the console's answers are compared with
+ * the database and with `query`, its downloads are opened and checked, and its own use is followed
+ * into audit_log and the archive.
+ */
+const CHROMIUM = process.env.TEST_CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = path.join(PACKAGE_ROOT, 'docs', 'console');
+const PASSWORD = 'correct horse battery staple';
+/** The report's six years, ending next year: they hold every event of this run. */
+const TO = `${new Date().getUTCFullYear() + 1}-01-01`;
+const FROM = `${new Date().getUTCFullYear() - 5}-01-01`;
+
+let keys: TestKeys;
+let db: { name: string; url: string };
+let archive: string;
+let accounts: string;
+let browser: Browser;
+const consoles: ChildProcess[] = [];
+
+async function drain(): Promise<void> {
+  const r = await runCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, '--drain', '--batch-max-records', '80'] }), {
+    DATABASE_URL: urlFor(db.name, 'ship_login'),
+  });
+  expect(r.code, r.stderr).toBe(0);
+}
+
+/** `console-account NAME --role ROLE`, the password on stdin as an operator would pipe it. */
+async function addAccount(name: string, role: string, password = PASSWORD): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, 'console-account', name, '--role', role, '--accounts', accounts], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += String(d)));
+  child.stderr.on('data', (d) => (stderr += String(d)));
+  child.stdin.end(`${password}\n`);
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  return { code, stdout, stderr };
+}
+
+/** Start a console on a free port; resolves with its URL once it listens (from its JSON log line). */
+async function startConsole(archiveDir: string, extra: string[] = []): Promise<string> {
+  // Not startCli: the suite's setup stops every CLI it started after each test, and this one serves several.
+  const child = spawn(
+    process.execPath,
+    [CLI, 'console', '--archive', `file://${archiveDir}`, '--verify-key', keys.verifyKey, '--accounts', accounts, '--listen', '127.0.0.1:0', ...extra],
+    { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  consoles.push(child);
+  return new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += String(d);
+      const m = /"url":"(http:\/\/127\.0\.0\.1:\d+\/)"/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`console exited ${code}: ${err}`)));
+  });
+}
+
+async function signIn(page: Page, base: string, name: string, password = PASSWORD): Promise<void> {
+  await page.goto(`${base}login`);
+  await page.fill('#name', name);
+  await page.fill('#password', password);
+  await page.click('button[type=submit]');
+}
+
+/** The status page once its first verification is in (it reloads itself until then). */
+async function statusOf(page: Page, base: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    await page.goto(base);
+    const text = await page.textContent('main');
+    if (text && !/Verifying the archive for the first time|Not verified yet/.test(text)) return text;
+    await page.waitForTimeout(200);
+  }
+  throw new Error('the status page never showed a verification');
+}
+
+/** axe-core in the page: serious and critical violations (WCAG rules axe checks by default). */
+async function accessibilityProblems(page: Page): Promise<string[]> {
+  // Evaluated through the browser's debugging protocol: the console's CSP (rightly) refuses a script tag.
+  await page.evaluate(await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8'));
+  const result = (await page.evaluate(() => (globalThis as unknown as { axe: { run: () => Promise<unknown> } }).axe.run())) as {
+    violations: { id: string; impact: string; help: string; nodes: unknown[] }[];
+  };
+  return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.help} (${v.nodes.length})`);
+}
+
+/** audit_log ids answering a WHERE clause, bookkeeping left out: the ground truth. */
+async function truth(where: string): Promise<string[]> {
+  return withClient(db.url, async (c) =>
+    (
+      await c.query<{ id: string }>(`SELECT id::text FROM audit.audit_log WHERE source NOT IN ('ingest', 'attest') AND (${where}) ORDER BY audit_log.id`)
+    ).rows.map((r) => r.id),
+  );
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `no browser at ${CHROMIUM}: install Debian's chromium (apt-get install chromium), as scripts/with-test-services.sh does, or set TEST_CHROMIUM`,
+    );
+  }
+  keys = await makeKeys();
+  db = await freshDatabase('console');
+  archive = await tempArchiveDir();
+  accounts = path.join(await mkdtemp(path.join(tmpdir(), 'console-accounts-')), 'accounts');
+  await drain();
+  await clinicWorkload(db, 120);
+  await drain();
+  for (const [name, role] of [
+    ['ivy', 'investigator'],
+    ['vic', 'viewer'],
+  ]) {
+    const r = await addAccount(name!, role!);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`added console account ${name} (${role}) in ${accounts}\n`);
+  }
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  await mkdir(SHOTS, { recursive: true });
+}, 240_000);
+
+afterAll(async () => {
+  await browser?.close();
+  for (const c of consoles) c.kill('SIGTERM');
+});
+
+describe('console accounts', () => {
+  it('keeps passwords hashed (scrypt) in a 0600 file, refuses short passwords and names that are not names', async () => {
+    const text = await readFile(accounts, 'utf8');
+    expect(text).not.toContain(PASSWORD);
+    expect(text).toMatch(/^ivy:investigator:scrypt:32768:8:1:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/m);
+    const { mode } = await import('node:fs/promises').then((f) => f.stat(accounts));
+    expect(mode & 0o777).toBe(0o600);
+    expect(await addAccount('bob', 'viewer', 'short')).toMatchObject({ code: 2, stderr: expect.stringMatching(/at least 12 characters/) });
+    expect(await addAccount('bob smith', 'viewer')).toMatchObject({ code: 2, stderr: expect.stringMatching(/account name "bob smith" is not one/) });
+  });
+
+  it('refuses to listen beyond this machine without TLS, and a broken accounts file, saying what to do', async () => {
+    const open = await runCli([
+      'console',
+      '--archive',
+      `file://${archive}`,
+      '--verify-key',
+      keys.verifyKey,
+      '--accounts',
+      accounts,
+      '--listen',
+      '0.0.0.0:8080',
+    ]);
+    expect(open.code).toBe(2);
+    expect(open.stderr).toMatch(/--listen 0\.0\.0\.0:8080 \(AUDIT_CONSOLE_LISTEN\) is reachable from other machines.*--tls-cert/);
+    const broken = path.join(path.dirname(accounts), 'broken');
+    await writeFile(broken, 'ann:admin:scrypt:1:1:1:a:b\n');
+    const bad = await runCli(['console', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--accounts', broken]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/broken line 1: role "admin" is not viewer or investigator/);
+  });
+});
+
+describe('the console in a browser', () => {
+  let base: string;
+  let page: Page;
+
+  beforeAll(async () => {
+    base = await startConsole(archive, ['--database-url', urlFor(db.name, 'console_login')]);
+    page = await (await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } })).newPage();
+  }, 60_000);
+
+  it('signs in with a local account (a wrong password is refused) and shows the archive intact, with the counts verify reports', async () => {
+    await signIn(page, base, 'ivy', 'not the password at all');
+    expect(await page.textContent('.error')).toBe('That account and password do not match.');
+    await signIn(page, base, 'ivy');
+    const status = await statusOf(page, base);
+    const verify = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+    expect(verify.code, verify.stderr).toBe(0);
+    const checked = (JSON.parse(verify.stdout) as { checked: { files: number; records: number; head: { file_seq: number } } }).checked;
+    expect(await page.textContent('#verdict')).toBe('Intact');
+    expect(status).toContain(`${checked.files} data files`);
+    expect(await page.textContent('dl.facts dt:text("Records") + dd')).toBe(String(checked.records));
+    expect(status).toContain(`file ${checked.head.file_seq}, sealed`);
+    expect(await page.locator('svg.chart').count()).toBe(3);
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.screenshot({ path: path.join(SHOTS, 'status.png'), fullPage: true });
+  });
+
+  it('answers a search with exactly the events the database holds for that patient, each with its proof; nothing of it in the URL', async () => {
+    await page.goto(`${base}search`);
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.fill('#f-customer', '42');
+    await page.screenshot({ path: path.join(SHOTS, 'search.png'), fullPage: true });
+    const response = page.waitForResponse((r) => r.url().endsWith('/search') && r.request().method() === 'POST');
+    await page.click('form.stack button[type=submit]');
+    const headers = (await response).headers();
+    expect(page.url()).toBe(`${base}search`);
+    expect(headers['cache-control']).toBe('no-store');
+    expect(headers['content-security-policy']).toMatch(/frame-ancestors 'none'/);
+    // Not the console's own events: this search is recorded as one, about patient 42, once answered.
+    const expected = await truth(`app_customer_id = '42' AND source <> 'console'`);
+    expect(expected.length).toBeGreaterThan(1);
+    expect(await page.textContent('p[role=status] strong')).toBe(String(expected.length));
+    const ids = await page.$$eval('dl.detail dt', (dts) => dts.filter((dt) => dt.textContent === 'id').map((dt) => dt.nextElementSibling!.textContent));
+    expect(ids.sort((a, b) => Number(a) - Number(b))).toEqual(expected);
+    expect(await page.textContent('dl.detail')).toMatch(/signed digest.*digests\/\d+\.digest, key [0-9a-f]{64}/s);
+    expect(await accessibilityProblems(page)).toEqual([]);
+  });
+
+  it("makes a patient's access report equal to query's answer: the page, the CSV, the PDF; and the evidence zip passes verify-evidence", async () => {
+    await page.goto(`${base}report`);
+    await page.fill('#r-customer', '42');
+    await page.fill('#r-from', FROM);
+    await page.fill('#r-to', TO);
+    await page.click('form.stack button[type=submit]');
+    const q = await runCli([
+      'query',
+      '--archive',
+      `file://${archive}`,
+      '--verify-key',
+      keys.verifyKey,
+      '--customer',
+      '42',
+      '--from',
+      FROM,
+      '--to',
+      TO,
+      '--format',
+      'csv',
+    ]);
+    expect(q.code, q.stderr).toBe(0);
+    const csvRows = q.stdout.trim().split('\n').slice(1);
+    expect(await page.locator('main table tbody tr').count()).toBe(csvRows.length);
+    expect(await page.textContent('h1')).toBe('Access report for patient 42');
+    expect(await page.textContent('main')).toMatch(/Verified againstarchive head \d+:[0-9a-f]{64}/);
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.screenshot({ path: path.join(SHOTS, 'report.png'), fullPage: true });
+
+    const download = async (label: string) => {
+      const [d] = await Promise.all([page.waitForEvent('download'), page.click(`button:text("${label}")`)]);
+      return readFile((await d.path())!);
+    };
+    expect((await download('Download CSV')).toString('utf8')).toBe(q.stdout);
+
+    const pdf = await download('Download PDF');
+    const pdfjs = await import('pdfjs-dist/legacy/build/pdf.mjs');
+    const fonts = path.join(path.dirname(createRequire(import.meta.url).resolve('pdfjs-dist/package.json')), 'standard_fonts/');
+    const doc = await pdfjs.getDocument({ data: new Uint8Array(pdf), standardFontDataUrl: fonts }).promise;
+    let text = '';
+    for (let i = 1; i <= doc.numPages; i++) text += (await (await doc.getPage(i)).getTextContent()).items.map((t) => ('str' in t ? t.str : '')).join(' ');
+    expect(text).toContain('Access report for patient 42');
+    // A cell that wraps is two runs of text in the PDF: compared without white space.
+    const flat = text.replace(/\s+/g, '');
+    const times = csvRows.map((l) => l.split(',')[3]!);
+    expect(times).toHaveLength(csvRows.length);
+    for (const t of times) expect(flat).toContain(t.replace(/\s+/g, ''));
+
+    const zip = unzipSync(new Uint8Array(await download('Download evidence package (zip)')));
+    const dir = await mkdtemp(path.join(tmpdir(), 'console-evidence-'));
+    for (const [name, bytes] of Object.entries(zip)) {
+      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await writeFile(path.join(dir, name), bytes);
+    }
+    const checked = await runCli(['verify-evidence', path.join(dir, 'evidence'), '--verify-key', keys.verifyKey]);
+    expect(checked.code, checked.stdout + checked.stderr).toBe(0);
+    expect((await readFile(path.join(dir, 'evidence', 'records.csv'), 'utf8')).trim().split('\n').length - 1).toBe(csvRows.length);
+  });
+
+  it('records each search, report and export in audit_log with the person and the patient, and they reach the archive', async () => {
+    const uses = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ action: string; app_user_id: string; app_customer_id: string; session_user_name: string; statement: string }>(
+            `SELECT action, app_user_id, app_customer_id, session_user_name, statement FROM audit.audit_log WHERE source = 'console' ORDER BY id`,
+          )
+        ).rows,
+    );
+    expect(uses.map((u) => [u.action, u.app_user_id, u.app_customer_id, u.session_user_name])).toEqual([
+      ['CONSOLE SEARCH', 'ivy', '42', 'console_login'],
+      ['CONSOLE REPORT', 'ivy', '42', 'console_login'],
+      ['CONSOLE REPORT', 'ivy', '42', 'console_login'],
+      ['CONSOLE REPORT', 'ivy', '42', 'console_login'],
+      ['CONSOLE EVIDENCE', 'ivy', '42', 'console_login'],
+    ]);
+    const search = JSON.parse(uses[0]!.statement) as { results: number; query: { customer: string } };
+    expect(search.query.customer).toBe('42');
+    expect(search.results).toBe((await truth(`app_customer_id = '42' AND source <> 'console'`)).length);
+    expect(uses.slice(1, 4).map((u) => (JSON.parse(u.statement) as { format: string }).format)).toEqual(['html', 'csv', 'pdf']);
+    await drain();
+    const { records } = await readArchive(archive, keys.keys);
+    expect(records.filter((r) => r.source === 'console').map((r) => r.action)).toEqual(uses.map((u) => u.action));
+  });
+
+  it('a viewer sees the status only: no search, no report, no evidence', async () => {
+    const viewer = await (await browser.newContext()).newPage();
+    await signIn(viewer, base, 'vic');
+    await statusOf(viewer, base);
+    expect(await viewer.locator('nav a', { hasText: 'Search' }).count()).toBe(0);
+    const r = await viewer.goto(`${base}search`);
+    expect(r!.status()).toBe(403);
+    expect(await viewer.textContent('main')).toMatch(/Your role is viewer: it shows the status only/);
+    const report = await viewer.goto(`${base}report`);
+    expect(report!.status()).toBe(403);
+  });
+
+  it('refuses a form that did not come from the console (CSRF), and a request without a session', async () => {
+    const forged = await fetch(`${base}search`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'customer=42',
+      redirect: 'manual',
+    });
+    expect(forged.status).toBe(303);
+    expect(forged.headers.get('location')).toBe('/login');
+    // Signed in, but the form's token missing: refused.
+    const cookies = await page.context().cookies();
+    const withSession = await fetch(`${base}search`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: cookies.map((c) => `${c.name}=${c.value}`).join('; ') },
+      body: 'customer=42',
+      redirect: 'manual',
+    });
+    expect(withSession.status).toBe(403);
+    expect(await withSession.text()).toMatch(/This form expired or did not come from this console/);
+  });
+});
+
+describe('the console on a tampered archive', () => {
+  it('shows the finding on the status page, and says its use is not recorded without a database', async () => {
+    const copy = await tempArchiveDir();
+    await cp(archive, copy, { recursive: true });
+    const dataDir = path.join(copy, 'data');
+    const files: string[] = [];
+    for (const d of await readdir(dataDir, { recursive: true, withFileTypes: true })) if (d.isFile()) files.push(path.join(d.parentPath, d.name));
+    const victim = files.sort()[Math.floor(files.length / 2)]!;
+    const bytes = await readFile(victim);
+    bytes[bytes.length - 12] ^= 0xff;
+    await writeFile(victim, bytes);
+    const base = await startConsole(copy);
+    const page = await browser.newPage();
+    await signIn(page, base, 'ivy');
+    await statusOf(page, base);
+    expect(await page.textContent('#verdict')).toMatch(/^\d+ findings?$/);
+    expect(await page.textContent('ul.findings')).toContain(path.relative(copy, victim));
+    expect(await page.textContent('p.warning')).toMatch(/This console is not recording its use/);
+  });
+});
