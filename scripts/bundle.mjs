@@ -17,7 +17,7 @@ await build({
   // pg's optional native binding is never used (pure JavaScript client). The console's web server
   // and PDF writer are loaded from node_modules when `console` runs (dynamic imports), so no other
   // command pays for them at start; pdfkit also reads its font metrics from its own directory.
-  external: ['pg-native', 'fastify', '@fastify/*', 'pdfkit'],
+  external: ['pg-native', 'fastify', '@fastify/*', 'pdfkit', 'openid-client'],
   // CommonJS dependencies call require() for Node's own modules; ESM output needs one to exist.
   banner: { js: "import { createRequire as __pgAuditCreateRequire } from 'node:module';\nconst require = __pgAuditCreateRequire(import.meta.url);" },
   logLevel: 'warning',

@@ -7,7 +7,7 @@ import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openArchiveReader, parseRetention } from '../sink/open.js';
 import { checkS3Storage } from '../verify/storage-s3.js';
-import { accountLine, checkAccountName, CONSOLE_ROLES, hashPassword, parseAccounts, type ConsoleRole } from '../console/accounts.js';
+import { accountLine, checkAccountName, CONSOLE_ROLES, hashPassword, parseAccounts, type Account, type ConsoleRole } from '../console/accounts.js';
 import { databaseRecorder, notRecording } from '../console/recorder.js';
 import { verifyKeysFrom } from './archive-options.js';
 
@@ -27,7 +27,14 @@ export function registerConsoleCommands(program: Command): void {
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
     .addOption(settingOption('databaseUrl', "record the console's use in audit_log (a login with audit_console; audit_reviewer too to acknowledge findings)"))
-    .addOption(settingOption('accounts'))
+    .addOption(settingOption('accounts', 'the local accounts file (console-account writes it); optional with --oidc-issuer'))
+    .addOption(settingOption('oidcIssuer'))
+    .addOption(settingOption('oidcClientId'))
+    .addOption(settingOption('oidcClientSecret'))
+    .addOption(settingOption('oidcGroupsClaim'))
+    .addOption(settingOption('oidcInvestigators'))
+    .addOption(settingOption('oidcViewers'))
+    .addOption(settingOption('publicUrl'))
     .addOption(settingOption('listen'))
     .addOption(settingOption('tlsCert'))
     .addOption(settingOption('tlsKey'))
@@ -45,6 +52,13 @@ export function registerConsoleCommands(program: Command): void {
           'verifyKey',
           'databaseUrl',
           'accounts',
+          'oidcIssuer',
+          'oidcClientId',
+          'oidcClientSecret',
+          'oidcGroupsClaim',
+          'oidcInvestigators',
+          'oidcViewers',
+          'publicUrl',
           'listen',
           'tlsCert',
           'tlsKey',
@@ -55,7 +69,7 @@ export function registerConsoleCommands(program: Command): void {
           's3ForcePathStyle',
           'workers',
         )
-          .partial({ databaseUrl: true })
+          .partial({ databaseUrl: true, accounts: true })
           .extend({ maxCommitDelay: durationMs() }),
         raw,
         cmd,
@@ -68,14 +82,42 @@ export function registerConsoleCommands(program: Command): void {
       }
       const keys = await verifyKeysFrom(cfg.verifyKey);
       if (keys.length === 0) throw new ConfigError('--verify-key (AUDIT_VERIFY_KEY) is required: the console shows only what these keys verify');
-      const accountsText = await readOrNull(cfg.accounts);
-      if (accountsText === null) {
+      const oidcGiven = cfg.oidcIssuer !== undefined;
+      if (!oidcGiven && cfg.accounts === undefined) {
         throw new ConfigError(
-          `--accounts ${cfg.accounts} (AUDIT_CONSOLE_ACCOUNTS) does not exist: add an account with pg-audit-shipper console-account NAME --role investigator --accounts ${cfg.accounts}`,
+          'nobody could sign in: give --accounts (AUDIT_CONSOLE_ACCOUNTS, local accounts), --oidc-issuer (AUDIT_CONSOLE_OIDC_ISSUER), or both',
         );
       }
-      const accounts = parseAccounts(accountsText, cfg.accounts);
-      if (accounts.size === 0) throw new ConfigError(`--accounts ${cfg.accounts} lists no account: add one with pg-audit-shipper console-account`);
+      if (oidcGiven && (!cfg.oidcClientId || !cfg.oidcClientSecret)) {
+        throw new ConfigError('--oidc-issuer needs --oidc-client-id (AUDIT_CONSOLE_OIDC_CLIENT_ID) and the secret in AUDIT_CONSOLE_OIDC_CLIENT_SECRET');
+      }
+      if (oidcGiven && cfg.oidcInvestigators.length + cfg.oidcViewers.length === 0) {
+        throw new ConfigError(
+          '--oidc-issuer admits nobody without --oidc-investigators or --oidc-viewers (AUDIT_CONSOLE_OIDC_INVESTIGATORS, ..._VIEWERS): name the groups',
+        );
+      }
+      let accounts = new Map<string, Account>();
+      if (cfg.accounts !== undefined) {
+        const accountsText = await readOrNull(cfg.accounts);
+        if (accountsText === null) {
+          throw new ConfigError(
+            `--accounts ${cfg.accounts} (AUDIT_CONSOLE_ACCOUNTS) does not exist: add an account with pg-audit-shipper console-account NAME --role investigator --accounts ${cfg.accounts}`,
+          );
+        }
+        accounts = parseAccounts(accountsText, cfg.accounts);
+        if (accounts.size === 0) throw new ConfigError(`--accounts ${cfg.accounts} lists no account: add one with pg-audit-shipper console-account`);
+      }
+      const { oidcSignIn } = await import('../console/oidc.js');
+      const oidc = oidcGiven
+        ? await oidcSignIn({
+            issuer: cfg.oidcIssuer!,
+            clientId: cfg.oidcClientId!,
+            clientSecret: cfg.oidcClientSecret!,
+            groupsClaim: cfg.oidcGroupsClaim,
+            investigators: cfg.oidcInvestigators,
+            viewers: cfg.oidcViewers,
+          })
+        : null;
       const tls = cfg.tlsCert && cfg.tlsKey ? { cert: await readFile(cfg.tlsCert), key: await readFile(cfg.tlsKey) } : null;
       const minimum = parseRetention(cfg.minRetention, cfg.allowShortRetention === true);
       const archive = openArchiveReader(cfg.archive, cfg.s3ForcePathStyle);
@@ -83,9 +125,12 @@ export function registerConsoleCommands(program: Command): void {
       const log = createLogger();
       const recorder = cfg.databaseUrl ? databaseRecorder(cfg.databaseUrl) : notRecording;
       const { buildConsole } = await import('../console/server.js');
+      let listening = '';
       const { app, keeper } = await buildConsole({
         archive: { location: archive.location, reader: archive.reader, keys, maxCommitDelayMs: cfg.maxCommitDelay, workers: cfg.workers },
         accounts,
+        oidc,
+        publicUrl: () => cfg.publicUrl ?? listening,
         recorder,
         storage: async () => (s3 ? checkS3Storage(s3.client, s3.bucket, s3.prefix, minimum) : null),
         sessionTtlMs: cfg.sessionTtl,
@@ -97,8 +142,9 @@ export function registerConsoleCommands(program: Command): void {
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : cfg.listen.port;
       const host = cfg.listen.host.includes(':') ? `[${cfg.listen.host}]` : cfg.listen.host;
+      listening = `${tls ? 'https' : 'http'}://${host}:${port}/`;
       log.info(
-        { url: `${tls ? 'https' : 'http'}://${host}:${port}/`, accounts: accounts.size, recording: recorder.recording ? redactUrl(cfg.databaseUrl!) : false },
+        { url: listening, accounts: accounts.size, oidc: oidc?.provider ?? false, recording: recorder.recording ? redactUrl(cfg.databaseUrl!) : false },
         'console: listening',
       );
       if (!recorder.recording) log.warn({}, 'console: started without --database-url: its use is not recorded in the audit trail (every page says so)');

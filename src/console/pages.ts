@@ -58,17 +58,26 @@ export function layout(c: PageContext, title: string, body: Html): string {
   </html>`}`;
 }
 
-export function loginPage(c: PageContext, error: string | null): string {
+export function loginPage(c: PageContext, error: string | null, via: { local: boolean; provider: string | null }): string {
   return layout(
     c,
     'Sign in',
     html`${error ? html`<p class="error" role="alert">${error}</p>` : ''}
-      <form method="post" action="/login" class="stack">
-        ${csrfField(c)}
-        <label for="name">Account</label><input id="name" name="name" autocomplete="username" required /> <label for="password">Password</label
-        ><input id="password" name="password" type="password" autocomplete="current-password" required />
-        <button type="submit">Sign in</button>
-      </form>`,
+    ${
+      via.provider
+        ? html`<form method="post" action="/oidc/start" class="stack">${csrfField(c)}<button type="submit">Sign in with ${via.provider}</button></form>`
+        : ''
+    }
+    ${
+      via.local
+        ? html`<form method="post" action="/login" class="stack">
+            ${csrfField(c)}
+            <label for="name">Account</label><input id="name" name="name" autocomplete="username" required /> <label for="password">Password</label
+            ><input id="password" name="password" type="password" autocomplete="current-password" required />
+            <button type="submit">Sign in</button>
+          </form>`
+        : ''
+    }`,
   );
 }
 

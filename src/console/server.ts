@@ -6,6 +6,7 @@ import { describe, type Query } from '../query/filter.js';
 import { formatHead } from '../verify/chain.js';
 import type { StorageReport } from '../verify/storage-s3.js';
 import { checkPassword, type Account } from './accounts.js';
+import type { OidcSignIn, PendingSignIn } from './oidc.js';
 import { html } from './html.js';
 import { CONSOLE_CSS } from './style.js';
 import { FormError, one, queryFrom, reportQueryFrom, type FormBody } from './form.js';
@@ -18,6 +19,10 @@ import { checkStatus, type Status } from './status.js';
 export interface ConsoleOptions {
   archive: Archive;
   accounts: Map<string, Account>;
+  /** OpenID Connect sign-in, when configured (beside local accounts, or instead of them) */
+  oidc: OidcSignIn | null;
+  /** the console's URL as browsers reach it (the OIDC redirect is made from it) */
+  publicUrl: () => string;
   recorder: Recorder;
   /** the storage's locks, read with each verification (null: a local directory) */
   storage: () => Promise<StorageReport | null>;
@@ -37,6 +42,7 @@ export const REPORT_ROWS = 10_000;
 declare module 'fastify' {
   interface Session {
     viewer?: Viewer;
+    oidc?: PendingSignIn;
   }
 }
 
@@ -111,7 +117,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
         defaultSrc: ["'none'"],
         styleSrc: ["'self'"],
         imgSrc: ["'self'"],
-        formAction: ["'self'"],
+        // The OIDC sign-in form is answered by a redirect to the provider: browsers apply form-action to it.
+        formAction: ["'self'", ...(o.oidc ? [o.oidc.origin] : [])],
         frameAncestors: ["'none'"],
         baseUri: ["'none'"],
       },
@@ -125,7 +132,9 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
     secret: randomBytes(32).toString('base64'),
     cookieName: 'console_session',
     saveUninitialized: false,
-    cookie: { secure: o.tls !== null, httpOnly: true, sameSite: 'strict', maxAge: o.sessionTtlMs, path: '/' },
+    // Lax, not strict: the identity provider's redirect back (a cross-site GET) must bring the session
+    // that holds the sign-in's PKCE verifier. Every state-changing request is a POST with a CSRF token.
+    cookie: { secure: o.tls !== null, httpOnly: true, sameSite: 'lax', maxAge: o.sessionTtlMs, path: '/' },
   });
   await app.register(csrf, { sessionPlugin: '@fastify/session' });
 
@@ -178,7 +187,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
 
   app.get('/static/console.css', async (_req, reply) => reply.type('text/css').header('cache-control', 'max-age=3600').send(CONSOLE_CSS));
 
-  app.get('/login', async (req, reply) => send(reply, loginPage(await ctx(req, reply), null)));
+  const signIns = { local: o.accounts.size > 0, provider: o.oidc?.provider ?? null };
+  app.get('/login', async (req, reply) => send(reply, loginPage(await ctx(req, reply), null, signIns)));
   app.post('/login', guarded, async (req, reply) => {
     const b = req.body as FormBody;
     const name = one(b, 'name');
@@ -186,13 +196,47 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
     const ok = await checkPassword(typeof b.password === 'string' ? b.password : '', account?.hash);
     if (!ok || !account) {
       o.log.warn({ account: name.slice(0, 64) }, 'console: sign-in refused');
-      return send(reply, loginPage(await ctx(req, reply), 'That account and password do not match.'), 401);
+      return send(reply, loginPage(await ctx(req, reply), 'That account and password do not match.', signIns), 401);
     }
     await req.session.regenerate(); // a new session id at sign-in: none fixed beforehand carries over
     req.session.viewer = { name: account.name, role: account.role };
     o.log.info({ account: account.name, role: account.role }, 'console: signed in');
     return reply.redirect('/', 303);
   });
+  if (o.oidc) {
+    const oidc = o.oidc;
+    const redirectUri = () => new URL('oidc/callback', o.publicUrl()).href;
+    app.post('/oidc/start', guarded, async (req, reply) => {
+      const { url, pending } = await oidc.start(redirectUri());
+      req.session.oidc = pending;
+      return reply.redirect(url, 303);
+    });
+    app.get('/oidc/callback', async (req, reply) => {
+      const pending = req.session.oidc;
+      const c = await ctx(req, reply);
+      if (!pending) return send(reply, loginPage(c, 'That sign-in expired or did not start here: sign in again.', signIns), 400);
+      req.session.oidc = undefined;
+      let who: Awaited<ReturnType<OidcSignIn['finish']>>;
+      try {
+        who = await oidc.finish(new URL(req.url, o.publicUrl()), pending);
+      } catch (err) {
+        o.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'console: OIDC sign-in refused');
+        return send(reply, loginPage(c, `The identity provider's answer was refused: ${err instanceof Error ? err.message : String(err)}`, signIns), 401);
+      }
+      if (who.role === null) {
+        o.log.warn({ account: who.name, groups: who.groups }, 'console: OIDC sign-in without a console role');
+        return send(
+          reply,
+          messagePage(c, 'Not allowed', `${who.name} signed in at ${oidc.provider}, but is in none of the groups this console admits; ask its administrator.`),
+          403,
+        );
+      }
+      await req.session.regenerate();
+      req.session.viewer = { name: who.name, role: who.role };
+      o.log.info({ account: who.name, role: who.role, via: oidc.provider }, 'console: signed in');
+      return reply.redirect('/', 303);
+    });
+  }
   app.post('/logout', guarded, async (req, reply) => {
     await req.session.destroy();
     return reply.redirect('/login', 303);

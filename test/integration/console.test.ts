@@ -54,12 +54,23 @@ async function addAccount(name: string, role: string, password = PASSWORD): Prom
 }
 
 /** Start a console on a free port; resolves with its URL once it listens (from its JSON log line). */
-async function startConsole(archiveDir: string, extra: string[] = []): Promise<string> {
+async function startConsole(archiveDir: string, extra: string[] = [], env: Record<string, string> = {}): Promise<string> {
   // Not startCli: the suite's setup stops every CLI it started after each test, and this one serves several.
   const child = spawn(
     process.execPath,
-    [CLI, 'console', '--archive', `file://${archiveDir}`, '--verify-key', keys.verifyKey, '--accounts', accounts, '--listen', '127.0.0.1:0', ...extra],
-    { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    [
+      CLI,
+      'console',
+      '--archive',
+      `file://${archiveDir}`,
+      '--verify-key',
+      keys.verifyKey,
+      '--accounts',
+      accounts,
+      ...(extra.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']),
+      ...extra,
+    ],
+    { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   consoles.push(child);
   return new Promise((resolve, reject) => {
@@ -245,7 +256,7 @@ describe('the console in a browser', () => {
     const csvRows = q.stdout.trim().split('\n').slice(1);
     expect(await page.locator('main table tbody tr').count()).toBe(csvRows.length);
     expect(await page.textContent('h1')).toBe('Access report for patient 42');
-    expect(await page.textContent('main')).toMatch(/Verified againstarchive head \d+:[0-9a-f]{64}/);
+    expect(await page.textContent('main')).toMatch(/Verified against\s*archive head\s*\d+:[0-9a-f]{64}/);
     expect(await accessibilityProblems(page)).toEqual([]);
     await page.screenshot({ path: path.join(SHOTS, 'report.png'), fullPage: true });
 
@@ -305,6 +316,40 @@ describe('the console in a browser', () => {
     expect(records.filter((r) => r.source === 'console').map((r) => r.action)).toEqual(uses.map((u) => u.action));
   });
 
+  it('shows a tamper the chain records as a finding; an investigator acknowledges it with a reason, through the trail, and the archive reads intact again', async () => {
+    await withClient(db.url, async (c) => {
+      await c.query('SET ROLE audit_owner');
+      await c.query('ALTER TABLE audit.audit_log DISABLE TRIGGER audit_log_append_only');
+      await c.query(`UPDATE audit.audit_log SET app_user_id = 'nobody' WHERE id = (SELECT min(id) FROM audit.audit_log WHERE source = 'trigger')`);
+      await c.query('ALTER TABLE audit.audit_log ENABLE TRIGGER audit_log_append_only');
+    });
+    await drain();
+    // "Verify now", then the page until it shows a verification that started after the click.
+    const verifiedAt = async () => (await page.textContent('dl.facts dt:text("Verified") + dd'))!.split(' ')[0]!;
+    const reverify = async () => {
+      await page.goto(base);
+      const clicked = new Date().toISOString();
+      await page.click('button:text("Verify now")');
+      for (let i = 0; i < 100 && (await verifiedAt()) < clicked; i++) {
+        await page.waitForTimeout(100);
+        await page.goto(base);
+      }
+      expect((await verifiedAt()) >= clicked).toBe(true);
+    };
+    await page.goto(base);
+    await reverify();
+    expect(await page.textContent('#verdict')).toBe('1 finding');
+    expect((await page.textContent('ul.findings'))!.trim()).toMatch(/^tamper at data\/dt=/);
+    expect(await accessibilityProblems(page)).toEqual([]);
+    await page.fill('ul.findings input[name=reason]', 'restored from backup, ticket 88');
+    await page.click('ul.findings button[type=submit]');
+    expect(await page.textContent('main p')).toMatch(/^record:\d+ is acknowledged as audit event \d+/);
+    await drain();
+    await reverify();
+    expect(await page.textContent('#verdict')).toBe('Intact');
+    expect((await page.textContent('#acks + ul'))!.replace(/\s+/g, ' ')).toMatch(/tamper at .*: acknowledged by ivy at .*: restored from backup, ticket 88/);
+  });
+
   it('a viewer sees the status only: no search, no report, no evidence', async () => {
     const viewer = await (await browser.newContext()).newPage();
     await signIn(viewer, base, 'vic');
@@ -336,6 +381,90 @@ describe('the console in a browser', () => {
     });
     expect(withSession.status).toBe(403);
     expect(await withSession.text()).toMatch(/This form expired or did not come from this console/);
+  });
+});
+
+describe('OpenID Connect sign-in', () => {
+  /**
+   * The identity provider is oidc-provider (a certified OpenID Provider library) running in this
+   * process with its development sign-in pages: no real provider is reachable here, and this one
+   * speaks the same protocol (discovery, authorization code with PKCE, ID token, userinfo).
+   */
+  let provider: import('node:http').Server;
+  let issuer: string;
+
+  const freePort = async () => {
+    const { createServer } = await import('node:net');
+    const s = createServer();
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+    const port = (s.address() as { port: number }).port;
+    await new Promise((resolve) => s.close(resolve));
+    return port;
+  };
+
+  afterAll(() => provider?.close());
+
+  it('signs a person in through the provider, with the role their group gives; a person in no admitted group is refused', async () => {
+    const consolePort = await freePort();
+    const providerPort = await freePort();
+    issuer = `http://127.0.0.1:${providerPort}`;
+    const { default: Provider } = await import('oidc-provider');
+    const groups: Record<string, string[]> = { olivia: ['compliance'], walt: ['billing'] };
+    const oidc = new Provider(issuer, {
+      clients: [
+        {
+          client_id: 'audit-console',
+          client_secret: 'a-long-client-secret-for-the-test-provider',
+          redirect_uris: [`http://127.0.0.1:${consolePort}/oidc/callback`],
+          grant_types: ['authorization_code'],
+          response_types: ['code'],
+        },
+      ],
+      claims: { openid: ['sub'], email: ['email'], groups: ['groups'] },
+      findAccount: (_ctx: unknown, id: string) => ({
+        accountId: id,
+        claims: () => ({ sub: id, email: `${id}@clinic.example`, groups: groups[id] ?? [] }),
+      }),
+      cookies: { keys: ['test-provider-cookie-key'] },
+      pkce: { required: () => true },
+    });
+    provider = oidc.listen(providerPort);
+    const base = await startConsole(
+      archive,
+      [
+        '--listen',
+        `127.0.0.1:${consolePort}`,
+        '--oidc-issuer',
+        issuer,
+        '--oidc-client-id',
+        'audit-console',
+        '--oidc-investigators',
+        'compliance',
+        '--oidc-viewers',
+        'front-desk',
+      ],
+      { AUDIT_CONSOLE_OIDC_CLIENT_SECRET: 'a-long-client-secret-for-the-test-provider' },
+    );
+    expect(base).toBe(`http://127.0.0.1:${consolePort}/`);
+
+    const viaProvider = async (who: string) => {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${base}login`);
+      await page.click(`button:text("Sign in with 127.0.0.1:${providerPort}")`);
+      await page.fill('input[name=login]', who);
+      await page.fill('input[name=password]', 'anything');
+      await page.click('button[type=submit]');
+      // The provider asks once to share the claims with the console.
+      if (page.url().startsWith(issuer)) await page.click('button[type=submit]');
+      await page.waitForURL((u) => u.href.startsWith(base));
+      return page;
+    };
+    const olivia = await viaProvider('olivia');
+    await statusOf(olivia, base);
+    expect(await olivia.textContent('nav button')).toBe('Sign out olivia@clinic.example (investigator)');
+    const walt = await viaProvider('walt');
+    expect(await walt.textContent('main')).toMatch(/walt@clinic\.example signed in at 127\.0\.0\.1:\d+, but is in none of the groups this console admits/);
+    expect((await walt.goto(base))!.url()).toBe(`${base}login`);
   });
 });
 
