@@ -24,7 +24,8 @@ const hidden = (name: string, value: string | string[]) =>
   (Array.isArray(value) ? value : [value]).map((v) => html`<input type="hidden" name="${name}" value="${v}" />`);
 const csrfField = (c: PageContext) => html`<input type="hidden" name="_csrf" value="${c.csrf}" />`;
 
-export function layout(c: PageContext, title: string, body: Html): string {
+/** A page's beginning, up to its heading: a streamed page (a search) sends it first. */
+export function pageStart(c: PageContext, title: string): string {
   const nav = c.viewer
     ? html`<nav aria-label="Console">
         <a href="/">Status</a>
@@ -52,10 +53,27 @@ export function layout(c: PageContext, title: string, body: Html): string {
       <main>
         ${recording}
         <h1>${title}</h1>
-        ${body}
       </main>
     </body>
   </html>`}`;
+}
+
+export const PAGE_END = '</main></body></html>';
+
+export function layout(c: PageContext, title: string, body: Html): string {
+  return `${pageStart(c, title)}${body.text}${PAGE_END}`;
+}
+
+/**
+ * How far a search is, as one line; a streamed page appends one every so often and the stylesheet
+ * shows only the last (no script needed).
+ */
+export function progressLine(r: { digests: number; filesRead: number; filesSkippedByIndex: number; matches: number }, atFile: number | null): Html {
+  return html`<output class="progress"
+    >${atFile === null ? 'Searched' : `Searching at file ${atFile}:`} ${r.digests} signed digests checked, ${r.filesRead} files
+    read${r.filesSkippedByIndex ? `, ${r.filesSkippedByIndex} ruled out by their key index` : ''}, ${r.matches} events
+    found${atFile === null ? '.' : '…'}</output
+  >`;
 }
 
 export function loginPage(c: PageContext, error: string | null, via: { local: boolean; provider: string | null }): string {
@@ -110,14 +128,14 @@ function findingList(c: PageContext, findings: Finding[], canAcknowledge: boolea
 }
 
 /** Events per day as bars: an inline SVG (no script), with the numbers in a table for screen readers. */
-function dayChart(days: Map<string, DayTally>, pick: (t: DayTally) => number, label: string): Html {
+function dayChart<T>(days: Map<string, T>, pick: (t: T) => number, label: string, unit = ''): Html {
   const entries = [...days.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).slice(-60);
   if (entries.length === 0) return html`<p>No events yet.</p>`;
-  const max = Math.max(1, ...entries.map(([, t]) => pick(t)));
+  const max = Math.max(1, ...entries.map(([, t]) => Math.round(pick(t))));
   const w = 12;
   const h = 100;
   const bars = entries.map(([day, t], i) => {
-    const v = pick(t);
+    const v = Math.round(pick(t));
     const bh = Math.round((v / max) * h);
     return html`<rect x="${i * w}" y="${h - bh}" width="${w - 2}" height="${bh}"><title>${day}: ${v}</title></rect>`;
   });
@@ -132,7 +150,7 @@ function dayChart(days: Map<string, DayTally>, pick: (t: DayTally) => number, la
     >
       ${bars}
     </svg>
-    <figcaption>${label}: ${entries[0]![0]} to ${entries.at(-1)![0]}, highest ${max} a day</figcaption>
+    <figcaption>${label}: ${entries[0]![0]} to ${entries.at(-1)![0]}, highest ${max}${unit} a day</figcaption>
   </figure>`;
 }
 
@@ -219,6 +237,7 @@ export function statusPage(c: PageContext, s: Status | null, busy: boolean, erro
       ${dayChart(s.days, (t) => t.trigger + t.pgaudit + t.rowRead + t.other, 'All events per day')}
       ${dayChart(s.days, (t) => t.pgaudit + t.rowRead, 'Reads per day (pgaudit statements and row reads)')}
       ${dayChart(s.days, (t) => t.denied, 'Denied accesses per day')}
+      ${dayChart(s.lag, (seconds) => seconds, "Shipping lag per day (the longest time from a file's last event to its signed digest)", ' s')}
     </section>`;
   return layout(c, 'Status', body);
 }
@@ -333,28 +352,27 @@ function carry(c: PageContext, q: Query): Html {
   return html`${csrfField(c)}${Object.entries(fieldsOf(q)).map(([k, v]) => hidden(k, v))}`;
 }
 
-export function resultsPage(
+/** The answer to a search, below the heading and progress a streamed page sent first. */
+export function resultsBody(
   c: PageContext,
   q: Query,
   r: { events: Found[]; total: number; summary: string; offset: number; limit: number; failed: boolean },
-): string {
+): Html {
   const last = Math.min(r.offset + r.events.length, r.total);
   const pager = (offset: number, label: string) =>
     html`<form method="post" action="/search" class="inline">${carry(c, q)}${hidden('offset', String(offset))}<button type="submit">${label}</button></form>`;
-  return layout(
-    c,
-    'Search results',
-    html`<p role="status"><strong>${r.total}</strong> event${r.total === 1 ? '' : 's'}: ${describe(q)}${r.total ? ` · showing ${r.offset + 1}–${last}` : ''}</p>
-      ${r.failed ? html`<p class="error" role="alert">Some files in the range failed verification: their records are not shown and may hold matches. See the proof below.</p>` : ''}
-      <div class="pager">
-        ${r.offset > 0 ? pager(Math.max(0, r.offset - r.limit), 'Previous page') : ''}${last < r.total ? pager(last, 'Next page') : ''}
-        <form method="post" action="/evidence.zip" class="inline">${carry(c, q)}<button type="submit">Download evidence package (zip)</button></form>
-      </div>
-      ${eventsTable(r.events, `Events ${r.total ? r.offset + 1 : 0}–${last} of ${r.total}`)}
-      <h2>Proof</h2>
-      <pre class="summary">${r.summary}</pre>
-      <form method="post" action="/search" class="stack">${csrfField(c)}${filterFields(q)}<button type="submit">Search again</button></form>`,
-  );
+  return html`<p role="status">
+      <strong>${r.total}</strong> event${r.total === 1 ? '' : 's'}: ${describe(q)}${r.total ? ` · showing ${r.offset + 1}–${last}` : ''}
+    </p>
+    ${r.failed ? html`<p class="error" role="alert">Some files in the range failed verification: their records are not shown and may hold matches. See the proof below.</p>` : ''}
+    <div class="pager">
+      ${r.offset > 0 ? pager(Math.max(0, r.offset - r.limit), 'Previous page') : ''}${last < r.total ? pager(last, 'Next page') : ''}
+      <form method="post" action="/evidence.zip" class="inline">${carry(c, q)}<button type="submit">Download evidence package (zip)</button></form>
+    </div>
+    ${eventsTable(r.events, `Events ${r.total ? r.offset + 1 : 0}–${last} of ${r.total}`)}
+    <h2>Proof</h2>
+    <pre class="summary">${r.summary}</pre>
+    <form method="post" action="/search" class="stack">${csrfField(c)}${filterFields(q)}<button type="submit">Search again</button></form>`;
 }
 
 export function reportFormPage(c: PageContext, error: string | null, q: Query | null): string {

@@ -9,7 +9,7 @@ import type { ArchivedRecord } from '../verify/archived.js';
 import { EvidenceWriter, listFiles } from '../query/evidence.js';
 import { describe, type Query } from '../query/filter.js';
 import { scanSummary } from '../query/report.js';
-import { scanArchive, type ScanReport, type VerifiedFile } from '../query/scan.js';
+import { scanArchive, type ScanOptions, type ScanReport, type VerifiedFile } from '../query/scan.js';
 
 /** An event and the proof behind it: the file it is stored in, the signed digest, the key. */
 export interface Found {
@@ -28,17 +28,21 @@ export interface Archive {
   workers?: number;
 }
 
-/** The search was given up: the person left, or pressed cancel. */
-export class SearchCancelled extends Error {}
+/** Stopping a search (the person left the page), and seeing how far it is. */
+export interface Watch {
+  signal?: AbortSignal;
+  onProgress?: ScanOptions['onProgress'];
+}
 
-function scan(a: Archive, query: Query, onMatch: (f: Found) => void | Promise<void>, signal?: AbortSignal): Promise<ScanReport> {
+function scan(a: Archive, query: Query, onMatch: (f: Found) => void | Promise<void>, watch: Watch = {}): Promise<ScanReport> {
   return scanArchive(a.reader, {
     keys: new Map(a.keys.map((k) => [k.keyId, k])),
     query,
     maxCommitDelayMs: a.maxCommitDelayMs,
     ...(a.workers !== undefined ? { workers: a.workers } : {}),
+    ...(watch.signal ? { signal: watch.signal } : {}),
+    ...(watch.onProgress ? { onProgress: watch.onProgress } : {}),
     onMatches: async (file: VerifiedFile, matched) => {
-      if (signal?.aborted) throw new SearchCancelled('cancelled');
       const d = file.digest;
       for (const m of matched) {
         await onMatch({ record: m.record, fileSeq: d.file_seq, objectKey: d.object_key!, digestKey: digestKey(d.file_seq), keyId: d.key_id });
@@ -56,7 +60,7 @@ export async function searchPage(
   a: Archive,
   query: Query,
   page: { offset: number; limit: number },
-  signal?: AbortSignal,
+  watch: Watch = {},
 ): Promise<{ events: Found[]; total: number; report: ScanReport; summary: string }> {
   const events: Found[] = [];
   let total = 0;
@@ -67,14 +71,14 @@ export async function searchPage(
       if (total >= page.offset && events.length < page.limit) events.push(f);
       total++;
     },
-    signal,
+    watch,
   );
   return { events, total, report, summary: scanSummary(report, query, a.location) };
 }
 
 /** Every event of a search, in archive order, to `each` as it is verified (reports, CSV). */
-export async function searchAll(a: Archive, query: Query, each: (f: Found) => void | Promise<void>, signal?: AbortSignal) {
-  const report = await scan(a, query, each, signal);
+export async function searchAll(a: Archive, query: Query, each: (f: Found) => void | Promise<void>, watch: Watch = {}) {
+  const report = await scan(a, query, each, watch);
   return { report, summary: scanSummary(report, query, a.location) };
 }
 
@@ -98,10 +102,8 @@ export async function evidenceZip(
       query,
       maxCommitDelayMs: a.maxCommitDelayMs,
       ...(a.workers !== undefined ? { workers: a.workers } : {}),
-      onMatches: async (file, matched) => {
-        if (signal?.aborted) throw new SearchCancelled('cancelled');
-        await writer.add(file, matched);
-      },
+      ...(signal ? { signal } : {}),
+      onMatches: (file, matched) => writer.add(file, matched),
     });
     const summary = scanSummary(report, query, a.location);
     await writer.finish(

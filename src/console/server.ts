@@ -10,10 +10,26 @@ import type { OidcSignIn, PendingSignIn } from './oidc.js';
 import { html } from './html.js';
 import { CONSOLE_CSS } from './style.js';
 import { FormError, one, queryFrom, reportQueryFrom, type FormBody } from './form.js';
-import { layout, loginPage, messagePage, reportFormPage, reportPage, resultsPage, searchPage, statusPage, type PageContext, type Viewer } from './pages.js';
+import {
+  layout,
+  loginPage,
+  messagePage,
+  PAGE_END,
+  pageStart,
+  progressLine,
+  reportFormPage,
+  reportPage,
+  resultsBody,
+  searchPage,
+  statusPage,
+  type PageContext,
+  type Viewer,
+} from './pages.js';
 import type { Recorder } from './recorder.js';
 import { reportPdf } from './report-pdf.js';
-import { evidenceZip, searchAll, searchPage as runSearch, SearchCancelled, type Archive, type Found } from './search.js';
+import { evidenceZip, searchAll, searchPage as runSearch, type Archive, type Found } from './search.js';
+import { ScanCancelled } from '../query/scan.js';
+import { PassThrough } from 'node:stream';
 import { checkStatus, type Status } from './status.js';
 
 export interface ConsoleOptions {
@@ -260,9 +276,46 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
       throw err;
     }
     const offset = Math.max(0, Number.parseInt(one(b, 'offset') || '0', 10) || 0);
-    const r = await runSearch(o.archive, q, { offset, limit: PAGE_SIZE }, abortOnClose(reply));
-    await o.recorder.record('CONSOLE SEARCH', c.viewer!.name, q.customer, { question: describe(q), query: q, offset, results: r.total });
-    return send(reply, resultsPage(c, q, { ...r, offset, limit: PAGE_SIZE, failed: r.report.findings.length > 0 }));
+    // The page is sent as the search goes: its heading and a line of progress at once, more lines
+    // as files are read (every quarter second at most), the answer once its use is recorded.
+    // Leaving the page (its Cancel link, another page, closing it) stops the search between files.
+    const out = new PassThrough();
+    const signal = abortOnClose(reply);
+    void (async () => {
+      out.write(pageStart(c, 'Search results'));
+      out.write(html`<p class="noprint"><a href="/search">Cancel this search</a></p>`.text);
+      let shown = 0;
+      try {
+        const r = await runSearch(
+          o.archive,
+          q,
+          { offset, limit: PAGE_SIZE },
+          {
+            signal,
+            onProgress: (report, at) => {
+              if (Date.now() - shown < 250) return;
+              shown = Date.now();
+              out.write(progressLine(report, at).text);
+            },
+          },
+        );
+        out.write(progressLine(r.report, null).text);
+        await o.recorder.record('CONSOLE SEARCH', c.viewer!.name, q.customer, { question: describe(q), query: q, offset, results: r.total });
+        out.write(resultsBody(c, q, { ...r, offset, limit: PAGE_SIZE, failed: r.report.findings.length > 0 }).text);
+      } catch (err) {
+        if (err instanceof ScanCancelled) {
+          o.log.info({ account: c.viewer!.name }, 'console: search cancelled');
+        } else {
+          o.log.error({ err: err instanceof Error ? err.message : String(err) }, 'console: search failed');
+          out.write(
+            html`<p class="error" role="alert">The search failed, and its answer is not shown: ${err instanceof Error ? err.message : String(err)}</p>`.text,
+          );
+        }
+      } finally {
+        out.end(PAGE_END);
+      }
+    })();
+    return reply.type('text/html; charset=utf-8').send(out);
   });
 
   app.get('/report', { onRequest: investigator }, async (req, reply) => send(reply, reportFormPage(await ctx(req, reply), null, null)));
@@ -287,7 +340,7 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
         total++;
         if (events.length < REPORT_ROWS) events.push(f);
       },
-      abortOnClose(reply),
+      { signal: abortOnClose(reply) },
     );
     const head = keeper.status?.chain.head ? formatHead(keeper.status.chain.head.file_seq, keeper.status.chain.headSha256!) : null;
     return { events, total, truncated: total > events.length, summary, head, report, madeAt: now().toISOString() };
@@ -311,7 +364,7 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
     if (!q) return reply;
     // The same columns as `query --format csv`, every access (no row limit): built in memory, one line per access.
     const lines: string[] = [CSV_HEADER];
-    const { report } = await searchAll(o.archive, q, (f) => void lines.push(csvLine(f.record)), abortOnClose(reply));
+    const { report } = await searchAll(o.archive, q, (f) => void lines.push(csvLine(f.record)), { signal: abortOnClose(reply) });
     await o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: 'csv', results: report.matches });
     return reply
       .type('text/csv; charset=utf-8')
@@ -369,5 +422,3 @@ function abortOnClose(reply: FastifyReply): AbortSignal {
   });
   return ac.signal;
 }
-
-export { SearchCancelled };

@@ -4,6 +4,7 @@ import { verifyArchive } from '../verify/archive.js';
 import type { ChainReport } from '../verify/chain.js';
 import type { Acknowledged, Finding } from '../verify/findings.js';
 import type { StorageReport } from '../verify/storage-s3.js';
+import { timeKey } from '../seal/event-time.js';
 
 /** Events of one UTC day by how they were captured, and how many were denied. */
 export interface DayTally {
@@ -26,6 +27,11 @@ export interface Status {
   storage: StorageReport | null;
   /** by the events' own dates (occurred_at), from the records verify read and checked */
   days: Map<string, DayTally>;
+  /**
+   * By the day files were sealed: the longest time from a file's last event to its sealing, in
+   * seconds, from the signed digests (created_at, last_event_at): how far the trail lagged behind.
+   */
+  lag: Map<string, number>;
 }
 
 const blank = (): DayTally => ({ trigger: 0, pgaudit: 0, rowRead: 0, other: 0, denied: 0 });
@@ -40,8 +46,16 @@ export async function checkStatus(
 ): Promise<Status> {
   const started = Date.now();
   const days = new Map<string, DayTally>();
+  const lag = new Map<string, number>();
   const verdict = await verifyArchive(reader, {
     keys: new Map(opts.keys.map((k) => [k.keyId, k])),
+    onDigest: (d) => {
+      const last = d.kind === 'data' && d.last_event_at ? timeKey(d.last_event_at) : null;
+      if (last === null) return;
+      const seconds = Math.max(0, (Date.parse(d.created_at) - Date.parse(last)) / 1000);
+      const day = d.created_at.slice(0, 10);
+      lag.set(day, Math.max(lag.get(day) ?? 0, seconds));
+    },
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     onRecords: (records) => {
       for (const r of records) {
@@ -67,5 +81,6 @@ export async function checkStatus(
     notes: [...verdict.notes, ...(storage?.notes ?? [])],
     storage,
     days,
+    lag,
   };
 }

@@ -35,5 +35,7 @@ figure { margin: .5rem 0 1rem; } figcaption { color: var(--muted); font-size: .8
 ul.findings li { margin-bottom: .6rem; }
 form.ack { display: flex; gap: .4rem; align-items: center; flex-wrap: wrap; margin-top: .3rem; }
 :focus-visible { outline: 3px solid #f2a900; outline-offset: 2px; }
+main > output.progress { display: none; color: var(--muted); }
+main > output.progress:last-of-type { display: block; margin: .3rem 0 .8rem; }
 @media print { header, .noprint, form { display: none; } main { padding: 0; } }
 `;

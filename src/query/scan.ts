@@ -36,6 +36,17 @@ export interface ScanOptions {
   workers?: number;
   /** the worker script, when not the one beside this module (tests running the sources) */
   workerScript?: URL | string;
+  /** after each digest walked: how far the search is (the report so far, and the file it is at) */
+  onProgress?: (report: Readonly<ScanReport>, atFile: number) => void;
+  /** stops the search between files (the person went away): it rejects with ScanCancelled */
+  signal?: AbortSignal;
+}
+
+/** A search given up through ScanOptions.signal. */
+export class ScanCancelled extends Error {
+  constructor() {
+    super('the search was cancelled');
+  }
 }
 
 export interface ScanReport {
@@ -245,7 +256,11 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
         done = seq - 1;
         if (done > 0) await visit(done, done);
       }
-      for (let s = done + 1; s <= seq; s++) await visit(s, seq);
+      for (let s = done + 1; s <= seq; s++) {
+        if (opts.signal?.aborted) throw new ScanCancelled();
+        await visit(s, seq);
+        opts.onProgress?.(report, s);
+      }
       done = seq;
     }
     await settle(true);

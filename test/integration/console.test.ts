@@ -12,6 +12,7 @@ import { CLI, runCli } from '../helpers/cli.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { clinicWorkload } from '../helpers/workload.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
+import { timeKey } from '../../src/seal/event-time.js';
 
 /**
  * The compliance console end to end, in a real browser: Debian's chromium, headless, driven by
@@ -205,7 +206,20 @@ describe('the console in a browser', () => {
     expect(status).toContain(`${checked.files} data files`);
     expect(await page.textContent('dl.facts dt:text("Records") + dd')).toBe(String(checked.records));
     expect(status).toContain(`file ${checked.head.file_seq}, sealed`);
-    expect(await page.locator('svg.chart').count()).toBe(3);
+    expect(await page.locator('svg.chart').count()).toBe(4);
+    // The lag chart is the signed digests' own figure: the longest time from a file's last event to its sealing.
+    let lag = 0;
+    for (const f of await readdir(path.join(archive, 'digests'))) {
+      const d = JSON.parse((await readFile(path.join(archive, 'digests', f), 'utf8')).split('\n')[0]!) as {
+        kind: string;
+        created_at: string;
+        last_event_at: string | null;
+      };
+      if (d.kind === 'data' && d.last_event_at) lag = Math.max(lag, (Date.parse(d.created_at) - Date.parse(timeKey(d.last_event_at)!)) / 1000);
+    }
+    expect((await page.textContent('figure:last-of-type figcaption'))!.replace(/\s+/g, ' ')).toMatch(
+      new RegExp(`highest ${Math.max(1, Math.round(lag))} s a day$`),
+    );
     expect(await accessibilityProblems(page)).toEqual([]);
     await page.screenshot({ path: path.join(SHOTS, 'status.png'), fullPage: true });
   });
@@ -225,6 +239,14 @@ describe('the console in a browser', () => {
     const expected = await truth(`app_customer_id = '42' AND source <> 'console'`);
     expect(expected.length).toBeGreaterThan(1);
     expect(await page.textContent('p[role=status] strong')).toBe(String(expected.length));
+    // The search's last progress line says what it read, as query's provenance does.
+    const q = await runCli(['query', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--customer', '42']);
+    const [, digests, filesRead] = /(\d+) digests? checked link by link, (\d+) files? read/.exec(q.stdout)!;
+    const skipped = /; (\d+) files? not read: the key index/.exec(q.stdout)?.[1];
+    const found = /answer: +(\d+) events?/.exec(q.stdout)![1];
+    expect((await page.textContent('main > output.progress:last-of-type'))!.replace(/\s+/g, ' ')).toBe(
+      `Searched ${digests} signed digests checked, ${filesRead} files read${skipped ? `, ${skipped} ruled out by their key index` : ''}, ${found} events found.`,
+    );
     const ids = await page.$$eval('dl.detail dt', (dts) => dts.filter((dt) => dt.textContent === 'id').map((dt) => dt.nextElementSibling!.textContent));
     expect(ids.sort((a, b) => Number(a) - Number(b))).toEqual(expected);
     expect(await page.textContent('dl.detail')).toMatch(/signed digest.*digests\/\d+\.digest, key [0-9a-f]{64}/s);
@@ -477,7 +499,7 @@ describe('the console on a tampered archive', () => {
     for (const d of await readdir(dataDir, { recursive: true, withFileTypes: true })) if (d.isFile()) files.push(path.join(d.parentPath, d.name));
     const victim = files.sort()[Math.floor(files.length / 2)]!;
     const bytes = await readFile(victim);
-    bytes[bytes.length - 12] ^= 0xff;
+    bytes[bytes.length - 12] = bytes[bytes.length - 12]! ^ 0xff;
     await writeFile(victim, bytes);
     const base = await startConsole(copy);
     const page = await browser.newPage();

@@ -13,7 +13,7 @@ import type { Lsn } from '../../src/source/lsn.js';
 
 const asLsn = (n: bigint): Lsn => n as Lsn;
 import { EVERYTHING, matches, type Query } from '../../src/query/filter.js';
-import { scanArchive } from '../../src/query/scan.js';
+import { scanArchive, ScanCancelled } from '../../src/query/scan.js';
 import { scanSummary } from '../../src/query/report.js';
 import type { ArchivedRecord } from '../../src/verify/file.js';
 import { downgradeToFormat2 } from '../../bench/synthetic-archive.js';
@@ -202,6 +202,36 @@ describe('scanArchive', () => {
     const summary = scanSummary(report, q, root);
     expect(summary).toContain('NOT VERIFIED: ');
     expect(summary).toContain('\n  - digests/000000000041.digest: ');
+  });
+
+  it('reports its progress after every digest, and stops between files when its signal aborts', async () => {
+    const { root, key } = await monthArchive();
+    const keys = new Map([[key.keyId, key]]);
+    const seen: [number, number][] = [];
+    const report = await scanArchive(fileArchive(root).reader, {
+      keys,
+      query: EVERYTHING,
+      maxCommitDelayMs: 0,
+      onMatches: () => undefined,
+      onProgress: (r, at) => seen.push([at, r.digests]),
+    });
+    // 30 days of 3 data files and a heartbeat each: every digest up to the last data file (119).
+    expect(seen.map(([at]) => at)).toEqual(Array.from({ length: 119 }, (_, i) => i + 1));
+    expect(seen.at(-1)![1]).toBe(report.digests);
+
+    const stop = new AbortController();
+    let files = 0;
+    const stopped = scanArchive(fileArchive(root).reader, {
+      keys,
+      query: EVERYTHING,
+      maxCommitDelayMs: 0,
+      signal: stop.signal,
+      onMatches: () => {
+        if (++files === 5) stop.abort();
+      },
+    });
+    await expect(stopped).rejects.toThrow(ScanCancelled);
+    expect(files).toBeLessThan(10); // it went no further than the files already in hand
   });
 
   it('an open-ended query reads everything from its start, and a query without time reads all', async () => {
