@@ -6,7 +6,7 @@ import type { ConsoleRole } from './accounts.js';
 import { ACTIONS, fieldsOf } from './form.js';
 import { html, type Html } from './html.js';
 import type { Found } from './search.js';
-import type { DayTally, Status } from './status.js';
+import type { Status } from './status.js';
 
 export interface Viewer {
   name: string;
