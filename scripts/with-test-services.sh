@@ -21,12 +21,7 @@ if [ -z "$backend" ]; then
 fi
 if [ "$backend" = containers ]; then
   echo "test services: containers (testcontainers: PostgreSQL from docker/postgres, MinIO)" >&2
-  TEST_BACKEND=containers exec if [[ ,$want, == *,browser,* ]]; then
-  TEST_CHROMIUM=$(bash "$here/test-services/browser.sh")
-  export TEST_CHROMIUM
-fi
-
-"$@"
+  TEST_BACKEND=containers exec "$@"
 fi
 echo "test services: local processes (no container runtime answered)" >&2
 

@@ -38,24 +38,13 @@ export function pageStart(c: PageContext, title: string): string {
     : html`<p class="warning" role="alert">
         This console is not recording its use: it was started without --database-url, so searches, reports and exports made here are not in the audit trail.
       </p>`;
+  // Open: the page's body follows (PAGE_END closes it). Not formatted as HTML (prettier's embedded
+  // formatting is off: it would close the tags here).
   return `<!doctype html>${html`<html lang="en">
-    <head>
-      <meta charset="utf-8" />
-      <meta name="viewport" content="width=device-width, initial-scale=1" />
-      <title>${title} · pg-audit-shipper</title>
-      <link rel="stylesheet" href="/static/console.css" />
-    </head>
-    <body>
-      <header>
-        <p class="brand">pg-audit-shipper · ${c.archive}</p>
-        ${nav}
-      </header>
-      <main>
-        ${recording}
-        <h1>${title}</h1>
-      </main>
-    </body>
-  </html>`}`;
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${title} · pg-audit-shipper</title>
+<link rel="stylesheet" href="/static/console.css"></head>
+<body><header><p class="brand">pg-audit-shipper · ${c.archive}</p>${nav}</header>
+<main>${recording}<h1>${title}</h1>`}`;
 }
 
 export const PAGE_END = '</main></body></html>';

@@ -3,12 +3,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.js';
 import { csvLine, CSV_HEADER } from '../query/format.js';
 import { describe, type Query } from '../query/filter.js';
-import { formatHead } from '../verify/chain.js';
 import type { StorageReport } from '../verify/storage-s3.js';
 import { checkPassword, type Account } from './accounts.js';
 import type { OidcSignIn, PendingSignIn } from './oidc.js';
 import { html } from './html.js';
 import { CONSOLE_CSS } from './style.js';
+import { SignInThrottle } from './throttle.js';
 import { FormError, one, queryFrom, reportQueryFrom, type FormBody } from './form.js';
 import {
   layout,
@@ -204,16 +204,27 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
   app.get('/static/console.css', async (_req, reply) => reply.type('text/css').header('cache-control', 'max-age=3600').send(CONSOLE_CSS));
 
   const signIns = { local: o.accounts.size > 0, provider: o.oidc?.provider ?? null };
+  const throttle = new SignInThrottle();
   app.get('/login', async (req, reply) => send(reply, loginPage(await ctx(req, reply), null, signIns)));
   app.post('/login', guarded, async (req, reply) => {
     const b = req.body as FormBody;
     const name = one(b, 'name');
+    // Per account, not per address: behind a proxy every person has the proxy's address, and one
+    // guesser would lock everyone out. (A guesser can still lock one account out for the window.)
+    const keys = [`account:${name}`];
+    const wait = throttle.waitFor(keys);
+    if (wait > 0) {
+      o.log.warn({ account: name.slice(0, 64), address: req.ip }, 'console: sign-in refused, too many failures');
+      return send(reply, loginPage(await ctx(req, reply), `Too many failed sign-ins: try again in ${Math.ceil(wait / 60_000)} min.`, signIns), 429);
+    }
     const account = o.accounts.get(name);
     const ok = await checkPassword(typeof b.password === 'string' ? b.password : '', account?.hash);
     if (!ok || !account) {
-      o.log.warn({ account: name.slice(0, 64) }, 'console: sign-in refused');
+      throttle.failed(keys);
+      o.log.warn({ account: name.slice(0, 64), address: req.ip }, 'console: sign-in refused');
       return send(reply, loginPage(await ctx(req, reply), 'That account and password do not match.', signIns), 401);
     }
+    throttle.succeeded([`account:${name}`]);
     await req.session.regenerate(); // a new session id at sign-in: none fixed beforehand carries over
     req.session.viewer = { name: account.name, role: account.role };
     o.log.info({ account: account.name, role: account.role }, 'console: signed in');
@@ -342,8 +353,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
       },
       { signal: abortOnClose(reply) },
     );
-    const head = keeper.status?.chain.head ? formatHead(keeper.status.chain.head.file_seq, keeper.status.chain.headSha256!) : null;
-    return { events, total, truncated: total > events.length, summary, head, report, madeAt: now().toISOString() };
+    // What this very search verified: the newest signed digest it walked (not the status page's last run).
+    return { events, total, truncated: total > events.length, summary, head: report.throughHead, report, madeAt: now().toISOString() };
   };
   const reportRoute = (path: string, kind: 'html' | 'pdf') =>
     app.post(path, { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {

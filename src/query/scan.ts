@@ -1,4 +1,4 @@
-import type { Digest } from '../seal/digest.js';
+import { formatHead, sha256Hex, type Digest } from '../seal/digest.js';
 import { addMs, dateOf } from '../seal/event-time.js';
 import type { VerifyKey } from '../seal/keys.js';
 import { DATA_DIR, digestKey, parseDataKey, parseStreamKey, STREAM_DIR } from '../sink/keys.js';
@@ -69,6 +69,8 @@ export interface ScanReport {
   failedFiles: Set<number>;
   findings: Finding[];
   notes: Finding[];
+  /** the newest digest the search walked (its signature checked at the end), as `SEQ:SHA256`: what the answer was verified against */
+  throughHead: string | null;
 }
 
 const PREFETCH = 8;
@@ -98,6 +100,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     failedFiles: new Set(),
     findings: [],
     notes: [],
+    throughHead: null,
   };
   // Events the server could not attribute (app_context unknown) match no app user or customer, but
   // may be theirs: counted, so the answer says how many it cannot rule in or out.
@@ -172,6 +175,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
 
   /** when the last digest walked was sealed (a stream archive's walk ends by it) */
   let lastSealedAt: string | null = null;
+  let newest: { seq: number; bytes: Buffer } | null = null;
   const visit = async (seq: number, last: number): Promise<void> => {
     const bytes = await fetchDigest(seq, last);
     if (!bytes && seq === last && !(await reader.exists(digestKey(seq + 1)))) {
@@ -188,6 +192,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     }
     const step = walk.step(seq, bytes);
     lastSealedAt = step.digest?.created_at ?? lastSealedAt;
+    if (step.digest && bytes) newest = { seq, bytes };
     const walked = (): void => {
       report.digests++;
       report.findings.push(...step.findings);
@@ -269,6 +274,8 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
   }
   // The newest digest walked vouches for every one before it, and so for every file skipped.
   report.findings.push(...walk.confirm());
+  const through = newest as { seq: number; bytes: Buffer } | null;
+  report.throughHead = through ? formatHead(through.seq, sha256Hex(through.bytes)) : null;
   if (unattributed && (unattributed.count > 0 || unattributed.skipped > 0)) {
     const who = `${q.appUser !== null ? 'the app user' : ''}${q.appUser !== null && q.customer !== null ? ' and ' : ''}${q.customer !== null ? 'the customer' : ''}`;
     report.notes.push({

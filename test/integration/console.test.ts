@@ -78,7 +78,7 @@ async function startConsole(archiveDir: string, extra: string[] = [], env: Recor
     let err = '';
     child.stderr!.on('data', (d: Buffer) => {
       err += String(d);
-      const m = /"url":"(http:\/\/127\.0\.0\.1:\d+\/)"/.exec(err);
+      const m = /"url":"(https?:\/\/127\.0\.0\.1:\d+\/)"/.exec(err);
       if (m) resolve(m[1]!);
     });
     child.on('exit', (code) => reject(new Error(`console exited ${code}: ${err}`)));
@@ -138,6 +138,7 @@ beforeAll(async () => {
   for (const [name, role] of [
     ['ivy', 'investigator'],
     ['vic', 'viewer'],
+    ['tom', 'viewer'],
   ]) {
     const r = await addAccount(name!, role!);
     expect(r.code, r.stderr).toBe(0);
@@ -195,8 +196,14 @@ describe('the console in a browser', () => {
   }, 60_000);
 
   it('signs in with a local account (a wrong password is refused) and shows the archive intact, with the counts verify reports', async () => {
+    await page.goto(`${base}login`);
+    expect(await accessibilityProblems(page)).toEqual([]);
     await signIn(page, base, 'ivy', 'not the password at all');
     expect(await page.textContent('.error')).toBe('That account and password do not match.');
+    // A guesser gets five tries an account, then waits: even the right password is not tried meanwhile.
+    for (let i = 0; i < 5; i++) await signIn(page, base, 'tom', `guess number ${i}`);
+    await signIn(page, base, 'tom');
+    expect(await page.textContent('.error')).toMatch(/^Too many failed sign-ins: try again in 15 min\.$/);
     await signIn(page, base, 'ivy');
     const status = await statusOf(page, base);
     const verify = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
@@ -255,6 +262,7 @@ describe('the console in a browser', () => {
 
   it("makes a patient's access report equal to query's answer: the page, the CSV, the PDF; and the evidence zip passes verify-evidence", async () => {
     await page.goto(`${base}report`);
+    expect(await accessibilityProblems(page)).toEqual([]);
     await page.fill('#r-customer', '42');
     await page.fill('#r-from', FROM);
     await page.fill('#r-to', TO);
@@ -278,7 +286,10 @@ describe('the console in a browser', () => {
     const csvRows = q.stdout.trim().split('\n').slice(1);
     expect(await page.locator('main table tbody tr').count()).toBe(csvRows.length);
     expect(await page.textContent('h1')).toBe('Access report for patient 42');
-    expect(await page.textContent('main')).toMatch(/Verified against\s*archive head\s*\d+:[0-9a-f]{64}/);
+    // The head this very search walked to, as verify names the archive's head.
+    const v = await runCli(['verify', '--archive', `file://${archive}`, '--verify-key', keys.verifyKey, '--json']);
+    const head = (JSON.parse(v.stdout) as { expect_head: string }).expect_head;
+    expect((await page.textContent('main'))!.replace(/\s+/g, ' ')).toContain(`Verified against archive head ${head}`);
     expect(await accessibilityProblems(page)).toEqual([]);
     await page.screenshot({ path: path.join(SHOTS, 'report.png'), fullPage: true });
 
@@ -295,6 +306,7 @@ describe('the console in a browser', () => {
     let text = '';
     for (let i = 1; i <= doc.numPages; i++) text += (await (await doc.getPage(i)).getTextContent()).items.map((t) => ('str' in t ? t.str : '')).join(' ');
     expect(text).toContain('Access report for patient 42');
+    expect(text.replace(/\s+/g, '')).toContain(`Verifiedagainstarchivehead${head}`);
     // A cell that wraps is two runs of text in the PDF: compared without white space.
     const flat = text.replace(/\s+/g, '');
     const times = csvRows.map((l) => l.split(',')[3]!);
@@ -403,6 +415,48 @@ describe('the console in a browser', () => {
     });
     expect(withSession.status).toBe(403);
     expect(await withSession.text()).toMatch(/This form expired or did not come from this console/);
+  });
+});
+
+describe('the console over TLS', () => {
+  it('serves HTTPS with the given certificate, with HSTS, and a session cookie marked Secure', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'console-tls-'));
+    const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
+    const { execFileSync } = await import('node:child_process');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    const base = await startConsole(archive, ['--tls-cert', cert, '--tls-key', key]);
+    expect(base).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/$/);
+    const https = await import('node:https');
+    const ca = await readFile(cert);
+    const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => https.get(`${base}login`, { ca }, resolve).on('error', reject));
+    res.resume();
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['strict-transport-security']).toMatch(/max-age=\d+/);
+    expect(res.headers['set-cookie']?.join('; ')).toMatch(/console_session=[^;]+;.*Secure/);
+    // Plain HTTP on the same port gets no page.
+    await expect(fetch(base.replace('https:', 'http:') + 'login')).rejects.toThrow();
   });
 });
 

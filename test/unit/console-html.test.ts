@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { accountLine, checkPassword, hashPassword, parseAccounts } from '../../src/console/accounts.js';
 import { html } from '../../src/console/html.js';
 import { queryFrom, reportQueryFrom } from '../../src/console/form.js';
+import { layout, pageStart, PAGE_END } from '../../src/console/pages.js';
 
 describe('console pages and forms', () => {
   it('escapes every value put into a page, keeps markup made by html``', () => {
@@ -15,6 +16,16 @@ describe('console pages and forms', () => {
       </ul>`.text,
     ).toBe('<ul><li>a&lt;</li><li>b</li></ul>');
     expect(html`${null}${undefined}${false}${0}`.text).toBe('0');
+  });
+
+  it('puts the body inside <main>, after the heading: a streamed page sends the start, then its body, then the end', () => {
+    const c = { viewer: null, csrf: 't', recording: true, archive: 'file:///a' };
+    const page = layout(c, 'Title <1>', html`<p>body</p>`);
+    expect(page).toMatch(/^<!doctype html><html lang="en">\n<head>.*<title>Title &lt;1&gt; · pg-audit-shipper<\/title>/s);
+    expect(page.endsWith('<main><h1>Title &lt;1&gt;</h1><p>body</p></main></body></html>')).toBe(true);
+    expect(page.match(/<\/main>/g)).toHaveLength(1);
+    expect(pageStart(c, 'x')).not.toMatch(/<\/(main|body|html)>/);
+    expect(PAGE_END).toBe('</main></body></html>');
   });
 
   it("reads the search form as query reads its flags, and says what is wrong in the form's words", () => {
