@@ -10,11 +10,7 @@ describe('console pages and forms', () => {
     expect(html`<p title="${evil}">${evil}</p>`.text).toBe(
       '<p title="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#39;&amp;">&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#39;&amp;</p>',
     );
-    expect(
-      html`<ul>
-        ${['a<', 'b'].map((x) => html`<li>${x}</li>`)}
-      </ul>`.text,
-    ).toBe('<ul><li>a&lt;</li><li>b</li></ul>');
+    expect(html`<ul>${['a<', 'b'].map((x) => html`<li>${x}</li>`)}</ul>`.text).toBe('<ul><li>a&lt;</li><li>b</li></ul>');
     expect(html`${null}${undefined}${false}${0}`.text).toBe('0');
   });
 
