@@ -7,7 +7,7 @@ import { VERSION } from '../paths.js';
 import { timeKey, type TimeKey } from '../seal/event-time.js';
 import { openArchiveReader } from '../sink/open.js';
 import { checkEvidence, evidenceText } from '../query/evidence-check.js';
-import { EvidenceWriter } from '../query/evidence.js';
+import { EvidenceWriter, searchedOf } from '../query/evidence.js';
 import { describe, type Query } from '../query/filter.js';
 import type { Format } from '../query/format.js';
 import { answerQuery } from '../query/answer.js';
@@ -131,14 +131,7 @@ export function registerQueryCommands(program: Command): void {
             tool_version: VERSION,
             query,
             question: `${describe(query)} (pg-audit-shipper ${commandLine(cmd)})`,
-            searched: {
-              partitions: report.partitions,
-              first_file: report.firstFile,
-              last_file: report.lastFile,
-              files_read: report.filesRead,
-              files_skipped_by_index: report.filesSkippedByIndex,
-              digests_checked: report.digests,
-            },
+            searched: searchedOf(report),
           },
           keys,
           summary,

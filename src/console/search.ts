@@ -6,7 +6,7 @@ import type { VerifyKey } from '../seal/keys.js';
 import { digestKey } from '../sink/keys.js';
 import type { ArchiveReader } from '../sink/sink.js';
 import type { ArchivedRecord } from '../verify/archived.js';
-import { EvidenceWriter, listFiles } from '../query/evidence.js';
+import { EvidenceWriter, listFiles, searchedOf } from '../query/evidence.js';
 import { describe, type Query } from '../query/filter.js';
 import { scanSummary } from '../query/report.js';
 import { scanArchive, type ScanOptions, type ScanReport, type VerifiedFile } from '../query/scan.js';
@@ -113,14 +113,7 @@ export async function evidenceZip(
         tool_version: VERSION,
         query,
         question: `${describe(query)} (${question})`,
-        searched: {
-          partitions: report.partitions,
-          first_file: report.firstFile,
-          last_file: report.lastFile,
-          files_read: report.filesRead,
-          files_skipped_by_index: report.filesSkippedByIndex,
-          digests_checked: report.digests,
-        },
+        searched: searchedOf(report),
       },
       a.keys,
       summary,

@@ -8,7 +8,7 @@ import { digestKey, pad, parseStreamKey } from '../sink/keys.js';
 import type { ArchivedLine } from '../verify/file.js';
 import { CSV_HEADER, csvLine } from './format.js';
 import type { Query } from './filter.js';
-import type { VerifiedFile } from './scan.js';
+import type { ScanReport, VerifiedFile } from './scan.js';
 
 /**
  * An evidence package is a small archive of its own, in the archive's layout, so every file in it
@@ -49,6 +49,18 @@ export interface EvidenceQuery {
   records: number;
   files: number[];
   key_ids: string[];
+}
+
+/** What a search read, as the package's query.json records it. */
+export function searchedOf(report: ScanReport): EvidenceQuery['searched'] {
+  return {
+    partitions: report.partitions,
+    first_file: report.firstFile,
+    last_file: report.lastFile,
+    files_read: report.filesRead,
+    files_skipped_by_index: report.filesSkippedByIndex,
+    digests_checked: report.digests,
+  };
 }
 
 export class EvidenceWriter {
