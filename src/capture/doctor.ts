@@ -33,6 +33,10 @@ export async function readServerFacts(client: pg.Client, slot: string): Promise<
             (SELECT coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1) AS status`,
     [slot],
   );
+  const gaps = await client
+    .query<{ gap: string; consequence: string; remedy: string }>('SELECT gap, consequence, remedy FROM audit.capture_gaps ORDER BY gap')
+    .then((r) => r.rows)
+    .catch(() => []); // before version 13, or not readable by this login: none known
   const me = login.rows[0]!;
   return {
     version: Number(byName.server_version_num),
@@ -43,6 +47,7 @@ export async function readServerFacts(client: pg.Client, slot: string): Promise<
     extensions: extensions.rows.map((r) => r.extname),
     emitMessagePublic: emit.rows[0]!.public,
     eventTriggers: Object.fromEntries(triggers.rows.map((r) => [r.evtname, r.evtenabled])),
+    gaps,
     freeSlots: slots.rows[0]!.free,
     slot: { name: slot, walStatus: slots.rows[0]!.status ?? 'missing' },
   };

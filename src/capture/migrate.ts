@@ -6,6 +6,7 @@ import { ServiceError } from '../errors.js';
 import { describePgError, inTransaction } from '../db.js';
 import { SQL_DIR } from '../paths.js';
 import type { Logger } from '../log.js';
+import { adaptForAdmin, type Gap } from './adapt.js';
 
 export interface Migration {
   /** e.g. "migrations/001_audit_schema" */
@@ -18,6 +19,9 @@ export interface InitResult {
   applied: string[];
   alreadyApplied: string[];
   warnings: string[];
+  /** what could not be done without a superuser (open gaps, audit.capture_gaps), and gaps this run closed */
+  gaps: Gap[];
+  closed: string[];
 }
 
 async function loadSet(folder: 'migrations' | 'example'): Promise<Migration[]> {
@@ -93,7 +97,13 @@ async function applyMigrations(client: pg.Client, wanted: Migration[], warnings:
       const { rows } = await client.query<{ id: string; checksum: string }>('SELECT id, checksum FROM audit.schema_migrations');
       for (const r of rows) known.set(r.id, r.checksum);
     }
-    const result: InitResult = { applied: [], alreadyApplied: [], warnings };
+    const result: InitResult = { applied: [], alreadyApplied: [], warnings, gaps: [], closed: [] };
+    // A managed platform's admin role is no superuser: the statements only a superuser may run are
+    // left out (src/capture/adapt.ts), each recorded as a gap; a superuser's init closes them.
+    const {
+      rows: [me],
+    } = await client.query<{ superuser: boolean }>('SELECT rolsuper AS superuser FROM pg_roles WHERE rolname = current_user');
+    const superuser = me?.superuser === true;
     for (const m of wanted) {
       const prior = known.get(m.id);
       if (prior === m.checksum) {
@@ -106,13 +116,48 @@ async function applyMigrations(client: pg.Client, wanted: Migration[], warnings:
             'applied migrations are never edited; add a new migration instead',
         );
       }
-      await client.query(m.sql);
+      const adapted = superuser ? { sql: m.sql, gaps: [] } : adaptForAdmin(m.id, m.sql);
+      await client.query(adapted.sql);
+      result.gaps.push(...adapted.gaps);
       await client.query(`CREATE TABLE IF NOT EXISTS audit.schema_migrations (
           id text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
       await client.query('ALTER TABLE audit.schema_migrations OWNER TO audit_owner');
       await client.query('INSERT INTO audit.schema_migrations (id, checksum) VALUES ($1, $2)', [m.id, m.checksum]);
       log.info({ migration: m.id }, 'applied');
       result.applied.push(m.id);
+    }
+    if (result.gaps.length > 0) {
+      for (const g of result.gaps) {
+        await client.query('INSERT INTO audit.capture_gaps (gap, consequence, remedy, repair) VALUES ($1, $2, $3, $4) ON CONFLICT (gap) DO NOTHING', [
+          g.gap,
+          g.consequence,
+          g.remedy,
+          g.sql,
+        ]);
+      }
+    }
+    const open = (await client.query<Gap & { repair: string }>('SELECT gap, consequence, remedy, repair AS sql FROM audit.capture_gaps ORDER BY noted_at, gap'))
+      .rows;
+    if (superuser) {
+      for (const g of open) {
+        // The DDL guard, once there, checks every protected table at once: one whose triggers were
+        // dropped while there was no guard stops it, and the owner's change must be undone first.
+        await client.query('SAVEPOINT close_gap');
+        try {
+          await client.query(g.sql);
+        } catch (err) {
+          throw new ServiceError(
+            `init failed, nothing was changed: closing what an earlier init as a non-superuser left open (${open.map((x) => x.gap).join(', ')}): ${describePgError(err)}; ` +
+              'protect the table it names again (pg-audit-shipper protect <table>: it puts its triggers and policy back), then run init again',
+          );
+        }
+        await client.query('DELETE FROM audit.capture_gaps WHERE gap = $1', [g.gap]);
+        log.info({ gap: g.gap }, 'closed a gap an earlier init as a non-superuser left');
+        result.closed.push(g.gap);
+      }
+      result.gaps = [];
+    } else {
+      result.gaps = open;
     }
     return result;
   });

@@ -25,6 +25,8 @@ export interface ServerFacts {
   emitMessagePublic: boolean;
   /** this project's event triggers, and whether each fires ('O' origin, 'A' always, 'D' disabled) */
   eventTriggers: Record<string, string>;
+  /** what init left out for want of a superuser (audit.capture_gaps, sql/migrations/013) */
+  gaps: { gap: string; consequence: string; remedy: string }[];
   /** replication slots free, and the named slot's wal_status ('missing' when absent) */
   freeSlots: number;
   slot: { name: string; walStatus: string };
@@ -251,6 +253,8 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
           : `the function belongs to ${NAMES[p]}'s own superuser, so it cannot be revoked here: on tables recording rows, prefer --reads both (pgaudit's statements beside the rows)`,
       );
     } else ok('pg_logical_emit_message is revoked from PUBLIC (no made-up row reads)');
+    // What init, run as this platform's admin role, recorded it could not do (each also checked above where it can be).
+    for (const g of f.gaps) note(`init left out ${g.gap} (it needs a superuser): ${g.consequence}`, g.remedy);
   }
   return checks;
 }

@@ -27,7 +27,10 @@ async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typ
 export function registerCaptureCommands(program: Command): void {
   program
     .command('init')
-    .description('install or upgrade the audit schema (idempotent, one transaction)')
+    .description(
+      "install or upgrade the audit schema (idempotent, one transaction); as a managed platform's admin role (no superuser) it leaves out " +
+        'what needs a superuser, says what, and records it for doctor',
+    )
     .addOption(settingOption('databaseUrl'))
     .option('--example', 'also install the example PHI schema (customers: pgcrypto, row-level security, roles)')
     .action(async (raw, cmd: Command) => {
@@ -36,10 +39,15 @@ export function registerCaptureCommands(program: Command): void {
       const r = await withClient(cfg.databaseUrl, (c) => init(c, { example: cfg.example, log }));
       for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
       process.stdout.write(
-        r.applied.length === 0
+        r.applied.length === 0 && r.closed.length === 0
           ? `schema up to date (${r.alreadyApplied.length} migrations already applied, nothing changed)\n`
-          : `applied ${r.applied.join(', ')}\n`,
+          : r.applied.length > 0
+            ? `applied ${r.applied.join(', ')}\n`
+            : '',
       );
+      if (r.closed.length > 0) process.stdout.write(`closed, as a superuser, what an earlier init could not do: ${r.closed.join(', ')}\n`);
+      // Not a superuser (a managed platform's admin role): each part left out, on one line, with what to ask for.
+      for (const g of r.gaps) process.stdout.write(`could not (needs a superuser): ${g.gap}: ${g.consequence}; instead: ${g.remedy}\n`);
     });
 
   program

@@ -20,9 +20,9 @@ export function registerConsoleCommands(program: Command): void {
     .command('console')
     .summary('the compliance console: a web page over the archive (status, search, patient access reports, evidence)')
     .description(
-      'the compliance console: a web page over the archive (status, search, patient access reports, evidence),\n' +
-        'every answer verified as verify and query verify it; with --database-url every search, report and export\n' +
-        'is recorded in audit_log (source console) before it is shown. Runs until SIGINT/SIGTERM; exit 2 could not start',
+      'the compliance console: a web page over the archive (status, search, patient access reports, evidence)\n\n' +
+        'Every answer is verified as verify and query verify it. With --database-url, every search, report and export is ' +
+        'recorded in audit_log (source console) before it is shown. Runs until SIGINT/SIGTERM; exit 2: could not start',
     )
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))

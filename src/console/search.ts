@@ -1,4 +1,7 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { finished } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { VERSION } from '../paths.js';
@@ -9,6 +12,7 @@ import type { ArchivedRecord } from '../verify/archived.js';
 import { EvidenceWriter, listFiles, searchedOf } from '../query/evidence.js';
 import { describe, type Query } from '../query/filter.js';
 import { scanSummary } from '../query/report.js';
+import { CSV_HEADER, csvLine } from '../query/format.js';
 import { scanArchive, type ScanOptions, type ScanReport, type VerifiedFile } from '../query/scan.js';
 
 /** An event and the proof behind it: the file it is stored in, the signed digest, the key. */
@@ -82,27 +86,59 @@ export async function searchAll(a: Archive, query: Query, each: (f: Found) => vo
   return { report, summary: scanSummary(report, query, a.location) };
 }
 
+/** A file the console made for a download, on disk until it is sent: `remove` when done with it. */
+export interface Download {
+  path: string;
+  remove: () => Promise<void>;
+}
+
+async function tempDir(): Promise<Download> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pg-audit-shipper-console-'));
+  return { path: dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Write to a file stream, waiting when its buffer is full: memory stays bounded however much is written. */
+async function put(out: WriteStream, chunk: string | Uint8Array): Promise<void> {
+  if (!out.write(chunk)) await once(out, 'drain');
+}
+
 /**
- * The evidence package `query --evidence` writes, for this search, as one zip: written to a new
- * temporary directory, zipped, removed. `verify-evidence` checks it once unzipped.
+ * Every event of a search as CSV (the columns and lines `query --format csv` writes), in a file on
+ * disk: its length is not bounded by memory, and its count is known before anything is sent.
  */
-export async function evidenceZip(
-  a: Archive,
-  query: Query,
-  question: string,
-  signal?: AbortSignal,
-): Promise<{ zip: Uint8Array; events: number; report: ScanReport }> {
-  const { zipSync } = await import('fflate');
-  const dir = await mkdtemp(path.join(tmpdir(), 'pg-audit-shipper-evidence-'));
+export async function csvFile(a: Archive, query: Query, watch: Watch = {}): Promise<Download & { events: number; report: ScanReport }> {
+  const dir = await tempDir();
   try {
-    const pkg = path.join(dir, 'evidence');
+    const file = path.join(dir.path, 'report.csv');
+    const out = createWriteStream(file);
+    await put(out, `${CSV_HEADER}\n`);
+    const report = await scan(a, query, (f) => put(out, `${csvLine(f.record)}\n`), watch);
+    out.end();
+    await finished(out);
+    return { path: file, remove: dir.remove, events: report.matches, report };
+  } catch (err) {
+    await dir.remove();
+    throw err;
+  }
+}
+
+/**
+ * The evidence package `query --evidence` writes, for this search, as one zip file: the package is
+ * written to a new temporary directory and zipped from there into a file, entry by entry (stored:
+ * its data files are gzip already), so neither is held in memory. `verify-evidence` checks it once unzipped.
+ */
+export async function evidenceZip(a: Archive, query: Query, question: string, watch: Watch = {}): Promise<Download & { events: number; report: ScanReport }> {
+  const { Zip, ZipPassThrough } = await import('fflate');
+  const dir = await tempDir();
+  try {
+    const pkg = path.join(dir.path, 'evidence');
     const writer = await EvidenceWriter.create(pkg);
     const report = await scanArchive(a.reader, {
       keys: new Map(a.keys.map((k) => [k.keyId, k])),
       query,
       maxCommitDelayMs: a.maxCommitDelayMs,
       ...(a.workers !== undefined ? { workers: a.workers } : {}),
-      ...(signal ? { signal } : {}),
+      ...(watch.signal ? { signal: watch.signal } : {}),
       onMatches: (file, matched) => writer.add(file, matched),
     });
     const summary = scanSummary(report, query, a.location);
@@ -118,11 +154,30 @@ export async function evidenceZip(
       a.keys,
       summary,
     );
-    const entries: Record<string, Uint8Array> = {};
-    // Stored, not deflated: the data files are gzip already, and the rest is small.
-    for (const rel of [...(await listFiles(pkg)), 'SHA256SUMS']) entries[`evidence/${rel}`] = await readFile(path.join(pkg, rel));
-    return { zip: zipSync(entries, { level: 0 }), events: report.matches, report };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+    const file = path.join(dir.path, 'evidence.zip');
+    const out = createWriteStream(file);
+    let failure: Error | null = null;
+    const zip = new Zip((err, data, final) => {
+      if (err) failure = err;
+      else out.write(data);
+      if (final || err) out.end();
+    });
+    for (const rel of [...(await listFiles(pkg)), 'SHA256SUMS']) {
+      const entry = new ZipPassThrough(`evidence/${rel}`);
+      zip.add(entry);
+      for await (const chunk of createReadStream(path.join(pkg, rel))) {
+        entry.push(chunk as Uint8Array);
+        if (out.writableNeedDrain) await once(out, 'drain');
+      }
+      entry.push(new Uint8Array(0), true);
+    }
+    zip.end();
+    await finished(out);
+    if (failure) throw failure;
+    await rm(pkg, { recursive: true, force: true });
+    return { path: file, remove: dir.remove, events: report.matches, report };
+  } catch (err) {
+    await dir.remove();
+    throw err;
   }
 }

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.js';
-import { csvLine, CSV_HEADER } from '../query/format.js';
 import { describe, type Query } from '../query/filter.js';
 import type { StorageReport } from '../verify/storage-s3.js';
 import { checkPassword, type Account } from './accounts.js';
@@ -27,7 +26,8 @@ import {
 } from './pages.js';
 import type { Recorder } from './recorder.js';
 import { reportPdf } from './report-pdf.js';
-import { evidenceZip, searchAll, searchPage as runSearch, type Archive, type Found } from './search.js';
+import { csvFile, evidenceZip, searchAll, searchPage as runSearch, type Archive, type Download, type Found } from './search.js';
+import { createReadStream } from 'node:fs';
 import { ScanCancelled } from '../query/scan.js';
 import { PassThrough } from 'node:stream';
 import { checkStatus, type Status } from './status.js';
@@ -373,14 +373,16 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
     const c = await ctx(req, reply);
     const q = await reportOf(req, reply, c);
     if (!q) return reply;
-    // The same columns as `query --format csv`, every access (no row limit): built in memory, one line per access.
-    const lines: string[] = [CSV_HEADER];
-    const { report } = await searchAll(o.archive, q, (f) => void lines.push(csvLine(f.record)), { signal: abortOnClose(reply) });
-    await o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: 'csv', results: report.matches });
-    return reply
-      .type('text/csv; charset=utf-8')
-      .header('content-disposition', 'attachment; filename="access-report.csv"')
-      .send(`${lines.join('\n')}\n`);
+    // The same columns as `query --format csv`, every access (no row limit): written to a file first,
+    // so the count is recorded before anything is sent, and memory does not grow with the answer.
+    const csv = await csvFile(o.archive, q, { signal: abortOnClose(reply) });
+    try {
+      await o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: 'csv', results: csv.events });
+    } catch (err) {
+      await csv.remove();
+      throw err;
+    }
+    return sendFile(reply, csv, 'text/csv; charset=utf-8', 'access-report.csv');
   });
 
   app.post('/evidence.zip', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
@@ -392,9 +394,14 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
       if (err instanceof FormError) return send(reply, searchPage(c, null, err.message), 400);
       throw err;
     }
-    const { zip, events } = await evidenceZip(o.archive, q, `pg-audit-shipper console, ${c.viewer!.name}`, abortOnClose(reply));
-    await o.recorder.record('CONSOLE EVIDENCE', c.viewer!.name, q.customer, { question: describe(q), query: q, results: events });
-    return reply.type('application/zip').header('content-disposition', 'attachment; filename="evidence.zip"').send(Buffer.from(zip));
+    const zip = await evidenceZip(o.archive, q, `pg-audit-shipper console, ${c.viewer!.name}`, { signal: abortOnClose(reply) });
+    try {
+      await o.recorder.record('CONSOLE EVIDENCE', c.viewer!.name, q.customer, { question: describe(q), query: q, results: zip.events });
+    } catch (err) {
+      await zip.remove();
+      throw err;
+    }
+    return sendFile(reply, zip, 'application/zip', 'evidence.zip');
   });
 
   app.post('/acknowledge', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
@@ -423,6 +430,12 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
 
   app.setNotFoundHandler(async (req, reply) => send(reply, layout(await ctx(req, reply), 'Not found', html`<p>There is no such page.</p>`), 404));
   return { app, keeper };
+}
+
+/** A download made on disk, sent, then removed (also when the person leaves before it is all sent). */
+function sendFile(reply: FastifyReply, file: Download, type: string, name: string): FastifyReply {
+  reply.raw.once('close', () => void file.remove());
+  return reply.type(type).header('content-disposition', `attachment; filename="${name}"`).send(createReadStream(file.path));
 }
 
 /** Aborts when the person closes the page: a search over years stops reading instead of finishing for nobody. */

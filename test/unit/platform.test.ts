@@ -21,6 +21,7 @@ const READY: ServerFacts = {
   extensions: ['plpgsql'],
   emitMessagePublic: false,
   eventTriggers: { audit_guard_protected_ddl: 'A', audit_follow_protected_drop: 'A' },
+  gaps: [],
   freeSlots: 9,
   slot: { name: 'pg_audit_shipper', walStatus: 'reserved' },
 };
@@ -73,6 +74,17 @@ describe('doctor: what each platform needs, and how to change it there', () => {
       'pg-audit-shipper init (it revokes it)',
     ]);
     expect(find(checks, /DDL guard/)!.says).toBe('the DDL guard is missing (audit_follow_protected_drop): table owners can switch auditing off');
+  });
+
+  it('says what init left out as a non-superuser, with the remedy init recorded for it', () => {
+    const gap = { gap: 'pgaudit-settings', consequence: 'pgaudit.role and pgaudit.log are not set', remedy: 'set them in the parameter group' };
+    const checks = diagnose('rds', facts({ gaps: [gap] }));
+    expect(find(checks, /init left out/)).toEqual({
+      verdict: 'note',
+      says: 'init left out pgaudit-settings (it needs a superuser): pgaudit.role and pgaudit.log are not set',
+      todo: 'set them in the parameter group',
+    });
+    expect(find(diagnose('rds', READY), /init left out/)).toBeUndefined();
   });
 
   it('RDS and Aurora: rds.logical_replication in the (cluster) parameter group, CREATE EXTENSION pgaudit, rds_replication for the shipper, and what init cannot do as rds_superuser', () => {
