@@ -230,11 +230,18 @@ export const SETTINGS = {
   logSource: {
     flag: '--log-source',
     env: 'PGAUDIT_LOG_SOURCE',
-    value: 'dir|sql',
+    value: 'dir|sql|rds',
     default: 'dir',
     description:
-      'where ingest reads the csvlog: dir (the directory --log-dir, on the database host) or sql (through its own connection: audit.read_log(), csvlog files of log_directory only)',
-    type: z.enum(['dir', 'sql']),
+      'where ingest reads the csvlog: dir (the directory --log-dir, on the database host), sql (through its own connection: audit.read_log(), csvlog files of log_directory only) or rds (the RDS API: --rds-instance)',
+    type: z.enum(['dir', 'sql', 'rds']),
+  },
+  rdsInstance: {
+    flag: '--rds-instance',
+    env: 'AUDIT_RDS_INSTANCE',
+    value: 'id',
+    description: 'with --log-source rds: the DB instance whose log files are read (the AWS SDK finds region and credentials as usual)',
+    type: z.string().min(1).optional(),
   },
   logFormat: {
     flag: '--log-format',

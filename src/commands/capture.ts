@@ -10,10 +10,21 @@ import { keygen } from '../seal/keys.js';
 import { readServerFacts } from '../capture/doctor.js';
 import { diagnose, looksLike, PLATFORMS } from '../capture/platform.js';
 import { ConfigError, FindingsError } from '../errors.js';
-import { chooseLogs } from '../capture/ingest/log-files.js';
+import { chooseLogs } from '../capture/ingest/choose-logs.js';
 
 const dbSchema = settingsSchema('databaseUrl');
-const INGEST_SETTINGS = ['databaseUrl', 'logSource', 'logFormat', 'logDir', 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
+const INGEST_SETTINGS = [
+  'databaseUrl',
+  'logSource',
+  'rdsInstance',
+  'logFormat',
+  'logDir',
+  'follow',
+  'statementMaxLength',
+  'pollMs',
+  'contextWait',
+  'chunkBytes',
+] as const;
 
 async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
   const client = await connect(databaseUrl);
@@ -138,7 +149,9 @@ export function registerCaptureCommands(program: Command): void {
     const cfg = validate(settingsSchema(...INGEST_SETTINGS).partial({ logDir: true }), raw, cmd);
     const logsOf = chooseLogs(cfg);
     if (!logsOf)
-      throw new ConfigError("--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory, or read the log over SQL with --log-source sql");
+      throw new ConfigError(
+        "--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory; or read the log over SQL (--log-source sql), or through the RDS API (--log-source rds)",
+      );
     const log = createLogger();
     const stats = await withClient(cfg.databaseUrl, async (client) => {
       const ingester = new Ingester(client, {

@@ -9,7 +9,7 @@ import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
-import { chooseLogs } from '../capture/ingest/log-files.js';
+import { chooseLogs } from '../capture/ingest/choose-logs.js';
 
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
@@ -31,6 +31,7 @@ const SHIP_SETTINGS = [
   'gracePeriod',
   'drain',
   'logSource',
+  'rdsInstance',
   'logFormat',
   'logDir',
   'statementMaxLength',

@@ -130,18 +130,3 @@ export function sqlLogs(client: pg.Client, format: LogFormat = 'csvlog'): LogFil
     },
   };
 }
-
-/**
- * The log a command reads, from its settings (ingest, and ship's built-in ingester): over SQL, or
- * the directory, or none (ship without either). Given both, it refuses: one log, read one way.
- */
-export function chooseLogs(s: { logSource: 'dir' | 'sql'; logFormat: LogFormat; logDir?: string | undefined }): ((client: pg.Client) => LogFiles) | null {
-  if (s.logSource === 'sql') {
-    if (s.logDir) {
-      throw new ConfigError('--log-dir (PGAUDIT_LOG_DIR) and --log-source sql do not go together: the ingester reads the log one way; drop one');
-    }
-    return (client) => sqlLogs(client, s.logFormat);
-  }
-  const dir = s.logDir;
-  return dir ? () => directoryLogs(dir, s.logFormat) : null;
-}

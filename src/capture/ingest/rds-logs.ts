@@ -1,0 +1,154 @@
+import { createHash } from 'node:crypto';
+import { ServiceError } from '../../errors.js';
+import { EXTENSION, IDENTITY_BYTES, type LogFile, type LogFiles, type LogFormat } from './log-files.js';
+
+/**
+ * Amazon RDS / Aurora PostgreSQL's log files through the RDS API (ingest --log-source rds):
+ * DescribeDBLogFiles lists them, DownloadDBLogFilePortion reads them a portion at a time, from an
+ * opaque marker. The database writes csvlog there when its parameter group has
+ * log_destination = csvlog (RDS keeps the files 3 days by default, at most 7: rds.log_retention_period).
+ */
+export interface RdsLogApi {
+  listFiles(): Promise<{ name: string; size: number; lastWritten: number }[]>;
+  /** up to `lines` lines from `marker` ('0': the beginning); the API cuts a portion at 1 MB */
+  portion(name: string, marker: string, lines: number): Promise<{ data: string; marker: string; pending: boolean }>;
+}
+
+/** DownloadDBLogFilePortion returns at most 1 MB: a portion this long may have been cut. */
+export const PORTION_LIMIT = 1024 * 1024;
+const LINES = 2000;
+
+/** The RDS API through the AWS SDK (region, credentials and endpoint as the SDK finds them: AWS_REGION, AWS_ENDPOINT_URL_RDS, ...). */
+export function rdsLogApi(instance: string): RdsLogApi {
+  type Sdk = typeof import('@aws-sdk/client-rds');
+  let sdk: Promise<{ m: Sdk; client: InstanceType<Sdk['RDSClient']> }> | null = null;
+  const connect = () => (sdk ??= import('@aws-sdk/client-rds').then((m) => ({ m, client: new m.RDSClient({ maxAttempts: 6 }) })));
+  const failed = (what: string, err: unknown): ServiceError =>
+    new ServiceError(
+      `--log-source rds: ${what} of DB instance ${instance} failed: ${(err as Error).name ?? ''} ${(err as Error).message}`.replace(/\s+/g, ' '),
+    );
+  return {
+    async listFiles() {
+      const { m, client } = await connect();
+      const out: { name: string; size: number; lastWritten: number }[] = [];
+      let marker: string | undefined;
+      do {
+        const r = await client.send(new m.DescribeDBLogFilesCommand({ DBInstanceIdentifier: instance, Marker: marker })).catch((err: unknown) => {
+          throw failed('listing the log files', err);
+        });
+        for (const f of r.DescribeDBLogFiles ?? []) {
+          if (f.LogFileName) out.push({ name: f.LogFileName, size: f.Size ?? 0, lastWritten: f.LastWritten ?? 0 });
+        }
+        marker = r.Marker;
+      } while (marker);
+      return out;
+    },
+    async portion(name, marker, lines) {
+      const { m, client } = await connect();
+      const r = await client
+        .send(new m.DownloadDBLogFilePortionCommand({ DBInstanceIdentifier: instance, LogFileName: name, Marker: marker, NumberOfLines: lines }))
+        .catch((err: unknown) => {
+          throw failed(`reading ${name}`, err);
+        });
+      return { data: r.LogFileData ?? '', marker: r.Marker ?? marker, pending: r.AdditionalDataPending === true };
+    },
+  };
+}
+
+interface Portion {
+  start: number;
+  end: number;
+  /** the marker it was asked from, and the one after it */
+  from: string;
+  next: string;
+  lines: number;
+  pending: boolean;
+}
+
+/**
+ * The files as the ingester reads every source: a name, an identity, a size, bytes at an offset.
+ * An offset is a byte of the portions as they arrived, one after another; where they are is
+ * remembered (start, end, markers) per file, and only the last portions' bytes are kept. A portion
+ * of 1 MB may have been cut by the API: it is asked again with half as many lines until it is not,
+ * so no line is lost to the limit unless a single line is over 1 MB (it then arrives cut, and the
+ * ingester records the records around it as unreadable, and their lines as missing).
+ */
+export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog'): LogFiles {
+  const files = new Map<string, { portions: Portion[] }>();
+  const state = (name: string) => {
+    let s = files.get(name);
+    if (!s) files.set(name, (s = { portions: [] }));
+    return s;
+  };
+  // The bytes of the last few portions read, of any file: memory stays at a few MB however many
+  // files RDS keeps (up to 7 days of hourly files); older portions are asked for again if needed.
+  const kept: { name: string; start: number; bytes: Buffer }[] = [];
+  const keep = (name: string, start: number, bytes: Buffer) => {
+    kept.push({ name, start, bytes });
+    if (kept.length > 4) kept.shift();
+  };
+  /** A portion of at most `lines` lines that the API did not cut (halving the lines while it did). */
+  const fetch = async (name: string, from: string, lines: number) => {
+    for (let n = lines; ; n = Math.max(1, Math.floor(n / 2))) {
+      const r = await api.portion(name, from, n);
+      const bytes = Buffer.from(r.data, 'utf8');
+      if (bytes.length < PORTION_LIMIT || n === 1) return { ...r, bytes, lines: n };
+    }
+  };
+  /** Portions up to `until`, or to the end of what the file holds now. */
+  const reach = async (name: string, until: number): Promise<void> => {
+    const s = state(name);
+    for (;;) {
+      const last = s.portions.at(-1);
+      if (last && last.end > until) return;
+      const from = last ? last.next : '0';
+      const got = await fetch(name, from, LINES);
+      if (got.bytes.length === 0) {
+        if (last) last.pending = got.pending;
+        return; // nothing more now (the file may grow: asked again from the same marker next time)
+      }
+      const start = last?.end ?? 0;
+      s.portions.push({ start, end: start + got.bytes.length, from, next: got.marker, lines: got.lines, pending: got.pending });
+      keep(name, start, got.bytes);
+    }
+  };
+  const bytesOf = async (name: string, p: Portion): Promise<Buffer> => {
+    const hit = kept.find((k) => k.name === name && k.start === p.start);
+    if (hit) return hit.bytes;
+    const again = Buffer.from((await api.portion(name, p.from, p.lines)).data, 'utf8');
+    if (again.length !== p.end - p.start) {
+      throw new ServiceError(`--log-source rds: ${name} changed under the ingester (a portion read again has ${again.length} bytes, not ${p.end - p.start})`);
+    }
+    keep(name, p.start, again);
+    return again;
+  };
+  /** Up to `length` bytes at `position`, from the one portion holding it (fewer at its end; none past the file's end). */
+  const readAt = async (name: string, buf: Buffer, offset: number, length: number, position: number): Promise<number> => {
+    await reach(name, position);
+    const p = state(name).portions.find((x) => x.start <= position && position < x.end);
+    if (!p) return 0;
+    const bytes = await bytesOf(name, p);
+    return bytes.copy(buf, offset, position - p.start, Math.min(bytes.length, position - p.start + length));
+  };
+  return {
+    async list() {
+      const out: LogFile[] = [];
+      for (const f of await api.listFiles()) {
+        if (!f.name.endsWith(EXTENSION[format]) || f.size < IDENTITY_BYTES) continue;
+        // Its first bytes (which may span portions: a portion can be a single short line).
+        const head = Buffer.alloc(IDENTITY_BYTES);
+        let got = 0;
+        for (let n = -1; got < IDENTITY_BYTES && n !== 0; got += n) n = await readAt(f.name, head, got, IDENTITY_BYTES - got, got);
+        if (got < IDENTITY_BYTES) continue;
+        out.push({ name: f.name, key: `rds:${f.name}:${createHash('sha256').update(head).digest('hex').slice(0, 32)}`, size: f.size, mtimeMs: f.lastWritten });
+      }
+      return out.sort((a, b) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name));
+    },
+    async open(file) {
+      return {
+        read: async (buf, offset, length, position) => ({ bytesRead: await readAt(file.name, buf, offset, length, position) }),
+        close: () => Promise.resolve(),
+      };
+    },
+  };
+}

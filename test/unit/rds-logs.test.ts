@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { PORTION_LIMIT, rdsLogs, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
+
+/** The API as documented: lines from an opaque marker, cut at 1 MB (the cut part lost), the next marker after the lines asked. */
+function api(files: Record<string, string>): RdsLogApi & { asked: { name: string; marker: string; lines: number }[] } {
+  const asked: { name: string; marker: string; lines: number }[] = [];
+  return {
+    asked,
+    listFiles: async () => Object.entries(files).map(([name, text], i) => ({ name, size: Buffer.byteLength(text), lastWritten: i })),
+    portion: async (name, marker, lines) => {
+      asked.push({ name, marker, lines });
+      const b = Buffer.from(files[name]!);
+      const start = marker === '0' ? 0 : Number(marker.slice(2));
+      let end = start;
+      for (let n = 0; n < lines && end < b.length; n++) end = b.indexOf(0x0a, end) + 1 || b.length;
+      return { data: b.subarray(start, Math.min(end, start + PORTION_LIMIT)).toString('utf8'), marker: `m:${end}`, pending: end < b.length };
+    },
+  };
+}
+
+async function readAll(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<string> {
+  const file = (await logs.list()).find((f) => f.name === name)!;
+  const r = await logs.open(file);
+  const parts: Buffer[] = [];
+  for (let at = 0; ;) {
+    const buf = Buffer.alloc(chunk);
+    const { bytesRead } = await r.read(buf, 0, chunk, at);
+    if (bytesRead === 0) break;
+    parts.push(buf.subarray(0, bytesRead));
+    at += bytesRead;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+describe('the RDS log files, read as the ingester reads any log', () => {
+  it('gives every byte once, in order, across portions; a portion the API cut at 1 MB is asked again with fewer lines', async () => {
+    const big = `${'a'.repeat(700_000)}\n`;
+    const text = ['line one\n', big, big, 'ümlaut line\n', ...Array.from({ length: 5000 }, (_, i) => `line ${i}\n`)].join('');
+    const a = api({ 'error/postgresql.log.2026-12-07-13.csv': text, 'error/postgresql.log.2026-12-07-13': 'stderr log\n'.repeat(10) });
+    const logs = rdsLogs(a);
+    const listed = await logs.list();
+    expect(listed.map((f) => f.name)).toEqual(['error/postgresql.log.2026-12-07-13.csv']); // csvlog only
+    expect(listed[0]!.key).toMatch(/^rds:error\/postgresql\.log\.2026-12-07-13\.csv:[0-9a-f]{32}$/);
+    expect(await readAll(logs, 'error/postgresql.log.2026-12-07-13.csv', 64 * 1024)).toBe(text);
+    // The first ask (2000 lines from the start) came back cut, so it was asked again with 1000, then 500...
+    const fromStart = a.asked.filter((x) => x.marker === '0').map((x) => x.lines);
+    expect(fromStart.slice(0, 2)).toEqual([2000, 1000]);
+  });
+
+  it('reads a portion again when its bytes were let go, and reads what a growing file added later from where it stopped', async () => {
+    const files: Record<string, string> = { 'error/a.csv': Array.from({ length: 20_000 }, (_, i) => `row ${i} ${'x'.repeat(80)}\n`).join('') };
+    const a = api(files);
+    const logs = rdsLogs(a);
+    const all = await readAll(logs, 'error/a.csv', 1 << 20);
+    expect(all).toBe(files['error/a.csv']);
+    // Back to the start: its portion is asked for again, from the same marker.
+    const asked = a.asked.length;
+    const r = await logs.open((await logs.list())[0]!);
+    const buf = Buffer.alloc(10);
+    await r.read(buf, 0, 10, 0);
+    expect(buf.toString()).toBe('row 0 xxxx');
+    expect(a.asked.slice(asked).some((x) => x.marker === '0')).toBe(true);
+    files['error/a.csv'] += 'row appended\n';
+    const more = Buffer.alloc(100);
+    const { bytesRead } = await r.read(more, 0, 100, Buffer.byteLength(all));
+    expect(more.subarray(0, bytesRead).toString()).toBe('row appended\n');
+  });
+});
