@@ -6,7 +6,7 @@ import { ServiceError } from '../errors.js';
 import { describePgError, inTransaction } from '../db.js';
 import { SQL_DIR } from '../paths.js';
 import type { Logger } from '../log.js';
-import { adaptForAdmin, type Gap } from './adapt.js';
+import { adaptForAdmin, TRY_AS_THEY_ARE, type Gap } from './adapt.js';
 
 export interface Migration {
   /** e.g. "migrations/001_audit_schema" */
@@ -116,9 +116,26 @@ async function applyMigrations(client: pg.Client, wanted: Migration[], warnings:
             'applied migrations are never edited; add a new migration instead',
         );
       }
-      const adapted = superuser ? { sql: m.sql, gaps: [] } : adaptForAdmin(m.id, m.sql);
-      await client.query(adapted.sql);
-      result.gaps.push(...adapted.gaps);
+      if (superuser) {
+        await client.query(m.sql);
+      } else {
+        let asIs = false;
+        if (TRY_AS_THEY_ARE.has(m.id)) {
+          await client.query('SAVEPOINT as_is');
+          try {
+            await client.query(m.sql);
+            asIs = true;
+          } catch (err) {
+            if ((err as { code?: string }).code !== '42501') throw err;
+            await client.query('ROLLBACK TO SAVEPOINT as_is'); // refused: adapted below
+          }
+        }
+        if (!asIs) {
+          const adapted = adaptForAdmin(m.id, m.sql);
+          await client.query(adapted.sql);
+          result.gaps.push(...adapted.gaps);
+        }
+      }
       await client.query(`CREATE TABLE IF NOT EXISTS audit.schema_migrations (
           id text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
       await client.query('ALTER TABLE audit.schema_migrations OWNER TO audit_owner');
