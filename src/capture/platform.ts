@@ -198,24 +198,33 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
         `the server writes a ${csv ? 'csvlog' : 'jsonlog'} for ingest (${csv ? '' : '--log-format jsonlog; '}--log-dir on the host, or --log-source sql anywhere)`,
       );
     }
+  } else if (p === 'rds' || p === 'aurora') {
+    // ingest --log-source rds reads the instance's csvlog files through the RDS API.
+    if (listHas(s.log_destination, 'csvlog'))
+      ok('the instance writes a csvlog: ingest --log-source rds --rds-instance <instance> reads it through the RDS API');
+    else
+      fix(
+        `the instance writes no csvlog (log_destination = ${s.log_destination ?? '?'}): ingest --log-source rds has nothing to read`,
+        `${setParameter(p, 'log_destination', 'csvlog', false)}; ${onlyRows}`,
+      );
   } else {
     note(
-      `${NAMES[p]} does not expose its server log as a directory, which ingest reads: pgaudit's statement reads cannot be ingested yet`,
-      "protect tables with --reads rows (recorded through the slot, no server log needed); reading this platform's log service is not built yet",
+      `${NAMES[p]} keeps its server log in its own log service, which ingest does not read yet: pgaudit's statement reads cannot be ingested`,
+      'protect tables with --reads rows (recorded through the slot, no server log needed)',
     );
   }
 
-  // Who can install the schema (init): a superuser, today.
+  // Who can install the schema (init): a superuser, or the platform's admin role (which leaves out what needs a superuser: adapt.ts).
   const admin = ADMIN_ROLE[p];
   if (f.login.superuser) ok(`${f.login.name} is a superuser: init can install the audit schema`);
-  else {
-    const asAdmin = admin !== null && f.login.memberOf.includes(admin);
+  else if (admin !== null && f.login.memberOf.includes(admin)) {
+    ok(`${f.login.name} is a member of ${admin}: init installs the audit schema as it, and says what it leaves out for want of a superuser`);
+  } else {
     fix(
-      `${f.login.name} is no superuser${asAdmin ? ` (a member of ${admin})` : ''}: init needs one in this release`,
-      p === 'self'
-        ? 'run init as a superuser (postgres)'
-        : `not possible on ${NAMES[p]} with this release: init creates a role with REPLICATION and event triggers and revokes pg_logical_emit_message from PUBLIC, ` +
-            `which PostgreSQL 15 allows superusers only; the platform grants some of this to ${admin} in its own ways, which init does not use yet (README, "Managed PostgreSQL")`,
+      admin === null
+        ? `${f.login.name} is no superuser: init needs one to install the audit schema on ${NAMES[p]}`
+        : `${f.login.name} is neither a superuser nor a member of ${admin}: init cannot install the audit schema`,
+      p === 'self' ? 'run init as a superuser (postgres)' : `run init as ${NAMES[p]}'s admin login (a member of ${admin})`,
     );
   }
 

@@ -32,7 +32,9 @@ describe('doctor --platform self', () => {
 
     // A login that is no superuser (the shipper's) is told what it cannot do, not refused.
     const asShipper = await runCli(['doctor', '--database-url', urlFor(db.name, 'ship_login'), '--platform', 'self']);
-    expect(asShipper.stdout).toContain('FIX  ship_login is no superuser: init needs one in this release\n     -> run init as a superuser (postgres)\n');
+    expect(asShipper.stdout).toContain(
+      'FIX  ship_login is no superuser: init needs one to install the audit schema on self-managed PostgreSQL\n     -> run init as a superuser (postgres)\n',
+    );
     expect(asShipper.stdout).toContain('ok   ship_login may stream (replication)\n');
 
     // Told the wrong platform: said at once.

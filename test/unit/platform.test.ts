@@ -100,19 +100,31 @@ describe('doctor: what each platform needs, and how to change it there', () => {
         'then aws rds reboot-db-instance --db-instance-identifier <instance>',
     );
     expect(find(checks, /extension is not created/)!.todo).toBe('as rds_superuser: CREATE EXTENSION pgaudit');
-    expect(find(checks, /no superuser/)!).toMatchObject({
-      verdict: 'fix',
-      says: 'clinic_admin is no superuser (a member of rds_superuser): init needs one in this release',
+    expect(find(checks, /init installs/)!).toMatchObject({
+      verdict: 'ok',
+      says: 'clinic_admin is a member of rds_superuser: init installs the audit schema as it, and says what it leaves out for want of a superuser',
     });
+    // The csvlog the RDS API serves to ingest --log-source rds.
+    expect(find(checks, /csvlog/)!).toMatchObject({
+      verdict: 'fix',
+      todo: expect.stringMatching(/^aws rds modify-db-parameter-group .*ParameterName=log_destination,ParameterValue=csvlog,ApplyMethod=immediate/),
+    });
+    expect(find(diagnose('rds', facts({ ...rds, login: { ...RDS_ADMIN, memberOf: [] } })), /init cannot/)!.todo).toBe(
+      "run init as Amazon RDS for PostgreSQL's admin login (a member of rds_superuser)",
+    );
     expect(find(checks, /may not stream/)!.todo).toBe('give ship its own login: GRANT rds_replication, audit_shipper TO <ship login>');
-    expect(find(checks, /server log/)!.verdict).toBe('note'); // no csvlog directory there: rows, not statements
     expect(diagnose('aurora', rds).find((c) => /wal_level/.test(c.says))!.todo).toMatch(
       /^aws rds modify-db-cluster-parameter-group --db-cluster-parameter-group-name <group> --parameters "ParameterName=rds\.logical_replication,ParameterValue=1,ApplyMethod=pending-reboot", then reboot the writer/,
     );
     // Ready as far as the platform goes: the parameter on, pgaudit created; emit_message cannot be revoked there.
     const ready = diagnose(
       'rds',
-      facts({ settings: { 'rds.logical_replication': '1' }, adminRoles: ['rds_superuser'], extensions: ['pgaudit'], emitMessagePublic: true }),
+      facts({
+        settings: { 'rds.logical_replication': '1', log_destination: 'csvlog' },
+        adminRoles: ['rds_superuser'],
+        extensions: ['pgaudit'],
+        emitMessagePublic: true,
+      }),
     );
     expect(fixes(ready)).toEqual([]);
     expect(find(ready, /pg_logical_emit_message/)!).toMatchObject({ verdict: 'note' });
