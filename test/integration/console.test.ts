@@ -418,6 +418,36 @@ describe('the console in a browser', () => {
   });
 });
 
+describe('a console whose use cannot be recorded', () => {
+  it('shows no answer: a search and a report are refused with what to grant, and nothing of them is shown', async () => {
+    // app_login may not call audit.record_console_use (no audit_console): as if the grant were taken away.
+    const base = await startConsole(archive, ['--database-url', urlFor(db.name, 'app_login')]);
+    const page = await browser.newPage();
+    await signIn(page, base, 'ivy');
+    await page.goto(`${base}search`);
+    await page.fill('#f-customer', '42');
+    await page.click('form.stack button[type=submit]');
+    expect(await page.textContent('p.error')).toMatch(
+      /^The search failed, and its answer is not shown: the console's database login may not record its use: grant it audit_console/,
+    );
+    expect(await page.locator('main table').count()).toBe(0);
+    await page.goto(`${base}report`);
+    await page.fill('#r-customer', '42');
+    await page.fill('#r-from', FROM);
+    await page.fill('#r-to', TO);
+    await page.click('form.stack button[type=submit]');
+    expect(await page.textContent('main')).toMatch(/may not record its use: grant it audit_console/);
+    expect(await page.locator('main table').count()).toBe(0);
+    const recorded = await withClient(
+      db.url,
+      async (c) =>
+        (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'console' AND session_user_name = 'app_login'`)).rows[0]!
+          .n,
+    );
+    expect(recorded).toBe(0);
+  });
+});
+
 describe('the console over TLS', () => {
   it('serves HTTPS with the given certificate, with HSTS, and a session cookie marked Secure', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'console-tls-'));
