@@ -143,23 +143,20 @@ async function applyMigrations(client: pg.Client, wanted: Migration[], warnings:
       log.info({ migration: m.id }, 'applied');
       result.applied.push(m.id);
     }
-    if (result.gaps.length > 0) {
-      for (const g of result.gaps) {
-        await client.query('INSERT INTO audit.capture_gaps (gap, consequence, remedy, repair) VALUES ($1, $2, $3, $4) ON CONFLICT (gap) DO NOTHING', [
-          g.gap,
-          g.consequence,
-          g.remedy,
-          g.sql,
-        ]);
-      }
+    for (const g of result.gaps) {
+      await client.query('INSERT INTO audit.capture_gaps (gap, consequence, remedy, repair) VALUES ($1, $2, $3, $4) ON CONFLICT (gap) DO NOTHING', [
+        g.gap,
+        g.consequence,
+        g.remedy,
+        g.sql,
+      ]);
     }
-    const open = (await client.query<Gap & { repair: string }>('SELECT gap, consequence, remedy, repair AS sql FROM audit.capture_gaps ORDER BY noted_at, gap'))
-      .rows;
+    const open = (await client.query<Gap>('SELECT gap, consequence, remedy, repair AS sql FROM audit.capture_gaps ORDER BY noted_at, gap')).rows;
     if (superuser) {
       for (const g of open) {
         // The DDL guard, once there, checks every protected table at once: one whose triggers were
-        // dropped while there was no guard stops it, and the owner's change must be undone first.
-        await client.query('SAVEPOINT close_gap');
+        // dropped while there was no guard stops it, and the owner's change must be undone first
+        // (the whole init rolls back).
         try {
           await client.query(g.sql);
         } catch (err) {

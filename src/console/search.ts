@@ -38,21 +38,29 @@ export interface Watch {
   onProgress?: ScanOptions['onProgress'];
 }
 
-function scan(a: Archive, query: Query, onMatch: (f: Found) => void | Promise<void>, watch: Watch = {}): Promise<ScanReport> {
-  return scanArchive(a.reader, {
+/** How the console scans: the archive's keys and settings, and the watch of one request. */
+function scanOptions(a: Archive, query: Query, watch: Watch, onMatches: ScanOptions['onMatches']): ScanOptions {
+  return {
     keys: new Map(a.keys.map((k) => [k.keyId, k])),
     query,
     maxCommitDelayMs: a.maxCommitDelayMs,
     ...(a.workers !== undefined ? { workers: a.workers } : {}),
     ...(watch.signal ? { signal: watch.signal } : {}),
     ...(watch.onProgress ? { onProgress: watch.onProgress } : {}),
-    onMatches: async (file: VerifiedFile, matched) => {
+    onMatches,
+  };
+}
+
+function scan(a: Archive, query: Query, onMatch: (f: Found) => void | Promise<void>, watch: Watch = {}): Promise<ScanReport> {
+  return scanArchive(
+    a.reader,
+    scanOptions(a, query, watch, async (file: VerifiedFile, matched) => {
       const d = file.digest;
       for (const m of matched) {
         await onMatch({ record: m.record, fileSeq: d.file_seq, objectKey: d.object_key!, digestKey: digestKey(d.file_seq), keyId: d.key_id });
       }
-    },
-  });
+    }),
+  );
 }
 
 /**
@@ -68,7 +76,7 @@ export async function searchPage(
 ): Promise<{ events: Found[]; total: number; report: ScanReport; summary: string }> {
   const events: Found[] = [];
   let total = 0;
-  const report = await scan(
+  const answer = await searchAll(
     a,
     query,
     (f) => {
@@ -77,7 +85,7 @@ export async function searchPage(
     },
     watch,
   );
-  return { events, total, report, summary: scanSummary(report, query, a.location) };
+  return { events, total, ...answer };
 }
 
 /** Every event of a search, in archive order, to `each` as it is verified (reports, CSV). */
@@ -133,14 +141,10 @@ export async function evidenceZip(a: Archive, query: Query, question: string, wa
   try {
     const pkg = path.join(dir.path, 'evidence');
     const writer = await EvidenceWriter.create(pkg);
-    const report = await scanArchive(a.reader, {
-      keys: new Map(a.keys.map((k) => [k.keyId, k])),
-      query,
-      maxCommitDelayMs: a.maxCommitDelayMs,
-      ...(a.workers !== undefined ? { workers: a.workers } : {}),
-      ...(watch.signal ? { signal: watch.signal } : {}),
-      onMatches: (file, matched) => writer.add(file, matched),
-    });
+    const report = await scanArchive(
+      a.reader,
+      scanOptions(a, query, watch, (file, matched) => writer.add(file, matched)),
+    );
     const summary = scanSummary(report, query, a.location);
     await writer.finish(
       {

@@ -224,7 +224,7 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
       o.log.warn({ account: name.slice(0, 64), address: req.ip }, 'console: sign-in refused');
       return send(reply, loginPage(await ctx(req, reply), 'That account and password do not match.', signIns), 401);
     }
-    throttle.succeeded([`account:${name}`]);
+    throttle.succeeded(keys);
     await req.session.regenerate(); // a new session id at sign-in: none fixed beforehand carries over
     req.session.viewer = { name: account.name, role: account.role };
     o.log.info({ account: account.name, role: account.role }, 'console: signed in');
@@ -376,13 +376,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
     // The same columns as `query --format csv`, every access (no row limit): written to a file first,
     // so the count is recorded before anything is sent, and memory does not grow with the answer.
     const csv = await csvFile(o.archive, q, { signal: abortOnClose(reply) });
-    try {
-      await o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: 'csv', results: csv.events });
-    } catch (err) {
-      await csv.remove();
-      throw err;
-    }
-    return sendFile(reply, csv, 'text/csv; charset=utf-8', 'access-report.csv');
+    const recorded = o.recorder.record('CONSOLE REPORT', c.viewer!.name, q.customer, { question: describe(q), query: q, format: 'csv', results: csv.events });
+    return sendRecorded(reply, csv, recorded, 'text/csv; charset=utf-8', 'access-report.csv');
   });
 
   app.post('/evidence.zip', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
@@ -395,13 +390,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
       throw err;
     }
     const zip = await evidenceZip(o.archive, q, `pg-audit-shipper console, ${c.viewer!.name}`, { signal: abortOnClose(reply) });
-    try {
-      await o.recorder.record('CONSOLE EVIDENCE', c.viewer!.name, q.customer, { question: describe(q), query: q, results: zip.events });
-    } catch (err) {
-      await zip.remove();
-      throw err;
-    }
-    return sendFile(reply, zip, 'application/zip', 'evidence.zip');
+    const recorded = o.recorder.record('CONSOLE EVIDENCE', c.viewer!.name, q.customer, { question: describe(q), query: q, results: zip.events });
+    return sendRecorded(reply, zip, recorded, 'application/zip', 'evidence.zip');
   });
 
   app.post('/acknowledge', { onRequest: investigator, preHandler: app.csrfProtection }, async (req, reply) => {
@@ -432,8 +422,17 @@ export async function buildConsole(o: ConsoleOptions): Promise<{ app: FastifyIns
   return { app, keeper };
 }
 
-/** A download made on disk, sent, then removed (also when the person leaves before it is all sent). */
-function sendFile(reply: FastifyReply, file: Download, type: string, name: string): FastifyReply {
+/**
+ * A download made on disk, sent once its use is recorded, then removed (also when the person leaves
+ * before it is all sent); not sent at all, and removed, when the use could not be recorded.
+ */
+async function sendRecorded(reply: FastifyReply, file: Download, recorded: Promise<void>, type: string, name: string): Promise<FastifyReply> {
+  try {
+    await recorded;
+  } catch (err) {
+    await file.remove();
+    throw err;
+  }
   reply.raw.once('close', () => void file.remove());
   return reply.type(type).header('content-disposition', `attachment; filename="${name}"`).send(createReadStream(file.path));
 }

@@ -62,7 +62,6 @@ interface Portion {
   from: string;
   next: string;
   lines: number;
-  pending: boolean;
 }
 
 /**
@@ -103,12 +102,9 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog'): LogFiles 
       if (last && last.end > until) return;
       const from = last ? last.next : '0';
       const got = await fetch(name, from, LINES);
-      if (got.bytes.length === 0) {
-        if (last) last.pending = got.pending;
-        return; // nothing more now (the file may grow: asked again from the same marker next time)
-      }
+      if (got.bytes.length === 0) return; // nothing more now (the file may grow: asked again from the same marker next time)
       const start = last?.end ?? 0;
-      s.portions.push({ start, end: start + got.bytes.length, from, next: got.marker, lines: got.lines, pending: got.pending });
+      s.portions.push({ start, end: start + got.bytes.length, from, next: got.marker, lines: got.lines });
       keep(name, start, got.bytes);
     }
   };
