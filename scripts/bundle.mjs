@@ -15,9 +15,10 @@ await build({
   format: 'esm',
   sourcemap: true,
   // pg's optional native binding is never used (pure JavaScript client). The console's web server
-  // and PDF writer are loaded from node_modules when `console` runs (dynamic imports), so no other
+  // and PDF writer, and Google's auth library (ingest --log-source cloud-logging), are loaded from
+  // node_modules when used (dynamic imports), so no other
   // command pays for them at start; pdfkit also reads its font metrics from its own directory.
-  external: ['pg-native', 'fastify', '@fastify/*', 'pdfkit', 'openid-client'],
+  external: ['pg-native', 'fastify', '@fastify/*', 'pdfkit', 'openid-client', 'google-auth-library'],
   // CommonJS dependencies call require() for Node's own modules; ESM output needs one to exist.
   banner: { js: "import { createRequire as __pgAuditCreateRequire } from 'node:module';\nconst require = __pgAuditCreateRequire(import.meta.url);" },
   logLevel: 'warning',

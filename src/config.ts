@@ -230,11 +230,42 @@ export const SETTINGS = {
   logSource: {
     flag: '--log-source',
     env: 'PGAUDIT_LOG_SOURCE',
-    value: 'dir|sql|rds',
+    value: 'dir|sql|rds|cloud-logging',
     default: 'dir',
     description:
-      'where ingest reads the csvlog: dir (the directory --log-dir, on the database host), sql (through its own connection: audit.read_log(), csvlog files of log_directory only) or rds (the RDS API: --rds-instance)',
-    type: z.enum(['dir', 'sql', 'rds']),
+      "where ingest reads pgaudit's lines: dir (the directory --log-dir, on the database host), sql (through its own connection: audit.read_log(), log files of log_directory only), rds (the RDS API: --rds-instance) or cloud-logging (Cloud SQL / AlloyDB's Data Access audit log: --gcp-project, --gcp-instance)",
+    type: z.enum(['dir', 'sql', 'rds', 'cloud-logging']),
+  },
+  gcpProject: {
+    flag: '--gcp-project',
+    env: 'GOOGLE_CLOUD_PROJECT',
+    value: 'id',
+    description: "with --log-source cloud-logging: the Google Cloud project whose Data Access audit log holds the instance's pgaudit entries",
+    type: z.string().min(1).optional(),
+  },
+  gcpInstance: {
+    flag: '--gcp-instance',
+    env: 'AUDIT_GCP_INSTANCE',
+    value: 'id',
+    description: 'with --log-source cloud-logging: the Cloud SQL or AlloyDB instance id (without the project)',
+    type: z.string().min(1).optional(),
+  },
+  cloudLoggingLag: {
+    flag: '--cloud-logging-lag',
+    env: 'AUDIT_CLOUD_LOGGING_LAG',
+    value: 'duration',
+    default: '2m',
+    description:
+      'with --log-source cloud-logging: how long after its timestamp an entry is read (Cloud Logging makes entries readable with a delay; an entry later than this is missed)',
+    type: durationMs(1000),
+  },
+  cloudLoggingEndpoint: {
+    flag: '--cloud-logging-endpoint',
+    env: 'AUDIT_CLOUD_LOGGING_ENDPOINT',
+    value: 'url',
+    default: 'https://logging.googleapis.com',
+    description: 'with --log-source cloud-logging: the Cloud Logging API endpoint (a Private Service Connect endpoint, for example)',
+    type: z.string().url(),
   },
   rdsInstance: {
     flag: '--rds-instance',

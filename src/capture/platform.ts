@@ -207,6 +207,13 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
         `the instance writes no csvlog (log_destination = ${s.log_destination ?? '?'}): ingest --log-source rds has nothing to read`,
         `${setParameter(p, 'log_destination', 'csvlog', false)}; ${onlyRows}`,
       );
+  } else if (p === 'cloudsql' || p === 'alloydb') {
+    // ingest --log-source cloud-logging reads pgaudit's entries of the Data Access audit log, which
+    // the project must enable (not visible from the database: a note, with the command).
+    note(
+      `${NAMES[p]} sends pgaudit's lines to Cloud Logging as Data Access audit log entries: ingest --log-source cloud-logging --gcp-project <project> --gcp-instance <instance> reads them, once the project records Data Access logs for ${p === 'cloudsql' ? 'Cloud SQL' : 'AlloyDB'}`,
+      `enable them: in the console (IAM & Admin, Audit Logs, ${p === 'cloudsql' ? 'Cloud SQL' : 'AlloyDB for PostgreSQL'}: Data Read and Data Write), or with gcloud projects set-iam-policy; give the ingester roles/logging.privateLogViewer (or retention/gcp/ingester-cloud-logging-role.yaml)`,
+    );
   } else {
     note(
       `${NAMES[p]} keeps its server log in its own log service, which ingest does not read yet: pgaudit's statement reads cannot be ingested`,

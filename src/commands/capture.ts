@@ -5,18 +5,21 @@ import { connect } from '../db.js';
 import { createLogger } from '../log.js';
 import { init } from '../capture/migrate.js';
 import { protect, READS_MODES, rowSecurityBypassers, unprotect } from '../capture/protect.js';
-import { Ingester } from '../capture/ingest/ingester.js';
 import { keygen } from '../seal/keys.js';
 import { readServerFacts } from '../capture/doctor.js';
 import { diagnose, looksLike, PLATFORMS } from '../capture/platform.js';
 import { ConfigError, FindingsError } from '../errors.js';
-import { chooseLogs } from '../capture/ingest/choose-logs.js';
+import { chooseIngester } from '../capture/ingest/choose-ingester.js';
 
 const dbSchema = settingsSchema('databaseUrl');
 const INGEST_SETTINGS = [
   'databaseUrl',
   'logSource',
   'rdsInstance',
+  'gcpProject',
+  'gcpInstance',
+  'cloudLoggingLag',
+  'cloudLoggingEndpoint',
   'logFormat',
   'logDir',
   'follow',
@@ -147,20 +150,14 @@ export function registerCaptureCommands(program: Command): void {
     ...INGEST_SETTINGS,
   ).action(async (raw, cmd: Command) => {
     const cfg = validate(settingsSchema(...INGEST_SETTINGS).partial({ logDir: true }), raw, cmd);
-    const logsOf = chooseLogs(cfg);
-    if (!logsOf)
+    const ingesterOf = chooseIngester(cfg);
+    if (!ingesterOf)
       throw new ConfigError(
-        "--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory; or read the log over SQL (--log-source sql), or through the RDS API (--log-source rds)",
+        "--log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory; or read the log over SQL (--log-source sql), through the RDS API (--log-source rds) or from Cloud Logging (--log-source cloud-logging)",
       );
     const log = createLogger();
     const stats = await withClient(cfg.databaseUrl, async (client) => {
-      const ingester = new Ingester(client, {
-        logs: logsOf(client),
-        statementMaxLength: cfg.statementMaxLength,
-        log,
-        chunkBytes: cfg.chunkBytes,
-        contextWaitMs: cfg.contextWait,
-      });
+      const ingester = ingesterOf(client, { statementMaxLength: cfg.statementMaxLength, log, chunkBytes: cfg.chunkBytes, contextWaitMs: cfg.contextWait });
       if (!cfg.follow) return ingester.runOnce();
       const stop = new AbortController();
       const onSignal = (): void => stop.abort();

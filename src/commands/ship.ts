@@ -9,7 +9,7 @@ import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
-import { chooseLogs } from '../capture/ingest/choose-logs.js';
+import { chooseIngester } from '../capture/ingest/choose-ingester.js';
 
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
@@ -32,6 +32,10 @@ const SHIP_SETTINGS = [
   'drain',
   'logSource',
   'rdsInstance',
+  'gcpProject',
+  'gcpInstance',
+  'cloudLoggingLag',
+  'cloudLoggingEndpoint',
   'logFormat',
   'logDir',
   'statementMaxLength',
@@ -63,7 +67,7 @@ export function registerShipCommand(program: Command): void {
       { readbackEvery: cfg.lockReadbackEvery, configCheckMs: cfg.lockConfigCheckInterval },
     );
     if (cfg.batchMaxBytes > cfg.maxInflightBytes) throw new ConfigError('--max-inflight-bytes must be at least --batch-max-bytes');
-    const ingestFrom = chooseLogs(cfg); // the built-in ingester: with --log-dir, or over SQL with --log-source sql
+    const ingestFrom = chooseIngester(cfg); // the built-in ingester: with --log-dir, or another --log-source
     if (cfg.logDir) {
       // A directory that cannot be read now is a setting to fix, not a failure to retry: say so and stop.
       await readdir(cfg.logDir).catch((err: NodeJS.ErrnoException) => {

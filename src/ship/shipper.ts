@@ -3,8 +3,7 @@ import pg from 'pg';
 import { ConfigError, ServiceError } from '../errors.js';
 import { connect, describePgError, ReconnectingClient, type Queryable } from '../db.js';
 import type { Logger } from '../log.js';
-import { Ingester } from '../capture/ingest/ingester.js';
-import type { LogFiles } from '../capture/ingest/log-files.js';
+import type { IngesterOf } from '../capture/ingest/choose-ingester.js';
 import type { BatchLimits } from '../seal/batch.js';
 import type { SigningKey, VerifyKey } from '../seal/keys.js';
 import type { SealedFile } from '../seal/sealer.js';
@@ -43,7 +42,7 @@ export interface ShipOptions {
   metrics: ShipMetrics;
   signal: AbortSignal;
   /** also ingest pgaudit reads, from the server's csvlog as this gives it (a directory, or SQL on the ingester's connection) */
-  ingestFrom?: (client: pg.Client) => LogFiles;
+  ingestFrom?: IngesterOf;
   statementMaxLength: number;
   /** how often the capture configuration is read and, when changed, attested (default 1 min) */
   attestCheckMs?: number;
@@ -342,13 +341,13 @@ async function backfill(pgConfig: pg.ClientConfig, slot: string, pipeline: Pipel
  * privilege revoked, a disk error) is logged at error level, counted, shown on /readyz, and the
  * ingester starts again after a backoff; its saved position makes the restart exactly-once.
  */
-async function keepIngesting(opts: ShipOptions, logsOf: (client: pg.Client) => LogFiles, signal: AbortSignal): Promise<void> {
+async function keepIngesting(opts: ShipOptions, ingesterOf: IngesterOf, signal: AbortSignal): Promise<void> {
   const { log, metrics } = opts;
   for (let attempt = 0; !signal.aborted; attempt++) {
     let client: pg.Client | null = null;
     try {
       client = await connect(opts.databaseUrl, 'pg-audit-shipper ingest');
-      const ingester = new Ingester(client, { logs: logsOf(client), statementMaxLength: opts.statementMaxLength, log });
+      const ingester = ingesterOf(client, { statementMaxLength: opts.statementMaxLength, log });
       await ingester.follow(signal, 500, (s) => {
         metrics.ingestUp.set(1);
         metrics.ingestLastPass.set(Date.now() / 1000);

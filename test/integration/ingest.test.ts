@@ -576,7 +576,7 @@ describe('ingest', () => {
     const noDir = await runCli(['ingest'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
     expect(noDir.code).toBe(2);
     expect(noDir.stderr).toBe(
-      "pg-audit-shipper: error: --log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory; or read the log over SQL (--log-source sql), or through the RDS API (--log-source rds)\n",
+      "pg-audit-shipper: error: --log-dir (PGAUDIT_LOG_DIR) is required: the server's csvlog directory; or read the log over SQL (--log-source sql), through the RDS API (--log-source rds) or from Cloud Logging (--log-source cloud-logging)\n",
     );
 
     // The receipts of all three passes join up: verify finds nothing more skipped or read twice.

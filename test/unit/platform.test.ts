@@ -139,7 +139,12 @@ describe('doctor: what each platform needs, and how to change it there', () => {
       'gcloud sql instances patch <instance> --database-flags=<the flags it has>,cloudsql.logical_decoding=on (the list replaces all flags; the instance restarts)',
       'gcloud sql instances patch <instance> --database-flags=<the flags it has>,cloudsql.enable_pgaudit=on (the list replaces all flags; the instance restarts); or protect every table with --reads rows, which needs no pgaudit',
     ]);
+    // pgaudit's lines are in Cloud Logging: ingest reads them there once Data Access logs are on (a note: not visible from the database).
+    expect(find(checks, /Cloud Logging/)!).toMatchObject({ verdict: 'note' });
+    expect(find(checks, /Cloud Logging/)!.says).toMatch(/ingest --log-source cloud-logging --gcp-project <project> --gcp-instance <instance>/);
+    expect(find(checks, /Cloud Logging/)!.todo).toMatch(/roles\/logging\.privateLogViewer/);
     const alloy = diagnose('alloydb', facts({ settings: { 'alloydb.logical_decoding': 'off', wal_level: 'replica' }, adminRoles: ['alloydbsuperuser'] }));
+    expect(find(alloy, /Cloud Logging/)!.todo).toMatch(/AlloyDB for PostgreSQL: Data Read and Data Write/);
     expect(find(alloy, /wal_level/)!.todo).toBe(
       'gcloud alloydb instances update <instance> --cluster=<cluster> --region=<region> --database-flags=<the flags it has>,alloydb.logical_decoding=on (the list replaces all flags; the instance restarts)',
     );

@@ -410,7 +410,7 @@ function unreadable(start: number, end: number, why: string): Unreadable {
  * table and no application context, without a log line's key (null never conflicts, so a late line
  * of the same number is still inserted).
  */
-function aboutTheLog(action: string, statement: string, error: string, who: Partial<LogAuditEvent> = {}): LogAuditEvent {
+export function aboutTheLog(action: string, statement: string, error: string, who: Partial<LogAuditEvent> = {}): LogAuditEvent {
   return {
     occurredAt: new Date().toISOString(),
     action,
@@ -469,7 +469,13 @@ interface ConsumedRange {
  * anyone holding the log files can check the bytes against the hash. Moving an offset forward past
  * unread lines leaves a gap between two receipts.
  */
-async function insertReceipt(client: pg.Client, file: LogFile, range: ConsumedRange, lines: number, events: number): Promise<void> {
+export async function insertReceipt(
+  client: pg.Client,
+  file: Pick<LogFile, 'key' | 'name'>,
+  range: ConsumedRange,
+  lines: number,
+  events: number,
+): Promise<void> {
   const receipt: IngestReceipt = { file_key: file.key, file_name: file.name, from: range.from, to: range.to, sha256: range.sha256, lines, events };
   await client.query(
     `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, session_user_name, current_role_name, backend_pid, statement)
@@ -479,7 +485,7 @@ async function insertReceipt(client: pg.Client, file: LogFile, range: ConsumedRa
 }
 
 /** Insert events; returns how many were new (a line already present is skipped, not duplicated). */
-async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise<number> {
+export async function insertEvents(client: pg.Client, events: LogAuditEvent[]): Promise<number> {
   const col = <K extends keyof LogAuditEvent>(k: K): LogAuditEvent[K][] => events.map((e) => e[k]);
   const res = await client.query(
     `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, schema_name, table_name, session_user_name,

@@ -1,0 +1,62 @@
+import type pg from 'pg';
+import { ConfigError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { directoryLogs, sqlLogs, type LogFiles, type LogFormat } from './log-files.js';
+import { rdsLogApi, rdsLogs } from './rds-logs.js';
+import { Ingester, type IngestStats } from './ingester.js';
+import { cloudInstance, cloudLoggingApi, CloudLoggingIngester } from './cloud-logging.js';
+
+/** What ingest and ship's built-in ingester run, whichever source the lines come from. */
+export interface LogIngester {
+  runOnce(): Promise<IngestStats>;
+  follow(signal: AbortSignal, pollMs?: number, onPass?: (s: IngestStats) => void): Promise<IngestStats>;
+}
+
+export interface IngesterSettings {
+  statementMaxLength: number;
+  log: Logger;
+  chunkBytes?: number;
+  contextWaitMs?: number;
+}
+
+export type IngesterOf = (client: pg.Client, s: IngesterSettings) => LogIngester;
+
+/**
+ * The ingester a command runs, from its settings (ingest, and ship's built-in ingester): the log
+ * files over SQL, from the directory or through the RDS API, or Cloud Logging's entries; or none
+ * (ship without any). Given a directory and another source, it refuses: one log, read one way.
+ */
+export function chooseIngester(s: {
+  logSource: 'dir' | 'sql' | 'rds' | 'cloud-logging';
+  logFormat: LogFormat;
+  logDir?: string | undefined;
+  rdsInstance?: string | undefined;
+  gcpProject?: string | undefined;
+  gcpInstance?: string | undefined;
+  cloudLoggingLag?: number | undefined;
+  cloudLoggingEndpoint?: string | undefined;
+}): IngesterOf | null {
+  if (s.logSource !== 'dir' && s.logDir) {
+    throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) and --log-source ${s.logSource} do not go together: the ingester reads the log one way; drop one`);
+  }
+  const files =
+    (logsOf: (client: pg.Client) => LogFiles): IngesterOf =>
+    (client, o) =>
+      new Ingester(client, { ...o, logs: logsOf(client) });
+  if (s.logSource === 'sql') return files((client) => sqlLogs(client, s.logFormat));
+  if (s.logSource === 'rds') {
+    const instance = s.rdsInstance;
+    if (!instance) throw new ConfigError('--log-source rds needs --rds-instance (AUDIT_RDS_INSTANCE): the DB instance whose log files are read');
+    if (s.logFormat !== 'csvlog') throw new ConfigError('--log-source rds reads csvlog (RDS writes no jsonlog): drop --log-format, or set it to csvlog');
+    const logs = rdsLogs(rdsLogApi(instance), s.logFormat);
+    return files(() => logs);
+  }
+  if (s.logSource === 'cloud-logging') {
+    const where = cloudInstance(s.gcpProject, s.gcpInstance);
+    const api = cloudLoggingApi(where, s.cloudLoggingEndpoint);
+    const lagMs = s.cloudLoggingLag ?? 120_000;
+    return (client, o) => new CloudLoggingIngester(client, api, { where, lagMs, statementMaxLength: o.statementMaxLength, log: o.log });
+  }
+  const dir = s.logDir;
+  return dir ? files(() => directoryLogs(dir, s.logFormat)) : null;
+}

@@ -1,0 +1,413 @@
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import { ConfigError, ServiceError } from '../../errors.js';
+import { describePgError, inTransaction } from '../../db.js';
+import type { Logger } from '../../log.js';
+import type { LogLine } from './csvlog.js';
+import { classify, protectedTables, type LogAuditEvent } from './pgaudit.js';
+import { aboutTheLog, insertEvents, insertReceipt, type IngestStats } from './ingester.js';
+import { MISSING_LINES_ACTION } from './receipt.js';
+
+/**
+ * Cloud SQL and AlloyDB for PostgreSQL write pgaudit's lines nowhere a client can read them as a
+ * file: they arrive in Cloud Logging as Data Access audit log entries, one `PgAuditEntry` per
+ * pgaudit line (ingest --log-source cloud-logging). This reads them through Cloud Logging's
+ * `entries.list` (REST), in time windows that follow each other without gap or overlap:
+ *
+ * - A window ends `lag` before now (default 2 minutes): Cloud Logging takes a moment to make an
+ *   entry readable, and entries are listed by their own timestamp, so a window is read only once
+ *   entries that late are in it. An entry that becomes readable more than `lag` after its timestamp
+ *   falls in a window already read: it is lost, and nothing here can see that (README, trust model).
+ * - Each window's events, its receipt (from and to in milliseconds since the epoch, the SHA-256 of
+ *   the entries' identities) and the new position are stored in one transaction, as the file
+ *   sources store a run of log lines: a crash repeats or skips no window.
+ * - An event's key is the entry's timestamp and insertId, Cloud Logging's own identity of an
+ *   entry, so an entry listed twice (the API may) is stored once.
+ * - A statement pgaudit's line was too long for one entry comes in chunks (chunkIndex of
+ *   chunkCount); they are joined. A chunk that never came is recorded as lost log lines, with the
+ *   statement as far as it came.
+ */
+
+/** One entry as entries.list returns it (the fields read here). */
+export interface CloudLogEntry {
+  insertId: string;
+  /** RFC 3339, nanoseconds at most */
+  timestamp: string;
+  protoPayload?: {
+    request?: {
+      '@type'?: string;
+      auditClass?: string;
+      auditType?: string;
+      chunkCount?: string | number;
+      chunkIndex?: string | number;
+      command?: string;
+      database?: string;
+      databaseSessionId?: string | number;
+      object?: string;
+      objectType?: string;
+      parameter?: string;
+      statement?: string;
+      statementId?: string | number;
+      substatementId?: string | number;
+      user?: string;
+    };
+  };
+}
+
+export interface CloudLoggingApi {
+  /** One page of entries matching `filter`, oldest first. */
+  list(filter: string, pageToken: string | undefined): Promise<{ entries: CloudLogEntry[]; nextPageToken?: string }>;
+}
+
+const PG_AUDIT_TYPES = ['type.googleapis.com/google.cloud.sql.audit.v1.PgAuditEntry', 'type.googleapis.com/google.cloud.alloydb.audit.v1.PgAuditEntry'];
+const SCOPE = 'https://www.googleapis.com/auth/logging.read';
+const PAGE_SIZE = 1000;
+/**
+ * entries.list is rate-limited per project (Cloud Logging's quotas: 60 read requests a minute), so
+ * a following ingester asks at most every 5 s however short --poll-interval is, and a page holds
+ * the most entries the API gives (1,000).
+ */
+const MIN_POLL_MS = 5000;
+/** Entries of one window held at once (about 1-2 KB each): more, and the window is halved. */
+const MAX_WINDOW_ENTRIES = 20_000;
+
+/** Where the database runs: a Cloud SQL instance (`project:instance` in its logs) or an AlloyDB instance. */
+export interface CloudInstance {
+  project: string;
+  instance: string;
+}
+
+/** The Data Access entries pgaudit wrote for the instance, with timestamps in [fromMs, toMs). */
+export function windowFilter(where: CloudInstance, fromMs: number, toMs: number): string {
+  const q = (s: string) => JSON.stringify(s);
+  return [
+    `logName=${q(`projects/${where.project}/logs/cloudaudit.googleapis.com%2Fdata_access`)}`,
+    `protoPayload.request."@type"=(${PG_AUDIT_TYPES.map(q).join(' OR ')})`,
+    `(resource.labels.database_id=${q(`${where.project}:${where.instance}`)} OR resource.labels.instance_id=${q(where.instance)})`,
+    `timestamp>=${q(new Date(fromMs).toISOString())}`,
+    `timestamp<${q(new Date(toMs).toISOString())}`,
+  ].join(' AND ');
+}
+
+/**
+ * entries.list through REST, signed by Google's auth library with the application default
+ * credentials (a service account's key, workload identity, the metadata server) and the
+ * logging.read scope. Throttling (429) and unavailability (5xx) are retried with backoff by the
+ * library's HTTP client; a refusal (403: Private Logs Viewer missing) is an error to act on.
+ */
+export function cloudLoggingApi(where: CloudInstance, endpoint = 'https://logging.googleapis.com'): CloudLoggingApi {
+  let client: Promise<{ request: (o: object) => Promise<{ data: unknown }> }> | null = null;
+  const connect = () =>
+    (client ??= import('google-auth-library').then(async (m) => {
+      const auth = new m.GoogleAuth({ scopes: [SCOPE] });
+      return (await auth.getClient()) as unknown as { request: (o: object) => Promise<{ data: unknown }> };
+    }));
+  return {
+    async list(filter, pageToken) {
+      let c;
+      try {
+        c = await connect();
+      } catch (err) {
+        client = null;
+        throw new ServiceError(
+          `--log-source cloud-logging: no Google credentials (${(err as Error).message}); run with a service account that has roles/logging.privateLogViewer (GOOGLE_APPLICATION_CREDENTIALS, workload identity or the metadata server)`,
+        );
+      }
+      try {
+        const r = await c.request({
+          url: `${endpoint.replace(/\/$/, '')}/v2/entries:list`,
+          method: 'POST',
+          data: { resourceNames: [`projects/${where.project}`], filter, orderBy: 'timestamp asc', pageSize: PAGE_SIZE, pageToken },
+          retry: true,
+          retryConfig: {
+            retry: 6,
+            statusCodesToRetry: [
+              [429, 429],
+              [500, 599],
+            ],
+            httpMethodsToRetry: ['POST'],
+          },
+        });
+        const data = r.data as { entries?: CloudLogEntry[]; nextPageToken?: string };
+        return { entries: data.entries ?? [], nextPageToken: data.nextPageToken || undefined };
+      } catch (err) {
+        const e = err as { status?: number; response?: { status?: number; data?: { error?: { message?: string } } }; message: string };
+        const status = e.response?.status ?? e.status;
+        const said = e.response?.data?.error?.message ?? e.message;
+        const hint =
+          status === 403
+            ? ': the credentials need roles/logging.privateLogViewer on the project (Data Access audit logs are private logs)'
+            : status === 400
+              ? ': the request was refused as invalid'
+              : '';
+        throw new ServiceError(
+          `--log-source cloud-logging: listing entries of project ${where.project} failed${status ? ` (HTTP ${status})` : ''}: ${said}${hint}`,
+        );
+      }
+    },
+  };
+}
+
+export interface CloudLoggingOptions {
+  where: CloudInstance;
+  statementMaxLength: number;
+  log: Logger;
+  /** how long after its timestamp an entry is taken to be readable (the window ends this far back) */
+  lagMs: number;
+  /** a window reads at most this much time, so one transaction stays bounded (default 10 minutes) */
+  maxWindowMs?: number;
+  /** entries of one window held at once before it is halved (default MAX_WINDOW_ENTRIES) */
+  maxWindowEntries?: number;
+  /** where the first run starts when nothing is saved (default: now minus lag: the log from now on) */
+  startMs?: number;
+  now?: () => number;
+}
+
+/** A number the API may send as a JSON number or as a string (int64 fields are strings in JSON). */
+const NUMERIC = (v: string | number | undefined): number | null => {
+  const n = typeof v === 'number' ? v : v === undefined || v === '' ? NaN : Number(v);
+  return Number.isSafeInteger(n) ? n : null;
+};
+
+/** pgaudit's CSV quoting: a field in double quotes, quotes doubled. */
+const csvField = (s: string) => `"${s.replace(/"/g, '""')}"`;
+
+/** One pgaudit line, joined from its chunks. */
+interface Joined {
+  first: CloudLogEntry;
+  statement: string;
+  parameter: string;
+  /** chunk numbers that never came */
+  missing: number[];
+  count: number;
+}
+
+/** Entries of one window, chunks of a statement joined (in the order the first chunk came). */
+export function joinChunks(entries: CloudLogEntry[]): Joined[] {
+  const out: Joined[] = [];
+  const open = new Map<string, { j: Joined; parts: Map<number, CloudLogEntry> }>();
+  for (const e of entries) {
+    const r = e.protoPayload?.request ?? {};
+    const count = NUMERIC(r.chunkCount) ?? 1;
+    const index = NUMERIC(r.chunkIndex) ?? 1;
+    if (count <= 1) {
+      out.push({ first: e, statement: r.statement ?? '', parameter: r.parameter ?? '', missing: [], count: 1 });
+      continue;
+    }
+    const key = [r.databaseSessionId, r.statementId, r.substatementId, r.object, r.auditClass, count].join('\u0000');
+    let o = open.get(key);
+    if (!o || o.parts.has(index)) {
+      o = { j: { first: e, statement: '', parameter: '', missing: [], count }, parts: new Map() };
+      open.set(key, o);
+      out.push(o.j);
+    }
+    o.parts.set(index, e);
+    if (index < NUMERIC(o.j.first.protoPayload?.request?.chunkIndex)!) o.j.first = e;
+  }
+  for (const { j, parts } of open.values()) {
+    for (let i = 1; i <= j.count; i++) {
+      const p = parts.get(i)?.protoPayload?.request;
+      if (!p) j.missing.push(i);
+      else {
+        j.statement += p.statement ?? '';
+        j.parameter += p.parameter ?? '';
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The entry as the csvlog line pgaudit would have written, so one classifier (pgaudit.ts) decides
+ * what every source's lines mean. What the entry does not carry stays empty: the client's address,
+ * the process id, the transaction, the application name.
+ */
+export function entryLine(j: Joined): LogLine {
+  const r = j.first.protoPayload?.request ?? {};
+  const message =
+    `AUDIT: ${r.auditType ?? ''},${r.statementId ?? ''},${r.substatementId ?? ''},${r.auditClass ?? ''},${r.command ?? ''},` +
+    `${r.objectType ?? ''},${r.object ?? ''},${csvField(j.statement)},${csvField(j.parameter)}`;
+  return {
+    logTime: j.first.timestamp,
+    userName: r.user ?? '',
+    databaseName: r.database ?? '',
+    processId: null,
+    connectionFrom: '',
+    sessionId: `gcl:${j.first.timestamp}/${j.first.insertId}`,
+    sessionLineNum: 0,
+    commandTag: r.command ?? '',
+    virtualTransactionId: '',
+    transactionId: '',
+    errorSeverity: 'LOG',
+    sqlStateCode: '00000',
+    message,
+    detail: '',
+    hint: '',
+    internalQuery: '',
+    context: '',
+    query: '',
+    applicationName: '',
+    backendType: 'client backend',
+  };
+}
+
+/**
+ * Reads pgaudit's entries for one instance from Cloud Logging into audit_log, a window at a time,
+ * exactly once (see the top of this file). Same results and statistics as the file sources.
+ */
+export class CloudLoggingIngester {
+  /** the position's row in audit.ingest_files, and the receipts' file_key: byte_offset holds milliseconds since the epoch */
+  private readonly key: string;
+  private readonly name: string;
+  private database = '';
+  private readonly now: () => number;
+
+  constructor(
+    private readonly client: pg.Client,
+    private readonly api: CloudLoggingApi,
+    private readonly opts: CloudLoggingOptions,
+  ) {
+    this.key = `gcl:${opts.where.project}:${opts.where.instance}`;
+    this.name = `cloud-logging ${opts.where.project}:${opts.where.instance}`;
+    this.now = opts.now ?? Date.now;
+  }
+
+  async runOnce(): Promise<IngestStats> {
+    const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
+    if (!this.database) this.database = (await this.client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+    const settled = this.now() - this.opts.lagMs;
+    const { rows } = await this.client.query<{ byte_offset: string }>('SELECT byte_offset FROM audit.ingest_files WHERE file_key = $1', [this.key]);
+    let from = rows[0] ? Number(rows[0].byte_offset) : (this.opts.startMs ?? settled);
+    if (!rows[0]) {
+      // The first run: where the log starts for this ingester, saved so the next run goes on from it.
+      await this.client.query(`INSERT INTO audit.ingest_files (file_key, file_name, byte_offset) VALUES ($1, $2, $3) ON CONFLICT (file_key) DO NOTHING`, [
+        this.key,
+        this.name,
+        from,
+      ]);
+      this.opts.log.info({ from: new Date(from).toISOString() }, 'Cloud Logging read from here on (entries before were not read)');
+    }
+    const step = this.opts.maxWindowMs ?? 10 * 60_000;
+    while (from < settled) {
+      from = await this.window(from, Math.min(settled, from + step), stats);
+    }
+    return stats;
+  }
+
+  async follow(signal: AbortSignal, pollMs = MIN_POLL_MS, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
+    pollMs = Math.max(pollMs, MIN_POLL_MS);
+    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
+    while (!signal.aborted) {
+      const s = await this.runOnce();
+      onPass?.(s);
+      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' || k === 'held' ? s[k] : total[k] + s[k];
+      if (s.events > 0) this.opts.log.info({ ...s }, 'ingested pgaudit events');
+      await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+    }
+    return total;
+  }
+
+  /**
+   * One window [from, to), or its first part when it holds more than MAX_WINDOW_ENTRIES: its
+   * entries, events, receipt and new position in one transaction. Returns where it ended.
+   */
+  private async window(from: number, to: number, stats: IngestStats): Promise<number> {
+    let entries: CloudLogEntry[] = [];
+    for (;;) {
+      const filter = windowFilter(this.opts.where, from, to);
+      entries = [];
+      let token: string | undefined;
+      do {
+        const page = await this.api.list(filter, token);
+        entries.push(...page.entries);
+        token = page.nextPageToken;
+      } while (token && (entries.length <= (this.opts.maxWindowEntries ?? MAX_WINDOW_ENTRIES) || to - from <= 1000));
+      if (!token) break;
+      // Too many for one transaction and bounded memory: the first half of the window, listed again.
+      to = from + Math.floor((to - from) / 2);
+    }
+    // Listed in timestamp order, but the order within one timestamp, and an entry listed twice, are
+    // the API's: the receipt hashes the sorted identities, and the key drops a repeat.
+    const unique = [...new Map(entries.map((e) => [`${e.timestamp}/${e.insertId}`, e])).values()];
+    const ids = unique.map((e) => `${e.timestamp}/${e.insertId}`).sort();
+    const { rows } = await this.client.query<{
+      schema_name: string;
+      table_name: string;
+      protected_schema: string;
+      protected_table: string;
+      relation: string | null;
+      read_context: boolean;
+    }>('SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
+    const tables = protectedTables(rows);
+    const events: LogAuditEvent[] = [];
+    let ignored = 0;
+    let malformed = 0;
+    let lost = 0;
+    for (const j of joinChunks(unique)) {
+      const line = entryLine(j);
+      const c = classify(line, { database: this.database, tables, statementMaxLength: this.opts.statementMaxLength, contextOf: () => undefined });
+      // No line with the read's context comes through this source (the server writes it to its own
+      // log, not to the Data Access log): a read is written at once, its context unknown.
+      if (c.kind === 'event') events.push(c.event);
+      else if (c.kind === 'read') events.push(c.read.event);
+      else if (c.kind === 'malformed') malformed++;
+      else ignored++;
+      if (j.missing.length > 0 && line.databaseName === this.database) {
+        lost += j.missing.length;
+        events.push(
+          aboutTheLog(
+            MISSING_LINES_ACTION,
+            `Cloud Logging entry ${j.first.insertId} at ${j.first.timestamp}: chunks ${j.missing.join(', ')} of ${j.count} of a pgaudit line (session ${j.first.protoPayload?.request?.databaseSessionId ?? '?'}, statement ${j.first.protoPayload?.request?.statementId ?? '?'})`,
+            'parts of a pgaudit line never arrived in Cloud Logging within the window: the statement is kept as far as it came',
+            { sessionUserName: line.userName || '(unknown)' },
+          ),
+        );
+      }
+    }
+    let inserted = 0;
+    const file = { key: this.key, name: this.name };
+    try {
+      await inTransaction(this.client, async () => {
+        if (events.length > 0) inserted = await insertEvents(this.client, events);
+        await insertReceipt(this.client, file, { from, to, sha256: createHash('sha256').update(ids.join('\n')).digest('hex') }, ids.length, inserted);
+        await this.client.query(
+          `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, events) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (file_key) DO UPDATE SET byte_offset = excluded.byte_offset,
+             events = audit.ingest_files.events + excluded.events, updated_at = now()`,
+          [file.key, file.name, to, inserted],
+        );
+      });
+    } catch (err) {
+      throw new ServiceError(
+        `cannot store pgaudit events from Cloud Logging (${new Date(from).toISOString()} to ${new Date(to).toISOString()}): ${describePgError(err)}`,
+      );
+    }
+    stats.files++;
+    stats.lines += ids.length;
+    stats.events += inserted;
+    stats.duplicates += events.length - inserted;
+    stats.ignored += ignored;
+    stats.malformed += malformed;
+    if (lost > 0)
+      this.opts.log.error(
+        { from: new Date(from).toISOString(), to: new Date(to).toISOString(), missing_chunks: lost },
+        `chunks of pgaudit lines never arrived; recorded as ${MISSING_LINES_ACTION} events`,
+      );
+    return to;
+  }
+}
+
+/** --gcp-project and --gcp-instance, checked. */
+export function cloudInstance(project: string | undefined, instance: string | undefined): CloudInstance {
+  if (!project)
+    throw new ConfigError(
+      "--log-source cloud-logging needs --gcp-project (GOOGLE_CLOUD_PROJECT): the project whose Data Access audit logs hold the instance's pgaudit entries",
+    );
+  if (!instance) throw new ConfigError('--log-source cloud-logging needs --gcp-instance (AUDIT_GCP_INSTANCE): the Cloud SQL or AlloyDB instance id');
+  if (!/^[a-z][-a-z0-9.:]*[a-z0-9]$/.test(project))
+    throw new ConfigError(`--gcp-project ${project} is not a project id (lower-case letters, digits and hyphens; a domain-scoped one has a colon)`);
+  if (!/^[a-z][-a-z0-9]*$/.test(instance))
+    throw new ConfigError(`--gcp-instance ${instance} is not an instance id (lower-case letters, digits and hyphens; without the project)`);
+  return { project, instance };
+}

@@ -1,0 +1,176 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import path from 'node:path';
+import { CsvRecordStream, parseCsvLine } from '../../src/capture/ingest/csv.js';
+import { toLogLine } from '../../src/capture/ingest/csvlog.js';
+import type { CloudLogEntry } from '../../src/capture/ingest/cloud-logging.js';
+
+/**
+ * A stand-in for what a Cloud SQL instance's pgaudit lines become in Google Cloud: Data Access audit
+ * log entries (`PgAuditEntry`) read through Cloud Logging's REST `entries.list`, and the GCE
+ * metadata server that gives the credentials' access token (Google's auth library reads
+ * GCE_METADATA_HOST, its documented way to point at another metadata server). No Google Cloud
+ * project is reachable from the tests. The entries are made from the real PostgreSQL's csvlog, from
+ * the pgaudit lines written after the fake started, as Cloud SQL makes them: one entry per line,
+ * the log time as the entry's timestamp, a statement longer than `chunkChars` cut into chunks
+ * (chunkIndex of chunkCount). It behaves as the API is documented to, taking the worst reading
+ * where it is silent:
+ * - an entry is readable only `delayMs` after it was written (ingestion delay);
+ * - a page holds at most `pageSize` entries (the caller's pageSize is an upper bound), with a
+ *   nextPageToken; within one timestamp the order is the reverse of the log's;
+ * - an entry is listed twice now and then (the API dedupes only within one result);
+ * - every fifth request is throttled (HTTP 429, RESOURCE_EXHAUSTED), which the client retries;
+ * - a request without the metadata server's token is refused (HTTP 401).
+ * The filter is read for its timestamp bounds and the instance; the rest of it is checked to be
+ * the one the ingester sends.
+ */
+export interface FakeCloudLogging {
+  /** Cloud Logging's endpoint (--cloud-logging-endpoint) */
+  url: string;
+  /** for GCE_METADATA_HOST */
+  metadataHost: string;
+  requests: { filter: string; pageToken?: string; entries: number }[];
+  throttled: number;
+  /** chunks never delivered: statements holding this text lose their second chunk */
+  dropChunkOf: string | null;
+  close(): Promise<void>;
+}
+
+export async function fakeCloudLogging(
+  logDir: string,
+  where: { project: string; instance: string },
+  opts: { delayMs?: number; pageSize?: number; chunkChars?: number } = {},
+): Promise<FakeCloudLogging> {
+  const delayMs = opts.delayMs ?? 300;
+  const pageSize = opts.pageSize ?? 3;
+  const chunkChars = opts.chunkChars ?? 4000;
+  const token = `ya29.fake-${Date.now()}`;
+  const since = new Map<string, number>();
+  for (const n of await readdir(logDir)) since.set(n, (await stat(path.join(logDir, n))).size);
+  /** entries made so far, with when each became readable; and how far into each file they were made */
+  const made: { entry: CloudLogEntry; readableAt: number }[] = [];
+  const upTo = new Map<string, number>();
+  let serial = 0;
+
+  /** New pgaudit lines of the csvlog become entries (complete records only). */
+  const collect = async () => {
+    for (const name of (await readdir(logDir)).filter((n) => n.endsWith('.csv')).sort()) {
+      const all = await readFile(path.join(logDir, name));
+      let from = upTo.get(name) ?? since.get(name) ?? 0;
+      if (from > 0 && !upTo.has(name)) {
+        const nl = all.indexOf(0x0a, from - 1);
+        from = nl < 0 ? all.length : nl + 1;
+      }
+      const parser = new CsvRecordStream(from, 1 << 24);
+      const records = parser.push(all.subarray(from));
+      upTo.set(name, records.length > 0 ? records[records.length - 1]!.end : from);
+      for (const rec of records) {
+        const line = toLogLine(rec.fields);
+        if (!line || line.errorSeverity !== 'LOG' || !line.message.startsWith('AUDIT: ')) continue;
+        const f = parseCsvLine(line.message.slice('AUDIT: '.length));
+        if (!f || f.length < 9) continue;
+        const [auditType, statementId, substatementId, auditClass, command, objectType, object, statement, parameter] = f as string[];
+        const timestamp = new Date(line.logTime.replace(' UTC', 'Z').replace(' ', 'T')).toISOString();
+        const chunks: string[] = [];
+        for (let i = 0; i < statement!.length || i === 0; i += chunkChars) chunks.push(statement!.slice(i, i + chunkChars));
+        chunks.forEach((chunk, i) => {
+          if (fake.dropChunkOf && statement!.includes(fake.dropChunkOf) && i === 1) return;
+          made.push({
+            readableAt: Date.parse(timestamp) + delayMs,
+            entry: {
+              insertId: `${(++serial).toString(36)}x${line.sessionLineNum}`,
+              timestamp,
+              protoPayload: {
+                request: {
+                  '@type': 'type.googleapis.com/google.cloud.sql.audit.v1.PgAuditEntry',
+                  auditClass,
+                  auditType,
+                  chunkCount: String(chunks.length),
+                  chunkIndex: String(i + 1),
+                  command,
+                  database: line.databaseName,
+                  databaseSessionId: line.processId ?? 0,
+                  object,
+                  objectType,
+                  parameter: i === 0 ? parameter : '',
+                  statement: chunk,
+                  statementId: Number(statementId),
+                  substatementId: Number(substatementId),
+                  user: line.userName,
+                },
+              },
+            },
+          });
+        });
+      }
+    }
+  };
+
+  const fake: FakeCloudLogging = { url: '', metadataHost: '', requests: [], throttled: 0, dropChunkOf: null, close: () => Promise.resolve() };
+  let requests = 0;
+  const send = (res: import('node:http').ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { 'content-type': 'application/json', ...headers });
+    res.end(JSON.stringify(body));
+  };
+  const server: Server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += String(d)));
+    req.on('end', () => {
+      void (async () => {
+        if (req.url?.startsWith('/computeMetadata/v1/')) {
+          if (req.headers['metadata-flavor'] !== 'Google') return send(res, 403, { error: 'Metadata-Flavor: Google is required' });
+          if (req.url.startsWith('/computeMetadata/v1/instance/service-accounts/default/token'))
+            return send(res, 200, { access_token: token, expires_in: 3599, token_type: 'Bearer' }, { 'metadata-flavor': 'Google' });
+          if (req.url.startsWith('/computeMetadata/v1/project/project-id')) {
+            res.writeHead(200, { 'content-type': 'application/text', 'metadata-flavor': 'Google' });
+            return res.end(where.project);
+          }
+          res.writeHead(200, { 'content-type': 'application/text', 'metadata-flavor': 'Google' });
+          return res.end('');
+        }
+        if (req.method !== 'POST' || req.url !== '/v2/entries:list') return send(res, 404, { error: { code: 404, message: `no ${req.method} ${req.url}` } });
+        if (req.headers.authorization !== `Bearer ${token}`)
+          return send(res, 401, { error: { code: 401, message: 'Request had invalid authentication credentials.', status: 'UNAUTHENTICATED' } });
+        if (++requests % 5 === 0) {
+          fake.throttled++;
+          return send(res, 429, { error: { code: 429, message: 'Quota exceeded for quota metric Read requests', status: 'RESOURCE_EXHAUSTED' } });
+        }
+        const q = JSON.parse(body) as { resourceNames?: string[]; filter?: string; orderBy?: string; pageSize?: number; pageToken?: string };
+        const filter = q.filter ?? '';
+        const ge = /timestamp>="([^"]+)"/.exec(filter)?.[1];
+        const lt = /timestamp<"([^"]+)"/.exec(filter)?.[1];
+        if (
+          q.resourceNames?.[0] !== `projects/${where.project}` ||
+          q.orderBy !== 'timestamp asc' ||
+          !ge ||
+          !lt ||
+          !filter.includes(`resource.labels.database_id="${where.project}:${where.instance}"`) ||
+          !filter.includes('cloudaudit.googleapis.com%2Fdata_access') ||
+          !filter.includes('google.cloud.sql.audit.v1.PgAuditEntry')
+        )
+          return send(res, 400, { error: { code: 400, message: `unexpected request: ${body}`, status: 'INVALID_ARGUMENT' } });
+        await collect();
+        const now = Date.now();
+        const from = Date.parse(ge);
+        const to = Date.parse(lt);
+        const matching = made
+          .filter((m) => m.readableAt <= now && Date.parse(m.entry.timestamp) >= from && Date.parse(m.entry.timestamp) < to)
+          .map((m) => m.entry)
+          .sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp) || (a.insertId < b.insertId ? 1 : -1));
+        // One entry in seven is listed twice, back to back.
+        const listed = matching.flatMap((e, i) => (i % 7 === 3 ? [e, e] : [e]));
+        const start = q.pageToken ? Number(q.pageToken) : 0;
+        const size = Math.min(pageSize, q.pageSize ?? pageSize);
+        const page = listed.slice(start, start + size);
+        fake.requests.push({ filter, ...(q.pageToken ? { pageToken: q.pageToken } : {}), entries: page.length });
+        send(res, 200, { entries: page, ...(start + size < listed.length ? { nextPageToken: String(start + size) } : {}) });
+      })().catch((err: unknown) => send(res, 500, { error: { code: 500, message: String(err) } }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  fake.url = `http://127.0.0.1:${port}`;
+  fake.metadataHost = `127.0.0.1:${port}`;
+  fake.close = () => new Promise((resolve) => server.close(() => resolve()));
+  return fake;
+}
