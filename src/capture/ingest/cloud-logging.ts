@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { ConfigError, ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import type { LogLine } from './csvlog.js';
-import { classify, protectedTables, type LogAuditEvent } from './pgaudit.js';
-import { aboutTheLog, insertEvents, insertReceipt, type IngestStats } from './ingester.js';
+import { classify, type LogAuditEvent } from './pgaudit.js';
+import { aboutTheLog, followPasses, insertEvents, insertReceipt, savePosition, watchedTables, type IngestStats } from './ingester.js';
 import { MISSING_LINES_ACTION } from './receipt.js';
 
 /**
@@ -295,17 +294,8 @@ export class CloudLoggingIngester {
     return stats;
   }
 
-  async follow(signal: AbortSignal, pollMs = MIN_POLL_MS, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
-    pollMs = Math.max(pollMs, MIN_POLL_MS);
-    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
-    while (!signal.aborted) {
-      const s = await this.runOnce();
-      onPass?.(s);
-      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' || k === 'held' ? s[k] : total[k] + s[k];
-      if (s.events > 0) this.opts.log.info({ ...s }, 'ingested pgaudit events');
-      await sleep(pollMs, undefined, { signal }).catch(() => undefined);
-    }
-    return total;
+  follow(signal: AbortSignal, pollMs = MIN_POLL_MS, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
+    return followPasses(() => this.runOnce(), this.opts.log, signal, Math.max(pollMs, MIN_POLL_MS), onPass);
   }
 
   /**
@@ -331,15 +321,7 @@ export class CloudLoggingIngester {
     // the API's: the receipt hashes the sorted identities, and the key drops a repeat.
     const unique = [...new Map(entries.map((e) => [`${e.timestamp}/${e.insertId}`, e])).values()];
     const ids = unique.map((e) => `${e.timestamp}/${e.insertId}`).sort();
-    const { rows } = await this.client.query<{
-      schema_name: string;
-      table_name: string;
-      protected_schema: string;
-      protected_table: string;
-      relation: string | null;
-      read_context: boolean;
-    }>('SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
-    const tables = protectedTables(rows);
+    const tables = await watchedTables(this.client);
     const events: LogAuditEvent[] = [];
     let ignored = 0;
     let malformed = 0;
@@ -371,12 +353,7 @@ export class CloudLoggingIngester {
       await inTransaction(this.client, async () => {
         if (events.length > 0) inserted = await insertEvents(this.client, events);
         await insertReceipt(this.client, file, { from, to, sha256: createHash('sha256').update(ids.join('\n')).digest('hex') }, ids.length, inserted);
-        await this.client.query(
-          `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, events) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (file_key) DO UPDATE SET byte_offset = excluded.byte_offset,
-             events = audit.ingest_files.events + excluded.events, updated_at = now()`,
-          [file.key, file.name, to, inserted],
-        );
+        await savePosition(this.client, file, to, inserted);
       });
     } catch (err) {
       throw new ServiceError(

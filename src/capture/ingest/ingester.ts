@@ -108,16 +108,8 @@ export class Ingester {
   }
 
   /** Keep ingesting until the signal aborts; returns the totals. */
-  async follow(signal: AbortSignal, pollMs = 500, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
-    const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
-    while (!signal.aborted) {
-      const s = await this.runOnce();
-      onPass?.(s);
-      for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' || k === 'held' ? s[k] : total[k] + s[k];
-      if (s.events > 0) this.opts.log.info({ ...s }, 'ingested pgaudit events');
-      await sleep(pollMs, undefined, { signal }).catch(() => undefined);
-    }
-    return total;
+  follow(signal: AbortSignal, pollMs = 500, onPass?: (s: IngestStats) => void): Promise<IngestStats> {
+    return followPasses(() => this.runOnce(), this.opts.log, signal, pollMs, onPass);
   }
 
   private async load(): Promise<void> {
@@ -201,15 +193,7 @@ export class Ingester {
   private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
     const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
-    const { rows } = await this.query<{
-      schema_name: string;
-      table_name: string;
-      protected_schema: string;
-      protected_table: string;
-      relation: string | null;
-      read_context: boolean;
-    }>('SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
-    const tables = protectedTables(rows);
+    const tables = await watchedTables(this.client);
     // Not held for a context line that cannot come (a session that switched to another role with SET
     // ROLE would have had one: its reads are then unknown, never misattributed).
     const { rows: bypass } = await this.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolsuper OR rolbypassrls');
@@ -268,12 +252,7 @@ export class Ingester {
         if (events.length > 0) inserted = await insertEvents(this.client, events);
         if (touched.size > 0) await this.saveSessions(touched);
         await insertReceipt(this.client, file, range, records.length, inserted);
-        await this.client.query(
-          `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, events) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (file_key) DO UPDATE SET byte_offset = excluded.byte_offset,
-             events = audit.ingest_files.events + excluded.events, updated_at = now()`,
-          [file.key, file.name, newOffset, inserted],
-        );
+        await savePosition(this.client, file, newOffset, inserted);
       });
     } catch (err) {
       // The in-memory session context may now be ahead of the database: reload it next time.
@@ -481,6 +460,48 @@ export async function insertReceipt(
     `INSERT INTO audit.audit_log (occurred_at, source, action, outcome, session_user_name, current_role_name, backend_pid, statement)
      VALUES (clock_timestamp(), '${RECEIPT_SOURCE}', '${RECEIPT_ACTION}', 'success', session_user, current_user, pg_backend_pid(), $1)`,
     [JSON.stringify(receipt)],
+  );
+}
+
+/** Run ingest passes until the signal aborts, every `pollMs`; returns the totals (held and pending: the last pass's). */
+export async function followPasses(
+  runOnce: () => Promise<IngestStats>,
+  log: Logger,
+  signal: AbortSignal,
+  pollMs: number,
+  onPass?: (s: IngestStats) => void,
+): Promise<IngestStats> {
+  const total: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
+  while (!signal.aborted) {
+    const s = await runOnce();
+    onPass?.(s);
+    for (const k of Object.keys(total) as (keyof IngestStats)[]) total[k] = k === 'pendingBytes' || k === 'held' ? s[k] : total[k] + s[k];
+    if (s.events > 0) log.info({ ...s }, 'ingested pgaudit events');
+    await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+  }
+  return total;
+}
+
+/** The protected tables and the relations whose reads are theirs (audit.watched_relations), now. */
+export async function watchedTables(client: pg.Client): Promise<ReturnType<typeof protectedTables>> {
+  const { rows } = await client.query<{
+    schema_name: string;
+    table_name: string;
+    protected_schema: string;
+    protected_table: string;
+    relation: string | null;
+    read_context: boolean;
+  }>('SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
+  return protectedTables(rows);
+}
+
+/** A source's new position, in the transaction of the events it read (byte offset, or milliseconds for a time-ordered source). */
+export async function savePosition(client: pg.Client, file: Pick<LogFile, 'key' | 'name'>, position: number, inserted: number): Promise<void> {
+  await client.query(
+    `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, events) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (file_key) DO UPDATE SET byte_offset = excluded.byte_offset,
+       events = audit.ingest_files.events + excluded.events, updated_at = now()`,
+    [file.key, file.name, position, inserted],
   );
 }
 
