@@ -59,7 +59,11 @@ export interface ChainReport extends Tally {
   cut: number | null;
   /** a shard's blocks (ChainOptions.shard), in chain order */
   blocks: BlockReport[];
-  /** a shard run: the last file of the archive it walked to (every shard finds the same) */
+  /**
+   * The newest digest the walk found listed (verified or not). A shard run finds it at its start
+   * (every shard finds the same); one run over the archive, as its walk ends. A data file past it
+   * was stored after the walk (inventory.ts).
+   */
   lastSeq: number;
 }
 
@@ -526,7 +530,8 @@ export async function verifyChain(reader: ArchiveReader, opts: ChainOptions): Pr
   }
   // A shard's walk lists only its blocks: strays in the digest folder are shard 0's inventory's.
   if (!shard) findings.push(...listingFindings);
-  const maxSeq = report.cut ?? (shard ? report.lastSeq : listing.highest);
+  if (!shard) report.lastSeq = listing.highest;
+  const maxSeq = report.cut ?? report.lastSeq;
   if (opts.expectHead && opts.expectHead.fileSeq > maxSeq && report.cut === null) {
     findings.push({
       code: 'tail-missing',

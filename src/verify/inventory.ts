@@ -1,6 +1,7 @@
 import { gunzipSync } from 'node:zlib';
 import type { ArchiveReader } from '../sink/sink.js';
-import { DATA_DIR, DIGEST_DIR, parseDataKey, parseDigestKey, STREAM_DIR } from '../sink/keys.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DATA_DIR, DIGEST_DIR, digestKey, parseDataKey, parseDigestKey, STREAM_DIR } from '../sink/keys.js';
 import { sha256Hex } from '../seal/digest.js';
 import { recordLines, type ChainReport, type Finding } from './chain.js';
 
@@ -25,13 +26,22 @@ export interface InventoryItem {
   fileSeq: number | null;
 }
 
+/** How long a data file past the walked head may wait for its digest (the shipper stores it right after). */
+export const DIGEST_FOLLOWS_MS = 1000;
+
+async function digestFollows(reader: ArchiveReader, fileSeq: number): Promise<boolean> {
+  if (await reader.exists(digestKey(fileSeq))) return true;
+  await sleep(DIGEST_FOLLOWS_MS);
+  return reader.exists(digestKey(fileSeq));
+}
+
 /**
  * Everything stored must be accounted for by the chain: a data file no digest names (a copy under
  * another name, a file slipped in) and any object outside digests/ and data/ are findings.
  */
 export async function checkInventory(
   reader: ArchiveReader,
-  chain: Pick<ChainReport, 'objects' | 'firstSeq'> & Partial<Pick<ChainReport, 'cut'>>,
+  chain: Pick<ChainReport, 'objects' | 'firstSeq'> & Partial<Pick<ChainReport, 'cut' | 'lastSeq'>>,
   scope?: InventoryScope,
 ): Promise<{ findings: Finding[]; notes: Finding[]; items: InventoryItem[] }> {
   const items: InventoryItem[] = [];
@@ -41,6 +51,8 @@ export async function checkInventory(
   const globals = scope?.globals ?? true;
   const objectAt = scope ? scope.objectAt : (seq: number) => Promise.resolve(chain.objects.get(seq));
   const newest = scope ? scope.newestSeq : chain.objects.newestSeq;
+  /** the newest digest the walk saw listed: a data file past it was stored after the walk */
+  const listed = scope ? scope.newestSeq : (chain.lastSeq ?? newest);
   for await (const key of reader.list('')) {
     if (key.startsWith(DIGEST_DIR)) {
       // The walk judged the digests; a shard's walk lists only its blocks, so shard 0 looks for strays here.
@@ -64,6 +76,22 @@ export async function checkInventory(
       }
       if (parsed ? scope && !scope.owns(parsed.fileSeq) : !globals) continue;
       if (chain.objects.names(key)) continue;
+      // Past the newest digest this run walked: a shipper running beside verify stored it after the
+      // walk, and its digest is there by now (or within a second: the shipper writes the digest
+      // right after the file). The next run judges it; a file whose digest never comes is judged
+      // below like any other (a shipper stopped between the two writes, or an added file).
+      if (parsed && parsed.fileSeq > listed && (await digestFollows(reader, parsed.fileSeq))) {
+        add(
+          {
+            code: 'sealed-after-walk',
+            where: key,
+            message: `file ${parsed.fileSeq} was sealed after this run walked the chain (to file ${listed}): the next run checks it`,
+          },
+          true,
+          parsed.fileSeq,
+        );
+        continue;
+      }
       // A shipper stopped between storing a file and its digest seals the same records again
       // after restart, maybe cut differently. A copy whose every line is byte for byte the line the
       // archive holds at that sequence number is those same records: harmless. Comparing only the

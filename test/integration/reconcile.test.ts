@@ -70,7 +70,7 @@ describe('verify --reconcile', () => {
 
     // Everything shipped: the rows written after the last drain are stored by the running shipper first.
     const clean = await verifyWhileShipping();
-    expect(clean.code, clean.stderr).toBe(0);
+    expect(clean.code, clean.stderr + JSON.stringify(clean.report?.findings)).toBe(0);
     expect(clean.report!.findings).toEqual([]);
     const rows = await withClient(db.url, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM audit.audit_log')).rows[0]!.n));
     const note = clean.report!.notes.find((n) => n.code === 'reconciled')!;
