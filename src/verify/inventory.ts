@@ -74,8 +74,12 @@ export async function checkInventory(
           );
         continue;
       }
-      if (parsed ? scope && !scope.owns(parsed.fileSeq) : !globals) continue;
-      if (chain.objects.names(key)) continue;
+      // A data file past the archive's newest digest belongs to no shard's blocks: shard 0 judges it, as one run would.
+      if (parsed ? scope && !scope.owns(parsed.fileSeq) && !(globals && parsed.fileSeq > listed) : !globals) continue;
+      // Named by a digest this run verified. Past the head, only a digest of another file can name
+      // it (already an object-key-mismatch finding), and the shard that judges it cannot know: it
+      // is judged below like any file past the head, so every run gives the same verdict.
+      if (chain.objects.names(key) && !(parsed && parsed.fileSeq > listed)) continue;
       // Past the newest digest this run walked: a shipper running beside verify stored it after the
       // walk, and its digest is there by now (or within a second: the shipper writes the digest
       // right after the file). The next run judges it; a file whose digest never comes is judged

@@ -722,6 +722,22 @@ export const CASES: Case[] = [
     expected: { ok: false, findings: ['tail-missing'] },
   },
   {
+    name: 'leftover-past-head',
+    description: 'a data object past the newest digest, with no digest of its own: a shipper stopped between the file and its digest, or an added file',
+    build: async () => {
+      const o = await build(basic)();
+      const d = digestOf(o, 2);
+      const content = '{"seq":99}\n';
+      const key = d.object_key!.replace(
+        /\/000000000002-[0-9a-f]{16}\.jsonl\.gz$/,
+        `/000000000003-${createHash('sha256').update(content).digest('hex').slice(0, 16)}.jsonl.gz`,
+      );
+      o.set(key, gzipSync(Buffer.from(content)));
+      return o;
+    },
+    expected: { ok: false, findings: ['unreferenced-object'] },
+  },
+  {
     name: 'forged-leftover',
     description: "a data object no digest names, carrying a real record's seq and chain value over a made-up body",
     build: async () => {
@@ -847,7 +863,8 @@ export const CASES: Case[] = [
       const [a, b] = basic();
       return [a!, { ...b!, tweak: (d) => ({ ...d, object_key: d.object_key!.replace('/000000000002-', '/000000000009-') }) }];
     }),
-    expected: { ok: false, findings: ['object-key-mismatch'] },
+    // The object it names lies past the head, and holds file 2's archived records: a copy.
+    expected: { ok: false, findings: ['object-key-mismatch'], notes: ['superseded-copy'] },
   },
   {
     name: 'insider-object-key-hash',
