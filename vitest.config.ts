@@ -3,10 +3,16 @@ import { defineConfig } from 'vitest/config';
 /**
  * Tests that change the whole cluster run after everything else, one file at a time: granting
  * cluster-wide roles the way an attacker would (every shipper attests role memberships, and another
- * test's archive would rightly report the change), changing the server's logging settings (jsonlog),
- * and stopping and restarting the server.
+ * test's archive would rightly report the change), `init` as a platform's admin role (it joins
+ * audit_owner: seen once as a capture change by reconcile's archive), changing the server's logging
+ * settings (jsonlog), and stopping and restarting the server.
  */
-const CLUSTER_WIDE = ['test/integration/attestation.test.ts', 'test/integration/jsonlog.test.ts', 'test/integration/server-restart.test.ts'];
+const CLUSTER_WIDE = [
+  'test/integration/attestation.test.ts',
+  'test/integration/platform-admin.test.ts',
+  'test/integration/jsonlog.test.ts',
+  'test/integration/server-restart.test.ts',
+];
 
 export default defineConfig({
   test: {

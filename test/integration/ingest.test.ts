@@ -465,6 +465,53 @@ describe('ingest', () => {
     ]);
   });
 
+  it('a log file removed before ingest read all it held (the log retention ran first) is recorded as lines missing, once', async () => {
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const dir = await mkdtemp(`${tmpdir()}/removed-`);
+    const line = (n: number, stmt: string) =>
+      `2026-11-28 11:00:00.${String(n).padStart(3, '0')} UTC,"app_login","${db.name}",4343,"[local]",6b0b8888.1,${n},"SELECT",2026-11-28 11:00:00 UTC,3/${n},0,LOG,00000,` +
+      `"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+    const read = line(1, 'SELECT 1 FROM customers /* removed-read */');
+    // The server is still writing the next record when the pass runs: it is left for the next pass.
+    const unread = line(2, 'SELECT 2 FROM customers /* removed-unread */').slice(0, 150);
+    await writeFile(`${dir}/postgresql-c.csv`, read + unread);
+    const ingest = () => runCli(['ingest', '--log-dir', dir, '--context-wait', '1ms'], { DATABASE_URL: urlFor(db.name, 'ingest_login') });
+    expect((await ingest()).code).toBe(0);
+    // Then the file is gone (retention removed it) and the server writes another.
+    await rm(`${dir}/postgresql-c.csv`);
+    await writeFile(`${dir}/postgresql-d.csv`, line(3, 'SELECT 3 FROM customers /* removed-next */'));
+    const second = await ingest();
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/a log file was removed before ingest read it/);
+    expect((await ingest()).code).toBe(0); // said once
+    const missing = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ statement: string; error: string }>(
+            `SELECT statement, error FROM audit.audit_log WHERE action = 'LOG LINES MISSING' AND statement LIKE 'log file postgresql-c.csv%'`,
+          )
+        ).rows,
+    );
+    expect(missing).toEqual([
+      {
+        statement: `log file postgresql-c.csv: bytes ${read.length}-${read.length + unread.length} (${unread.length}) were never read`,
+        error: "the log file was removed (the server's or the platform's log retention) before ingest read it: any audit event in those bytes is lost",
+      },
+    ]);
+    const reads = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ s: string }>(
+            `SELECT substring(statement from 'removed-[a-z]+') AS s FROM audit.audit_log WHERE statement LIKE '%/* removed-%' AND ${NOT_OUR_READS} ORDER BY id`,
+          )
+        ).rows,
+    );
+    expect(reads.map((r) => r.s)).toEqual(['removed-read', 'removed-next']);
+  });
+
   it("records denied attempts to switch auditing off: the owner's commands, audit settings, a protected table's schema", async () => {
     await withClient(db.url, async (c) => {
       await c.query('CREATE SCHEMA IF NOT EXISTS records');

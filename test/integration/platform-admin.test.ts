@@ -33,7 +33,7 @@ describe("init as a managed platform's admin role", () => {
     const r = await runCli(['init'], { DATABASE_URL: asAdmin() });
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines[0]).toMatch(/^applied migrations\/001_audit_schema, .*migrations\/013_capture_gaps$/);
+    expect(lines[0]).toMatch(/^applied migrations\/001_audit_schema, .*migrations\/014_ingest_seen_size$/);
     expect(lines.slice(1).map((l) => /^could not \(needs a superuser\): ([a-z-]+): .+; instead: .+$/.exec(l)?.[1])).toEqual([
       'ddl-guard',
       'emit-message',

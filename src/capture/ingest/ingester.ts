@@ -77,11 +77,12 @@ export class Ingester {
   async runOnce(): Promise<IngestStats> {
     await this.load();
     const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
-    const { rows } = await this.query<{ file_key: string; file_name: string; byte_offset: string }>(
-      'SELECT file_key, file_name, byte_offset FROM audit.ingest_files',
+    const { rows } = await this.query<{ file_key: string; file_name: string; byte_offset: string; seen_size: string | null }>(
+      'SELECT file_key, file_name, byte_offset, seen_size::text AS seen_size FROM audit.ingest_files',
     );
     const offsets = new Map(rows.map((r) => [r.file_key, Number(r.byte_offset)]));
     const files = adoptSavedKeys(await this.opts.logs.list(), rows);
+    await this.noteRemovedUnread(rows, files, stats);
     for (const [i, file] of files.entries()) {
       const saved = offsets.get(file.key) ?? 0;
       if (saved > file.size) {
@@ -105,6 +106,54 @@ export class Ingester {
         'log records that could not be read were recorded as UNREADABLE LOG RECORD events (their bytes are not copied)',
       );
     return stats;
+  }
+
+  /**
+   * Files the last pass listed that are gone now, removed by the log's retention before they were
+   * read to the length they had: the lines past the saved position were never read, and what they
+   * held is unknown. Recorded as missing (once: the row's seen size drops to its position in the
+   * same transaction). Then every listed file's size is remembered for the next pass.
+   */
+  private async noteRemovedUnread(
+    saved: { file_key: string; file_name: string; byte_offset: string; seen_size: string | null }[],
+    files: LogFile[],
+    stats: IngestStats,
+  ): Promise<void> {
+    const listed = new Set(files.map((f) => f.key));
+    const lost = saved.filter((r) => r.seen_size !== null && !listed.has(r.file_key) && Number(r.seen_size) > Number(r.byte_offset));
+    try {
+      await inTransaction(this.client, async () => {
+        if (lost.length > 0) {
+          const events = lost.map((r) =>
+            aboutTheLog(
+              MISSING_LINES_ACTION,
+              `log file ${r.file_name}: bytes ${r.byte_offset}-${r.seen_size} (${Number(r.seen_size) - Number(r.byte_offset)}) were never read`,
+              "the log file was removed (the server's or the platform's log retention) before ingest read it: any audit event in those bytes is lost",
+            ),
+          );
+          stats.events += await insertEvents(this.client, events);
+          await this.client.query('UPDATE audit.ingest_files SET seen_size = byte_offset, updated_at = now() WHERE file_key = ANY($1::text[])', [
+            lost.map((r) => r.file_key),
+          ]);
+        }
+        if (files.length > 0) {
+          await this.client.query(
+            `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, seen_size)
+             SELECT k, n, 0, s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(k, n, s)
+             ON CONFLICT (file_key) DO UPDATE SET seen_size = GREATEST(audit.ingest_files.seen_size, excluded.seen_size)`,
+            [files.map((f) => f.key), files.map((f) => f.name), files.map((f) => f.size)],
+          );
+        }
+      });
+    } catch (err) {
+      throw new ServiceError(`cannot note the log files' sizes: ${describePgError(err)}`);
+    }
+    for (const r of lost) {
+      this.opts.log.error(
+        { file: r.file_name, from: Number(r.byte_offset), to: Number(r.seen_size) },
+        `a log file was removed before ingest read it; its unread bytes are recorded as a ${MISSING_LINES_ACTION} event`,
+      );
+    }
   }
 
   /** Keep ingesting until the signal aborts; returns the totals. */
@@ -336,7 +385,7 @@ export class Ingester {
       return await this.client.query<R>(sql, params);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code === '42P01' || code === '3F000') {
+      if (code === '42P01' || code === '3F000' || code === '42703') {
         throw new ServiceError(
           'the audit schema is not installed in this database, or is older than this ingester; run `pg-audit-shipper init` (it upgrades in place)',
         );
