@@ -259,6 +259,20 @@ export const SETTINGS = {
       'with --log-source cloud-logging: how long after its timestamp an entry is read (Cloud Logging makes entries readable with a delay; an entry later than this is missed)',
     type: durationMs(1000),
   },
+  cloudLoggingFrom: {
+    flag: '--cloud-logging-from',
+    env: 'AUDIT_CLOUD_LOGGING_FROM',
+    value: 'time',
+    description:
+      "with --log-source cloud-logging: where the first run starts, when nothing is saved yet (an ISO 8601 time; default: now): earlier entries the project's log bucket still keeps are read too",
+    type: z
+      .string()
+      .refine((v) => /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(v) && Number.isFinite(Date.parse(v)), {
+        message: 'takes an ISO 8601 time, e.g. 2026-12-01T00:00:00Z',
+      })
+      .transform((v) => Date.parse(v))
+      .optional(),
+  },
   cloudLoggingEndpoint: {
     flag: '--cloud-logging-endpoint',
     env: 'AUDIT_CLOUD_LOGGING_ENDPOINT',

@@ -19,6 +19,7 @@ const INGEST_SETTINGS = [
   'gcpProject',
   'gcpInstance',
   'cloudLoggingLag',
+  'cloudLoggingFrom',
   'cloudLoggingEndpoint',
   'logFormat',
   'logDir',
@@ -166,7 +167,9 @@ export function registerCaptureCommands(program: Command): void {
       return ingester.follow(stop.signal, cfg.pollMs);
     });
     process.stdout.write(
-      `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files` +
+      (cfg.logSource === 'cloud-logging'
+        ? `ingested ${stats.events} events from ${stats.lines} log entries in ${stats.files} windows`
+        : `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files`) +
         ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
         `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`,
     );

@@ -35,6 +35,7 @@ const SHIP_SETTINGS = [
   'gcpProject',
   'gcpInstance',
   'cloudLoggingLag',
+  'cloudLoggingFrom',
   'cloudLoggingEndpoint',
   'logFormat',
   'logDir',

@@ -77,6 +77,13 @@ describe('configuration errors', () => {
     expect(errorOf(() => validate(settingsSchema('batchMaxBytes'), { batchMaxBytes: 'big' }))).toBe(
       '--batch-max-bytes is invalid: takes a size such as 8MiB, not "big"',
     );
+    expect(validate(settingsSchema('cloudLoggingFrom'), { cloudLoggingFrom: '2026-12-01T06:30:00Z' })).toEqual({
+      cloudLoggingFrom: Date.UTC(2026, 11, 1, 6, 30),
+    });
+    expect(validate(settingsSchema('cloudLoggingFrom'), { cloudLoggingFrom: '2026-12-01' })).toEqual({ cloudLoggingFrom: Date.UTC(2026, 11, 1) });
+    expect(errorOf(() => validate(settingsSchema('cloudLoggingFrom'), { cloudLoggingFrom: 'yesterday' }))).toBe(
+      '--cloud-logging-from (AUDIT_CLOUD_LOGGING_FROM) is invalid: takes an ISO 8601 time, e.g. 2026-12-01T00:00:00Z',
+    );
     expect(errorOf(() => validate(settingsSchema('expectHead'), { expectHead: '12:abc' }))).toBe(
       '--expect-head (AUDIT_EXPECT_HEAD) is invalid: takes SEQ:SHA256 as a report\'s "Head:" line prints it, not "12:abc"',
     );

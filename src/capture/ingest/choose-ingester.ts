@@ -35,6 +35,8 @@ export function chooseIngester(s: {
   gcpInstance?: string | undefined;
   cloudLoggingLag?: number | undefined;
   cloudLoggingEndpoint?: string | undefined;
+  /** milliseconds since the epoch */
+  cloudLoggingFrom?: number | undefined;
 }): IngesterOf | null {
   if (s.logSource !== 'dir' && s.logDir) {
     throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) and --log-source ${s.logSource} do not go together: the ingester reads the log one way; drop one`);
@@ -55,7 +57,15 @@ export function chooseIngester(s: {
     const where = cloudInstance(s.gcpProject, s.gcpInstance);
     const api = cloudLoggingApi(where, s.cloudLoggingEndpoint);
     const lagMs = s.cloudLoggingLag ?? 120_000;
-    return (client, o) => new CloudLoggingIngester(client, api, { where, lagMs, statementMaxLength: o.statementMaxLength, log: o.log });
+    const startMs = s.cloudLoggingFrom;
+    return (client, o) =>
+      new CloudLoggingIngester(client, api, {
+        where,
+        lagMs,
+        statementMaxLength: o.statementMaxLength,
+        log: o.log,
+        ...(startMs !== undefined ? { startMs } : {}),
+      });
   }
   const dir = s.logDir;
   return dir ? files(() => directoryLogs(dir, s.logFormat)) : null;

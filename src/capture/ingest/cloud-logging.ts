@@ -285,7 +285,7 @@ export class CloudLoggingIngester {
         this.name,
         from,
       ]);
-      this.opts.log.info({ from: new Date(from).toISOString() }, 'Cloud Logging read from here on (entries before were not read)');
+      this.opts.log.info({ from: new Date(from).toISOString() }, 'Cloud Logging is read from here on (--cloud-logging-from: an earlier start)');
     }
     const step = this.opts.maxWindowMs ?? 10 * 60_000;
     while (from < settled) {
