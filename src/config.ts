@@ -285,7 +285,8 @@ export const SETTINGS = {
     flag: '--rds-instance',
     env: 'AUDIT_RDS_INSTANCE',
     value: 'id',
-    description: 'with --log-source rds: the DB instance whose log files are read (the AWS SDK finds region and credentials as usual)',
+    description:
+      'with --log-source rds: the DB instance whose log files are read, or several separated by commas, the writer first (Aurora: each reader writes its own log, with the reads made on it); the AWS SDK finds region and credentials as usual',
     type: z.string().min(1).optional(),
   },
   logFormat: {

@@ -201,7 +201,11 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
   } else if (p === 'rds' || p === 'aurora') {
     // ingest --log-source rds reads the instance's csvlog files through the RDS API.
     if (listHas(s.log_destination, 'csvlog'))
-      ok('the instance writes a csvlog: ingest --log-source rds --rds-instance <instance> reads it through the RDS API');
+      ok(
+        p === 'aurora'
+          ? "the instances write a csvlog: ingest --log-source rds --rds-instance <writer>,<reader>,... reads them through the RDS API (each reader's reads are in its own log: list every instance)"
+          : 'the instance writes a csvlog: ingest --log-source rds --rds-instance <instance> reads it through the RDS API',
+      );
     else
       fix(
         `the instance writes no csvlog (log_destination = ${s.log_destination ?? '?'}): ingest --log-source rds has nothing to read`,

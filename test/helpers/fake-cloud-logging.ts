@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import { CsvRecordStream, parseCsvLine } from '../../src/capture/ingest/csv.js';
@@ -52,17 +52,30 @@ export async function fakeCloudLogging(
   const upTo = new Map<string, number>();
   let serial = 0;
 
-  /** New pgaudit lines of the csvlog become entries (complete records only). */
+  /** New pgaudit lines of the csvlog become entries (complete records only; only the bytes written since the last look are read). */
   const collect = async () => {
     for (const name of (await readdir(logDir)).filter((n) => n.endsWith('.csv')).sort()) {
-      const all = await readFile(path.join(logDir, name));
+      const size = (await stat(path.join(logDir, name))).size;
       let from = upTo.get(name) ?? since.get(name) ?? 0;
-      if (from > 0 && !upTo.has(name)) {
-        const nl = all.indexOf(0x0a, from - 1);
-        from = nl < 0 ? all.length : nl + 1;
+      if (size <= from) continue;
+      const fh = await open(path.join(logDir, name), 'r');
+      let bytes: Buffer;
+      try {
+        const start = upTo.has(name) || from === 0 ? from : from - 1;
+        bytes = Buffer.alloc(size - start);
+        await fh.read(bytes, 0, bytes.length, start);
+        if (start < from) {
+          // A file that existed when the fake started: its entries begin with the first line after that.
+          const nl = bytes.indexOf(0x0a);
+          if (nl < 0) continue;
+          from = start + nl + 1;
+          bytes = bytes.subarray(nl + 1);
+        }
+      } finally {
+        await fh.close();
       }
       const parser = new CsvRecordStream(from, 1 << 24);
-      const records = parser.push(all.subarray(from));
+      const records = parser.push(bytes);
       upTo.set(name, records.length > 0 ? records[records.length - 1]!.end : from);
       for (const rec of records) {
         const line = toLogLine(rec.fields);

@@ -28,14 +28,16 @@ const xml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
  * (the next line), so the instance's log is what was written after this call: the suite's whole
  * log (hundreds of MB in a full run) is not read through the API by every test.
  */
-export async function fakeRds(dir: string, instance: string): Promise<FakeRds> {
+export async function fakeRds(dir: string, instance: string, others: Record<string, string> = {}): Promise<FakeRds> {
   const fake: Omit<FakeRds, 'url' | 'close'> = { portions: [], throttled: 0 };
+  /** each instance's log directory (`others`: more instances, an Aurora cluster's readers, served whole) */
+  const dirs = new Map([[instance, dir], ...Object.entries(others)]);
   const since = new Map<string, number>();
-  for (const n of await readdir(dir)) since.set(n, (await stat(path.join(dir, n))).size);
+  for (const n of await readdir(dir)) since.set(path.join(dir, n), (await stat(path.join(dir, n))).size);
   /** The instance's part of a file: from the first line that began after the fake started. */
-  const served = async (name: string): Promise<Buffer> => {
+  const served = async (dir: string, name: string): Promise<Buffer> => {
     const all = await readFile(path.join(dir, name));
-    const from = since.get(name) ?? 0;
+    const from = since.get(path.join(dir, name)) ?? 0;
     if (from === 0) return all;
     const nl = all.indexOf(0x0a, from - 1);
     return nl < 0 ? Buffer.alloc(0) : all.subarray(nl + 1);
@@ -59,7 +61,8 @@ export async function fakeRds(dir: string, instance: string): Promise<FakeRds> {
             '<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>',
           );
         }
-        if (q.get('DBInstanceIdentifier') !== instance) {
+        const dir = dirs.get(q.get('DBInstanceIdentifier') ?? '');
+        if (dir === undefined) {
           return reply(
             404,
             `<ErrorResponse><Error><Type>Sender</Type><Code>DBInstanceNotFound</Code><Message>DBInstance ${xml(q.get('DBInstanceIdentifier') ?? '')} not found.</Message></Error><RequestId>n</RequestId></ErrorResponse>`,
@@ -72,7 +75,7 @@ export async function fakeRds(dir: string, instance: string): Promise<FakeRds> {
           const details = await Promise.all(
             page.map(async (n) => {
               const st = await stat(path.join(dir, n));
-              return `<DescribeDBLogFilesDetails><LastWritten>${Math.floor(st.mtimeMs)}</LastWritten><LogFileName>error/${xml(n)}</LogFileName><Size>${(await served(n)).length}</Size></DescribeDBLogFilesDetails>`;
+              return `<DescribeDBLogFilesDetails><LastWritten>${Math.floor(st.mtimeMs)}</LastWritten><LogFileName>error/${xml(n)}</LogFileName><Size>${(await served(dir, n)).length}</Size></DescribeDBLogFilesDetails>`;
             }),
           );
           const next = from + 2 < names.length ? `<Marker>${from + 2}</Marker>` : '';
@@ -83,7 +86,7 @@ export async function fakeRds(dir: string, instance: string): Promise<FakeRds> {
         }
         if (action === 'DownloadDBLogFilePortion') {
           const file = (q.get('LogFileName') ?? '').replace(/^error\//, '');
-          const content = await served(path.basename(file));
+          const content = await served(dir, path.basename(file));
           const marker = q.get('Marker') ?? '0';
           const lines = Number(q.get('NumberOfLines') ?? '10000');
           const start = marker === '0' ? 0 : Number(marker.split(':')[1]);

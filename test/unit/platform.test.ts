@@ -116,6 +116,9 @@ describe('doctor: what each platform needs, and how to change it there', () => {
     expect(diagnose('aurora', rds).find((c) => /wal_level/.test(c.says))!.todo).toMatch(
       /^aws rds modify-db-cluster-parameter-group --db-cluster-parameter-group-name <group> --parameters "ParameterName=rds\.logical_replication,ParameterValue=1,ApplyMethod=pending-reboot", then reboot the writer/,
     );
+    // Aurora: every instance's log, the readers' too.
+    const auroraCsv = diagnose('aurora', facts({ ...rds, settings: { ...rds.settings, log_destination: 'stderr,csvlog' } }));
+    expect(find(auroraCsv, /csvlog/)!.says).toMatch(/--rds-instance <writer>,<reader>,\.\.\. .*list every instance/);
     // Ready as far as the platform goes: the parameter on, pgaudit created; emit_message cannot be revoked there.
     const ready = diagnose(
       'rds',

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { ConfigError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { directoryLogs, sqlLogs, type LogFiles, type LogFormat } from './log-files.js';
-import { rdsLogApi, rdsLogs } from './rds-logs.js';
+import { rdsInstancesLogs, rdsLogApi } from './rds-logs.js';
 import { Ingester, type IngestStats } from './ingester.js';
 import { cloudInstance, cloudLoggingApi, CloudLoggingIngester } from './cloud-logging.js';
 
@@ -47,10 +47,17 @@ export function chooseIngester(s: {
       new Ingester(client, { ...o, logs: logsOf(client) });
   if (s.logSource === 'sql') return files((client) => sqlLogs(client, s.logFormat));
   if (s.logSource === 'rds') {
-    const instance = s.rdsInstance;
-    if (!instance) throw new ConfigError('--log-source rds needs --rds-instance (AUDIT_RDS_INSTANCE): the DB instance whose log files are read');
+    if (!s.rdsInstance) throw new ConfigError('--log-source rds needs --rds-instance (AUDIT_RDS_INSTANCE): the DB instance whose log files are read');
+    const instances = s.rdsInstance.split(',').map((x) => x.trim());
+    for (const id of instances) {
+      if (!/^[A-Za-z][A-Za-z0-9-]{0,62}$/.test(id))
+        throw new ConfigError(
+          `--rds-instance (AUDIT_RDS_INSTANCE) ${JSON.stringify(id)} is not a DB instance identifier (a letter, then letters, digits and hyphens); several are separated by commas, the writer first`,
+        );
+    }
+    if (new Set(instances).size !== instances.length) throw new ConfigError(`--rds-instance (AUDIT_RDS_INSTANCE) names an instance twice: ${s.rdsInstance}`);
     if (s.logFormat !== 'csvlog') throw new ConfigError('--log-source rds reads csvlog (RDS writes no jsonlog): drop --log-format, or set it to csvlog');
-    const logs = rdsLogs(rdsLogApi(instance), s.logFormat);
+    const logs = rdsInstancesLogs(instances, rdsLogApi, s.logFormat);
     return files(() => logs);
   }
   if (s.logSource === 'cloud-logging') {

@@ -5,7 +5,7 @@ import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import type { LogLine } from './csvlog.js';
 import { classify, type LogAuditEvent } from './pgaudit.js';
-import { aboutTheLog, followPasses, insertEvents, insertReceipt, savePosition, watchedTables, type IngestStats } from './ingester.js';
+import { aboutTheLog, followPasses, ingestQuery, insertEvents, insertReceipt, savePosition, watchedTables, type IngestStats } from './ingester.js';
 import { MISSING_LINES_ACTION } from './receipt.js';
 
 /**
@@ -274,17 +274,17 @@ export class CloudLoggingIngester {
 
   async runOnce(): Promise<IngestStats> {
     const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
-    if (!this.database) this.database = (await this.client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+    if (!this.database) this.database = (await ingestQuery<{ db: string }>(this.client, 'SELECT current_database() AS db')).rows[0]!.db;
     const settled = this.now() - this.opts.lagMs;
-    const { rows } = await this.client.query<{ byte_offset: string }>('SELECT byte_offset FROM audit.ingest_files WHERE file_key = $1', [this.key]);
+    const { rows } = await ingestQuery<{ byte_offset: string }>(this.client, 'SELECT byte_offset FROM audit.ingest_files WHERE file_key = $1', [this.key]);
     let from = rows[0] ? Number(rows[0].byte_offset) : (this.opts.startMs ?? settled);
     if (!rows[0]) {
       // The first run: where the log starts for this ingester, saved so the next run goes on from it.
-      await this.client.query(`INSERT INTO audit.ingest_files (file_key, file_name, byte_offset) VALUES ($1, $2, $3) ON CONFLICT (file_key) DO NOTHING`, [
-        this.key,
-        this.name,
-        from,
-      ]);
+      await ingestQuery(
+        this.client,
+        `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset) VALUES ($1, $2, $3) ON CONFLICT (file_key) DO NOTHING`,
+        [this.key, this.name, from],
+      );
       this.opts.log.info({ from: new Date(from).toISOString() }, 'Cloud Logging is read from here on (--cloud-logging-from: an earlier start)');
     }
     const step = this.opts.maxWindowMs ?? 10 * 60_000;

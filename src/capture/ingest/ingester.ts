@@ -94,8 +94,10 @@ export class Ingester {
       const from = saved > file.size ? 0 : saved;
       if (from === file.size) continue;
       stats.files++;
-      // A file the server has rotated away from is complete: a record still open at its end was torn.
-      stats.pendingBytes += file.size - (await this.ingestFile(file, from, stats, i < files.length - 1));
+      // A file the server has rotated away from (a newer file of the same server follows it) is
+      // complete: a record still open at its end was torn.
+      const rotated = files.slice(i + 1).some((f) => f.server === file.server);
+      stats.pendingBytes += file.size - (await this.ingestFile(file, from, stats, rotated));
     }
     await this.writeExpiredReads(stats);
     for (const { context } of this.sessions.values()) stats.held += context.pending?.length ?? 0;
@@ -380,21 +382,8 @@ export class Ingester {
     await this.query(`DELETE FROM audit.ingest_sessions WHERE last_seen < $1::timestamptz - interval '${SESSION_TTL_DAYS} days'`, [newest]);
   }
 
-  private async query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
-    try {
-      return await this.client.query<R>(sql, params);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === '42P01' || code === '3F000' || code === '42703') {
-        throw new ServiceError(
-          'the audit schema is not installed in this database, or is older than this ingester; run `pg-audit-shipper init` (it upgrades in place)',
-        );
-      }
-      if (code === '42501') {
-        throw new ServiceError(`the ingester's database role lacks a privilege (${describePgError(err)}); grant it audit_ingester`);
-      }
-      throw new ServiceError(`ingest query failed: ${describePgError(err)}`);
-    }
+  private query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    return ingestQuery<R>(this.client, sql, params);
   }
 }
 
@@ -512,6 +501,24 @@ export async function insertReceipt(
   );
 }
 
+/** An ingester's query, its failures said as what to do: install or upgrade the schema, grant the role. */
+export async function ingestQuery<R extends pg.QueryResultRow>(client: pg.Client, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+  try {
+    return await client.query<R>(sql, params);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '42P01' || code === '3F000' || code === '42703') {
+      throw new ServiceError(
+        'the audit schema is not installed in this database, or is older than this ingester; run `pg-audit-shipper init` (it upgrades in place)',
+      );
+    }
+    if (code === '42501') {
+      throw new ServiceError(`the ingester's database role lacks a privilege (${describePgError(err)}); grant it audit_ingester`);
+    }
+    throw new ServiceError(`ingest query failed: ${describePgError(err)}`);
+  }
+}
+
 /** Run ingest passes until the signal aborts, every `pollMs`; returns the totals (held and pending: the last pass's). */
 export async function followPasses(
   runOnce: () => Promise<IngestStats>,
@@ -533,14 +540,14 @@ export async function followPasses(
 
 /** The protected tables and the relations whose reads are theirs (audit.watched_relations), now. */
 export async function watchedTables(client: pg.Client): Promise<ReturnType<typeof protectedTables>> {
-  const { rows } = await client.query<{
+  const { rows } = await ingestQuery<{
     schema_name: string;
     table_name: string;
     protected_schema: string;
     protected_table: string;
     relation: string | null;
     read_context: boolean;
-  }>('SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
+  }>(client, 'SELECT schema_name, table_name, protected_schema, protected_table, relation, read_context FROM audit.watched_relations');
   return protectedTables(rows);
 }
 

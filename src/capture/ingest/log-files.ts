@@ -21,6 +21,11 @@ export interface LogFile {
   key: string;
   size: number;
   mtimeMs: number;
+  /**
+   * Which server wrote it, when files of several are read together (Aurora's writer and readers:
+   * rds-logs.ts); each server rotates its own files. Absent: the one server.
+   */
+  server?: string;
 }
 
 export interface LogReader {

@@ -72,7 +72,10 @@ interface Portion {
  * so no line is lost to the limit unless a single line is over 1 MB (it then arrives cut, and the
  * ingester records the records around it as unreadable, and their lines as missing).
  */
-export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog'): LogFiles {
+export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: string): LogFiles {
+  // Another instance's files (an Aurora reader's) are named and keyed with the instance, so two
+  // instances' `error/postgresql.log.<hour>` stay apart; the first instance's keep the bare name.
+  const shown = (name: string) => (server === undefined ? name : `${server}/${name}`);
   const files = new Map<string, { portions: Portion[] }>();
   const state = (name: string) => {
     let s = files.get(name);
@@ -136,15 +139,52 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog'): LogFiles 
         let got = 0;
         for (let n = -1; got < IDENTITY_BYTES && n !== 0; got += n) n = await readAt(f.name, head, got, IDENTITY_BYTES - got, got);
         if (got < IDENTITY_BYTES) continue;
-        out.push({ name: f.name, key: `rds:${f.name}:${createHash('sha256').update(head).digest('hex').slice(0, 32)}`, size: f.size, mtimeMs: f.lastWritten });
+        out.push({
+          name: shown(f.name),
+          key: `rds:${shown(f.name)}:${createHash('sha256').update(head).digest('hex').slice(0, 32)}`,
+          size: f.size,
+          mtimeMs: f.lastWritten,
+          ...(server === undefined ? {} : { server }),
+        });
       }
       return out.sort((a, b) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name));
     },
     async open(file) {
+      const name = server === undefined ? file.name : file.name.slice(server.length + 1);
       return {
-        read: async (buf, offset, length, position) => ({ bytesRead: await readAt(file.name, buf, offset, length, position) }),
+        read: async (buf, offset, length, position) => ({ bytesRead: await readAt(name, buf, offset, length, position) }),
         close: () => Promise.resolve(),
       };
+    },
+  };
+}
+
+/**
+ * Several instances' log files read as one log (Aurora: the writer and each reader write their own
+ * log, and a read on a reader is only in that reader's): each file tagged with its instance, so
+ * each instance's newest file is the one still being written. The first instance keeps the names
+ * and keys a single-instance ingester saved.
+ */
+export function rdsInstancesLogs(instances: string[], apiOf: (instance: string) => RdsLogApi, format: LogFormat = 'csvlog'): LogFiles {
+  const each = instances.map((id, i) => ({ id, logs: rdsLogs(apiOf(id), format, i === 0 ? undefined : id) }));
+  if (each.length === 1) return each[0]!.logs;
+  const owner = new Map<string, LogFiles>();
+  return {
+    async list() {
+      const all: LogFile[] = [];
+      for (const [i, { id, logs }] of each.entries()) {
+        for (const f of await logs.list()) {
+          const tagged = i === 0 ? { ...f, server: id } : f;
+          owner.set(tagged.key, logs);
+          all.push(tagged);
+        }
+      }
+      return all.sort((a, b) => a.mtimeMs - b.mtimeMs || a.name.localeCompare(b.name));
+    },
+    async open(file) {
+      const logs = owner.get(file.key);
+      if (!logs) throw new ServiceError(`--log-source rds: ${file.name} is no longer listed by any instance`);
+      return logs.open(file);
     },
   };
 }
