@@ -4,6 +4,7 @@ import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { requireEnv } from '../helpers/env.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { makeKeys, shipArgs, tempArchiveDir } from '../helpers/archive.js';
+import { pgauditReadLine } from '../helpers/csvlog.js';
 
 let db: { name: string; url: string };
 let logDir: string;
@@ -430,9 +431,7 @@ describe('ingest', () => {
     const { mkdtemp, writeFile, utimes } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const dir = await mkdtemp(`${tmpdir()}/torn-`);
-    const line = (n: number, stmt: string) =>
-      `2026-11-28 10:00:00.${String(n).padStart(3, '0')} UTC,"app_login","${db.name}",4242,"[local]",6b0b7777.1,${n},"SELECT",2026-11-28 10:00:00 UTC,3/${n},0,LOG,00000,` +
-      `"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+    const line = (n: number, statement: string) => pgauditReadLine({ database: db.name, n, statement, pid: 4242, session: '6b0b7777.1' });
     const before = line(1, 'SELECT 1 FROM customers /* torn-before */');
     const torn = line(2, 'SELECT 2 FROM customers /* torn-cut */').slice(0, 120); // the crash cut it here
     await writeFile(`${dir}/postgresql-a.csv`, before + torn);
@@ -469,9 +468,7 @@ describe('ingest', () => {
     const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const dir = await mkdtemp(`${tmpdir()}/removed-`);
-    const line = (n: number, stmt: string) =>
-      `2026-11-28 11:00:00.${String(n).padStart(3, '0')} UTC,"app_login","${db.name}",4343,"[local]",6b0b8888.1,${n},"SELECT",2026-11-28 11:00:00 UTC,3/${n},0,LOG,00000,` +
-      `"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""${stmt}"",<not logged>",,,,,,,,,"clinic-web","client backend",,0\n`;
+    const line = (n: number, statement: string) => pgauditReadLine({ database: db.name, n, statement, pid: 4343, session: '6b0b8888.1' });
     const read = line(1, 'SELECT 1 FROM customers /* removed-read */');
     // The server is still writing the next record when the pass runs: it is left for the next pass.
     const unread = line(2, 'SELECT 2 FROM customers /* removed-unread */').slice(0, 150);

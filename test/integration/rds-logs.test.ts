@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { requireEnv } from '../helpers/env.js';
+import { pgauditReadLine } from '../helpers/csvlog.js';
 import { fakeRds, type FakeRds } from '../helpers/fake-rds.js';
 
 /**
@@ -84,8 +85,15 @@ describe('ingest --log-source rds', () => {
   it("Aurora: the writer's and a reader's logs together (reads made on a reader are only in its log); each instance's newest file is still being written", async () => {
     // The reader's log, in the csvlog PostgreSQL writes: a read, then a record still being written.
     const line = (n: number, tag: string) =>
-      `2026-12-07 10:00:00.${String(n).padStart(3, '0')} UTC,"app_login","${db.name}",5151,"10.0.2.7:40112",6b0d5151.141f,${n},"SELECT",2026-12-07 10:00:00 UTC,4/${n},0,LOG,00000,` +
-      `"AUDIT: OBJECT,${n},1,READ,SELECT,TABLE,public.customers,""SELECT full_name FROM customers WHERE id = 5 /* case:${tag} */"",<not logged>",,,,,,,,,"reporting","client backend",,0\n`;
+      pgauditReadLine({
+        database: db.name,
+        n,
+        statement: `SELECT full_name FROM customers WHERE id = 5 /* case:${tag} */`,
+        pid: 5151,
+        session: '6b0d5151.141f',
+        from: '10.0.2.7:40112',
+        application: 'reporting',
+      });
     const second = line(2, 'reader-2');
     const file = path.join(readerDir, 'postgresql.log.2026-12-07-10.csv');
     await writeFile(file, line(1, 'reader-1') + second.slice(0, 100));
