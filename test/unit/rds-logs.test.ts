@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PORTION_LIMIT, rdsLogs, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
+import { PORTION_LIMIT, rdsInstancesLogs, rdsLogs, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
 
 /** The API as documented: lines from an opaque marker, cut at 1 MB (the cut part lost), the next marker after the lines asked. */
 function api(files: Record<string, string>): RdsLogApi & { asked: { name: string; marker: string; lines: number }[] } {
@@ -64,5 +64,27 @@ describe('the RDS log files, read as the ingester reads any log', () => {
     const more = Buffer.alloc(100);
     const { bytesRead } = await r.read(more, 0, 100, Buffer.byteLength(all));
     expect(more.subarray(0, bytesRead).toString()).toBe('row appended\n');
+  });
+
+  it("reads several instances as one log: each file tagged with its instance, a reader's names and keys carry it, the writer's stay as a single instance saved them", async () => {
+    const hour = 'error/postgresql.log.2026-12-07-13.csv';
+    const writer = api({ [hour]: `writer line ${'w'.repeat(70)}\n` });
+    const reader = api({ [hour]: `reader line ${'r'.repeat(70)}\n` });
+    const apis: Record<string, ReturnType<typeof api>> = { 'db-1': writer, 'db-1-reader': reader };
+    const logs = rdsInstancesLogs(['db-1', 'db-1-reader'], (id) => apis[id]!);
+    const listed = (await logs.list()).sort((a, b) => (a.server! < b.server! ? -1 : 1)); // (by age; these are of the same age)
+    expect(listed.map((f) => [f.name, f.server])).toEqual([
+      [hour, 'db-1'],
+      [`db-1-reader/${hour}`, 'db-1-reader'],
+    ]);
+    const single = (await rdsLogs(api({ [hour]: `writer line ${'w'.repeat(70)}\n` })).list())[0]!;
+    expect(listed[0]!.key).toBe(single.key); // the writer's position saved by a single-instance run goes on
+    expect(listed[1]!.key).toMatch(new RegExp(`^rds:db-1-reader/${hour.replace(/\./g, '\\.')}:[0-9a-f]{32}$`));
+    // Each file is read from its own instance.
+    expect(await readAll(logs, `db-1-reader/${hour}`, 1024)).toBe(`reader line ${'r'.repeat(70)}\n`);
+    expect(await readAll(logs, hour, 1024)).toBe(`writer line ${'w'.repeat(70)}\n`);
+    expect(reader.asked.every((x) => x.name === hour)).toBe(true);
+    // One instance: exactly the single-instance log, untagged.
+    expect((await rdsInstancesLogs(['db-1'], (id) => apis[id]!).list()).map((f) => f.server)).toEqual([undefined]);
   });
 });
