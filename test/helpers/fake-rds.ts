@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 
@@ -34,13 +34,48 @@ export async function fakeRds(dir: string, instance: string, others: Record<stri
   const dirs = new Map([[instance, dir], ...Object.entries(others)]);
   const since = new Map<string, number>();
   for (const n of await readdir(dir)) since.set(path.join(dir, n), (await stat(path.join(dir, n))).size);
-  /** The instance's part of a file: from the first line that began after the fake started. */
-  const served = async (dir: string, name: string): Promise<Buffer> => {
-    const all = await readFile(path.join(dir, name));
-    const from = since.get(path.join(dir, name)) ?? 0;
-    if (from === 0) return all;
-    const nl = all.indexOf(0x0a, from - 1);
-    return nl < 0 ? Buffer.alloc(0) : all.subarray(nl + 1);
+  /**
+   * Where the instance's part of a file begins: the first line that began after the fake started
+   * (null: none yet). Files are read by range, never whole: the suite's log grows to tens of MB.
+   */
+  const bases = new Map<string, number>();
+  const baseOf = async (file: string, size: number): Promise<number | null> => {
+    const known = bases.get(file);
+    if (known !== undefined) return known;
+    const from = since.get(file) ?? 0;
+    if (from === 0) {
+      bases.set(file, 0);
+      return 0;
+    }
+    for (let at = from - 1; at < size; at += 1 << 20) {
+      const chunk = await readRange(file, at, Math.min(1 << 20, size - at));
+      const nl = chunk.indexOf(0x0a);
+      if (nl >= 0) {
+        bases.set(file, at + nl + 1);
+        return at + nl + 1;
+      }
+    }
+    return null;
+  };
+  const readRange = async (file: string, at: number, length: number): Promise<Buffer> => {
+    const fh = await open(file, 'r');
+    try {
+      const b = Buffer.alloc(Math.max(0, length));
+      const { bytesRead } = await fh.read(b, 0, b.length, at);
+      return b.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  };
+  /** The served size of a file, and a reader of its served bytes. */
+  const served = async (dir: string, name: string) => {
+    const file = path.join(dir, name);
+    const size = (await stat(file)).size;
+    const base = await baseOf(file, size);
+    return {
+      size: base === null ? 0 : size - base,
+      read: (at: number, length: number) => (base === null ? Promise.resolve(Buffer.alloc(0)) : readRange(file, base + at, Math.min(length, size - base - at))),
+    };
   };
   let requests = 0;
   const server: Server = createServer((req, res) => {
@@ -75,7 +110,7 @@ export async function fakeRds(dir: string, instance: string, others: Record<stri
           const details = await Promise.all(
             page.map(async (n) => {
               const st = await stat(path.join(dir, n));
-              return `<DescribeDBLogFilesDetails><LastWritten>${Math.floor(st.mtimeMs)}</LastWritten><LogFileName>error/${xml(n)}</LogFileName><Size>${(await served(dir, n)).length}</Size></DescribeDBLogFilesDetails>`;
+              return `<DescribeDBLogFilesDetails><LastWritten>${Math.floor(st.mtimeMs)}</LastWritten><LogFileName>error/${xml(n)}</LogFileName><Size>${(await served(dir, n)).size}</Size></DescribeDBLogFilesDetails>`;
             }),
           );
           const next = from + 2 < names.length ? `<Marker>${from + 2}</Marker>` : '';
@@ -90,17 +125,25 @@ export async function fakeRds(dir: string, instance: string, others: Record<stri
           const marker = q.get('Marker') ?? '0';
           const lines = Number(q.get('NumberOfLines') ?? '10000');
           const start = marker === '0' ? 0 : Number(marker.split(':')[1]);
+          // The end of the lines asked for (a line still being written is not served), scanned a
+          // block at a time; the answer is cut at 1 MB, but the next marker is after those lines.
           let end = start;
-          for (let n = 0; n < lines && end < content.length; n++) {
-            const nl = content.indexOf(0x0a, end);
-            if (nl < 0) break; // a line still being written is not served
-            end = nl + 1;
+          let n = 0;
+          scan: for (let at = start; n < lines && at < content.size;) {
+            const block = await content.read(at, 1 << 20);
+            if (block.length === 0) break;
+            for (let i = 0; i < block.length; i++) {
+              if (block[i] !== 0x0a) continue;
+              end = at + i + 1;
+              if (++n === lines) break scan;
+            }
+            at += block.length;
           }
-          const data = content.subarray(start, Math.min(end, start + LIMIT));
+          const data = await content.read(start, Math.min(end, start + LIMIT) - start);
           fake.portions.push({ file, marker, lines, bytes: data.length });
           return reply(
             200,
-            `<DownloadDBLogFilePortionResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DownloadDBLogFilePortionResult><LogFileData>${xml(data.toString('utf8'))}</LogFileData><AdditionalDataPending>${end < content.length}</AdditionalDataPending><Marker>7:${end}</Marker></DownloadDBLogFilePortionResult><ResponseMetadata><RequestId>p</RequestId></ResponseMetadata></DownloadDBLogFilePortionResponse>`,
+            `<DownloadDBLogFilePortionResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DownloadDBLogFilePortionResult><LogFileData>${xml(data.toString('utf8'))}</LogFileData><AdditionalDataPending>${end < content.size}</AdditionalDataPending><Marker>7:${end}</Marker></DownloadDBLogFilePortionResult><ResponseMetadata><RequestId>p</RequestId></ResponseMetadata></DownloadDBLogFilePortionResponse>`,
           );
         }
         return reply(400, `<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>${xml(action ?? '')}</Message></Error></ErrorResponse>`);

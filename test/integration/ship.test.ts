@@ -125,43 +125,66 @@ describe('ship to a file archive', () => {
         db.url,
         async (c) => (await c.query(`SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND transactionid = $1::xid AND NOT granted`, [xid])).rowCount,
       );
+    const seenWaitingOn = async (xid: string): Promise<boolean> => {
+      for (const until = Date.now() + 15_000; Date.now() < until; await sleep(20)) if ((await waitedOn(xid)) === 1) return true;
+      return false;
+    };
+    // A transaction left open would hold every slot creation in the cluster (other test files' too)
+    // until the server stops: whatever fails, the ones still open are rolled back (finally, below).
+    const opened = new Set<pg.Client>();
     const open = async (id: number): Promise<{ c: pg.Client; xid: string }> => {
       const c = new pg.Client(db.url);
       await c.connect();
+      opened.add(c);
       await c.query('BEGIN');
       await c.query(`INSERT INTO customers (id, full_name) VALUES ($1, 'p'), ($1 + 1, 'p')`, [id]);
       return { c, xid: (await c.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x };
     };
     const commit = async (t: { c: pg.Client }) => {
       await t.c.query('COMMIT');
+      opened.delete(t.c);
       await t.c.end();
     };
     let made = false;
     for (let attempt = 0; attempt < 4 && !made; attempt++) {
-      const archive = await tempArchiveDir();
-      const slot = `${slotOf(db)}_${attempt}`;
-      const a = await open(1000 + attempt * 10);
-      const child = startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slot, '--drain'] }), { DATABASE_URL: shipperUrl(db.name) });
-      const done = waitFor(child);
-      await expect.poll(() => waitedOn(a.xid), { timeout: 15_000, interval: 20 }).toBe(1);
-      const c = await open(1002 + attempt * 10);
-      await commit(a);
-      await expect.poll(() => waitedOn(c.xid), { timeout: 15_000, interval: 20 }).toBe(1);
-      const d = await open(1004 + attempt * 10);
-      await commit(c);
-      // The server writes the record that makes the slot consistent as soon as C ends (it waits on C's
-      // lock); the shipper writes its first row some 40 ms after (measured). D commits in between.
-      await sleep(5);
-      await commit(d);
-      const r = await done;
-      expect(r.code, r.stderr).toBe(0);
-      const { report, records } = await readArchive(archive, keys.keys);
-      expect(report.findings).toEqual([]);
-      await expectExactlyOnce(records, db.url, { inIdOrder: false });
-      const marker = records.findIndex((x) => x.op === 'marker');
-      const first = records[marker + 1]!;
-      made = parseLsn(first.lsn) === parseLsn(records[marker]!.lsn) + 1n; // D, at the consistent point
-      if (made) expect(records.slice(marker + 1, marker + 3).map((x) => x.row_id)).toEqual([String(1004 + attempt * 10), String(1005 + attempt * 10)]);
+      let shipper: ReturnType<typeof startCli> | null = null;
+      try {
+        const archive = await tempArchiveDir();
+        const slot = `${slotOf(db)}_${attempt}`;
+        const a = await open(1000 + attempt * 10);
+        const child = startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', slot, '--drain'] }), { DATABASE_URL: shipperUrl(db.name) });
+        shipper = child;
+        const done = waitFor(child);
+        // The server may wait on another test file's transaction first: an attempt whose wait is not
+        // seen in time is given up (its transactions rolled back) and made again.
+        if (!(await seenWaitingOn(a.xid))) continue;
+        const c = await open(1002 + attempt * 10);
+        await commit(a);
+        if (!(await seenWaitingOn(c.xid))) continue;
+        const d = await open(1004 + attempt * 10);
+        await commit(c);
+        // The server writes the record that makes the slot consistent as soon as C ends (it waits on C's
+        // lock); the shipper writes its first row some 40 ms after (measured). D commits in between.
+        await sleep(5);
+        await commit(d);
+        const r = await done;
+        expect(r.code, r.stderr).toBe(0);
+        const { report, records } = await readArchive(archive, keys.keys);
+        expect(report.findings).toEqual([]);
+        await expectExactlyOnce(records, db.url, { inIdOrder: false });
+        const marker = records.findIndex((x) => x.op === 'marker');
+        const first = records[marker + 1]!;
+        made = parseLsn(first.lsn) === parseLsn(records[marker]!.lsn) + 1n; // D, at the consistent point
+        if (made) expect(records.slice(marker + 1, marker + 3).map((x) => x.row_id)).toEqual([String(1004 + attempt * 10), String(1005 + attempt * 10)]);
+      } finally {
+        for (const c of opened)
+          await c.query('ROLLBACK').then(
+            () => c.end(),
+            () => c.end().catch(() => undefined),
+          );
+        opened.clear();
+        if (shipper && shipper.exitCode === null && shipper.signalCode === null) shipper.kill('SIGTERM');
+      }
     }
     expect(made, 'no attempt had its transaction commit right at the consistent point: the case was not made').toBe(true);
   });
