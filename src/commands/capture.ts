@@ -9,26 +9,10 @@ import { keygen } from '../seal/keys.js';
 import { readServerFacts } from '../capture/doctor.js';
 import { diagnose, looksLike, PLATFORMS } from '../capture/platform.js';
 import { ConfigError, FindingsError } from '../errors.js';
-import { chooseIngester } from '../capture/ingest/choose-ingester.js';
+import { chooseIngester, LOG_SOURCE_SETTINGS } from '../capture/ingest/choose-ingester.js';
 
 const dbSchema = settingsSchema('databaseUrl');
-const INGEST_SETTINGS = [
-  'databaseUrl',
-  'logSource',
-  'rdsInstance',
-  'gcpProject',
-  'gcpInstance',
-  'cloudLoggingLag',
-  'cloudLoggingFrom',
-  'cloudLoggingEndpoint',
-  'logFormat',
-  'logDir',
-  'follow',
-  'statementMaxLength',
-  'pollMs',
-  'contextWait',
-  'chunkBytes',
-] as const;
+const INGEST_SETTINGS = ['databaseUrl', ...LOG_SOURCE_SETTINGS, 'follow', 'statementMaxLength', 'pollMs', 'contextWait', 'chunkBytes'] as const;
 
 async function withClient<T>(databaseUrl: string, fn: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
   const client = await connect(databaseUrl);

@@ -9,7 +9,7 @@ import { createMetrics } from '../ship/metrics.js';
 import { ship } from '../ship/shipper.js';
 import { ConfigError, FindingsError } from '../errors.js';
 import { addArchiveOptions, archiveFrom, archiveSchema, verifyKeysFrom } from './archive-options.js';
-import { chooseIngester } from '../capture/ingest/choose-ingester.js';
+import { chooseIngester, LOG_SOURCE_SETTINGS } from '../capture/ingest/choose-ingester.js';
 
 /**
  * Every heartbeat is an object locked for the retention period (six years): one a second would be
@@ -30,15 +30,7 @@ const SHIP_SETTINGS = [
   'attestCheckInterval',
   'gracePeriod',
   'drain',
-  'logSource',
-  'rdsInstance',
-  'gcpProject',
-  'gcpInstance',
-  'cloudLoggingLag',
-  'cloudLoggingFrom',
-  'cloudLoggingEndpoint',
-  'logFormat',
-  'logDir',
+  ...LOG_SOURCE_SETTINGS,
   'statementMaxLength',
   'httpPort',
   'lockReadbackEvery',

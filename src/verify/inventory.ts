@@ -74,17 +74,18 @@ export async function checkInventory(
           );
         continue;
       }
+      const pastHead = parsed !== null && parsed.fileSeq > listed;
       // A data file past the archive's newest digest belongs to no shard's blocks: shard 0 judges it, as one run would.
-      if (parsed ? scope && !scope.owns(parsed.fileSeq) && !(globals && parsed.fileSeq > listed) : !globals) continue;
+      if (parsed ? scope && !scope.owns(parsed.fileSeq) && !(globals && pastHead) : !globals) continue;
       // Named by a digest this run verified. Past the head, only a digest of another file can name
       // it (already an object-key-mismatch finding), and the shard that judges it cannot know: it
       // is judged below like any file past the head, so every run gives the same verdict.
-      if (chain.objects.names(key) && !(parsed && parsed.fileSeq > listed)) continue;
+      if (chain.objects.names(key) && !pastHead) continue;
       // Past the newest digest this run walked: a shipper running beside verify stored it after the
       // walk, and its digest is there by now (or within a second: the shipper writes the digest
       // right after the file). The next run judges it; a file whose digest never comes is judged
       // below like any other (a shipper stopped between the two writes, or an added file).
-      if (parsed && parsed.fileSeq > listed && (await digestFollows(reader, parsed.fileSeq))) {
+      if (pastHead && (await digestFollows(reader, parsed.fileSeq))) {
         add(
           {
             code: 'sealed-after-walk',

@@ -120,6 +120,24 @@ describe('ingest --log-source cloud-logging', () => {
     expect(gcl.throttled).toBeGreaterThan(0);
     expect(gcl.requests.some((r) => r.pageToken)).toBe(true);
 
+    // A read after those: a later window holds it (an empty window is not written up until it is a full one).
+    await withClient(urlFor(db.name, 'app_login'), (c) => c.query('SELECT full_name FROM customers WHERE id = 8 /* second-window */'));
+    const secondWindow = () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query(
+              `SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND statement LIKE '%/* second-window */' AND schema_name <> 'audit'`,
+            )
+          ).rows[0].n as number,
+      );
+    for (let i = 0; i < 40 && (await secondWindow()) === 0; i++) {
+      expect((await runCli(args(), env())).code).toBe(0);
+      await sleep(250);
+    }
+    expect(await secondWindow()).toBe(1);
+
     // Receipts: windows that follow each other without gap or overlap, in one transaction with their events.
     const receipts = await withClient(db.url, async (c) =>
       (

@@ -149,4 +149,35 @@ describe('CloudLoggingIngester windows', () => {
     ]);
     expect(calls[0]).toEqual({ from: new Date(t0).toISOString(), to: new Date(t0 + 60_000).toISOString() });
   });
+
+  it('an idle log writes one receipt a full window, not one a poll: an empty window is read again, longer, until it is full', async () => {
+    const t0 = Date.UTC(2026, 11, 7, 12);
+    let now = t0 + 5_000;
+    const asked: string[] = [];
+    const api: CloudLoggingApi = {
+      async list(filter) {
+        asked.push(/timestamp<"([^"]+)"/.exec(filter)![1]!);
+        return { entries: [] };
+      },
+    };
+    const stub = stubClient();
+    const ing = new CloudLoggingIngester(stub.client, api, {
+      where: { project: 'p', instance: 'db' },
+      statementMaxLength: 2000,
+      log: createLogger('silent'),
+      lagMs: 0,
+      maxWindowMs: 60_000,
+      startMs: t0,
+      now: () => now,
+    });
+    const receipts = () =>
+      stub.log.filter((q) => q.sql.includes("'RECEIPT'")).map((q) => JSON.parse(q.params[0] as string) as { from: number; to: number; lines: number });
+    for (; now < t0 + 60_000; now += 5_000) await ing.runOnce(); // eleven polls of a quiet log
+    expect(receipts()).toEqual([]);
+    expect(stub.saved()).toBe(t0); // the first run's starting point, not moved
+    expect(asked.slice(0, 2)).toEqual([new Date(t0 + 5_000).toISOString(), new Date(t0 + 10_000).toISOString()]); // read again, longer
+    await ing.runOnce(); // now the window is a full one
+    expect(receipts().map((r) => [r.from - t0, r.to - t0, r.lines])).toEqual([[0, 60_000, 0]]);
+    expect(stub.saved()).toBe(t0 + 60_000);
+  });
 });

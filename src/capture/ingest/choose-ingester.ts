@@ -6,6 +6,19 @@ import { rdsInstancesLogs, rdsLogApi } from './rds-logs.js';
 import { Ingester, type IngestStats } from './ingester.js';
 import { cloudInstance, cloudLoggingApi, CloudLoggingIngester } from './cloud-logging.js';
 
+/** The settings that say where pgaudit's lines are read (ingest's, and ship's built-in ingester's). */
+export const LOG_SOURCE_SETTINGS = [
+  'logSource',
+  'rdsInstance',
+  'gcpProject',
+  'gcpInstance',
+  'cloudLoggingLag',
+  'cloudLoggingFrom',
+  'cloudLoggingEndpoint',
+  'logFormat',
+  'logDir',
+] as const;
+
 /** What ingest and ship's built-in ingester run, whichever source the lines come from. */
 export interface LogIngester {
   runOnce(): Promise<IngestStats>;

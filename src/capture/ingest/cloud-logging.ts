@@ -68,6 +68,8 @@ const PAGE_SIZE = 1000;
  * the most entries the API gives (1,000).
  */
 const MIN_POLL_MS = 5000;
+/** The longest window (one transaction, one receipt); an idle log is written up once this long. */
+const MAX_WINDOW_MS = 10 * 60_000;
 /** Entries of one window held at once (about 1-2 KB each): more, and the window is halved. */
 const MAX_WINDOW_ENTRIES = 20_000;
 
@@ -154,7 +156,7 @@ export interface CloudLoggingOptions {
   log: Logger;
   /** how long after its timestamp an entry is taken to be readable (the window ends this far back) */
   lagMs: number;
-  /** a window reads at most this much time, so one transaction stays bounded (default 10 minutes) */
+  /** a window reads at most this much time, so one transaction stays bounded (default MAX_WINDOW_MS, 10 minutes) */
   maxWindowMs?: number;
   /** entries of one window held at once before it is halved (default MAX_WINDOW_ENTRIES) */
   maxWindowEntries?: number;
@@ -287,9 +289,11 @@ export class CloudLoggingIngester {
       );
       this.opts.log.info({ from: new Date(from).toISOString() }, 'Cloud Logging is read from here on (--cloud-logging-from: an earlier start)');
     }
-    const step = this.opts.maxWindowMs ?? 10 * 60_000;
+    const step = this.opts.maxWindowMs ?? MAX_WINDOW_MS;
     while (from < settled) {
-      from = await this.window(from, Math.min(settled, from + step), stats);
+      const to = await this.window(from, Math.min(settled, from + step), stats);
+      if (to === from) break; // nothing yet in a window shorter than a full one: asked again, longer, next pass
+      from = to;
     }
     return stats;
   }
@@ -300,7 +304,8 @@ export class CloudLoggingIngester {
 
   /**
    * One window [from, to), or its first part when it holds more than MAX_WINDOW_ENTRIES: its
-   * entries, events, receipt and new position in one transaction. Returns where it ended.
+   * entries, events, receipt and new position in one transaction. Returns where it ended (`from`:
+   * nothing stored, the window empty and not yet full).
    */
   private async window(from: number, to: number, stats: IngestStats): Promise<number> {
     let entries: CloudLogEntry[] = [];
@@ -317,6 +322,9 @@ export class CloudLoggingIngester {
       // Too many for one transaction and bounded memory: the first half of the window, listed again.
       to = from + Math.floor((to - from) / 2);
     }
+    // A quiet log: a window with nothing in it is kept open (and read again, longer, next pass)
+    // until it is a full one, so an idle instance writes one receipt a MAX_WINDOW_MS, not one a poll.
+    if (entries.length === 0 && to - from < (this.opts.maxWindowMs ?? MAX_WINDOW_MS)) return from;
     // Listed in timestamp order, but the order within one timestamp, and an entry listed twice, are
     // the API's: the receipt hashes the sorted identities, and the key drops a repeat.
     const unique = [...new Map(entries.map((e) => [`${e.timestamp}/${e.insertId}`, e])).values()];

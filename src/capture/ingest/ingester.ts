@@ -83,6 +83,9 @@ export class Ingester {
     const offsets = new Map(rows.map((r) => [r.file_key, Number(r.byte_offset)]));
     const files = adoptSavedKeys(await this.opts.logs.list(), rows);
     await this.noteRemovedUnread(rows, files, stats);
+    // A file the server has rotated away from (a newer file of the same server follows it) is
+    // complete: a record still open at its end was torn.
+    const newestOf = new Map(files.map((f, i) => [f.server, i]));
     for (const [i, file] of files.entries()) {
       const saved = offsets.get(file.key) ?? 0;
       if (saved > file.size) {
@@ -94,10 +97,7 @@ export class Ingester {
       const from = saved > file.size ? 0 : saved;
       if (from === file.size) continue;
       stats.files++;
-      // A file the server has rotated away from (a newer file of the same server follows it) is
-      // complete: a record still open at its end was torn.
-      const rotated = files.slice(i + 1).some((f) => f.server === file.server);
-      stats.pendingBytes += file.size - (await this.ingestFile(file, from, stats, rotated));
+      stats.pendingBytes += file.size - (await this.ingestFile(file, from, stats, i < newestOf.get(file.server)!));
     }
     await this.writeExpiredReads(stats);
     for (const { context } of this.sessions.values()) stats.held += context.pending?.length ?? 0;
@@ -123,6 +123,10 @@ export class Ingester {
   ): Promise<void> {
     const listed = new Set(files.map((f) => f.key));
     const lost = saved.filter((r) => r.seen_size !== null && !listed.has(r.file_key) && Number(r.seen_size) > Number(r.byte_offset));
+    // Only sizes that grew are written: a quiet log writes nothing each pass.
+    const seen = new Map(saved.map((r) => [r.file_key, r.seen_size === null ? -1 : Number(r.seen_size)]));
+    const grown = files.filter((f) => (seen.get(f.key) ?? -1) < f.size);
+    if (lost.length === 0 && grown.length === 0) return;
     try {
       await inTransaction(this.client, async () => {
         if (lost.length > 0) {
@@ -138,12 +142,12 @@ export class Ingester {
             lost.map((r) => r.file_key),
           ]);
         }
-        if (files.length > 0) {
+        if (grown.length > 0) {
           await this.client.query(
             `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, seen_size)
              SELECT k, n, 0, s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(k, n, s)
              ON CONFLICT (file_key) DO UPDATE SET seen_size = GREATEST(audit.ingest_files.seen_size, excluded.seen_size)`,
-            [files.map((f) => f.key), files.map((f) => f.name), files.map((f) => f.size)],
+            [grown.map((f) => f.key), grown.map((f) => f.name), grown.map((f) => f.size)],
           );
         }
       });

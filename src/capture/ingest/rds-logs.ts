@@ -69,8 +69,10 @@ interface Portion {
  * An offset is a byte of the portions as they arrived, one after another; where they are is
  * remembered (start, end, markers) per file, and only the last portions' bytes are kept. A portion
  * of 1 MB may have been cut by the API: it is asked again with half as many lines until it is not,
- * so no line is lost to the limit unless a single line is over 1 MB (it then arrives cut, and the
- * ingester records the records around it as unreadable, and their lines as missing).
+ * so no line is lost to the limit unless a single line is over 1 MB. Such a line arrives cut, and
+ * a cut inside a quoted field leaves the csvlog reader in it: the file's later lines wait until it
+ * rotates, then go as one unreadable record (README). The fix belongs here and in the ingester: say
+ * where a cut is, so the reader records the cut record and starts afresh after it.
  */
 export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: string): LogFiles {
   // Another instance's files (an Aurora reader's) are named and keyed with the instance, so two
