@@ -87,6 +87,16 @@ describe('Cloud Logging entries as pgaudit lines', () => {
  * without gap or overlap, each with its receipt and position in one transaction.
  */
 describe('CloudLoggingIngester windows', () => {
+  /** An ingester of 1-minute windows from t0, reading entries as soon as they are stamped. */
+  const windowed = (t0: number) => ({
+    where: { project: 'p', instance: 'db' },
+    statementMaxLength: 2000,
+    log: createLogger('silent'),
+    lagMs: 0,
+    maxWindowMs: 60_000,
+    startMs: t0,
+  });
+
   function stubClient() {
     const log: { sql: string; params: unknown[] }[] = [];
     let saved: number | null = null;
@@ -126,13 +136,8 @@ describe('CloudLoggingIngester windows', () => {
     };
     const stub = stubClient();
     const ing = new CloudLoggingIngester(stub.client, api, {
-      where: { project: 'p', instance: 'db' },
-      statementMaxLength: 2000,
-      log: createLogger('silent'),
-      lagMs: 0,
-      maxWindowMs: 60_000,
+      ...windowed(t0),
       maxWindowEntries: 2500,
-      startMs: t0,
       now: () => t0 + 60_000,
     });
     const stats = await ing.runOnce();
@@ -162,12 +167,7 @@ describe('CloudLoggingIngester windows', () => {
     };
     const stub = stubClient();
     const ing = new CloudLoggingIngester(stub.client, api, {
-      where: { project: 'p', instance: 'db' },
-      statementMaxLength: 2000,
-      log: createLogger('silent'),
-      lagMs: 0,
-      maxWindowMs: 60_000,
-      startMs: t0,
+      ...windowed(t0),
       now: () => now,
     });
     const receipts = () =>
