@@ -52,6 +52,7 @@ export async function fakeCloudLogging(
   const upTo = new Map<string, number>();
   let serial = 0;
 
+  let collecting: Promise<void> = Promise.resolve();
   /** New pgaudit lines of the csvlog become entries (complete records only; only the bytes written since the last look are read). */
   const collect = async () => {
     for (const name of (await readdir(logDir)).filter((n) => n.endsWith('.csv')).sort()) {
@@ -162,7 +163,9 @@ export async function fakeCloudLogging(
           !filter.includes('google.cloud.sql.audit.v1.PgAuditEntry')
         )
           return send(res, 400, { error: { code: 400, message: `unexpected request: ${body}`, status: 'INVALID_ARGUMENT' } });
-        await collect();
+        // One look at a time: two requests at once (a retry while a slow look at a 20 MB record is
+        // still reading) would each make entries of the same lines, under different insertIds.
+        await (collecting = collecting.catch(() => undefined).then(collect));
         const now = Date.now();
         const from = Date.parse(ge);
         const to = Date.parse(lt);

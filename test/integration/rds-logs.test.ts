@@ -71,7 +71,8 @@ describe('ingest --log-source rds', () => {
     // The listing came in pages, requests were throttled and retried, and a portion that reached
     // 1 MB was asked again, from the same marker, with half the lines.
     expect(rds.throttled).toBeGreaterThan(0);
-    const cut = rds.portions.filter((p) => p.bytes === 1024 * 1024);
+    // (A single line over 1 MB, which another test's database may write meanwhile, is cut with no fewer lines to ask.)
+    const cut = rds.portions.filter((p) => p.bytes === 1024 * 1024 && p.lines > 1);
     expect(cut.length).toBeGreaterThan(0);
     for (const c of cut) expect(rds.portions.some((p) => p.file === c.file && p.marker === c.marker && p.lines < c.lines && p.bytes < 1024 * 1024)).toBe(true);
 
@@ -80,6 +81,49 @@ describe('ingest --log-source rds', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/, 0 already present\)/);
     expect(await tagged()).toEqual(want);
+  });
+
+  it('a read padded past the API\'s 1 MB arrives cut: recorded as unreadable with who made it, and the lines after it are read', async () => {
+    // A hostile application pads a read so its log line is longer than one portion: RDS returns the
+    // first MB and goes on at the next line. Read on as if the line would end, its open quote would
+    // swallow every later line of the file.
+    const pad = 'y'.repeat(1_200_000);
+    await withClient(urlFor(db.name, 'app_login'), async (c) => {
+      await c.query(`SET app.customer_id = '5'`);
+      await c.query(`SELECT full_name FROM customers WHERE id = 5 /* case:padded ${pad} */`);
+      await c.query('SELECT full_name FROM customers WHERE id = 5 /* case:after-padded */');
+    });
+    const cutEvents = () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query<{ session_user_name: string; statement: string; error: string; keyed: boolean }>(
+              `SELECT session_user_name, statement, error, log_session_id IS NOT NULL AND log_line_num IS NOT NULL AS keyed FROM audit.audit_log
+                WHERE action = 'UNREADABLE LOG RECORD' AND statement LIKE '%case:padded%'`,
+            )
+          ).rows,
+      );
+    for (let i = 0; i < 40 && !(await tagged()).some((t) => t.tag === 'after-padded'); i++) {
+      const r = await runCli(['ingest', '--log-source', 'rds', '--rds-instance', 'clinic-db'], env());
+      expect(r.code, r.stderr).toBe(0);
+      await sleep(150);
+    }
+    expect((await tagged()).filter((t) => t.tag === 'after-padded' || t.tag === 'padded')).toEqual([{ tag: 'after-padded', n: 1 }]);
+    const [event, ...more] = await cutEvents();
+    expect(more).toEqual([]);
+    expect(event).toMatchObject({ session_user_name: 'app_login', keyed: true });
+    expect(event!.statement).toMatch(/^error\/postgresql.*\.csv bytes \d+-\d+, a record whose message began: AUDIT: OBJECT,\d+,\d+,READ,SELECT,TABLE,public\.customers,/);
+    expect(event!.error).toMatch(/cut this record short .*1 MB/);
+    // Once more: nothing twice, and no lines taken for missing.
+    const again = await runCli(['ingest', '--log-source', 'rds', '--rds-instance', 'clinic-db'], env());
+    expect(again.code, again.stderr).toBe(0);
+    expect(await cutEvents()).toHaveLength(1);
+    const missing = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE action = 'LOG LINES MISSING'`)).rows[0].n,
+    );
+    expect(missing).toBe(0);
   });
 
   it("Aurora: the writer's and a reader's logs together (reads made on a reader are only in its log); each instance's newest file is still being written", async () => {
@@ -137,6 +181,63 @@ describe('ingest --log-source rds', () => {
     expect(keys.some((k) => k.startsWith('rds:clinic-db-reader-1/error/postgresql.log.2026-12-07-10.csv:'))).toBe(true);
     expect(keys.filter((k) => k.startsWith('rds:error/')).length).toBeGreaterThan(0);
     expect(keys.every((k) => !k.startsWith('rds:clinic-db/'))).toBe(true);
+  });
+
+  it('a rotated file with a cut line is read to its end once, then not downloaded again; its torn last line shows as missing', async () => {
+    // Written as the reader's csvlog: line 1 a read over 1 MB (cut by the API), line 2 a read, line 3
+    // torn by a crash; then a newer file, so this one is rotated and line 3 never completes.
+    const line = (n: number, statement: string) =>
+      pgauditReadLine({ database: db.name, n, statement, pid: 6161, session: '6b0d6161.181f', from: '10.0.2.8:40200', application: 'batch' });
+    const older = 'postgresql.log.2026-12-07-11.csv';
+    const third = line(3, 'SELECT full_name FROM customers WHERE id = 5 /* case:rotated-3 */');
+    await writeFile(
+      path.join(readerDir, older),
+      line(1, `SELECT full_name FROM customers WHERE id = 5 /* case:rotated-1 ${'z'.repeat(1_100_000)} */`) +
+        line(2, 'SELECT full_name FROM customers WHERE id = 5 /* case:rotated-2 */') +
+        third.slice(0, 120),
+    );
+    await utimes(path.join(readerDir, older), new Date(Date.now() - 50_000), new Date(Date.now() - 50_000));
+    await writeFile(path.join(readerDir, 'postgresql.log.2026-12-07-12.csv'), line(4, 'SELECT full_name FROM customers WHERE id = 5 /* case:rotated-4 */'));
+    const both = ['ingest', '--log-source', 'rds', '--rds-instance', 'clinic-db,clinic-db-reader-1', '--context-wait', '1ms'];
+    const first = await runCli(both, env());
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/the log source cut a log record short/);
+    // The torn line has no newline: the API serves lines, so it never arrives; the next line of its
+    // session shows the gap.
+    expect(first.stderr).toMatch(/"missing_lines":1/);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ action: string; tag: string | null; session_user_name: string; client_addr: string | null }>(
+            `SELECT action, substring(statement FROM 'case:(rotated-[0-9])') AS tag, session_user_name, host(client_addr) AS client_addr FROM audit.audit_log
+              WHERE statement LIKE '%case:rotated-%' OR statement LIKE '%6b0d6161.181f%' ORDER BY action, tag`,
+          )
+        ).rows,
+    );
+    expect(rows).toEqual([
+      { action: 'LOG LINES MISSING', tag: null, session_user_name: 'app_login', client_addr: null },
+      { action: 'SELECT', tag: 'rotated-2', session_user_name: 'app_login', client_addr: '10.0.2.8' },
+      { action: 'SELECT', tag: 'rotated-4', session_user_name: 'app_login', client_addr: '10.0.2.8' },
+      { action: 'UNREADABLE LOG RECORD', tag: 'rotated-1', session_user_name: 'app_login', client_addr: '10.0.2.8' },
+    ]);
+    // Read to its end: marked so (its listed size, negated), and not asked for again.
+    const seen = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT seen_size::int AS s FROM audit.ingest_files WHERE file_name = $1`, [`clinic-db-reader-1/error/${older}`])).rows[0].s,
+    );
+    expect(seen).toBeLessThan(0);
+    const asked = rds.portions.length;
+    expect(rds.portions.filter((p) => p.file === older && p.marker !== '0').length).toBeGreaterThan(0);
+    const again = await runCli(both, env());
+    expect(again.code, again.stderr).toBe(0);
+    // Only its first bytes, for its identity (from the start, marker 0), not the rest of it.
+    expect(rds.portions.slice(asked).filter((p) => p.file === older && p.marker !== '0')).toEqual([]);
+    const missing = await withClient(
+      db.url,
+      async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE action = 'LOG LINES MISSING'`)).rows[0].n,
+    );
+    expect(missing).toBe(1); // line 3, once
   });
 
   it('says what is wrong in one line: a missing instance name, jsonlog, an instance the API does not know', async () => {

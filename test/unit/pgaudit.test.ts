@@ -190,6 +190,15 @@ describe('classify', () => {
     expect(parseQualifiedName('"unterminated.x')).toBeNull();
   });
 
+  it('reads a message cut between the two quotes of a doubled one (a quote in the statement)', () => {
+    // pgaudit's statement field `"SELECT 'a""b'..."` cut just after the first quote of the pair.
+    const l = { ...lines()[1]!, message: `AUDIT: OBJECT,1,1,READ,SELECT,TABLE,public.customers,"SELECT 'a"` };
+    expect(classify(l, { database: 'clinic', tables, statementMaxLength: 200, contextOf: () => undefined })).toMatchObject({
+      kind: 'event',
+      event: { action: 'SELECT', tableName: 'customers', statement: `SELECT 'a` },
+    });
+  });
+
   it('calls a line with a broken AUDIT payload malformed', () => {
     const l = { ...lines()[1]!, message: 'AUDIT: OBJECT,"unterminated' };
     expect(classify(l, { database: 'clinic', tables, statementMaxLength: 20, contextOf: () => undefined }).kind).toBe('malformed');

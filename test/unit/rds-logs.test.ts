@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { PORTION_LIMIT, rdsInstancesLogs, rdsLogs, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
 
-/** The API as documented: lines from an opaque marker, cut at 1 MB (the cut part lost), the next marker after the lines asked. */
-function api(files: Record<string, string>): RdsLogApi & { asked: { name: string; marker: string; lines: number }[] } {
+/**
+ * The API as documented: lines from an opaque marker, cut at 1 MB (the cut part lost), the next
+ * marker after the lines asked. `midLine`: the other reading of the documentation, the next marker
+ * just after the bytes returned, so a cut line goes on in the next portion.
+ */
+function api(files: Record<string, string>, { midLine = false } = {}): RdsLogApi & { asked: { name: string; marker: string; lines: number }[] } {
   const asked: { name: string; marker: string; lines: number }[] = [];
   return {
     asked,
@@ -13,24 +17,37 @@ function api(files: Record<string, string>): RdsLogApi & { asked: { name: string
       const start = marker === '0' ? 0 : Number(marker.slice(2));
       let end = start;
       for (let n = 0; n < lines && end < b.length; n++) end = b.indexOf(0x0a, end) + 1 || b.length;
-      return { data: b.subarray(start, Math.min(end, start + PORTION_LIMIT)).toString('utf8'), marker: `m:${end}`, pending: end < b.length };
+      const to = Math.min(end, start + PORTION_LIMIT);
+      return { data: b.subarray(start, to).toString('utf8'), marker: `m:${midLine ? to : end}`, pending: end < b.length };
     },
   };
 }
 
-async function readAll(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<string> {
+/** The file's bytes as read, with the offsets where a read said the source cut a line. */
+async function readCuts(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<{ text: string; cuts: number[] }> {
   const file = (await logs.list()).find((f) => f.name === name)!;
   const r = await logs.open(file);
   const parts: Buffer[] = [];
+  const cuts: number[] = [];
   for (let at = 0; ;) {
     const buf = Buffer.alloc(chunk);
-    const { bytesRead } = await r.read(buf, 0, chunk, at);
+    const { bytesRead, cut } = await r.read(buf, 0, chunk, at);
     if (bytesRead === 0) break;
     parts.push(buf.subarray(0, bytesRead));
     at += bytesRead;
+    if (cut) cuts.push(at);
   }
-  return Buffer.concat(parts).toString('utf8');
+  return { text: Buffer.concat(parts).toString('utf8'), cuts };
 }
+
+async function readAll(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<string> {
+  const { text, cuts } = await readCuts(logs, name, chunk);
+  expect(cuts).toEqual([]);
+  return text;
+}
+
+/** A csvlog-like line: it starts as a record does (its log time), the rest is `body`. */
+const rec = (body: string) => `2026-12-07 13:00:00.000 UTC,"app",${body}\n`;
 
 describe('the RDS log files, read as the ingester reads any log', () => {
   it('gives every byte once, in order, across portions; a portion the API cut at 1 MB is asked again with fewer lines', async () => {
@@ -45,6 +62,30 @@ describe('the RDS log files, read as the ingester reads any log', () => {
     // The first ask (2000 lines from the start) came back cut, so it was asked again with 1000, then 500...
     const fromStart = a.asked.filter((x) => x.marker === '0').map((x) => x.lines);
     expect(fromStart.slice(0, 2)).toEqual([2000, 1000]);
+  });
+
+  it('says where the API cut a line over 1 MB (the next portion starting the next record), only once it knows', async () => {
+    const huge = rec(`"${'q'.repeat(1_500_000)}"`);
+    const files: Record<string, string> = { 'error/a.csv': rec('before') + huge };
+    const logs = rdsLogs(api(files));
+    // Nothing after the cut line yet: whether the API dropped its rest or goes on mid-line is not known.
+    const first = await readCuts(logs, 'error/a.csv', 256 * 1024);
+    expect(first.cuts).toEqual([]);
+    expect(first.text).toBe(rec('before') + huge.slice(0, PORTION_LIMIT));
+    // The next record arrives: the portion after the cut starts with it, so the line was cut there.
+    files['error/a.csv'] += rec('after');
+    const second = await readCuts(rdsLogs(api(files)), 'error/a.csv', 256 * 1024);
+    expect(second.text).toBe(rec('before') + huge.slice(0, PORTION_LIMIT) + rec('after'));
+    expect(second.cuts).toEqual([Buffer.byteLength(rec('before')) + PORTION_LIMIT]);
+    // The same through a reader that had read up to the cut before the next record came.
+    const third = await readCuts(logs, 'error/a.csv', 256 * 1024);
+    expect(third).toEqual(second);
+  });
+
+  it('an API that goes on mid-line after 1 MB loses nothing and cuts nothing', async () => {
+    const huge = rec(`"${'q'.repeat(1_500_000)}"`);
+    const text = rec('before') + huge + rec('after');
+    expect(await readAll(rdsLogs(api({ 'error/a.csv': text }, { midLine: true })), 'error/a.csv', 256 * 1024)).toBe(text);
   });
 
   it('reads a portion again when its bytes were let go, and reads what a growing file added later from where it stopped', async () => {

@@ -117,6 +117,22 @@ export class CsvRecordStream {
     return out;
   }
 
+  /**
+   * The record open now, ended where its bytes stop (the source cut it short: rds-logs.ts): the
+   * fields read so far, the last as far as it arrived. The stream goes on as at a record's start.
+   * Null when no record is open.
+   */
+  cutShort(): StreamedRecord | null {
+    if (this.pos === this.recordStart) return null;
+    this.endField();
+    const record = { fields: this.fields, start: this.recordStart, end: this.pos, truncated: true };
+    this.fields = [];
+    this.truncated = false;
+    this.state = 0;
+    this.recordStart = this.pos;
+    return record;
+  }
+
   private settle(): void {
     const c = this.runChunk;
     if (c === null) return;

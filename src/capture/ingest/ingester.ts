@@ -5,12 +5,12 @@ import { ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import { CsvRecordStream, type StreamedRecord } from './csv.js';
-import { toLogLine, type LogLine } from './csvlog.js';
+import { MIN_CSVLOG_FIELDS, splitConnectionFrom, toLogLine, type LogLine } from './csvlog.js';
 import { attribute, endTransactions, expire, holdRead, type Settled } from './attribution.js';
-import { classify, protectedTables, type LogAuditEvent, type SessionContext } from './pgaudit.js';
+import { classify, protectedTables, truncate, type Classified, type LogAuditEvent, type SessionContext } from './pgaudit.js';
 import { settingDefault } from '../../config.js';
 import { MISSING_LINES_ACTION, RECEIPT_ACTION, RECEIPT_SOURCE, type IngestReceipt } from './receipt.js';
-import { EXTENSION, identityOf, type LogFile, type LogFiles, type LogReader } from './log-files.js';
+import { EXTENSION, RECORD_START, identityOf, type LogFile, type LogFiles, type LogReader } from './log-files.js';
 import { JsonlogRecordStream } from './jsonlog.js';
 
 export interface IngestOptions {
@@ -81,6 +81,7 @@ export class Ingester {
       'SELECT file_key, file_name, byte_offset, seen_size::text AS seen_size FROM audit.ingest_files',
     );
     const offsets = new Map(rows.map((r) => [r.file_key, Number(r.byte_offset)]));
+    const seenSizes = new Map(rows.map((r) => [r.file_key, r.seen_size === null ? null : Number(r.seen_size)]));
     const files = adoptSavedKeys(await this.opts.logs.list(), rows);
     await this.noteRemovedUnread(rows, files, stats);
     // A file the server has rotated away from (a newer file of the same server follows it) is
@@ -95,9 +96,16 @@ export class Ingester {
         );
       }
       const from = saved > file.size ? 0 : saved;
-      if (from === file.size) continue;
+      const rotated = i < newestOf.get(file.server)!;
+      // A file the source cut bytes out of never reaches its listed size: once rotated and read to
+      // its end, it is marked done with that size (-size, below), or every pass would read it again.
+      if (from === file.size || (rotated && seenSizes.get(file.key) === -file.size)) continue;
       stats.files++;
-      stats.pendingBytes += file.size - (await this.ingestFile(file, from, stats, i < newestOf.get(file.server)!));
+      const { pending, cut } = await this.ingestFile(file, from, stats, rotated);
+      stats.pendingBytes += pending;
+      if (rotated && pending === 0 && (cut || (seenSizes.get(file.key) ?? 0) < 0)) {
+        await this.query('UPDATE audit.ingest_files SET seen_size = $2 WHERE file_key = $1', [file.key, -file.size]);
+      }
     }
     await this.writeExpiredReads(stats);
     for (const { context } of this.sessions.values()) stats.held += context.pending?.length ?? 0;
@@ -122,9 +130,10 @@ export class Ingester {
     stats: IngestStats,
   ): Promise<void> {
     const listed = new Set(files.map((f) => f.key));
+    // (A negative seen size: unknown, the source cut bytes out of the file; commitChunk.)
     const lost = saved.filter((r) => r.seen_size !== null && !listed.has(r.file_key) && Number(r.seen_size) > Number(r.byte_offset));
     // Only sizes that grew are written: a quiet log writes nothing each pass.
-    const seen = new Map(saved.map((r) => [r.file_key, r.seen_size === null ? -1 : Number(r.seen_size)]));
+    const seen = new Map(saved.map((r) => [r.file_key, r.seen_size === null ? -1 : Number(r.seen_size) < 0 ? Infinity : Number(r.seen_size)]));
     const grown = files.filter((f) => (seen.get(f.key) ?? -1) < f.size);
     if (lost.length === 0 && grown.length === 0) return;
     try {
@@ -146,7 +155,8 @@ export class Ingester {
           await this.client.query(
             `INSERT INTO audit.ingest_files (file_key, file_name, byte_offset, seen_size)
              SELECT k, n, 0, s FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(k, n, s)
-             ON CONFLICT (file_key) DO UPDATE SET seen_size = GREATEST(audit.ingest_files.seen_size, excluded.seen_size)`,
+             ON CONFLICT (file_key) DO UPDATE SET seen_size = CASE WHEN audit.ingest_files.seen_size < 0 THEN audit.ingest_files.seen_size
+               ELSE GREATEST(audit.ingest_files.seen_size, excluded.seen_size) END`,
             [grown.map((f) => f.key), grown.map((f) => f.name), grown.map((f) => f.size)],
           );
         }
@@ -180,18 +190,18 @@ export class Ingester {
     this.loaded = true;
   }
 
-  /** Returns the offset ingested up to. */
-  private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<number> {
+  /** Returns the bytes read and left for a later pass (a record still being written), and whether the source cut a record. */
+  private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<{ pending: number; cut: boolean }> {
     const fh = await this.opts.logs.open(file);
     const json = file.name.endsWith(EXTENSION.jsonlog);
     try {
       let from = start;
-      const boundary = await recordBoundaryFrom(fh, start, file.size, json ? JSON_RECORD_START : RECORD_START);
+      const boundary = await recordBoundaryFrom(fh, start, file.size, RECORD_START[json ? 'jsonlog' : 'csvlog']);
       if (boundary !== start) {
         // The saved position is not where a record starts: only a changed position does that (the
         // receipts show the jump). Record the bytes up to the next record as unreadable, go on there.
         this.opts.log.error({ file: file.name, saved: start, next_record: boundary }, 'the saved position is inside a log record; resuming at the next record');
-        if (boundary === null) return start; // no record starts after it yet
+        if (boundary === null) return { pending: file.size - start, cut: false }; // no record starts after it yet
         const skipped = Buffer.alloc(boundary - start);
         await fh.read(skipped, 0, skipped.length, start);
         await this.commitChunk(
@@ -204,48 +214,83 @@ export class Ingester {
       }
       // Bounded memory whatever a record's size: fields are cut while parsing (csv.ts, jsonlog.ts), and
       // a commit covers the complete records of one read.
-      const parser = json ? new JsonlogRecordStream(from, this.maxFieldBytes) : new CsvRecordStream(from, this.maxFieldBytes);
+      const parserAt = (at: number) => (json ? new JsonlogRecordStream(at, this.maxFieldBytes) : new CsvRecordStream(at, this.maxFieldBytes));
+      let parser = parserAt(from);
       const buf = Buffer.alloc(this.chunkBytes);
       let hash = createHash('sha256');
       let committed = from;
+      let sawCut = false;
       for (;;) {
         const at = parser.position;
-        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+        const { bytesRead, cut } = await fh.read(buf, 0, buf.length, at);
         if (bytesRead === 0) break;
         const chunk = buf.subarray(0, bytesRead);
         const records = parser.push(chunk);
-        if (records.length === 0) {
-          hash.update(chunk);
-          continue;
+        if (records.length === 0) hash.update(chunk);
+        else {
+          const end = records[records.length - 1]!.end;
+          hash.update(chunk.subarray(0, end - at));
+          await this.commitChunk(file, { from: committed, to: end, sha256: hash.digest('hex') }, records, stats);
+          committed = end;
+          hash = createHash('sha256');
+          hash.update(chunk.subarray(end - at));
         }
-        const end = records[records.length - 1]!.end;
-        hash.update(chunk.subarray(0, end - at));
-        await this.commitChunk(file, { from: committed, to: end, sha256: hash.digest('hex') }, records, stats);
-        committed = end;
-        hash = createHash('sha256');
-        hash.update(chunk.subarray(end - at));
+        if (cut && parser.position > committed) {
+          // The source cut the record open here (RDS: a line over 1 MB): its end never comes, and
+          // read on as if it would, its open quote would swallow the lines after it. Record it, and
+          // read the next line with a fresh parser.
+          this.opts.log.error(
+            { file: file.name, from: committed, to: parser.position },
+            'the log source cut a log record short (RDS returns at most 1 MB of a line); recorded as unreadable, with who wrote it where its fields say',
+          );
+          const to = parser.position;
+          await this.commitChunk(
+            file,
+            { from: committed, to, sha256: hash.digest('hex') },
+            [cutShort(parser, committed, to, 'the log source cut this record short (RDS returns at most 1 MB of one line): the rest of it never reached ingest')],
+            stats,
+            { sizeUnknown: true },
+          );
+          committed = to;
+          hash = createHash('sha256');
+          parser = parserAt(to);
+          sawCut = true;
+        }
       }
-      if (rotated && parser.position > committed && parser.position === file.size) {
-        // Nothing will complete it: the server writes to a newer file. Say so, and move past it.
+      // The loop ends where the file's bytes end. A file the server rotated away from gets no more:
+      // a record still open there was torn.
+      if (rotated && parser.position > committed) {
         this.opts.log.error(
-          { file: file.name, from: committed, to: file.size },
+          { file: file.name, from: committed, to: parser.position },
           'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable',
         );
+        const to = parser.position;
         await this.commitChunk(
           file,
-          { from: committed, to: file.size, sha256: hash.digest('hex') },
-          [unreadable(committed, file.size, 'the record was cut short and never completed')],
+          { from: committed, to, sha256: hash.digest('hex') },
+          [cutShort(parser, committed, to, 'the record was cut short and never completed')],
           stats,
         );
-        committed = file.size;
+        committed = to;
       }
-      return committed;
+      return { pending: parser.position - committed, cut: sawCut };
     } finally {
       await fh.close();
     }
   }
 
-  private async commitChunk(file: LogFile, range: ConsumedRange, records: StreamedRecord[], stats: IngestStats): Promise<void> {
+  /**
+   * `sizeUnknown`: the source cut bytes out of this file (rds-logs.ts), so its listed size no longer
+   * measures what is read: its seen size is set to unknown (-1; -size once read to its end). Such a
+   * file removed before it was read to its end is not noticed (README: a line over 1 MB on RDS).
+   */
+  private async commitChunk(
+    file: LogFile,
+    range: ConsumedRange,
+    records: (StreamedRecord | Unreadable)[],
+    stats: IngestStats,
+    { sizeUnknown = false } = {},
+  ): Promise<void> {
     const newOffset = range.to;
     // Read the protected list after the lines: a read is object-logged only once `protect` committed.
     const tables = await watchedTables(this.client);
@@ -266,11 +311,16 @@ export class Ingester {
       return true;
     };
     for (const record of records) {
-      const line = 'unreadable' in record ? null : toLogLine(record.fields);
+      const cut = 'unreadable' in record ? record : null;
+      const line = cut ? serverFieldsOf(cut) : toLogLine(record.fields);
       if (!line) {
         // Never silence: the bytes that could not be read are an event of their own, and ingestion goes on after them.
         events.push(unreadableRecord(file, record));
         malformed++;
+        continue;
+      }
+      if (cut && line.databaseName !== this.database) {
+        ignored++; // another database's record (its own ingester records it)
         continue;
       }
       const seen = line.databaseName === this.database ? this.sessions.get(line.sessionId)?.context.line : undefined;
@@ -279,13 +329,25 @@ export class Ingester {
         missing += line.sessionLineNum - seen - 1;
       }
       keep(line.sessionId, endTransactions(this.sessions.get(line.sessionId)?.context, line.virtualTransactionId), line.logTime);
-      const c = classify(line, {
-        database: this.database,
-        tables,
-        statementMaxLength: this.opts.statementMaxLength,
-        bypassesRowSecurity,
-        contextOf: (id) => this.sessions.get(id)?.context,
-      });
+      if (cut) malformed++;
+      const c: Classified = cut
+        ? {
+            kind: 'event',
+            event: unreadableLine(
+              file,
+              cut,
+              line,
+              `${cut.unreadable}; its message is not trusted (it may be a forgery: the fields that tell are after it)`,
+              this.opts.statementMaxLength,
+            ),
+          }
+        : classify(line, {
+            database: this.database,
+            tables,
+            statementMaxLength: this.opts.statementMaxLength,
+            bypassesRowSecurity,
+            contextOf: (id) => this.sessions.get(id)?.context,
+          });
       if (c.kind === 'event') {
         events.push(c.event);
         if (c.context) keep(c.sessionId!, { context: c.context, done: [] }, line.logTime);
@@ -293,7 +355,10 @@ export class Ingester {
         keep(c.sessionId, holdRead(c.context, c.read, Date.now()), line.logTime);
       } else if (c.kind === 'read-context') {
         if (!keep(c.sessionId, attribute(this.sessions.get(c.sessionId)?.context, c.line), line.logTime)) ignored++;
-      } else if (c.kind === 'malformed') malformed++;
+      } else if (c.kind === 'malformed') {
+        events.push(unreadableLine(file, record, line, c.reason, this.opts.statementMaxLength)); // never a silent drop
+        malformed++;
+      }
       else ignored++;
       if (line.databaseName === this.database && (seen === undefined || line.sessionLineNum > seen)) {
         const s = this.sessions.get(line.sessionId);
@@ -308,6 +373,7 @@ export class Ingester {
         if (touched.size > 0) await this.saveSessions(touched);
         await insertReceipt(this.client, file, range, records.length, inserted);
         await savePosition(this.client, file, newOffset, inserted);
+        if (sizeUnknown) await this.client.query('UPDATE audit.ingest_files SET seen_size = -1 WHERE file_key = $1', [file.key]);
       });
     } catch (err) {
       // The in-memory session context may now be ahead of the database: reload it next time.
@@ -391,11 +457,6 @@ export class Ingester {
   }
 }
 
-/** How a csvlog record starts: its log_time, `2026-11-28 19:59:21.560 UTC,`. */
-const RECORD_START = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [^,\n]{1,40},/;
-/** How a jsonlog record starts: `{"timestamp":"2026-11-28 19:59:21.560 UTC",`. */
-const JSON_RECORD_START = /^\{"timestamp":"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} /;
-
 /**
  * `offset` itself when a record starts there (offset 0, or just after a newline), else the next
  * place where a newline is followed by a log_time, or null when there is none yet.
@@ -403,8 +464,10 @@ const JSON_RECORD_START = /^\{"timestamp":"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.
 async function recordBoundaryFrom(fh: LogReader, offset: number, size: number, recordStart: RegExp): Promise<number | null> {
   if (offset === 0) return 0;
   const before = Buffer.alloc(1);
-  await fh.read(before, 0, 1, offset - 1);
-  if (before[0] === 0x0a) return offset; // just after a newline: where the last commit ended (every pass)
+  const { cut } = await fh.read(before, 0, 1, offset - 1);
+  // Just after a newline: where the last commit ended (every pass); or just after a record the
+  // source cut short (the next line begins there).
+  if (before[0] === 0x0a || cut) return offset;
   const window = 1 << 16;
   const look = Buffer.alloc(window + 64);
   for (let at = offset; at < size; at += window) {
@@ -424,6 +487,22 @@ type Unreadable = StreamedRecord & { unreadable: string };
 
 function unreadable(start: number, end: number, why: string): Unreadable {
   return { fields: [], start, end, truncated: false, unreadable: why };
+}
+
+/** The record a parser holds open, ended where its bytes stop: with the csvlog fields that arrived. */
+function cutShort(parser: CsvRecordStream | JsonlogRecordStream, start: number, end: number, why: string): Unreadable {
+  const partial = parser instanceof CsvRecordStream ? parser.cutShort() : null;
+  return { ...unreadable(start, end, why), fields: partial?.fields ?? [] };
+}
+
+/**
+ * The server's own fields of a csvlog record cut short, when they all arrived: the message had
+ * begun (field 14), so time, user, database, process, client, session and line number before it are
+ * whole. Who wrote the record is known, though what it said is not.
+ */
+function serverFieldsOf(r: Unreadable): LogLine | null {
+  if (r.fields.length < 14) return null;
+  return toLogLine([...r.fields, ...Array<string>(Math.max(0, MIN_CSVLOG_FIELDS - r.fields.length)).fill('')]);
 }
 
 /**
@@ -459,6 +538,30 @@ export function aboutTheLog(action: string, statement: string, error: string, wh
 function unreadableRecord(file: LogFile, r: StreamedRecord | Unreadable): LogAuditEvent {
   const why = 'unreadable' in r ? r.unreadable : `not a log record (${r.fields.length} fields)`;
   return aboutTheLog(UNREADABLE_ACTION, `${file.name} bytes ${r.start}-${r.end}`, why);
+}
+
+/**
+ * A record whose server fields were read but not what it said: cut short by the source (its end,
+ * and the fields that tell pgaudit's lines from forgeries, never came), or a message that is not
+ * what it claims. Unreadable still, but with who wrote it, where, and how its message began, so a
+ * read padded past the source's limit is not anonymous. Keyed by its session line, like the line.
+ */
+function unreadableLine(file: LogFile, r: StreamedRecord, line: LogLine, why: string, statementMaxLength: number): LogAuditEvent {
+  const { addr, port } = splitConnectionFrom(line.connectionFrom);
+  return aboutTheLog(
+    UNREADABLE_ACTION,
+    truncate(`${file.name} bytes ${r.start}-${r.end}, a record whose message began: ${line.message}`, statementMaxLength),
+    why,
+    {
+      occurredAt: line.logTime,
+      sessionUserName: line.userName || '(unknown)',
+      backendPid: line.processId,
+      clientAddr: addr,
+      clientPort: port,
+      logSessionId: line.sessionId,
+      logLineNum: line.sessionLineNum,
+    },
+  );
 }
 
 /**

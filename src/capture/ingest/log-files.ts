@@ -29,7 +29,12 @@ export interface LogFile {
 }
 
 export interface LogReader {
-  read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  /**
+   * `cut`: the bytes read end where the source cut a line short (RDS returns at most 1 MB of a
+   * line and drops the rest: rds-logs.ts). The record open there never completes; the next byte
+   * starts a new one. Files read whole never say it.
+   */
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number; cut?: boolean }>;
   close(): Promise<void>;
 }
 
@@ -41,6 +46,16 @@ export interface LogFiles {
 /** The server's log formats ingest reads: csvlog (`.csv` files) and, from PostgreSQL 15, jsonlog (`.json`). */
 export type LogFormat = 'csvlog' | 'jsonlog';
 export const EXTENSION: Record<LogFormat, string> = { csvlog: '.csv', jsonlog: '.json' };
+
+/**
+ * How a record of each format starts: its log time, `2026-11-28 19:59:21.560 UTC,` in csvlog,
+ * `{"timestamp":"2026-11-28 19:59:21.560 UTC",` in jsonlog. Tested on the first 64 bytes after a
+ * newline, to find where records start without reading them.
+ */
+export const RECORD_START: Record<LogFormat, RegExp> = {
+  csvlog: /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [^,\n]{1,40},/,
+  jsonlog: /^\{"timestamp":"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} /,
+};
 
 /** A file is known by its first bytes: a rotated name reused for a new file is a new file. */
 export const IDENTITY_BYTES = 64;

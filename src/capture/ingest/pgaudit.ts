@@ -276,7 +276,8 @@ function forgery(line: LogLine, opts: ClassifyOptions): Classified {
 function classifyAudit(line: LogLine, opts: ClassifyOptions): Classified {
   const payload = line.message.slice(AUDIT_PREFIX.length);
   // A message cut while parsing (a statement longer than the ingester keeps) ends inside the quoted
-  // statement: close it. The object name and command come before it and are whole.
+  // statement: close it (a cut just after the first quote of a doubled one reads as closed already).
+  // The object name and command come before it and are whole.
   const f = parseCsvLine(payload) ?? parseCsvLine(`${payload}"`);
   if (!f || f.length < 8) return { kind: 'malformed', reason: 'AUDIT payload is not pgaudit CSV' };
   // SET lines are not followed: what a SET did depends on how its transaction ended, and

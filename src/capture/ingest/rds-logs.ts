@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ServiceError } from '../../errors.js';
-import { EXTENSION, IDENTITY_BYTES, type LogFile, type LogFiles, type LogFormat } from './log-files.js';
+import { EXTENSION, IDENTITY_BYTES, RECORD_START, type LogFile, type LogFiles, type LogFormat } from './log-files.js';
 
 /**
  * Amazon RDS / Aurora PostgreSQL's log files through the RDS API (ingest --log-source rds):
@@ -62,6 +62,12 @@ interface Portion {
   from: string;
   next: string;
   lines: number;
+  /**
+   * One line of 1 MB or more without its newline: the API cut it. `'maybe'` until the next portion
+   * is seen: if it starts a record, the rest of the line was dropped (`true`, the documented worst
+   * case); if not, the API went on mid-line and nothing is lost (`false`).
+   */
+  cut: boolean | 'maybe';
 }
 
 /**
@@ -69,10 +75,11 @@ interface Portion {
  * An offset is a byte of the portions as they arrived, one after another; where they are is
  * remembered (start, end, markers) per file, and only the last portions' bytes are kept. A portion
  * of 1 MB may have been cut by the API: it is asked again with half as many lines until it is not,
- * so no line is lost to the limit unless a single line is over 1 MB. Such a line arrives cut, and
- * a cut inside a quoted field leaves the csvlog reader in it: the file's later lines wait until it
- * rotates, then go as one unreadable record (README). The fix belongs here and in the ingester: say
- * where a cut is, so the reader records the cut record and starts afresh after it.
+ * so no line is lost to the limit unless a single line is over 1 MB. Such a line arrives cut (its
+ * first MB, and the next portion starts at the next line): a read ending there says `cut`, and the
+ * ingester records the cut record and reads on from the next line. Unsaid, a cut inside a quoted
+ * csvlog field would hold the file's later lines in that field until the file rotated. A cut file's
+ * bytes as read are fewer than its listed size (by an amount the API does not say).
  */
 export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: string): LogFiles {
   // Another instance's files (an Aurora reader's) are named and keyed with the instance, so two
@@ -96,7 +103,10 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
     for (let n = lines; ; n = Math.max(1, Math.floor(n / 2))) {
       const r = await api.portion(name, from, n);
       const bytes = Buffer.from(r.data, 'utf8');
-      if (bytes.length < PORTION_LIMIT || n === 1) return { ...r, bytes, lines: n };
+      if (bytes.length < PORTION_LIMIT || n === 1) {
+        const cut: Portion['cut'] = bytes.length >= PORTION_LIMIT && bytes.at(-1) !== 0x0a ? 'maybe' : false;
+        return { ...r, bytes, lines: n, cut };
+      }
     }
   };
   /** Portions up to `until`, or to the end of what the file holds now. */
@@ -109,7 +119,7 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
       const got = await fetch(name, from, LINES);
       if (got.bytes.length === 0) return; // nothing more now (the file may grow: asked again from the same marker next time)
       const start = last?.end ?? 0;
-      s.portions.push({ start, end: start + got.bytes.length, from, next: got.marker, lines: got.lines });
+      s.portions.push({ start, end: start + got.bytes.length, from, next: got.marker, lines: got.lines, cut: got.cut });
       keep(name, start, got.bytes);
     }
   };
@@ -123,13 +133,27 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
     keep(name, p.start, again);
     return again;
   };
-  /** Up to `length` bytes at `position`, from the one portion holding it (fewer at its end; none past the file's end). */
-  const readAt = async (name: string, buf: Buffer, offset: number, length: number, position: number): Promise<number> => {
+  /**
+   * Up to `length` bytes at `position`, from the one portion holding it (fewer at its end; none past
+   * the file's end); `cut` when they reach the end of a portion the API cut.
+   */
+  const readAt = async (name: string, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number; cut: boolean }> => {
     await reach(name, position);
     const p = state(name).portions.find((x) => x.start <= position && position < x.end);
-    if (!p) return 0;
+    if (!p) return { bytesRead: 0, cut: false };
     const bytes = await bytesOf(name, p);
-    return bytes.copy(buf, offset, position - p.start, Math.min(bytes.length, position - p.start + length));
+    const bytesRead = bytes.copy(buf, offset, position - p.start, Math.min(bytes.length, position - p.start + length));
+    return { bytesRead, cut: position + bytesRead === p.end && (await wasCut(name, p)) };
+  };
+  /** Whether the line a portion ends in was cut (decided once the next portion is there: false till then). */
+  const wasCut = async (name: string, p: Portion): Promise<boolean> => {
+    if (p.cut !== 'maybe') return p.cut;
+    await reach(name, p.end);
+    const next = state(name).portions.find((x) => x.start === p.end);
+    if (!next) return false; // nothing after it yet: asked again when there is
+    const head = (await bytesOf(name, next)).toString('latin1', 0, IDENTITY_BYTES);
+    p.cut = RECORD_START[format].test(head);
+    return p.cut;
   };
   return {
     async list() {
@@ -139,7 +163,7 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
         // Its first bytes (which may span portions: a portion can be a single short line).
         const head = Buffer.alloc(IDENTITY_BYTES);
         let got = 0;
-        for (let n = -1; got < IDENTITY_BYTES && n !== 0; got += n) n = await readAt(f.name, head, got, IDENTITY_BYTES - got, got);
+        for (let n = -1; got < IDENTITY_BYTES && n !== 0; got += n) n = (await readAt(f.name, head, got, IDENTITY_BYTES - got, got)).bytesRead;
         if (got < IDENTITY_BYTES) continue;
         out.push({
           name: shown(f.name),
@@ -154,7 +178,7 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
     async open(file) {
       const name = server === undefined ? file.name : file.name.slice(server.length + 1);
       return {
-        read: async (buf, offset, length, position) => ({ bytesRead: await readAt(name, buf, offset, length, position) }),
+        read: (buf, offset, length, position) => readAt(name, buf, offset, length, position),
         close: () => Promise.resolve(),
       };
     },
