@@ -83,7 +83,7 @@ describe('ingest --log-source rds', () => {
     expect(await tagged()).toEqual(want);
   });
 
-  it('a read padded past the API\'s 1 MB arrives cut: recorded as unreadable with who made it, and the lines after it are read', async () => {
+  it("a read padded past the API's 1 MB arrives cut: recorded as unreadable with who made it, and the lines after it are read", async () => {
     // A hostile application pads a read so its log line is longer than one portion: RDS returns the
     // first MB and goes on at the next line. Read on as if the line would end, its open quote would
     // swallow every later line of the file.
@@ -113,7 +113,9 @@ describe('ingest --log-source rds', () => {
     const [event, ...more] = await cutEvents();
     expect(more).toEqual([]);
     expect(event).toMatchObject({ session_user_name: 'app_login', keyed: true });
-    expect(event!.statement).toMatch(/^error\/postgresql.*\.csv bytes \d+-\d+, a record whose message began: AUDIT: OBJECT,\d+,\d+,READ,SELECT,TABLE,public\.customers,/);
+    expect(event!.statement).toMatch(
+      /^error\/postgresql.*\.csv bytes \d+-\d+, a record whose message began: AUDIT: OBJECT,\d+,\d+,READ,SELECT,TABLE,public\.customers,/,
+    );
     expect(event!.error).toMatch(/cut this record short .*1 MB/);
     // Once more: nothing twice, and no lines taken for missing.
     const again = await runCli(['ingest', '--log-source', 'rds', '--rds-instance', 'clinic-db'], env());

@@ -84,7 +84,9 @@ describe('CsvRecordStream', () => {
 
   it('ends a record the source cut short where its bytes stop, and reads on as at a record start', () => {
     const s = new CsvRecordStream(100, 1 << 20);
-    expect(s.push(Buffer.from('a,b\nuser,db,"statement with, a comma and an open quo'))).toEqual([{ fields: ['a', 'b'], start: 100, end: 104, truncated: false }]);
+    expect(s.push(Buffer.from('a,b\nuser,db,"statement with, a comma and an open quo'))).toEqual([
+      { fields: ['a', 'b'], start: 100, end: 104, truncated: false },
+    ]);
     expect(s.cutShort()).toEqual({ fields: ['user', 'db', 'statement with, a comma and an open quo'], start: 104, end: 152, truncated: true });
     expect(s.cutShort()).toBeNull(); // nothing open now
     // The next bytes are a record of their own (without the cut, the open quote would have swallowed them).

@@ -247,7 +247,14 @@ export class Ingester {
           await this.commitChunk(
             file,
             { from: committed, to, sha256: hash.digest('hex') },
-            [cutShort(parser, committed, to, 'the log source cut this record short (RDS returns at most 1 MB of one line): the rest of it never reached ingest')],
+            [
+              cutShort(
+                parser,
+                committed,
+                to,
+                'the log source cut this record short (RDS returns at most 1 MB of one line): the rest of it never reached ingest',
+              ),
+            ],
             stats,
             { sizeUnknown: true },
           );
@@ -358,8 +365,7 @@ export class Ingester {
       } else if (c.kind === 'malformed') {
         events.push(unreadableLine(file, record, line, c.reason, this.opts.statementMaxLength)); // never a silent drop
         malformed++;
-      }
-      else ignored++;
+      } else ignored++;
       if (line.databaseName === this.database && (seen === undefined || line.sessionLineNum > seen)) {
         const s = this.sessions.get(line.sessionId);
         this.sessions.set(line.sessionId, { context: { ...s?.context, line: line.sessionLineNum }, lastSeen: line.logTime });
