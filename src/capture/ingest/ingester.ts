@@ -220,6 +220,16 @@ export class Ingester {
       let hash = createHash('sha256');
       let committed = from;
       let sawCut = false;
+      /** Records the record open at the parser's position as unreadable (its end never comes), and reads on after it. */
+      const endOpenRecord = async (message: string, why: string, sizeUnknown: boolean): Promise<void> => {
+        const to = parser.position;
+        this.opts.log.error({ file: file.name, from: committed, to }, message);
+        const range = { from: committed, to, sha256: hash.digest('hex') };
+        await this.commitChunk(file, range, [cutShort(parser, committed, to, why)], stats, { sizeUnknown });
+        committed = to;
+        hash = createHash('sha256');
+        parser = parserAt(to);
+      };
       for (;;) {
         const at = parser.position;
         const { bytesRead, cut } = await fh.read(buf, 0, buf.length, at);
@@ -237,48 +247,23 @@ export class Ingester {
         }
         if (cut && parser.position > committed) {
           // The source cut the record open here (RDS: a line over 1 MB): its end never comes, and
-          // read on as if it would, its open quote would swallow the lines after it. Record it, and
-          // read the next line with a fresh parser.
-          this.opts.log.error(
-            { file: file.name, from: committed, to: parser.position },
+          // read on as if it would, its open quote would swallow the lines after it.
+          await endOpenRecord(
             'the log source cut a log record short (RDS returns at most 1 MB of a line); recorded as unreadable, with who wrote it where its fields say',
+            'the log source cut this record short (RDS returns at most 1 MB of one line): the rest of it never reached ingest',
+            true,
           );
-          const to = parser.position;
-          await this.commitChunk(
-            file,
-            { from: committed, to, sha256: hash.digest('hex') },
-            [
-              cutShort(
-                parser,
-                committed,
-                to,
-                'the log source cut this record short (RDS returns at most 1 MB of one line): the rest of it never reached ingest',
-              ),
-            ],
-            stats,
-            { sizeUnknown: true },
-          );
-          committed = to;
-          hash = createHash('sha256');
-          parser = parserAt(to);
           sawCut = true;
         }
       }
       // The loop ends where the file's bytes end. A file the server rotated away from gets no more:
       // a record still open there was torn.
       if (rotated && parser.position > committed) {
-        this.opts.log.error(
-          { file: file.name, from: committed, to: parser.position },
+        await endOpenRecord(
           'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable',
+          'the record was cut short and never completed',
+          false,
         );
-        const to = parser.position;
-        await this.commitChunk(
-          file,
-          { from: committed, to, sha256: hash.digest('hex') },
-          [cutShort(parser, committed, to, 'the record was cut short and never completed')],
-          stats,
-        );
-        committed = to;
       }
       return { pending: parser.position - committed, cut: sawCut };
     } finally {
