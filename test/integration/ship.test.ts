@@ -475,8 +475,16 @@ describe('ship to a file archive', () => {
     const port = 19000 + Math.floor(Math.random() * 1000);
     const child = startCli(args(db, archive, ['--http-port', String(port), '--log-dir', process.env.TEST_PG_LOG_DIR!]), {
       DATABASE_URL: urlFor(db.name, login),
+      LOG_LEVEL: 'info',
     });
     const done = waitFor(child);
+    // What the ingester said and when, for the message of a failed expectation (it once took 20 s
+    // to fail on a loaded machine, cause not known yet).
+    const t0 = Date.now();
+    const timeline: string[] = [];
+    child.stderr?.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n')) if (l.includes('ingest')) timeline.push(`+${Date.now() - t0}ms ${l.slice(0, 400)}`);
+    });
     const get = httpGet(port);
     const until = async (p: string, ok: (r: { status: number; body: string }) => boolean) => {
       let r = await get(p);
@@ -487,12 +495,13 @@ describe('ship to a file archive', () => {
       return r;
     };
     expect(await until('/readyz', (r) => r.status === 200)).toEqual({ status: 200, body: 'ready\n' });
+    timeline.push(`+${Date.now() - t0}ms REVOKE`);
     await withClient(db.url, (c) => c.query('REVOKE INSERT ON audit.audit_log FROM audit_ingester'));
     // Something for the ingester to write (pgaudit's WRITE line of this insert): it must fail now, not
     // whenever some other line of this database comes by.
     await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) VALUES (2, 'two')`));
     const failing = await until('/readyz', (r) => r.status === 503);
-    expect(failing.status).toBe(503);
+    expect(failing.status, timeline.join('\n')).toBe(503);
     // (Which refusal comes first depends on whether the chunk held events: the table's grant, or the source guard.)
     expect(failing.body).toMatch(/^ingest: failed: .*(permission denied|may append only pgaudit events)/);
     expect((await get('/metrics')).body).toMatch(/audit_shipper_ingest_up 0/);
