@@ -37,6 +37,13 @@ export async function readServerFacts(client: pg.Client, slot: string): Promise<
     .query<{ gap: string; consequence: string; remedy: string }>('SELECT gap, consequence, remedy FROM audit.capture_gaps ORDER BY gap')
     .then((r) => r.rows)
     .catch(() => []); // before version 13, or not readable by this login: none known
+  const statementReads = await client
+    .query<{ name: string }>(
+      `SELECT format('%I.%I', schema_name, table_name) AS name FROM audit.protected_tables
+        WHERE part_of IS NULL AND row_reads IS NULL ORDER BY 1`,
+    )
+    .then((r) => r.rows.map((x) => x.name))
+    .catch(() => [] as string[]); // no schema, one before row reads (version 8), or not readable by this login
   const me = login.rows[0]!;
   return {
     version: Number(byName.server_version_num),
@@ -48,6 +55,7 @@ export async function readServerFacts(client: pg.Client, slot: string): Promise<
     emitMessagePublic: emit.rows[0]!.public,
     eventTriggers: Object.fromEntries(triggers.rows.map((r) => [r.evtname, r.evtenabled])),
     gaps,
+    statementReadTables: statementReads,
     freeSlots: slots.rows[0]!.free,
     slot: { name: slot, walStatus: slots.rows[0]!.status ?? 'missing' },
   };

@@ -27,6 +27,11 @@ export interface ServerFacts {
   eventTriggers: Record<string, string>;
   /** what init left out for want of a superuser (audit.capture_gaps, sql/migrations/013) */
   gaps: { gap: string; consequence: string; remedy: string }[];
+  /**
+   * Protected tables whose reads are recorded only as pgaudit's statements (no row reads): on a
+   * platform whose pgaudit lines cannot be ingested, their reads are recorded nowhere.
+   */
+  statementReadTables: string[];
   /** replication slots free, and the named slot's wal_status ('missing' when absent) */
   freeSlots: number;
   slot: { name: string; walStatus: string };
@@ -170,17 +175,24 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
   const pgauditFlag = p === 'cloudsql' ? 'cloudsql.enable_pgaudit' : p === 'alloydb' ? 'alloydb.enable_pgaudit' : null;
   const pgauditLoaded = pgauditFlag ? s[pgauditFlag] === 'on' : listHas(s.shared_preload_libraries, 'pgaudit');
   const onlyRows = 'or protect every table with --reads rows, which needs no pgaudit';
-  if (p === 'azure' && !listHas(s['azure.extensions'], 'pgaudit')) {
-    fix('pgaudit is not in azure.extensions (the allow-list)', `${setParameter(p, 'azure.extensions', '<the list it has>,PGAUDIT', false)}; ${onlyRows}`);
-  }
-  if (pgauditLoaded) ok('pgaudit is loaded');
+  if (p === 'azure') {
+    // pgaudit's lines go to Azure's diagnostic settings, whose records name no user, database or
+    // session (README): ingest cannot use them, so pgaudit is no requirement there; reads are
+    // recorded by row, and a table that records them only as statements records none.
+    if (f.statementReadTables.length > 0)
+      fix(
+        `${f.statementReadTables.length} protected table${f.statementReadTables.length === 1 ? ' records' : 's record'} reads only as pgaudit statements, which cannot be ingested on ${NAMES[p]}: reads of ${f.statementReadTables.join(', ')} are not recorded`,
+        `pg-audit-shipper protect <table> --reads rows, for each of them`,
+      );
+    else ok('no protected table relies on pgaudit for its reads (reads are recorded by row)');
+  } else if (pgauditLoaded) ok('pgaudit is loaded');
   else {
     fix(
       'pgaudit is not loaded: reads are not recorded as statements (protect --reads statements, the default)',
       `${pgauditFlag ? setParameter(p, pgauditFlag, 'on', true) : setParameter(p, 'shared_preload_libraries', `${s.shared_preload_libraries ? `${s.shared_preload_libraries},` : ''}pgaudit`, true)}; ${onlyRows}`,
     );
   }
-  if (p !== 'self' && pgauditLoaded && !f.extensions.includes('pgaudit')) {
+  if (p !== 'self' && p !== 'azure' && pgauditLoaded && !f.extensions.includes('pgaudit')) {
     fix('the pgaudit extension is not created in this database (the platform requires it)', `as ${ADMIN_ROLE[p]}: CREATE EXTENSION pgaudit`);
   }
 
@@ -220,7 +232,7 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
     );
   } else {
     note(
-      `${NAMES[p]} keeps its server log in its own log service, which ingest does not read yet: pgaudit's statement reads cannot be ingested`,
+      `${NAMES[p]} sends pgaudit's lines to its diagnostic settings, whose records name no user, database or session (and drop messages over 65 KB): ingest cannot read reads from them`,
       'protect tables with --reads rows (recorded through the slot, no server log needed)',
     );
   }

@@ -40,6 +40,17 @@ describe('doctor --platform self', () => {
     // Told the wrong platform: said at once.
     const wrong = await runCli(['doctor', '--database-url', db.url, '--platform', 'rds']);
     expect(wrong.stdout).toMatch(/^FIX {2}this server looks like self-managed PostgreSQL, not Amazon RDS for PostgreSQL\n {5}-> run doctor --platform self\n/);
+    // Azure's checklist, read off this server's catalog: its protected tables record reads as
+    // pgaudit's statements only (the default), which Azure's log records cannot carry; --reads rows
+    // takes a table off the list.
+    const asAzure = async () => (await runCli(['doctor', '--database-url', db.url, '--platform', 'azure'])).stdout;
+    const statementsOnly = /FIX {2}(\d+) protected tables? records? reads only as pgaudit statements, which cannot be ingested on Azure .*: reads of (.*) are not recorded\n/;
+    const before = statementsOnly.exec(await asAzure());
+    expect(before?.[2]).toContain('public.customers');
+    const protectRows = await runCli(['protect', 'public.customers', '--reads', 'rows', '--database-url', db.url]);
+    expect(protectRows.code, protectRows.stderr).toBe(0);
+    const after = statementsOnly.exec(await asAzure());
+    expect(after?.[2] ?? '').not.toContain('public.customers');
   });
 
   it('an uninstalled database: the schema is the thing to fix; a bad platform name is refused in one line', async () => {

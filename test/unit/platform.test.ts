@@ -22,6 +22,7 @@ const READY: ServerFacts = {
   emitMessagePublic: false,
   eventTriggers: { audit_guard_protected_ddl: 'A', audit_follow_protected_drop: 'A' },
   gaps: [],
+  statementReadTables: [],
   freeSlots: 9,
   slot: { name: 'pg_audit_shipper', walStatus: 'reserved' },
 };
@@ -160,9 +161,24 @@ describe('doctor: what each platform needs, and how to change it there', () => {
     );
     expect(fixes(checks).map((c) => c.todo)).toEqual([
       'az postgres flexible-server parameter set --resource-group <group> --server-name <server> --name wal_level --value logical, then az postgres flexible-server restart --resource-group <group> --name <server>',
-      'az postgres flexible-server parameter set --resource-group <group> --server-name <server> --name azure.extensions --value <the list it has>,PGAUDIT; or protect every table with --reads rows, which needs no pgaudit',
-      'az postgres flexible-server parameter set --resource-group <group> --server-name <server> --name shared_preload_libraries --value pgaudit, then az postgres flexible-server restart --resource-group <group> --name <server>; or protect every table with --reads rows, which needs no pgaudit',
     ]);
+    // pgaudit's lines cannot be ingested there (Azure's records name no user, database or session):
+    // no pgaudit requirement, and a table whose reads are recorded only as statements is a fix.
+    expect(find(checks, /diagnostic settings/)!).toMatchObject({ verdict: 'note' });
+    expect(find(checks, /relies on pgaudit/)!).toMatchObject({ verdict: 'ok' });
+    const statementsOnly = diagnose(
+      'azure',
+      facts({ settings: { wal_level: 'logical' }, adminRoles: ['azure_pg_admin'], statementReadTables: ['public.patients', 'public.visits'] }),
+    );
+    expect(fixes(statementsOnly)).toEqual([
+      {
+        verdict: 'fix',
+        says: '2 protected tables record reads only as pgaudit statements, which cannot be ingested on Azure Database for PostgreSQL flexible server: reads of public.patients, public.visits are not recorded',
+        todo: 'pg-audit-shipper protect <table> --reads rows, for each of them',
+      },
+    ]);
+    // Elsewhere the same tables are fine: their statements are ingested.
+    expect(find(diagnose('self', facts({ statementReadTables: ['public.patients'] })), /protected table/)).toBeUndefined();
   });
 
   it('a jsonlog is as good as a csvlog for ingest (with --log-format jsonlog)', () => {
