@@ -44,7 +44,8 @@ describe('doctor --platform self', () => {
     // pgaudit's statements only (the default), which Azure's log records cannot carry; --reads rows
     // takes a table off the list.
     const asAzure = async () => (await runCli(['doctor', '--database-url', db.url, '--platform', 'azure'])).stdout;
-    const statementsOnly = /FIX {2}(\d+) protected tables? records? reads only as pgaudit statements, which cannot be ingested on Azure .*: reads of (.*) are not recorded\n/;
+    const statementsOnly =
+      /FIX {2}(\d+) protected tables? records? reads only as pgaudit statements, which cannot be ingested on Azure .*: reads of (.*) are not recorded\n/;
     const before = statementsOnly.exec(await asAzure());
     expect(before?.[2]).toContain('public.customers');
     const protectRows = await runCli(['protect', 'public.customers', '--reads', 'rows', '--database-url', db.url]);
