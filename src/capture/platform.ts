@@ -55,6 +55,7 @@ export const SETTINGS = [
   'log_destination',
   'logging_collector',
   'rds.logical_replication',
+  'rds.log_retention_period',
   'cloudsql.logical_decoding',
   'cloudsql.enable_pgaudit',
   'alloydb.logical_decoding',
@@ -125,6 +126,16 @@ export function setParameter(p: Platform, name: string, value: string, restart: 
         (restart ? ', then az postgres flexible-server restart --resource-group <group> --name <server>' : '')
       );
   }
+}
+
+/** rds.log_retention_period's largest value: 7 days, in minutes. */
+const RDS_MAX_LOG_RETENTION_MIN = 10_080;
+
+/** 4320 -> "3 days", 90 -> "1.5 hours" */
+function formatMinutes(min: number): string {
+  const [n, unit] = min >= 1440 ? [min / 1440, 'day'] : min >= 60 ? [min / 60, 'hour'] : [min, 'minute'];
+  const shown = Number.isInteger(n) ? String(n) : n.toFixed(1);
+  return `${shown} ${unit}${shown === '1' ? '' : 's'}`;
 }
 
 const listHas = (list: string | undefined, item: string) =>
@@ -223,6 +234,15 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
         `the instance writes no csvlog (log_destination = ${s.log_destination ?? '?'}): ingest --log-source rds has nothing to read`,
         `${setParameter(p, 'log_destination', 'csvlog', false)}; ${onlyRows}`,
       );
+    // RDS removes log files after rds.log_retention_period minutes (3 days by default, at most 7):
+    // an ingester stopped for longer loses what they held (recorded as missing, never read).
+    const keptMin = Number(s['rds.log_retention_period'] ?? NaN);
+    if (Number.isFinite(keptMin) && keptMin < RDS_MAX_LOG_RETENTION_MIN)
+      note(
+        `RDS removes log files after ${formatMinutes(keptMin)} (rds.log_retention_period = ${keptMin}): pgaudit's lines not ingested by then are lost (recorded as LOG LINES MISSING)`,
+        `keep the ingester running (ship or ingest --follow), and give it the most RDS allows: ${setParameter(p, 'rds.log_retention_period', String(RDS_MAX_LOG_RETENTION_MIN), false)}`,
+      );
+    else if (Number.isFinite(keptMin)) ok(`RDS keeps log files ${formatMinutes(keptMin)} (rds.log_retention_period), the most it allows`);
   } else if (p === 'cloudsql' || p === 'alloydb') {
     // ingest --log-source cloud-logging reads pgaudit's entries of the Data Access audit log, which
     // the project must enable (not visible from the database: a note, with the command).

@@ -132,6 +132,20 @@ describe('doctor: what each platform needs, and how to change it there', () => {
     );
     expect(fixes(ready)).toEqual([]);
     expect(find(ready, /pg_logical_emit_message/)!).toMatchObject({ verdict: 'note' });
+    // How long RDS keeps log files: the default 3 days is a note (an ingester stopped longer loses
+    // lines) with the parameter at its most, 7 days; 7 days is ok.
+    const retention = (minutes: string) =>
+      find(
+        diagnose('rds', facts({ settings: { 'rds.logical_replication': '1', log_destination: 'csvlog', 'rds.log_retention_period': minutes } })),
+        /log files/,
+      )!;
+    expect(retention('4320')).toEqual({
+      verdict: 'note',
+      says: "RDS removes log files after 3 days (rds.log_retention_period = 4320): pgaudit's lines not ingested by then are lost (recorded as LOG LINES MISSING)",
+      todo: 'keep the ingester running (ship or ingest --follow), and give it the most RDS allows: aws rds modify-db-parameter-group --db-parameter-group-name <group> --parameters "ParameterName=rds.log_retention_period,ParameterValue=10080,ApplyMethod=immediate"',
+    });
+    expect(retention('90').says).toMatch(/after 1\.5 hours/);
+    expect(retention('10080')).toEqual({ verdict: 'ok', says: 'RDS keeps log files 7 days (rds.log_retention_period), the most it allows' });
   });
 
   it('Cloud SQL and AlloyDB: their flags (which replace every flag given before), cloudsqlsuperuser', () => {
