@@ -186,16 +186,17 @@ describe('ingest --log-source rds', () => {
   });
 
   it('a rotated file with a cut line is read to its end once, then not downloaded again; its torn last line shows as missing', async () => {
-    // Written as the reader's csvlog: line 1 a read over 1 MB (cut by the API), line 2 a read, line 3
-    // torn by a crash; then a newer file, so this one is rotated and line 3 never completes.
+    // Written as the reader's csvlog: line 1 a read, line 2 a read over 1 MB (cut by the API, and the
+    // last line it serves: no next line shows the cut, the file's rotation does), line 3 torn by a
+    // crash; then a newer file, so this one is rotated and line 3 never completes.
     const line = (n: number, statement: string) =>
       pgauditReadLine({ database: db.name, n, statement, pid: 6161, session: '6b0d6161.181f', from: '10.0.2.8:40200', application: 'batch' });
     const older = 'postgresql.log.2026-12-07-11.csv';
     const third = line(3, 'SELECT full_name FROM customers WHERE id = 5 /* case:rotated-3 */');
     await writeFile(
       path.join(readerDir, older),
-      line(1, `SELECT full_name FROM customers WHERE id = 5 /* case:rotated-1 ${'z'.repeat(1_100_000)} */`) +
-        line(2, 'SELECT full_name FROM customers WHERE id = 5 /* case:rotated-2 */') +
+      line(1, 'SELECT full_name FROM customers WHERE id = 5 /* case:rotated-1 */') +
+        line(2, `SELECT full_name FROM customers WHERE id = 5 /* case:rotated-2 ${'z'.repeat(1_100_000)} */`) +
         third.slice(0, 120),
     );
     await utimes(path.join(readerDir, older), new Date(Date.now() - 50_000), new Date(Date.now() - 50_000));
@@ -203,7 +204,7 @@ describe('ingest --log-source rds', () => {
     const both = ['ingest', '--log-source', 'rds', '--rds-instance', 'clinic-db,clinic-db-reader-1', '--context-wait', '1ms'];
     const first = await runCli(both, env());
     expect(first.code, first.stderr).toBe(0);
-    expect(first.stderr).toMatch(/the log source cut a log record short/);
+    expect(first.stderr).toMatch(/the log source cut the last log record of a rotated file short/);
     // The torn line has no newline: the API serves lines, so it never arrives; the next line of its
     // session shows the gap.
     expect(first.stderr).toMatch(/"missing_lines":1/);
@@ -219,9 +220,9 @@ describe('ingest --log-source rds', () => {
     );
     expect(rows).toEqual([
       { action: 'LOG LINES MISSING', tag: null, session_user_name: 'app_login', client_addr: null },
-      { action: 'SELECT', tag: 'rotated-2', session_user_name: 'app_login', client_addr: '10.0.2.8' },
+      { action: 'SELECT', tag: 'rotated-1', session_user_name: 'app_login', client_addr: '10.0.2.8' },
       { action: 'SELECT', tag: 'rotated-4', session_user_name: 'app_login', client_addr: '10.0.2.8' },
-      { action: 'UNREADABLE LOG RECORD', tag: 'rotated-1', session_user_name: 'app_login', client_addr: '10.0.2.8' },
+      { action: 'UNREADABLE LOG RECORD', tag: 'rotated-2', session_user_name: 'app_login', client_addr: '10.0.2.8' },
     ]);
     // Read to its end: marked so (its listed size, negated), and not asked for again.
     const seen = await withClient(

@@ -24,7 +24,7 @@ function api(files: Record<string, string>, { midLine = false } = {}): RdsLogApi
 }
 
 /** The file's bytes as read, with the offsets where a read said the source cut a line. */
-async function readCuts(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<{ text: string; cuts: number[] }> {
+async function readCuts(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<{ text: string; cuts: number[]; endCut: boolean }> {
   const file = (await logs.list()).find((f) => f.name === name)!;
   const r = await logs.open(file);
   const parts: Buffer[] = [];
@@ -32,17 +32,16 @@ async function readCuts(logs: ReturnType<typeof rdsLogs>, name: string, chunk: n
   for (let at = 0; ;) {
     const buf = Buffer.alloc(chunk);
     const { bytesRead, cut } = await r.read(buf, 0, chunk, at);
-    if (bytesRead === 0) break;
+    if (bytesRead === 0) return { text: Buffer.concat(parts).toString('utf8'), cuts, endCut: cut === true };
     parts.push(buf.subarray(0, bytesRead));
     at += bytesRead;
     if (cut) cuts.push(at);
   }
-  return { text: Buffer.concat(parts).toString('utf8'), cuts };
 }
 
 async function readAll(logs: ReturnType<typeof rdsLogs>, name: string, chunk: number): Promise<string> {
-  const { text, cuts } = await readCuts(logs, name, chunk);
-  expect(cuts).toEqual([]);
+  const { text, cuts, endCut } = await readCuts(logs, name, chunk);
+  expect([cuts, endCut]).toEqual([[], false]);
   return text;
 }
 
@@ -72,11 +71,14 @@ describe('the RDS log files, read as the ingester reads any log', () => {
     const first = await readCuts(logs, 'error/a.csv', 256 * 1024);
     expect(first.cuts).toEqual([]);
     expect(first.text).toBe(rec('before') + huge.slice(0, PORTION_LIMIT));
+    // ...but the end of the bytes says the last line may be cut (if the file rotated now, it was).
+    expect(first.endCut).toBe(true);
     // The next record arrives: the portion after the cut starts with it, so the line was cut there.
     files['error/a.csv'] += rec('after');
     const second = await readCuts(rdsLogs(api(files)), 'error/a.csv', 256 * 1024);
     expect(second.text).toBe(rec('before') + huge.slice(0, PORTION_LIMIT) + rec('after'));
     expect(second.cuts).toEqual([Buffer.byteLength(rec('before')) + PORTION_LIMIT]);
+    expect(second.endCut).toBe(false);
     // The same through a reader that had read up to the cut before the next record came.
     const third = await readCuts(logs, 'error/a.csv', 256 * 1024);
     expect(third).toEqual(second);

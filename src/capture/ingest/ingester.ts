@@ -220,6 +220,8 @@ export class Ingester {
       let hash = createHash('sha256');
       let committed = from;
       let sawCut = false;
+      /** the bytes ended in a line the source may have cut (rds-logs.ts): nothing after it yet */
+      let endCut = false;
       /** Records the record open at the parser's position as unreadable (its end never comes), and reads on after it. */
       const endOpenRecord = async (message: string, why: string, sizeUnknown: boolean): Promise<void> => {
         const to = parser.position;
@@ -233,7 +235,10 @@ export class Ingester {
       for (;;) {
         const at = parser.position;
         const { bytesRead, cut } = await fh.read(buf, 0, buf.length, at);
-        if (bytesRead === 0) break;
+        if (bytesRead === 0) {
+          endCut = cut === true;
+          break;
+        }
         const chunk = buf.subarray(0, bytesRead);
         const records = parser.push(chunk);
         if (records.length === 0) hash.update(chunk);
@@ -260,10 +265,15 @@ export class Ingester {
       // a record still open there was torn.
       if (rotated && parser.position > committed) {
         await endOpenRecord(
-          'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable',
-          'the record was cut short and never completed',
-          false,
+          endCut
+            ? 'the log source cut the last log record of a rotated file short (RDS returns at most 1 MB of a line); recorded as unreadable, with who wrote it where its fields say'
+            : 'a log record was cut short (a crash or a full disk while it was written); recorded as unreadable',
+          endCut
+            ? 'the log source cut this record short (RDS returns at most 1 MB of one line): the rest of it never reached ingest'
+            : 'the record was cut short and never completed',
+          endCut,
         );
+        sawCut ||= endCut;
       }
       return { pending: parser.position - committed, cut: sawCut };
     } finally {

@@ -32,7 +32,9 @@ export interface LogReader {
   /**
    * `cut`: the bytes read end where the source cut a line short (RDS returns at most 1 MB of a
    * line and drops the rest: rds-logs.ts). The record open there never completes; the next byte
-   * starts a new one. Files read whole never say it.
+   * starts a new one. At the end of the bytes (none read), `cut` says the last line may have been
+   * cut: if the file gets no more lines (it rotated), the listed size is out of reach. Files read
+   * whole never say it.
    */
   read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number; cut?: boolean }>;
   close(): Promise<void>;

@@ -140,7 +140,9 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
   const readAt = async (name: string, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number; cut: boolean }> => {
     await reach(name, position);
     const p = state(name).portions.find((x) => x.start <= position && position < x.end);
-    if (!p) return { bytesRead: 0, cut: false };
+    // Past the last portion: the file's end for now. `cut` when that portion is a line of 1 MB or
+    // more still without its end: if nothing ever follows it (the file rotated), it was cut.
+    if (!p) return { bytesRead: 0, cut: state(name).portions.at(-1)?.cut === 'maybe' };
     const bytes = await bytesOf(name, p);
     const bytesRead = bytes.copy(buf, offset, position - p.start, Math.min(bytes.length, position - p.start + length));
     return { bytesRead, cut: position + bytesRead === p.end && (await wasCut(name, p)) };
