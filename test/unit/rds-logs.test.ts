@@ -1,8 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { PORTION_LIMIT, rdsInstancesLogs, rdsLogs, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
-import { recordGoesOn } from '../../src/capture/ingest/ingester.js';
-import type { LogReader } from '../../src/capture/ingest/log-files.js';
-import { pgauditReadLine } from '../helpers/csvlog.js';
 
 /**
  * The API as documented: lines from an opaque marker, cut at 1 MB (the cut part lost), the next
@@ -132,36 +129,5 @@ describe('the RDS log files, read as the ingester reads any log', () => {
     expect(reader.asked.every((x) => x.name === hour)).toBe(true);
     // One instance: exactly the single-instance log, untagged.
     expect((await rdsInstancesLogs(['db-1'], (id) => apis[id]!).list()).map((f) => f.server)).toEqual([undefined]);
-  });
-});
-
-describe("the ingester's check of a cut the source reports (recordGoesOn)", () => {
-  const line = (n: number, statement: string) => pgauditReadLine({ database: 'clinic', n, statement, pid: 7, session: '6b0d0007.7' });
-  const readerOf = (data: Buffer): LogReader => ({
-    read: async (buf, offset, length, position) => ({
-      bytesRead: position >= data.length ? 0 : data.copy(buf, offset, position, Math.min(data.length, position + length)),
-    }),
-    close: async () => undefined,
-  });
-  const long = line(1, `SELECT full_name FROM customers /* ${'x'.repeat(5000)} */`);
-  const next = line(2, 'SELECT full_name FROM customers WHERE id = 5');
-
-  it('a line cut inside its quoted message, then the next line: a cut (the open quote never closes)', async () => {
-    const at = 3000;
-    expect(await recordGoesOn(readerOf(Buffer.from(long.slice(0, at) + next)), 0, at, false)).toBe(false);
-  });
-
-  it('a line the API went on with after the mark, its text there made to look like a record: no cut, the line ends where the server ended it', async () => {
-    // What an application writes at the mark: the start of a record of its own making.
-    const forged = `2026-11-28 10:00:00.999 UTC,doctor_x,clinic,99,10.0.0.9:5000,6b0d0099.63,1,SELECT,2026-11-28 10:00:00 UTC,9/1,0,ERROR,42501,permission denied for table customers`;
-    const padded = line(1, `SELECT full_name FROM customers /* ${'x'.repeat(3000)}\n${forged}\n${'y'.repeat(3000)} */`);
-    const at = padded.indexOf('2026-11-28 10:00:00.999');
-    expect(at).toBeGreaterThan(3000);
-    expect(await recordGoesOn(readerOf(Buffer.from(padded + next)), 0, at, false)).toBe(true);
-  });
-
-  it('a line cut in its last, unquoted fields: joined with the next line it has too many fields, so it is a cut (the next line is not swallowed)', async () => {
-    const at = long.length - 2; // inside query_id, the last field
-    expect(await recordGoesOn(readerOf(Buffer.from(long.slice(0, at) + next)), 0, at, false)).toBe(false);
   });
 });

@@ -250,8 +250,7 @@ export class Ingester {
           hash = createHash('sha256');
           hash.update(chunk.subarray(end - at));
         }
-        // (Unless the record goes on past the cut after all: see recordGoesOn.)
-        if (cut && parser.position > committed && !(await recordGoesOn(fh, committed, parser.position, json))) {
+        if (cut && parser.position > committed) {
           // The source cut the record open here (RDS: a line over 1 MB): its end never comes, and
           // read on as if it would, its open quote would swallow the lines after it.
           await endOpenRecord(
@@ -479,39 +478,6 @@ async function recordBoundaryFrom(fh: LogReader, offset: number, size: number, r
     }
   }
   return null;
-}
-
-/** How far past a cut recordGoesOn looks for the end of the record it cut. */
-const CUT_LOOKAHEAD = 16 << 20;
-/** The most fields a csvlog line has: 26 in PostgreSQL 15-17, room for a few more later. */
-const MAX_CSVLOG_FIELDS = 32;
-
-/**
- * Whether the record open at `from`, which the source says it cut at `cutAt`, ends after all within
- * CUT_LOOKAHEAD bytes of it. The source decides a cut by the next line starting like a record
- * (rds-logs.ts); but if the API went on mid-line, the text there is the rest of the line, and an
- * application writes that text: one that padded its statement so that its own made-up record
- * begins at the 1 MB mark would have that record read as the server's. Read as the one record it
- * is, the line ends where the server ended it; a line that was cut never ends (the lines after it
- * quote evenly, so its open quote stays open). A made-up record in a line longer than the lookahead
- * is still taken for one (README, trust model).
- */
-export async function recordGoesOn(fh: LogReader, from: number, cutAt: number, json: boolean): Promise<boolean> {
-  const parser = json ? new JsonlogRecordStream(from, 4096) : new CsvRecordStream(from, 4096);
-  const buf = Buffer.alloc(1 << 20);
-  for (let at = from; at < cutAt + CUT_LOOKAHEAD;) {
-    const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-    if (bytesRead === 0) return false;
-    const records = parser.push(buf.subarray(0, bytesRead));
-    if (records.length > 0) {
-      // One csvlog line's worth of fields: a cut line joined with the line after it has more (a cut
-      // outside quotes is in the last fields, after the message), so it is no line that went on.
-      const fields = records[0]!.fields.length;
-      return records[0]!.end > cutAt && (json || (fields >= MIN_CSVLOG_FIELDS && fields <= MAX_CSVLOG_FIELDS));
-    }
-    at += bytesRead;
-  }
-  return false;
 }
 
 /** The action of an event that records log bytes the ingester could not read as a csvlog record. */
