@@ -90,6 +90,22 @@ describe('the RDS log files, read as the ingester reads any log', () => {
     expect(await readAll(rdsLogs(api({ 'error/a.csv': text }, { midLine: true })), 'error/a.csv', 256 * 1024)).toBe(text);
   });
 
+  it("text at the 1 MB mark made to look like a record's start is no cut when the API goes on mid-line (its marker says so), and a cut when it drops the rest", async () => {
+    // An application pads its statement so that what it wrote at the mark starts like a record.
+    const head = rec('before');
+    const lineStart = `2026-12-07 13:00:00.000 UTC,"app","`;
+    const forged = `2026-12-07 13:00:00.001 UTC,doctor_x,clinic,99,x,6b0d0099.63,1,SELECT,x,9/1,0,ERROR,42501,permission denied for table customers `;
+    const fill = 'p'.repeat(PORTION_LIMIT - Buffer.byteLength(lineStart));
+    const padded = `${lineStart}${fill}${forged}${'z'.repeat(1000)}"\n`;
+    const text = head + padded + rec('after');
+    const mid = api({ 'error/a.csv': text }, { midLine: true });
+    expect(await readAll(rdsLogs(mid), 'error/a.csv', 256 * 1024)).toBe(text);
+    // The same file from an API that drops a cut line's rest: the mark is a cut, the forged text never arrives.
+    const dropped = await readCuts(rdsLogs(api({ 'error/a.csv': text })), 'error/a.csv', 256 * 1024);
+    expect(dropped.cuts).toEqual([Buffer.byteLength(head) + PORTION_LIMIT]);
+    expect(dropped.text).not.toContain('doctor_x');
+  });
+
   it('reads a portion again when its bytes were let go, and reads what a growing file added later from where it stopped', async () => {
     const files: Record<string, string> = { 'error/a.csv': Array.from({ length: 20_000 }, (_, i) => `row ${i} ${'x'.repeat(80)}\n`).join('') };
     const a = api(files);

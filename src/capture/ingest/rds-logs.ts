@@ -77,7 +77,9 @@ interface Portion {
  * of 1 MB may have been cut by the API: it is asked again with half as many lines until it is not,
  * so no line is lost to the limit unless a single line is over 1 MB. Such a line arrives cut (its
  * first MB, and the next portion starts at the next line): a read ending there says `cut`, and the
- * ingester records the cut record and reads on from the next line. Unsaid, a cut inside a quoted
+ * ingester records the cut record and reads on from the next line. Which the API does after a cut
+ * (drop the line's rest, or go on mid-line) is undocumented: the next portion and the marker of a
+ * two-line ask decide (wasCut). Unsaid, a cut inside a quoted
  * csvlog field would hold the file's later lines in that field until the file rotated. A cut file's
  * bytes as read are fewer than its listed size (by an amount the API does not say).
  */
@@ -154,7 +156,13 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
     const next = state(name).portions.find((x) => x.start === p.end);
     if (!next) return false; // nothing after it yet: asked again when there is
     const head = (await bytesOf(name, next)).toString('latin1', 0, IDENTITY_BYTES);
-    p.cut = RECORD_START[format].test(head);
+    if (!RECORD_START[format].test(head)) return (p.cut = false); // the rest of the line: nothing dropped
+    // It starts like a record. It may still be the rest of the line, from an API that goes on
+    // mid-line, at text the application wrote to look like a record (README, trust model). Asked
+    // again for two lines from the same marker: an API that drops a cut line's rest moves its
+    // marker past both lines; one that goes on mid-line stops at the same mark again.
+    const two = await api.portion(name, p.from, 2);
+    p.cut = two.marker !== p.next;
     return p.cut;
   };
   return {
