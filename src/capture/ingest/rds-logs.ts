@@ -63,9 +63,9 @@ interface Portion {
   next: string;
   lines: number;
   /**
-   * One line of 1 MB or more without its newline: the API cut it. `'maybe'` until the next portion
-   * is seen: if it starts a record, the rest of the line was dropped (`true`, the documented worst
-   * case); if not, the API went on mid-line and nothing is lost (`false`).
+   * One line of 1 MB or more without its newline: the API may have cut it. `'maybe'` until the next
+   * portion is seen (wasCut): `true` when the rest of the line was dropped, `false` when the API
+   * went on mid-line and nothing is lost.
    */
   cut: boolean | 'maybe';
 }
@@ -77,11 +77,11 @@ interface Portion {
  * of 1 MB may have been cut by the API: it is asked again with half as many lines until it is not,
  * so no line is lost to the limit unless a single line is over 1 MB. Such a line arrives cut (its
  * first MB, and the next portion starts at the next line): a read ending there says `cut`, and the
- * ingester records the cut record and reads on from the next line. Which the API does after a cut
- * (drop the line's rest, or go on mid-line) is undocumented: the next portion and the marker of a
- * two-line ask decide (wasCut). Unsaid, a cut inside a quoted
- * csvlog field would hold the file's later lines in that field until the file rotated. A cut file's
- * bytes as read are fewer than its listed size (by an amount the API does not say).
+ * ingester records the cut record and reads on from the next line. Unsaid, a cut inside a quoted
+ * csvlog field would hold the file's later lines in that field until the file rotated. What the
+ * API does after a cut (drop the line's rest, or go on mid-line) is undocumented: the next portion
+ * and the marker of a two-line ask decide (wasCut). A cut file's bytes as read are fewer than its
+ * listed size, by an amount the API does not say.
  */
 export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: string): LogFiles {
   // Another instance's files (an Aurora reader's) are named and keyed with the instance, so two
