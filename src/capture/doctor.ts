@@ -43,7 +43,12 @@ export async function readServerFacts(client: pg.Client, slot: string): Promise<
         WHERE part_of IS NULL AND row_reads IS NULL ORDER BY 1`,
     )
     .then((r) => r.rows.map((x) => x.name))
-    .catch(() => [] as string[]); // no schema, one before row reads (version 8), or not readable by this login
+    .catch((err: unknown) => {
+      // No schema, or one before row reads (version 8): no table protected that way. Not readable by
+      // this login: unknown, which is not the same as none.
+      const code = (err as { code?: string }).code;
+      return code === '42P01' || code === '3F000' || code === '42703' ? [] : null;
+    });
   const me = login.rows[0]!;
   return {
     version: Number(byName.server_version_num),

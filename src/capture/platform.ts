@@ -29,9 +29,10 @@ export interface ServerFacts {
   gaps: { gap: string; consequence: string; remedy: string }[];
   /**
    * Protected tables whose reads are recorded only as pgaudit's statements (no row reads): on a
-   * platform whose pgaudit lines cannot be ingested, their reads are recorded nowhere.
+   * platform whose pgaudit lines cannot be ingested, their reads are recorded nowhere. Null: this
+   * login may not read the list.
    */
-  statementReadTables: string[];
+  statementReadTables: string[] | null;
   /** replication slots free, and the named slot's wal_status ('missing' when absent) */
   freeSlots: number;
   slot: { name: string; walStatus: string };
@@ -190,7 +191,12 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
     // pgaudit's lines go to Azure's diagnostic settings, whose records name no user, database or
     // session (README): ingest cannot use them, so pgaudit is no requirement there; reads are
     // recorded by row, and a table that records them only as statements records none.
-    if (f.statementReadTables.length > 0)
+    if (f.statementReadTables === null)
+      note(
+        `${f.login.name} may not read audit.protected_tables: which protected tables record reads only as pgaudit statements (recorded nowhere on ${NAMES[p]}) is not known`,
+        'run doctor as the admin login that ran init, or as a member of audit_shipper',
+      );
+    else if (f.statementReadTables.length > 0)
       fix(
         `${f.statementReadTables.length} protected table${f.statementReadTables.length === 1 ? ' records' : 's record'} reads only as pgaudit statements, which cannot be ingested on ${NAMES[p]}: reads of ${f.statementReadTables.join(', ')} are not recorded`,
         `pg-audit-shipper protect <table> --reads rows, for each of them`,

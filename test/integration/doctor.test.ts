@@ -52,6 +52,10 @@ describe('doctor --platform self', () => {
     expect(protectRows.code, protectRows.stderr).toBe(0);
     const after = statementsOnly.exec(await asAzure());
     expect(after?.[2] ?? '').not.toContain('public.customers');
+    // A login that may not read the list (the application's) is not told all is well.
+    const asApp = (await runCli(['doctor', '--database-url', urlFor(db.name, 'app_login'), '--platform', 'azure'])).stdout;
+    expect(asApp).toContain('note app_login may not read audit.protected_tables');
+    expect(asApp).not.toContain('no protected table relies on pgaudit');
   });
 
   it('an uninstalled database: the schema is the thing to fix; a bad platform name is refused in one line', async () => {

@@ -191,6 +191,10 @@ describe('doctor: what each platform needs, and how to change it there', () => {
         todo: 'pg-audit-shipper protect <table> --reads rows, for each of them',
       },
     ]);
+    // A login that may not read the list is told so: unknown is no "none".
+    const unknown = diagnose('azure', facts({ settings: { wal_level: 'logical' }, adminRoles: ['azure_pg_admin'], statementReadTables: null }));
+    expect(find(unknown, /audit\.protected_tables/)).toMatchObject({ verdict: 'note' });
+    expect(find(unknown, /relies on pgaudit/)).toBeUndefined();
     // Elsewhere the same tables are fine: their statements are ingested.
     expect(find(diagnose('self', facts({ statementReadTables: ['public.patients'] })), /protected table/)).toBeUndefined();
   });
