@@ -27,6 +27,8 @@ export interface LogLine {
 }
 
 export const MIN_CSVLOG_FIELDS = 23;
+/** The message's column (0-based): the server's own fields come before it. */
+export const MESSAGE_FIELD = 13;
 
 export function toLogLine(f: string[]): LogLine | null {
   if (f.length < MIN_CSVLOG_FIELDS) return null;
@@ -45,7 +47,7 @@ export function toLogLine(f: string[]): LogLine | null {
     transactionId: f[10]!,
     errorSeverity: f[11]!,
     sqlStateCode: f[12]!,
-    message: f[13]!,
+    message: f[MESSAGE_FIELD]!,
     detail: f[14]!,
     hint: f[15]!,
     internalQuery: f[16]!,

@@ -5,7 +5,7 @@ import { ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import { CsvRecordStream, type StreamedRecord } from './csv.js';
-import { MIN_CSVLOG_FIELDS, splitConnectionFrom, toLogLine, type LogLine } from './csvlog.js';
+import { MESSAGE_FIELD, MIN_CSVLOG_FIELDS, splitConnectionFrom, toLogLine, type LogLine } from './csvlog.js';
 import { attribute, endTransactions, expire, holdRead, type Settled } from './attribution.js';
 import { classify, protectedTables, truncate, type Classified, type LogAuditEvent, type SessionContext } from './pgaudit.js';
 import { settingDefault } from '../../config.js';
@@ -43,6 +43,13 @@ export interface IngestStats {
   /** reads held at the end of the pass, waiting for the server's line with their context */
   held: number;
 }
+
+/**
+ * A file's seen size (audit.ingest_files.seen_size) once the source cut bytes out of it (rds-logs.ts):
+ * its listed size no longer measures what is read, so its removal is never taken for unread bytes.
+ * Once rotated and read to its end it becomes minus its listed size: done, not read again.
+ */
+const SIZE_UNKNOWN = -1;
 
 /** A session not seen in the log for this long has ended; what was kept of it is dropped. */
 const SESSION_TTL_DAYS = 30;
@@ -103,7 +110,7 @@ export class Ingester {
       stats.files++;
       const { pending, cut } = await this.ingestFile(file, from, stats, rotated);
       stats.pendingBytes += pending;
-      if (rotated && pending === 0 && (cut || (seenSizes.get(file.key) ?? 0) < 0)) {
+      if (rotated && pending === 0 && (cut || seenSizes.get(file.key) === SIZE_UNKNOWN)) {
         await this.query('UPDATE audit.ingest_files SET seen_size = $2 WHERE file_key = $1', [file.key, -file.size]);
       }
     }
@@ -130,7 +137,7 @@ export class Ingester {
     stats: IngestStats,
   ): Promise<void> {
     const listed = new Set(files.map((f) => f.key));
-    // (A negative seen size: unknown, the source cut bytes out of the file; commitChunk.)
+    // (A negative seen size: SIZE_UNKNOWN, or done.)
     const lost = saved.filter((r) => r.seen_size !== null && !listed.has(r.file_key) && Number(r.seen_size) > Number(r.byte_offset));
     // Only sizes that grew are written: a quiet log writes nothing each pass.
     const seen = new Map(saved.map((r) => [r.file_key, r.seen_size === null ? -1 : Number(r.seen_size) < 0 ? Infinity : Number(r.seen_size)]));
@@ -283,7 +290,7 @@ export class Ingester {
 
   /**
    * `sizeUnknown`: the source cut bytes out of this file (rds-logs.ts), so its listed size no longer
-   * measures what is read: its seen size is set to unknown (-1; -size once read to its end). Such a
+   * measures what is read: its seen size is set to SIZE_UNKNOWN (-size once read to its end). Such a
    * file removed before it was read to its end is not noticed (README: a line over 1 MB on RDS).
    */
   private async commitChunk(
@@ -313,15 +320,16 @@ export class Ingester {
       return true;
     };
     for (const record of records) {
-      const cut = 'unreadable' in record ? record : null;
-      const line = cut ? serverFieldsOf(cut) : toLogLine(record.fields);
+      // Bytes that are no whole record (cut short, torn, skipped): who wrote them, if that arrived.
+      const partial = 'unreadable' in record ? record : null;
+      const line = partial ? serverFieldsOf(partial) : toLogLine(record.fields);
       if (!line) {
         // Never silence: the bytes that could not be read are an event of their own, and ingestion goes on after them.
         events.push(unreadableRecord(file, record));
         malformed++;
         continue;
       }
-      if (cut && line.databaseName !== this.database) {
+      if (partial && line.databaseName !== this.database) {
         ignored++; // another database's record (its own ingester records it)
         continue;
       }
@@ -331,15 +339,15 @@ export class Ingester {
         missing += line.sessionLineNum - seen - 1;
       }
       keep(line.sessionId, endTransactions(this.sessions.get(line.sessionId)?.context, line.virtualTransactionId), line.logTime);
-      if (cut) malformed++;
-      const c: Classified = cut
+      if (partial) malformed++;
+      const c: Classified = partial
         ? {
             kind: 'event',
             event: unreadableLine(
               file,
-              cut,
+              partial,
               line,
-              `${cut.unreadable}; its message is not trusted (it may be a forgery: the fields that tell are after it)`,
+              `${partial.unreadable}; its message is not trusted (it may be a forgery: the fields that tell are after it)`,
               this.opts.statementMaxLength,
             ),
           }
@@ -374,7 +382,7 @@ export class Ingester {
         if (touched.size > 0) await this.saveSessions(touched);
         await insertReceipt(this.client, file, range, records.length, inserted);
         await savePosition(this.client, file, newOffset, inserted);
-        if (sizeUnknown) await this.client.query('UPDATE audit.ingest_files SET seen_size = -1 WHERE file_key = $1', [file.key]);
+        if (sizeUnknown) await this.client.query('UPDATE audit.ingest_files SET seen_size = $2 WHERE file_key = $1', [file.key, SIZE_UNKNOWN]);
       });
     } catch (err) {
       // The in-memory session context may now be ahead of the database: reload it next time.
@@ -498,11 +506,11 @@ function cutShort(parser: CsvRecordStream | JsonlogRecordStream, start: number, 
 
 /**
  * The server's own fields of a csvlog record cut short, when they all arrived: the message had
- * begun (field 14), so time, user, database, process, client, session and line number before it are
+ * begun (MESSAGE_FIELD), so time, user, database, process, client, session and line number before it are
  * whole. Who wrote the record is known, though what it said is not.
  */
 function serverFieldsOf(r: Unreadable): LogLine | null {
-  if (r.fields.length < 14) return null;
+  if (r.fields.length <= MESSAGE_FIELD) return null;
   return toLogLine([...r.fields, ...Array<string>(Math.max(0, MIN_CSVLOG_FIELDS - r.fields.length)).fill('')]);
 }
 
