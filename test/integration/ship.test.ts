@@ -499,9 +499,11 @@ describe('ship to a file archive', () => {
     expect(await until('/readyz', (r) => r.status === 200)).toEqual({ status: 200, body: 'ready\n' });
     timeline.push(`+${Date.now() - t0}ms REVOKE`);
     await withClient(db.url, (c) => c.query('REVOKE INSERT ON audit.audit_log FROM audit_ingester'));
-    // Something for the ingester to write (pgaudit's WRITE line of this insert): it must fail now, not
-    // whenever some other line of this database comes by.
+    // A line for the ingester to read, so it fails now, not whenever some other line comes by: a read,
+    // which pgaudit logs (audit_auditor holds SELECT only, so an INSERT logs nothing: the test once
+    // waited 20 s in vain on an idle log for the line it thought an INSERT wrote).
     await withClient(db.url, (c) => c.query(`INSERT INTO customers (id, full_name) VALUES (2, 'two')`));
+    await withClient(db.url, (c) => c.query(`SELECT full_name FROM customers WHERE id = 2`));
     const failing = await until('/readyz', (r) => r.status === 503);
     expect(failing.status, timeline.join('\n')).toBe(503);
     // (Which refusal comes first depends on whether the chunk held events: the table's grant, or the source guard.)
