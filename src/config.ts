@@ -230,24 +230,24 @@ export const SETTINGS = {
   logSource: {
     flag: '--log-source',
     env: 'PGAUDIT_LOG_SOURCE',
-    value: 'dir|sql|rds|cloud-logging',
+    value: 'dir|sql|rds|cloud-logging|pubsub',
     default: 'dir',
     description:
-      "where ingest reads pgaudit's lines: dir (the directory --log-dir, on the database host), sql (through its own connection: audit.read_log(), log files of log_directory only), rds (the RDS API: --rds-instance) or cloud-logging (Cloud SQL / AlloyDB's Data Access audit log: --gcp-project, --gcp-instance)",
-    type: z.enum(['dir', 'sql', 'rds', 'cloud-logging']),
+      "where ingest reads pgaudit's lines: dir (the directory --log-dir, on the database host), sql (through its own connection: audit.read_log(), log files of log_directory only), rds (the RDS API: --rds-instance), cloud-logging (Cloud SQL / AlloyDB's Data Access audit log: --gcp-project, --gcp-instance) or pubsub (the same entries through a log sink to Pub/Sub, for busy instances: --pubsub-subscription, --gcp-project, --gcp-instance)",
+    type: z.enum(['dir', 'sql', 'rds', 'cloud-logging', 'pubsub']),
   },
   gcpProject: {
     flag: '--gcp-project',
     env: 'GOOGLE_CLOUD_PROJECT',
     value: 'id',
-    description: "with --log-source cloud-logging: the Google Cloud project whose Data Access audit log holds the instance's pgaudit entries",
+    description: "with --log-source cloud-logging or pubsub: the Google Cloud project whose Data Access audit log holds the instance's pgaudit entries",
     type: z.string().min(1).optional(),
   },
   gcpInstance: {
     flag: '--gcp-instance',
     env: 'AUDIT_GCP_INSTANCE',
     value: 'id',
-    description: 'with --log-source cloud-logging: the Cloud SQL or AlloyDB instance id (without the project)',
+    description: 'with --log-source cloud-logging or pubsub: the Cloud SQL or AlloyDB instance id (without the project)',
     type: z.string().min(1).optional(),
   },
   cloudLoggingLag: {
@@ -279,6 +279,31 @@ export const SETTINGS = {
     value: 'url',
     default: 'https://logging.googleapis.com',
     description: 'with --log-source cloud-logging: the Cloud Logging API endpoint (a Private Service Connect endpoint, for example)',
+    type: z.string().url(),
+  },
+  pubsubSubscription: {
+    flag: '--pubsub-subscription',
+    env: 'AUDIT_PUBSUB_SUBSCRIPTION',
+    value: 'name',
+    description:
+      'with --log-source pubsub: projects/<project>/subscriptions/<name>, the subscription (of the topic a log sink publishes the pgaudit entries to) this ingester alone pulls from',
+    type: z.string().min(1).optional(),
+  },
+  pubsubChunkWait: {
+    flag: '--pubsub-chunk-wait',
+    env: 'AUDIT_PUBSUB_CHUNK_WAIT',
+    value: 'duration',
+    default: '2m',
+    description:
+      "with --log-source pubsub: how long after its first chunk was published a long statement's other chunks are waited for (Pub/Sub keeps no order); then it is stored as far as it came, the rest recorded as missing",
+    type: durationMs(1000),
+  },
+  pubsubEndpoint: {
+    flag: '--pubsub-endpoint',
+    env: 'AUDIT_PUBSUB_ENDPOINT',
+    value: 'url',
+    default: 'https://pubsub.googleapis.com',
+    description: 'with --log-source pubsub: the Pub/Sub API endpoint (a regional or Private Service Connect endpoint, for example)',
     type: z.string().url(),
   },
   rdsInstance: {

@@ -253,7 +253,7 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
     // ingest --log-source cloud-logging reads pgaudit's entries of the Data Access audit log, which
     // the project must enable (not visible from the database: a note, with the command).
     note(
-      `${NAMES[p]} sends pgaudit's lines to Cloud Logging as Data Access audit log entries: ingest --log-source cloud-logging --gcp-project <project> --gcp-instance <instance> reads them, once the project records Data Access logs for ${p === 'cloudsql' ? 'Cloud SQL' : 'AlloyDB'}`,
+      `${NAMES[p]} sends pgaudit's lines to Cloud Logging as Data Access audit log entries: ingest --log-source cloud-logging --gcp-project <project> --gcp-instance <instance> reads them (past about 1,000 entries a second: --log-source pubsub, through the sink of retention/gcp/pubsub-sink.sh), once the project records Data Access logs for ${p === 'cloudsql' ? 'Cloud SQL' : 'AlloyDB'}`,
       `enable them: in the console (IAM & Admin, Audit Logs, ${p === 'cloudsql' ? 'Cloud SQL' : 'AlloyDB for PostgreSQL'}: Data Read and Data Write), or with gcloud projects set-iam-policy; give the ingester roles/logging.privateLogViewer (or retention/gcp/ingester-cloud-logging-role.yaml)`,
     );
   } else {

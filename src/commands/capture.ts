@@ -153,9 +153,11 @@ export function registerCaptureCommands(program: Command): void {
     process.stdout.write(
       (cfg.logSource === 'cloud-logging'
         ? `ingested ${stats.events} events from ${stats.lines} log entries in ${stats.files} windows`
-        : `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files`) +
+        : cfg.logSource === 'pubsub'
+          ? `ingested ${stats.events} events from ${stats.lines} Pub/Sub messages`
+          : `ingested ${stats.events} events from ${stats.lines} log lines in ${stats.files} files`) +
         ` (${stats.ignored} not audit-relevant, ${stats.malformed} malformed, ${stats.duplicates} already present)` +
-        `${stats.held > 0 ? `; ${stats.held} reads held for the server's line with their context, written by a later run` : ''}\n`,
+        `${stats.held > 0 ? (cfg.logSource === 'pubsub' ? `; ${stats.held} chunks of long statements waiting for the rest, pulled again by a later run` : `; ${stats.held} reads held for the server's line with their context, written by a later run`) : ''}\n`,
     );
   });
 

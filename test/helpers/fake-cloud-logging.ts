@@ -24,9 +24,35 @@ import type { CloudLogEntry } from '../../src/capture/ingest/cloud-logging.js';
  * The filter is read for its timestamp bounds and the instance; the rest of it is checked to be
  * the one the ingester sends.
  */
+/** The most messages one pull returns (the ingester asks for 1,000). */
+const PULL_CAP = 50;
+
 export interface FakeCloudLogging {
-  /** Cloud Logging's endpoint (--cloud-logging-endpoint) */
+  /** Cloud Logging's endpoint (--cloud-logging-endpoint), and Pub/Sub's (--pubsub-endpoint) */
   url: string;
+  /**
+   * A log sink to a Pub/Sub topic and its subscription (`projects/<project>/subscriptions/pgaudit`),
+   * REST `pull`, `acknowledge` and `modifyAckDeadline`, as Pub/Sub is documented to behave without
+   * exactly-once delivery, taking the worst reading where it is silent: each made entry is published
+   * as one message (data: the LogEntry as JSON, base64) once readable; a pull returns at most
+   * PULL_CAP messages (fewer than asked) in no order (a subscription keeps none); a message not
+   * acknowledged within `ackDeadlineMs` (or its modified deadline) is delivered again under a new
+   * ackId, and only its newest ackId acknowledges it; every fifth acknowledged message, and every
+   * second chunk of a long line, is delivered once more anyway (at least once); every fifth pull is
+   * throttled (429).
+   */
+  pubsub: {
+    subscription: string;
+    /** messages delivered, and delivered again */
+    deliveries: number;
+    redeliveries: number;
+    /** refuse acknowledgements (HTTP 400) while set */
+    refuseAcks: boolean;
+    /** publish raw bytes to the topic, as anyone with roles/pubsub.publisher on it could */
+    publish(data: Buffer): void;
+    /** messages not acknowledged yet whose entry holds this text */
+    unacked(text: string): number;
+  };
   /** for GCE_METADATA_HOST */
   metadataHost: string;
   requests: { filter: string; pageToken?: string; entries: number }[];
@@ -39,7 +65,7 @@ export interface FakeCloudLogging {
 export async function fakeCloudLogging(
   logDir: string,
   where: { project: string; instance: string },
-  opts: { delayMs?: number; pageSize?: number; chunkChars?: number } = {},
+  opts: { delayMs?: number; pageSize?: number; chunkChars?: number; ackDeadlineMs?: number } = {},
 ): Promise<FakeCloudLogging> {
   const delayMs = opts.delayMs ?? 300;
   const pageSize = opts.pageSize ?? 3;
@@ -120,7 +146,120 @@ export async function fakeCloudLogging(
     }
   };
 
-  const fake: FakeCloudLogging = { url: '', metadataHost: '', requests: [], throttled: 0, dropChunkOf: null, close: () => Promise.resolve() };
+  /** The subscription's messages: published from `made` as they become readable (`published` of them so far). */
+  interface Message {
+    id: string;
+    data: string;
+    publishTime: string;
+    acked: boolean;
+    /** the ackId of its newest delivery, and until when it is out */
+    ackId: string | null;
+    outUntil: number;
+    deliveries: number;
+    againAfterAck: boolean;
+  }
+  const messages: Message[] = [];
+  let published = 0;
+  let ackSerial = 0;
+  let pulls = 0;
+  const ackDeadlineMs = opts.ackDeadlineMs ?? 1000;
+  const publish = (data: string, againAfterAck = messages.length % 5 === 2) => {
+    messages.push({
+      id: String(1000 + messages.length),
+      data,
+      publishTime: new Date().toISOString(),
+      acked: false,
+      ackId: null,
+      outUntil: 0,
+      deliveries: 0,
+      againAfterAck,
+    });
+  };
+  const publishReadable = () => {
+    const now = Date.now();
+    // `made` grows in log order and readableAt follows the log time: publish the readable prefix.
+    while (published < made.length && made[published]!.readableAt <= now) {
+      const e = made[published++]!.entry;
+      const logEntry = {
+        ...e,
+        logName: `projects/${where.project}/logs/cloudaudit.googleapis.com%2Fdata_access`,
+        resource: {
+          type: 'cloudsql_database',
+          labels: { database_id: `${where.project}:${where.instance}`, project_id: where.project, region: 'europe-west1' },
+        },
+        receiveTimestamp: new Date(now).toISOString(),
+      };
+      // Every second chunk of a long line is among those delivered again after their acknowledgement.
+      const chunkIndex = String(e.protoPayload?.request?.chunkIndex ?? '1');
+      publish(Buffer.from(JSON.stringify(logEntry)).toString('base64'), chunkIndex === '2' ? true : undefined);
+    }
+  };
+  const subscriptionPath = `projects/${where.project}/subscriptions/pgaudit`;
+  const fake: FakeCloudLogging = {
+    url: '',
+    metadataHost: '',
+    requests: [],
+    throttled: 0,
+    dropChunkOf: null,
+    close: () => Promise.resolve(),
+    pubsub: {
+      subscription: subscriptionPath,
+      deliveries: 0,
+      redeliveries: 0,
+      refuseAcks: false,
+      publish: (data) => publish(data.toString('base64')),
+      unacked: (text) => messages.filter((m) => !m.acked && Buffer.from(m.data, 'base64').toString().includes(text)).length,
+    },
+  };
+  const pubsubRequest = async (verb: string, body: string, res: import('node:http').ServerResponse) => {
+    const q = JSON.parse(body || '{}') as { maxMessages?: number; ackIds?: string[]; ackDeadlineSeconds?: number };
+    const byAckId = (id: string) => messages.find((m) => m.ackId === id);
+    if (verb === 'pull') {
+      if (++pulls % 5 === 0) {
+        fake.throttled++;
+        return send(res, 429, { error: { code: 429, message: 'Too many requests', status: 'RESOURCE_EXHAUSTED' } });
+      }
+      if (!q.maxMessages || q.maxMessages < 1)
+        return send(res, 400, { error: { code: 400, message: 'maxMessages must be positive', status: 'INVALID_ARGUMENT' } });
+      await (collecting = collecting.catch(() => undefined).then(collect));
+      publishReadable();
+      const now = Date.now();
+      // No order, but no starving either (Pub/Sub hands out the backlog, oldest roughly first): of the
+      // oldest deliverable messages, this pull's share, odd ones first, each half reversed.
+      const take = Math.min(PULL_CAP, q.maxMessages);
+      const ready = messages.filter((m) => !m.acked && m.outUntil <= now).slice(0, take);
+      const out = [...ready.filter((_, i) => i % 2 === 1).reverse(), ...ready.filter((_, i) => i % 2 === 0).reverse()].map((m) => {
+        if (m.deliveries > 0) fake.pubsub.redeliveries++;
+        m.deliveries++;
+        fake.pubsub.deliveries++;
+        m.ackId = `ack-${m.id}-${++ackSerial}`;
+        m.outUntil = now + ackDeadlineMs;
+        return { ackId: m.ackId, message: { data: m.data, messageId: m.id, publishTime: m.publishTime, attributes: {} }, deliveryAttempt: m.deliveries };
+      });
+      return send(res, 200, out.length > 0 ? { receivedMessages: out } : {});
+    }
+    if (verb === 'acknowledge') {
+      if (fake.pubsub.refuseAcks) return send(res, 400, { error: { code: 400, message: 'refused by the test', status: 'INVALID_ARGUMENT' } });
+      for (const id of q.ackIds ?? []) {
+        const m = byAckId(id);
+        if (!m) continue; // an older delivery's ackId: ignored
+        if (m.againAfterAck) {
+          m.againAfterAck = false; // delivered once more, though acknowledged (at least once)
+          m.outUntil = 0;
+          m.ackId = null;
+        } else m.acked = true;
+      }
+      return send(res, 200, {});
+    }
+    if (verb === 'modifyAckDeadline') {
+      for (const id of q.ackIds ?? []) {
+        const m = byAckId(id);
+        if (m) m.outUntil = Date.now() + (q.ackDeadlineSeconds ?? 0) * 1000;
+      }
+      return send(res, 200, {});
+    }
+    return send(res, 404, { error: { code: 404, message: `no method ${verb}` } });
+  };
   let requests = 0;
   const send = (res: import('node:http').ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'content-type': 'application/json', ...headers });
@@ -142,9 +281,16 @@ export async function fakeCloudLogging(
           res.writeHead(200, { 'content-type': 'application/text', 'metadata-flavor': 'Google' });
           return res.end('');
         }
-        if (req.method !== 'POST' || req.url !== '/v2/entries:list') return send(res, 404, { error: { code: 404, message: `no ${req.method} ${req.url}` } });
+        const pubsubCall = req.method === 'POST' && req.url?.startsWith('/v1/projects/') ? /^\/v1\/(.+):(\w+)$/.exec(req.url) : null;
+        if (req.method !== 'POST' || (req.url !== '/v2/entries:list' && !pubsubCall))
+          return send(res, 404, { error: { code: 404, message: `no ${req.method} ${req.url}` } });
         if (req.headers.authorization !== `Bearer ${token}`)
           return send(res, 401, { error: { code: 401, message: 'Request had invalid authentication credentials.', status: 'UNAUTHENTICATED' } });
+        if (pubsubCall) {
+          if (pubsubCall[1] !== subscriptionPath)
+            return send(res, 404, { error: { code: 404, message: `Resource not found (resource=${pubsubCall[1]}).`, status: 'NOT_FOUND' } });
+          return pubsubRequest(pubsubCall[2]!, body, res);
+        }
         if (++requests % 5 === 0) {
           fake.throttled++;
           return send(res, 429, { error: { code: 429, message: 'Quota exceeded for quota metric Read requests', status: 'RESOURCE_EXHAUSTED' } });

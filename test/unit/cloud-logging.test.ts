@@ -1,6 +1,15 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { CloudLoggingIngester, entryLine, joinChunks, windowFilter, type CloudLogEntry, type CloudLoggingApi } from '../../src/capture/ingest/cloud-logging.js';
+import {
+  CloudLoggingIngester,
+  entryEvents,
+  entryLine,
+  joinChunks,
+  lineKey,
+  windowFilter,
+  type CloudLogEntry,
+  type CloudLoggingApi,
+} from '../../src/capture/ingest/cloud-logging.js';
 import { classify, protectedTables } from '../../src/capture/ingest/pgaudit.js';
 import { createLogger } from '../../src/log.js';
 
@@ -78,6 +87,27 @@ describe('Cloud Logging entries as pgaudit lines', () => {
       const l = entryLine(joinChunks([entry('e2', 'x', read('s', other))])[0]!);
       expect(classify(l, { database: 'clinic', tables, statementMaxLength: 2000, contextOf: () => undefined }).kind).toBe('ignored');
     }
+  });
+
+  it('as events: each keyed by its line, lost chunks noted beside it, an entry that is no pgaudit line recorded rather than dropped', () => {
+    const at = '2026-12-07T12:00:00.123456Z';
+    const joined = joinChunks([
+      entry('w', at, read('whole')),
+      entry('p1', at, read('part', { statementId: 5, chunkCount: 2, chunkIndex: 1 })),
+      // an object name that breaks pgaudit's CSV (nothing the server writes; a made-up entry could)
+      entry('m', at, read('odd', { statementId: 6, object: '"public.customers' })),
+      entry('o', at, read('elsewhere', { statementId: 7, database: 'other', chunkCount: 2, chunkIndex: 1 })),
+    ]);
+    const out = entryEvents(joined, { database: 'clinic', tables, statementMaxLength: 2000, where: 'Cloud Logging' });
+    expect([out.ignored, out.malformed, out.lost]).toEqual([1, 1, 1]);
+    expect(out.events.map((e) => [e.action, e.logSessionId, e.logLineNum])).toEqual([
+      ['SELECT', 'gcl:2026-12-07T12:00:00.123456Z/w', 0],
+      ['SELECT', lineKey(joined[1]!), 0],
+      ['LOG LINES MISSING', lineKey(joined[1]!), 1],
+      ['UNREADABLE LOG RECORD', 'gcl:2026-12-07T12:00:00.123456Z/m', 0],
+    ]);
+    expect(out.events[3]).toMatchObject({ sessionUserName: 'app_login', error: 'AUDIT payload is not pgaudit CSV; its text is not trusted' });
+    expect(out.events[3]!.statement).toMatch(/^Cloud Logging entry m at 2026-12-07T12:00:00.123456Z: AUDIT: OBJECT,6,1,READ,SELECT,TABLE,"public.customers,/);
   });
 });
 

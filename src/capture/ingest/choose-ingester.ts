@@ -5,6 +5,7 @@ import { directoryLogs, sqlLogs, type LogFiles, type LogFormat } from './log-fil
 import { rdsInstancesLogs, rdsLogApi } from './rds-logs.js';
 import { Ingester, type IngestStats } from './ingester.js';
 import { cloudInstance, cloudLoggingApi, CloudLoggingIngester } from './cloud-logging.js';
+import { pubsubApi, PubSubIngester, pubsubSubscription } from './pubsub.js';
 
 /** The settings that say where pgaudit's lines are read (ingest's, and ship's built-in ingester's). */
 export const LOG_SOURCE_SETTINGS = [
@@ -15,6 +16,9 @@ export const LOG_SOURCE_SETTINGS = [
   'cloudLoggingLag',
   'cloudLoggingFrom',
   'cloudLoggingEndpoint',
+  'pubsubSubscription',
+  'pubsubChunkWait',
+  'pubsubEndpoint',
   'logFormat',
   'logDir',
 ] as const;
@@ -40,7 +44,7 @@ export type IngesterOf = (client: pg.Client, s: IngesterSettings) => LogIngester
  * (ship without any). Given a directory and another source, it refuses: one log, read one way.
  */
 export function chooseIngester(s: {
-  logSource: 'dir' | 'sql' | 'rds' | 'cloud-logging';
+  logSource: 'dir' | 'sql' | 'rds' | 'cloud-logging' | 'pubsub';
   logFormat: LogFormat;
   logDir?: string | undefined;
   rdsInstance?: string | undefined;
@@ -50,6 +54,9 @@ export function chooseIngester(s: {
   cloudLoggingEndpoint?: string | undefined;
   /** milliseconds since the epoch */
   cloudLoggingFrom?: number | undefined;
+  pubsubSubscription?: string | undefined;
+  pubsubEndpoint?: string | undefined;
+  pubsubChunkWait?: number | undefined;
 }): IngesterOf | null {
   if (s.logSource !== 'dir' && s.logDir) {
     throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) and --log-source ${s.logSource} do not go together: the ingester reads the log one way; drop one`);
@@ -86,6 +93,13 @@ export function chooseIngester(s: {
         log: o.log,
         ...(startMs !== undefined ? { startMs } : {}),
       });
+  }
+  if (s.logSource === 'pubsub') {
+    const where = cloudInstance(s.gcpProject, s.gcpInstance, 'pubsub');
+    const subscription = pubsubSubscription(s.pubsubSubscription);
+    const api = pubsubApi(subscription, s.pubsubEndpoint);
+    const chunkWaitMs = s.pubsubChunkWait ?? 120_000;
+    return (client, o) => new PubSubIngester(client, api, { where, subscription, chunkWaitMs, statementMaxLength: o.statementMaxLength, log: o.log });
   }
   const dir = s.logDir;
   return dir ? files(() => directoryLogs(dir, s.logFormat)) : null;

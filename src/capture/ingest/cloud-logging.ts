@@ -4,8 +4,18 @@ import { ConfigError, ServiceError } from '../../errors.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import type { LogLine } from './csvlog.js';
-import { classify, type LogAuditEvent } from './pgaudit.js';
-import { aboutTheLog, followPasses, ingestQuery, insertEvents, insertReceipt, savePosition, watchedTables, type IngestStats } from './ingester.js';
+import { classify, truncate, type LogAuditEvent } from './pgaudit.js';
+import {
+  aboutTheLog,
+  followPasses,
+  ingestQuery,
+  insertEvents,
+  insertReceipt,
+  savePosition,
+  UNREADABLE_ACTION,
+  watchedTables,
+  type IngestStats,
+} from './ingester.js';
 import { MISSING_LINES_ACTION } from './receipt.js';
 
 /**
@@ -175,13 +185,37 @@ const NUMERIC = (v: string | number | undefined): number | null => {
 const csvField = (s: string) => `"${s.replace(/"/g, '""')}"`;
 
 /** One pgaudit line, joined from its chunks. */
-interface Joined {
+export interface Joined {
   first: CloudLogEntry;
   statement: string;
   parameter: string;
   /** chunk numbers that never came */
   missing: number[];
   count: number;
+  /** the entries joined (every chunk that came) */
+  entries: CloudLogEntry[];
+}
+
+/** An entry's identity in Cloud Logging (its timestamp and insertId). */
+export const entryId = (e: CloudLogEntry): string => `${e.timestamp}/${e.insertId}`;
+
+/**
+ * The key of the event a pgaudit line becomes, whichever way its entries are read (entries.list,
+ * Pub/Sub) and whichever of its chunks came: an entry's own identity when it is whole; for a line
+ * in chunks, the line's timestamp and a hash of what names the line (session, statement and
+ * substatement ids, object, class, chunk count), the same for every chunk. So a chunk Pub/Sub
+ * delivers again after its line was stored is known as that line's. (It takes the chunks of one
+ * line to carry the line's timestamp, as they do in the fake; were they not to, a repeated chunk
+ * would be stored as a fragment with its missing chunks noted: noise, nothing lost.)
+ */
+export function lineKey(j: Pick<Joined, 'first' | 'count'>): string {
+  if (j.count <= 1) return `gcl:${entryId(j.first)}`;
+  const r = j.first.protoPayload?.request ?? {};
+  const names = createHash('sha256')
+    .update([r.databaseSessionId, r.statementId, r.substatementId, r.object, r.auditClass, j.count].join('\u0000'))
+    .digest('hex')
+    .slice(0, 24);
+  return `gcl:${j.first.timestamp}/chunks-${names}`;
 }
 
 /** Entries of one window, chunks of a statement joined (in the order the first chunk came). */
@@ -193,17 +227,18 @@ export function joinChunks(entries: CloudLogEntry[]): Joined[] {
     const count = NUMERIC(r.chunkCount) ?? 1;
     const index = NUMERIC(r.chunkIndex) ?? 1;
     if (count <= 1) {
-      out.push({ first: e, statement: r.statement ?? '', parameter: r.parameter ?? '', missing: [], count: 1 });
+      out.push({ first: e, statement: r.statement ?? '', parameter: r.parameter ?? '', missing: [], count: 1, entries: [e] });
       continue;
     }
     const key = [r.databaseSessionId, r.statementId, r.substatementId, r.object, r.auditClass, count].join('\u0000');
     let o = open.get(key);
     if (!o || o.parts.has(index)) {
-      o = { j: { first: e, statement: '', parameter: '', missing: [], count }, parts: new Map() };
+      o = { j: { first: e, statement: '', parameter: '', missing: [], count, entries: [] }, parts: new Map() };
       open.set(key, o);
       out.push(o.j);
     }
     o.parts.set(index, e);
+    o.j.entries.push(e);
     if (index < NUMERIC(o.j.first.protoPayload?.request?.chunkIndex)!) o.j.first = e;
   }
   for (const { j, parts } of open.values()) {
@@ -214,6 +249,59 @@ export function joinChunks(entries: CloudLogEntry[]): Joined[] {
         j.statement += p.statement ?? '';
         j.parameter += p.parameter ?? '';
       }
+    }
+  }
+  return out;
+}
+
+/** What joined entries say, as events: one classifier for every way Cloud Logging's entries are read. */
+export interface EntryEvents {
+  events: LogAuditEvent[];
+  ignored: number;
+  malformed: number;
+  /** chunks that never came (each set is also an event) */
+  lost: number;
+}
+
+/**
+ * The events of joined pgaudit entries of `database`. Every event is keyed by its line (lineKey: the
+ * line's event line 0, the note of its lost chunks line 1, an entry that is no pgaudit line line 0),
+ * so reading an entry again, through either API, adds nothing.
+ */
+export function entryEvents(
+  joined: Joined[],
+  ctx: { database: string; tables: Awaited<ReturnType<typeof watchedTables>>; statementMaxLength: number; where: string },
+): EntryEvents {
+  const out: EntryEvents = { events: [], ignored: 0, malformed: 0, lost: 0 };
+  for (const j of joined) {
+    const line = entryLine(j);
+    const c = classify(line, { database: ctx.database, tables: ctx.tables, statementMaxLength: ctx.statementMaxLength, contextOf: () => undefined });
+    // No line with the read's context comes through this source (the server writes it to its own
+    // log, not to the Data Access log): a read is written at once, its context unknown.
+    if (c.kind === 'event') out.events.push(c.event);
+    else if (c.kind === 'read') out.events.push(c.read.event);
+    else if (c.kind === 'malformed') {
+      // Never a silent drop: an entry of this database that is no pgaudit line is an event of its own.
+      out.malformed++;
+      out.events.push(
+        aboutTheLog(
+          UNREADABLE_ACTION,
+          truncate(`${ctx.where} entry ${j.first.insertId} at ${j.first.timestamp}: ${line.message}`, ctx.statementMaxLength),
+          `${c.reason}; its text is not trusted`,
+          { occurredAt: j.first.timestamp, sessionUserName: line.userName || '(unknown)', logSessionId: line.sessionId, logLineNum: 0 },
+        ),
+      );
+    } else out.ignored++;
+    if (j.missing.length > 0 && line.databaseName === ctx.database) {
+      out.lost += j.missing.length;
+      out.events.push(
+        aboutTheLog(
+          MISSING_LINES_ACTION,
+          `${ctx.where} entry ${j.first.insertId} at ${j.first.timestamp}: chunks ${j.missing.join(', ')} of ${j.count} of a pgaudit line (session ${j.first.protoPayload?.request?.databaseSessionId ?? '?'}, statement ${j.first.protoPayload?.request?.statementId ?? '?'})`,
+          'parts of a pgaudit line never arrived: the statement is kept as far as it came',
+          { sessionUserName: line.userName || '(unknown)', logSessionId: line.sessionId, logLineNum: 1 },
+        ),
+      );
     }
   }
   return out;
@@ -235,7 +323,7 @@ export function entryLine(j: Joined): LogLine {
     databaseName: r.database ?? '',
     processId: null,
     connectionFrom: '',
-    sessionId: `gcl:${j.first.timestamp}/${j.first.insertId}`,
+    sessionId: lineKey(j),
     sessionLineNum: 0,
     commandTag: r.command ?? '',
     virtualTransactionId: '',
@@ -327,34 +415,15 @@ export class CloudLoggingIngester {
     if (entries.length === 0 && to - from < (this.opts.maxWindowMs ?? MAX_WINDOW_MS)) return from;
     // Listed in timestamp order, but the order within one timestamp, and an entry listed twice, are
     // the API's: the receipt hashes the sorted identities, and the key drops a repeat.
-    const unique = [...new Map(entries.map((e) => [`${e.timestamp}/${e.insertId}`, e])).values()];
-    const ids = unique.map((e) => `${e.timestamp}/${e.insertId}`).sort();
+    const unique = [...new Map(entries.map((e) => [entryId(e), e])).values()];
+    const ids = unique.map(entryId).sort();
     const tables = await watchedTables(this.client);
-    const events: LogAuditEvent[] = [];
-    let ignored = 0;
-    let malformed = 0;
-    let lost = 0;
-    for (const j of joinChunks(unique)) {
-      const line = entryLine(j);
-      const c = classify(line, { database: this.database, tables, statementMaxLength: this.opts.statementMaxLength, contextOf: () => undefined });
-      // No line with the read's context comes through this source (the server writes it to its own
-      // log, not to the Data Access log): a read is written at once, its context unknown.
-      if (c.kind === 'event') events.push(c.event);
-      else if (c.kind === 'read') events.push(c.read.event);
-      else if (c.kind === 'malformed') malformed++;
-      else ignored++;
-      if (j.missing.length > 0 && line.databaseName === this.database) {
-        lost += j.missing.length;
-        events.push(
-          aboutTheLog(
-            MISSING_LINES_ACTION,
-            `Cloud Logging entry ${j.first.insertId} at ${j.first.timestamp}: chunks ${j.missing.join(', ')} of ${j.count} of a pgaudit line (session ${j.first.protoPayload?.request?.databaseSessionId ?? '?'}, statement ${j.first.protoPayload?.request?.statementId ?? '?'})`,
-            'parts of a pgaudit line never arrived in Cloud Logging within the window: the statement is kept as far as it came',
-            { sessionUserName: line.userName || '(unknown)' },
-          ),
-        );
-      }
-    }
+    const { events, ignored, malformed, lost } = entryEvents(joinChunks(unique), {
+      database: this.database,
+      tables,
+      statementMaxLength: this.opts.statementMaxLength,
+      where: 'Cloud Logging',
+    });
     let inserted = 0;
     const file = { key: this.key, name: this.name };
     try {
@@ -384,12 +453,12 @@ export class CloudLoggingIngester {
 }
 
 /** --gcp-project and --gcp-instance, checked. */
-export function cloudInstance(project: string | undefined, instance: string | undefined): CloudInstance {
+export function cloudInstance(project: string | undefined, instance: string | undefined, source = 'cloud-logging'): CloudInstance {
   if (!project)
     throw new ConfigError(
-      "--log-source cloud-logging needs --gcp-project (GOOGLE_CLOUD_PROJECT): the project whose Data Access audit logs hold the instance's pgaudit entries",
+      `--log-source ${source} needs --gcp-project (GOOGLE_CLOUD_PROJECT): the project whose Data Access audit logs hold the instance's pgaudit entries`,
     );
-  if (!instance) throw new ConfigError('--log-source cloud-logging needs --gcp-instance (AUDIT_GCP_INSTANCE): the Cloud SQL or AlloyDB instance id');
+  if (!instance) throw new ConfigError(`--log-source ${source} needs --gcp-instance (AUDIT_GCP_INSTANCE): the Cloud SQL or AlloyDB instance id`);
   if (!/^[a-z][-a-z0-9.:]*[a-z0-9]$/.test(project))
     throw new ConfigError(`--gcp-project ${project} is not a project id (lower-case letters, digits and hyphens; a domain-scoped one has a colon)`);
   if (!/^[a-z][-a-z0-9]*$/.test(instance))
