@@ -1,8 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../helpers/cli.js';
+import { makeKeys, readArchive, shipArgs, tempArchiveDir } from '../helpers/archive.js';
+import { runCli, startCli, waitFor } from '../helpers/cli.js';
 import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
 import { requireEnv } from '../helpers/env.js';
+import type { ArchivedRecord } from '../../src/verify/chain.js';
 import { fakeCloudLogging, type FakeCloudLogging } from '../helpers/fake-cloud-logging.js';
 
 /**
@@ -164,6 +166,30 @@ describe('ingest --log-source pubsub', () => {
     receipts.forEach(({ r }, i) => {
       if (i > 0) expect(r.from).toBe(receipts[i - 1]!.r.to);
     });
+  });
+
+  it('ship --log-source pubsub runs the same ingester beside the shipper: a read pulled from Pub/Sub reaches the archive once', async () => {
+    const archive = await tempArchiveDir();
+    const keys = await makeKeys();
+    const pubsubFlags = args().slice(1, args().indexOf('--statement-max-length'));
+    const child = startCli(shipArgs({ archive: `file://${archive}`, keys, extra: ['--slot', `s_${db.name}`, ...pubsubFlags] }), {
+      ...env(),
+      DATABASE_URL: urlFor(db.name, 'ship_ingest_login'),
+    });
+    const done = waitFor(child);
+    try {
+      await withClient(urlFor(db.name, 'app_login'), (c) => c.query(`SELECT full_name FROM customers WHERE id = 5 /* case:shipped */`));
+      const shipped = async () =>
+        (await readArchive(archive, keys.keys).catch(() => ({ records: [] as ArchivedRecord[] }))).records.filter(
+          (r) => r.source === 'pgaudit' && String(r.statement ?? '').includes('case:shipped'),
+        ).length;
+      await expect.poll(shipped, { timeout: 30_000, interval: 300 }).toBe(1);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const r = await done;
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    expect((await tagged()).find((t) => t.tag === 'shipped')?.n).toBe(1);
   });
 
   it('refuses a subscription name that is none, and a missing one, in one line', async () => {
