@@ -304,7 +304,12 @@ export class PubSubIngester {
     // an earlier run): that line's key is there, and the chunk is no loss.
     const storedBefore = await this.stored([...expired].map(lineKey));
     const fresh = ready.filter((j) => !(expired.has(j) && storedBefore.has(lineKey(j))));
-    stats.duplicates += ready.length - fresh.length;
+    if (fresh.length < ready.length) {
+      // Or a chunk that came after its line was stored as far as it had come: the line's event and
+      // its LOG LINES MISSING note stand, and the late text is not added to them.
+      this.opts.log.info({ lines: ready.length - fresh.length }, 'chunks of lines already stored came again; not stored twice');
+      stats.duplicates += ready.length - fresh.length;
+    }
     const tables = await watchedTables(this.client);
     const { events, malformed, lost, ...counts } = entryEvents(fresh, {
       database: this.database,
