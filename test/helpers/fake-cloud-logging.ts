@@ -55,6 +55,8 @@ export interface FakeCloudLogging {
   };
   /** for GCE_METADATA_HOST */
   metadataHost: string;
+  /** the environment that points Google's auth library at the fake metadata server, and at nothing of a developer's own */
+  googleEnv(): Record<string, string>;
   requests: { filter: string; pageToken?: string; entries: number }[];
   throttled: number;
   /** chunks never delivered: statements holding this text lose their second chunk */
@@ -198,6 +200,13 @@ export async function fakeCloudLogging(
   const fake: FakeCloudLogging = {
     url: '',
     metadataHost: '',
+    googleEnv: () => ({
+      GCE_METADATA_HOST: fake.metadataHost,
+      METADATA_SERVER_DETECTION: 'assume-present',
+      // never a developer's own gcloud credentials
+      CLOUDSDK_CONFIG: '/nonexistent',
+      GOOGLE_APPLICATION_CREDENTIALS: '',
+    }),
     requests: [],
     throttled: 0,
     dropChunkOf: null,

@@ -26,11 +26,7 @@ afterAll(() => gcl?.close());
 
 const env = () => ({
   DATABASE_URL: urlFor(db.name, 'ingest_login'),
-  GCE_METADATA_HOST: gcl.metadataHost,
-  METADATA_SERVER_DETECTION: 'assume-present',
-  // never a developer's own gcloud credentials
-  CLOUDSDK_CONFIG: '/nonexistent',
-  GOOGLE_APPLICATION_CREDENTIALS: '',
+  ...gcl.googleEnv(),
 });
 const args = (...more: string[]) => [
   'ingest',

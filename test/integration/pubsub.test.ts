@@ -28,11 +28,7 @@ afterAll(() => gcp?.close());
 
 const env = () => ({
   DATABASE_URL: urlFor(db.name, 'ingest_login'),
-  GCE_METADATA_HOST: gcp.metadataHost,
-  METADATA_SERVER_DETECTION: 'assume-present',
-  // never a developer's own gcloud credentials
-  CLOUDSDK_CONFIG: '/nonexistent',
-  GOOGLE_APPLICATION_CREDENTIALS: '',
+  ...gcp.googleEnv(),
 });
 const args = (...more: string[]) => [
   'ingest',

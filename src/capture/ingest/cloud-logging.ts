@@ -5,6 +5,7 @@ import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import type { LogLine } from './csvlog.js';
 import { classify, truncate, type LogAuditEvent } from './pgaudit.js';
+import { googleRest } from './google-rest.js';
 import {
   aboutTheLog,
   followPasses,
@@ -102,60 +103,33 @@ export function windowFilter(where: CloudInstance, fromMs: number, toMs: number)
 }
 
 /**
- * entries.list through REST, signed by Google's auth library with the application default
- * credentials (a service account's key, workload identity, the metadata server) and the
- * logging.read scope. Throttling (429) and unavailability (5xx) are retried with backoff by the
- * library's HTTP client; a refusal (403: Private Logs Viewer missing) is an error to act on.
+ * entries.list through REST (google-rest.ts: application default credentials, the logging.read
+ * scope, throttling and unavailability retried); a refusal (403: Private Logs Viewer missing) is an
+ * error to act on.
  */
 export function cloudLoggingApi(where: CloudInstance, endpoint = 'https://logging.googleapis.com'): CloudLoggingApi {
-  let client: Promise<{ request: (o: object) => Promise<{ data: unknown }> }> | null = null;
-  const connect = () =>
-    (client ??= import('google-auth-library').then(async (m) => {
-      const auth = new m.GoogleAuth({ scopes: [SCOPE] });
-      return (await auth.getClient()) as unknown as { request: (o: object) => Promise<{ data: unknown }> };
-    }));
+  const post = googleRest(
+    SCOPE,
+    (message) =>
+      `--log-source cloud-logging: no Google credentials (${message}); run with a service account that has roles/logging.privateLogViewer (GOOGLE_APPLICATION_CREDENTIALS, workload identity or the metadata server)`,
+    (what, { status, said }) => {
+      const hint =
+        status === 403
+          ? ': the credentials need roles/logging.privateLogViewer on the project (Data Access audit logs are private logs)'
+          : status === 400
+            ? ': the request was refused as invalid'
+            : '';
+      return `--log-source cloud-logging: ${what} failed${status ? ` (HTTP ${status})` : ''}: ${said}${hint}`;
+    },
+  );
   return {
     async list(filter, pageToken) {
-      let c;
-      try {
-        c = await connect();
-      } catch (err) {
-        client = null;
-        throw new ServiceError(
-          `--log-source cloud-logging: no Google credentials (${(err as Error).message}); run with a service account that has roles/logging.privateLogViewer (GOOGLE_APPLICATION_CREDENTIALS, workload identity or the metadata server)`,
-        );
-      }
-      try {
-        const r = await c.request({
-          url: `${endpoint.replace(/\/$/, '')}/v2/entries:list`,
-          method: 'POST',
-          data: { resourceNames: [`projects/${where.project}`], filter, orderBy: 'timestamp asc', pageSize: PAGE_SIZE, pageToken },
-          retry: true,
-          retryConfig: {
-            retry: 6,
-            statusCodesToRetry: [
-              [429, 429],
-              [500, 599],
-            ],
-            httpMethodsToRetry: ['POST'],
-          },
-        });
-        const data = r.data as { entries?: CloudLogEntry[]; nextPageToken?: string };
-        return { entries: data.entries ?? [], nextPageToken: data.nextPageToken || undefined };
-      } catch (err) {
-        const e = err as { status?: number; response?: { status?: number; data?: { error?: { message?: string } } }; message: string };
-        const status = e.response?.status ?? e.status;
-        const said = e.response?.data?.error?.message ?? e.message;
-        const hint =
-          status === 403
-            ? ': the credentials need roles/logging.privateLogViewer on the project (Data Access audit logs are private logs)'
-            : status === 400
-              ? ': the request was refused as invalid'
-              : '';
-        throw new ServiceError(
-          `--log-source cloud-logging: listing entries of project ${where.project} failed${status ? ` (HTTP ${status})` : ''}: ${said}${hint}`,
-        );
-      }
+      const data = (await post(
+        `${endpoint.replace(/\/$/, '')}/v2/entries:list`,
+        { resourceNames: [`projects/${where.project}`], filter, orderBy: 'timestamp asc', pageSize: PAGE_SIZE, pageToken },
+        `listing entries of project ${where.project}`,
+      )) as { entries?: CloudLogEntry[]; nextPageToken?: string };
+      return { entries: data.entries ?? [], nextPageToken: data.nextPageToken || undefined };
     },
   };
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { ConfigError, ServiceError } from '../../errors.js';
+import { googleRest } from './google-rest.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import { entryEvents, entryId, joinChunks, lineKey, type CloudInstance, type CloudLogEntry, type Joined } from './cloud-logging.js';
@@ -79,56 +80,27 @@ export function pubsubSubscription(name: string | undefined): string {
 }
 
 /**
- * Pub/Sub's REST API, signed by Google's auth library with the application default credentials and
- * the pubsub scope. Throttling (429) and unavailability (5xx) are retried with backoff by the
- * library's HTTP client; a refusal (403: roles/pubsub.subscriber missing) is an error to act on.
+ * Pub/Sub's REST API (google-rest.ts: application default credentials, the pubsub scope,
+ * throttling and unavailability retried); a refusal (403: roles/pubsub.subscriber missing) is an
+ * error to act on.
  */
 export function pubsubApi(subscription: string, endpoint = 'https://pubsub.googleapis.com'): PubSubApi {
-  let client: Promise<{ request: (o: object) => Promise<{ data: unknown }> }> | null = null;
-  const connect = () =>
-    (client ??= import('google-auth-library').then(async (m) => {
-      const auth = new m.GoogleAuth({ scopes: [SCOPE] });
-      return (await auth.getClient()) as unknown as { request: (o: object) => Promise<{ data: unknown }> };
-    }));
-  const call = async (verb: 'pull' | 'acknowledge' | 'modifyAckDeadline', data: object): Promise<unknown> => {
-    let c;
-    try {
-      c = await connect();
-    } catch (err) {
-      client = null;
-      throw new ServiceError(
-        `--log-source pubsub: no Google credentials (${(err as Error).message}); run with a service account that has roles/pubsub.subscriber on ${subscription} (GOOGLE_APPLICATION_CREDENTIALS, workload identity or the metadata server)`,
-      );
-    }
-    try {
-      const r = await c.request({
-        url: `${endpoint.replace(/\/$/, '')}/v1/${subscription}:${verb}`,
-        method: 'POST',
-        data,
-        retry: true,
-        retryConfig: {
-          retry: 6,
-          statusCodesToRetry: [
-            [429, 429],
-            [500, 599],
-          ],
-          httpMethodsToRetry: ['POST'],
-        },
-      });
-      return r.data;
-    } catch (err) {
-      const e = err as { status?: number; response?: { status?: number; data?: { error?: { message?: string } } }; message: string };
-      const status = e.response?.status ?? e.status;
-      const said = e.response?.data?.error?.message ?? e.message;
+  const post = googleRest(
+    SCOPE,
+    (message) =>
+      `--log-source pubsub: no Google credentials (${message}); run with a service account that has roles/pubsub.subscriber on ${subscription} (GOOGLE_APPLICATION_CREDENTIALS, workload identity or the metadata server)`,
+    (what, { status, said }) => {
       const hint =
         status === 403
           ? ': the credentials need roles/pubsub.subscriber on the subscription'
           : status === 404
             ? ': no such subscription (create it on the topic the log sink publishes to)'
             : '';
-      throw new ServiceError(`--log-source pubsub: ${verb} on ${subscription} failed${status ? ` (HTTP ${status})` : ''}: ${said}${hint}`);
-    }
-  };
+      return `--log-source pubsub: ${what} on ${subscription} failed${status ? ` (HTTP ${status})` : ''}: ${said}${hint}`;
+    },
+  );
+  const call = (verb: 'pull' | 'acknowledge' | 'modifyAckDeadline', data: object) =>
+    post(`${endpoint.replace(/\/$/, '')}/v1/${subscription}:${verb}`, data, verb);
   return {
     async pull(max) {
       const data = (await call('pull', { maxMessages: max })) as { receivedMessages?: ReceivedMessage[] } | undefined;
