@@ -298,6 +298,15 @@ export const SETTINGS = {
       "with --log-source pubsub: how long after its first chunk was published a long statement's other chunks are waited for (Pub/Sub keeps no order); then it is stored as far as it came, the rest recorded as missing",
     type: durationMs(1000),
   },
+  pubsubRetention: {
+    flag: '--pubsub-retention',
+    env: 'AUDIT_PUBSUB_RETENTION',
+    value: 'duration',
+    default: '7d',
+    description:
+      "with --log-source pubsub: the subscription's message retention (gcloud pubsub subscriptions describe); not pulling for longer than this is recorded as possibly lost entries",
+    type: durationMs(60_000),
+  },
   pubsubEndpoint: {
     flag: '--pubsub-endpoint',
     env: 'AUDIT_PUBSUB_ENDPOINT',

@@ -164,6 +164,38 @@ describe('ingest --log-source pubsub', () => {
     });
   });
 
+  it('an ingester that did not pull for longer than the subscription keeps a message says so once: what was published then may be gone unread', async () => {
+    const run = async () => {
+      const r = await runCli(args(), env());
+      expect(r.code, r.stderr).toBe(0);
+      return r;
+    };
+    await run();
+    const notPulled = () =>
+      q<{ statement: string; error: string }>(
+        `SELECT statement, error FROM audit.audit_log WHERE action = 'LOG LINES MISSING' AND statement LIKE '%: not pulled from %'`,
+      );
+    expect(await notPulled()).toEqual([]);
+    // Eight days without a pull (the clock is the position row's, moved back as the test's only way to wait that long).
+    await withClient(db.url, (c) => c.query(`UPDATE audit.ingest_files SET updated_at = updated_at - interval '8 days' WHERE file_key LIKE 'gps:%'`));
+    const r = await run();
+    expect(r.stderr).toMatch(/not pulled from .* longer than it keeps a message \(--pubsub-retention 168h\)/);
+    const events = await notPulled();
+    expect(events).toEqual([
+      {
+        statement: expect.stringMatching(/^Pub\/Sub projects\/clinic-prj\/subscriptions\/pgaudit: not pulled from \S+ to \S+, longer than it keeps a message/),
+        error: expect.stringMatching(/^pgaudit entries published before \S+ and not pulled by then may have been deleted unread/),
+      },
+    ]);
+    // Once: the run stored it with the pull's time.
+    await run();
+    expect(await notPulled()).toHaveLength(1);
+    // Within the retention, an idle run says nothing.
+    await withClient(db.url, (c) => c.query(`UPDATE audit.ingest_files SET updated_at = updated_at - interval '6 days' WHERE file_key LIKE 'gps:%'`));
+    await run();
+    expect(await notPulled()).toHaveLength(1);
+  });
+
   it('ship --log-source pubsub runs the same ingester beside the shipper: a read pulled from Pub/Sub reaches the archive once', async () => {
     const archive = await tempArchiveDir();
     const keys = await makeKeys();

@@ -18,6 +18,7 @@ export const LOG_SOURCE_SETTINGS = [
   'cloudLoggingEndpoint',
   'pubsubSubscription',
   'pubsubChunkWait',
+  'pubsubRetention',
   'pubsubEndpoint',
   'logFormat',
   'logDir',
@@ -57,6 +58,7 @@ export function chooseIngester(s: {
   pubsubSubscription?: string | undefined;
   pubsubEndpoint?: string | undefined;
   pubsubChunkWait?: number | undefined;
+  pubsubRetention?: number | undefined;
 }): IngesterOf | null {
   if (s.logSource !== 'dir' && s.logDir) {
     throw new ConfigError(`--log-dir (PGAUDIT_LOG_DIR) and --log-source ${s.logSource} do not go together: the ingester reads the log one way; drop one`);
@@ -99,7 +101,16 @@ export function chooseIngester(s: {
     const subscription = pubsubSubscription(s.pubsubSubscription);
     const api = pubsubApi(subscription, s.pubsubEndpoint);
     const chunkWaitMs = s.pubsubChunkWait ?? 120_000;
-    return (client, o) => new PubSubIngester(client, api, { where, subscription, chunkWaitMs, statementMaxLength: o.statementMaxLength, log: o.log });
+    const retentionMs = s.pubsubRetention;
+    return (client, o) =>
+      new PubSubIngester(client, api, {
+        where,
+        subscription,
+        chunkWaitMs,
+        statementMaxLength: o.statementMaxLength,
+        log: o.log,
+        ...(retentionMs !== undefined ? { retentionMs } : {}),
+      });
   }
   const dir = s.logDir;
   return dir ? files(() => directoryLogs(dir, s.logFormat)) : null;

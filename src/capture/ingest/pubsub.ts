@@ -4,6 +4,7 @@ import { ConfigError, ServiceError } from '../../errors.js';
 import { googleRest } from './google-rest.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
+import type { LogAuditEvent } from './pgaudit.js';
 import { entryEvents, entryId, joinChunks, lineKey, type CloudInstance, type CloudLogEntry, type Joined } from './cloud-logging.js';
 import {
   followPasses,
@@ -38,7 +39,8 @@ import { MISSING_LINES_ACTION } from './receipt.js';
  *   UNREADABLE LOG RECORD event, never dropped; an entry of another instance or type is counted as
  *   ignored (the sink's filter should let none through).
  * - What Pub/Sub cannot tell: a message left unacknowledged past the subscription's retention
- *   (7 days by default) is deleted unseen; the README says which metric to alert on.
+ *   (7 days by default) is deleted unseen. What the ingester can tell: that it did not pull for
+ *   longer than that (lastPull), a LOG LINES MISSING event; the README says which metric to alert on.
  */
 
 /** One message as `pull` returns it (the fields read here). */
@@ -65,6 +67,10 @@ const MAX_HELD = 20_000;
 const HOLD_DEADLINE_S = 120;
 /** Entry identities stored lately, remembered so a message Pub/Sub delivers again after its acknowledgement (it may, rarely) is not taken for a lone chunk. */
 const RECENT = 100_000;
+/** A subscription's message retention unless --pubsub-retention says otherwise: Pub/Sub's default, and retention/gcp/pubsub-sink.sh's. */
+export const DEFAULT_RETENTION_MS = 7 * 86_400_000;
+/** An idle ingester marks that it pulled at most this often (one write a minute, not one a poll). */
+const IDLE_TOUCH_MS = 60_000;
 /** Pub/Sub takes at most this many ackIds a request (its request size limit is 512 KB). */
 const ACK_BATCH = 1000;
 
@@ -146,6 +152,8 @@ export function decodeMessage(m: ReceivedMessage, where: CloudInstance): Decoded
 export interface PubSubOptions {
   where: CloudInstance;
   subscription: string;
+  /** how long the subscription keeps a message nobody acknowledged (its message retention; default 7 days) */
+  retentionMs?: number;
   statementMaxLength: number;
   log: Logger;
   /** how long an open chunk set waits for its other chunks (default 2 minutes) */
@@ -179,6 +187,8 @@ export class PubSubIngester {
   private readonly held = new Map<string, Held>();
   /** identities of entries stored by this process, oldest first (at most RECENT) */
   private readonly recent = new Set<string>();
+  /** when this process last moved the position row's updated_at */
+  private touchedAt = 0;
 
   constructor(
     private readonly client: pg.Client,
@@ -221,10 +231,46 @@ export class PubSubIngester {
     });
   }
 
+  /**
+   * When the subscription was last pulled from (the position row's updated_at: every store, and an
+   * idle pass at least every IDLE_TOUCH_MS), and whether that is longer ago than the subscription
+   * keeps messages: then what was published before and not pulled may be gone unread, a LOG LINES
+   * MISSING event keyed by that time (so once). The first run starts the clock.
+   */
+  private async lastPull(): Promise<{ from: number; gap: LogAuditEvent | null }> {
+    const { rows } = await ingestQuery<{ byte_offset: string; since: Date; now: Date }>(
+      this.client,
+      'SELECT byte_offset, updated_at AS since, now() AS now FROM audit.ingest_files WHERE file_key = $1',
+      [this.key],
+    );
+    const row = rows[0];
+    if (!row) {
+      await ingestQuery(this.client, 'INSERT INTO audit.ingest_files (file_key, file_name, byte_offset) VALUES ($1, $2, 0) ON CONFLICT (file_key) DO NOTHING', [
+        this.key,
+        this.name,
+      ]);
+      this.touchedAt = this.now();
+      return { from: 0, gap: null };
+    }
+    const retention = this.opts.retentionMs ?? DEFAULT_RETENTION_MS;
+    const idle = row.now.getTime() - row.since.getTime();
+    const gap =
+      idle > retention
+        ? aboutTheLog(
+            MISSING_LINES_ACTION,
+            `Pub/Sub ${this.opts.subscription}: not pulled from ${row.since.toISOString()} to ${row.now.toISOString()}, longer than it keeps a message (--pubsub-retention ${Math.round(retention / 3_600_000)}h)`,
+            `pgaudit entries published before ${new Date(row.now.getTime() - retention).toISOString()} and not pulled by then may have been deleted unread (they are still in Cloud Logging for its retention: --log-source cloud-logging --cloud-logging-from reads them)`,
+            { logSessionId: `gps:not-pulled-since:${row.since.toISOString()}`, logLineNum: 0 },
+          )
+        : null;
+    return { from: Number(row.byte_offset), gap };
+  }
+
   /** Pull what is there now (a bounded number of pulls), store it in one transaction, then acknowledge it. */
   private async pass(): Promise<IngestStats> {
     const stats: IngestStats = { files: 0, lines: 0, events: 0, ignored: 0, malformed: 0, duplicates: 0, pendingBytes: 0, held: 0 };
     if (!this.database) this.database = (await ingestQuery<{ db: string }>(this.client, 'SELECT current_database() AS db')).rows[0]!.db;
+    const { from, gap } = await this.lastPull();
     const now = this.now();
     /** what this pass settles: acknowledged once stored */
     const done: string[] = [];
@@ -268,8 +314,13 @@ export class PubSubIngester {
     const ready = joined.filter((j) => j.missing.length === 0 || expired.has(j));
     const settled = ready.flatMap((j) => j.entries.map(entryId));
     for (const id of settled) done.push(...this.held.get(id)!.ackIds);
-    if (done.length === 0) {
+    if (done.length === 0 && !gap) {
       await this.extendHeld(stats);
+      if (now - this.touchedAt >= IDLE_TOUCH_MS) {
+        // Pulled, nothing there: the clock lastPull() reads goes on (once a minute, not every poll).
+        await ingestQuery(this.client, 'UPDATE audit.ingest_files SET updated_at = now() WHERE file_key = $1', [this.key]);
+        this.touchedAt = now;
+      }
       return stats;
     }
     // A set that stopped waiting may be a chunk delivered again after its whole line was stored (by
@@ -307,8 +358,7 @@ export class PubSubIngester {
         ),
       );
     }
-    const { rows } = await ingestQuery<{ byte_offset: string }>(this.client, 'SELECT byte_offset FROM audit.ingest_files WHERE file_key = $1', [this.key]);
-    const from = rows[0] ? Number(rows[0].byte_offset) : 0;
+    if (gap) events.push(gap);
     const ids = [...settled, ...unreadable.map(({ m }) => `message ${m.message.messageId ?? '?'}`)].sort();
     const to = from + ids.length + ignored;
     const file = { key: this.key, name: this.name };
@@ -322,6 +372,8 @@ export class PubSubIngester {
     } catch (err) {
       throw new ServiceError(`cannot store pgaudit events pulled from ${this.opts.subscription}: ${describePgError(err)}`);
     }
+    this.touchedAt = now;
+    if (gap) this.opts.log.error({ subscription: this.opts.subscription }, `${gap.statement}; recorded as a ${MISSING_LINES_ACTION} event`);
     // Stored: now, and only now, Pub/Sub may forget them. A failed acknowledgement has them delivered
     // again, and their keys keep them out.
     for (const id of settled) {
