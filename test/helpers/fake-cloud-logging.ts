@@ -48,6 +48,8 @@ export interface FakeCloudLogging {
     redeliveries: number;
     /** refuse acknowledgements (HTTP 400) while set */
     refuseAcks: boolean;
+    /** deliver nothing while set (an idle subscription) */
+    idle: boolean;
     /** publish raw bytes to the topic, as anyone with roles/pubsub.publisher on it could */
     publish(data: Buffer): void;
     /** messages not acknowledged yet whose entry holds this text */
@@ -216,6 +218,7 @@ export async function fakeCloudLogging(
       deliveries: 0,
       redeliveries: 0,
       refuseAcks: false,
+      idle: false,
       publish: (data) => publish(data.toString('base64')),
       unacked: (text) => messages.filter((m) => !m.acked && Buffer.from(m.data, 'base64').toString().includes(text)).length,
     },
@@ -230,6 +233,7 @@ export async function fakeCloudLogging(
       }
       if (!q.maxMessages || q.maxMessages < 1)
         return send(res, 400, { error: { code: 400, message: 'maxMessages must be positive', status: 'INVALID_ARGUMENT' } });
+      if (fake.pubsub.idle) return send(res, 200, {});
       await (collecting = collecting.catch(() => undefined).then(collect));
       publishReadable();
       const now = Date.now();

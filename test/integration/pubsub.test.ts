@@ -190,10 +190,16 @@ describe('ingest --log-source pubsub', () => {
     // Once: the run stored it with the pull's time.
     await run();
     expect(await notPulled()).toHaveLength(1);
-    // Within the retention, an idle run says nothing.
+    // Within the retention, a run on an idle subscription says nothing, and marks that it pulled.
     await withClient(db.url, (c) => c.query(`UPDATE audit.ingest_files SET updated_at = updated_at - interval '6 days' WHERE file_key LIKE 'gps:%'`));
-    await run();
+    gcp.pubsub.idle = true;
+    try {
+      await run();
+    } finally {
+      gcp.pubsub.idle = false;
+    }
     expect(await notPulled()).toHaveLength(1);
+    expect(await q(`SELECT 1 FROM audit.ingest_files WHERE file_key LIKE 'gps:%' AND updated_at > now() - interval '1 minute'`)).toHaveLength(1);
   });
 
   it('ship --log-source pubsub runs the same ingester beside the shipper: a read pulled from Pub/Sub reaches the archive once', async () => {

@@ -100,15 +100,14 @@ export function chooseIngester(s: {
     const where = cloudInstance(s.gcpProject, s.gcpInstance, 'pubsub');
     const subscription = pubsubSubscription(s.pubsubSubscription);
     const api = pubsubApi(subscription, s.pubsubEndpoint);
-    const chunkWaitMs = s.pubsubChunkWait ?? 120_000;
-    const retentionMs = s.pubsubRetention;
+    const { pubsubChunkWait: chunkWaitMs, pubsubRetention: retentionMs } = s;
     return (client, o) =>
       new PubSubIngester(client, api, {
         where,
         subscription,
-        chunkWaitMs,
         statementMaxLength: o.statementMaxLength,
         log: o.log,
+        ...(chunkWaitMs !== undefined ? { chunkWaitMs } : {}),
         ...(retentionMs !== undefined ? { retentionMs } : {}),
       });
   }

@@ -90,6 +90,13 @@ export interface CloudInstance {
   instance: string;
 }
 
+/** An entry is a pgaudit entry of the instance (what windowFilter asks the API for, and a Pub/Sub sink's filter lets through). */
+export function isInstancePgAudit(e: CloudLogEntry & { resource?: { labels?: Record<string, string> } }, where: CloudInstance): boolean {
+  const labels = e.resource?.labels ?? {};
+  const ours = labels.database_id === `${where.project}:${where.instance}` || labels.instance_id === where.instance;
+  return ours && PG_AUDIT_TYPES.includes(e.protoPayload?.request?.['@type'] ?? '');
+}
+
 /** The Data Access entries pgaudit wrote for the instance, with timestamps in [fromMs, toMs). */
 export function windowFilter(where: CloudInstance, fromMs: number, toMs: number): string {
   const q = (s: string) => JSON.stringify(s);
@@ -184,12 +191,14 @@ export const entryId = (e: CloudLogEntry): string => `${e.timestamp}/${e.insertI
  */
 export function lineKey(j: Pick<Joined, 'first' | 'count'>): string {
   if (j.count <= 1) return `gcl:${entryId(j.first)}`;
-  const r = j.first.protoPayload?.request ?? {};
-  const names = createHash('sha256')
-    .update([r.databaseSessionId, r.statementId, r.substatementId, r.object, r.auditClass, j.count].join('\u0000'))
-    .digest('hex')
-    .slice(0, 24);
+  const names = createHash('sha256').update(lineNames(j.first, j.count)).digest('hex').slice(0, 24);
   return `gcl:${j.first.timestamp}/chunks-${names}`;
+}
+
+/** What names the pgaudit line a chunk belongs to: every chunk of one line says the same. */
+function lineNames(e: CloudLogEntry, count: number): string {
+  const r = e.protoPayload?.request ?? {};
+  return [r.databaseSessionId, r.statementId, r.substatementId, r.object, r.auditClass, count].join('\u0000');
 }
 
 /** Entries of one window, chunks of a statement joined (in the order the first chunk came). */
@@ -204,7 +213,7 @@ export function joinChunks(entries: CloudLogEntry[]): Joined[] {
       out.push({ first: e, statement: r.statement ?? '', parameter: r.parameter ?? '', missing: [], count: 1, entries: [e] });
       continue;
     }
-    const key = [r.databaseSessionId, r.statementId, r.substatementId, r.object, r.auditClass, count].join('\u0000');
+    const key = lineNames(e, count);
     let o = open.get(key);
     if (!o || o.parts.has(index)) {
       o = { j: { first: e, statement: '', parameter: '', missing: [], count, entries: [] }, parts: new Map() };

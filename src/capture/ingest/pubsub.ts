@@ -5,7 +5,7 @@ import { googleRest } from './google-rest.js';
 import { describePgError, inTransaction } from '../../db.js';
 import type { Logger } from '../../log.js';
 import type { LogAuditEvent } from './pgaudit.js';
-import { entryEvents, entryId, joinChunks, lineKey, type CloudInstance, type CloudLogEntry, type Joined } from './cloud-logging.js';
+import { entryEvents, entryId, isInstancePgAudit, joinChunks, lineKey, type CloudInstance, type CloudLogEntry, type Joined } from './cloud-logging.js';
 import {
   followPasses,
   ingestQuery,
@@ -28,8 +28,8 @@ import { MISSING_LINES_ACTION } from './receipt.js';
  *
  * - At least once in, exactly once out: a message is acknowledged only after the transaction that
  *   stored its events (and the receipt and the count of messages stored) committed. A crash in
- *   between has Pub/Sub deliver it again, and its events are keyed by the entry's identity
- *   (`gcl:<timestamp>/<insertId>`, as the entries.list source keys them), so it adds nothing.
+ *   between has Pub/Sub deliver it again, and its events are keyed by their line (lineKey, as the
+ *   entries.list source keys them), so it adds nothing.
  * - Pub/Sub keeps no order: the chunks of one long statement (chunkIndex of chunkCount) may come
  *   in different pulls. A chunk set still open is held, unacknowledged, its deadline extended, until
  *   `chunkWaitMs` after its first chunk was published; then it is stored as far as it came, with a
@@ -69,6 +69,8 @@ const HOLD_DEADLINE_S = 120;
 const RECENT = 100_000;
 /** A subscription's message retention unless --pubsub-retention says otherwise: Pub/Sub's default, and retention/gcp/pubsub-sink.sh's. */
 export const DEFAULT_RETENTION_MS = 7 * 86_400_000;
+/** How long a line in chunks waits for the rest unless --pubsub-chunk-wait says otherwise. */
+export const DEFAULT_CHUNK_WAIT_MS = 120_000;
 /** An idle ingester marks that it pulled at most this often (one write a minute, not one a poll). */
 const IDLE_TOUCH_MS = 60_000;
 /** Pub/Sub takes at most this many ackIds a request (its request size limit is 512 KB). */
@@ -125,11 +127,9 @@ export function pubsubApi(subscription: string, endpoint = 'https://pubsub.googl
 /** What a message holds: a pgaudit entry of the instance, another entry, or bytes that are no entry. */
 export type Decoded = { kind: 'entry'; entry: CloudLogEntry } | { kind: 'other' } | { kind: 'unreadable'; why: string };
 
-const PG_AUDIT_TYPE = /^type\.googleapis\.com\/google\.cloud\.(sql|alloydb)\.audit\.v1\.PgAuditEntry$/;
-
 /** A message's LogEntry, when it is one of the instance's pgaudit entries (the sink's filter, checked again). */
 export function decodeMessage(m: ReceivedMessage, where: CloudInstance): Decoded {
-  let entry: CloudLogEntry & { logName?: string; resource?: { labels?: Record<string, string> } };
+  let entry: CloudLogEntry & { resource?: { labels?: Record<string, string> } };
   try {
     entry = JSON.parse(Buffer.from(m.message.data ?? '', 'base64').toString('utf8')) as typeof entry;
   } catch (err) {
@@ -143,10 +143,7 @@ export function decodeMessage(m: ReceivedMessage, where: CloudInstance): Decoded
     !Number.isFinite(Date.parse(entry.timestamp))
   )
     return { kind: 'unreadable', why: 'its data is no LogEntry (an insertId and a timestamp)' };
-  const labels = entry.resource?.labels ?? {};
-  const ours = labels.database_id === `${where.project}:${where.instance}` || labels.instance_id === where.instance;
-  if (!ours || !PG_AUDIT_TYPE.test(entry.protoPayload?.request?.['@type'] ?? '')) return { kind: 'other' };
-  return { kind: 'entry', entry };
+  return isInstancePgAudit(entry, where) ? { kind: 'entry', entry } : { kind: 'other' };
 }
 
 export interface PubSubOptions {
@@ -305,7 +302,7 @@ export class PubSubIngester {
       // (A pull may return fewer than asked while more are there: only an empty one says none are.)
     }
     // Chunk sets whole now, or waited for long enough, are stored; the rest stay held.
-    const wait = this.opts.chunkWaitMs ?? 120_000;
+    const wait = this.opts.chunkWaitMs ?? DEFAULT_CHUNK_WAIT_MS;
     const joined = joinChunks([...this.held.values()].map((h) => h.entry));
     const overflow = Math.max(0, this.held.size - MAX_HELD);
     const since = (j: Joined) => Math.min(...j.entries.map((e) => this.held.get(entryId(e))!.publishedAt));
