@@ -13,6 +13,7 @@ import { DigestWalk } from '../verify/links.js';
 import { RecordedFindings, findingId } from '../verify/recorded.js';
 import { AttestationCheck } from '../verify/attestations.js';
 import { peekDigest, ReadAhead } from '../verify/read-ahead.js';
+import type { IndexedAttestation } from '../seal/key-index.js';
 import { asksIndexedKey, indexOfDigest, indexRulesOut, mayHold, type Query } from './filter.js';
 
 /** A data file whose bytes, records and signed digest all checked out (an evidence package holds it whole). */
@@ -38,6 +39,8 @@ export interface ScanOptions {
   workerScript?: URL | string;
   /** after each digest walked: how far the search is (the report so far, and the file it is at) */
   onProgress?: (report: Readonly<ScanReport>, atFile: number) => void;
+  /** how many walked digests may wait behind files being checked (default MAX_QUEUED; tests set it low) */
+  queueLimit?: number;
   /** stops the search between files (the person went away): it rejects with ScanCancelled */
   signal?: AbortSignal;
 }
@@ -75,6 +78,12 @@ export interface ScanReport {
 
 const PREFETCH = 8;
 const DIGEST_PREFETCH = 32;
+/**
+ * Entries waiting behind a file a worker still checks. A search for an indexed key reads few files,
+ * far apart (a thousand digests between them at 0.1% of the files), and the walk goes on past a
+ * file while a worker checks it; skipped digests wait as a few small values each.
+ */
+const MAX_QUEUED = 4096;
 
 /**
  * Answer a query from the archive, verifying everything it shows. The data listing starts at the
@@ -143,41 +152,69 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     return date !== undefined && (fromDate === null || date >= fromDate) && (toDate === null || date <= toDate);
   };
 
-  // Files are checked and matched on worker threads when a search reads many (not asked for an
-  // indexed key): the walk, the decisions and every change to the report stay here, in chain order
-  // (`queue`), so the answer is the same with any number of workers.
+  // Files are checked and matched on worker threads from the second file read on (a search that
+  // reads one file does not start them): the walk, the decisions and every change to the report
+  // stay here, in chain order (`queue`), so the answer is the same with any number of workers. Asked
+  // for an indexed key, the walk goes on through the digests while a worker checks a file.
   let pool: WorkerPool | null = null;
   let dispatched = 0;
   const check = (body: Buffer | null, d: Digest, before: ChainState): Promise<FileMatch> => {
     dispatched++;
-    if (pool === null && (opts.workers ?? 0) > 0 && prefetchData && dispatched >= 2) {
+    if (pool === null && (opts.workers ?? 0) > 0 && dispatched >= 2) {
       pool = new WorkerPool(opts.workers!, opts.workerScript ?? new URL('./query-worker.js', import.meta.url));
     }
     if (pool === null) return Promise.resolve(checkAndMatch(body, d, before, q, unattributed?.query ?? null));
     // The pool sends a copy: an evidence package writes these very bytes.
     return pool.run<FileMatch>({ body, digest: d, before, query: q, unattributed: unattributed?.query ?? null });
   };
-  const queue: { apply: () => void | Promise<void>; file: boolean }[] = [];
+  // A file's entry is `checked` once its outcome is in: it is then applied at once, so the digests
+  // walked behind it do not wait for the window to fill (or for the end of the walk) to be taken.
+  const queue: { apply: () => void | Promise<void>; file: boolean; checked: boolean }[] = [];
+  const queueLimit = opts.queueLimit ?? MAX_QUEUED;
   let inFlight = 0;
   const settle = async (all: boolean): Promise<void> => {
     const window = pool === null ? 1 : (pool as WorkerPool).window;
-    while (queue.length > 0 && (all || !queue[0]!.file || inFlight >= window)) {
-      const e = queue.shift()!;
-      if (e.file) inFlight--;
-      await e.apply();
+    for (;;) {
+      const head = queue[0];
+      if (head === undefined || !(all || !head.file || head.checked || inFlight >= window || queue.length > queueLimit)) return;
+      queue.shift();
+      if (head.file) inFlight--;
+      await head.apply();
     }
   };
-  const later = async (apply: () => void | Promise<void>, file = false): Promise<void> => {
-    queue.push({ apply, file });
-    if (file) inFlight++;
+  const later = async (apply: () => void | Promise<void>, outcome?: Promise<unknown>): Promise<void> => {
+    const entry = { apply, file: outcome !== undefined, checked: false };
+    queue.push(entry);
+    if (outcome) {
+      inFlight++;
+      outcome.then(
+        () => (entry.checked = true),
+        () => (entry.checked = true),
+      );
+    }
     await settle(false);
+  };
+
+  // What a digest not followed by a file read leaves to do in its turn, made outside visit() so the
+  // closure holds only these values: a closure made inside it would keep visit's whole context
+  // alive (the digest, its 50 KiB index, the file's bytes) for as long as it waits in the queue.
+  const walkedOnly = (findings: Finding[]) => (): void => {
+    report.digests++;
+    report.findings.push(...findings);
+  };
+  const skippedByIndex = (key: string, indexed: IndexedAttestation[], candidates: number) => (): void => {
+    report.digests++;
+    for (const a of indexed) attestations.addIndexed(a, key, findingId(a.seq));
+    report.filesSkippedByIndex++;
+    if (unattributed) unattributed.skipped += candidates;
   };
 
   /** when the last digest walked was sealed (a stream archive's walk ends by it) */
   let lastSealedAt: string | null = null;
   let newest: { seq: number; bytes: Buffer } | null = null;
-  const visit = async (seq: number, last: number): Promise<void> => {
-    const bytes = await fetchDigest(seq, last);
+  /** Walk digest `seq`; `last` is the listed file the walk is going to, `horizon` the furthest listed one. */
+  const visit = async (seq: number, last: number, horizon = last): Promise<void> => {
+    const bytes = await fetchDigest(seq, horizon);
     if (!bytes && seq === last && !(await reader.exists(digestKey(seq + 1)))) {
       // A data file with no digest at the head: the shipper stopped between the two writes.
       return later(() => {
@@ -193,27 +230,21 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     const step = walk.step(seq, bytes);
     lastSealedAt = step.digest?.created_at ?? lastSealedAt;
     if (step.digest && bytes) newest = { seq, bytes };
-    const walked = (): void => {
-      report.digests++;
-      report.findings.push(...step.findings);
-    };
     const d = step.digest;
-    if (!d || d.kind !== 'data' || !d.object_key || !inPartitions(d.object_key) || !mayHold(d, q)) return later(walked);
+    if (!d || d.kind !== 'data' || !d.object_key || !inPartitions(d.object_key) || !mayHold(d, q)) return later(walkedOnly(step.findings));
     const key = d.object_key;
     const index = indexOfDigest(d);
+    if (step.findings.length === 0 && indexRulesOut(index, q)) {
+      // Its unattributed events are candidates only if the rest of the query could match in it.
+      const candidates = unattributed && !indexRulesOut(index, unattributed.query) ? index!.index.unattributed : 0;
+      return later(skippedByIndex(key, index!.index.attestations, candidates));
+    }
     const indexed = (): void => {
-      walked();
+      report.digests++;
+      report.findings.push(...step.findings);
       // Format 3: the index lists the file's attestations, so their continuity is checked whether the file is read or not.
       if (index && step.findings.length === 0) for (const a of index.index.attestations) attestations.addIndexed(a, key, findingId(a.seq));
     };
-    if (step.findings.length === 0 && indexRulesOut(index, q)) {
-      return later(() => {
-        indexed();
-        report.filesSkippedByIndex++;
-        // Its unattributed events are candidates only if the rest of the query could match in it.
-        if (unattributed && !indexRulesOut(index, unattributed.query)) unattributed.skipped += index!.index.unattributed;
-      });
-    }
     const signature = walk.confirm();
     if (signature.length > 0) {
       return later(() => {
@@ -224,7 +255,6 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     }
     const body = await ahead.take(key);
     const outcome = check(body, d, step.before);
-    outcome.catch(() => undefined); // taken in its turn, below
     return later(async () => {
       indexed();
       report.keyIds.add(d.key_id);
@@ -246,15 +276,23 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
         report.matches += file.matched.length;
         await opts.onMatches({ digest: d, digestBytes: bytes!, body: body! }, file.matched);
       }
-    }, true);
+    }, outcome);
   };
 
   let done: number | null = null;
   const streamed = await isStreamed(reader);
   if (streamed) report.partitions.by = 'seal time';
-  const files = streamed ? streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt) : listedFiles(reader, fromDate, toDate);
+  // A stream's range ends where the walk finds a digest sealed after it, so it is not listed ahead;
+  // a partitioned archive's listing is, so digests are fetched ahead across files:
+  // when every digest is a data file's, each listed file is the next digest.
+  const files = streamed
+    ? withHorizon(
+        streamedRange(reader, q, opts.maxCommitDelayMs, () => lastSealedAt),
+        0,
+      )
+    : withHorizon(listedFiles(reader, fromDate, toDate), reader.local ? 0 : depth);
   try {
-    for await (const seq of files) {
+    for await (const [seq, horizon] of files) {
       if (done !== null && seq <= done) continue; // already walked past it
       if (done === null) {
         // The digest before the range anchors the walk: the first file must continue its chain.
@@ -263,7 +301,7 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
       }
       for (let s = done + 1; s <= seq; s++) {
         if (opts.signal?.aborted) throw new ScanCancelled();
-        await visit(s, seq);
+        await visit(s, seq, Math.max(seq, horizon));
         opts.onProgress?.(report, s);
       }
       done = seq;
@@ -298,6 +336,23 @@ export async function scanArchive(reader: ArchiveReader, opts: ScanOptions): Pro
     });
   }
   return report;
+}
+
+/** Each file sequence number with the furthest one listed so far, up to `ahead` files further. */
+async function* withHorizon(files: AsyncIterable<number>, ahead: number): AsyncIterable<[number, number]> {
+  const it = files[Symbol.asyncIterator]();
+  const upcoming: number[] = [];
+  let ended = false;
+  for (;;) {
+    while (!ended && upcoming.length <= ahead) {
+      const r = await it.next();
+      if (r.done) ended = true;
+      else upcoming.push(r.value);
+    }
+    const seq = upcoming.shift();
+    if (seq === undefined) return;
+    yield [seq, upcoming.length > 0 ? upcoming[upcoming.length - 1]! : seq];
+  }
 }
 
 /** Sequence numbers of the data files in the commit-date partitions of the range, as listed. */

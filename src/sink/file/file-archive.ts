@@ -75,6 +75,7 @@ async function fsyncDir(dir: string): Promise<void> {
 }
 
 class FileReader implements ArchiveReader {
+  readonly local = true;
   constructor(private readonly root: string) {}
 
   async get(key: string): Promise<Buffer | null> {
