@@ -29,7 +29,7 @@ export function checkAndMatch(body: Buffer | null, d: Digest, before: ChainState
   }
   return {
     findings: [],
-    records: file.lines.length,
+    records: file.records,
     matched,
     unattributed: count,
     notable: file.lines.filter((l) => RecordedFindings.reads(l.record)),

@@ -71,8 +71,10 @@ export function isNotable(line: ArchivedLine): boolean {
 
 /** Check one file; pure, and the same code on the main thread and in a worker. */
 export function checkTask(t: FileTask, want: Wanted): FileOutcome {
-  const { findings, lines } = checkFile(t.body, t.digest, t.before);
-  const out: FileOutcome = { findings, records: lines.length, notable: lines.filter(isNotable) };
+  // Only what is handed back is kept: the file's other records die young (RecordsCheck).
+  const keepAll = want.lines || want.ids;
+  const { findings, lines, records } = checkFile(t.body, t.digest, t.before, keepAll ? undefined : isNotable);
+  const out: FileOutcome = { findings, records, notable: keepAll ? lines.filter(isNotable) : lines };
   if (want.lines && findings.length === 0) out.lines = lines;
   if (want.ids) out.ids = idsOf(lines);
   return out;

@@ -5,15 +5,17 @@ import { digestKey, parseStreamKey } from '../sink/keys.js';
 import { tryParseLsn } from '../source/lsn.js';
 import type { Finding } from './findings.js';
 import type { ChainState } from './links.js';
-import { checkRecords } from './records.js';
+import { RecordsCheck } from './records.js';
 
 export type { ArchivedLine, ArchivedRecord } from './archived.js';
 import type { ArchivedLine, ArchivedRecord } from './archived.js';
 
 export interface FileCheck {
   findings: Finding[];
-  /** every record, in order; only meaningful when there are no findings */
+  /** the records kept (every one unless `keep` said otherwise), in order; only meaningful when there are no findings */
   lines: ArchivedLine[];
+  /** records read and checked (up to the first broken one) */
+  records: number;
 }
 
 /** The JSON lines of a data file: gzip objects are unpacked, streamed files are the lines themselves. */
@@ -31,7 +33,7 @@ export function fileContent(d: Digest, body: Buffer): Buffer | string {
  * record's chain hash from `before.chain`, record sequence, commit order, count and chain end.
  * Pure; the caller fetched `body` (null: missing).
  */
-export function checkFile(body: Buffer | null, d: Digest, before: ChainState): FileCheck {
+export function checkFile(body: Buffer | null, d: Digest, before: ChainState, keep?: (line: ArchivedLine) => boolean): FileCheck {
   const findings: Finding[] = [];
   const where = d.object_key ?? digestKey(d.file_seq);
   const add = (code: string, message: string): void => {
@@ -40,7 +42,7 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
   const lines: ArchivedLine[] = [];
   if (!body) {
     add('missing-file', `file ${d.file_seq} named by its digest is missing`);
-    return { findings, lines };
+    return { findings, lines, records: 0 };
   }
   if (sha256Hex(body) !== d.object_sha256 || body.length !== d.object_bytes) {
     add('file-altered', `file ${d.file_seq} does not match the hash its signed digest records`);
@@ -48,7 +50,7 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
   const content = fileContent(d, body);
   if (typeof content === 'string') {
     add('file-unreadable', content);
-    return { findings, lines };
+    return { findings, lines, records: 0 };
   }
   if (sha256Hex(content) !== d.content_sha256) {
     add('content-altered', `the records of file ${d.file_seq} do not match the content hash in its digest`);
@@ -59,6 +61,8 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
   let expectSeq = before.recordSeq + 1;
   let pos = before.lastPos;
   let broken = false;
+  let records = 0;
+  const check = new RecordsCheck(d);
   for (const line of text) {
     const rec = openRecord(line);
     if (!rec) {
@@ -87,15 +91,18 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState): F
     }
     pos = p;
     fields.chain = rec.claimed;
-    lines.push({ record: fields, line });
+    check.add(fields);
+    records++;
+    const l = { record: fields, line };
+    if (!keep || keep(l)) lines.push(l);
     expectSeq++;
   }
   if (!broken) {
     if (chain !== d.last_chain) add('record-chain-end', `file ${d.file_seq} ends on a chain hash its digest does not record`);
-    if (lines.length !== d.record_count) add('record-count', `file ${d.file_seq} holds ${lines.length} records, its digest says ${d.record_count}`);
+    if (records !== d.record_count) add('record-count', `file ${d.file_seq} holds ${records} records, its digest says ${d.record_count}`);
     if (d.first_seq !== before.recordSeq + 1)
       add('record-sequence-gap', `file ${d.file_seq} starts at record ${d.first_seq}, ${before.recordSeq + 1} expected`);
-    findings.push(...checkRecords(d, lines));
+    findings.push(...check.finish());
   }
-  return { findings, lines };
+  return { findings, lines, records };
 }
