@@ -19,19 +19,20 @@ export interface FileMatch {
 
 /** Check one file and match its records; pure, and the same code on the main thread and in a worker. */
 export function checkAndMatch(body: Buffer | null, d: Digest, before: ChainState, q: Query, unattributed: Query | null): FileMatch {
-  const file = checkFile(body, d, before);
+  // Only matches and notable records are kept while the file is checked (the rest die young, as in
+  // verify); the unattributed are counted as they pass.
+  let count = 0;
+  const keep = (l: ArchivedLine): boolean => {
+    if (unattributed && l.record.app_context === 'unknown' && matches(l.record, unattributed)) count++;
+    return matches(l.record, q) || RecordedFindings.reads(l.record);
+  };
+  const file = checkFile(body, d, before, keep);
   if (file.findings.length > 0) return { findings: file.findings, records: 0, matched: [], unattributed: 0, notable: [] };
   const matched: ArchivedLine[] = [];
-  let count = 0;
+  const notable: ArchivedLine[] = [];
   for (const l of file.lines) {
     if (matches(l.record, q)) matched.push(l);
-    if (unattributed && l.record.app_context === 'unknown' && matches(l.record, unattributed)) count++;
+    if (RecordedFindings.reads(l.record)) notable.push(l);
   }
-  return {
-    findings: [],
-    records: file.records,
-    matched,
-    unattributed: count,
-    notable: file.lines.filter((l) => RecordedFindings.reads(l.record)),
-  };
+  return { findings: [], records: file.records, matched, unattributed: count, notable };
 }
