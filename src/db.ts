@@ -12,7 +12,7 @@ export async function connect(databaseUrl: string, applicationName = 'pg-audit-s
     await client.connect();
   } catch (err) {
     await client.end().catch(() => undefined);
-    throw new ServiceError(`cannot connect to PostgreSQL at ${redactUrl(databaseUrl)}: ${describePgError(err)}`);
+    throw new ServiceError(`cannot connect to PostgreSQL at ${redactUrl(databaseUrl)}: ${describePgError(err)}`, { cause: err });
   }
   // A dropped connection emits 'error' on the client; without a listener Node would crash the process.
   client.on('error', () => undefined);
@@ -61,6 +61,8 @@ export interface Queryable {
 export class ReconnectingClient implements Queryable {
   private client: pg.Client | null;
   private lost = false;
+  /** the server said, on this connection, that it is shutting down (told to onLost once) */
+  private shutdownHeard = false;
   private reopening: Promise<void> | null = null;
   /** The last query given to the connection: the next one starts after it settles. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -70,6 +72,8 @@ export class ReconnectingClient implements Queryable {
     private readonly applicationName: string,
     first: pg.Client,
     private readonly hooks: { onLost?: (reason: string, shutdown: boolean) => void; onBack?: () => void } = {},
+    /** how a new connection is made (tests give a stub) */
+    private readonly open: (databaseUrl: string, applicationName: string) => Promise<pg.Client> = connect,
   ) {
     this.client = first;
     this.watch(first);
@@ -81,9 +85,15 @@ export class ReconnectingClient implements Queryable {
   }
 
   private loseConnection(c: pg.Client, err: Error & { code?: string }): void {
-    if (c !== this.client || this.lost) return;
+    if (c !== this.client) return;
+    const shutdown = SHUTDOWN_CODES.has(err.code ?? '');
+    // A query in flight hears the server's shutdown (57P01) as its own error, which its caller
+    // tells here a promise reaction later: should the socket's 'end' have been told first (nothing
+    // orders the two), the shutdown is still told, once.
+    if (this.lost && (!shutdown || this.shutdownHeard)) return;
     this.lost = true;
-    this.hooks.onLost?.(describePgError(err), SHUTDOWN_CODES.has(err.code ?? ''));
+    this.shutdownHeard ||= shutdown;
+    this.hooks.onLost?.(describePgError(err), shutdown);
   }
 
   /**
@@ -119,9 +129,17 @@ export class ReconnectingClient implements Queryable {
     const old = this.client;
     this.client = null;
     void old?.end().catch(() => undefined);
-    const fresh = await connect(this.databaseUrl, this.applicationName);
+    const fresh = await this.open(this.databaseUrl, this.applicationName).catch((err: Error) => {
+      // Refused because the server is shutting down (57P03), after the connection was lost for
+      // another reason: heard as a shutdown all the same, so the replication connection is let go
+      // (its walsender would otherwise hold the shutdown up while we cannot confirm).
+      const code = ((err.cause ?? err) as { code?: string }).code ?? '';
+      if (SHUTDOWN_CODES.has(code)) this.hooks.onLost?.(describePgError(err.cause ?? err), true);
+      throw err;
+    });
     this.client = fresh;
     this.lost = false;
+    this.shutdownHeard = false;
     this.watch(fresh);
     this.hooks.onBack?.();
   }

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -88,7 +89,25 @@ describe.skipIf(!pgDir)('the database restarts and shuts down beside a running s
     expect((await httpGet(port, '/metrics')).body).toMatch(/audit_shipper_component_failing\{component="storage"\} 1/);
     // The walsender waits for that confirmation before the server may stop; the shipper lets go of
     // the replication connection when its other connection hears the shutdown. pg_ctl -t: stopped within 30 s, or failed.
-    await ctl('stop', '-m', 'fast', '-w', '-t', '30');
+    await ctl('stop', '-m', 'fast', '-w', '-t', '30').catch(async (err: Error) => {
+      // Say why, for the next reader: what the shipper logged, and what the server did.
+      child.kill('SIGKILL');
+      const { stderr } = await done;
+      const logDir = process.env.TEST_PG_LOG_DIR;
+      const newest = logDir
+        ? (await readdir(logDir))
+            .filter((f) => f.endsWith('.csv'))
+            .sort()
+            .pop()
+        : undefined;
+      const server = newest
+        ? (await readFile(path.join(logDir!, newest), 'utf8'))
+            .split('\n')
+            .filter((l) => !l.includes('AUDIT:'))
+            .slice(-40)
+        : [];
+      throw new Error(`${err.message}\nshipper:\n${stderr.split('\n').slice(-40).join('\n')}\nserver:\n${server.join('\n')}`);
+    });
     await ctl('start', '-w', '-t', '60');
     await proxy.restore();
     await insert(10_000);
