@@ -42,7 +42,9 @@ export function registerQueryCommands(program: Command): void {
     .addOption(settingOption('archive'))
     .addOption(settingOption('verifyKey'))
     .addOption(settingOption('s3ForcePathStyle'))
-    .addOption(settingOption('workers', 'worker threads checking and matching files when a search reads many (0: this thread; cores: one per core, at most 8)'))
+    .addOption(
+      settingOption('workers', 'worker threads checking and matching files when a search reads more than one (0: this thread; cores: one per core, at most 8)'),
+    )
     .option('--from <time>', 'events that occurred at or after this time (UTC unless the time says otherwise)')
     .option('--to <time>', 'events that occurred before this time')
     .option('--db-user <role>', 'database role: the session user or the role in effect')

@@ -33,7 +33,7 @@ export interface ScanOptions {
   maxCommitDelayMs: number;
   /** each verified file that holds matches, with them, in archive order */
   onMatches: (file: VerifiedFile, matched: ArchivedLine[]) => void | Promise<void>;
-  /** worker threads checking files when a search reads many (0 or absent: this thread); the answer is the same */
+  /** worker threads checking files from the second file a search reads (0 or absent: this thread); the answer is the same */
   workers?: number;
   /** the worker script, when not the one beside this module (tests running the sources) */
   workerScript?: URL | string;

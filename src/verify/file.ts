@@ -83,7 +83,7 @@ export function checkFile(body: Buffer | null, d: Digest, before: ChainState, ke
       broken = true;
       break;
     }
-    // An unreadable lsn is the record's own finding (checkRecords): order is judged on the next one.
+    // An unreadable lsn is the record's own finding (RecordsCheck): order is judged on the next one.
     const lsn = tryParseLsn(fields.lsn);
     const p = lsn === null ? pos : { lsn, idx: fields.idx };
     if (pos && p && p !== pos && (p.lsn < pos.lsn || (p.lsn === pos.lsn && p.idx <= pos.idx)) && fields.op !== 'gap') {

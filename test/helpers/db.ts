@@ -87,3 +87,21 @@ export async function ensureLoginRoles(): Promise<void> {
     return ensureLoginRoles();
   });
 }
+
+/**
+ * The pgaudit read events of statements tagged `case:<tag>` (outside the audit schema, so a test's
+ * own reads of the trail are not counted), by tag in code-point order: how many, the longest
+ * statement, who read and in which app context.
+ */
+export async function taggedReads(url: string): Promise<{ tag: string; n: number; len: number; who: string; context: string | null }[]> {
+  return withClient(url, async (c) =>
+    (
+      await c.query<{ tag: string; n: number; len: number; who: string; context: string | null }>(
+        `SELECT substring(statement FROM 'case:([a-z0-9-]+)') AS tag, count(*)::int AS n, max(length(statement))::int AS len,
+                max(session_user_name) AS who, max(app_context) AS context
+           FROM audit.audit_log
+          WHERE source = 'pgaudit' AND statement LIKE '%case:%' AND action = 'SELECT' AND schema_name <> 'audit' GROUP BY 1`,
+      )
+    ).rows.sort((a, b) => (a.tag < b.tag ? -1 : 1)),
+  );
+}

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys, shipArgs, tempArchiveDir } from '../helpers/archive.js';
 import { runCli } from '../helpers/cli.js';
-import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { freshDatabase, taggedReads, urlFor, withClient } from '../helpers/db.js';
 import { requireEnv } from '../helpers/env.js';
 import { fakeCloudLogging, type FakeCloudLogging } from '../helpers/fake-cloud-logging.js';
 
@@ -44,17 +44,7 @@ const args = (...more: string[]) => [
   '20000',
   ...more,
 ];
-const tagged = () =>
-  withClient(db.url, async (c) =>
-    (
-      await c.query<{ tag: string; n: number; len: number; who: string; context: string | null }>(
-        `SELECT substring(statement FROM 'case:([a-z0-9-]+)') AS tag, count(*)::int AS n, max(length(statement))::int AS len,
-                  max(session_user_name) AS who, max(app_context) AS context
-             FROM audit.audit_log
-            WHERE source = 'pgaudit' AND statement LIKE '%case:%' AND action = 'SELECT' AND schema_name <> 'audit' GROUP BY 1`,
-      )
-    ).rows.sort((a, b) => (a.tag < b.tag ? -1 : 1)),
-  );
+const tagged = () => taggedReads(db.url);
 
 describe('ingest --log-source cloud-logging', () => {
   it('ingests every read once from delayed, paged, repeated and throttled entries, joins chunks and records a chunk that never came', async () => {

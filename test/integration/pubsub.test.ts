@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKeys, readArchive, shipArgs, tempArchiveDir } from '../helpers/archive.js';
 import { runCli, startCli, waitFor } from '../helpers/cli.js';
-import { freshDatabase, urlFor, withClient } from '../helpers/db.js';
+import { freshDatabase, taggedReads, urlFor, withClient } from '../helpers/db.js';
 import { requireEnv } from '../helpers/env.js';
 import type { ArchivedRecord } from '../../src/verify/chain.js';
 import { fakeCloudLogging, type FakeCloudLogging } from '../helpers/fake-cloud-logging.js';
@@ -49,12 +49,7 @@ const args = (...more: string[]) => [
   ...more,
 ];
 const q = async <R>(sql: string): Promise<R[]> => withClient(db.url, async (c) => (await c.query(sql)).rows as R[]);
-const tagged = () =>
-  q<{ tag: string; n: number; who: string; context: string }>(
-    `SELECT substring(statement FROM 'case:([a-z0-9-]+)') AS tag, count(*)::int AS n, max(session_user_name) AS who, max(app_context) AS context
-       FROM audit.audit_log
-      WHERE source = 'pgaudit' AND statement LIKE '%case:%' AND action = 'SELECT' AND schema_name <> 'audit' GROUP BY 1 ORDER BY 1`,
-  );
+const tagged = () => taggedReads(db.url);
 
 /** One-shot runs until `done` holds (each run pulls what is there and stores it in one transaction). */
 async function ingestUntil(done: () => Promise<boolean>, runs = 60): Promise<void> {
