@@ -398,7 +398,10 @@ export class Pipeline implements StreamConsumer {
       this.queuedBytes -= file.objects.reduce((n, o) => n + o.body.length, 0);
       this.opts.metrics.stored(file);
       this.acks.fileStored(file.ackLsn, this.queue.length === 0 && this.batch === null && this.sealingBytes === 0);
-      this.opts.log.debug({ file_seq: file.fileSeq, records: file.records, kind: file.digest.kind }, 'stored');
+      this.opts.log.debug(
+        { file_seq: file.fileSeq, records: file.records, kind: file.digest.kind, ms: Date.now() - started, queued: this.queue.length, paused: this.paused },
+        'stored',
+      );
       this.wake();
     }
   }
