@@ -11,6 +11,8 @@ import path from 'node:path';
  * `NumberOfLines` lines from the marker ("0": the start), cut at 1 MB when longer, and the next
  * marker is after the lines asked for even when they were cut (the cut part is lost); markers are
  * opaque to the caller; every seventh request is throttled (HTTP 400, Throttling), which the SDK retries.
+ * A cut portion ends in the truncation notice its users report the API puts there
+ * (`\n [Your log message was truncated]\n`, as aws/aws-cli#3079 shows it).
  */
 export interface FakeRds {
   url: string;
@@ -140,10 +142,11 @@ export async function fakeRds(dir: string, instance: string, others: Record<stri
             at += block.length;
           }
           const data = await content.read(start, Math.min(end, start + LIMIT) - start);
+          const notice = start + data.length < end ? '\n [Your log message was truncated]\n' : '';
           fake.portions.push({ file, marker, lines, bytes: data.length });
           return reply(
             200,
-            `<DownloadDBLogFilePortionResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DownloadDBLogFilePortionResult><LogFileData>${xml(data.toString('utf8'))}</LogFileData><AdditionalDataPending>${end < content.size}</AdditionalDataPending><Marker>7:${end}</Marker></DownloadDBLogFilePortionResult><ResponseMetadata><RequestId>p</RequestId></ResponseMetadata></DownloadDBLogFilePortionResponse>`,
+            `<DownloadDBLogFilePortionResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><DownloadDBLogFilePortionResult><LogFileData>${xml(data.toString('utf8') + notice)}</LogFileData><AdditionalDataPending>${end < content.size}</AdditionalDataPending><Marker>7:${end}</Marker></DownloadDBLogFilePortionResult><ResponseMetadata><RequestId>p</RequestId></ResponseMetadata></DownloadDBLogFilePortionResponse>`,
           );
         }
         return reply(400, `<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>${xml(action ?? '')}</Message></Error></ErrorResponse>`);

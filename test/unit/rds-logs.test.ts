@@ -1,12 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { PORTION_LIMIT, rdsInstancesLogs, rdsLogs, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
+import { PORTION_LIMIT, rdsInstancesLogs, rdsLogs, TRUNCATION_NOTICE, type RdsLogApi } from '../../src/capture/ingest/rds-logs.js';
 
 /**
  * The API as documented: lines from an opaque marker, cut at 1 MB (the cut part lost), the next
  * marker after the lines asked. `midLine`: the other reading of the documentation, the next marker
- * just after the bytes returned, so a cut line goes on in the next portion.
+ * just after the bytes returned, so a cut line goes on in the next portion. `notice`: text put after
+ * the bytes of a cut portion, as the API's users report it does (TRUNCATION_NOTICE); `cutAt`: where
+ * it cuts, for an API whose 1 MB counts more than the file's bytes (the answer's XML escapes).
  */
-function api(files: Record<string, string>, { midLine = false } = {}): RdsLogApi & { asked: { name: string; marker: string; lines: number }[] } {
+function api(
+  files: Record<string, string>,
+  { midLine = false, notice = '', cutAt = PORTION_LIMIT } = {},
+): RdsLogApi & { asked: { name: string; marker: string; lines: number }[] } {
   const asked: { name: string; marker: string; lines: number }[] = [];
   return {
     asked,
@@ -17,8 +22,8 @@ function api(files: Record<string, string>, { midLine = false } = {}): RdsLogApi
       const start = marker === '0' ? 0 : Number(marker.slice(2));
       let end = start;
       for (let n = 0; n < lines && end < b.length; n++) end = b.indexOf(0x0a, end) + 1 || b.length;
-      const to = Math.min(end, start + PORTION_LIMIT);
-      return { data: b.subarray(start, to).toString('utf8'), marker: `m:${midLine ? to : end}`, pending: end < b.length };
+      const to = Math.min(end, start + cutAt);
+      return { data: b.subarray(start, to).toString('utf8') + (to < end ? notice : ''), marker: `m:${midLine ? to : end}`, pending: end < b.length };
     },
   };
 }
@@ -104,6 +109,32 @@ describe('the RDS log files, read as the ingester reads any log', () => {
     const dropped = await readCuts(rdsLogs(api({ 'error/a.csv': text })), 'error/a.csv', 256 * 1024);
     expect(dropped.cuts).toEqual([Buffer.byteLength(head) + PORTION_LIMIT]);
     expect(dropped.text).not.toContain('doctor_x');
+  });
+
+  // What the API puts where it cut, as its users report it: aws/aws-cli#3079 shows a cut portion's
+  // data ending in `\n [Your log message was truncated]\n`, and others find ` [Your log message was
+  // truncated]` inside the lines they downloaded. Read as the file's bytes, its newline would end a
+  // cut line whose quoted field is still open, and the next lines of the file would be read into it.
+  const notices = [`\n ${TRUNCATION_NOTICE}\n`, ` ${TRUNCATION_NOTICE}\n`, ` ${TRUNCATION_NOTICE}`];
+
+  it.each(notices)(
+    'the truncation notice %j after a cut is not taken for the file: the cut is found where it is, and nothing is lost where the API goes on mid-line',
+    async (notice) => {
+      const huge = rec(`"${'q'.repeat(1_500_000)}"`);
+      const text = rec('before') + huge + rec('after');
+      const dropped = await readCuts(rdsLogs(api({ 'error/a.csv': text }, { notice })), 'error/a.csv', 256 * 1024);
+      expect(dropped.text).toBe(rec('before') + huge.slice(0, PORTION_LIMIT) + rec('after'));
+      expect(dropped.cuts).toEqual([Buffer.byteLength(rec('before')) + PORTION_LIMIT]);
+      expect(dropped.endCut).toBe(false);
+      expect(await readAll(rdsLogs(api({ 'error/a.csv': text }, { notice, midLine: true })), 'error/a.csv', 256 * 1024)).toBe(text);
+    },
+  );
+
+  it('a portion that comes back with the notice is asked again with fewer lines, even under 1 MB (an API whose 1 MB counts more than the bytes)', async () => {
+    const lines = Array.from({ length: 6 }, (_, i) => rec(`"${String(i).repeat(300_000)}"`));
+    const a = api({ 'error/a.csv': lines.join('') }, { notice: `\n ${TRUNCATION_NOTICE}\n`, cutAt: 700_000 });
+    expect(await readAll(rdsLogs(a), 'error/a.csv', 256 * 1024)).toBe(lines.join(''));
+    expect(a.asked.filter((x) => x.marker === '0').map((x) => x.lines)).toEqual([2000, 1000, 500, 250, 125, 62, 31, 15, 7, 3, 1]);
   });
 
   it('reads a portion again when its bytes were let go, and reads what a growing file added later from where it stopped', async () => {

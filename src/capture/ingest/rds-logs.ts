@@ -18,6 +18,33 @@ export interface RdsLogApi {
 export const PORTION_LIMIT = 1024 * 1024;
 const LINES = 2000;
 
+/**
+ * What the API puts after the bytes of a portion it cut, as its users report it (the API reference
+ * is silent): aws/aws-cli#3079 shows a cut portion's data ending in
+ * `\n [Your log message was truncated]\n`, aws/aws-sdk#20 finds ` [Your log message was truncated]`
+ * in downloaded files, and rds-pgbadger and pganalyze's collector look for it to tell a cut.
+ */
+export const TRUNCATION_NOTICE = '[Your log message was truncated]';
+const NOTICE = Buffer.from(TRUNCATION_NOTICE);
+
+/**
+ * A portion's data without the API's truncation notice at its end (and the space and newline the
+ * reports show around it), and whether it had one. Only at the end: a csvlog line always ends in a
+ * field the server writes (query_id, or the quoted backend type before PostgreSQL 14), and a portion
+ * that is not cut ends at a line's end, so an application cannot put the notice where it is looked for.
+ * A newline just before the notice is taken for the API's: were it the file's (a newline inside a
+ * quoted statement, right at the cut), the statement loses that one character.
+ */
+export function withoutNotice(data: Buffer): { bytes: Buffer; notice: boolean } {
+  let end = data.length;
+  if (end > 0 && data[end - 1] === 0x0a) end--;
+  if (end < NOTICE.length || !data.subarray(end - NOTICE.length, end).equals(NOTICE)) return { bytes: data, notice: false };
+  end -= NOTICE.length;
+  if (end > 0 && data[end - 1] === 0x20) end--;
+  if (end > 0 && data[end - 1] === 0x0a) end--;
+  return { bytes: data.subarray(0, end), notice: true };
+}
+
 /** The RDS API through the AWS SDK (region, credentials and endpoint as the SDK finds them: AWS_REGION, AWS_ENDPOINT_URL_RDS, ...). */
 export function rdsLogApi(instance: string): RdsLogApi {
   type Sdk = typeof import('@aws-sdk/client-rds');
@@ -100,13 +127,19 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
     kept.push({ name, start, bytes });
     if (kept.length > 4) kept.shift();
   };
-  /** A portion of at most `lines` lines that the API did not cut (halving the lines while it did). */
+  /**
+   * A portion of at most `lines` lines that the API did not cut (halving the lines while it did: it
+   * reached 1 MB, or came back with the truncation notice, which an API whose 1 MB counts more than
+   * the file's bytes may put on a shorter portion).
+   */
   const fetch = async (name: string, from: string, lines: number) => {
     for (let n = lines; ; n = Math.max(1, Math.floor(n / 2))) {
       const r = await api.portion(name, from, n);
-      const bytes = Buffer.from(r.data, 'utf8');
-      if (bytes.length < PORTION_LIMIT || n === 1) {
-        const cut: Portion['cut'] = bytes.length >= PORTION_LIMIT && bytes.at(-1) !== 0x0a ? 'maybe' : false;
+      const data = Buffer.from(r.data, 'utf8');
+      const { bytes, notice } = withoutNotice(data);
+      const full = notice || data.length >= PORTION_LIMIT;
+      if (!full || n === 1) {
+        const cut: Portion['cut'] = full && bytes.at(-1) !== 0x0a ? 'maybe' : false;
         return { ...r, bytes, lines: n, cut };
       }
     }
@@ -128,7 +161,7 @@ export function rdsLogs(api: RdsLogApi, format: LogFormat = 'csvlog', server?: s
   const bytesOf = async (name: string, p: Portion): Promise<Buffer> => {
     const hit = kept.find((k) => k.name === name && k.start === p.start);
     if (hit) return hit.bytes;
-    const again = Buffer.from((await api.portion(name, p.from, p.lines)).data, 'utf8');
+    const again = withoutNotice(Buffer.from((await api.portion(name, p.from, p.lines)).data, 'utf8')).bytes;
     if (again.length !== p.end - p.start) {
       throw new ServiceError(`--log-source rds: ${name} changed under the ingester (a portion read again has ${again.length} bytes, not ${p.end - p.start})`);
     }
