@@ -18,6 +18,11 @@ export interface FakeRds {
   url: string;
   /** every DownloadDBLogFilePortion asked: file, marker, lines, bytes answered (after the cut) */
   portions: { file: string; marker: string; lines: number; bytes: number }[];
+  /**
+   * Files (by name) whose portions end early, at this many bytes, while DescribeDBLogFiles lists
+   * their whole size: a 260 MB file's portions were reported to end at 100 MB (aws/aws-sdk-ruby#987).
+   */
+  servedUpTo: Map<string, number>;
   throttled: number;
   close(): Promise<void>;
 }
@@ -31,7 +36,7 @@ const xml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
  * log (hundreds of MB in a full run) is not read through the API by every test.
  */
 export async function fakeRds(dir: string, instance: string, others: Record<string, string> = {}): Promise<FakeRds> {
-  const fake: Omit<FakeRds, 'url' | 'close'> = { portions: [], throttled: 0 };
+  const fake: Omit<FakeRds, 'url' | 'close'> = { portions: [], throttled: 0, servedUpTo: new Map() };
   /** each instance's log directory (`others`: more instances, an Aurora cluster's readers, served whole) */
   const dirs = new Map([[instance, dir], ...Object.entries(others)]);
   const since = new Map<string, number>();
@@ -124,6 +129,7 @@ export async function fakeRds(dir: string, instance: string, others: Record<stri
         if (action === 'DownloadDBLogFilePortion') {
           const file = (q.get('LogFileName') ?? '').replace(/^error\//, '');
           const content = await served(dir, path.basename(file));
+          content.size = Math.min(content.size, fake.servedUpTo.get(path.basename(file)) ?? Infinity);
           const marker = q.get('Marker') ?? '0';
           const lines = Number(q.get('NumberOfLines') ?? '10000');
           const start = marker === '0' ? 0 : Number(marker.split(':')[1]);
@@ -132,7 +138,7 @@ export async function fakeRds(dir: string, instance: string, others: Record<stri
           let end = start;
           let n = 0;
           scan: for (let at = start; n < lines && at < content.size;) {
-            const block = await content.read(at, 1 << 20);
+            const block = (await content.read(at, 1 << 20)).subarray(0, content.size - at);
             if (block.length === 0) break;
             for (let i = 0; i < block.length; i++) {
               if (block[i] !== 0x0a) continue;

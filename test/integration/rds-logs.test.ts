@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -241,6 +241,57 @@ describe('ingest --log-source rds', () => {
       async (c) => (await c.query(`SELECT count(*)::int AS n FROM audit.audit_log WHERE action = 'LOG LINES MISSING'`)).rows[0].n,
     );
     expect(missing).toBe(1); // line 3, once
+  });
+
+  it('a file whose portions end before its listed size: the rest is not taken for read, and when RDS removes the file its unread bytes are recorded as missing', async () => {
+    const line = (n: number, tag: string, session: string) =>
+      pgauditReadLine({
+        database: db.name,
+        n,
+        statement: `SELECT full_name FROM customers WHERE id = 5 /* case:${tag} */`,
+        pid: 7171,
+        session,
+        from: '10.0.2.9:40300',
+        application: 'batch',
+      });
+    const early = 'postgresql.log.2026-12-07-13.csv';
+    const first = line(1, 'early-1', '6b0d7171.1c03');
+    await writeFile(path.join(readerDir, early), first + line(2, 'early-2', '6b0d7171.1c03') + line(3, 'early-3', '6b0d7171.1c03'));
+    await utimes(path.join(readerDir, early), new Date(Date.now() - 10_000), new Date(Date.now() - 10_000));
+    // A newer file (another session, so no line-number gap tells), so this one is rotated.
+    await writeFile(path.join(readerDir, 'postgresql.log.2026-12-07-14.csv'), line(1, 'early-4', '6b0d7272.1c04'));
+    rds.servedUpTo.set(early, Buffer.byteLength(first));
+    // The reader's log alone (as a single instance's: bare names), not the suite's whole log as well.
+    const reader = ['ingest', '--log-source', 'rds', '--rds-instance', 'clinic-db-reader-1', '--context-wait', '1ms'];
+    const earlyTags = async () => (await tagged()).filter((t) => t.tag.startsWith('early-'));
+    const missing = () =>
+      withClient(
+        db.url,
+        async (c) =>
+          (
+            await c.query<{ statement: string }>(`SELECT statement FROM audit.audit_log WHERE action = 'LOG LINES MISSING' AND statement LIKE $1`, [
+              `%${early}%`,
+            ])
+          ).rows,
+      );
+    for (let i = 0; i < 2; i++) {
+      const r = await runCli(reader, env());
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect(await earlyTags()).toEqual([
+      { tag: 'early-1', n: 1 },
+      { tag: 'early-4', n: 1 },
+    ]);
+    expect(await missing()).toEqual([]);
+    // RDS's retention removes the file.
+    await rm(path.join(readerDir, early));
+    const after = await runCli(reader, env());
+    expect(after.code, after.stderr).toBe(0);
+    const size = Buffer.byteLength(first + line(2, 'early-2', '6b0d7171.1c03') + line(3, 'early-3', '6b0d7171.1c03'));
+    expect((await missing()).map((m) => m.statement)).toEqual([
+      `log file error/${early}: bytes ${Buffer.byteLength(first)}-${size} (${size - Buffer.byteLength(first)}) were never read`,
+    ]);
+    expect(await earlyTags()).toHaveLength(2);
   });
 
   it('says what is wrong in one line: a missing instance name, jsonlog, an instance the API does not know', async () => {
