@@ -179,6 +179,52 @@ describe('protect --reads both', () => {
     expect(readsOf(records, 'case-by-hand').map((r) => [r.row_id, r.session_user_name])).toEqual([['999', 'ingest_login']]);
   });
 
+  it("a read inside the owner's SECURITY DEFINER function, granted to the application, is recorded row by row with the caller's login; pgaudit does not log it", async () => {
+    // The table's owner hands the application a function that reads the table as the owner. pgaudit
+    // logs no object read for it unless the function's creator calls it (pgaudit/pgaudit#157); the
+    // policy runs for the owner too (row-level security is forced), so each row returned is a read.
+    await as(OWNER, 'case-definer-setup', async (c) => {
+      await c.query(
+        `CREATE FUNCTION clinic.peek(n int) RETURNS text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+           AS $$ SELECT body FROM clinic.notes WHERE id = n $$`,
+      );
+      await c.query('GRANT EXECUTE ON FUNCTION clinic.peek(int) TO phi_app');
+    });
+    const archive = await newArchive();
+    await drain(archive);
+    const body = await as('app_login', 'case-definer', async (c) => (await c.query<{ b: string }>('SELECT clinic.peek(42) AS b')).rows[0]!.b, {
+      'app.user_id': 'dr.eve',
+    });
+    expect(body).toBe('note 42');
+    // A read of the table by statement after it: once its line is ingested, a line for the read
+    // above would have been too (the server writes its log in order).
+    await as('app_login', 'case-definer-marker', (c) => c.query('SELECT body FROM clinic.notes WHERE id = 43'));
+    const pgaudit = (app: string) =>
+      withClient(
+        db.url,
+        async (c) =>
+          (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND application_name = $1`, [app])).rows[0]!.n,
+      );
+    const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: process.env.TEST_PG_LOG_DIR! };
+    await expect
+      .poll(
+        async () => {
+          expect((await runCli(['ingest'], env)).code).toBe(0);
+          return pgaudit('case-definer-marker');
+        },
+        { timeout: 20_000, interval: 200 },
+      )
+      .toBeGreaterThan(0);
+    expect(await pgaudit('case-definer')).toBe(0);
+    await drain(archive);
+    const { report, records } = await readArchive(archive, keys.keys);
+    expect(report.findings).toEqual([]);
+    expect(readsOf(records, 'case-definer').map((r) => [r.table_name, r.row_id, r.session_user_name, r.current_role_name, r.app_user_id])).toEqual([
+      // The role recorded is the one the session acts as (its SET ROLE, else its login), as for writes: not the function's owner.
+      ['notes', '42', 'app_login', 'app_login', 'dr.eve'],
+    ]);
+  });
+
   it("keeps a transaction's first event when its commit record follows a read (the read's LSN is the transaction's commit LSN)", async () => {
     // PostgreSQL gives a message the LSN where its record ends, where the next record begins: an
     // UPDATE then a read of the row in one transaction puts the commit record right after the read.
