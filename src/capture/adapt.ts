@@ -64,6 +64,17 @@ const ADAPTATIONS: Adaptation[] = [
     },
   },
   {
+    migration: 'migrations/015_pgaudit_log_rows',
+    find: { from: 'DO $logrows$\n', to: '\n$logrows$;\n' },
+    replace: '',
+    gap: {
+      gap: 'pgaudit-log-rows',
+      consequence:
+        'pgaudit.log_rows is not pinned off for this database (only a superuser pins it): set on for the server, pgaudit logs no COPY ... TO of a protected table (pgaudit/pgaudit#240)',
+      remedy: 'keep pgaudit.log_rows = off (its default) in the parameter group / database flags / server parameters; doctor says when it is on',
+    },
+  },
+  {
     migration: 'migrations/004_protection',
     find: { from: 'DROP EVENT TRIGGER IF EXISTS audit_guard_protected_ddl;\n', to: 'ALTER EVENT TRIGGER audit_follow_protected_drop ENABLE ALWAYS;\n' },
     replace: '',

@@ -52,6 +52,7 @@ export interface Check {
 export const SETTINGS = [
   'wal_level',
   'shared_preload_libraries',
+  'pgaudit.log_rows',
   'max_replication_slots',
   'log_destination',
   'logging_collector',
@@ -207,6 +208,14 @@ export function diagnose(p: Platform, f: ServerFacts): Check[] {
     fix(
       'pgaudit is not loaded: reads are not recorded as statements (protect --reads statements, the default)',
       `${pgauditFlag ? setParameter(p, pgauditFlag, 'on', true) : setParameter(p, 'shared_preload_libraries', `${s.shared_preload_libraries ? `${s.shared_preload_libraries},` : ''}pgaudit`, true)}; ${onlyRows}`,
+    );
+  }
+  if (p !== 'azure' && pgauditLoaded && s['pgaudit.log_rows'] === 'on') {
+    fix(
+      'pgaudit.log_rows is on: pgaudit then logs no COPY ... TO of a protected table (pgaudit/pgaudit#240), so bulk exports read by statement are not recorded',
+      p === 'self'
+        ? "pg-audit-shipper init, as a superuser (it pins pgaudit.log_rows off for this database); a role's own setting outranks that: ALTER ROLE <role> RESET pgaudit.log_rows"
+        : setParameter(p, 'pgaudit.log_rows', 'off', false),
     );
   }
   if (p !== 'self' && p !== 'azure' && pgauditLoaded && !f.extensions.includes('pgaudit')) {

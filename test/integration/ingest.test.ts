@@ -546,6 +546,70 @@ describe('ingest', () => {
     ]);
   });
 
+  it('a COPY ... TO of a protected table is a read: pgaudit.log_rows, under which pgaudit logs no COPY, is pinned off for the database and the application may not set it', async () => {
+    // With pgaudit.log_rows on, pgaudit writes no line for a COPY of a table (pgaudit/pgaudit#240,
+    // checked on this server): init pins it off for the database, which outranks postgresql.conf
+    // and ALTER SYSTEM; only a superuser may set it for a session.
+    const pinned = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query<{ setconfig: string[] }>(
+            `SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database() AND s.setrole = 0`,
+          )
+        ).rows[0]!.setconfig,
+    );
+    expect(pinned).toContain('pgaudit.log_rows=off');
+    await withClient(urlFor(db.name, 'app_login', { application_name: 'exporter' }), async (c) => {
+      await expect(c.query(`SET pgaudit.log_rows = on /* copy-hide */`)).rejects.toThrow(/permission denied to set parameter "pgaudit.log_rows"/);
+      await c.query(`SET app.customer_id = '7'`);
+      await c.query('COPY customers TO STDOUT /* copy-export */');
+    });
+    await ingestUntil(`statement LIKE '%copy-export%'`, 1);
+    const rows = await withClient(
+      db.url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT action, outcome, table_name, session_user_name, app_customer_id, statement, error FROM audit.audit_log
+              WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND application_name = 'exporter' AND action <> 'SET' OR statement LIKE '%copy-hide%' ORDER BY log_line_num`,
+          )
+        ).rows,
+    );
+    expect(rows).toEqual([
+      {
+        action: 'SET',
+        outcome: 'failure',
+        table_name: null,
+        session_user_name: 'app_login',
+        app_customer_id: null,
+        statement: 'SET pgaudit.log_rows = on /* copy-hide */',
+        error: '42501: permission denied to set parameter "pgaudit.log_rows"',
+      },
+      // pgaudit writes two lines for a COPY of a table under row-level security (substatements 1 and
+      // 2: the COPY and the query it runs); the server's context line comes from the one scan, so the
+      // first is recorded with its context unknown.
+      {
+        action: 'SELECT',
+        outcome: 'success',
+        table_name: 'customers',
+        session_user_name: 'app_login',
+        app_customer_id: null,
+        statement: 'COPY customers TO STDOUT /* copy-export */',
+        error: null,
+      },
+      {
+        action: 'SELECT',
+        outcome: 'success',
+        table_name: 'customers',
+        session_user_name: 'app_login',
+        app_customer_id: '7',
+        statement: 'COPY customers TO STDOUT /* copy-export */',
+        error: null,
+      },
+    ]);
+  });
+
   it('--log-source sql reads the same log through the connection, and either source takes up where the other left off', async () => {
     // The ingester's login has no file access to the server: audit.read_log() reads csvlog files of
     // log_directory for it (sql/migrations/010). Switching sources reads nothing twice: every pass

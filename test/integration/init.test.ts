@@ -30,7 +30,7 @@ describe('init', () => {
     expect(first.stderr).not.toMatch(/error/);
     expect(first.code).toBe(0);
     expect(first.stdout).toContain(
-      'applied migrations/001_audit_schema, migrations/002_shipping, migrations/003_review, migrations/004_protection, migrations/005_partitions_keys, migrations/006_attestation, migrations/007_read_context, migrations/008_row_reads, migrations/009_row_reads_only, migrations/010_log_over_sql, migrations/011_partition_row_reads, migrations/012_console, migrations/013_capture_gaps, migrations/014_ingest_seen_size, example/001_customers',
+      'applied migrations/001_audit_schema, migrations/002_shipping, migrations/003_review, migrations/004_protection, migrations/005_partitions_keys, migrations/006_attestation, migrations/007_read_context, migrations/008_row_reads, migrations/009_row_reads_only, migrations/010_log_over_sql, migrations/011_partition_row_reads, migrations/012_console, migrations/013_capture_gaps, migrations/014_ingest_seen_size, migrations/015_pgaudit_log_rows, example/001_customers',
     );
     const before = await fingerprint(db.url);
     const second = await runCli(['init', '--example'], { DATABASE_URL: db.url });

@@ -33,11 +33,12 @@ describe("init as a managed platform's admin role", () => {
     const r = await runCli(['init'], { DATABASE_URL: asAdmin() });
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines[0]).toMatch(/^applied migrations\/001_audit_schema, .*migrations\/014_ingest_seen_size$/);
+    expect(lines[0]).toMatch(/^applied migrations\/001_audit_schema, .*migrations\/015_pgaudit_log_rows$/);
     expect(lines.slice(1).map((l) => /^could not \(needs a superuser\): ([a-z-]+): .+; instead: .+$/.exec(l)?.[1])).toEqual([
       'ddl-guard',
       'emit-message',
       'log-over-sql',
+      'pgaudit-log-rows',
       'pgaudit-settings',
       'replication',
     ]);
@@ -45,7 +46,7 @@ describe("init as a managed platform's admin role", () => {
     // Running it again changes nothing and says the gaps again.
     const again = await runCli(['init'], { DATABASE_URL: asAdmin() });
     expect(again.stdout.split('\n')[0]).toMatch(/^schema up to date/);
-    expect(again.stdout.match(/^could not/gm)).toHaveLength(5);
+    expect(again.stdout.match(/^could not/gm)).toHaveLength(6);
 
     // doctor, as the admin, names each gap with its remedy.
     const doctor = await runCli(['doctor', '--platform', 'rds'], { DATABASE_URL: asAdmin() });
@@ -101,7 +102,7 @@ describe("init as a managed platform's admin role", () => {
     const closing = await runCli(['init'], { DATABASE_URL: db.url });
     expect(closing.code, closing.stderr).toBe(0);
     expect(closing.stdout).toBe(
-      'closed, as a superuser, what an earlier init could not do: ddl-guard, emit-message, log-over-sql, pgaudit-settings, replication\n',
+      'closed, as a superuser, what an earlier init could not do: ddl-guard, emit-message, log-over-sql, pgaudit-log-rows, pgaudit-settings, replication\n',
     );
     const state = await withClient(db.url, async (c) => ({
       triggers: (await c.query<{ evtname: string }>('SELECT evtname FROM pg_event_trigger ORDER BY evtname')).rows.map((x) => x.evtname),

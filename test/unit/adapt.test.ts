@@ -25,7 +25,7 @@ describe("init as a managed platform's admin role", () => {
       // Nothing else changed: what is left out plus what is put in accounts for every difference.
       expect(adapted.sql.length).toBeLessThan(sql.length + 60);
     }
-    expect(gaps.sort()).toEqual(['ddl-guard', 'emit-message', 'log-over-sql', 'pgaudit-settings', 'replication']);
+    expect(gaps.sort()).toEqual(['ddl-guard', 'emit-message', 'log-over-sql', 'pgaudit-log-rows', 'pgaudit-settings', 'replication']);
     expect(adaptForAdmin('migrations/004_protection', await migration('migrations/004_protection')).gaps[0]!.sql).toMatch(
       /^DROP EVENT TRIGGER IF EXISTS audit_guard_protected_ddl;\n[\s\S]*ALTER EVENT TRIGGER audit_follow_protected_drop ENABLE ALWAYS;\n$/,
     );

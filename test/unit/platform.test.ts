@@ -77,6 +77,18 @@ describe('doctor: what each platform needs, and how to change it there', () => {
     expect(find(checks, /DDL guard/)!.says).toBe('the DDL guard is missing (audit_follow_protected_drop): table owners can switch auditing off');
   });
 
+  it('pgaudit.log_rows on (pgaudit then logs no COPY ... TO): init pins it off where it may, the parameter group elsewhere', () => {
+    const on = { settings: { 'pgaudit.log_rows': 'on' } };
+    expect(fixes(diagnose('self', facts(on))).map((c) => c.todo)).toEqual([
+      "pg-audit-shipper init, as a superuser (it pins pgaudit.log_rows off for this database); a role's own setting outranks that: ALTER ROLE <role> RESET pgaudit.log_rows",
+    ]);
+    expect(find(diagnose('self', facts(on)), /log_rows/)!.says).toMatch(/^pgaudit\.log_rows is on: pgaudit then logs no COPY \.\.\. TO of a protected table/);
+    expect(find(diagnose('rds', facts({ ...on, adminRoles: ['rds_superuser'] })), /log_rows/)!.todo).toBe(
+      'aws rds modify-db-parameter-group --db-parameter-group-name <group> --parameters "ParameterName=pgaudit.log_rows,ParameterValue=off,ApplyMethod=immediate"',
+    );
+    expect(find(diagnose('self', facts({ settings: { 'pgaudit.log_rows': 'off' } })), /log_rows/)).toBeUndefined();
+  });
+
   it('says what init left out as a non-superuser, with the remedy init recorded for it', () => {
     const gap = { gap: 'pgaudit-settings', consequence: 'pgaudit.role and pgaudit.log are not set', remedy: 'set them in the parameter group' };
     const checks = diagnose('rds', facts({ gaps: [gap] }));
