@@ -55,6 +55,20 @@ async function queryJson(archive: string, args: string[]): Promise<Record<string
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
+/** Ingest pgaudit's lines until `count()` passes `above` (a marker read's line is in: any line the server wrote before it is in too). */
+async function ingestPast(count: () => Promise<number>, above: number): Promise<void> {
+  const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: process.env.TEST_PG_LOG_DIR! };
+  await expect
+    .poll(
+      async () => {
+        expect((await runCli(['ingest'], env)).code).toBe(0);
+        return count();
+      },
+      { timeout: 20_000, interval: 200 },
+    )
+    .toBeGreaterThan(above);
+}
+
 const readsOf = (records: ArchivedRecord[], app: string) => records.filter((r) => r.op === 'read' && r.application_name === app);
 
 beforeAll(async () => {
@@ -205,16 +219,7 @@ describe('protect --reads both', () => {
         async (c) =>
           (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit.audit_log WHERE source = 'pgaudit' AND application_name = $1`, [app])).rows[0]!.n,
       );
-    const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: process.env.TEST_PG_LOG_DIR! };
-    await expect
-      .poll(
-        async () => {
-          expect((await runCli(['ingest'], env)).code).toBe(0);
-          return pgaudit('case-definer-marker');
-        },
-        { timeout: 20_000, interval: 200 },
-      )
-      .toBeGreaterThan(0);
+    await ingestPast(() => pgaudit('case-definer-marker'), 0);
     expect(await pgaudit('case-definer')).toBe(0);
     await drain(archive);
     const { report, records } = await readArchive(archive, keys.keys);
@@ -433,16 +438,7 @@ describe('protect --reads rows', () => {
     // the reads above would have been too (the server writes its log in order).
     const before = await pgauditReads('notes');
     await as('app_login', 'case-rows-marker', (c) => c.query('SELECT body FROM clinic.notes WHERE id = 1'));
-    const env = { DATABASE_URL: urlFor(db.name, 'ingest_login'), PGAUDIT_LOG_DIR: process.env.TEST_PG_LOG_DIR! };
-    await expect
-      .poll(
-        async () => {
-          expect((await runCli(['ingest'], env)).code).toBe(0);
-          return pgauditReads('notes');
-        },
-        { timeout: 20_000, interval: 200 },
-      )
-      .toBeGreaterThan(before);
+    await ingestPast(() => pgauditReads('notes'), before);
     expect(await pgauditReads('scans')).toBe(0);
     const setup = await withClient(db.url, async (c) => {
       const { rows } = await c.query<{ grant: boolean; qual: string; statement_reads: boolean }>(
