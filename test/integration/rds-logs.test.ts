@@ -277,6 +277,12 @@ describe('ingest --log-source rds', () => {
     for (let i = 0; i < 2; i++) {
       const r = await runCli(reader, env());
       expect(r.code, r.stderr).toBe(0);
+      // Said at once (each run is a process of its own), not only when the file is removed.
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `"file":"error/${early.replace(/\./g, '\\.')}","read_to":${Buffer.byteLength(first)},"size":\\d+,"msg":"a rotated log file ends, as its source serves it, before its listed size`,
+        ),
+      );
     }
     expect(await earlyTags()).toEqual([
       { tag: 'early-1', n: 1 },

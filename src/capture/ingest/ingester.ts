@@ -69,6 +69,8 @@ export class Ingester {
 
   /** the most bytes of one csvlog field held in memory (the rest is scanned, not kept) */
   private readonly maxFieldBytes: number;
+  /** rotated files already said to end short of their listed size (said once a process: the next passes read the same) */
+  private readonly saidShort = new Set<string>();
 
   constructor(
     private readonly client: pg.Client,
@@ -108,8 +110,18 @@ export class Ingester {
       // its end, it is marked done with that size (-size, below), or every pass would read it again.
       if (from === file.size || (rotated && seenSizes.get(file.key) === -file.size)) continue;
       stats.files++;
-      const { pending, cut } = await this.ingestFile(file, from, stats, rotated);
+      const { pending, cut, reached } = await this.ingestFile(file, from, stats, rotated);
       stats.pendingBytes += pending;
+      // A rotated file its source serves only in part (the RDS API was reported to stop a 260 MB
+      // file at 100 MB): the rest is recorded as missing only when the file is removed, days later
+      // on RDS; said now, once.
+      if (rotated && !cut && seenSizes.get(file.key) !== SIZE_UNKNOWN && reached < file.size && !this.saidShort.has(file.key)) {
+        this.saidShort.add(file.key);
+        this.opts.log.warn(
+          { file: file.name, read_to: reached, size: file.size },
+          'a rotated log file ends, as its source serves it, before its listed size: the bytes past that are not read, and are recorded as LOG LINES MISSING when the file is removed',
+        );
+      }
       if (rotated && pending === 0 && (cut || seenSizes.get(file.key) === SIZE_UNKNOWN)) {
         await this.query('UPDATE audit.ingest_files SET seen_size = $2 WHERE file_key = $1', [file.key, -file.size]);
       }
@@ -197,8 +209,11 @@ export class Ingester {
     this.loaded = true;
   }
 
-  /** Returns the bytes read and left for a later pass (a record still being written), and whether the source cut a record. */
-  private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<{ pending: number; cut: boolean }> {
+  /**
+   * Returns the bytes read and left for a later pass (a record still being written), whether the
+   * source cut a record, and how far the file's bytes were read.
+   */
+  private async ingestFile(file: LogFile, start: number, stats: IngestStats, rotated: boolean): Promise<{ pending: number; cut: boolean; reached: number }> {
     const fh = await this.opts.logs.open(file);
     const json = file.name.endsWith(EXTENSION.jsonlog);
     try {
@@ -208,7 +223,7 @@ export class Ingester {
         // The saved position is not where a record starts: only a changed position does that (the
         // receipts show the jump). Record the bytes up to the next record as unreadable, go on there.
         this.opts.log.error({ file: file.name, saved: start, next_record: boundary }, 'the saved position is inside a log record; resuming at the next record');
-        if (boundary === null) return { pending: file.size - start, cut: false }; // no record starts after it yet
+        if (boundary === null) return { pending: file.size - start, cut: false, reached: file.size }; // no record starts after it yet
         const skipped = Buffer.alloc(boundary - start);
         await fh.read(skipped, 0, skipped.length, start);
         await this.commitChunk(
@@ -282,7 +297,7 @@ export class Ingester {
         );
         sawCut ||= endCut;
       }
-      return { pending: parser.position - committed, cut: sawCut };
+      return { pending: parser.position - committed, cut: sawCut, reached: parser.position };
     } finally {
       await fh.close();
     }
