@@ -572,7 +572,7 @@ describe('ingest', () => {
         (
           await c.query(
             `SELECT action, outcome, table_name, session_user_name, app_customer_id, statement, error FROM audit.audit_log
-              WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND application_name = 'exporter' AND action <> 'SET' OR statement LIKE '%copy-hide%' ORDER BY log_line_num`,
+              WHERE source = 'pgaudit' AND ${NOT_OUR_READS} AND ((application_name = 'exporter' AND action <> 'SET') OR statement LIKE '%copy-hide%') ORDER BY log_line_num`,
           )
         ).rows,
     );
